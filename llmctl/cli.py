@@ -1,0 +1,140 @@
+"""The llmctl command line: parse, load config, call the core, render. Nothing else."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    help="From RAG demo to RAG in production: ingest, query, eval and cost control.",
+)
+
+
+class State:
+    config_path: Path | None = None
+    data_dir: Path | None = None
+    verbose: int = 0
+
+
+state = State()
+
+
+def _config(**overrides):
+    from llmctl.config import load_config
+
+    return load_config(state.config_path, {"data_dir": state.data_dir, **overrides})
+
+
+@app.callback()
+def main_options(
+    config: Annotated[Optional[Path], typer.Option(
+        "--config", "-c", help="YAML config file (default: $LLMCTL_CONFIG, ./llmctl.yaml, built-ins).",
+        show_default=False)] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(
+        help="Where indexes, manifest, cache and ledger live (config: data_dir).",
+        show_default=False)] = None,
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More logging on stderr.")] = 0,
+) -> None:
+    state.config_path, state.data_dir, state.verbose = config, data_dir, verbose
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders to ingest.", show_default=False)],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would change; write nothing.")] = False,
+    rebuild: Annotated[bool, typer.Option("--rebuild", help="Drop the index and re-embed everything.")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Stop at the first file that cannot be ingested.")] = False,
+    include: Annotated[Optional[list[str]], typer.Option(
+        "--include", help="Glob of files to take (repeatable; replaces ingest.include).")] = None,
+    exclude: Annotated[Optional[list[str]], typer.Option(
+        "--exclude", help="Glob of files or folders to skip (repeatable; added to ingest.exclude).")] = None,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for another ingest to finish.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON report on stdout.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Load, chunk and embed documents into the local index (incremental).
+
+    Example: [bold]llmctl ingest ./docs[/]
+    """
+    from llmctl import render
+    from llmctl.ingest.pipeline import ingest as run_ingest
+
+    cfg = _config(**{"ingest.include": include})
+    if exclude:
+        cfg.ingest.exclude = cfg.ingest.exclude + list(exclude)
+    with render.RichProgress(enabled=not quiet and not as_json) as progress:
+        report = run_ingest(paths, cfg, dry_run=dry_run, rebuild=rebuild, strict=strict or None,
+                            wait_seconds=wait, progress=progress)
+    if as_json:
+        render.print_json(report.to_dict())
+    else:
+        render.ingest_report(report)
+
+
+def _not_yet(command: str) -> None:
+    from llmctl.errors import LlmctlError
+
+    raise LlmctlError(f"'llmctl {command}' is not available in this version yet")
+
+
+@app.command()
+def query(question: Annotated[str, typer.Argument(help="The question ('-' reads stdin).")]) -> None:
+    """Ask a question: hybrid retrieval, reranking and a cited answer.
+
+    Example: [bold]llmctl query "How long are daily snapshots kept?"[/]
+    """
+    _not_yet("query")
+
+
+@app.command(name="eval")
+def eval_(suite: Annotated[Path, typer.Argument(help="Golden-query suite (YAML).")]) -> None:
+    """Run a golden-query suite or BEIR dataset and gate on thresholds.
+
+    Example: [bold]llmctl eval suites/sample.yaml[/]
+    """
+    _not_yet("eval")
+
+
+@app.command()
+def cost_report() -> None:
+    """Show LLM spend, tokens and latency from the call ledger.
+
+    Example: [bold]llmctl cost-report --since 2026-11-01[/]
+    """
+    _not_yet("cost-report")
+
+
+@app.command()
+def cache_stats() -> None:
+    """Show response-cache size, hit rate and savings.
+
+    Example: [bold]llmctl cache-stats[/]
+    """
+    _not_yet("cache-stats")
+
+
+def main() -> None:
+    """Entry point: the one place that turns LlmctlError into a message and an exit code."""
+    from llmctl.errors import LlmctlError
+
+    debug = os.environ.get("LLMCTL_DEBUG") == "1"
+    try:
+        app()
+    except LlmctlError as exc:
+        if debug:
+            raise
+        sys.stderr.write(f"Error: {exc}\n")
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        sys.stderr.write("Interrupted: the index is left consistent; run the command again to resume.\n")
+        sys.exit(130)

@@ -1,0 +1,210 @@
+"""Configuration: pydantic models of the YAML file, loading, validation and overrides.
+
+Precedence, lowest first: built-in defaults < config file < ``LLMCTL_*`` environment
+variables < command-line flags. The file is ``--config``, else ``$LLMCTL_CONFIG``,
+else ``./llmctl.yaml`` when present, else none (built-in defaults). Relative paths
+resolve against the folder of the config file (the current directory without one).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from llmctl.errors import ConfigError
+
+ENV_PREFIX = "LLMCTL_"
+DEFAULT_FILE_NAME = "llmctl.yaml"
+
+CODE_EXTENSIONS = {
+    ".py": "python", ".js": "js", ".jsx": "js", ".ts": "ts", ".tsx": "ts", ".go": "go",
+    ".rs": "rust", ".java": "java", ".kt": "kotlin", ".scala": "scala", ".c": "c", ".h": "c",
+    ".cc": "cpp", ".cpp": "cpp", ".hpp": "cpp", ".cs": "csharp", ".rb": "ruby", ".php": "php",
+    ".swift": "swift", ".sh": "bash", ".bash": "bash", ".sql": "sql", ".toml": "toml",
+    ".yaml": "yaml", ".yml": "yaml", ".ini": "ini", ".cfg": "ini",
+}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class EmbeddingConfig(_Section):
+    model: str = "all-MiniLM-L6-v2"
+    batch_size: int = Field(64, ge=1, le=4096)
+    device: str = "cpu"
+    normalize: bool = True
+    query_prefix: str = ""
+    document_prefix: str = ""
+    offline: bool = True
+
+
+class ChunkingConfig(_Section):
+    max_tokens: int | None = Field(None, ge=16)
+    overlap_tokens: int = Field(32, ge=0)
+    context_header: bool = True
+
+
+class IngestConfig(_Section):
+    include: list[str] = Field(
+        default_factory=lambda: [
+            "*.md", "*.markdown", "*.txt", "*.rst", "*.html", "*.htm", "*.pdf", "*.jsonl",
+            *(f"*{ext}" for ext in CODE_EXTENSIONS),
+        ]
+    )
+    exclude: list[str] = Field(
+        default_factory=lambda: [
+            ".git", ".hg", ".svn", ".venv", "venv", "env", "node_modules", "__pycache__",
+            ".llmctl", ".tox", ".mypy_cache", ".pytest_cache", ".ruff_cache", "dist", "build",
+            "*.min.js", "*.lock", "package-lock.json",
+        ]
+    )
+    follow_symlinks: bool = False
+    max_file_mb: float = Field(50, gt=0)
+    strict: bool = False
+
+
+class BM25Config(_Section):
+    backend: Literal["bm25s", "rank_bm25"] = "bm25s"
+    k1: float = Field(1.2, ge=0)
+    b: float = Field(0.75, ge=0, le=1)
+    stemmer: Literal["english", "none"] = "english"
+    stopwords: Literal["english", "none"] = "english"
+
+
+class Config(_Section):
+    data_dir: Path = Path(".llmctl")
+    embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
+    chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    bm25: BM25Config = Field(default_factory=BM25Config)
+
+    # Where the values came from, for error messages; not part of the YAML schema.
+    source: str = Field("built-in defaults", exclude=True)
+    base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
+
+
+def find_config_file(explicit: Path | None) -> Path | None:
+    """The config file to read: --config, $LLMCTL_CONFIG, ./llmctl.yaml, or none."""
+    if explicit is not None:
+        return explicit
+    env = os.environ.get(f"{ENV_PREFIX}CONFIG")
+    if env:
+        return Path(env)
+    local = Path.cwd() / DEFAULT_FILE_NAME
+    return local if local.is_file() else None
+
+
+def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Load, merge and validate the configuration.
+
+    Args:
+        path: explicit config file (``--config``); see the module docstring for lookup.
+        overrides: dotted keys set by command-line flags, e.g. ``{"data_dir": "x"}``.
+    """
+    file = find_config_file(path)
+    data: dict[str, Any] = {}
+    source = "built-in defaults"
+    base_dir = Path.cwd()
+    if file is not None:
+        source = str(file)
+        data = _read_yaml(file)
+        base_dir = file.resolve().parent
+    for key, value in _env_overrides().items():
+        _set_dotted(data, key, value, source=f"environment variable {ENV_PREFIX}{key}")
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(data, key, value, source="command line")
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, source)) from None
+    cfg.source = source
+    cfg.base_dir = base_dir
+    cfg.data_dir = _resolve(cfg.data_dir, base_dir)
+    model_path = Path(cfg.embedding.model).expanduser()
+    if cfg.embedding.model.startswith((".", "~", "/")) or (base_dir / model_path).exists():
+        cfg.embedding.model = str(_resolve(model_path, base_dir))
+    return cfg
+
+
+def _resolve(path: Path, base_dir: Path) -> Path:
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else (base_dir / path).resolve()
+
+
+def _read_yaml(file: Path) -> dict[str, Any]:
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"Config file {file} does not exist: check --config / LLMCTL_CONFIG") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"Cannot read config file {file}: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{file}{where}: {problem}; fix the YAML syntax") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{file}: the top level must be a mapping of keys, not {type(data).__name__}")
+    return data
+
+
+def _env_overrides() -> dict[str, Any]:
+    """``LLMCTL_DATA_DIR=x`` -> data_dir; ``LLMCTL_BM25__K1=1.5`` -> bm25.k1."""
+    out: dict[str, Any] = {}
+    for name, raw in os.environ.items():
+        if not name.startswith(ENV_PREFIX) or name in (f"{ENV_PREFIX}CONFIG", f"{ENV_PREFIX}DEBUG"):
+            continue
+        key = name[len(ENV_PREFIX):].lower().replace("__", ".")
+        try:
+            out[key] = yaml.safe_load(raw) if raw else raw
+        except yaml.YAMLError:
+            out[key] = raw
+    return out
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any, source: str) -> None:
+    parts = key.split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{source}: '{key}' cannot be set because '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _explain(exc: ValidationError, source: str) -> str:
+    err = exc.errors()[0]
+    loc = [str(p) for p in err["loc"]]
+    key = ".".join(loc)
+    more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
+    if err["type"] == "extra_forbidden":
+        model: type[BaseModel] = Config
+        for part in loc[:-1]:
+            field = model.model_fields.get(part)
+            if field is None or not isinstance(field.annotation, type):
+                break
+            model = field.annotation
+        known = [k for k in model.model_fields if k not in ("source", "base_dir")]
+        close = difflib.get_close_matches(loc[-1], known, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(known)}"
+        return f"{source}: unknown key '{key}' ({hint}){more}"
+    got = err.get("input")
+    got_text = f" (got {got!r})" if not isinstance(got, (dict, list)) else ""
+    return f"{source}: '{key}': {err['msg'].lower()}{got_text}{more}"
+
+
+def dump_defaults() -> dict[str, Any]:
+    """The built-in defaults as plain data (used to check configs/default.yaml)."""
+    return Config().model_dump(mode="json")

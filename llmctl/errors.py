@@ -1,0 +1,46 @@
+"""Every error llmctl reports to a user, each with its documented exit code.
+
+Library code raises these; only ``cli.py`` turns them into ``Error: ...`` on
+stderr and an exit code. Anything else is a bug and keeps its traceback.
+
+Exit codes (also in the README):
+    0  success
+    1  unexpected internal error (a bug: please report it)
+    2  invalid command-line usage (Typer)
+    3  ConfigError
+    4  InputError
+    5  IndexStateError (no index, or built with other settings)
+    6  BusyError (another ingest holds the data dir)
+"""
+
+from __future__ import annotations
+
+
+class LlmctlError(Exception):
+    """Base class: a problem the user can fix, reported without a traceback."""
+
+    exit_code = 1
+
+
+class ConfigError(LlmctlError):
+    """The configuration file or an override is invalid."""
+
+    exit_code = 3
+
+
+class InputError(LlmctlError):
+    """A path, file or argument given by the user cannot be used."""
+
+    exit_code = 4
+
+
+class IndexStateError(LlmctlError):
+    """The index is missing, or was built with settings that differ from the config."""
+
+    exit_code = 5
+
+
+class BusyError(LlmctlError):
+    """Another llmctl process is writing to the same data directory."""
+
+    exit_code = 6

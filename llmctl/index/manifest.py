@@ -1,0 +1,234 @@
+"""The manifest (SQLite): files -> content hash -> documents -> chunks, plus index settings.
+
+It is the source of truth: Chroma and BM25 are brought in line with it. Every change
+to a group of files commits in one transaction, after their vectors are in Chroma.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from llmctl.errors import IndexStateError
+from llmctl.records import Chunk
+
+FORMAT_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS files (
+    path TEXT PRIMARY KEY, source TEXT NOT NULL, size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS documents (
+    doc_id TEXT PRIMARY KEY,
+    path TEXT NOT NULL REFERENCES files(path) ON DELETE CASCADE,
+    sha256 TEXT NOT NULL, title TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS documents_path ON documents(path);
+CREATE TABLE IF NOT EXISTS chunks (
+    id TEXT PRIMARY KEY,
+    doc_id TEXT NOT NULL REFERENCES documents(doc_id) ON DELETE CASCADE,
+    ordinal INTEGER NOT NULL, text TEXT NOT NULL, embed_text TEXT NOT NULL, meta TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id);
+"""
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    path: str
+    source: str
+    size: int
+    mtime_ns: int
+    sha256: str
+
+
+@dataclass
+class FileUpdate:
+    """New state of one file: its row, and for each changed document its chunks."""
+
+    file: FileRecord
+    documents: dict[str, tuple[str, str]]  # doc_id -> (sha256, title), every doc of the file
+    changed_chunks: dict[str, list[Chunk]]  # doc_id -> all chunks, for changed docs only
+    partial: bool = False  # more of this file follows: keep documents not listed here
+
+
+class Manifest:
+    def __init__(self, path: Path, readonly: bool = False):
+        self.path = path
+        if readonly and not path.exists():
+            raise IndexStateError(f"No index in {path.parent}: run 'llmctl ingest <path>' first")
+        try:
+            uri = f"file:{path}?mode=ro" if readonly else str(path)
+            self.db = sqlite3.connect(uri, uri=readonly, timeout=30, isolation_level=None)
+            self.db.execute("PRAGMA foreign_keys = ON")
+            if not readonly:
+                self.db.execute("PRAGMA journal_mode = WAL")
+                self.db.execute("PRAGMA synchronous = NORMAL")
+                self.db.executescript(SCHEMA)
+            self.db.execute("SELECT count(*) FROM files").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise IndexStateError(
+                f"Manifest {path} is unreadable ({exc}): run 'llmctl ingest --rebuild <path>' "
+                "to rebuild the index from your documents"
+            ) from None
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- meta -------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def settings(self) -> dict | None:
+        raw = self.get_meta("settings")
+        return json.loads(raw) if raw else None
+
+    def set_settings(self, settings: dict) -> None:
+        self.set_meta("settings", json.dumps(settings, sort_keys=True))
+
+    @property
+    def dirty(self) -> bool:
+        return self.get_meta("dirty") == "1"
+
+    def set_dirty(self, value: bool) -> None:
+        self.set_meta("dirty", "1" if value else "0")
+
+    # -- reads ------------------------------------------------------------------------
+    def files(self) -> dict[str, FileRecord]:
+        rows = self.db.execute("SELECT path, source, size, mtime_ns, sha256 FROM files")
+        return {r[0]: FileRecord(*r) for r in rows}
+
+    def documents_of(self, path: str) -> dict[str, str]:
+        rows = self.db.execute("SELECT doc_id, sha256 FROM documents WHERE path = ?", (path,))
+        return dict(rows.fetchall())
+
+    def chunk_ids_of_docs(self, doc_ids: Iterable[str]) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for doc_id in doc_ids:
+            rows = self.db.execute("SELECT id FROM chunks WHERE doc_id = ? ORDER BY ordinal", (doc_id,))
+            out[doc_id] = [r[0] for r in rows]
+        return out
+
+    def chunk_ids_of_files(self, paths: Iterable[str]) -> list[str]:
+        ids: list[str] = []
+        for path in paths:
+            ids += [r[0] for r in self.db.execute(
+                "SELECT c.id FROM chunks c JOIN documents d ON c.doc_id = d.doc_id WHERE d.path = ?",
+                (path,),
+            )]
+        return ids
+
+    def chunk_ids(self) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT id FROM chunks")}
+
+    def chunk_count(self) -> int:
+        return self.db.execute("SELECT count(*) FROM chunks").fetchone()[0]
+
+    def keyword_corpus(self) -> Iterator[tuple[str, str]]:
+        """(chunk id, text to index) in a stable order."""
+        yield from self.db.execute("SELECT id, embed_text FROM chunks ORDER BY doc_id, ordinal")
+
+    def get_chunks(self, ids: list[str]) -> dict[str, dict]:
+        out: dict[str, dict] = {}
+        for i in range(0, len(ids), 500):
+            part = ids[i:i + 500]
+            marks = ",".join("?" * len(part))
+            rows = self.db.execute(
+                f"SELECT id, text, embed_text, meta FROM chunks WHERE id IN ({marks})", part
+            )
+            for cid, text, embed_text, meta in rows:
+                out[cid] = {"id": cid, "text": text, "embed_text": embed_text, **json.loads(meta)}
+        return out
+
+    # -- writes -----------------------------------------------------------------------
+    def touch(self, records: list[FileRecord]) -> None:
+        """Record new size/mtime of files whose content hash did not change."""
+        with self.transaction():
+            self.db.executemany(
+                "UPDATE files SET size = ?, mtime_ns = ? WHERE path = ?",
+                [(r.size, r.mtime_ns, r.path) for r in records],
+            )
+
+    def apply(self, updates: list[FileUpdate]) -> list[str]:
+        """Write the new state of some files in one transaction; returns chunk ids no longer used."""
+        stale: list[str] = []
+        with self.transaction():
+            for up in updates:
+                f = up.file
+                old_docs = self.documents_of(f.path)
+                vanished = [] if up.partial else [d for d in old_docs if d not in up.documents]
+                gone_docs = vanished + list(up.changed_chunks)
+                before = self.chunk_ids_of_docs(gone_docs)
+                self.db.execute(
+                    "INSERT INTO files VALUES (?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET "
+                    "source = excluded.source, size = excluded.size, mtime_ns = excluded.mtime_ns, "
+                    "sha256 = excluded.sha256",
+                    (f.path, f.source, f.size, f.mtime_ns, f.sha256),
+                )
+                for doc_id in gone_docs:
+                    self.db.execute("DELETE FROM chunks WHERE doc_id = ?", (doc_id,))
+                    if doc_id not in up.documents:
+                        self.db.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))
+                self.db.executemany(
+                    "INSERT INTO documents VALUES (?, ?, ?, ?) ON CONFLICT(doc_id) DO UPDATE SET "
+                    "path = excluded.path, sha256 = excluded.sha256, title = excluded.title",
+                    [(d, f.path, sha, title) for d, (sha, title) in up.documents.items()],
+                )
+                new_ids: set[str] = set()
+                for chunks in up.changed_chunks.values():
+                    self.db.executemany(
+                        "INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?)",
+                        [(c.id, c.doc_id, c.ordinal, c.text, c.embed_text, json.dumps(c.metadata()))
+                         for c in chunks],
+                    )
+                    new_ids.update(c.id for c in chunks)
+                stale += [cid for ids in before.values() for cid in ids if cid not in new_ids]
+        return stale
+
+    def remove_files(self, paths: list[str]) -> list[str]:
+        """Forget files; returns the chunk ids they had."""
+        with self.transaction():
+            ids = self.chunk_ids_of_files(paths)
+            self.db.executemany("DELETE FROM files WHERE path = ?", [(p,) for p in paths])
+        return ids
+
+    def forget_chunks_files(self, chunk_ids: set[str]) -> list[str]:
+        """Drop the files owning these chunks so the next sync re-ingests them."""
+        paths: set[str] = set()
+        for cid in chunk_ids:
+            row = self.db.execute(
+                "SELECT d.path FROM chunks c JOIN documents d ON c.doc_id = d.doc_id WHERE c.id = ?",
+                (cid,),
+            ).fetchone()
+            if row:
+                paths.add(row[0])
+        self.remove_files(sorted(paths))
+        return sorted(paths)
+
+    def clear(self) -> None:
+        with self.transaction():
+            self.db.execute("DELETE FROM files")
+            self.db.execute("DELETE FROM meta")
+
+    def transaction(self):
+        return _Txn(self.db)
+
+
+class _Txn:
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def __enter__(self):
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, exc, tb):
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")

@@ -1,0 +1,1 @@
+"""files -> documents -> chunks -> indexes."""

@@ -1,0 +1,173 @@
+"""Split documents into token-bounded chunks at heading, paragraph and sentence boundaries.
+
+Sizes are measured in the embedding model's own tokens, so no chunk is ever longer
+than what the model embeds (the rest would be silently truncated).
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from llmctl.config import ChunkingConfig
+from llmctl.records import Chunk, Document
+
+PROSE_SEPARATORS = ["\n\n", "\n", ". ", "? ", "! ", "; ", ": ", ", ", " ", ""]
+CODE_LANGUAGES = {"python": "python", "js": "js", "ts": "ts", "go": "go", "rust": "rust",
+                  "java": "java", "kotlin": "kotlin", "scala": "scala", "c": "c", "cpp": "cpp",
+                  "csharp": "csharp", "ruby": "ruby", "php": "php", "swift": "swift"}
+MD_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t]*#*[ \t]*$")
+RST_UNDERLINE = re.compile(r"^([=\-~^\"'`#*+])\1{2,}[ \t]*$")
+FENCE = re.compile(r"^[ \t]*(```|~~~)")
+
+
+@dataclass(frozen=True)
+class Section:
+    start: int
+    end: int
+    path: tuple[str, ...]
+
+
+def split_sections(doc: Document) -> list[Section]:
+    """Sections of a document between headings, each with its heading path."""
+    if doc.kind in ("markdown", "html"):
+        marks = _markdown_headings(doc.text)
+    elif doc.kind == "rst":
+        marks = _rst_headings(doc.text)
+    else:
+        marks = []
+    sections: list[Section] = []
+    stack: list[tuple[int, str]] = []
+    first = marks[0][0] if marks else len(doc.text)
+    if doc.text[:first].strip():
+        sections.append(Section(0, first, ()))
+    for i, (start, level, title) in enumerate(marks):
+        end = marks[i + 1][0] if i + 1 < len(marks) else len(doc.text)
+        while stack and stack[-1][0] >= level:
+            stack.pop()
+        stack.append((level, title))
+        sections.append(Section(start, end, tuple(t for _, t in stack)))
+    return sections
+
+
+def _markdown_headings(text: str) -> list[tuple[int, int, str]]:
+    marks, offset, in_fence = [], 0, False
+    for line in text.splitlines(keepends=True):
+        if FENCE.match(line):
+            in_fence = not in_fence
+        elif not in_fence and (m := MD_HEADING.match(line.rstrip("\n"))):
+            marks.append((offset, len(m.group(1)), m.group(2).strip()))
+        offset += len(line)
+    return marks
+
+
+def _rst_headings(text: str) -> list[tuple[int, int, str]]:
+    """RST titles: a line underlined (optionally overlined) by punctuation; level by first use."""
+    lines = text.splitlines(keepends=True)
+    starts = [0]
+    for line in lines:
+        starts.append(starts[-1] + len(line))
+    levels: dict[str, int] = {}
+    marks = []
+    for i in range(len(lines) - 1):
+        title, under = lines[i].rstrip("\n"), lines[i + 1].rstrip("\n")
+        m = RST_UNDERLINE.match(under)
+        if m and title.strip() and not RST_UNDERLINE.match(title) and len(under.strip()) >= len(title.strip()):
+            level = levels.setdefault(m.group(1), len(levels) + 1)
+            marks.append((starts[i], level, title.strip()))
+    return marks
+
+
+class Chunker:
+    """Turns a Document into Chunks no longer than ``max_tokens`` model tokens."""
+
+    def __init__(self, cfg: ChunkingConfig, count_tokens: Callable[[str], int], max_tokens: int):
+        if cfg.overlap_tokens >= max_tokens // 2:
+            from llmctl.errors import ConfigError
+
+            raise ConfigError(
+                f"chunking.overlap_tokens ({cfg.overlap_tokens}) must be less than half of the "
+                f"chunk size ({max_tokens} tokens): lower it"
+            )
+        self.cfg = cfg
+        self.count = count_tokens
+        self.max_tokens = max_tokens
+
+    def _splitter(self, budget: int, language: str = ""):
+        from langchain_text_splitters import Language, RecursiveCharacterTextSplitter
+
+        if language in CODE_LANGUAGES:
+            separators = RecursiveCharacterTextSplitter.get_separators_for_language(
+                Language(CODE_LANGUAGES[language])
+            )
+            keep: bool | str = "start"
+        else:
+            separators, keep = PROSE_SEPARATORS, "end"
+        return RecursiveCharacterTextSplitter(
+            chunk_size=budget,
+            chunk_overlap=min(self.cfg.overlap_tokens, budget // 4),
+            length_function=self.count,
+            separators=separators,
+            keep_separator=keep,
+            strip_whitespace=True,
+        )
+
+    def header(self, doc: Document, path: tuple[str, ...]) -> str:
+        """Context line embedded with each chunk: document title and heading path."""
+        if not self.cfg.context_header:
+            return ""
+        parts = [doc.title] if doc.title else [doc.source.rsplit("/", 1)[-1]]
+        parts += [p for p in path if p != doc.title]
+        return " > ".join(parts)
+
+    def chunk(self, doc: Document) -> list[Chunk]:
+        line_starts = [0] + [m.end() for m in re.finditer("\n", doc.text)]
+        page_offsets = [o for o, _ in doc.pages]
+        chunks: list[Chunk] = []
+        seen: dict[str, int] = {}
+        for section in split_sections(doc):
+            header = self.header(doc, section.path)
+            budget = self.max_tokens - (self.count(header) + 1 if header else 0)
+            if budget < 16:  # an absurdly long heading path: drop it rather than the text
+                header, budget = "", self.max_tokens
+            body = doc.text[section.start:section.end]
+            for start, piece in self._pieces(body, budget, doc.language):
+                abs_start = section.start + start
+                abs_end = abs_start + len(piece)
+                embed_text = f"{header}\n{piece}" if header else piece
+                n = seen.get(embed_text, 0)
+                seen[embed_text] = n + 1
+                digest = hashlib.sha256(f"{doc.doc_id}\0{embed_text}\0{n}".encode()).hexdigest()[:24]
+                page = None
+                if page_offsets:
+                    page = doc.pages[bisect.bisect_right(page_offsets, abs_start) - 1][1]
+                chunks.append(Chunk(
+                    id=digest, doc_id=doc.doc_id, source=doc.source, ordinal=len(chunks),
+                    text=piece, embed_text=embed_text, heading=" > ".join(section.path),
+                    start_char=abs_start, end_char=abs_end,
+                    start_line=bisect.bisect_right(line_starts, abs_start),
+                    end_line=bisect.bisect_right(line_starts, max(abs_start, abs_end - 1)),
+                    page=page, kind=doc.kind, tokens=self.count(embed_text),
+                ))
+        return chunks
+
+    def _pieces(self, body: str, budget: int, language: str) -> list[tuple[int, str]]:
+        """(offset in body, text) of each piece; re-split any piece that tokenizes over budget."""
+        out: list[tuple[int, str]] = []
+        cursor = 0
+        for piece in self._splitter(budget, language).split_text(body):
+            if self.count(piece) > budget:  # token counts are not additive: merge can overshoot
+                sub = self._pieces(piece, max(16, int(budget * 0.8)), language)
+                base = body.find(piece, cursor)
+                out += [(base + off, text) for off, text in sub]
+                cursor = base + 1
+                continue
+            pos = body.find(piece, cursor)
+            if pos < 0:
+                pos = body.find(piece)
+            out.append((pos, piece))
+            cursor = pos + 1
+        return out

@@ -1,0 +1,200 @@
+"""Read one file into one or more Documents, by format."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterator
+from html.parser import HTMLParser
+from pathlib import Path
+
+from llmctl.config import CODE_EXTENSIONS
+from llmctl.records import Document
+
+TEXT_KINDS = {".md": "markdown", ".markdown": "markdown", ".rst": "rst", ".txt": "text"}
+HTML_EXTENSIONS = {".html", ".htm"}
+
+
+class SkipFile(Exception):
+    """This file cannot be ingested; the message is the per-file skip reason."""
+
+
+def kind_of(path: Path) -> str | None:
+    ext = path.suffix.lower()
+    if ext in TEXT_KINDS:
+        return TEXT_KINDS[ext]
+    if ext in HTML_EXTENSIONS:
+        return "html"
+    if ext == ".pdf":
+        return "pdf"
+    if ext == ".jsonl":
+        return "jsonl"
+    if ext in CODE_EXTENSIONS:
+        return "code"
+    return None
+
+
+def file_digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def load_documents(path: Path, source: str, data: bytes) -> Iterator[Document]:
+    """Parse the bytes of one file. Raises SkipFile with a reason the user can act on."""
+    kind = kind_of(path)
+    if kind is None:
+        raise SkipFile(f"unsupported file type '{path.suffix or path.name}'")
+    if kind == "pdf":
+        yield from _load_pdf(data, source)
+        return
+    if b"\x00" in data[:8192]:
+        raise SkipFile("binary file (contains NUL bytes)")
+    text = _decode(data)
+    if kind == "jsonl":
+        yield from _load_jsonl(text, source)
+        return
+    if not text.strip():
+        raise SkipFile("empty file")
+    if kind == "html":
+        title, body = html_to_text(text)
+        yield Document(source, source, body, "html", title=title)
+    elif kind == "code":
+        yield Document(source, source, text, "code", title=path.name,
+                       language=CODE_EXTENSIONS[path.suffix.lower()])
+    else:
+        yield Document(source, source, text, kind, title=_first_heading(text, kind))
+
+
+def _decode(data: bytes) -> str:
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SkipFile(f"not valid UTF-8 text (byte {exc.start}); convert it to UTF-8") from None
+
+
+def _first_heading(text: str, kind: str) -> str:
+    if kind == "markdown":
+        m = re.search(r"^#{1,6}\s+(.+?)\s*#*\s*$", text, re.M)
+        return m.group(1) if m else ""
+    if kind == "rst":
+        m = re.search(r"^(\S.*)\n([=\-~^\"'`#*+]{3,})\s*$", text, re.M)
+        return m.group(1).strip() if m else ""
+    return ""
+
+
+def _load_jsonl(text: str, source: str) -> Iterator[Document]:
+    """One document per line: BEIR's {"_id","title","text"} or {"id","title","text"}."""
+    any_doc = False
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise SkipFile(f"line {lineno}: invalid JSON ({exc.msg})") from None
+        if not isinstance(rec, dict):
+            raise SkipFile(f"line {lineno}: expected a JSON object")
+        doc_id = rec.get("_id", rec.get("id"))
+        body = rec.get("text", rec.get("contents"))
+        if doc_id is None or not isinstance(body, str):
+            raise SkipFile(f"line {lineno}: needs an '_id' (or 'id') and a 'text' field")
+        title = rec.get("title") or ""
+        if not body.strip() and not str(title).strip():
+            continue
+        any_doc = True
+        yield Document(f"{source}#{doc_id}", source, body, "jsonl", title=str(title))
+    if not any_doc:
+        raise SkipFile("empty file (no JSONL records)")
+
+
+def _load_pdf(data: bytes, source: str) -> Iterator[Document]:
+    import io
+
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        if reader.is_encrypted:
+            raise SkipFile("encrypted PDF: decrypt it first (e.g. qpdf --decrypt)")
+        parts: list[str] = []
+        pages: list[tuple[int, int]] = []
+        offset = 0
+        for number, page in enumerate(reader.pages, start=1):
+            page_text = (page.extract_text() or "").strip()
+            pages.append((offset, number))
+            parts.append(page_text)
+            offset += len(page_text) + 2
+        title = (reader.metadata.title if reader.metadata else None) or ""
+    except SkipFile:
+        raise
+    except (PdfReadError, ValueError, KeyError, TypeError, OSError) as exc:
+        raise SkipFile(f"unreadable PDF ({type(exc).__name__}: {exc})") from None
+    text = "\n\n".join(parts)
+    if not text.strip():
+        raise SkipFile("PDF has no extractable text (scanned? run OCR first)")
+    yield Document(source, source, text, "pdf", title=str(title), pages=tuple(pages))
+
+
+class _HTMLText(HTMLParser):
+    """Visible text of an HTML page, headings rendered as Markdown '#' lines."""
+
+    SKIP = {"script", "style", "noscript", "template", "svg", "head"}
+    BLOCK = {"p", "div", "section", "article", "li", "tr", "br", "pre", "table", "ul", "ol",
+             "blockquote", "dd", "dt", "nav", "footer", "header", "main", "aside", "hr"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.out: list[str] = []
+        self.title = ""
+        self._skip = 0
+        self._in_title = False
+        self._pre = 0
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if tag == "title":
+            self._in_title = True
+        elif tag in self.SKIP:
+            self._skip += 1
+        elif re.fullmatch(r"h[1-6]", tag):
+            self.out.append("\n\n" + "#" * int(tag[1]) + " ")
+        elif tag in ("td", "th"):
+            self.out.append(" | ")
+        elif tag == "pre":
+            self._pre += 1
+            self.out.append("\n\n")
+        elif tag in self.BLOCK:
+            self.out.append("\n\n" if tag == "p" else "\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "title":
+            self._in_title = False
+        elif tag in self.SKIP:
+            self._skip = max(0, self._skip - 1)
+        elif re.fullmatch(r"h[1-6]", tag) or tag in ("p", "pre", "table", "ul", "ol"):
+            if tag == "pre":
+                self._pre = max(0, self._pre - 1)
+            self.out.append("\n\n")
+
+    def handle_data(self, data: str) -> None:
+        if self._in_title:
+            self.title += data
+        elif not self._skip:
+            self.out.append(data if self._pre else re.sub(r"\s+", " ", data))
+
+
+def html_to_text(html: str) -> tuple[str, str]:
+    """(title, visible text) of an HTML page; scripts and styles dropped."""
+    parser = _HTMLText()
+    parser.feed(html)
+    parser.close()
+    text = "".join(parser.out)
+    text = re.sub(r"[ \t]+\n", "\n", text)
+    text = re.sub(r"\n[ \t]+", "\n", text)
+    text = re.sub(r"\n{3,}", "\n\n", text).strip()
+    title = parser.title.strip()
+    if title and not text.startswith("# "):
+        text = f"# {title}\n\n{text}"
+    return title, text

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -35,10 +35,10 @@ def _config(**overrides):
 
 @app.callback()
 def main_options(
-    config: Annotated[Optional[Path], typer.Option(
+    config: Annotated[Path | None, typer.Option(
         "--config", "-c", help="YAML config file (default: $LLMCTL_CONFIG, ./llmctl.yaml, built-ins).",
         show_default=False)] = None,
-    data_dir: Annotated[Optional[Path], typer.Option(
+    data_dir: Annotated[Path | None, typer.Option(
         help="Where indexes, manifest, cache and ledger live (config: data_dir).",
         show_default=False)] = None,
     verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More logging on stderr.")] = 0,
@@ -49,12 +49,15 @@ def main_options(
 @app.command()
 def ingest(
     paths: Annotated[list[Path], typer.Argument(help="Files or folders to ingest.", show_default=False)],
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would change; write nothing.")] = False,
-    rebuild: Annotated[bool, typer.Option("--rebuild", help="Drop the index and re-embed everything.")] = False,
-    strict: Annotated[bool, typer.Option("--strict", help="Stop at the first file that cannot be ingested.")] = False,
-    include: Annotated[Optional[list[str]], typer.Option(
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Report what would change; write nothing.")] = False,
+    rebuild: Annotated[bool, typer.Option(
+        "--rebuild", help="Drop the index and re-embed everything.")] = False,
+    strict: Annotated[bool, typer.Option(
+        "--strict", help="Stop at the first file that cannot be ingested.")] = False,
+    include: Annotated[list[str] | None, typer.Option(
         "--include", help="Glob of files to take (repeatable; replaces ingest.include).")] = None,
-    exclude: Annotated[Optional[list[str]], typer.Option(
+    exclude: Annotated[list[str] | None, typer.Option(
         "--exclude", help="Glob of files or folders to skip (repeatable; added to ingest.exclude).")] = None,
     wait: Annotated[float, typer.Option(help="Seconds to wait for another ingest to finish.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON report on stdout.")] = False,

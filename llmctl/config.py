@@ -67,6 +67,7 @@ class IngestConfig(_Section):
     follow_symlinks: bool = False
     max_file_mb: float = Field(50, gt=0)
     strict: bool = False
+    commit_every: int = Field(512, ge=1)
 
 
 class BM25Config(_Section):

@@ -38,7 +38,9 @@ class DataDir:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise InputError(f"Cannot create data directory {self.root}: {exc.strerror}; set data_dir") from None
+            raise InputError(
+                f"Cannot create data directory {self.root}: {exc.strerror}; set data_dir"
+            ) from None
 
     @contextmanager
     def write_lock(self, wait_seconds: float = 0):
@@ -64,6 +66,12 @@ class DataDir:
             lock.release()
 
     def wipe_indexes(self) -> None:
+        import sys
+
+        if "chromadb" in sys.modules:  # drop Chroma's in-process handles on the files we delete
+            from chromadb.api.client import SharedSystemClient
+
+            SharedSystemClient.clear_system_cache()
         for path in (self.chroma, self.bm25):
             shutil.rmtree(path, ignore_errors=True)
         for suffix in ("", "-wal", "-shm"):

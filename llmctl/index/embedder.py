@@ -25,6 +25,9 @@ def set_offline(offline: bool) -> None:
         os.environ["HF_HUB_OFFLINE"] = "1"
         os.environ["TRANSFORMERS_OFFLINE"] = "1"
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # Library progress bars and chatter would break the quiet/--json contract on stderr.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
 def resolve_model(name: str, offline: bool) -> tuple[str, Path]:
@@ -101,7 +104,9 @@ class Embedder:
     @cached_property
     def model(self):
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()
         try:
             return SentenceTransformer(str(self.folder), device=self.cfg.device, local_files_only=True)
         except Exception as exc:  # noqa: BLE001

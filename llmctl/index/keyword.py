@@ -148,7 +148,8 @@ def build_and_save(root: Path, cfg: BM25Config, ids: list[str], texts: list[str]
     folder.mkdir()
     index._save(folder, index._tokens)
     (folder / "ids.json").write_text(json.dumps(index.ids))
-    (folder / "settings.json").write_text(json.dumps({"settings": settings_of(cfg), "generation": generation}))
+    meta = {"settings": settings_of(cfg), "generation": generation}
+    (folder / "settings.json").write_text(json.dumps(meta))
     _fsync_dir(folder)
     tmp = root / "CURRENT.tmp"
     tmp.write_text(folder.name)
@@ -169,7 +170,8 @@ def current_generation(root: Path) -> str | None:
     return meta.get("generation")
 
 
-def load(root: Path, cfg: BM25Config) -> KeywordIndex:
+def load(root: Path, cfg: BM25Config | None = None) -> KeywordIndex:
+    """The published index, with the settings it was built with."""
     try:
         folder = root / (root / "CURRENT").read_text().strip()
         meta = json.loads((folder / "settings.json").read_text())

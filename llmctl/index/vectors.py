@@ -63,7 +63,7 @@ class VectorStore:
         res = self.collection.query(
             query_embeddings=[vector], n_results=min(k, n), where=where or None, include=["distances"]
         )
-        return [(i, 1.0 - float(d)) for i, d in zip(res["ids"][0], res["distances"][0])]
+        return [(i, 1.0 - float(d)) for i, d in zip(res["ids"][0], res["distances"][0], strict=True)]
 
 
 def filter_fields(chunk: Chunk) -> dict[str, str]:

@@ -75,7 +75,8 @@ def _rst_headings(text: str) -> list[tuple[int, int, str]]:
     for i in range(len(lines) - 1):
         title, under = lines[i].rstrip("\n"), lines[i + 1].rstrip("\n")
         m = RST_UNDERLINE.match(under)
-        if m and title.strip() and not RST_UNDERLINE.match(title) and len(under.strip()) >= len(title.strip()):
+        is_title = title.strip() and not RST_UNDERLINE.match(title)
+        if m and is_title and len(under.strip()) >= len(title.strip()):
             level = levels.setdefault(m.group(1), len(levels) + 1)
             marks.append((starts[i], level, title.strip()))
     return marks

@@ -31,8 +31,6 @@ from llmctl.ingest.loaders import SkipFile, file_digest, load_documents
 from llmctl.progress import NullProgress, Progress
 from llmctl.records import Chunk, IngestReport, SkippedFile
 
-EMBED_BATCH = 512  # chunks embedded, stored and committed together
-
 
 @dataclass
 class _Planned:
@@ -215,12 +213,12 @@ def _sync(paths, cfg, manifest, store, embedder, max_tokens, settings, report, s
     scan.done()
     if strict and skipped:
         raise InputError(f"{skipped[0].path}: {skipped[0].reason} (--strict stops at the first bad file)")
-    if report.files_seen == 0 and not skipped:
+    skipped_paths = {s.path for s in skipped}
+    removed = sorted(p for p in known if _under(p, roots) and p not in seen and p not in skipped_paths)
+    if report.files_seen == 0 and not skipped and not removed:
         raise InputError(
             f"No matching files under {', '.join(map(str, paths))}: check ingest.include / ingest.exclude"
         )
-    skipped_paths = {s.path for s in skipped}
-    removed = sorted(p for p in known if _under(p, roots) and p not in seen and p not in skipped_paths)
 
     chunker = Chunker(cfg.chunking, embedder.count_tokens, max_tokens) if work else None
     planned: list[_Planned] = []
@@ -228,7 +226,7 @@ def _sync(paths, cfg, manifest, store, embedder, max_tokens, settings, report, s
     for path, rec in work:
         chunk_task.advance(1)
         try:
-            plan = list(_plan_file(path, rec, manifest, chunker, report))
+            plan = list(_plan_file(path, rec, manifest, chunker, report, cfg.ingest.commit_every))
         except SkipFile as exc:
             skip(path, str(exc))
             continue
@@ -265,7 +263,7 @@ def _sync(paths, cfg, manifest, store, embedder, max_tokens, settings, report, s
         manifest.set_dirty(True)
         store = store or _open_store(DataDir(cfg.data_dir))
         embed_task = progress.task("Embedding", len(to_embed))
-        for batch in _batches(planned, EMBED_BATCH):
+        for batch in _batches(planned, cfg.ingest.commit_every):
             new_chunks = [c for p in batch for c in p.new_chunks]
             if new_chunks:
                 vectors = embedder.embed_documents([c.embed_text for c in new_chunks])
@@ -292,8 +290,9 @@ def _sync(paths, cfg, manifest, store, embedder, max_tokens, settings, report, s
     manifest.set_dirty(False)
 
 
-def _plan_file(path: Path, rec: FileRecord, manifest: Manifest, chunker, report) -> Iterator[_Planned]:
-    """The manifest update for one changed file, split per ~EMBED_BATCH new chunks."""
+def _plan_file(path: Path, rec: FileRecord, manifest: Manifest, chunker, report,
+               commit_every: int) -> Iterator[_Planned]:
+    """The manifest update for one changed file, split every ~commit_every new chunks."""
     data = path.read_bytes()
     rec = FileRecord(rec.path, rec.source, rec.size, rec.mtime_ns, file_digest(data))
     old_docs = manifest.documents_of(rec.path)
@@ -312,11 +311,11 @@ def _plan_file(path: Path, rec: FileRecord, manifest: Manifest, chunker, report)
         old_ids = set(manifest.chunk_ids_of_docs([doc.doc_id])[doc.doc_id])
         pending[doc.doc_id] = chunks
         pending_new += [c for c in chunks if c.id not in old_ids]
-        if len(pending_new) >= EMBED_BATCH:
-            # Commit this part with an empty file hash: if the run dies later, the file
-            # is seen as changed next time, and the documents done here are skipped.
+        if len(pending_new) >= commit_every:
+            # Commit this part with no hash and an impossible mtime: if the run dies later,
+            # the file is seen as changed next time, and the documents done here are skipped.
             part_docs = {d: documents[d] for d in pending}
-            partial = FileRecord(rec.path, rec.source, rec.size, rec.mtime_ns, "")
+            partial = FileRecord(rec.path, rec.source, -1, -1, "")
             yield _Planned(FileUpdate(partial, part_docs, pending, partial=True), pending_new)
             pending, pending_new = {}, []
     yield _Planned(FileUpdate(rec, documents, pending), pending_new)

@@ -1,0 +1,34 @@
+# llmctl: `make demo` sets up and runs the sample job; `make test` runs the tests.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+LLMCTL := $(VENV)/bin/llmctl
+# constraints.txt pins the CPU build of torch (a plain resolve pulls ~3 GB of CUDA wheels).
+PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt
+
+.PHONY: install demo test test-fast lint bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	python3 -m venv $(VENV)
+	$(PIP_INSTALL) -e '.[dev]'
+	touch $@
+
+demo: install
+	$(LLMCTL) ingest sample_data
+	$(LLMCTL) query --no-llm "How many daily snapshots does the default retention policy keep?"
+
+test: install
+	$(VENV)/bin/pytest -q
+
+test-fast: install
+	$(VENV)/bin/pytest -q -m "not slow"
+
+lint: install
+	$(VENV)/bin/ruff check llmctl tests bench
+
+bench: install
+	$(PY) bench/ingest_bench.py
+
+clean:
+	rm -rf .llmctl bench/out

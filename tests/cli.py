@@ -1,0 +1,28 @@
+"""Run the real ``llmctl`` entry point in a subprocess, as a user would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def run_cli(*args: str | Path, cwd: Path | None = None, env: dict | None = None,
+            timeout: float = 300) -> subprocess.CompletedProcess:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("LLMCTL_")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "llmctl", *map(str, args)], cwd=cwd, env=full_env,
+        capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def assert_clean_error(result: subprocess.CompletedProcess, code: int, *words: str) -> None:
+    """One line on stderr starting 'Error:', the documented exit code, no traceback."""
+    assert result.returncode == code, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    for w in words:
+        assert w in lines[0]

@@ -1,0 +1,113 @@
+from pathlib import Path
+
+import pytest
+
+from llmctl.config import ChunkingConfig
+from llmctl.errors import ConfigError
+from llmctl.ingest.chunking import Chunker, split_sections
+from llmctl.ingest.loaders import load_documents
+from llmctl.records import Document
+
+SAMPLE = Path(__file__).resolve().parent.parent / "sample_data"
+
+
+@pytest.fixture(scope="module")
+def count(embedder):
+    return embedder.count_tokens
+
+
+def chunker(count, max_tokens=254, **kw):
+    return Chunker(ChunkingConfig(**kw), count, max_tokens)
+
+
+def sample_docs():
+    for path in sorted(SAMPLE.rglob("*")):
+        if path.is_file():
+            yield from load_documents(path, path.relative_to(SAMPLE).as_posix(), path.read_bytes())
+
+
+def test_every_sample_chunk_fits_the_model_window_and_points_at_its_text(embedder, count):
+    assert embedder.max_chunk_tokens == 254  # all-MiniLM-L6-v2: 256 word pieces incl. [CLS]/[SEP]
+    c = chunker(count, 120)
+    n = 0
+    for doc in sample_docs():
+        lines = doc.text.splitlines()
+        for ch in c.chunk(doc):
+            n += 1
+            assert count(ch.embed_text) <= 120
+            assert doc.text[ch.start_char:ch.end_char] == ch.text
+            first = ch.text.splitlines()[0]
+            assert first in lines[ch.start_line - 1]
+            assert ch.text.splitlines()[-1] in lines[ch.end_line - 1]
+    assert n > 60
+
+
+def test_long_text_splits_at_sentences_with_overlap(count):
+    sentences = [f"Sentence number {i} talks about topic {i} in some detail." for i in range(200)]
+    doc = Document("d", "d.txt", " ".join(sentences), "text")
+    chunks = chunker(count, 100, overlap_tokens=20).chunk(doc)
+    assert len(chunks) > 5
+    for a, b in zip(chunks, chunks[1:], strict=False):
+        assert a.text.endswith(".")  # cut after a sentence, not mid-word
+        assert b.start_char < a.end_char  # overlap
+    assert max(count(ch.embed_text) for ch in chunks) <= 100
+
+
+def test_a_word_longer_than_the_window_is_still_cut(count):
+    doc = Document("d", "d.txt", "x" * 5000, "text")
+    chunks = chunker(count, 64, overlap_tokens=0).chunk(doc)
+    assert all(count(ch.embed_text) <= 64 for ch in chunks)
+    assert "".join(ch.text for ch in chunks) == doc.text
+
+
+def test_markdown_heading_paths_ignore_code_fences(count):
+    text = ("# Guide\n\nintro\n\n## Install\n\n```\n# not a heading\n```\n\n"
+            "### Linux\n\napt\n\n## Use\n\nrun\n")
+    doc = Document("g", "g.md", text, "markdown", title="Guide")
+    assert [s.path for s in split_sections(doc)] == [
+        ("Guide",), ("Guide", "Install"), ("Guide", "Install", "Linux"), ("Guide", "Use")]
+    chunks = chunker(count).chunk(doc)
+    assert chunks[2].heading == "Guide > Install > Linux"
+    assert chunks[2].embed_text == "Guide > Install > Linux\n### Linux\n\napt"
+
+
+def test_rst_headings_levels_by_first_use():
+    doc = next(d for d in sample_docs() if d.source == "getting-started/installation.rst")
+    paths = [s.path for s in split_sections(doc)]
+    assert paths[0] == ("Installing Kestrel Backup",)
+    assert ("Installing Kestrel Backup", "Homebrew on macOS") in paths
+
+
+def test_pdf_chunks_carry_their_page(count):
+    doc = next(d for d in sample_docs() if d.kind == "pdf")
+    chunks = chunker(count, 60, overlap_tokens=0).chunk(doc)
+    by_page = {ch.page for ch in chunks}
+    assert by_page == {1, 2}
+    assert any("Service credits" in ch.text and ch.page == 2 for ch in chunks)
+
+
+def test_chunk_ids_are_stable_when_another_section_changes(count):
+    base = "# A\n\nfirst section text.\n\n# B\n\nsecond section text.\n"
+    c = chunker(count)
+    before = c.chunk(Document("d", "d.md", base, "markdown"))
+    after = c.chunk(Document("d", "d.md", base.replace("first", "edited first"), "markdown"))
+    assert before[1].id == after[1].id
+    assert before[0].id != after[0].id
+
+
+def test_identical_chunks_in_one_document_get_distinct_ids(count):
+    doc = Document("d", "d.md", "# A\n\nsame\n\n# A\n\nsame\n", "markdown")
+    ids = [ch.id for ch in chunker(count).chunk(doc)]
+    assert len(ids) == len(set(ids)) == 2
+
+
+def test_code_is_split_at_definitions(count):
+    code = "\n\n".join(f"def f{i}(x):\n    return x + {i}  # step {i} of the pipeline" for i in range(40))
+    doc = Document("c", "c.py", code, "code", language="python")
+    chunks = chunker(count, 80, overlap_tokens=0).chunk(doc)
+    assert all(ch.text.startswith("def ") for ch in chunks)
+
+
+def test_overlap_must_be_smaller_than_half_the_chunk(count):
+    with pytest.raises(ConfigError, match="overlap_tokens"):
+        chunker(count, 64, overlap_tokens=40)

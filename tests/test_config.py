@@ -1,0 +1,91 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from llmctl.config import Config, dump_defaults, load_config
+from llmctl.errors import ConfigError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def write(tmp_path, text: str) -> Path:
+    p = tmp_path / "cfg.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_default_yaml_documents_exactly_the_builtin_defaults():
+    data = yaml.safe_load((REPO / "configs" / "default.yaml").read_text())
+    defaults = dump_defaults()
+    assert data.pop("data_dir") == "../.llmctl"
+    defaults.pop("data_dir")
+    assert data == defaults
+
+
+def test_default_yaml_data_dir_resolves_against_the_file():
+    cfg = load_config(REPO / "configs" / "default.yaml")
+    assert cfg.data_dir == (REPO / ".llmctl").resolve()
+
+
+@pytest.mark.parametrize("text, words", [
+    ("chunking:\n  max_token: 100\n", ["unknown key 'chunking.max_token'", "did you mean 'max_tokens'"]),
+    ("embeding:\n  model: x\n", ["unknown key 'embeding'", "did you mean 'embedding'"]),
+    ("bm25:\n  k1: fast\n", ["'bm25.k1'", "'fast'"]),
+    ("bm25:\n  backend: lucene\n", ["'bm25.backend'", "bm25s"]),
+    ("chunking: [1, 2]\n", ["'chunking'"]),
+    ("- just\n- a list\n", ["top level must be a mapping"]),
+    ("bm25:\n  k1: [\n", ["line", "fix the YAML syntax"]),
+])
+def test_bad_config_names_the_key_and_the_file(tmp_path, text, words):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    message = str(err.value)
+    assert str(path) in message
+    for w in words:
+        assert w in message
+    assert "\n" not in message
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_precedence_file_then_env_then_flags(tmp_path, monkeypatch):
+    path = write(tmp_path, "bm25:\n  k1: 1.0\n  b: 0.5\nchunking:\n  overlap_tokens: 10\n")
+    monkeypatch.setenv("LLMCTL_BM25__K1", "1.5")
+    monkeypatch.setenv("LLMCTL_CONFIG", str(path))
+    cfg = load_config(None, {"chunking.overlap_tokens": 20})
+    assert (cfg.bm25.k1, cfg.bm25.b, cfg.chunking.overlap_tokens) == (1.5, 0.5, 20)
+    assert cfg.source == str(path)
+
+
+def test_bad_env_override_is_named(monkeypatch):
+    monkeypatch.setenv("LLMCTL_BM25__K1", "much")
+    with pytest.raises(ConfigError, match="bm25.k1"):
+        load_config(None)
+
+
+def test_relative_paths_resolve_against_config_folder(tmp_path):
+    sub = tmp_path / "conf"
+    sub.mkdir()
+    (sub / "model").mkdir()
+    path = sub / "c.yaml"
+    path.write_text("data_dir: state\nembedding:\n  model: ./model\n")
+    cfg = load_config(path)
+    assert cfg.data_dir == (sub / "state").resolve()
+    assert cfg.embedding.model == str((sub / "model").resolve())
+
+
+def test_local_llmctl_yaml_is_found(tmp_path):
+    (tmp_path / "llmctl.yaml").write_text("bm25:\n  backend: rank_bm25\n")
+    assert load_config(None).bm25.backend == "rank_bm25"
+
+
+def test_no_file_gives_builtin_defaults(tmp_path):
+    cfg = load_config(None)
+    assert cfg.source == "built-in defaults"
+    assert cfg.data_dir == (tmp_path / ".llmctl").resolve()
+    assert cfg.bm25 == Config().bm25

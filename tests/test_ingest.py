@@ -1,0 +1,152 @@
+import json
+import shutil
+
+import pytest
+from consistency import assert_consistent
+
+from llmctl.errors import BusyError, IndexStateError, InputError
+from llmctl.index import keyword
+from llmctl.index.datadir import DataDir
+from llmctl.index.embedder import Embedder
+from llmctl.ingest.pipeline import ingest
+
+
+@pytest.fixture
+def small(corpus):
+    """Five sample files: quick to embed."""
+    keep = {"guides/retention-policies.md", "guides/encryption.md", "faq.html",
+            "policies/support-sla.pdf", "examples/pre_backup_hook.py"}
+    for p in sorted(corpus.rglob("*"), reverse=True):
+        rel = p.relative_to(corpus).as_posix()
+        if p.is_file() and rel not in keep:
+            p.unlink()
+    return corpus
+
+
+def test_first_ingest_then_noop_without_loading_the_model(small, make_config, embedder):
+    cfg = make_config()
+    r = ingest([small], cfg, embedder=embedder)
+    assert len(r.files_added) == 5 and not r.files_skipped
+    assert r.chunks_added == r.chunks_total > 5
+    assert r.tokens_embedded > 500
+    state = assert_consistent(cfg.data_dir)
+    assert len(state["manifest"]) == r.chunks_total
+
+    fresh = Embedder(cfg.embedding)
+    again = ingest([small], cfg, embedder=fresh)
+    assert (again.files_unchanged, again.chunks_added, again.chunks_deleted) == (5, 0, 0)
+    assert not again.bm25_rebuilt
+    assert "model" not in fresh.__dict__, "a no-op run must not load the embedding model"
+
+
+def test_changed_file_reembeds_only_changed_chunks_and_removed_file_is_deleted(small, make_config, embedder):
+    cfg = make_config()
+    first = ingest([small], cfg, embedder=embedder)
+    before = assert_consistent(cfg.data_dir)["manifest"]
+
+    doc = small / "guides" / "retention-policies.md"
+    doc.write_text(doc.read_text().replace("Run prune weekly", "Run prune every Sunday"))
+    (small / "faq.html").unlink()
+    r = ingest([small], cfg, embedder=embedder)
+    assert r.files_changed == ["docs/guides/retention-policies.md"] or r.files_changed[0].endswith(
+        "retention-policies.md")
+    assert len(r.files_removed) == 1 and r.files_removed[0].endswith("faq.html")
+    assert 1 <= r.chunks_added <= 2  # only the edited section
+    after = assert_consistent(cfg.data_dir)["manifest"]
+    assert len(before - after) == r.chunks_deleted
+    assert r.chunks_total == first.chunks_total + r.chunks_added - r.chunks_deleted
+
+    index = keyword.load(cfg.data_dir / "bm25")
+    assert index.search("Sunday prune", 1)
+    assert not index.search("passphrase sealed envelope", 5) or all(
+        "faq" not in cid for cid, _ in index.search("passphrase sealed envelope", 5))
+
+
+def test_dry_run_reports_and_writes_nothing(small, make_config, embedder):
+    cfg = make_config()
+    r = ingest([small], cfg, dry_run=True, embedder=embedder)
+    assert r.dry_run and len(r.files_added) == 5 and r.tokens_embedded > 500
+    assert not cfg.data_dir.exists()
+    ingest([small], cfg, embedder=embedder)
+    (small / "glossary.md").write_text("# Glossary\n\nPack file: many chunks.\n")
+    r = ingest([small], cfg, dry_run=True, embedder=embedder)
+    assert [p.rsplit("/", 1)[-1] for p in r.files_added] == ["glossary.md"] and r.chunks_added == 1
+    assert ingest([small], cfg, embedder=embedder).chunks_added == 1  # the dry run changed nothing
+
+
+def test_bad_files_are_skipped_and_never_lose_earlier_work(small, make_config, embedder):
+    cfg = make_config()
+    ingest([small], cfg, embedder=embedder)
+    good = small / "guides" / "encryption.md"
+    good.write_bytes(good.read_bytes() + b"\n\xff\xfe broken bytes\n")
+    (small / "empty.md").write_text("")
+    (small / "bin.txt").write_bytes(b"\x00\x01\x02binary")
+    r = ingest([small], cfg, embedder=embedder)
+    reasons = {s.path.rsplit("/", 1)[-1]: s.reason for s in r.files_skipped}
+    assert reasons["encryption.md"].startswith("not valid UTF-8")
+    assert reasons["empty.md"] == "empty file"
+    assert reasons["bin.txt"].startswith("binary file")
+    assert r.chunks_deleted == 0  # the old chunks of the now-broken file are kept
+    assert keyword.load(cfg.data_dir / "bm25").search("Argon2id", 1)
+    with pytest.raises(InputError, match="--strict"):
+        ingest([small], cfg, strict=True, embedder=embedder)
+    assert_consistent(cfg.data_dir)
+
+
+def test_settings_mismatch_is_explained_and_rebuild_fixes_it(small, make_config, embedder):
+    cfg = make_config()
+    ingest([small], cfg, embedder=embedder)
+    changed = make_config(**{"chunking.overlap_tokens": 8})
+    with pytest.raises(IndexStateError, match=r"chunking.overlap_tokens: 32 -> 8.*--rebuild"):
+        ingest([small], changed, embedder=embedder)
+    r = ingest([small], changed, rebuild=True, embedder=embedder)
+    assert len(r.files_added) == 5
+    assert_consistent(cfg.data_dir)
+    # BM25 settings only need a keyword-index rebuild, done automatically.
+    r = ingest([small], make_config(**{"chunking.overlap_tokens": 8, "bm25.k1": 1.6}), embedder=embedder)
+    assert r.bm25_rebuilt and r.chunks_added == 0
+    assert keyword.load(cfg.data_dir / "bm25").cfg.k1 == 1.6
+
+
+def test_second_writer_stops_with_a_clear_message(small, make_config, embedder):
+    cfg = make_config()
+    with DataDir(cfg.data_dir).write_lock():
+        with pytest.raises(BusyError, match=r"Another ingest \(pid \d+\)"):
+            ingest([small], cfg, embedder=embedder)
+
+
+def test_jsonl_corpus_is_incremental_per_document(tmp_path, make_config, embedder):
+    path = tmp_path / "corpus.jsonl"
+    rows = [{"_id": str(i), "title": f"Doc {i}", "text": f"Document {i} is about topic number {i}."}
+            for i in range(40)]
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    cfg = make_config(**{"ingest.commit_every": 7})
+    assert ingest([path], cfg, embedder=embedder).chunks_added == 40
+    rows[3]["text"] = "Document 3 now discusses something else."
+    del rows[10]
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    r = ingest([path], cfg, embedder=embedder)
+    assert (r.documents_changed, r.chunks_added, r.chunks_deleted) == (1, 1, 2)
+    assert len(assert_consistent(cfg.data_dir)["manifest"]) == 39
+
+
+def test_ingesting_another_folder_keeps_the_first(small, tmp_path, make_config, embedder):
+    cfg = make_config()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "note.md").write_text("# Note\n\nSomething else entirely.\n")
+    a = ingest([small], cfg, embedder=embedder).chunks_total
+    b = ingest([other], cfg, embedder=embedder)
+    assert b.chunks_total == a + 1 and not b.files_removed
+    shutil.rmtree(other)
+    other.mkdir()
+    assert ingest([other], cfg, embedder=embedder).chunks_total == a  # files under it removed
+
+
+def test_missing_path_and_no_matching_files(tmp_path, make_config, embedder):
+    cfg = make_config()
+    with pytest.raises(InputError, match="does not exist"):
+        ingest([tmp_path / "nope"], cfg, embedder=embedder)
+    (tmp_path / "only.png").write_bytes(b"\x89PNG")
+    with pytest.raises(InputError, match="No matching files"):
+        ingest([tmp_path], cfg, embedder=embedder)

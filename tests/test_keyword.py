@@ -1,0 +1,46 @@
+import numpy as np
+import pytest
+
+from llmctl.config import BM25Config
+from llmctl.index import keyword
+
+TEXTS = {
+    "retention": "Retention policies keep 14 daily snapshots and 8 weekly snapshots.",
+    "encryption": "Chunks are encrypted with AES-256-GCM; keys derived with Argon2id.",
+    "pricing": "The Team edition costs 12 dollars per host per month.",
+    "restore": "Restoring a snapshot writes files to the target folder.",
+}
+
+
+@pytest.mark.parametrize("backend", ["bm25s", "rank_bm25"])
+def test_backends_rank_alike_and_survive_save_load(tmp_path, backend):
+    cfg = BM25Config(backend=backend)
+    keyword.build_and_save(tmp_path, cfg, list(TEXTS), list(TEXTS.values()), "1")
+    index = keyword.load(tmp_path, cfg)
+    assert index.name == backend
+    assert index.search("how long are daily snapshots kept", 3)[0][0] == "retention"
+    assert index.search("encrypting", 3)[0][0] == "encryption"  # stemming: encrypting ~ encrypted
+    assert index.search("the of and", 3) == []  # stopwords only
+    assert index.search("zebra", 3) == []
+    mask = np.array([k != "retention" for k in TEXTS])
+    assert "retention" not in [i for i, _ in index.search("snapshots", 4, mask)]
+
+
+def test_new_generation_replaces_old_atomically(tmp_path):
+    cfg = BM25Config()
+    keyword.build_and_save(tmp_path, cfg, ["a"], ["alpha"], "1")
+    keyword.build_and_save(tmp_path, cfg, ["a", "b"], ["alpha", "beta"], "2")
+    assert keyword.current_generation(tmp_path) == "2"
+    assert [p.name for p in tmp_path.glob("gen-*")] == ["gen-2"]
+    assert keyword.load(tmp_path, cfg).search("beta", 2)[0][0] == "b"
+
+
+def test_tokenizer_options():
+    assert keyword.Tokenizer(BM25Config())("The Snapshots and RUNNING") == ["snapshot", "run"]
+    raw = keyword.Tokenizer(BM25Config(stemmer="none", stopwords="none"))
+    assert raw("The Snapshots") == ["the", "snapshots"]
+
+
+def test_empty_index_searches_to_nothing(tmp_path):
+    keyword.build_and_save(tmp_path, BM25Config(), [], [], "1")
+    assert keyword.load(tmp_path, BM25Config()).search("anything", 5) == []

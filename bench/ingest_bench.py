@@ -19,7 +19,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -38,13 +37,17 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "ingest.json")
+    ap.add_argument("--work", type=Path, default=REPO / "bench" / "out" / "scifact",
+                    help="kept afterwards: bench/query_bench.py reuses the index")
     args = ap.parse_args()
     if not args.corpus.exists():
         sys.exit(f"corpus not found: {args.corpus}")
 
-    work = Path(tempfile.mkdtemp(prefix="llmctl-bench-"))
+    work = args.work
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
     corpus = work / "corpus.jsonl"
-    shutil.copy(args.corpus, corpus)
+    shutil.copyfile(args.corpus, corpus)
     data = work / "data"
     env = {**os.environ, "LLMCTL_DATA_DIR": str(data)}
     results: dict = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
@@ -100,7 +103,6 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
-    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -89,12 +89,42 @@ def _not_yet(command: str) -> None:
 
 
 @app.command()
-def query(question: Annotated[str, typer.Argument(help="The question ('-' reads stdin).")]) -> None:
-    """Ask a question: hybrid retrieval, reranking and a cited answer.
+def query(
+    question: Annotated[str, typer.Argument(help="The question ('-' reads it from stdin).")],
+    k: Annotated[int | None, typer.Option("--k", "-k", help="Hits to keep (retrieval.k).")] = None,
+    dense_k: Annotated[int | None, typer.Option(help="Dense candidates (retrieval.dense_k).")] = None,
+    bm25_k: Annotated[int | None, typer.Option(help="BM25 candidates (retrieval.bm25_k).")] = None,
+    depth: Annotated[int | None, typer.Option(help="Candidates to rerank (rerank.depth).")] = None,
+    fusion: Annotated[str | None, typer.Option(help="weighted or rrf (retrieval.fusion).")] = None,
+    where: Annotated[list[str] | None, typer.Option(
+        "--where", help="Filter FIELD=VALUE: source=GLOB, ext=md, kind=pdf, doc_id=GLOB (repeatable).",
+    )] = None,
+    no_llm: Annotated[bool, typer.Option(
+        "--no-llm", help="Retrieval only, even if a model is configured.")] = False,
+    no_rerank: Annotated[bool, typer.Option("--no-rerank", help="Skip the cross-encoder.")] = False,
+    explain: Annotated[bool, typer.Option(
+        "--explain", help="Show each stage's ranks, scores, latency.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
+) -> None:
+    """Ask a question: hybrid retrieval, reranking and a streamed, cited answer.
 
-    Example: [bold]llmctl query "How long are daily snapshots kept?"[/]
+    Example: [bold]llmctl query "How many daily snapshots are kept?"[/]
     """
-    _not_yet("query")
+    from llmctl import render
+    from llmctl.search.pipeline import QueryOptions, read_question, run_query
+
+    if fusion not in (None, "weighted", "rrf"):
+        raise typer.BadParameter("use 'weighted' or 'rrf'", param_hint="--fusion")
+    cfg = _config()
+    opts = QueryOptions(k=k, dense_k=dense_k, bm25_k=bm25_k, depth=depth, fusion=fusion,
+                        where=list(where or []), use_llm=not no_llm,
+                        rerank=False if no_rerank else None)
+    stream = None if as_json else render.stream_token
+    result = run_query(read_question(question), cfg, opts, on_token=stream)
+    if as_json:
+        render.print_json(result.to_dict())
+    else:
+        render.query_result(result, explain=explain)
 
 
 @app.command(name="eval")

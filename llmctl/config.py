@@ -78,16 +78,64 @@ class BM25Config(_Section):
     stopwords: Literal["english", "none"] = "english"
 
 
+class RetrievalConfig(_Section):
+    k: int = Field(5, ge=1, le=1000)
+    dense_k: int = Field(50, ge=1)
+    bm25_k: int = Field(50, ge=1)
+    fusion: Literal["weighted", "rrf"] = "weighted"
+    rrf_k: int = Field(60, ge=1)
+    bm25_weight: float = Field(0.4, ge=0, le=1)
+
+
+class RerankConfig(_Section):
+    enabled: bool = True
+    model: str = "cross-encoder/ms-marco-MiniLM-L-6-v2"
+    depth: int = Field(20, ge=1)
+    required: bool = False
+    min_score: float | None = None
+    batch_size: int = Field(16, ge=1)
+    offline: bool = True
+
+
+class ProviderConfig(_Section):
+    name: str
+    base_url: str
+    model: str
+    api_key_env: str | None = None
+    timeout: float = Field(60, gt=0)
+    context_window: int = Field(8192, ge=256)
+    tokenizer: str = "auto"
+
+
+class LLMConfig(_Section):
+    providers: list[ProviderConfig] = Field(default_factory=list)
+    temperature: float = Field(0.0, ge=0, le=2)
+    max_answer_tokens: int = Field(512, ge=1)
+    system_prompt: str | None = None
+
+
+class ContextConfig(_Section):
+    max_tokens: int | None = Field(None, ge=64)
+    retrieval_only_tokens: int = Field(3000, ge=64)
+
+
 class Config(_Section):
     data_dir: Path = Path(".llmctl")
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     bm25: BM25Config = Field(default_factory=BM25Config)
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
+    rerank: RerankConfig = Field(default_factory=RerankConfig)
+    context: ContextConfig = Field(default_factory=ContextConfig)
+    llm: LLMConfig = Field(default_factory=LLMConfig)
 
     # Where the values came from, for error messages; not part of the YAML schema.
     source: str = Field("built-in defaults", exclude=True)
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
+
+
+SCHEMA_KEYS = [k for k in Config.model_fields if k not in ("source", "base_dir")]
 
 
 def find_config_file(explicit: Path | None) -> Path | None:
@@ -128,10 +176,17 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
     cfg.source = source
     cfg.base_dir = base_dir
     cfg.data_dir = _resolve(cfg.data_dir, base_dir)
-    model_path = Path(cfg.embedding.model).expanduser()
-    if cfg.embedding.model.startswith((".", "~", "/")) or (base_dir / model_path).exists():
-        cfg.embedding.model = str(_resolve(model_path, base_dir))
+    cfg.embedding.model = _resolve_model(cfg.embedding.model, base_dir)
+    cfg.rerank.model = _resolve_model(cfg.rerank.model, base_dir)
     return cfg
+
+
+def _resolve_model(name: str, base_dir: Path) -> str:
+    """A model given as a relative path resolves against the config folder; a hub name stays."""
+    path = Path(name).expanduser()
+    if name.startswith((".", "~", "/")) or (base_dir / path).exists():
+        return str(_resolve(path, base_dir))
+    return name
 
 
 def _resolve(path: Path, base_dir: Path) -> Path:
@@ -167,6 +222,15 @@ def _env_overrides() -> dict[str, Any]:
         if not name.startswith(ENV_PREFIX) or name in (f"{ENV_PREFIX}CONFIG", f"{ENV_PREFIX}DEBUG"):
             continue
         key = name[len(ENV_PREFIX):].lower().replace("__", ".")
+        top = key.split(".")[0]
+        if top not in SCHEMA_KEYS:
+            typo = next((f for f in SCHEMA_KEYS if top.startswith(f + "_")), None)
+            if typo:
+                raise ConfigError(
+                    f"environment variable {name}: sections and keys are joined by a double "
+                    f"underscore, e.g. {ENV_PREFIX}{typo.upper()}__{top[len(typo) + 1:].upper()}"
+                )
+            continue  # someone else's LLMCTL_* variable (an API key, say): not a config key
         try:
             out[key] = yaml.safe_load(raw) if raw else raw
         except yaml.YAMLError:
@@ -197,7 +261,7 @@ def _explain(exc: ValidationError, source: str) -> str:
             if field is None or not isinstance(field.annotation, type):
                 break
             model = field.annotation
-        known = [k for k in model.model_fields if k not in ("source", "base_dir")]
+        known = [k for k in model.model_fields if k not in ("source", "base_dir")]  # noqa: SIM118
         close = difflib.get_close_matches(loc[-1], known, n=1)
         hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(known)}"
         return f"{source}: unknown key '{key}' ({hint}){more}"

@@ -11,6 +11,7 @@ Exit codes (also in the README):
     4  InputError
     5  IndexStateError (no index, or built with other settings)
     6  BusyError (another ingest holds the data dir)
+    7  ProviderError (the LLM endpoint failed, refused the key, or is unreachable)
 """
 
 from __future__ import annotations
@@ -44,3 +45,9 @@ class BusyError(LlmctlError):
     """Another llmctl process is writing to the same data directory."""
 
     exit_code = 6
+
+
+class ProviderError(LlmctlError):
+    """The language model provider could not give an answer."""
+
+    exit_code = 7

@@ -111,3 +111,23 @@ class IngestReport:
             "recovered": self.recovered,
             "seconds": round(self.seconds, 3),
         }
+
+
+@dataclass
+class Hit:
+    """A retrieved chunk with what each stage thought of it: stage -> (rank, score), rank from 1."""
+
+    id: str
+    stages: dict[str, tuple[int, float]] = field(default_factory=dict)
+    chunk: dict = field(default_factory=dict)  # text + citation metadata from the manifest
+
+    @property
+    def source(self) -> str:
+        return self.chunk.get("source", "")
+
+    def location(self) -> str:
+        """'path:12-30' or 'path (page 2)' for citations."""
+        c = self.chunk
+        if c.get("page"):
+            return f"{c['source']} (page {c['page']})"
+        return f"{c.get('source', '')}:{c.get('start_line', '?')}-{c.get('end_line', '?')}"

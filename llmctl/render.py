@@ -105,3 +105,63 @@ def ingest_report(report) -> None:
                              ("remove", report.files_removed)):
             for p in paths:
                 stdout.print(f"  would {label}: {p}")
+
+
+def stream_token(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def _stages(hit) -> str:
+    names = {"bm25": "bm25", "dense": "dense", "fused": "fused", "rerank": "rerank"}
+    return "  ".join(f"{names[s]} #{r} ({v:.3f})" for s, (r, v) in hit.stages.items() if s in names)
+
+
+def query_result(result, explain: bool = False) -> None:
+    for w in result.warnings:
+        warn(w)
+    if result.completion is not None:
+        sys.stdout.write("\n" if not result.completion.text.endswith("\n") else "")
+        if result.citations:
+            stdout.print("\nSources:")
+            for s in result.citations:
+                section = f"  ({s.heading})" if s.heading else ""
+                stdout.print(f"  [{s.n}] {s.location()}{section}", markup=False)
+        else:
+            stdout.print("\n(no sources cited)")
+    else:
+        if not result.hits:
+            stdout.print("No matching chunks.")
+        for i, hit in enumerate(result.hits, start=1):
+            final = hit.stages.get("rerank") or hit.stages.get("fused")
+            stdout.print(f"{i}. {hit.location()}  score {final[1]:.3f}", markup=False, style="bold")
+            if hit.chunk.get("heading"):
+                stdout.print(f"   {hit.chunk['heading']}", markup=False, style="dim")
+            snippet = " ".join(hit.chunk.get("text", "").split())
+            stdout.print(f"   {snippet[:240]}{'…' if len(snippet) > 240 else ''}", markup=False)
+    if explain:
+        _explain(result)
+
+
+def _explain(result) -> None:
+    from rich.table import Table
+
+    table = Table(title="Stage trace", show_lines=False)
+    for col in ("#", "chunk", "bm25", "dense", "fused", "rerank"):
+        table.add_column(col)
+    for i, hit in enumerate(result.hits, start=1):
+        cells = []
+        for stage in ("bm25", "dense", "fused", "rerank"):
+            rs = hit.stages.get(stage)
+            cells.append(f"#{rs[0]} {rs[1]:.3f}" if rs else "-")
+        table.add_row(str(i), hit.location(), *cells)
+    stderr.print(table)
+    stderr.print("Latency (ms): " + ", ".join(f"{k} {v * 1000:.1f}" for k, v in result.timings.items()))
+    p = result.packed
+    stderr.print(f"Context: {p.tokens}/{p.budget} tokens ({result.tokenizer['name']}"
+                 f"{'' if result.tokenizer['exact'] else ', estimated'}), {len(p.sources)} source(s)")
+    for d in p.dropped:
+        stderr.print(f"  dropped {d['source']}: {d['reason']}", markup=False)
+    rr = result.rerank
+    stderr.print(f"Rerank: {rr['status']}" + (f" ({rr['reason']})" if rr.get("reason") else ""),
+                 markup=False)

@@ -44,3 +44,64 @@ def corpus(tmp_path) -> Path:
     dest = tmp_path / "docs"
     shutil.copytree(SAMPLE, dest)
     return dest
+
+
+@pytest.fixture(scope="session")
+def sample_index(tmp_path_factory, embedder) -> Path:
+    """sample_data ingested once for the session (sources read 'sample_data/...')."""
+    from llmctl.ingest.pipeline import ingest
+
+    data = tmp_path_factory.mktemp("sample-index")
+    cfg = load_config(None, {"data_dir": str(data)})
+    cfg.base_dir = REPO
+    ingest([SAMPLE], cfg, embedder=embedder)
+    return data
+
+
+@pytest.fixture
+def fake_llm():
+    from openai_server import FakeOpenAI
+
+    server = FakeOpenAI().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def faq_cross_encoder(tmp_path_factory, embedder, sample_index) -> Path:
+    """A real cross-encoder, built from the MiniLM backbone and trained for a few seconds.
+
+    It learns one easy, known preference — passages from the FAQ page are relevant — so
+    tests can assert that reranking follows the model and not the fused order.
+    """
+    import torch
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    from llmctl.index.manifest import Manifest
+
+    torch.manual_seed(0)
+    m = Manifest(sample_index / "manifest.sqlite")
+    rows = m.db.execute("SELECT embed_text, json_extract(meta, '$.source') FROM chunks").fetchall()
+    m.close()
+    queries = ["How do I restore files?", "What does it cost?", "Is Windows supported?",
+               "How are backups encrypted?"]
+    pairs = [(q, text, 1.0 if src.endswith("faq.html") else 0.0) for q in queries for text, src in rows]
+    tok = AutoTokenizer.from_pretrained(str(embedder.folder))
+    model = BertForSequenceClassification.from_pretrained(str(embedder.folder), num_labels=1)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    pos_weight = torch.tensor([len(pairs) / max(1, sum(p[2] for p in pairs))])
+    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+    model.train()
+    order = torch.randperm(len(pairs)).tolist()
+    for start in range(0, len(order), 16):
+        batch = [pairs[i] for i in order[start:start + 16]]
+        enc = tok([b[0] for b in batch], [b[1] for b in batch], truncation=True, max_length=96,
+                  padding=True, return_tensors="pt")
+        loss = loss_fn(model(**enc).logits.squeeze(-1), torch.tensor([b[2] for b in batch]))
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    out = tmp_path_factory.mktemp("faq-cross-encoder")
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out

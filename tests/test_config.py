@@ -89,3 +89,14 @@ def test_no_file_gives_builtin_defaults(tmp_path):
     assert cfg.source == "built-in defaults"
     assert cfg.data_dir == (tmp_path / ".llmctl").resolve()
     assert cfg.bm25 == Config().bm25
+
+
+def test_env_variables_that_are_not_config_keys_are_left_alone(monkeypatch):
+    monkeypatch.setenv("LLMCTL_TEST_API_KEY", "sk-not-config")
+    assert load_config(None).bm25 == Config().bm25
+
+
+def test_single_underscore_env_typo_is_explained(monkeypatch):
+    monkeypatch.setenv("LLMCTL_BM25_K1", "1.5")
+    with pytest.raises(ConfigError, match="LLMCTL_BM25__K1"):
+        load_config(None)

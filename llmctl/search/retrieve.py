@@ -1,0 +1,112 @@
+"""Open the index for reading and run the two retrievers (dense in Chroma, BM25)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import numpy as np
+
+from llmctl.config import Config
+from llmctl.errors import IndexStateError, InputError
+from llmctl.index import keyword
+from llmctl.index.datadir import DataDir
+from llmctl.index.embedder import Embedder
+from llmctl.index.manifest import Manifest
+from llmctl.search.fusion import Ranked
+
+FILTER_FIELDS = {
+    "source": "json_extract(meta, '$.source') GLOB ?",
+    "ext": "json_extract(meta, '$.source') GLOB '*.' || ?",
+    "kind": "json_extract(meta, '$.kind') = ?",
+    "doc_id": "json_extract(meta, '$.doc_id') GLOB ?",
+}
+
+
+class Filter:
+    """Chunks allowed by --where conditions, in the form each retriever needs."""
+
+    def __init__(self, chunk_ids: set[str], doc_ids: set[str]):
+        self.chunk_ids = chunk_ids
+        self.chroma_where = {"doc_id": {"$in": sorted(doc_ids)}}
+
+
+def parse_where(conditions: list[str]) -> list[tuple[str, str]]:
+    out = []
+    for cond in conditions:
+        field, sep, value = cond.partition("=")
+        field = field.strip()
+        if not sep or not value.strip():
+            raise InputError(f"--where '{cond}': expected FIELD=VALUE, e.g. source=docs/*.md")
+        if field not in FILTER_FIELDS:
+            raise InputError(
+                f"--where '{cond}': unknown field '{field}'; use one of {', '.join(FILTER_FIELDS)}"
+            )
+        out.append((field, value.strip()))
+    return out
+
+
+class Retriever:
+    """Read-only view of an index built by ``ingest``, queried with its own embedding model."""
+
+    def __init__(self, cfg: Config, embedder: Embedder | None = None):
+        self.cfg = cfg
+        self.data = DataDir(cfg.data_dir)
+        hint = "run 'llmctl ingest <path>' first"
+        if not self.data.exists():
+            raise IndexStateError(f"No index in {cfg.data_dir}: {hint}")
+        self.manifest = Manifest(self.data.manifest, readonly=True)
+        self.settings = self.manifest.settings()
+        if not self.settings or self.manifest.chunk_count() == 0:
+            raise IndexStateError(f"The index in {cfg.data_dir} is empty: {hint}")
+        built = self.settings["embedding"]
+        self._embedder = embedder
+        self.embedding_cfg = cfg.embedding.model_copy(update={
+            "model": built["model"], "normalize": built["normalize"],
+            "query_prefix": built["query_prefix"], "document_prefix": built["document_prefix"],
+        })
+
+    @cached_property
+    def embedder(self) -> Embedder:
+        """The model that built the index, whatever the config says now."""
+        return self._embedder or Embedder(self.embedding_cfg)
+
+    @cached_property
+    def store(self):
+        from llmctl.index.vectors import VectorStore
+
+        return VectorStore(self.data.chroma)
+
+    @cached_property
+    def keyword(self) -> keyword.KeywordIndex:
+        return keyword.load(self.data.bm25)
+
+    def filter(self, where: list[str]) -> Filter | None:
+        conds = parse_where(where)
+        if not conds:
+            return None
+        sql = " AND ".join(FILTER_FIELDS[f] for f, _ in conds)
+        rows = self.manifest.db.execute(
+            f"SELECT id, json_extract(meta, '$.doc_id') FROM chunks WHERE {sql}", [v for _, v in conds]
+        ).fetchall()
+        if not rows:
+            raise InputError(f"No indexed chunk matches --where {' '.join(where)}")
+        return Filter({r[0] for r in rows}, {r[1] for r in rows})
+
+    def embed(self, question: str):
+        return self.embedder.embed_query(question)
+
+    def dense(self, vector, k: int, flt: Filter | None) -> Ranked:
+        return self.store.query(vector, k, flt.chroma_where if flt else None)
+
+    def sparse(self, question: str, k: int, flt: Filter | None) -> Ranked:
+        index = self.keyword
+        mask = None
+        if flt is not None:
+            mask = np.fromiter((i in flt.chunk_ids for i in index.ids), dtype=bool, count=len(index.ids))
+        return index.search(question, k, mask)
+
+    def chunks(self, ids: list[str]) -> dict[str, dict]:
+        return self.manifest.get_chunks(ids)
+
+    def close(self) -> None:
+        self.manifest.close()

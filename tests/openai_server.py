@@ -1,0 +1,161 @@
+"""A real HTTP server on 127.0.0.1 speaking the OpenAI chat-completions protocol.
+
+Replies are scripted per request (FIFO); with an empty script it answers
+``default_text``. Every request is recorded (headers and JSON body) for assertions.
+The server thread is a daemon and is shut down by the fixture; a watchdog also
+stops it after ``max_lifetime`` seconds so it can never outlive a test run.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+@dataclass
+class Reply:
+    """One scripted reply. kind: ok | status | bad_json | stall | drop."""
+
+    kind: str = "ok"
+    text: str = ""
+    status: int = 200
+    headers: dict = field(default_factory=dict)
+    body: dict | None = None
+    usage: bool = True
+    delay: float = 0.0  # seconds before the first byte
+    stall_after: int = 0  # stall: chunks sent before going silent
+    stall_for: float = 5.0
+
+
+class FakeOpenAI:
+    def __init__(self, default_text: str = "The sources say so [1].", max_lifetime: float = 900):
+        self.script: deque[Reply] = deque()
+        self.requests: list[dict] = []
+        self.default_text = default_text
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                self._json(200, {"object": "list", "data": [{"id": "fake-model", "object": "model"}]})
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length) or b"{}")
+                server.requests.append({"path": self.path, "body": body,
+                                        "headers": {k.lower(): v for k, v in self.headers.items()}})
+                reply = server.script.popleft() if server.script else Reply(text=server.default_text)
+                if reply.delay:
+                    time.sleep(reply.delay)
+                if reply.kind == "status":
+                    payload = reply.body or {"error": {"message": f"scripted {reply.status}",
+                                                       "type": "error", "code": None}}
+                    return self._json(reply.status, payload, reply.headers)
+                if reply.kind == "bad_json":
+                    return self._raw(200, b"{this is not json", "application/json")
+                if reply.kind == "drop":
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return None
+                if body.get("stream"):
+                    return self._stream(body, reply)
+                return self._json(200, server.completion(body, reply))
+
+            def _stream(self, body, reply: Reply):
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Cache-Control", "no-cache")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.close_connection = True
+                pieces = split_tokens(reply.text or server.default_text)
+                model = body.get("model", "fake-model")
+                try:
+                    for i, piece in enumerate(pieces):
+                        if reply.kind == "stall" and i == reply.stall_after:
+                            time.sleep(reply.stall_for)
+                            return
+                        self._event({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0,
+                                     "model": model, "choices": [{"index": 0, "delta": {"content": piece},
+                                                                  "finish_reason": None}]})
+                    self._event({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0,
+                                 "model": model,
+                                 "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+                    if reply.usage and (body.get("stream_options") or {}).get("include_usage"):
+                        self._event({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0,
+                                     "model": model, "choices": [], "usage": usage_of(body, reply)})
+                    self.wfile.write(b"data: [DONE]\n\n")
+                    self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def _event(self, obj):
+                self.wfile.write(b"data: " + json.dumps(obj).encode() + b"\n\n")
+                self.wfile.flush()
+                time.sleep(0.002)
+
+            def _json(self, status, obj, headers=None):
+                self._raw(status, json.dumps(obj).encode(), "application/json", headers)
+
+            def _raw(self, status, data: bytes, ctype: str, headers=None):
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(data)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.watchdog = threading.Timer(max_lifetime, self.stop)
+        self.watchdog.daemon = True
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def completion(self, body: dict, reply: Reply) -> dict:
+        out = {"id": "chatcmpl-1", "object": "chat.completion", "created": 0,
+               "model": body.get("model", "fake-model"),
+               "choices": [{"index": 0, "message": {"role": "assistant", "content": reply.text},
+                            "finish_reason": "stop"}]}
+        if reply.usage:
+            out["usage"] = usage_of(body, reply)
+        return out
+
+    def start(self) -> FakeOpenAI:
+        self.thread.start()
+        self.watchdog.start()
+        return self
+
+    def stop(self) -> None:
+        self.watchdog.cancel()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def split_tokens(text: str) -> list[str]:
+    """Split like a tokenizer would stream: words with their leading space."""
+    out, word = [], ""
+    for ch in text:
+        if ch == " " and word:
+            out.append(word)
+            word = ""
+        word += ch
+    return out + ([word] if word else [])
+
+
+def usage_of(body: dict, reply: Reply) -> dict:
+    prompt = sum(len(m.get("content", "").split()) for m in body.get("messages", []))
+    completion = len(split_tokens(reply.text))
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}

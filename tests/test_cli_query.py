@@ -1,0 +1,71 @@
+import json
+import re
+
+import yaml
+from cli import assert_clean_error, run_cli
+
+
+def write_config(tmp_path, base_url: str | None = None, **llm) -> str:
+    cfg = {"rerank": {"enabled": False}}
+    if base_url:
+        cfg["llm"] = {"providers": [{"name": "local", "base_url": base_url, "model": "fake-model",
+                                     "context_window": 4096, "timeout": 5}], **llm}
+    path = tmp_path / "llmctl.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+def test_retrieval_only_output_and_json(tmp_path, sample_index):
+    cfg = write_config(tmp_path)
+    r = run_cli("--config", cfg, "--data-dir", sample_index, "query", "What does the Team edition cost?")
+    assert r.returncode == 0, r.stderr
+    ranked = [line for line in r.stdout.splitlines() if re.match(r"^\d+\. ", line)]
+    assert len(ranked) == 5
+    assert re.fullmatch(r"1\. sample_data/\S+:\d+-\d+  score \d\.\d{3}", ranked[0])
+    assert any("policies/pricing.md" in line for line in ranked[:3])
+    r = run_cli("--config", cfg, "--data-dir", sample_index, "query", "--json", "-k", "3",
+                "What does the Team edition cost?")
+    doc = json.loads(r.stdout)
+    assert len(doc["hits"]) == 3 and doc["answer"] is None
+    assert set(doc["hits"][0]["stages"]) >= {"bm25", "dense", "fused"}
+    assert set(doc["latency_ms"]) >= {"embed", "dense", "bm25", "fusion", "pack"}
+
+
+def test_question_from_stdin(tmp_path, sample_index):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "llmctl", "--config", write_config(tmp_path), "--data-dir",
+                        str(sample_index), "query", "--json", "-"], input="Is Windows supported?\n",
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["question"] == "Is Windows supported?"
+
+
+def test_streamed_answer_and_citations_through_the_cli(tmp_path, sample_index, fake_llm):
+    from openai_server import Reply
+
+    fake_llm.script.append(Reply(text="Kestrel keeps 14 daily snapshots by default [1]."))
+    cfg = write_config(tmp_path, fake_llm.base_url)
+    r = run_cli("--config", cfg, "--data-dir", sample_index, "query", "How many daily snapshots are kept?")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("Kestrel keeps 14 daily snapshots by default [1].\n")
+    assert "Sources:\n  [1] sample_data/guides/retention-policies.md:" in r.stdout
+    fake_llm.script.append(Reply(text="Fourteen [1].", usage=False))
+    r = run_cli("--config", cfg, "--data-dir", sample_index, "query", "--json", "daily snapshots kept?")
+    doc = json.loads(r.stdout)
+    assert doc["answer"] == "Fourteen [1]." and doc["usage"]["source"] == "estimated"
+    assert doc["citations"][0]["source"].endswith("retention-policies.md")
+    assert "llm" in doc["latency_ms"]
+
+
+def test_query_errors_are_one_line_with_exit_codes(tmp_path, sample_index):
+    cfg = write_config(tmp_path)
+    assert_clean_error(run_cli("--config", cfg, "--data-dir", tmp_path / "none", "query", "hi"),
+                       5, "No index", "llmctl ingest")
+    assert_clean_error(run_cli("--config", cfg, "--data-dir", sample_index, "query", "  "), 4, "empty")
+    assert_clean_error(run_cli("--config", cfg, "--data-dir", sample_index, "query", "--where", "size=3",
+                               "x"), 4, "unknown field 'size'")
+    down = write_config(tmp_path, "http://127.0.0.1:9/v1")
+    assert_clean_error(run_cli("--config", down, "--data-dir", sample_index, "query", "restore"),
+                       7, "Cannot reach provider 'local'", "127.0.0.1:9")

@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 demo: install
 	$(LLMCTL) ingest sample_data
-	$(LLMCTL) query --no-llm "How many daily snapshots does the default retention policy keep?"
+	$(LLMCTL) query "How many daily snapshots does the default retention policy keep?"
 
 test: install
 	$(VENV)/bin/pytest -q
@@ -29,6 +29,7 @@ lint: install
 
 bench: install
 	$(PY) bench/ingest_bench.py
+	$(PY) bench/query_bench.py
 
 clean:
 	rm -rf .llmctl bench/out

@@ -44,6 +44,13 @@ def main_options(
     verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More logging on stderr.")] = 0,
 ) -> None:
     state.config_path, state.data_dir, state.verbose = config, data_dir, verbose
+    if verbose:
+        import logging
+
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logging.getLogger("llmctl").addHandler(handler)
+        logging.getLogger("llmctl").setLevel(logging.INFO if verbose == 1 else logging.DEBUG)
 
 
 @app.command()
@@ -104,6 +111,7 @@ def query(
     no_rerank: Annotated[bool, typer.Option("--no-rerank", help="Skip the cross-encoder.")] = False,
     explain: Annotated[bool, typer.Option(
         "--explain", help="Show each stage's ranks, scores, latency.")] = False,
+    tag: Annotated[str | None, typer.Option(help="Label for the ledger and per-tag budgets.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
 ) -> None:
     """Ask a question: hybrid retrieval, reranking and a streamed, cited answer.
@@ -118,9 +126,10 @@ def query(
     cfg = _config()
     opts = QueryOptions(k=k, dense_k=dense_k, bm25_k=bm25_k, depth=depth, fusion=fusion,
                         where=list(where or []), use_llm=not no_llm,
-                        rerank=False if no_rerank else None)
+                        rerank=False if no_rerank else None, tag=tag)
     stream = None if as_json else render.stream_token
-    result = run_query(read_question(question), cfg, opts, on_token=stream)
+    result = run_query(read_question(question), cfg, opts, on_token=stream,
+                       notify=None if as_json else render.warn)
     if as_json:
         render.print_json(result.to_dict())
     else:
@@ -137,21 +146,54 @@ def eval_(suite: Annotated[Path, typer.Argument(help="Golden-query suite (YAML).
 
 
 @app.command()
-def cost_report() -> None:
-    """Show LLM spend, tokens and latency from the call ledger.
+def cost_report(
+    since: Annotated[str | None, typer.Option(help="From YYYY-MM-DD, 'today' or '7d'.")] = None,
+    until: Annotated[str | None, typer.Option(help="Before YYYY-MM-DD (exclusive).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print the breakdowns as CSV.")] = False,
+) -> None:
+    """Show LLM spend, tokens, errors and latency from the call ledger.
 
-    Example: [bold]llmctl cost-report --since 2026-11-01[/]
+    Example: [bold]llmctl cost-report --since 7d[/]
     """
-    _not_yet("cost-report")
+    import time
+
+    from llmctl import render
+    from llmctl.llm.report import cost_report as build
+    from llmctl.llm.report import parse_when
+
+    cfg = _config()
+    now = time.time()
+    report = build(cfg.data_dir, cfg.llm, parse_when(since, now, "--since"),
+                   parse_when(until, now, "--until"), now)
+    if as_json:
+        render.print_json(report)
+    elif as_csv:
+        render.cost_report_csv(report)
+    else:
+        render.cost_report(report)
 
 
 @app.command()
-def cache_stats() -> None:
-    """Show response-cache size, hit rate and savings.
+def cache_stats(
+    clear: Annotated[bool, typer.Option("--clear", help="Delete every cached answer.")] = False,
+    prune: Annotated[bool, typer.Option("--prune", help="Delete expired answers.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Show response-cache size, hit rates, savings and invalidations.
 
-    Example: [bold]llmctl cache-stats[/]
+    Example: [bold]llmctl cache-stats --prune[/]
     """
-    _not_yet("cache-stats")
+    import time
+
+    from llmctl import render
+    from llmctl.llm.report import cache_stats as build
+
+    stats = build(_config().data_dir, time.time(), clear=clear, prune=prune)
+    if as_json:
+        render.print_json(stats)
+    else:
+        render.cache_stats(stats)
 
 
 def main() -> None:

@@ -103,8 +103,44 @@ class ProviderConfig(_Section):
     model: str
     api_key_env: str | None = None
     timeout: float = Field(60, gt=0)
+    stall_timeout: float = Field(30, gt=0)
+    retries: int = Field(2, ge=0, le=20)
     context_window: int = Field(8192, ge=256)
     tokenizer: str = "auto"
+    price_input_per_1m: float | None = Field(None, ge=0)
+    price_output_per_1m: float | None = Field(None, ge=0)
+
+
+class CacheConfig(_Section):
+    enabled: bool = True
+    only_deterministic: bool = True
+    ttl_hours: float = Field(168, gt=0)
+    time_sensitive_ttl_minutes: float = Field(60, gt=0)
+    semantic: bool = False
+    semantic_threshold: float = Field(0.95, gt=0, le=1)
+
+
+class TagBudget(_Section):
+    daily_usd: float | None = Field(None, ge=0)
+    monthly_usd: float | None = Field(None, ge=0)
+
+
+class BudgetConfig(_Section):
+    daily_usd: float | None = Field(None, ge=0)
+    monthly_usd: float | None = Field(None, ge=0)
+    tags: dict[str, TagBudget] = Field(default_factory=dict)
+    on_exceed: Literal["refuse", "cheaper", "cache_only"] = "refuse"
+
+
+class RoutingConfig(_Section):
+    enabled: bool = False
+    simple_provider: str | None = None
+    complex_provider: str | None = None
+    max_simple_words: int = Field(14, ge=1)
+    complex_markers: list[str] = Field(default_factory=lambda: [
+        "why", "how does", "explain", "compare", "difference", "versus", "vs", "trade-off",
+        "step by step", "analyze", "analyse", "pros and cons", "should i", "design",
+    ])
 
 
 class LLMConfig(_Section):
@@ -112,6 +148,13 @@ class LLMConfig(_Section):
     temperature: float = Field(0.0, ge=0, le=2)
     max_answer_tokens: int = Field(512, ge=1)
     system_prompt: str | None = None
+    deadline: float = Field(180, gt=0)
+    backoff_base: float = Field(0.5, gt=0)
+    backoff_cap: float = Field(20, gt=0)
+    store_prompts: bool = True
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
 
 
 class ContextConfig(_Section):

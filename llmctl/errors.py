@@ -12,6 +12,7 @@ Exit codes (also in the README):
     5  IndexStateError (no index, or built with other settings)
     6  BusyError (another ingest holds the data dir)
     7  ProviderError (the LLM endpoint failed, refused the key, or is unreachable)
+    8  BudgetExceeded (a configured spend limit would be exceeded)
 """
 
 from __future__ import annotations
@@ -51,3 +52,9 @@ class ProviderError(LlmctlError):
     """The language model provider could not give an answer."""
 
     exit_code = 7
+
+
+class BudgetExceeded(LlmctlError):
+    """A daily or monthly spend limit would be exceeded by this call."""
+
+    exit_code = 8

@@ -82,6 +82,7 @@ class IngestReport:
     chunks_total: int = 0
     recovered: list[str] = field(default_factory=list)
     bm25_rebuilt: bool = False
+    cache_invalidated: int = 0
     seconds: float = 0.0
 
     def to_dict(self) -> dict:
@@ -108,6 +109,7 @@ class IngestReport:
             },
             "tokens_embedded": self.tokens_embedded,
             "bm25_rebuilt": self.bm25_rebuilt,
+            "cache_entries_invalidated": self.cache_invalidated,
             "recovered": self.recovered,
             "seconds": round(self.seconds, 3),
         }

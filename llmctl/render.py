@@ -165,3 +165,89 @@ def _explain(result) -> None:
     rr = result.rerank
     stderr.print(f"Rerank: {rr['status']}" + (f" ({rr['reason']})" if rr.get("reason") else ""),
                  markup=False)
+
+
+def _money(v) -> str:
+    return "unknown" if v is None else f"${v:,.4f}"
+
+
+def cost_report(report: dict) -> None:
+    from rich.table import Table
+
+    t = report["totals"]
+    stdout.print(
+        f"Requests {t['requests']}  attempts {t['attempts']}  errors {t['errors']} "
+        f"({t['error_rate']:.1%})  cache hits {t['cache_hits']}  refused {t['refused']}"
+    )
+    estimated = f" ({t['estimated_usage_calls']} call(s) estimated)" if t["estimated_usage_calls"] else ""
+    unknown = f" + {t['unknown_cost_calls']} call(s) of unknown price" if t["unknown_cost_calls"] else ""
+    stdout.print(
+        f"Tokens in {t['tokens_in']:,}  out {t['tokens_out']:,}{estimated}  cost {_money(t['cost_usd'])}"
+        f"{unknown}  saved by cache {_money(t['saved_by_cache_usd'])}"
+    )
+    if t["latency_ms_p50"] is not None:
+        stdout.print(f"Latency p50 {t['latency_ms_p50']:.0f} ms  p95 {t['latency_ms_p95']:.0f} ms")
+    for dim in ("day", "provider", "model", "command", "tag"):
+        groups = report["by"][dim]
+        if not groups:
+            continue
+        table = Table(title=f"by {dim}", title_justify="left")
+        for col in (dim, "requests", "tokens in", "tokens out", "cost", "errors", "p95 ms"):
+            table.add_column(col, justify="left" if col == dim else "right")
+        for key, s in groups.items():
+            table.add_row(key, str(s["requests"]), f"{s['tokens_in']:,}", f"{s['tokens_out']:,}",
+                          _money(s["cost_usd"]), str(s["errors"]),
+                          "-" if s["latency_ms_p95"] is None else f"{s['latency_ms_p95']:.0f}")
+        stdout.print(table)
+    days = report["by"]["day"]
+    if days:
+        top = max(s["cost_usd"] for s in days.values()) or 1.0
+        stdout.print("Cost per day:")
+        for day, s in days.items():
+            bar = "█" * max(0, round(30 * s["cost_usd"] / top))
+            stdout.print(f"  {day} {bar} {_money(s['cost_usd'])}", markup=False)
+    b = report["budget"]
+    for period in ("daily", "monthly"):
+        limit = b[period]["limit_usd"]
+        spent = b[period]["spent_usd"]
+        stdout.print(f"Budget {period}: {_money(spent)} of "
+                     f"{'no limit' if limit is None else _money(limit)}")
+
+
+def cost_report_csv(report: dict) -> None:
+    import csv
+
+    w = csv.writer(sys.stdout)
+    w.writerow(["dimension", "key", "requests", "attempts", "errors", "tokens_in", "tokens_out",
+                "cost_usd", "unknown_cost_calls", "saved_by_cache_usd", "latency_ms_p50", "latency_ms_p95"])
+    for dim, groups in report["by"].items():
+        for key, s in groups.items():
+            w.writerow([dim, key, s["requests"], s["attempts"], s["errors"], s["tokens_in"], s["tokens_out"],
+                        s["cost_usd"], s["unknown_cost_calls"], s["saved_by_cache_usd"],
+                        s["latency_ms_p50"], s["latency_ms_p95"]])
+
+
+def cache_stats(stats: dict) -> None:
+    import time as _time
+
+    if not stats["exists"]:
+        stdout.print(f"No cache yet ({stats['path']}).")
+        return
+
+    def when(ts):
+        return "-" if ts is None else _time.strftime("%Y-%m-%d %H:%M", _time.gmtime(ts))
+
+    def pct(v):
+        return "-" if v is None else f"{v:.1%}"
+
+    stdout.print(f"Entries {stats['entries']} ({stats['live']} live, {stats['expired']} expired, "
+                 f"{stats['semantic_entries']} with embeddings), {stats['size_bytes'] / 1024:.1f} KiB")
+    stdout.print(f"Hit rate: exact {pct(stats['hit_rate']['exact'])} "
+                 f"({stats['hits']['exact']}/{stats['lookups']['exact']}), "
+                 f"semantic {pct(stats['hit_rate']['semantic'])} "
+                 f"({stats['hits']['semantic']}/{stats['lookups']['semantic']})")
+    stdout.print(f"Saved {stats['saved']['tokens']:,} tokens, {_money(stats['saved']['usd'])}; "
+                 f"invalidated by ingest: {stats['invalidations']}")
+    stdout.print(f"Oldest {when(stats['oldest'])}, newest {when(stats['newest'])} (UTC)")
+    if stats["cleared"] or stats["pruned"]:
+        stdout.print(f"Removed {stats['cleared']} (clear) and {stats['pruned']} expired (prune).")

@@ -9,7 +9,7 @@ def write_config(tmp_path, base_url: str | None = None, **llm) -> str:
     cfg = {"rerank": {"enabled": False}}
     if base_url:
         cfg["llm"] = {"providers": [{"name": "local", "base_url": base_url, "model": "fake-model",
-                                     "context_window": 4096, "timeout": 5}], **llm}
+                                     "context_window": 4096, "timeout": 5, "retries": 0}], **llm}
     path = tmp_path / "llmctl.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return str(path)
@@ -68,4 +68,4 @@ def test_query_errors_are_one_line_with_exit_codes(tmp_path, sample_index):
                                "x"), 4, "unknown field 'size'")
     down = write_config(tmp_path, "http://127.0.0.1:9/v1")
     assert_clean_error(run_cli("--config", down, "--data-dir", sample_index, "query", "restore"),
-                       7, "Cannot reach provider 'local'", "127.0.0.1:9")
+                       7, "cannot reach 'local'", "127.0.0.1:9")

@@ -183,8 +183,8 @@ def test_document_cannot_escape_the_sources_block(sample_index, retriever, fake_
 def test_provider_errors_are_one_line(sample_index, retriever, fake_llm, monkeypatch):
     from openai_server import Reply
 
-    cfg = llm_config(sample_index, "http://127.0.0.1:9/v1", timeout=2)
-    with pytest.raises(ProviderError, match="Cannot reach provider 'local'"):
+    cfg = llm_config(sample_index, "http://127.0.0.1:9/v1", timeout=2, retries=0)
+    with pytest.raises(ProviderError, match="cannot reach 'local' at http://127.0.0.1:9/v1"):
         run_query("snapshots", cfg, QueryOptions(k=2), retriever=retriever)
     cfg = llm_config(sample_index, fake_llm.base_url, api_key_env="LLMCTL_TEST_KEY")
     monkeypatch.delenv("LLMCTL_TEST_KEY", raising=False)
@@ -195,7 +195,7 @@ def test_provider_errors_are_one_line(sample_index, retriever, fake_llm, monkeyp
     with pytest.raises(ProviderError, match="rejected the API key"):
         run_query("snapshots", cfg, QueryOptions(k=2), retriever=retriever)
     assert fake_llm.requests[-1]["headers"]["authorization"] == "Bearer sk-test-123"
-    fake_llm.script.append(Reply(kind="bad_json"))
-    with pytest.raises(ProviderError, match="malformed or empty response"):
+    fake_llm.script.extend([Reply(kind="bad_json")] * 3)
+    with pytest.raises(ProviderError, match="All providers failed.*malformed or empty response"):
         run_query("snapshots", llm_config(sample_index, fake_llm.base_url), QueryOptions(k=2),
                   retriever=retriever)

@@ -251,6 +251,7 @@ def _sync(paths, cfg, manifest, store, embedder, max_tokens, settings, report, s
         report.chunks_deleted += len(manifest.chunk_ids_of_files(removed))
         return
 
+    deleted: list[str] = []
     generation = manifest.get_meta("generation")
     bm25_missing = keyword.current_generation(Path(cfg.data_dir) / "bm25") != generation
     changed = bool(planned or removed)
@@ -272,12 +273,14 @@ def _sync(paths, cfg, manifest, store, embedder, max_tokens, settings, report, s
                 embed_task.advance(len(new_chunks))
             stale = manifest.apply([p.update for p in batch])
             store.delete(stale)
-            report.chunks_deleted += len(stale)
+            deleted += stale
         embed_task.done()
         if removed:
             ids = manifest.remove_files(removed)
             store.delete(ids)
-            report.chunks_deleted += len(ids)
+            deleted += ids
+        report.chunks_deleted += len(deleted)
+        report.cache_invalidated = _invalidate_cache(Path(cfg.data_dir), deleted)
     report.chunks_kept = manifest.chunk_count() - report.chunks_added
     if changed or bm25_stale or bm25_missing:
         generation = str(int(generation or 0) + 1)
@@ -332,3 +335,17 @@ def _batches(planned: list[_Planned], size: int) -> Iterator[list[_Planned]]:
             batch, count = [], 0
     if batch:
         yield batch
+
+
+def _invalidate_cache(data_dir: Path, chunk_ids: list[str]) -> int:
+    """Drop cached answers built from chunks that no longer exist."""
+    path = data_dir / "cache.sqlite"
+    if not chunk_ids or not path.exists():
+        return 0
+    from llmctl.llm.cache import ResponseCache
+
+    cache = ResponseCache(path)
+    try:
+        return cache.invalidate_chunks(chunk_ids)
+    finally:
+        cache.close()

@@ -1,11 +1,13 @@
-"""One streamed chat completion against an OpenAI-compatible endpoint.
+"""One streamed chat completion against an OpenAI-compatible endpoint, failures classified.
 
-The official ``openai`` client is used with its own retries off: retrying, fallback
-and caching are decisions of the layer above, not of the transport.
+The official ``openai`` client is used with its own retries off: whether to retry,
+fall back or serve from cache is decided by ``gateway.py``. Every failure becomes an
+``AttemptFailed`` with a kind and whether it is worth retrying.
 """
 
 from __future__ import annotations
 
+import email.utils
 import os
 import time
 from collections.abc import Callable
@@ -13,6 +15,8 @@ from dataclasses import dataclass, field
 
 from llmctl.config import ProviderConfig
 from llmctl.errors import ProviderError
+
+RETRYABLE = {"connection", "timeout", "stall", "rate_limit", "server", "malformed"}
 
 
 @dataclass
@@ -26,11 +30,32 @@ class Completion:
     finish_reason: str | None = None
     latency_s: float = 0.0
     first_token_s: float | None = None
-    events: list[str] = field(default_factory=list)
+    cost_usd: float | None = None
+    cache: str | None = None  # "exact" / "semantic" when served from the cache
+    similarity: float | None = None
+    attempts: list[dict] = field(default_factory=list)
+    route: dict | None = None
+    interrupted: dict | None = None
 
     def usage(self) -> dict:
         return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
                 "source": "provider" if self.usage_reported else "estimated"}
+
+
+class AttemptFailed(Exception):
+    """One attempt failed. ``kind`` names the failure class; ``partial`` is text already streamed."""
+
+    def __init__(self, kind: str, message: str, *, status: int | None = None,
+                 retry_after: float | None = None, partial: str = ""):
+        super().__init__(message)
+        self.kind = kind
+        self.status = status
+        self.retry_after = retry_after
+        self.partial = partial
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind in RETRYABLE
 
 
 def api_key(provider: ProviderConfig, config_source: str) -> str:
@@ -44,7 +69,28 @@ def api_key(provider: ProviderConfig, config_source: str) -> str:
     return key
 
 
-def stream_chat(
+def retry_after_seconds(headers, now: float | None = None) -> float | None:
+    """Retry-After as seconds: delta-seconds or an HTTP date."""
+    value = headers.get("retry-after") if headers is not None else None
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when - (now if now is not None else time.time()))
+
+
+def _is_context_error(message: str) -> bool:
+    m = message.lower()
+    return "context" in m and any(w in m for w in ("exceed", "too long", "maximum", "length", "size"))
+
+
+def attempt(
     provider: ProviderConfig,
     messages: list[dict],
     *,
@@ -53,20 +99,26 @@ def stream_chat(
     key: str,
     on_token: Callable[[str], None] | None = None,
 ) -> Completion:
-    """Stream one answer; tokens go to ``on_token`` as they arrive."""
+    """Stream one answer; tokens go to ``on_token`` as they arrive. Raises AttemptFailed."""
+    import httpx
     import openai
 
-    client = openai.OpenAI(base_url=provider.base_url, api_key=key, timeout=provider.timeout,
-                           max_retries=0)
+    timeout = httpx.Timeout(provider.timeout, read=min(provider.stall_timeout, provider.timeout))
+    client = openai.OpenAI(base_url=provider.base_url, api_key=key, timeout=timeout, max_retries=0)
     started = time.perf_counter()
     out = Completion("", provider.name, provider.model)
     parts: list[str] = []
+    name = provider.name
     try:
         stream = client.chat.completions.create(
             model=provider.model, messages=messages, temperature=temperature, max_tokens=max_tokens,
             stream=True, stream_options={"include_usage": True},
         )
         for chunk in stream:
+            if time.perf_counter() - started > provider.timeout:
+                stream.close()
+                raise AttemptFailed("timeout", f"'{name}' exceeded its {provider.timeout:g} s timeout",
+                                    partial="".join(parts))
             if chunk.usage is not None:
                 out.prompt_tokens = chunk.usage.prompt_tokens
                 out.completion_tokens = chunk.usage.completion_tokens
@@ -81,33 +133,47 @@ def stream_chat(
                         on_token(delta)
                 if choice.finish_reason:
                     out.finish_reason = choice.finish_reason
-    except openai.APITimeoutError:
-        raise ProviderError(
-            f"Provider '{provider.name}' did not answer within {provider.timeout:g} s: "
-            "raise its timeout or check the server"
-        ) from None
+    except AttemptFailed:
+        raise
+    except (openai.APITimeoutError, httpx.TimeoutException):
+        if parts:
+            raise AttemptFailed("stall", f"'{name}' stalled: no data for {provider.stall_timeout:g} s "
+                                f"after {len(parts)} chunks", partial="".join(parts)) from None
+        raise AttemptFailed("timeout", f"'{name}' did not answer within "
+                            f"{min(provider.stall_timeout, provider.timeout):g} s") from None
     except openai.APIConnectionError as exc:
         cause = exc.__cause__ or exc
-        raise ProviderError(
-            f"Cannot reach provider '{provider.name}' at {provider.base_url} ({type(cause).__name__}): "
-            "check base_url and that the server is running"
-        ) from None
-    except openai.AuthenticationError:
-        raise ProviderError(
-            f"Provider '{provider.name}' rejected the API key (HTTP 401): check {provider.api_key_env}"
-        ) from None
+        raise AttemptFailed("connection", f"cannot reach '{name}' at {provider.base_url} "
+                            f"({type(cause).__name__})", partial="".join(parts)) from None
+    except (httpx.TransportError, httpx.StreamError) as exc:
+        raise AttemptFailed("connection", f"connection to '{name}' broke ({type(exc).__name__})",
+                            partial="".join(parts)) from None
     except openai.APIStatusError as exc:
-        raise ProviderError(
-            f"Provider '{provider.name}' answered HTTP {exc.status_code}: {_brief(exc)}"
-        ) from None
-    except openai.APIError as exc:  # malformed responses and the like
-        raise ProviderError(f"Provider '{provider.name}' sent an invalid response: {exc}") from None
+        status, msg = exc.status_code, _brief(exc)
+        if status in (401, 403):
+            where = f"check {provider.api_key_env}" if provider.api_key_env else "check the server's auth"
+            raise AttemptFailed("auth", f"'{name}' rejected the API key (HTTP {status}): {where}",
+                                status=status) from None
+        if status == 429:
+            raise AttemptFailed("rate_limit", f"'{name}' is rate limiting (HTTP 429)", status=status,
+                                retry_after=retry_after_seconds(exc.response.headers)) from None
+        if status >= 500:
+            raise AttemptFailed("server", f"'{name}' failed (HTTP {status}): {msg}", status=status,
+                                retry_after=retry_after_seconds(exc.response.headers)) from None
+        if status in (400, 413) and _is_context_error(msg):
+            raise AttemptFailed("context_length", f"'{name}': prompt too long for its context window "
+                                f"({msg})", status=status) from None
+        raise AttemptFailed("bad_request", f"'{name}' refused the request (HTTP {status}): {msg}",
+                            status=status) from None
+    except openai.APIError as exc:
+        raise AttemptFailed("malformed", f"'{name}' sent an invalid response: {exc}",
+                            partial="".join(parts)) from None
     out.text = "".join(parts)
     out.latency_s = time.perf_counter() - started
     if out.finish_reason is None:
         # Malformed bodies parse as an empty event stream: never pass that off as an answer.
         what = "a truncated stream" if parts else "no answer (malformed or empty response)"
-        raise ProviderError(f"Provider '{provider.name}' sent {what}")
+        raise AttemptFailed("malformed", f"'{name}' sent {what}", partial=out.text)
     return out
 
 

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 
 from llmctl.config import Config
 from llmctl.errors import ConfigError, InputError
-from llmctl.llm.client import Completion, api_key, stream_chat
+from llmctl.llm.client import Completion
+from llmctl.llm.gateway import Gateway
 from llmctl.llm.tokens import counter_for
 from llmctl.records import Hit
 from llmctl.search.context import Packed, Source, pack
@@ -31,6 +32,7 @@ class QueryOptions:
     where: list[str] = field(default_factory=list)
     use_llm: bool = True
     rerank: bool | None = None
+    tag: str | None = None
 
 
 @dataclass
@@ -73,7 +75,11 @@ class QueryResult:
                 "latency_s": round(c.latency_s, 3),
             },
             "usage": c.usage() if c else None,
-            "cost": None,
+            "cost_usd": c.cost_usd if c else None,
+            "cache": c.cache if c else None,
+            "similarity": c.similarity if c else None,
+            "route": c.route if c else None,
+            "attempts": c.attempts if c else [],
             "latency_ms": {k: round(v * 1000, 1) for k, v in self.timings.items()},
             "warnings": self.warnings,
         }
@@ -109,6 +115,9 @@ def run_query(
     on_token: Callable[[str], None] | None = None,
     retriever: Retriever | None = None,
     reranker: Reranker | None = None,
+    gateway: Gateway | None = None,
+    notify: Callable[[str], None] | None = None,
+    command: str = "query",
 ) -> QueryResult:
     """Answer ``question`` from the index in ``cfg.data_dir``; see the module docstring."""
     opts = opts or QueryOptions()
@@ -165,7 +174,10 @@ def run_query(
                 raise ConfigError(f"{exc}; rerank.required is true, so llmctl will not answer without it "
                                   "(give a local model path, or set rerank.required: false)") from None
             rerank_info.update(status="unavailable", reason=str(exc), fallback="fused order")
-            warnings.append(f"reranker unavailable ({exc}); results are in fused order")
+            warnings.append(
+                f"{exc}; results are in fused order. Set rerank.model to a local cross-encoder folder, "
+                "rerank.offline: false to download it once, or rerank.enabled: false to skip reranking"
+            )
         else:
             ranked = sorted(zip(head, scores, strict=True), key=lambda kv: -kv[1])
             _ranked_stage(hits, "rerank", ranked)
@@ -198,13 +210,25 @@ def run_query(
         return result
 
     messages = build_messages(question, packed, cfg.llm.system_prompt)
-    key = api_key(provider, cfg.source)
-    with clock.stage("llm"):
-        completion = stream_chat(provider, messages, temperature=cfg.llm.temperature,
-                                 max_tokens=cfg.llm.max_answer_tokens, key=key, on_token=on_token)
-    if not completion.usage_reported:
-        completion.prompt_tokens = sum(counter.count(m["content"]) for m in messages)
-        completion.completion_tokens = counter.count(completion.text)
+
+    def tell(message: str) -> None:
+        warnings.append(message)
+        if notify:
+            notify(message)
+
+    own = gateway is None
+    gateway = gateway or Gateway(cfg.llm, cfg.data_dir, config_source=cfg.source, command=command,
+                                 tag=opts.tag, count_tokens=counter.count, embed=retriever.embed, warn=tell)
+    try:
+        with clock.stage("llm"):
+            completion = gateway.complete(
+                messages, question=question,
+                chunk_ids=[cid for s in packed.sources for cid in s.hit_ids],
+                sources=[{"n": s.n, "location": s.location()} for s in packed.sources],
+                on_token=on_token)
+    finally:
+        if own:
+            gateway.close()
     result.completion = completion
     numbers = cited_numbers(completion.text)
     by_n = {s.n: s for s in packed.sources}

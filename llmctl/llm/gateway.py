@@ -1,0 +1,306 @@
+"""Everything sent to a model goes through here: routing, cache, budgets, retries, fallback, ledger.
+
+Order of a call: route (optional) -> exact cache -> semantic cache (opt-in) -> budget
+check with an estimate -> providers in order, each with capped, jittered exponential
+backoff on retryable failures (connection, timeout, stall, 429, 5xx, malformed reply),
+honouring Retry-After, within ``llm.deadline`` -> ledger row for every attempt -> cache.
+Authentication and bad-request errors stop at once. A context-length error moves on to
+the next provider with a larger window.
+
+A streamed answer that fails *after* text reached the user is not retried (that would
+print the beginning twice): the call ends with ``AnswerInterrupted``. Without a stream
+consumer (``--json``, eval), such failures are retried like any other.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from llmctl.config import LLMConfig, ProviderConfig
+from llmctl.errors import BudgetExceeded, ProviderError
+from llmctl.llm import policy
+from llmctl.llm.cache import CacheHit, ResponseCache, is_time_sensitive, request_key
+from llmctl.llm.client import AttemptFailed, Completion, api_key, attempt
+from llmctl.llm.ledger import Ledger, Row
+from llmctl.llm.store import CorruptFile
+
+log = logging.getLogger("llmctl.llm")
+
+
+class Clock:
+    """Wall time for the ledger, monotonic time for deadlines, sleep for backoff (tests inject)."""
+
+    def now(self) -> float:
+        return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+class AnswerInterrupted(ProviderError):
+    """The stream failed after part of the answer was shown; not retried to avoid duplicate text."""
+
+    def __init__(self, message: str, partial: str):
+        super().__init__(message)
+        self.partial = partial
+
+
+def _day_start(ts: float) -> float:
+    t = time.gmtime(ts)
+    return time.mktime((t.tm_year, t.tm_mon, t.tm_mday, 0, 0, 0, 0, 0, 0)) - time.timezone
+
+
+def _month_start(ts: float) -> float:
+    t = time.gmtime(ts)
+    return time.mktime((t.tm_year, t.tm_mon, 1, 0, 0, 0, 0, 0, 0)) - time.timezone
+
+
+class Gateway:
+    def __init__(self, cfg: LLMConfig, data_dir: Path, *, config_source: str = "config",
+                 command: str = "query", tag: str | None = None, clock: Clock | None = None,
+                 rng: random.Random | None = None, count_tokens: Callable[[str], int] | None = None,
+                 embed: Callable[[str], object] | None = None, warn: Callable[[str], None] | None = None):
+        self.cfg = cfg
+        self.data_dir = Path(data_dir)
+        self.source = config_source
+        self.command = command
+        self.tag = tag
+        self.clock = clock or Clock()
+        self.rng = rng or random.Random()
+        self.count = count_tokens or (lambda text: len(text) // 4 + 1)
+        self.embed = embed
+        self.warn = warn or (lambda msg: log.warning(msg))
+        self.ledger = Ledger(self.data_dir / "ledger.sqlite")
+        self.cache = self._open_cache() if cfg.cache.enabled else None
+
+    def _open_cache(self) -> ResponseCache | None:
+        path = self.data_dir / "cache.sqlite"
+        try:
+            return ResponseCache(path)
+        except CorruptFile:
+            aside = path.with_name(f"cache.sqlite.corrupt-{int(self.clock.now())}")
+            path.rename(aside)
+            for suffix in ("-wal", "-shm"):
+                Path(str(path) + suffix).unlink(missing_ok=True)
+            self.warn(f"the response cache {path} was unreadable; moved it to {aside.name} "
+                      "and started an empty one")
+            return ResponseCache(path)
+
+    def close(self) -> None:
+        self.ledger.close()
+        if self.cache:
+            self.cache.close()
+
+    # -- helpers ----------------------------------------------------------------------
+    def _row(self, request_id: str, status: str, **kw) -> None:
+        row = Row(command=self.command, request_id=request_id, status=status, tag=self.tag, **kw)
+        if not self.cfg.store_prompts:
+            row.question = None
+        self.ledger.record(row, self.clock.now())
+        log.info("llm %s provider=%s model=%s tokens=%s/%s cost=%s latency_ms=%s cache=%s%s",
+                 status, row.provider, row.model, row.tokens_in, row.tokens_out,
+                 "unknown" if row.cost_usd is None and status == "ok" else row.cost_usd,
+                 row.latency_ms and round(row.latency_ms), row.cache,
+                 f" error={row.error_class}" if row.error_class else "")
+
+    def _order(self, question: str) -> tuple[list[ProviderConfig], dict | None]:
+        providers = list(self.cfg.providers)
+        r = self.cfg.routing
+        if not r.enabled:
+            return providers, None
+        kind, reason = policy.route(question, r)
+        wanted = r.simple_provider if kind == "simple" else r.complex_provider
+        first = [p for p in providers if p.name == wanted]
+        info = {"class": kind, "reason": reason, "provider": wanted}
+        return first + [p for p in providers if p.name != wanted], info
+
+    def _params(self) -> dict:
+        return {"temperature": self.cfg.temperature, "max_tokens": self.cfg.max_answer_tokens}
+
+    def _scope(self, provider: ProviderConfig) -> str:
+        return request_key(provider.base_url, provider.model,
+                           [{"role": "system", "content": self.cfg.system_prompt or ""}], self._params())
+
+    def _estimate(self, provider: ProviderConfig, prompt_tokens: int) -> float | None:
+        return policy.cost(provider, prompt_tokens, self.cfg.max_answer_tokens)
+
+    def _budget_problem(self, estimate: float | None) -> str | None:
+        """Why a call costing ``estimate`` would break a budget, or None."""
+        if estimate is None:
+            return None
+        now = self.clock.now()
+        b = self.cfg.budget
+        checks = [("daily", b.daily_usd, _day_start(now), None),
+                  ("monthly", b.monthly_usd, _month_start(now), None)]
+        if self.tag and self.tag in b.tags:
+            t = b.tags[self.tag]
+            checks += [(f"daily (tag {self.tag})", t.daily_usd, _day_start(now), self.tag),
+                       (f"monthly (tag {self.tag})", t.monthly_usd, _month_start(now), self.tag)]
+        for label, limit, since, tag in checks:
+            if limit is None:
+                continue
+            spent = self.ledger.spent(since, tag)
+            if spent + estimate > limit:
+                return (f"{label} budget: spent ${spent:.4f} of ${limit:.2f}; this call would add "
+                        f"about ${estimate:.4f}")
+        return None
+
+    # -- the call ---------------------------------------------------------------------
+    def complete(self, messages: list[dict], *, question: str, chunk_ids: list[str],
+                 sources: list[dict], on_token: Callable[[str], None] | None = None) -> Completion:
+        if not self.cfg.providers:
+            raise ProviderError("No LLM provider configured: add one under llm.providers")
+        request_id = uuid.uuid4().hex[:12]
+        order, route_info = self._order(question)
+        prompt_tokens = sum(self.count(m["content"]) for m in messages)
+        keys = {p.name: request_key(p.base_url, p.model, messages, self._params()) for p in order}
+        cacheable = self.cache is not None and (
+            self.cfg.temperature == 0 or not self.cfg.cache.only_deterministic)
+        stored_question = question if self.cfg.store_prompts else None
+
+        vector = None
+        if cacheable:
+            now = self.clock.now()
+            for p in order:
+                hit = self.cache.get_exact(keys[p.name], now)
+                if hit:
+                    return self._serve(hit, request_id, route_info, on_token, stored_question)
+            if self.cfg.cache.semantic and self.embed is not None:
+                vector = self.embed(question)
+                for p in order:
+                    hit, seen = self.cache.get_semantic(vector, question, self._scope(p),
+                                                        self.cfg.cache.semantic_threshold, now)
+                    if hit:
+                        return self._serve(hit, request_id, route_info, on_token, stored_question)
+                    if seen.get("rejected"):
+                        log.info("semantic cache: near miss %s", seen["rejected"])
+
+        order = self._apply_budget(order, prompt_tokens, request_id, stored_question)
+        deadline = self.clock.monotonic() + self.cfg.deadline
+        shown: list[str] = []
+
+        def emit(text: str) -> None:
+            shown.append(text)
+            on_token(text)
+
+        attempts: list[dict] = []
+        min_window = 0
+        last: AttemptFailed | None = None
+        for provider in order:
+            if provider.context_window <= min_window:
+                attempts.append({"provider": provider.name, "skipped": "context window too small"})
+                continue
+            key = api_key(provider, self.source)
+            for n in range(1, provider.retries + 2):
+                started = time.perf_counter()
+                try:
+                    comp = attempt(provider, messages, temperature=self.cfg.temperature,
+                                   max_tokens=self.cfg.max_answer_tokens, key=key,
+                                   on_token=emit if on_token else None)
+                except AttemptFailed as f:
+                    last = f
+                    latency = (time.perf_counter() - started) * 1000
+                    attempts.append({"provider": provider.name, "attempt": n, "error": f.kind,
+                                     "message": str(f)})
+                    self._row(request_id, "error", provider=provider.name, model=provider.model,
+                              latency_ms=latency, error_class=f.kind, attempt=n,
+                              route=route_info and route_info["class"], question=stored_question)
+                    if shown:
+                        raise AnswerInterrupted(
+                            f"Answer interrupted after {len(shown)} chunks: {f}. Not retried, so the "
+                            "text shown is not repeated; run again, or use --json to retry transparently",
+                            "".join(shown)) from None
+                    if f.kind == "context_length":
+                        min_window = provider.context_window
+                        break
+                    if not f.retryable:
+                        raise ProviderError(f"Provider {f}") from None
+                    if n > provider.retries:
+                        break
+                    delay = policy.backoff(n, self.cfg.backoff_base, self.cfg.backoff_cap,
+                                           f.retry_after, self.rng)
+                    if self.clock.monotonic() + delay > deadline:
+                        raise ProviderError(f"Gave up: llm.deadline ({self.cfg.deadline:g} s) reached; "
+                                            f"last error: {f}") from None
+                    self.warn(f"{f}; retrying in {delay:.1f} s (attempt {n + 1} of {provider.retries + 1})")
+                    self.clock.sleep(delay)
+                    continue
+                return self._finish(comp, provider, messages, request_id, n, route_info, attempts,
+                                    keys[provider.name], chunk_ids, sources, question, vector, cacheable)
+            if last is not None and provider is not order[-1]:
+                self.warn(f"provider '{provider.name}' failed ({last.kind}); falling back to the next one")
+        if last is None:
+            raise ProviderError("No provider could take the request")
+        raise ProviderError(f"All providers failed; last error: {last}")
+
+    def _apply_budget(self, order: list[ProviderConfig], prompt_tokens: int, request_id: str,
+                      question: str | None) -> list[ProviderConfig]:
+        b = self.cfg.budget
+        if b.daily_usd is None and b.monthly_usd is None and not b.tags:
+            return order
+        unpriced = [p.name for p in order if self._estimate(p, prompt_tokens) is None]
+        if unpriced:
+            self.warn(f"no price configured for {', '.join(unpriced)}: budgets cannot count their cost")
+        problem = self._budget_problem(self._estimate(order[0], prompt_tokens))
+        if problem is None:
+            return order
+        if b.on_exceed == "cheaper":
+            priced = sorted((p for p in order if self._estimate(p, prompt_tokens) is not None),
+                            key=lambda p: self._estimate(p, prompt_tokens))
+            fitting = [p for p in priced if self._budget_problem(self._estimate(p, prompt_tokens)) is None]
+            if fitting:
+                self.warn(f"{problem}; using the cheaper provider '{fitting[0].name}'")
+                return fitting
+        self._row(request_id, "refused", provider=order[0].name, model=order[0].model,
+                  error_class="budget", question=question)
+        hint = ("only cached answers are allowed now (llm.budget.on_exceed: cache_only)"
+                if b.on_exceed == "cache_only"
+                else "raise the limit in llm.budget or wait for the next period")
+        raise BudgetExceeded(f"Budget exceeded: {problem}; {hint}")
+
+    def _serve(self, hit: CacheHit, request_id: str, route_info, on_token, question) -> Completion:
+        if on_token:
+            on_token(hit.answer)
+        self._row(request_id, "cache_hit", provider=hit.provider, model=hit.model, tokens_in=0,
+                  tokens_out=0, cost_usd=0.0, latency_ms=0.0, cache=hit.kind, similarity=hit.similarity,
+                  saved_usd=hit.cost_usd, question=question)
+        return Completion(hit.answer, hit.provider, hit.model, hit.usage.get("prompt_tokens"),
+                          hit.usage.get("completion_tokens"), hit.usage.get("source") == "provider",
+                          "stop", cost_usd=0.0, cache=hit.kind, similarity=hit.similarity,
+                          route=route_info)
+
+    def _finish(self, comp: Completion, provider: ProviderConfig, messages, request_id, n, route_info,
+                attempts, key, chunk_ids, sources, question, vector, cacheable) -> Completion:
+        if not comp.usage_reported:
+            comp.prompt_tokens = sum(self.count(m["content"]) for m in messages)
+            comp.completion_tokens = self.count(comp.text)
+        comp.cost_usd = policy.cost(provider, comp.prompt_tokens, comp.completion_tokens)
+        if comp.cost_usd is None:
+            self.warn(f"no price configured for provider '{provider.name}' ({provider.model}): "
+                      "cost recorded as unknown (set price_input_per_1m / price_output_per_1m)")
+        comp.attempts = attempts + [{"provider": provider.name, "attempt": n, "ok": True}]
+        comp.route = route_info
+        stored_question = question if self.cfg.store_prompts else None
+        self._row(request_id, "ok", provider=provider.name, model=provider.model,
+                  tokens_in=comp.prompt_tokens, tokens_out=comp.completion_tokens,
+                  usage_source="provider" if comp.usage_reported else "estimated",
+                  cost_usd=comp.cost_usd, latency_ms=comp.latency_s * 1000, attempt=n,
+                  route=route_info and route_info["class"], question=stored_question)
+        if cacheable and comp.finish_reason in ("stop", "length"):
+            ttl = (self.cfg.cache.time_sensitive_ttl_minutes * 60 if is_time_sensitive(question)
+                   else self.cfg.cache.ttl_hours * 3600)
+            if self.cfg.cache.semantic and vector is None and self.embed is not None:
+                vector = self.embed(question)
+            hit = CacheHit(key, "exact", comp.text, provider.name, provider.model, comp.usage(),
+                           comp.cost_usd, sources)
+            self.cache.put(key, self._scope(provider), self.clock.now(), ttl, hit, chunk_ids,
+                           stored_question, vector if self.cfg.cache.semantic else None)
+        return comp

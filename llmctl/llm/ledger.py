@@ -1,0 +1,97 @@
+"""The call ledger: one SQLite row per attempt (success, failure, retry, cache hit, refusal)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from llmctl.llm.store import connect
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS calls (
+    id INTEGER PRIMARY KEY,
+    ts REAL NOT NULL,
+    day TEXT NOT NULL,
+    command TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    provider TEXT,
+    model TEXT,
+    tokens_in INTEGER,
+    tokens_out INTEGER,
+    usage_source TEXT,
+    cost_usd REAL,
+    latency_ms REAL,
+    status TEXT NOT NULL,
+    error_class TEXT,
+    attempt INTEGER,
+    cache TEXT,
+    similarity REAL,
+    saved_usd REAL,
+    tag TEXT,
+    route TEXT,
+    question TEXT
+);
+CREATE INDEX IF NOT EXISTS calls_ts ON calls(ts);
+"""
+
+
+@dataclass
+class Row:
+    command: str
+    request_id: str
+    status: str  # ok | error | cache_hit | refused
+    provider: str | None = None
+    model: str | None = None
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    usage_source: str | None = None  # provider | estimated
+    cost_usd: float | None = None  # None: price unknown
+    latency_ms: float | None = None
+    error_class: str | None = None
+    attempt: int | None = None
+    cache: str | None = None  # exact | semantic
+    similarity: float | None = None
+    saved_usd: float | None = None
+    tag: str | None = None
+    route: str | None = None
+    question: str | None = None
+
+
+def day_of(ts: float) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(ts))
+
+
+class Ledger:
+    def __init__(self, path: Path):
+        self.path = path
+        self.db = connect(path, SCHEMA, "ledger")
+
+    def record(self, row: Row, ts: float) -> None:
+        data = asdict(row)
+        cols = ", ".join(["ts", "day", *data])
+        marks = ", ".join("?" * (len(data) + 2))
+        self.db.execute(f"INSERT INTO calls ({cols}) VALUES ({marks})", [ts, day_of(ts), *data.values()])
+
+    def spent(self, since_ts: float, tag: str | None = None) -> float:
+        sql = "SELECT COALESCE(SUM(cost_usd), 0) FROM calls WHERE ts >= ?"
+        args: list = [since_ts]
+        if tag is not None:
+            sql += " AND tag = ?"
+            args.append(tag)
+        return float(self.db.execute(sql, args).fetchone()[0])
+
+    def rows(self, since_ts: float | None = None, until_ts: float | None = None) -> list[dict]:
+        sql, args = "SELECT * FROM calls WHERE 1=1", []
+        if since_ts is not None:
+            sql += " AND ts >= ?"
+            args.append(since_ts)
+        if until_ts is not None:
+            sql += " AND ts < ?"
+            args.append(until_ts)
+        cur = self.db.execute(sql + " ORDER BY ts, id", args)
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+    def close(self) -> None:
+        self.db.close()

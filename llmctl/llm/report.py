@@ -1,0 +1,128 @@
+"""Aggregations for `cost-report` and `cache-stats` (the ledger and cache only record)."""
+
+from __future__ import annotations
+
+import calendar
+import re
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from llmctl.config import LLMConfig
+from llmctl.errors import InputError
+from llmctl.llm.cache import ResponseCache
+from llmctl.llm.gateway import _day_start, _month_start
+from llmctl.llm.ledger import Ledger
+
+DIMENSIONS = ("day", "provider", "model", "command", "tag")
+
+
+def parse_when(value: str | None, now: float, flag: str) -> float | None:
+    """'2026-11-01', '7d' (days ago) or 'today' -> epoch seconds (UTC)."""
+    if value is None:
+        return None
+    v = value.strip().lower()
+    if v == "today":
+        return _day_start(now)
+    if m := re.fullmatch(r"(\d+)d", v):
+        return _day_start(now) - int(m.group(1)) * 86400
+    try:
+        return float(calendar.timegm(time.strptime(v, "%Y-%m-%d")))
+    except ValueError:
+        raise InputError(f"{flag} '{value}': use YYYY-MM-DD, 'today' or a number of days like 7d") from None
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+def _summary(rows: list[dict]) -> dict:
+    ok = [r for r in rows if r["status"] == "ok"]
+    errors = [r for r in rows if r["status"] == "error"]
+    hits = [r for r in rows if r["status"] == "cache_hit"]
+    calls = ok + errors
+    latencies = [r["latency_ms"] for r in ok if r["latency_ms"] is not None]
+    return {
+        "requests": len({r["request_id"] for r in rows}),
+        "attempts": len(calls),
+        "ok": len(ok),
+        "errors": len(errors),
+        "error_rate": round(len(errors) / len(calls), 4) if calls else 0.0,
+        "cache_hits": len(hits),
+        "refused": sum(1 for r in rows if r["status"] == "refused"),
+        "tokens_in": sum(r["tokens_in"] or 0 for r in ok),
+        "tokens_out": sum(r["tokens_out"] or 0 for r in ok),
+        "estimated_usage_calls": sum(1 for r in ok if r["usage_source"] == "estimated"),
+        "cost_usd": round(sum(r["cost_usd"] or 0 for r in ok), 6),
+        "unknown_cost_calls": sum(1 for r in ok if r["cost_usd"] is None),
+        "saved_by_cache_usd": round(sum(r["saved_usd"] or 0 for r in hits), 6),
+        "latency_ms_p50": _pct(latencies, 0.5),
+        "latency_ms_p95": _pct(latencies, 0.95),
+    }
+
+
+def cost_report(data_dir: Path, cfg: LLMConfig, since: float | None, until: float | None,
+                now: float) -> dict:
+    path = data_dir / "ledger.sqlite"
+    rows: list[dict] = []
+    if path.exists():
+        ledger = Ledger(path)
+        try:
+            rows = ledger.rows(since, until)
+            spent_today = ledger.spent(_day_start(now))
+            spent_month = ledger.spent(_month_start(now))
+        finally:
+            ledger.close()
+    else:
+        spent_today = spent_month = 0.0
+    breakdowns: dict[str, dict[str, dict]] = {}
+    for dim in DIMENSIONS:
+        groups: dict[str, list[dict]] = defaultdict(list)
+        for r in rows:
+            groups[str(r[dim] if r[dim] is not None else "-")].append(r)
+        breakdowns[dim] = {k: _summary(v) for k, v in sorted(groups.items())}
+    b = cfg.budget
+    return {
+        "since": since, "until": until, "ledger": str(path),
+        "totals": _summary(rows),
+        "by": breakdowns,
+        "budget": {
+            "daily": {"spent_usd": round(spent_today, 6), "limit_usd": b.daily_usd},
+            "monthly": {"spent_usd": round(spent_month, 6), "limit_usd": b.monthly_usd},
+            "on_exceed": b.on_exceed,
+        },
+    }
+
+
+def cache_stats(data_dir: Path, now: float, *, clear: bool = False, prune: bool = False) -> dict:
+    path = data_dir / "cache.sqlite"
+    if not path.exists():
+        return {"path": str(path), "exists": False, "entries": 0}
+    cache = ResponseCache(path)
+    try:
+        removed = {"cleared": cache.clear() if clear else 0,
+                   "pruned": cache.prune_expired(now) if prune else 0}
+        stats = cache.stats()
+        summary = cache.summary(now)
+    finally:
+        cache.close()
+    size = sum(p.stat().st_size for p in path.parent.glob("cache.sqlite*") if p.is_file()
+               and "corrupt" not in p.name)
+
+    def rate(kind: str) -> float | None:
+        lookups = stats.get(f"lookups_{kind}", 0)
+        return round(stats.get(f"hits_{kind}", 0) / lookups, 4) if lookups else None
+
+    return {
+        "path": str(path), "exists": True, **summary, "size_bytes": size,
+        "lookups": {"exact": int(stats.get("lookups_exact", 0)),
+                    "semantic": int(stats.get("lookups_semantic", 0))},
+        "hits": {"exact": int(stats.get("hits_exact", 0)), "semantic": int(stats.get("hits_semantic", 0))},
+        "hit_rate": {"exact": rate("exact"), "semantic": rate("semantic")},
+        "saved": {"tokens": int(stats.get("saved_tokens", 0)), "usd": round(stats.get("saved_usd", 0), 6)},
+        "invalidations": int(stats.get("invalidations", 0)),
+        **removed,
+    }

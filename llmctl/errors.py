@@ -13,6 +13,7 @@ Exit codes (also in the README):
     6  BusyError (another ingest holds the data dir)
     7  ProviderError (the LLM endpoint failed, refused the key, or is unreachable)
     8  BudgetExceeded (a configured spend limit would be exceeded)
+    9  EvalGateFailed (quality below a threshold, or regressed beyond the allowed drop)
 """
 
 from __future__ import annotations
@@ -58,3 +59,9 @@ class BudgetExceeded(LlmctlError):
     """A daily or monthly spend limit would be exceeded by this call."""
 
     exit_code = 8
+
+
+class EvalGateFailed(LlmctlError):
+    """An eval suite ran, and its quality gate failed."""
+
+    exit_code = 9

@@ -251,3 +251,71 @@ def cache_stats(stats: dict) -> None:
     stdout.print(f"Oldest {when(stats['oldest'])}, newest {when(stats['newest'])} (UTC)")
     if stats["cleared"] or stats["pruned"]:
         stdout.print(f"Removed {stats['cleared']} (clear) and {stats['pruned']} expired (prune).")
+
+
+def eval_outputs(outcome, *, json_out, junit_out, md_out, html_out, stages: bool) -> None:
+    import os
+    from pathlib import Path
+
+    from rich.table import Table
+
+    from llmctl.evals import report as rep
+
+    r = outcome.report
+    written = []
+    for path, text in ((junit_out, lambda: rep.junit(r, outcome.result)), (md_out, lambda: rep.markdown(r)),
+                       (html_out, lambda: rep.html_page(r))):
+        if path:
+            Path(path).write_text(text())
+            written.append(str(path))
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        with open(summary, "a", encoding="utf-8") as fh:
+            fh.write(rep.markdown(r))
+    if json_out == "-":
+        print_json(r)
+        return
+    if json_out:
+        Path(json_out).write_text(__import__("json").dumps(r, indent=2, default=str))
+        written.append(json_out)
+    shown = list(r["metrics"]) if stages else [r["final_stage"]]
+    thresholds = {t["metric"]: t for t in r["thresholds"]}
+    table = Table(title=f"llmctl eval: {r['suite']} ({len(r['cases'])} cases)", title_justify="left")
+    table.add_column("metric")
+    for s in shown:
+        table.add_column(s + (" (final)" if s == r["final_stage"] and stages else ""), justify="right")
+    table.add_column("threshold", justify="right")
+    table.add_column("result")
+    for m in next(iter(r["metrics"].values())):
+        t = thresholds.get(m)
+        verdict = "" if t is None else ("[green]pass[/]" if t["passed"] else "[red]FAIL[/]")
+        table.add_row(m, *(f"{r['metrics'][s][m]:.3f}" for s in shown),
+                      "-" if t is None else f"{t['threshold']:.3f}", verdict)
+    stdout.print(table)
+    failed = [c for c in r["cases"] if not c["passed"]]
+    skipped = sum(1 for c in r["cases"] if c["answer_status"] == "skipped")
+    stdout.print(f"Cases: {len(r['cases']) - len(failed)} passed, {len(failed)} failed"
+                 + (f", {skipped} answer check(s) skipped (no llm.providers)" if skipped else "")
+                 + f". Latency p50 {r['latency_ms']['p50']} ms, p95 {r['latency_ms']['p95']} ms; "
+                 f"cost ${r['cost_usd']:.4f}; {r['seconds']} s.", markup=False)
+    for c in failed:
+        why = c["error"] or "; ".join(x["check"] for x in c["checks"] if not x["passed"])
+        stdout.print(f"  FAIL {c['id']}: {why}", markup=False)
+    b = r.get("baseline")
+    if b:
+        if not b["comparable"]:
+            warn(f"baseline {b['message']}; no regression check was made")
+        else:
+            for row in b["metrics"]:
+                flag = "  REGRESSED" if row["regressed"] else ""
+                stdout.print(f"  {row['metric']}: {row['baseline']:.3f} -> {row['value']:.3f} "
+                             f"({row['delta']:+.3f}){flag}", markup=False)
+    if outcome.ab:
+        a, b2 = outcome.ab["a"], outcome.ab["b"]
+        stdout.print(f"A/B: A={a['config']} ({a['stage']})  B={b2['config']} ({b2['stage']})", markup=False)
+        for m, d in outcome.ab["delta"].items():
+            stdout.print(f"  {m}: {a['metrics'][m]:.3f} vs {b2['metrics'][m]:.3f} ({d:+.3f})", markup=False)
+    if r["rerank"].get("status") == "unavailable":
+        warn(f"reranker unavailable ({r['rerank'].get('reason')}): the final stage is hybrid")
+    for w in written:
+        stdout.print(f"Wrote {w}", markup=False)

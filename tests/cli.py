@@ -26,3 +26,13 @@ def assert_clean_error(result: subprocess.CompletedProcess, code: int, *words: s
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
     for w in words:
         assert w in lines[0]
+
+
+def assert_gate_failed(result: subprocess.CompletedProcess, *words: str) -> None:
+    """Exit 9 after a report: the last stderr line is the one-line reason, no traceback."""
+    assert result.returncode == 9, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr + result.stdout
+    last = [line for line in result.stderr.splitlines() if line.strip()][-1]
+    assert last.startswith("Error: eval "), result.stderr
+    for w in words:
+        assert w in last

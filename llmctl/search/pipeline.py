@@ -107,31 +107,25 @@ def _ranked_stage(hits: dict[str, Hit], name: str, ranked: list[tuple[str, float
         hits.setdefault(cid, Hit(cid)).stages[name] = (rank, score)
 
 
-def run_query(
-    question: str,
-    cfg: Config,
-    opts: QueryOptions | None = None,
-    *,
-    on_token: Callable[[str], None] | None = None,
-    retriever: Retriever | None = None,
-    reranker: Reranker | None = None,
-    gateway: Gateway | None = None,
-    notify: Callable[[str], None] | None = None,
-    command: str = "query",
-) -> QueryResult:
-    """Answer ``question`` from the index in ``cfg.data_dir``; see the module docstring."""
-    opts = opts or QueryOptions()
-    question = question.strip()
-    if not question:
-        raise InputError("The question is empty: llmctl query \"your question\" (or '-' to read stdin)")
+@dataclass
+class Retrieval:
+    """Every stage's ranking of one question (chunk ids, best first) and the final order."""
+
+    hits: dict[str, Hit]
+    stages: dict[str, list[str]]  # bm25, dense, fused, and rerank when it ran
+    order: list[str]
+    rerank: dict
+    chunks: dict[str, dict]
+
+
+def retrieve(question: str, cfg: Config, opts: QueryOptions, retriever: Retriever,
+             reranker: Reranker | None, clock: _Clock, warnings: list[str],
+             fetch_all: bool = False) -> Retrieval:
+    """Dense + BM25 candidates, fused, optionally reranked; chunk records fetched."""
     r = cfg.retrieval
     k = opts.k or r.k
     depth = opts.depth or cfg.rerank.depth
     fusion = opts.fusion or r.fusion
-    retriever = retriever or Retriever(cfg)
-    clock = _Clock()
-    warnings: list[str] = []
-
     flt = retriever.filter(opts.where)
     hits: dict[str, Hit] = {}
     with clock.stage("load"):  # cold-start costs, reported apart from per-query work
@@ -155,11 +149,13 @@ def run_query(
     _ranked_stage(hits, "fused", fused)
     order = [cid for cid, _ in fused]
     with clock.stage("fetch"):
-        chunks = retriever.chunks(order[:max(depth, k) * 2])
+        chunks = retriever.chunks(order if fetch_all else order[:max(depth, k) * 2])
     # Chunks an ingest running right now has not committed (or has just deleted) are not served.
     order = [cid for cid in order if cid in chunks]
     for cid in order:
         hits[cid].chunk = chunks[cid]
+    stages = {"bm25": [c for c, _ in sparse if c in chunks], "dense": [c for c, _ in dense if c in chunks],
+              "fused": list(order)}
 
     rerank_info: dict = {"model": cfg.rerank.model, "status": "disabled", "depth": depth}
     use_rerank = cfg.rerank.enabled if opts.rerank is None else opts.rerank
@@ -184,6 +180,33 @@ def run_query(
             kept = [c for c, s in ranked if cfg.rerank.min_score is None or s >= cfg.rerank.min_score]
             rerank_info.update(status="used", dropped_below_min_score=len(ranked) - len(kept))
             order = kept + (order[depth:] if cfg.rerank.min_score is None else [])
+            stages["rerank"] = list(order)
+    return Retrieval(hits, stages, order, rerank_info, chunks)
+
+
+def run_query(
+    question: str,
+    cfg: Config,
+    opts: QueryOptions | None = None,
+    *,
+    on_token: Callable[[str], None] | None = None,
+    retriever: Retriever | None = None,
+    reranker: Reranker | None = None,
+    gateway: Gateway | None = None,
+    notify: Callable[[str], None] | None = None,
+    command: str = "query",
+) -> QueryResult:
+    """Answer ``question`` from the index in ``cfg.data_dir``; see the module docstring."""
+    opts = opts or QueryOptions()
+    question = question.strip()
+    if not question:
+        raise InputError("The question is empty: llmctl query \"your question\" (or '-' to read stdin)")
+    k = opts.k or cfg.retrieval.k
+    retriever = retriever or Retriever(cfg)
+    clock = _Clock()
+    warnings: list[str] = []
+    got = retrieve(question, cfg, opts, retriever, reranker, clock, warnings)
+    hits, order, rerank_info = got.hits, got.order, got.rerank
     final = [hits[c] for c in order[:k]]
 
     provider = cfg.llm.providers[0] if (cfg.llm.providers and opts.use_llm) else None

@@ -62,9 +62,17 @@ class Reranker:
         self.cfg = cfg
         self.device = device
 
+    _unavailable: RerankUnavailable | None = None
+
     @cached_property
     def model(self):
-        folder = locate(self.cfg.model, self.cfg.offline)
+        if self._unavailable is not None:  # looked up once per process, not once per query
+            raise self._unavailable
+        try:
+            folder = locate(self.cfg.model, self.cfg.offline)
+        except RerankUnavailable as exc:
+            self._unavailable = exc
+            raise
         check_cross_encoder(folder, self.cfg.model)
         from sentence_transformers import CrossEncoder
         from transformers.utils import logging as hf_logging

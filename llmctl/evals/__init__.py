@@ -1,0 +1,1 @@
+"""Golden-query suites and BEIR datasets: metrics per stage, answer checks, CI gates, reports."""

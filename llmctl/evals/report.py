@@ -1,0 +1,141 @@
+"""Eval reports: JSON (also the baseline format), JUnit XML, Markdown and a self-contained HTML page."""
+
+from __future__ import annotations
+
+import html
+from xml.etree import ElementTree as ET
+
+from llmctl.evals.runner import EvalResult
+
+
+def to_dict(result: EvalResult, checks: list[dict], baseline: dict | None, passed: bool) -> dict:
+    agg = result.aggregate()
+    return {
+        "suite": result.suite.name,
+        "passed": passed,
+        "final_stage": result.final_stage,
+        "metrics": agg,
+        "thresholds": checks,
+        "baseline": baseline,
+        "fingerprint": result.fingerprint,
+        "rerank": result.rerank,
+        "latency_ms": result.latency(),
+        "cost_usd": round(sum(c.cost_usd or 0 for c in result.cases), 6),
+        "seconds": round(result.seconds, 2),
+        "cases": [{
+            "id": c.case.id, "query": c.case.query, "tags": c.case.tags, "passed": c.passed,
+            "expected": sorted(c.qrels), "top": {s: r[:10] for s, r in c.ranked.items()},
+            "metrics": c.metrics, "answer": c.answer, "answer_status": c.answer_status,
+            "checks": c.checks, "error": c.error, "latency_ms": round(c.latency_ms, 1),
+        } for c in result.cases],
+    }
+
+
+def _case_failure(c) -> str | None:
+    if c.error:
+        return c.error
+    if c.answer_status == "failed":
+        return "; ".join(f"failed: {x['check']}" for x in c.checks if not x["passed"])
+    return None
+
+
+def junit(report: dict, result: EvalResult) -> str:
+    cases = result.cases
+    failures = sum(1 for c in cases if _case_failure(c)) + sum(1 for t in report["thresholds"] if not t["passed"])
+    suite = ET.Element("testsuite", name=f"llmctl eval: {report['suite']}",
+                       tests=str(len(cases) + len(report["thresholds"])), failures=str(failures),
+                       time=f"{report['seconds']:.2f}")
+    for c in cases:
+        tc = ET.SubElement(suite, "testcase", classname=report["suite"], name=c.case.id,
+                           time=f"{c.latency_ms / 1000:.3f}")
+        final = c.metrics.get(result.final_stage, {})
+        ET.SubElement(tc, "system-out").text = (
+            f"query: {c.case.query}\n" + " ".join(f"{k}={v:.3f}" for k, v in final.items()))
+        problem = _case_failure(c)
+        if problem:
+            ET.SubElement(tc, "failure", message=problem[:500]).text = problem
+        elif c.answer_status == "skipped":
+            ET.SubElement(tc, "skipped", message="answer checks need an LLM provider (llm.providers)")
+    for t in report["thresholds"]:
+        tc = ET.SubElement(suite, "testcase", classname=f"{report['suite']}.thresholds",
+                           name=f"{t['metric']} >= {t['threshold']}")
+        if not t["passed"]:
+            ET.SubElement(tc, "failure", message=f"{t['metric']} = {t['value']:.4f} < {t['threshold']}")
+    return ET.tostring(suite, encoding="unicode")
+
+
+def markdown(report: dict) -> str:
+    icon = "✅" if report["passed"] else "❌"
+    lines = [f"## {icon} llmctl eval: {report['suite']}", ""]
+    metrics = list(next(iter(report["metrics"].values()), {}).keys())
+    lines += ["| stage | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
+    for stage, vals in report["metrics"].items():
+        mark = " (final)" if stage == report["final_stage"] else ""
+        lines.append(f"| {stage}{mark} | " + " | ".join(f"{vals[m]:.3f}" for m in metrics) + " |")
+    if report["thresholds"]:
+        lines += ["", "| threshold | value | result |", "|---|---|---|"]
+        lines += [f"| {t['metric']} ≥ {t['threshold']} | {t['value']:.3f} | {'pass' if t['passed'] else 'FAIL'} |"
+                  for t in report["thresholds"]]
+    b = report.get("baseline")
+    if b:
+        if not b["comparable"]:
+            lines += ["", f"Baseline {b['message']}."]
+        else:
+            lines += ["", "| metric | baseline | now | delta |", "|---|---|---|---|"]
+            lines += [f"| {r['metric']} | {r['baseline']:.3f} | {r['value']:.3f} | {r['delta']:+.3f}"
+                      f"{' ⚠️' if r['regressed'] else ''} |" for r in b["metrics"]]
+    failed = [c for c in report["cases"] if not c["passed"]]
+    if failed:
+        lines += ["", "Failed cases:"]
+        lines += [f"- `{c['id']}`: {c['error'] or '; '.join(x['check'] for x in c['checks'] if not x['passed'])}"
+                  for c in failed]
+    lat = report["latency_ms"]
+    lines += ["", f"{len(report['cases'])} cases, latency p50 {lat['p50']} ms / p95 {lat['p95']} ms, "
+                  f"cost ${report['cost_usd']:.4f}, {report['seconds']} s."]
+    return "\n".join(lines) + "\n"
+
+
+def html_page(report: dict) -> str:
+    """One file, no external assets: metric bars per stage (inline SVG) and a per-case table."""
+    e = html.escape
+    stages = list(report["metrics"])
+    metrics = list(next(iter(report["metrics"].values()), {}).keys())
+    colours = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2"]
+    bar_w, gap, height = 18, 14, 160
+    width = len(metrics) * (len(stages) * bar_w + gap) + 40
+    bars = []
+    for mi, m in enumerate(metrics):
+        x0 = 30 + mi * (len(stages) * bar_w + gap)
+        for si, s in enumerate(stages):
+            v = report["metrics"][s][m]
+            h = v * height
+            bars.append(f'<rect x="{x0 + si * bar_w}" y="{10 + height - h:.1f}" width="{bar_w - 2}" '
+                        f'height="{h:.1f}" fill="{colours[si % len(colours)]}"><title>{e(s)} {e(m)} '
+                        f'{v:.3f}</title></rect>')
+        bars.append(f'<text x="{x0}" y="{height + 28}" font-size="11">{e(m)}</text>')
+    legend = " ".join(f'<span style="color:{colours[i % len(colours)]}">■ {e(s)}</span>'
+                      for i, s in enumerate(stages))
+    rows = []
+    for c in report["cases"]:
+        final = c["metrics"].get(report["final_stage"], {})
+        status = "pass" if c["passed"] else "FAIL"
+        rows.append(
+            f"<tr class='{status.lower()}'><td>{e(c['id'])}</td><td>{e(c['query'])}</td>"
+            + "".join(f"<td>{final.get(m, 0):.2f}</td>" for m in metrics)
+            + f"<td>{e(c['answer_status'])}</td><td>{status}</td></tr>")
+    thresholds = "".join(f"<li>{e(t['metric'])} ≥ {t['threshold']}: {t['value']:.3f} "
+                         f"<b>{'pass' if t['passed'] else 'FAIL'}</b></li>" for t in report["thresholds"])
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>llmctl eval: {e(report['suite'])}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:3px 7px;font-size:13px}}tr.fail td{{background:#fde2e2}}</style></head>
+<body><h1>{'✅' if report['passed'] else '❌'} {e(report['suite'])}</h1>
+<p>final stage: <b>{e(report['final_stage'])}</b>; {len(report['cases'])} cases; latency p50
+{report['latency_ms']['p50']} ms, p95 {report['latency_ms']['p95']} ms; cost ${report['cost_usd']:.4f}</p>
+<h2>Metrics per stage</h2><p>{legend}</p>
+<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 40}">
+<line x1="28" y1="{10 + height}" x2="{width}" y2="{10 + height}" stroke="#999"/>{''.join(bars)}</svg>
+<h2>Thresholds</h2><ul>{thresholds or '<li>none</li>'}</ul>
+<h2>Cases</h2><table><tr><th>id</th><th>query</th>{''.join(f'<th>{e(m)}</th>' for m in metrics)}
+<th>answer</th><th>result</th></tr>{''.join(rows)}</table></body></html>
+"""

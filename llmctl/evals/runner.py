@@ -1,0 +1,182 @@
+"""Run a suite against an index: per-stage document rankings, metrics, answer checks."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from llmctl import __version__
+from llmctl.config import Config
+from llmctl.errors import ConfigError, ProviderError
+from llmctl.evals.metrics import compute, rollup
+from llmctl.evals.suite import NO_ANSWER_PHRASE, AnswerCheck, Case, Suite, matches
+from llmctl.search.pipeline import QueryOptions, _Clock, retrieve, run_query
+from llmctl.search.retrieve import Retriever
+
+STAGE_NAMES = {"bm25": "bm25", "dense": "dense", "fused": "hybrid", "rerank": "reranked"}
+
+
+@dataclass
+class CaseResult:
+    case: Case
+    qrels: dict[str, int]
+    ranked: dict[str, list[str]]  # stage -> document ids (top 20 kept for reports)
+    metrics: dict[str, dict[str, float]]  # stage -> metric -> value
+    latency_ms: float
+    answer: str | None = None
+    checks: list[dict] = field(default_factory=list)  # {"check", "passed", "detail"}
+    answer_status: str = "not run"  # not run | passed | failed | error | skipped
+    error: str | None = None
+    cost_usd: float | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.error is None and self.answer_status in ("passed", "not run", "skipped")
+
+
+@dataclass
+class EvalResult:
+    suite: Suite
+    final_stage: str
+    cases: list[CaseResult]
+    fingerprint: dict
+    rerank: dict
+    seconds: float
+
+    def aggregate(self) -> dict[str, dict[str, float]]:
+        """Mean of each metric per stage over the cases that have relevance judgements."""
+        out: dict[str, dict[str, float]] = {}
+        judged = [c for c in self.cases if c.qrels and c.error is None]
+        for stage in self.stages():
+            out[stage] = {
+                m: round(statistics.fmean(c.metrics[stage][m] for c in judged), 6) if judged else 0.0
+                for m in self.suite.all_metrics()
+            }
+        return out
+
+    def stages(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for c in self.cases:
+            for s in c.metrics:
+                seen.setdefault(s, None)
+        return list(seen)
+
+    def latency(self) -> dict[str, float]:
+        values = sorted(c.latency_ms for c in self.cases)
+        if not values:
+            return {"p50": 0.0, "p95": 0.0}
+        return {"p50": round(values[len(values) // 2], 1),
+                "p95": round(values[min(len(values) - 1, int(0.95 * (len(values) - 1) + 0.5))], 1)}
+
+
+def fingerprint(cfg: Config, retriever: Retriever, rerank: dict) -> dict:
+    """What produced a result; two results compare only when these agree (version aside)."""
+    rows = retriever.manifest.db.execute("SELECT doc_id, sha256 FROM documents ORDER BY doc_id").fetchall()
+    corpus = hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
+    s = retriever.settings
+    return {
+        "llmctl": __version__, "corpus": corpus, "documents": len(rows),
+        "embedding": s["embedding"], "chunking": s["chunking"], "bm25": s["bm25"],
+        "retrieval": cfg.retrieval.model_dump(),
+        "reranker": {"model": cfg.rerank.model if rerank.get("status") == "used" else None,
+                     "depth": cfg.rerank.depth if rerank.get("status") == "used" else None},
+    }
+
+
+def resolve_qrels(case: Case, docs: list[tuple[str, str]], by_id: dict[str, str]) -> dict[str, int]:
+    """Expected sources -> {doc_id: grade}; a spec matching nothing in the index is an error."""
+    out: dict[str, int] = {}
+    for spec, grade in case.qrels_specs():
+        if spec in by_id:
+            found = [by_id[spec]]
+        else:
+            found = [d for d, src in docs if matches(spec, d, src)]
+        if not found:
+            raise ConfigError(f"case '{case.id}': expected source '{spec}' matches no indexed document "
+                              "(check the path, or ingest it)")
+        for d in found:
+            out[d] = max(out.get(d, 0), grade)
+    return out
+
+
+def check_answer(answer: str, check: AnswerCheck) -> list[dict]:
+    low = answer.lower()
+    out = []
+    for s in check.contains:
+        out.append({"check": f"contains '{s}'", "passed": s.lower() in low})
+    for s in check.not_contains:
+        out.append({"check": f"does not contain '{s}'", "passed": s.lower() not in low})
+    for rx in check.regex:
+        out.append({"check": f"matches /{rx}/", "passed": re.search(rx, answer, re.I | re.S) is not None})
+    if check.no_answer:
+        out.append({"check": "says the sources do not contain the answer",
+                    "passed": NO_ANSWER_PHRASE in low})
+    return out
+
+
+def run_suite(
+    suite: Suite,
+    cfg: Config,
+    *,
+    limit: int | None = None,
+    tags: list[str] | None = None,
+    depth: int = 100,
+    answers: bool = True,
+    retriever: Retriever | None = None,
+    reranker=None,
+    on_case: Callable[[CaseResult], None] | None = None,
+) -> EvalResult:
+    """Evaluate every selected case; retrieval stages always, answers when a model is configured."""
+    started = time.perf_counter()
+    cases = [c for c in suite.cases if not tags or set(tags) & set(c.tags)]
+    cases = cases[:limit] if limit else cases
+    if not cases:
+        raise ConfigError(f"No case of suite '{suite.name}' matches --tag {' '.join(tags or [])}")
+    retriever = retriever or Retriever(cfg)
+    if reranker is None:
+        from llmctl.search.rerank import Reranker
+
+        reranker = Reranker(cfg.rerank, cfg.embedding.device)
+    docs = retriever.manifest.db.execute("SELECT doc_id, json_extract(meta, '$.source') FROM chunks "
+                                         "GROUP BY doc_id").fetchall()
+    by_id = {d.rsplit("#", 1)[1]: d for d, _ in docs if "#" in d}
+    qrels_of = {c.id: resolve_qrels(c, docs, by_id) for c in cases}  # all errors before any work
+    use_llm = answers and bool(cfg.llm.providers)
+    opts = QueryOptions(dense_k=max(depth, cfg.retrieval.dense_k), bm25_k=max(depth, cfg.retrieval.bm25_k))
+    results: list[CaseResult] = []
+    rerank_info: dict = {}
+    for case in cases:
+        t = time.perf_counter()
+        warnings: list[str] = []
+        got = retrieve(case.query, cfg, opts, retriever, reranker, _Clock(), warnings, fetch_all=True)
+        rerank_info = got.rerank
+        doc_of = {cid: ch["doc_id"] for cid, ch in got.chunks.items()}
+        qrels = qrels_of[case.id]
+        ranked = {STAGE_NAMES[s]: rollup(order, doc_of) for s, order in got.stages.items()}
+        metrics = {s: {m: compute(m, r, qrels) for m in suite.all_metrics()} for s, r in ranked.items()}
+        res = CaseResult(case, qrels, {s: r[:20] for s, r in ranked.items()}, metrics,
+                         (time.perf_counter() - t) * 1000)
+        if case.answer is not None:
+            if not use_llm:
+                res.answer_status = "skipped"
+            else:
+                try:
+                    q = run_query(case.query, cfg, QueryOptions(), retriever=retriever, reranker=reranker,
+                                  command="eval")
+                    res.answer = q.completion.text
+                    res.cost_usd = q.completion.cost_usd
+                    res.checks = check_answer(res.answer, case.answer)
+                    res.answer_status = "passed" if all(c["passed"] for c in res.checks) else "failed"
+                except ProviderError as exc:
+                    res.answer_status, res.error = "error", str(exc)
+        results.append(res)
+        if on_case:
+            on_case(res)
+    final = "reranked" if rerank_info.get("status") == "used" else "hybrid"
+    return EvalResult(suite, final, results, fingerprint(cfg, retriever, rerank_info), rerank_info,
+                      time.perf_counter() - started)

@@ -1,0 +1,158 @@
+"""Golden-query suites: YAML (cases inline or in a JSONL file), validated with one-line errors."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from llmctl.errors import ConfigError
+from llmctl.evals.metrics import parse_metric
+
+DEFAULT_METRICS = ["hit@3", "recall@5", "precision@5", "mrr@10", "ndcg@5"]
+NO_ANSWER_PHRASE = "do not contain the answer"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Graded(_Model):
+    source: str
+    grade: int = Field(1, ge=1)
+
+
+class AnswerCheck(_Model):
+    contains: list[str] = Field(default_factory=list)
+    not_contains: list[str] = Field(default_factory=list)
+    regex: list[str] = Field(default_factory=list)
+    no_answer: bool = False  # the model must say the sources do not contain the answer
+
+
+class Case(_Model):
+    id: str
+    query: str
+    expected: list[str | Graded] = Field(default_factory=list)
+    answer: AnswerCheck | None = None
+    tags: list[str] = Field(default_factory=list)
+
+    @field_validator("query")
+    @classmethod
+    def _not_empty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be empty")
+        return v
+
+    def qrels_specs(self) -> list[tuple[str, int]]:
+        return [(e, 1) if isinstance(e, str) else (e.source, e.grade) for e in self.expected]
+
+
+class Suite(_Model):
+    name: str
+    description: str = ""
+    config: dict[str, Any] = Field(default_factory=dict)
+    metrics: list[str] = Field(default_factory=lambda: list(DEFAULT_METRICS))
+    thresholds: dict[str, float] = Field(default_factory=dict)
+    max_regression: float = Field(0.0, ge=0)
+    cases_file: str | None = None
+    cases: list[Case] = Field(default_factory=list)
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, v: list[str]) -> list[str]:
+        for name in v:
+            _check_metric(name)
+        return v
+
+    @field_validator("thresholds")
+    @classmethod
+    def _known_threshold_metrics(cls, v: dict[str, float]) -> dict[str, float]:
+        for name, value in v.items():
+            _check_metric(name)
+            if not 0 <= value <= 1:
+                raise ValueError(f"threshold for {name} must be between 0 and 1, got {value}")
+        return v
+
+    def all_metrics(self) -> list[str]:
+        return list(dict.fromkeys([*self.metrics, *self.thresholds]))
+
+
+def _check_metric(name: str) -> None:
+    try:
+        parse_metric(name)
+    except ValueError:
+        raise ValueError(
+            f"unknown metric '{name}': use hit@k, recall@k, precision@k, mrr@k or ndcg@k"
+        ) from None
+
+
+def load_suite(path: Path) -> Suite:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"Suite {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"Cannot read suite {path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a suite is a mapping with name, thresholds and cases")
+    if data.get("cases_file"):
+        data["cases"] = list(data.get("cases") or []) + _read_jsonl(path.parent / data["cases_file"], path)
+    try:
+        suite = Suite.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, data, path)) from None
+    ids = [c.id for c in suite.cases]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise ConfigError(f"{path}: duplicate case id(s) {', '.join(dupes)}")
+    if not suite.cases:
+        raise ConfigError(f"{path}: the suite has no cases")
+    return suite
+
+
+def _read_jsonl(file: Path, suite: Path) -> list[dict]:
+    out = []
+    try:
+        lines = file.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ConfigError(f"{suite}: cases_file {file} cannot be read ({exc.strerror})") from None
+    for n, line in enumerate(lines, start=1):
+        if line.strip():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"{file} line {n}: invalid JSON ({exc.msg})") from None
+    return out
+
+
+def _explain(exc: ValidationError, data: dict, path: Path) -> str:
+    err = exc.errors()[0]
+    loc = list(err["loc"])
+    where = ".".join(str(p) for p in loc)
+    if loc[:1] == ["cases"] and len(loc) > 1 and isinstance(loc[1], int):
+        case = (data.get("cases") or [])[loc[1]]
+        name = case.get("id") if isinstance(case, dict) and case.get("id") else f"#{loc[1] + 1}"
+        field = ".".join(str(p) for p in loc[2:] if not isinstance(p, int) or p != 0) or "case"
+        where = f"case '{name}': '{field}'"
+    else:
+        where = f"'{where}'"
+    msg = err["msg"]
+    if err["type"] == "missing":
+        msg = "is required"
+    elif err["type"] == "extra_forbidden":
+        msg = "is not a known field"
+    return f"{path}: {where} {msg}"
+
+
+def matches(spec: str, doc_id: str, source: str) -> bool:
+    """An expected source: a doc id, a path (or its tail), a glob, or a JSONL record id."""
+    return (spec in (doc_id, source) or source.endswith("/" + spec) or doc_id.endswith("#" + spec)
+            or fnmatch.fnmatch(source, spec) or fnmatch.fnmatch(source, "*/" + spec))

@@ -1,0 +1,162 @@
+"""llmctl eval: the sample suite as a CI gate, reports, baselines, A/B, BEIR, bad suites."""
+
+import json
+import shutil
+from pathlib import Path
+from xml.etree import ElementTree as ET
+
+import pytest
+import yaml
+from cli import assert_clean_error, assert_gate_failed, run_cli
+
+REPO = Path(__file__).resolve().parent.parent
+SUITE = REPO / "configs" / "sample-suite.yaml"
+
+
+@pytest.fixture
+def data(tmp_path, sample_index):
+    dest = tmp_path / "data"
+    shutil.copytree(sample_index, dest, ignore=shutil.ignore_patterns("ledger.sqlite*", "cache.sqlite*"))
+    return dest
+
+
+def eval_cli(data, *args, env=None):
+    return run_cli("--data-dir", data, "eval", "-q", *map(str, args), cwd=REPO, env=env)
+
+
+def test_sample_suite_passes_and_writes_every_report(tmp_path, data):
+    summary = tmp_path / "summary.md"
+    out = {k: tmp_path / f"r.{k}" for k in ("json", "xml", "md", "html")}
+    r = eval_cli(data, SUITE, "--stages", "--json", out["json"], "--junit", out["xml"], "--markdown",
+                 out["md"], "--html", out["html"], env={"GITHUB_STEP_SUMMARY": str(summary)})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "bm25" in r.stdout and "dense" in r.stdout and "hybrid" in r.stdout
+    report = json.loads(out["json"].read_text())
+    assert report["passed"] and len(report["cases"]) == 30
+    m = report["metrics"]
+    assert set(m) >= {"bm25", "dense", "hybrid"}
+    assert m["hybrid"]["ndcg@5"] >= max(m["bm25"]["ndcg@5"], m["dense"]["ndcg@5"])
+    assert report["fingerprint"]["embedding"]["model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    junit = ET.parse(out["xml"]).getroot()
+    assert junit.tag == "testsuite" and int(junit.get("tests")) == 34 and junit.get("failures") == "0"
+    assert len(junit.findall("testcase/skipped")) == 24  # answer checks need a model
+    assert "## ✅ llmctl eval: kestrel-docs" in out["md"].read_text()
+    assert summary.read_text() == out["md"].read_text()
+    page = out["html"].read_text()
+    assert page.startswith("<!DOCTYPE html>") and "<svg" in page and "retention-daily" in page
+    assert "http" not in page.replace("http://www.w3.org/2000/svg", "")  # self-contained
+
+
+def write_suite(tmp_path, **changes):
+    suite = yaml.safe_load(SUITE.read_text())
+    suite.update(changes)
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    return path
+
+
+def test_quality_below_threshold_exits_9_with_the_reason(tmp_path, data):
+    r = eval_cli(data, write_suite(tmp_path, thresholds={"precision@5": 0.9}))
+    assert_gate_failed(r, "precision@5", "< 0.9")
+
+
+def test_baseline_regression_and_incomparable_runs(tmp_path, data):
+    base = tmp_path / "base.json"
+    assert eval_cli(data, SUITE, "--json", base).returncode == 0
+    same = eval_cli(data, SUITE, "--baseline", base)
+    assert same.returncode == 0 and "(+0.000)" in same.stdout
+    better = json.loads(base.read_text())
+    better["metrics"][better["final_stage"]]["mrr@10"] += 0.1
+    (tmp_path / "better.json").write_text(json.dumps(better))
+    r = eval_cli(data, SUITE, "--baseline", tmp_path / "better.json")
+    assert_gate_failed(r, "mrr@10 dropped -0.100")
+    other = json.loads(base.read_text())
+    other["fingerprint"]["corpus"] = "something-else"
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    r = eval_cli(data, SUITE, "--baseline", tmp_path / "other.json")
+    assert r.returncode == 0 and "not comparable: corpus differ" in r.stderr
+
+
+def test_tags_limit_and_ab(tmp_path, data):
+    r = eval_cli(data, SUITE, "--tag", "paraphrase", "--json", "-")
+    ids = [c["id"] for c in json.loads(r.stdout)["cases"]]
+    assert len(ids) == 9 and "charity-discount" in ids
+    r = eval_cli(data, SUITE, "--limit", "3", "--json", "-")
+    assert len(json.loads(r.stdout)["cases"]) == 3
+    b = tmp_path / "b.yaml"
+    b.write_text("retrieval:\n  bm25_weight: 1.0\nrerank:\n  enabled: false\n")
+    r = eval_cli(data, SUITE, "--limit", "10", "--against", b)
+    assert r.returncode == 0 and "A/B:" in r.stdout and "b.yaml" in r.stdout
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"cases": [{"id": "x"}]}, ["case 'x'", "'query' is required"]),
+    ({"cases": [{"id": "x", "query": "q", "expected": "not-a-list"}]}, ["case 'x'", "expected"]),
+    ({"thresholds": {"map@10": 0.5}}, ["unknown metric 'map@10'"]),
+    ({"cases": [{"id": "x", "query": "q", "expected": ["guides/nope.md"]}]},
+     ["case 'x'", "'guides/nope.md' matches no indexed document"]),
+    ({"cases": [{"id": "x", "query": "q", "colour": "red"}]}, ["case 'x'", "'colour' is not a known field"]),
+])
+def test_bad_suites_name_the_case(tmp_path, data, change, words):
+    assert_clean_error(eval_cli(data, write_suite(tmp_path, **change)), 3, *words)
+
+
+def test_answer_checks_against_a_model(tmp_path, data, fake_llm):
+    from openai_server import Reply
+
+    suite = {"name": "answers", "config": {"rerank": {"enabled": False}, "llm": {"providers": [
+        {"name": "local", "base_url": fake_llm.base_url, "model": "m", "retries": 0}]}},
+        "cases": [
+            {"id": "good", "query": "How many daily snapshots are kept?",
+             "expected": ["guides/retention-policies.md"], "answer": {"contains": ["14"]}},
+            {"id": "bad", "query": "What does the Team edition cost?", "expected": ["policies/pricing.md"],
+             "answer": {"contains": ["12"], "not_contains": ["free"]}},
+            {"id": "unknown", "query": "Does Kestrel support tape drives?", "answer": {"no_answer": True}},
+        ]}
+    path = tmp_path / "answers.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    fake_llm.script.extend([Reply(text="It keeps 14 daily snapshots [1]."), Reply(text="It is free [1]."),
+                            Reply(text="The sources do not contain the answer.")])
+    junit = tmp_path / "j.xml"
+    r = eval_cli(data, path, "--junit", junit, "--json", tmp_path / "a.json")
+    assert_gate_failed(r, "1 case(s) failed: bad")
+    cases = {c["id"]: c for c in json.loads((tmp_path / "a.json").read_text())["cases"]}
+    assert cases["good"]["answer_status"] == "passed" and cases["unknown"]["answer_status"] == "passed"
+    assert [c["check"] for c in cases["bad"]["checks"] if not c["passed"]] == [
+        "contains '12'", "does not contain 'free'"]
+    failure = ET.parse(junit).getroot().find("testcase[@name='bad']/failure")
+    assert "contains '12'" in failure.get("message")
+
+
+def make_beir(root: Path) -> Path:
+    topics = {"d1": "Cats are small domesticated felines that purr.",
+              "d2": "The Eiffel Tower is a wrought-iron tower in Paris.",
+              "d3": "Photosynthesis converts light energy into chemical energy in plants.",
+              "d4": "Volcanoes erupt molten rock called lava.",
+              "d5": "Bees pollinate flowers and produce honey."}
+    (root / "qrels").mkdir(parents=True)
+    (root / "corpus.jsonl").write_text("\n".join(json.dumps({"_id": k, "title": "", "text": v})
+                                                 for k, v in topics.items()))
+    queries = {"q1": "Which animal purrs?", "q2": "Where is the Eiffel Tower?",
+               "q3": "How do plants turn light into energy?", "q4": "What insect makes honey?"}
+    (root / "queries.jsonl").write_text("\n".join(json.dumps({"_id": k, "text": v}) for k, v in queries.items()))
+    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t1\nq3\td3\t1\n"
+                                             "q4\td5\t1\n")
+    return root
+
+
+def test_beir_dataset_gets_its_own_index_and_standard_metrics(tmp_path):
+    beir = make_beir(tmp_path / "tiny")
+    data = tmp_path / "data"
+    r = run_cli("--data-dir", data, "eval", "-q", "--beir", beir, "--stages", "--json", "-")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["suite"] == "beir:tiny:test" and len(report["cases"]) == 4
+    assert set(report["metrics"]["hybrid"]) == {"ndcg@10", "recall@100", "mrr@10"}
+    assert report["metrics"]["hybrid"]["recall@100"] == 1.0
+    assert report["metrics"]["dense"]["mrr@10"] == 1.0
+    assert (data / "beir-tiny" / "manifest.sqlite").exists()
+    mtime = (data / "beir-tiny" / "bm25" / "CURRENT").stat().st_mtime_ns
+    assert run_cli("--data-dir", data, "eval", "-q", "--beir", beir).returncode == 0
+    assert (data / "beir-tiny" / "bm25" / "CURRENT").stat().st_mtime_ns == mtime  # index reused
+    assert_clean_error(run_cli("--data-dir", data, "eval", "--beir", beir, "--split", "dev"), 4, "qrels/dev.tsv")

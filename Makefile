@@ -5,7 +5,7 @@ LLMCTL := $(VENV)/bin/llmctl
 # constraints.txt pins the CPU build of torch (a plain resolve pulls ~3 GB of CUDA wheels).
 PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: install demo test test-fast lint bench local-llm clean
+.PHONY: install demo test test-fast eval lint bench local-llm clean
 
 install: $(VENV)/.installed
 
@@ -24,12 +24,18 @@ test: install
 test-fast: install
 	$(VENV)/bin/pytest -q -m "not slow"
 
+# The sample golden suite as a CI gate (exit 9 when quality drops below its thresholds).
+eval: install
+	$(LLMCTL) ingest -q sample_data
+	$(LLMCTL) eval configs/sample-suite.yaml --stages
+
 lint: install
 	$(VENV)/bin/ruff check llmctl tests bench
 
 bench: install
 	$(PY) bench/ingest_bench.py
 	$(PY) bench/query_bench.py
+	$(PY) bench/eval_bench.py
 
 # A real local model (SmolLM2-135M from PyPI) behind llama-cpp-python's OpenAI-compatible
 # server: builds llama-cpp-python from source the first time (5-15 min).

@@ -160,3 +160,33 @@ def test_beir_dataset_gets_its_own_index_and_standard_metrics(tmp_path):
     assert run_cli("--data-dir", data, "eval", "-q", "--beir", beir).returncode == 0
     assert (data / "beir-tiny" / "bm25" / "CURRENT").stat().st_mtime_ns == mtime  # index reused
     assert_clean_error(run_cli("--data-dir", data, "eval", "--beir", beir, "--split", "dev"), 4, "qrels/dev.tsv")
+
+
+def test_llm_judge_grades_answers_and_a_broken_judge_is_an_error(tmp_path, data, fake_llm):
+    from openai_server import Reply
+
+    suite = {"name": "judged", "judge": True, "config": {"rerank": {"enabled": False}, "llm": {
+        "providers": [{"name": "local", "base_url": fake_llm.base_url, "model": "m", "retries": 0}]}},
+        "cases": [
+            {"id": "ok", "query": "How many daily snapshots are kept?", "reference": "14",
+             "expected": ["guides/retention-policies.md"], "answer": {"contains": ["14"]}},
+            {"id": "broken-judge", "query": "What does the Team edition cost?", "answer": {}},
+        ]}
+    path = tmp_path / "judged.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    fake_llm.script.extend([
+        Reply(text="14 daily snapshots [1]."),
+        Reply(text='{"faithful": true, "correct": true, "reason": "matches source 1"}'),
+        Reply(text="12 dollars [1]."),
+        Reply(text="I think it is fine."),  # not the JSON verdict
+    ])
+    r = eval_cli(data, path, "--json", tmp_path / "j.json")
+    assert_gate_failed(r, "broken-judge")
+    cases = {c["id"]: c for c in json.loads((tmp_path / "j.json").read_text())["cases"]}
+    assert cases["ok"]["answer_status"] == "passed"
+    assert [c["check"] for c in cases["ok"]["checks"]] == [
+        "contains '14'", "judge: faithful to the sources", "judge: agrees with the reference answer"]
+    assert cases["broken-judge"]["answer_status"] == "error"
+    assert cases["broken-judge"]["error"].startswith("judge failed: the judge did not return")
+    judge_request = fake_llm.requests[1]["body"]["messages"]
+    assert "You grade answers" in judge_request[0]["content"] and "Reference answer: 14" in judge_request[1]["content"]

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from llmctl import __version__
 from llmctl.config import Config
 from llmctl.errors import ConfigError, ProviderError
+from llmctl.evals.judge import JudgeError, judge
 from llmctl.evals.metrics import compute, rollup
 from llmctl.evals.suite import NO_ANSWER_PHRASE, AnswerCheck, Case, Suite, matches
 from llmctl.search.pipeline import QueryOptions, _Clock, retrieve, run_query
@@ -119,6 +120,23 @@ def check_answer(answer: str, check: AnswerCheck) -> list[dict]:
     return out
 
 
+def _judge_checks(cfg: Config, case: Case, q) -> list[dict]:
+    from llmctl.llm.gateway import Gateway
+    from llmctl.search.prompt import format_sources
+
+    gw = Gateway(cfg.llm, cfg.data_dir, config_source=cfg.source, command="eval-judge")
+    try:
+        verdict = judge(gw, case.query, format_sources(q.packed), q.completion.text, case.reference)
+    finally:
+        gw.close()
+    checks = [{"check": "judge: faithful to the sources", "passed": verdict["faithful"],
+               "detail": verdict.get("reason", "")}]
+    if case.reference:
+        checks.append({"check": "judge: agrees with the reference answer", "passed": verdict["correct"],
+                       "detail": verdict.get("reason", "")})
+    return checks
+
+
 def run_suite(
     suite: Suite,
     cfg: Config,
@@ -171,9 +189,13 @@ def run_suite(
                     res.answer = q.completion.text
                     res.cost_usd = q.completion.cost_usd
                     res.checks = check_answer(res.answer, case.answer)
+                    if suite.judge:
+                        res.checks += _judge_checks(cfg, case, q)
                     res.answer_status = "passed" if all(c["passed"] for c in res.checks) else "failed"
                 except ProviderError as exc:
                     res.answer_status, res.error = "error", str(exc)
+                except JudgeError as exc:
+                    res.answer_status, res.error = "error", f"judge failed: {exc}"
         results.append(res)
         if on_case:
             on_case(res)

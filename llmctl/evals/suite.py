@@ -38,6 +38,7 @@ class Case(_Model):
     query: str
     expected: list[str | Graded] = Field(default_factory=list)
     answer: AnswerCheck | None = None
+    reference: str | None = None  # a reference answer for the LLM judge's correctness check
     tags: list[str] = Field(default_factory=list)
 
     @field_validator("query")
@@ -58,6 +59,7 @@ class Suite(_Model):
     metrics: list[str] = Field(default_factory=lambda: list(DEFAULT_METRICS))
     thresholds: dict[str, float] = Field(default_factory=dict)
     max_regression: float = Field(0.0, ge=0)
+    judge: bool = False  # also grade answers with the LLM: faithful to sources, agrees with reference
     cases_file: str | None = None
     cases: list[Case] = Field(default_factory=list)
 

@@ -150,3 +150,17 @@ def test_missing_path_and_no_matching_files(tmp_path, make_config, embedder):
     (tmp_path / "only.png").write_bytes(b"\x89PNG")
     with pytest.raises(InputError, match="No matching files"):
         ingest([tmp_path], cfg, embedder=embedder)
+
+
+def test_fifo_and_directories_with_text_names_do_not_hang(tmp_path, make_config, embedder):
+    import os
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "ok.md").write_text("# Ok\n\nFine.\n")
+    os.mkfifo(docs / "pipe.md")
+    (docs / "folder.md").mkdir()
+    (docs / "folder.md" / "inner.txt").write_text("inside a folder named like a file")
+    r = ingest([docs], make_config(), embedder=embedder)
+    assert {s.reason for s in r.files_skipped} == {"not a regular file (FIFO, socket or device)"}
+    assert len(r.files_added) == 2

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -190,6 +191,9 @@ def _sync(paths, cfg, manifest, store, embedder, max_tokens, settings, report, s
             st = path.stat()
         except OSError as exc:
             skip(path, f"cannot stat: {exc.strerror}")
+            continue
+        if not stat.S_ISREG(st.st_mode):  # a FIFO or device would block read_bytes() forever
+            skip(path, "not a regular file (FIFO, socket or device)")
             continue
         if st.st_size > cfg.ingest.max_file_mb * 1024 * 1024:
             skip(path, f"larger than ingest.max_file_mb ({cfg.ingest.max_file_mb:g} MB)")

@@ -29,31 +29,49 @@ def make_corpus(root, n_docs=150):
     return root
 
 
+def is_writing(data) -> bool:
+    """True once the ingest has raised its dirty flag (it is writing Chroma and the manifest)."""
+    if not (data / "manifest.sqlite").exists():
+        return False
+    try:
+        m = Manifest(data / "manifest.sqlite")
+        try:
+            return m.dirty
+        finally:
+            m.close()
+    except Exception:  # noqa: BLE001 - the file may be mid-creation
+        return False
+
+
 @pytest.mark.slow
 def test_sigkill_at_random_moments_then_rerun_is_consistent(tmp_path):
-    docs = make_corpus(tmp_path / "docs")
+    docs = make_corpus(tmp_path / "docs", n_docs=250)
     data = tmp_path / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLMCTL_")}
     env.update({"LLMCTL_DATA_DIR": str(data), "LLMCTL_INGEST__COMMIT_EVERY": "16"})
     rng = random.Random(int(os.environ.get("CRASH_SEED", "1234")))
     kills, mid_write = 0, 0
-    for trial in range(6):
+    for trial in range(7):
         proc = subprocess.Popen([sys.executable, "-m", "llmctl", "ingest", "-q", str(docs)],
                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(2.0, 16.0))
+        if trial == 0:
+            time.sleep(1.0)  # during start-up, before anything is written
+        else:
+            deadline = time.monotonic() + 120
+            while proc.poll() is None and not is_writing(data) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(rng.uniform(0.0, 2.5))  # somewhere in embedding, commits, deletes or BM25
         if proc.poll() is None:
+            was_writing = is_writing(data)
             os.kill(proc.pid, signal.SIGKILL)
             kills += 1
+            mid_write += was_writing
         proc.wait()
-        if (data / "manifest.sqlite").exists():
-            m = Manifest(data / "manifest.sqlite")
-            mid_write += m.dirty
-            m.close()
         if trial == 3:  # change the corpus between crashes: edits and removals must survive too
             (docs / "note0.md").write_text("# Note 0\n\nRewritten after a crash.\n")
             (docs / "note1.md").unlink()
-    assert kills >= 3, "the run finished before it could be killed: the trial tested nothing"
-    assert mid_write >= 1, "no kill landed while the index was being written"
+    assert kills >= 5, "runs finished before they could be killed: the trial tested too little"
+    assert mid_write >= 4, "too few kills landed while the index was being written"
 
     final = run_cli("ingest", "-q", docs, env={"LLMCTL_DATA_DIR": str(data)})
     assert final.returncode == 0, final.stderr

@@ -27,11 +27,6 @@ SCIFACT = REPO.parent / "shared" / "data" / "scifact"
 INDEX = REPO / "bench" / "out" / "scifact" / "data"
 
 
-def pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
-
-
 def build_latency_cross_encoder(folder: Path, backbone: Path) -> Path:
     if (folder / "config.json").exists():
         return folder
@@ -54,6 +49,7 @@ def main() -> None:
     from llmctl.search.pipeline import QueryOptions, run_query
     from llmctl.search.rerank import Reranker
     from llmctl.search.retrieve import Retriever
+    from llmctl.stats import percentile
 
     questions = [json.loads(line)["text"] for line in (SCIFACT / "queries.jsonl").open()][:args.queries]
     cfg = load_config(None, {"data_dir": str(INDEX)})
@@ -77,10 +73,10 @@ def main() -> None:
     out = {
         "queries": len(questions), "rerank_depth": cfg.rerank.depth,
         "chunks_in_index": retriever.manifest.chunk_count(),
-        "warm_ms": {name: {"p50": round(pct(v, 0.5) * 1000, 2), "p95": round(pct(v, 0.95) * 1000, 2)}
+        "warm_ms": {name: {"p50": round(percentile(v, 0.5) * 1000, 2), "p95": round(percentile(v, 0.95) * 1000, 2)}
                     for name, v in stages.items()},
-        "warm_total_ms": {"p50": round(pct(totals, 0.5) * 1000, 1),
-                          "p95": round(pct(totals, 0.95) * 1000, 1)},
+        "warm_total_ms": {"p50": round(percentile(totals, 0.5) * 1000, 1),
+                          "p95": round(percentile(totals, 0.95) * 1000, 1)},
     }
     env = {**os.environ, "LLMCTL_DATA_DIR": str(INDEX)}
     cold = {}

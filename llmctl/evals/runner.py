@@ -18,6 +18,7 @@ from llmctl.evals.metrics import compute, rollup
 from llmctl.evals.suite import NO_ANSWER_PHRASE, AnswerCheck, Case, Suite, matches
 from llmctl.search.pipeline import QueryOptions, _Clock, retrieve, run_query
 from llmctl.search.retrieve import Retriever
+from llmctl.stats import percentile
 
 STAGE_NAMES = {"bm25": "bm25", "dense": "dense", "fused": "hybrid", "rerank": "reranked"}
 
@@ -68,11 +69,8 @@ class EvalResult:
         return list(seen)
 
     def latency(self) -> dict[str, float]:
-        values = sorted(c.latency_ms for c in self.cases)
-        if not values:
-            return {"p50": 0.0, "p95": 0.0}
-        return {"p50": round(values[len(values) // 2], 1),
-                "p95": round(values[min(len(values) - 1, int(0.95 * (len(values) - 1) + 0.5))], 1)}
+        values = [c.latency_ms for c in self.cases]
+        return {"p50": round(percentile(values, 0.5) or 0.0, 1), "p95": round(percentile(values, 0.95) or 0.0, 1)}
 
 
 def fingerprint(cfg: Config, retriever: Retriever, rerank: dict) -> dict:

@@ -28,6 +28,7 @@ from llmctl.llm.cache import CacheHit, ResponseCache, is_time_sensitive, request
 from llmctl.llm.client import AttemptFailed, Completion, api_key, attempt
 from llmctl.llm.ledger import Ledger, Row
 from llmctl.llm.store import CorruptFile
+from llmctl.stats import day_start, month_start
 
 log = logging.getLogger("llmctl.llm")
 
@@ -51,16 +52,6 @@ class AnswerInterrupted(ProviderError):
     def __init__(self, message: str, partial: str):
         super().__init__(message)
         self.partial = partial
-
-
-def _day_start(ts: float) -> float:
-    t = time.gmtime(ts)
-    return time.mktime((t.tm_year, t.tm_mon, t.tm_mday, 0, 0, 0, 0, 0, 0)) - time.timezone
-
-
-def _month_start(ts: float) -> float:
-    t = time.gmtime(ts)
-    return time.mktime((t.tm_year, t.tm_mon, 1, 0, 0, 0, 0, 0, 0)) - time.timezone
 
 
 class Gateway:
@@ -138,12 +129,12 @@ class Gateway:
             return None
         now = self.clock.now()
         b = self.cfg.budget
-        checks = [("daily", b.daily_usd, _day_start(now), None),
-                  ("monthly", b.monthly_usd, _month_start(now), None)]
+        checks = [("daily", b.daily_usd, day_start(now), None),
+                  ("monthly", b.monthly_usd, month_start(now), None)]
         if self.tag and self.tag in b.tags:
             t = b.tags[self.tag]
-            checks += [(f"daily (tag {self.tag})", t.daily_usd, _day_start(now), self.tag),
-                       (f"monthly (tag {self.tag})", t.monthly_usd, _month_start(now), self.tag)]
+            checks += [(f"daily (tag {self.tag})", t.daily_usd, day_start(now), self.tag),
+                       (f"monthly (tag {self.tag})", t.monthly_usd, month_start(now), self.tag)]
         for label, limit, since, tag in checks:
             if limit is None:
                 continue

@@ -11,8 +11,8 @@ from pathlib import Path
 from llmctl.config import LLMConfig
 from llmctl.errors import InputError
 from llmctl.llm.cache import ResponseCache
-from llmctl.llm.gateway import _day_start, _month_start
 from llmctl.llm.ledger import Ledger
+from llmctl.stats import day_start, month_start, percentile
 
 DIMENSIONS = ("day", "provider", "model", "command", "tag")
 
@@ -23,20 +23,13 @@ def parse_when(value: str | None, now: float, flag: str) -> float | None:
         return None
     v = value.strip().lower()
     if v == "today":
-        return _day_start(now)
+        return day_start(now)
     if m := re.fullmatch(r"(\d+)d", v):
-        return _day_start(now) - int(m.group(1)) * 86400
+        return day_start(now) - int(m.group(1)) * 86400
     try:
         return float(calendar.timegm(time.strptime(v, "%Y-%m-%d")))
     except ValueError:
         raise InputError(f"{flag} '{value}': use YYYY-MM-DD, 'today' or a number of days like 7d") from None
-
-
-def _pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
 
 
 def _summary(rows: list[dict]) -> dict:
@@ -59,8 +52,8 @@ def _summary(rows: list[dict]) -> dict:
         "cost_usd": round(sum(r["cost_usd"] or 0 for r in ok), 6),
         "unknown_cost_calls": sum(1 for r in ok if r["cost_usd"] is None),
         "saved_by_cache_usd": round(sum(r["saved_usd"] or 0 for r in hits), 6),
-        "latency_ms_p50": _pct(latencies, 0.5),
-        "latency_ms_p95": _pct(latencies, 0.95),
+        "latency_ms_p50": percentile(latencies, 0.5),
+        "latency_ms_p95": percentile(latencies, 0.95),
     }
 
 
@@ -72,8 +65,8 @@ def cost_report(data_dir: Path, cfg: LLMConfig, since: float | None, until: floa
         ledger = Ledger(path)
         try:
             rows = ledger.rows(since, until)
-            spent_today = ledger.spent(_day_start(now))
-            spent_month = ledger.spent(_month_start(now))
+            spent_today = ledger.spent(day_start(now))
+            spent_month = ledger.spent(month_start(now))
         finally:
             ledger.close()
     else:

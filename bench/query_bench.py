@@ -39,7 +39,7 @@ def build_latency_cross_encoder(folder: Path, backbone: Path) -> Path:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--queries", type=int, default=300)
+    ap.add_argument("--queries", type=int, default=150)
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "query.json")
     args = ap.parse_args()
     if not (INDEX / "manifest.sqlite").exists():

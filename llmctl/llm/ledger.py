@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from llmctl.errors import IndexStateError
 from llmctl.llm.store import connect
 
 SCHEMA = """
@@ -71,7 +73,11 @@ class Ledger:
         data = asdict(row)
         cols = ", ".join(["ts", "day", *data])
         marks = ", ".join("?" * (len(data) + 2))
-        self.db.execute(f"INSERT INTO calls ({cols}) VALUES ({marks})", [ts, day_of(ts), *data.values()])
+        try:
+            self.db.execute(f"INSERT INTO calls ({cols}) VALUES ({marks})", [ts, day_of(ts), *data.values()])
+        except sqlite3.Error as exc:  # locked past the busy timeout, disk full, ...
+            raise IndexStateError(f"Cannot write to the ledger {self.path} ({exc}): the call was not "
+                                  "recorded; check the disk and other llmctl processes") from None
 
     def spent(self, since_ts: float, tag: str | None = None) -> float:
         sql = "SELECT COALESCE(SUM(cost_usd), 0) FROM calls WHERE ts >= ?"

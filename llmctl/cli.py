@@ -27,10 +27,11 @@ class State:
 state = State()
 
 
-def _config(**overrides):
+def _config(path: Path | None = None, **overrides):
+    """The config: ``path`` (else --config, $LLMCTL_CONFIG, ...), then dotted-key overrides."""
     from llmctl.config import load_config
 
-    return load_config(state.config_path, {"data_dir": state.data_dir, **overrides})
+    return load_config(path or state.config_path, {"data_dir": state.data_dir, **overrides})
 
 
 @app.callback()
@@ -156,15 +157,11 @@ def eval_(
 
     if (suite is None) == (beir is None):
         raise typer.BadParameter("give a suite file or --beir DIR (one of them)")
-    from llmctl.config import load_config
-
     with render.RichProgress(enabled=not quiet and json_out != "-") as progress:
         outcome = run_eval(
             suite, beir=beir, split=split, limit=limit, tags=list(tag or []), baseline=baseline,
-            answers=not no_answers, progress=progress,
-            load=lambda overrides, path=None: load_config(path or state.config_path,
-                                                          {"data_dir": state.data_dir, **overrides}),
-            against=against,
+            answers=not no_answers, progress=progress, against=against,
+            load=lambda overrides, path=None: _config(path, **overrides),
         )
     render.eval_outputs(outcome, json_out=json_out, junit_out=junit_out, md_out=md_out, html_out=html_out,
                         stages=stages)

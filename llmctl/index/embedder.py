@@ -118,8 +118,23 @@ class Embedder:
         get = getattr(m, "get_embedding_dimension", None) or m.get_sentence_embedding_dimension
         return int(get())
 
-    def embed_documents(self, texts: list[str]):
-        return self._embed([self.cfg.document_prefix + t for t in texts])
+    def embed_documents(self, texts: list[str], on_batch=None):
+        """Vectors in input order; ``on_batch(n)`` after each batch of n texts (progress)."""
+        import numpy as np
+
+        texts = [self.cfg.document_prefix + t for t in texts]
+        if on_batch is None:
+            return self._embed(texts)
+        # Longest first, one batch per call: the same padding as sentence-transformers' own
+        # length sort inside a single call, with progress after every batch.
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        size = self.cfg.batch_size
+        for start in range(0, len(order), size):
+            idx = order[start:start + size]
+            out[idx] = self._embed([texts[i] for i in idx])
+            on_batch(len(idx))
+        return out
 
     def embed_query(self, text: str):
         return self._embed([self.cfg.query_prefix + text])[0]

@@ -268,14 +268,16 @@ def _sync(paths, cfg, manifest, store, embedder, max_tokens, settings, report, s
     if changed:
         manifest.set_dirty(True)
         store = store or _open_store(DataDir(cfg.data_dir))
+        if to_embed:
+            with progress.status("Loading the embedding model"):
+                _ = embedder.model
         embed_task = progress.task("Embedding", len(to_embed))
         for batch in _batches(planned, cfg.ingest.commit_every):
             new_chunks = [c for p in batch for c in p.new_chunks]
             if new_chunks:
-                vectors = embedder.embed_documents([c.embed_text for c in new_chunks])
+                vectors = embedder.embed_documents([c.embed_text for c in new_chunks], embed_task.advance)
                 manifest.set_meta("dimension", str(vectors.shape[1]))
                 store.upsert(new_chunks, vectors)
-                embed_task.advance(len(new_chunks))
             stale = manifest.apply([p.update for p in batch])
             store.delete(stale)
             deleted += stale

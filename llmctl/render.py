@@ -17,7 +17,15 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
+_mid_line = False  # a streamed answer is on screen without its final newline
+
+
 def warn(message: str) -> None:
+    global _mid_line
+    if _mid_line:  # stdout and stderr share the terminal: do not glue the warning to the answer
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        _mid_line = False
     stderr.print(f"[yellow]Warning:[/] {message}", markup=True)
 
 
@@ -108,8 +116,10 @@ def ingest_report(report) -> None:
 
 
 def stream_token(text: str) -> None:
+    global _mid_line
     sys.stdout.write(text)
     sys.stdout.flush()
+    _mid_line = not text.endswith("\n")
 
 
 def _stages(hit) -> str:
@@ -118,10 +128,12 @@ def _stages(hit) -> str:
 
 
 def query_result(result, explain: bool = False) -> None:
-    for w in result.warnings:
-        warn(w)
+    """Warnings were already shown as they happened (run_query's notify)."""
+    global _mid_line
     if result.completion is not None:
-        sys.stdout.write("\n" if not result.completion.text.endswith("\n") else "")
+        if _mid_line:
+            sys.stdout.write("\n")
+            _mid_line = False
         if result.citations:
             stdout.print("\nSources:")
             for s in result.citations:

@@ -206,6 +206,9 @@ def run_query(
     clock = _Clock()
     warnings: list[str] = []
     got = retrieve(question, cfg, opts, retriever, reranker, clock, warnings)
+    for w in warnings:
+        if notify:
+            notify(w)
     hits, order, rerank_info = got.hits, got.order, got.rerank
     final = [hits[c] for c in order[:k]]
 

@@ -122,10 +122,6 @@ def stream_token(text: str) -> None:
     _mid_line = not text.endswith("\n")
 
 
-def _stages(hit) -> str:
-    names = {"bm25": "bm25", "dense": "dense", "fused": "fused", "rerank": "rerank"}
-    return "  ".join(f"{names[s]} #{r} ({v:.3f})" for s, (r, v) in hit.stages.items() if s in names)
-
 
 def query_result(result, explain: bool = False) -> None:
     """Warnings were already shown as they happened (run_query's notify)."""

@@ -214,11 +214,6 @@ class Manifest:
         self.remove_files(sorted(paths))
         return sorted(paths)
 
-    def clear(self) -> None:
-        with self.transaction():
-            self.db.execute("DELETE FROM files")
-            self.db.execute("DELETE FROM meta")
-
     def transaction(self):
         return _Txn(self.db)
 

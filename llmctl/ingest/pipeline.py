@@ -176,10 +176,13 @@ def _sync(paths, cfg, manifest, store, embedder, max_tokens, settings, report, s
     work: list[tuple[Path, FileRecord]] = []
     touched: list[FileRecord] = []
 
+    def strict_error(s: SkippedFile) -> InputError:
+        return InputError(f"{s.path}: {s.reason} (--strict stops at the first bad file)")
+
     def skip(path: Path | str, reason: str) -> None:
-        if strict:
-            raise InputError(f"{path}: {reason} (--strict stops at the first bad file)")
         skipped.append(SkippedFile(str(path), reason))
+        if strict:
+            raise strict_error(skipped[-1])
 
     scan = progress.task("Scanning files", None)
     for found in discover(list(paths), cfg.ingest, skipped):
@@ -215,8 +218,8 @@ def _sync(paths, cfg, manifest, store, embedder, max_tokens, settings, report, s
         else:
             work.append((path, new))
     scan.done()
-    if strict and skipped:
-        raise InputError(f"{skipped[0].path}: {skipped[0].reason} (--strict stops at the first bad file)")
+    if strict and skipped:  # skipped during discovery (links, unlistable folders)
+        raise strict_error(skipped[0])
     skipped_paths = {s.path for s in skipped}
     removed = sorted(p for p in known if _under(p, roots) and p not in seen and p not in skipped_paths)
     if report.files_seen == 0 and not skipped and not removed:

@@ -92,6 +92,7 @@ class Gateway:
 
     # -- helpers ----------------------------------------------------------------------
     def _row(self, request_id: str, status: str, **kw) -> None:
+        """The one ledger writer; it also keeps questions out when llm.store_prompts is false."""
         row = Row(command=self.command, request_id=request_id, status=status, tag=self.tag, **kw)
         if not self.cfg.store_prompts:
             row.question = None
@@ -155,7 +156,6 @@ class Gateway:
         keys = {p.name: request_key(p.base_url, p.model, messages, self._params()) for p in order}
         cacheable = self.cache is not None and (
             self.cfg.temperature == 0 or not self.cfg.cache.only_deterministic)
-        stored_question = question if self.cfg.store_prompts else None
 
         vector = None
         if cacheable:
@@ -163,18 +163,18 @@ class Gateway:
             for p in order:
                 hit = self.cache.get_exact(keys[p.name], now)
                 if hit:
-                    return self._serve(hit, request_id, route_info, on_token, stored_question)
+                    return self._serve(hit, request_id, route_info, on_token, question)
             if self.cfg.cache.semantic and self.embed is not None:
                 vector = self.embed(question)
                 for p in order:
                     hit, seen = self.cache.get_semantic(vector, question, self._scope(p),
                                                         self.cfg.cache.semantic_threshold, now)
                     if hit:
-                        return self._serve(hit, request_id, route_info, on_token, stored_question)
+                        return self._serve(hit, request_id, route_info, on_token, question)
                     if seen.get("rejected"):
                         log.info("semantic cache: near miss %s", seen["rejected"])
 
-        order = self._apply_budget(order, prompt_tokens, request_id, stored_question)
+        order = self._apply_budget(order, prompt_tokens, request_id, question)
         deadline = self.clock.monotonic() + self.cfg.deadline
         shown: list[str] = []
 
@@ -203,7 +203,7 @@ class Gateway:
                                      "message": str(f)})
                     self._row(request_id, "error", provider=provider.name, model=provider.model,
                               latency_ms=latency, error_class=f.kind, attempt=n,
-                              route=route_info and route_info["class"], question=stored_question)
+                              route=route_info and route_info["class"], question=question)
                     if shown:
                         raise AnswerInterrupted(
                             f"Answer interrupted after {len(shown)} chunks: {f}. Not retried, so the "
@@ -279,12 +279,11 @@ class Gateway:
                       "cost recorded as unknown (set price_input_per_1m / price_output_per_1m)")
         comp.attempts = attempts + [{"provider": provider.name, "attempt": n, "ok": True}]
         comp.route = route_info
-        stored_question = question if self.cfg.store_prompts else None
         self._row(request_id, "ok", provider=provider.name, model=provider.model,
                   tokens_in=comp.prompt_tokens, tokens_out=comp.completion_tokens,
                   usage_source="provider" if comp.usage_reported else "estimated",
                   cost_usd=comp.cost_usd, latency_ms=comp.latency_s * 1000, attempt=n,
-                  route=route_info and route_info["class"], question=stored_question)
+                  route=route_info and route_info["class"], question=question)
         if cacheable and comp.finish_reason in ("stop", "length"):
             ttl = (self.cfg.cache.time_sensitive_ttl_minutes * 60 if is_time_sensitive(question)
                    else self.cfg.cache.ttl_hours * 3600)
@@ -293,5 +292,6 @@ class Gateway:
             hit = CacheHit(key, "exact", comp.text, provider.name, provider.model, comp.usage(),
                            comp.cost_usd, sources)
             self.cache.put(key, self._scope(provider), self.clock.now(), ttl, hit, chunk_ids,
-                           stored_question, vector if self.cfg.cache.semantic else None)
+                           question if self.cfg.store_prompts else None,
+                           vector if self.cfg.cache.semantic else None)
         return comp

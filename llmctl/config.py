@@ -157,6 +157,16 @@ class LLMConfig(_Section):
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
 
 
+class VectorStoreConfig(_Section):
+    mode: Literal["embedded", "server"] = "embedded"
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    ssl: bool = False
+    collection: str = Field("llmctl_chunks", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]$")
+    token_env: str | None = None
+    auth_header: str = "Authorization"
+
+
 class ContextConfig(_Section):
     max_tokens: int | None = Field(None, ge=64)
     retrieval_only_tokens: int = Field(3000, ge=64)
@@ -168,6 +178,7 @@ class Config(_Section):
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     bm25: BM25Config = Field(default_factory=BM25Config)
+    vector_store: VectorStoreConfig = Field(default_factory=VectorStoreConfig)
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     rerank: RerankConfig = Field(default_factory=RerankConfig)
     context: ContextConfig = Field(default_factory=ContextConfig)

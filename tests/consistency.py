@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from llmctl.config import Config
 from llmctl.index import keyword
 from llmctl.index.manifest import Manifest
-from llmctl.index.vectors import VectorStore
+from llmctl.index.vectors import VectorStore, open_store
 
 
-def index_state(data_dir: Path) -> dict:
+def index_state(data_dir: Path, cfg: Config | None = None) -> dict:
     m = Manifest(data_dir / "manifest.sqlite")
     try:
         manifest_ids = m.chunk_ids()
@@ -18,15 +19,16 @@ def index_state(data_dir: Path) -> dict:
         files = m.files()
     finally:
         m.close()
-    chroma_ids = VectorStore(data_dir / "chroma").all_ids()
+    store = open_store(cfg) if cfg else VectorStore.embedded(data_dir / "chroma")
+    chroma_ids = store.all_ids()
     bm25 = keyword.load(data_dir / "bm25", None)
     return {"manifest": manifest_ids, "chroma": chroma_ids, "bm25": bm25.ids, "dirty": dirty,
             "generation": generation, "bm25_generation": keyword.current_generation(data_dir / "bm25"),
             "files": files}
 
 
-def assert_consistent(data_dir: Path) -> dict:
-    s = index_state(data_dir)
+def assert_consistent(data_dir: Path, cfg: Config | None = None) -> dict:
+    s = index_state(data_dir, cfg)
     assert not s["dirty"]
     assert s["manifest"] == s["chroma"], "Chroma and manifest disagree"
     assert len(s["bm25"]) == len(set(s["bm25"])), "duplicated BM25 documents"

@@ -8,26 +8,69 @@ otherwise Chroma tries to download its own ONNX model.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+from llmctl.config import Config, VectorStoreConfig
+from llmctl.errors import ConfigError, IndexStateError
 from llmctl.records import Chunk
 
-COLLECTION = "llmctl_chunks"
+
+def open_store(cfg: Config) -> VectorStore:
+    """The configured store: embedded files in ``<data_dir>/chroma``, or a Chroma server."""
+    vs = cfg.vector_store
+    if vs.mode == "embedded":
+        return VectorStore.embedded(Path(cfg.data_dir) / "chroma", vs.collection)
+    return VectorStore.server(vs, cfg.source)
+
+
+def store_identity(vs: VectorStoreConfig) -> dict:
+    """Where the vectors live; an index's manifest only matches the store it was built in."""
+    where = "data_dir/chroma" if vs.mode == "embedded" else f"{vs.host}:{vs.port}"
+    return {"mode": vs.mode, "location": where, "collection": vs.collection}
 
 
 class VectorStore:
-    def __init__(self, path: Path):
+    def __init__(self, client, collection: str):
+        self.client = client
+        self.collection = client.get_or_create_collection(
+            collection, metadata={"hnsw:space": "cosine"}, embedding_function=None
+        )
+        self.max_batch = max(1, client.get_max_batch_size())
+
+    @classmethod
+    def embedded(cls, path: Path, collection: str = "llmctl_chunks") -> VectorStore:
         import chromadb
-        from chromadb.config import Settings
 
         path.mkdir(parents=True, exist_ok=True)
-        self.client = chromadb.PersistentClient(
-            path=str(path), settings=Settings(anonymized_telemetry=False, allow_reset=False)
-        )
-        self.collection = self.client.get_or_create_collection(
-            COLLECTION, metadata={"hnsw:space": "cosine"}, embedding_function=None
-        )
-        self.max_batch = max(1, self.client.get_max_batch_size())
+        return cls(chromadb.PersistentClient(path=str(path), settings=_settings()), collection)
+
+    @classmethod
+    def server(cls, vs: VectorStoreConfig, source: str) -> VectorStore:
+        import chromadb
+
+        headers = {}
+        if vs.token_env:
+            token = os.environ.get(vs.token_env)
+            if not token:
+                raise ConfigError(f"vector_store.token_env names ${vs.token_env}, which is not set: "
+                                  f"export it or remove the key from {source}")
+            headers[vs.auth_header] = f"Bearer {token}" if vs.auth_header.lower() == "authorization" else token
+        where = f"{'https' if vs.ssl else 'http'}://{vs.host}:{vs.port}"
+        try:
+            client = chromadb.HttpClient(host=vs.host, port=vs.port, ssl=vs.ssl, headers=headers,
+                                         settings=_settings())
+            return cls(client, vs.collection)
+        except Exception as exc:  # noqa: BLE001 - chromadb raises several types for one cause
+            reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            raise IndexStateError(
+                f"Chroma server at {where} is not usable ({reason}): start it with "
+                f"'chroma run --path DIR --host {vs.host} --port {vs.port}', or check vector_store in {source}"
+            ) from None
+
+    def drop(self) -> None:
+        """Delete the collection (ingest --rebuild against a server)."""
+        self.client.delete_collection(self.collection.name)
 
     def count(self) -> int:
         return self.collection.count()
@@ -64,6 +107,12 @@ class VectorStore:
             query_embeddings=[vector], n_results=min(k, n), where=where or None, include=["distances"]
         )
         return [(i, 1.0 - float(d)) for i, d in zip(res["ids"][0], res["distances"][0], strict=True)]
+
+
+def _settings():
+    from chromadb.config import Settings
+
+    return Settings(anonymized_telemetry=False, allow_reset=False)
 
 
 def filter_fields(chunk: Chunk) -> dict[str, str]:

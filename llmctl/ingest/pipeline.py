@@ -21,12 +21,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llmctl.config import Config
+from llmctl.config import Config, VectorStoreConfig
 from llmctl.errors import ConfigError, IndexStateError, InputError
 from llmctl.index import keyword
 from llmctl.index.datadir import DataDir
 from llmctl.index.embedder import Embedder
 from llmctl.index.manifest import FORMAT_VERSION, FileRecord, FileUpdate, Manifest
+from llmctl.index.vectors import store_identity
 from llmctl.ingest.discover import discover
 from llmctl.ingest.loaders import SkipFile, file_digest, load_documents
 from llmctl.progress import NullProgress, Progress
@@ -49,6 +50,7 @@ def index_settings(cfg: Config, embedder: Embedder, max_tokens: int) -> dict:
         "chunking": {"max_tokens": max_tokens, "overlap_tokens": cfg.chunking.overlap_tokens,
                      "context_header": cfg.chunking.context_header, "splitter": "recursive/1"},
         "bm25": keyword.settings_of(cfg.bm25),
+        "vector_store": store_identity(cfg.vector_store),
     }
 
 
@@ -62,7 +64,9 @@ def check_settings(stored: dict | None, wanted: dict, cfg: Config) -> bool:
             f"{where} has format version {stored.get('format_version')}, this llmctl writes "
             f"{wanted['format_version']}: run 'llmctl ingest --rebuild <path>'"
         )
-    for section, what in (("embedding", "embedding settings"), ("chunking", "chunking settings")):
+    stored = {"vector_store": store_identity(VectorStoreConfig()), **stored}  # indexes from before server mode
+    for section, what in (("embedding", "embedding settings"), ("chunking", "chunking settings"),
+                          ("vector_store", "vector store settings (its vectors are not in the new store)")):
         old, new = stored.get(section, {}), wanted[section]
         diff = [k for k in new if old.get(k) != new[k]]
         if diff:
@@ -129,12 +133,14 @@ def ingest(
     with data.write_lock(wait_seconds):
         if rebuild:
             data.wipe_indexes()
+            if cfg.vector_store.mode == "server":
+                _open_store(cfg).drop()
         manifest = Manifest(data.manifest)
         try:
             bm25_stale = check_settings(manifest.settings(), settings, cfg)
             store = None
             if manifest.dirty:
-                store = _open_store(data)
+                store = _open_store(cfg)
                 _recover(manifest, store, report)
                 bm25_stale = True
             _sync(paths, cfg, manifest, store, embedder, max_tokens, settings, report, strict,
@@ -146,10 +152,10 @@ def ingest(
     return report
 
 
-def _open_store(data: DataDir):
-    from llmctl.index.vectors import VectorStore
+def _open_store(cfg: Config):
+    from llmctl.index.vectors import open_store
 
-    return VectorStore(data.chroma)
+    return open_store(cfg)
 
 
 def _recover(manifest: Manifest, store, report: IngestReport) -> None:
@@ -265,12 +271,20 @@ def _sync(paths, cfg, manifest, store, embedder, max_tokens, settings, report, s
     changed = bool(planned or removed)
     if not (changed or touched or bm25_stale or bm25_missing):
         return
+    fresh = manifest.settings() is None
     manifest.set_settings(settings)
     if touched:
         manifest.touch(touched)
     if changed:
+        store = store or _open_store(cfg)
+        if fresh and store.count():
+            vs = cfg.vector_store
+            raise IndexStateError(
+                f"Collection '{vs.collection}' in the {vs.mode} vector store already holds {store.count()} vectors "
+                f"of another index: give each data dir its own vector_store.collection in {cfg.source}, "
+                "or run 'llmctl ingest --rebuild <path>' to replace them"
+            )
         manifest.set_dirty(True)
-        store = store or _open_store(DataDir(cfg.data_dir))
         if to_embed:
             with progress.status("Loading the embedding model"):
                 _ = embedder.model

@@ -72,9 +72,9 @@ class Retriever:
 
     @cached_property
     def store(self):
-        from llmctl.index.vectors import VectorStore
+        from llmctl.index.vectors import open_store
 
-        return VectorStore(self.data.chroma)
+        return open_store(self.cfg)
 
     @cached_property
     def keyword(self) -> keyword.KeywordIndex:

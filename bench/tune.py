@@ -1,0 +1,177 @@
+"""Tuning sweep on SciFact's training split, in numpy over the stored index (no re-embedding).
+
+Scores every query against every chunk once per retriever (exact), then tries roll-ups,
+BM25 settings, normalisations, fusion methods, weights and candidate depths. Each setting is
+measured on two fixed halves of the 809 training queries (tune = even ids, held-out = odd);
+a setting is kept only if it also wins on the held-out half.
+
+    python bench/tune.py          # writes bench/out/tune.json
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import common
+import numpy as np
+
+K_NDCG, K_RECALL, K_MRR = 10, 100, 10
+
+
+class Evaluator:
+    """nDCG@10 / recall@100 / MRR@10 of a [queries x docs] score matrix (higher = better)."""
+
+    def __init__(self, qids: list[str], docs: list[str], qrels: dict[str, dict[str, int]]):
+        pos = {d: i for i, d in enumerate(docs)}
+        self.rel = np.zeros((len(qids), len(docs)), dtype=bool)
+        for qi, q in enumerate(qids):
+            for d in qrels[q]:
+                if d in pos:
+                    self.rel[qi, pos[d]] = True
+        self.nrel = self.rel.sum(1)
+        self.disc = 1.0 / np.log2(np.arange(2, K_NDCG + 2))
+        self.idcg = np.array([self.disc[:min(n, K_NDCG)].sum() for n in self.nrel])
+
+    def __call__(self, scores: np.ndarray, rows: np.ndarray | None = None) -> dict[str, float]:
+        rows = np.arange(len(scores)) if rows is None else rows
+        s = scores[rows]
+        rel = self.rel[rows]
+        top = np.argpartition(-s, K_RECALL, axis=1)[:, :K_RECALL]
+        order = np.take_along_axis(top, np.argsort(-np.take_along_axis(s, top, 1), axis=1, kind="stable"), 1)
+        hits = np.take_along_axis(rel, order, 1)
+        ndcg = (hits[:, :K_NDCG] * self.disc).sum(1) / self.idcg[rows]
+        recall = hits.sum(1) / self.nrel[rows]
+        first = np.where(hits[:, :K_MRR].any(1), hits[:, :K_MRR].argmax(1) + 1, np.inf)
+        return {"ndcg@10": float(ndcg.mean()), "recall@100": float(recall.mean()), "mrr@10": float((1 / first).mean())}
+
+
+def rollup_max(chunk_scores: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    return np.maximum.reduceat(chunk_scores, starts, axis=1)
+
+
+def topk_mask(scores: np.ndarray, k: int) -> np.ndarray:
+    """True for each row's k best entries (the candidates a retriever would return)."""
+    idx = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    mask = np.zeros_like(scores, dtype=bool)
+    np.put_along_axis(mask, idx, True, axis=1)
+    return mask
+
+
+def normalise(scores: np.ndarray, mask: np.ndarray | None, how: str) -> np.ndarray:
+    """Scale each row; entries outside ``mask`` (not retrieved) become 0."""
+    inf = np.inf
+    m = np.ones_like(scores, dtype=bool) if mask is None else mask
+    hi = np.where(m, scores, -inf).max(1, keepdims=True)
+    lo = np.where(m, scores, inf).min(1, keepdims=True)
+    if how == "minmax":
+        out = (scores - lo) / np.maximum(hi - lo, 1e-9)
+    elif how == "max":  # divide by the best (BM25 and cosine both have a natural 0)
+        out = scores / np.maximum(hi, 1e-9)
+    elif how == "zscore":
+        mu = np.where(m, scores, 0).sum(1, keepdims=True) / m.sum(1, keepdims=True)
+        sd = np.sqrt((np.where(m, scores - mu, 0) ** 2).sum(1, keepdims=True) / m.sum(1, keepdims=True))
+        out = (scores - mu) / np.maximum(sd, 1e-9)
+        lo2 = np.where(m, out, inf).min(1, keepdims=True)
+        out = out - lo2  # keep missing = 0 below every candidate
+    else:
+        raise ValueError(how)
+    return np.where(m, out, 0.0)
+
+
+def rrf(scores: np.ndarray, mask: np.ndarray | None, k: int) -> np.ndarray:
+    ranks = np.argsort(np.argsort(-scores, axis=1), axis=1) + 1
+    out = 1.0 / (k + ranks)
+    return out if mask is None else np.where(mask, out, 0.0)
+
+
+def bm25_chunk_scores(texts: list[str], queries: list[str], **cfg) -> np.ndarray:
+    from llmctl.config import BM25Config
+    from llmctl.index.keyword import BM25sIndex
+
+    index = BM25sIndex(BM25Config(**cfg))
+    index.build([str(i) for i in range(len(texts))], texts)
+    return np.stack([index._scores(t) if (t := index.tokenize(q)) else np.zeros(len(texts), np.float32)
+                     for q in queries]).astype(np.float32)
+
+
+def main() -> None:
+    t0 = time.time()
+    qtext, qrels = common.queries_and_qrels()
+    qids = list(qtext)
+    qvec = common.query_vectors(qids, qtext)
+    docs = common.corpus()
+    doc_ids = list(docs)
+    arr = common.index_arrays()
+    # order chunks by document so roll-ups are one reduceat
+    llm_doc = {common.doc_id_of(d): i for i, d in enumerate(doc_ids)}
+    cdoc = np.array([llm_doc[d] for d in arr["doc"]])
+    order = np.argsort(cdoc, kind="stable")
+    cdoc = cdoc[order]
+    starts = np.flatnonzero(np.r_[True, cdoc[1:] != cdoc[:-1]])
+    assert len(starts) == len(doc_ids), "every document has chunks"
+    vectors = arr["vectors"][order]
+    texts = [arr["embed_text"][i] for i in order]
+    ev = Evaluator(qids, doc_ids, qrels)
+    tune, held = (np.array([qids.index(q) for q in half]) for half in common.split(qids))
+    results: dict[str, dict] = {}
+
+    def record(name: str, doc_scores: np.ndarray) -> dict:
+        r = {"all": ev(doc_scores), "tune": ev(doc_scores, tune), "held": ev(doc_scores, held)}
+        results[name] = r
+        print(f"{name:60s} all {r['all']['ndcg@10']:.4f} tune {r['tune']['ndcg@10']:.4f} "
+              f"held {r['held']['ndcg@10']:.4f} R@100 {r['all']['recall@100']:.3f}", flush=True)
+        return r
+
+    dense_c = qvec @ vectors.T
+    dense_d = rollup_max(dense_c, starts)
+    record("dense chunks, max", dense_d)
+    plain = common.plain_doc_vectors(doc_ids, docs)
+    dense_plain = qvec @ plain.T
+    record("dense whole doc (plain)", dense_plain)
+    for a in (0.1, 0.2, 0.3):
+        sums = np.add.reduceat(dense_c, starts, axis=1) / np.diff(np.r_[starts, dense_c.shape[1]])
+        record(f"dense max + {a} mean", dense_d + a * sums)
+
+    whole_text = [f"{docs[d].get('title', '')}\n{docs[d]['text']}" for d in doc_ids]
+    bm_doc = bm25_chunk_scores(whole_text, [qtext[q] for q in qids])
+    record("bm25 whole doc", bm_doc)
+    bm_best = None
+    for k1 in (0.9, 1.2, 1.5):
+        for b in (0.4, 0.75, 0.9):
+            c = rollup_max(bm25_chunk_scores(texts, [qtext[q] for q in qids], k1=k1, b=b), starts)
+            r = record(f"bm25 chunks max k1={k1} b={b}", c)
+            if bm_best is None or r["tune"]["ndcg@10"] > bm_best[0]:
+                bm_best = (r["tune"]["ndcg@10"], k1, b, c)
+    bm_default = rollup_max(bm25_chunk_scores(texts, [qtext[q] for q in qids]), starts)
+    record("bm25 chunks max, no stemming", rollup_max(
+        bm25_chunk_scores(texts, [qtext[q] for q in qids], stemmer="none"), starts))
+    record("bm25 chunks max, no stopwords", rollup_max(
+        bm25_chunk_scores(texts, [qtext[q] for q in qids], stopwords="none"), starts))
+
+    # baseline from ENVIRONMENT.md: whole-corpus min-max of whole-doc BM25 and whole-doc dense
+    for w in (0.3, 0.35, 0.4):
+        record(f"PLAIN hybrid whole-corpus minmax w={w}",
+               w * normalise(bm_doc, None, "minmax") + (1 - w) * normalise(dense_plain, None, "minmax"))
+    np.save(common.OUT / "cache" / "tune_doc_scores.npy", np.stack([dense_d, bm_default]))
+    json.dump({"results": results, "seconds": round(time.time() - t0, 1)},
+              open(common.OUT / "tune.json", "w"), indent=1)
+    fusion_sweep(record, dense_d, bm_default, dense_c, starts)
+
+
+def fusion_sweep(record, dense_d, bm_d, dense_c, starts) -> None:
+    for depth in (50, 100, 200):
+        dm, bmask = topk_mask(dense_d, depth), topk_mask(bm_d, depth)
+        for how in ("minmax", "max", "zscore"):
+            for w in (0.3, 0.4, 0.5):
+                record(f"doc-level {how} depth={depth} w={w}",
+                       w * normalise(bm_d, bmask, how) + (1 - w) * normalise(dense_d, dm, how))
+        for k in (5, 20, 60):
+            record(f"doc-level rrf k={k} depth={depth}", rrf(bm_d, bmask, k) + rrf(dense_d, dm, k))
+    for w in (0.3, 0.4):
+        record(f"doc-level whole-corpus minmax w={w}",
+               w * normalise(bm_d, None, "minmax") + (1 - w) * normalise(dense_d, None, "minmax"))
+
+
+if __name__ == "__main__":
+    main()

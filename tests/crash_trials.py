@@ -1,0 +1,186 @@
+"""Crash trials: SIGKILL a real `llmctl ingest` at random moments, re-run it, check the index.
+
+Each trial edits the corpus (rewrites, additions and removals, so every phase has work:
+embedding, manifest commits, vector deletes, the BM25 rebuild), starts `llmctl ingest` in a
+subprocess and kills it with SIGKILL at a random moment — during start-up, while it writes
+(its dirty flag is up) or late in the run. Then a plain re-run must leave:
+  * manifest, Chroma and BM25 holding exactly the same chunk ids, no duplicates, flag down;
+  * the manifest's files and hashes equal to the files on disk (nothing lost or stale).
+After the last trial the index is compared with a clean ingest of the same corpus: the same
+chunks, and the same `llmctl query --json` hits and scores for a few questions.
+
+    python tests/crash_trials.py --trials 30 --seed 7      # prints a JSON report
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from consistency import assert_consistent  # noqa: E402
+
+from llmctl.index.manifest import Manifest  # noqa: E402
+
+WORDS = "backup snapshot restore prune chunk key repository daemon schedule policy".split()
+QUESTIONS = ["restore snapshot policy", "How is the repository key rotated?", "prune schedule daemon"]
+
+
+def _env(data: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMCTL_")}
+    env.update({"LLMCTL_DATA_DIR": str(data), "LLMCTL_INGEST__COMMIT_EVERY": "16"})
+    return env
+
+
+def _llmctl(*args, data: Path, check=True) -> subprocess.CompletedProcess:
+    r = subprocess.run([sys.executable, "-m", "llmctl", *map(str, args)], env=_env(data),
+                       capture_output=True, text=True, timeout=600)
+    if check and r.returncode != 0:
+        raise AssertionError(f"llmctl {' '.join(map(str, args))} exited {r.returncode}: {r.stderr}")
+    return r
+
+
+def _doc(rng: random.Random, i: int, version: int) -> dict:
+    text = " ".join(f"{rng.choice(WORDS)}{rng.randint(0, 99)}" for _ in range(rng.randint(40, 260)))
+    return {"_id": f"d{i}", "title": f"Document {i} v{version}", "text": f"Document {i}. {text}."}
+
+
+class Corpus:
+    """A JSONL corpus plus Markdown notes that each trial changes a little."""
+
+    def __init__(self, root: Path, rng: random.Random, n_docs: int):
+        self.root, self.rng, self.version = root, rng, 0
+        root.mkdir(parents=True, exist_ok=True)
+        self.docs = {i: _doc(rng, i, 0) for i in range(n_docs)}
+        self.notes = set(range(5))
+        self.write()
+
+    def write(self) -> None:
+        (self.root / "corpus.jsonl").write_text("\n".join(json.dumps(d) for d in self.docs.values()) + "\n")
+        for p in self.root.glob("note*.md"):
+            if int(p.stem[4:]) not in self.notes:
+                p.unlink()
+        for n in self.notes:
+            (self.root / f"note{n}.md").write_text(f"# Note {n} v{self.version}\n\nA short note {n} about restores.\n")
+
+    def mutate(self) -> None:
+        self.version += 1
+        rng = self.rng
+        for i in rng.sample(sorted(self.docs), k=min(len(self.docs), rng.randint(8, 30))):
+            self.docs[i] = _doc(rng, i, self.version)  # rewritten: new chunks, old ones deleted
+        for i in rng.sample(sorted(self.docs), k=rng.randint(0, 3)):
+            del self.docs[i]
+        start = max(self.docs) + 1
+        for i in range(start, start + rng.randint(0, 6)):
+            self.docs[i] = _doc(rng, i, self.version)
+        if self.notes and rng.random() < 0.5:
+            self.notes.discard(rng.choice(sorted(self.notes)))
+        if rng.random() < 0.5:
+            self.notes.add(max(self.notes, default=0) + 1)
+        self.write()
+
+
+def _writing(data: Path) -> bool:
+    """True once the ingest raised its dirty flag (it is writing Chroma and the manifest)."""
+    if not (data / "manifest.sqlite").exists():
+        return False
+    try:
+        m = Manifest(data / "manifest.sqlite", readonly=True)
+        try:
+            return m.dirty
+        finally:
+            m.close()
+    except Exception:  # noqa: BLE001 - the file may be mid-creation
+        return False
+
+
+def _kill_at_random(docs: Path, data: Path, rng: random.Random, moment: str) -> str:
+    """Start an ingest, SIGKILL it at a random moment of the given kind; say where it was."""
+    proc = subprocess.Popen([sys.executable, "-m", "llmctl", "ingest", "-q", str(docs)], env=_env(data),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if moment == "start-up":
+        time.sleep(rng.uniform(0.2, 6.0))
+    else:
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and not _writing(data) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 1.5) if moment == "writing" else rng.uniform(1.5, 5.0))
+    if proc.poll() is not None:
+        return "finished before the kill"
+    where = "while writing" if _writing(data) else "before writing"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return where
+
+
+def _check_files(data: Path, docs: Path) -> None:
+    m = Manifest(data / "manifest.sqlite", readonly=True)
+    try:
+        recorded = {Path(f.path).name: f.sha256 for f in m.files()}
+    finally:
+        m.close()
+    on_disk = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in docs.iterdir()}
+    assert recorded == on_disk, "manifest files/hashes differ from the corpus on disk (lost or stale)"
+
+
+def _query(data: Path) -> list:
+    out = []
+    for q in QUESTIONS:
+        hits = json.loads(_llmctl("query", "--no-llm", "--json", "--k", "10", q, data=data).stdout)["hits"]
+        out.append([(h["id"], round(h["stages"]["fused"]["score"], 5)) for h in hits])
+    return out
+
+
+def run_trials(workdir: Path, trials: int = 20, seed: int = 1234, n_docs: int = 200) -> dict:
+    rng = random.Random(seed)
+    corpus = Corpus(workdir / "docs", rng, n_docs)
+    data = workdir / "data"
+    moments = ["start-up", "writing", "late"]
+    report = {"trials": 0, "failures": 0, "kills": {}, "errors": [], "seed": seed}
+    for trial in range(trials):
+        if trial:
+            corpus.mutate()
+        where = _kill_at_random(corpus.root, data, rng, moments[trial % 3])
+        report["kills"][where] = report["kills"].get(where, 0) + 1
+        report["trials"] += 1
+        try:
+            _llmctl("ingest", "-q", corpus.root, data=data)
+            assert_consistent(data)
+            _check_files(data, corpus.root)
+        except AssertionError as exc:
+            report["failures"] += 1
+            report["errors"].append(f"trial {trial} ({where}): {exc}")
+    clean = workdir / "clean"
+    _llmctl("ingest", "-q", corpus.root, data=clean)
+    crashed_state, clean_state = assert_consistent(data), assert_consistent(clean)
+    report["chunks"] = len(clean_state["manifest"])
+    report["same_chunks_as_clean_ingest"] = crashed_state["manifest"] == clean_state["manifest"]
+    report["same_query_results_as_clean_ingest"] = _query(data) == _query(clean)
+    if not (report["same_chunks_as_clean_ingest"] and report["same_query_results_as_clean_ingest"]):
+        report["failures"] += 1
+    return report
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--trials", type=int, default=20)
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--docs", type=int, default=200)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        report = run_trials(Path(tmp), args.trials, args.seed, args.docs)
+    print(json.dumps(report, indent=2))
+    sys.exit(1 if report["failures"] else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -125,7 +125,7 @@ def _kill_at_random(docs: Path, data: Path, rng: random.Random, moment: str) -> 
 def _check_files(data: Path, docs: Path) -> None:
     m = Manifest(data / "manifest.sqlite", readonly=True)
     try:
-        recorded = {Path(f.path).name: f.sha256 for f in m.files()}
+        recorded = {Path(f.path).name: f.sha256 for f in m.files().values()}
     finally:
         m.close()
     on_disk = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in docs.iterdir()}

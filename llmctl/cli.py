@@ -224,7 +224,7 @@ def cache_stats(
 
 def main() -> None:
     """Entry point: the one place that turns LlmctlError into a message and an exit code."""
-    from llmctl.errors import LlmctlError
+    from llmctl.errors import LlmctlError, printable
 
     debug = os.environ.get("LLMCTL_DEBUG") == "1"
     try:
@@ -232,7 +232,7 @@ def main() -> None:
     except LlmctlError as exc:
         if debug:
             raise
-        sys.stderr.write(f"Error: {exc}\n")
+        sys.stderr.write(f"Error: {printable(str(exc))}\n")  # always one line
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         if debug:

@@ -65,3 +65,8 @@ class EvalGateFailed(LlmctlError):
     """An eval suite ran, and its quality gate failed."""
 
     exit_code = 9
+
+
+def printable(text: str) -> str:
+    """A path or name safe for a one-line message: control characters shown escaped."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode() for ch in text)

@@ -9,6 +9,8 @@ from typing import Any
 
 from rich.console import Console
 
+from llmctl.errors import printable
+
 stdout = Console(highlight=False, soft_wrap=True)
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -97,7 +99,7 @@ def ingest_report(report) -> None:
     for line in report.recovered:
         warn(f"recovered: {line}")
     for s in report.files_skipped:
-        warn(f"skipped {s.path}: {s.reason}")
+        warn(f"skipped {printable(s.path)}: {s.reason}")
     stdout.print(
         f"{verb} {f['seen']} file(s): {f['added']} added, {f['changed']} changed, "
         f"{f['unchanged']} unchanged, {f['removed']} removed, {f['skipped']} skipped"

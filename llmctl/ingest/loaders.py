@@ -57,6 +57,8 @@ def load_documents(path: Path, source: str, data: bytes) -> Iterator[Document]:
         raise SkipFile("empty file")
     if kind == "html":
         title, body = html_to_text(text)
+        if not body.strip():
+            raise SkipFile("no visible text (only scripts, styles or markup)")
         yield Document(source, source, body, "html", title=title)
     elif kind == "code":
         yield Document(source, source, text, "code", title=path.name,

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmctl.config import Config, VectorStoreConfig
-from llmctl.errors import ConfigError, IndexStateError, InputError
+from llmctl.errors import ConfigError, IndexStateError, InputError, printable
 from llmctl.index import keyword
 from llmctl.index.datadir import DataDir
 from llmctl.index.embedder import Embedder
@@ -183,7 +183,7 @@ def _sync(paths, cfg, manifest, store, embedder, max_tokens, settings, report, s
     touched: list[FileRecord] = []
 
     def strict_error(s: SkippedFile) -> InputError:
-        return InputError(f"{s.path}: {s.reason} (--strict stops at the first bad file)")
+        return InputError(f"{printable(s.path)}: {s.reason} (--strict stops at the first bad file)")
 
     def skip(path: Path | str, reason: str) -> None:
         skipped.append(SkippedFile(str(path), reason))

@@ -61,6 +61,8 @@ def ingest(
         "--dry-run", help="Report what would change; write nothing.")] = False,
     rebuild: Annotated[bool, typer.Option(
         "--rebuild", help="Drop the index and re-embed everything.")] = False,
+    repair: Annotated[bool, typer.Option(
+        "--repair", help="Check the vector store against the manifest; re-embed only what is missing.")] = False,
     strict: Annotated[bool, typer.Option(
         "--strict", help="Stop at the first file that cannot be ingested.")] = False,
     include: Annotated[list[str] | None, typer.Option(
@@ -82,7 +84,7 @@ def ingest(
     if exclude:
         cfg.ingest.exclude = cfg.ingest.exclude + list(exclude)
     with render.RichProgress(enabled=not quiet and not as_json) as progress:
-        report = run_ingest(paths, cfg, dry_run=dry_run, rebuild=rebuild, strict=strict or None,
+        report = run_ingest(paths, cfg, dry_run=dry_run, rebuild=rebuild, repair=repair, strict=strict or None,
                             wait_seconds=wait, progress=progress)
     if as_json:
         render.print_json(report.to_dict())

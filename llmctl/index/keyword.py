@@ -163,10 +163,12 @@ def build_and_save(root: Path, cfg: BM25Config, ids: list[str], texts: list[str]
 def current_generation(root: Path) -> str | None:
     """Generation of the published index, or None if there is none."""
     try:
-        name = (root / "CURRENT").read_text().strip()
-        meta = json.loads((root / name / "settings.json").read_text())
+        folder = root / (root / "CURRENT").read_text().strip()
+        meta = json.loads((folder / "settings.json").read_text())
+        if not isinstance(json.loads((folder / "ids.json").read_text()), list):
+            return None
     except (OSError, ValueError):
-        return None
+        return None  # missing or damaged: the next ingest rebuilds it
     return meta.get("generation")
 
 

@@ -96,6 +96,7 @@ def ingest(
     *,
     dry_run: bool = False,
     rebuild: bool = False,
+    repair: bool = False,
     strict: bool | None = None,
     wait_seconds: float = 0,
     progress: Progress | None = None,
@@ -139,7 +140,7 @@ def ingest(
         try:
             bm25_stale = check_settings(manifest.settings(), settings, cfg)
             store = None
-            if manifest.dirty:
+            if manifest.dirty or repair:
                 store = _open_store(cfg)
                 _recover(manifest, store, report)
                 bm25_stale = True

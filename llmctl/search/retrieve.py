@@ -74,7 +74,15 @@ class Retriever:
     def store(self):
         from llmctl.index.vectors import open_store
 
-        return open_store(self.cfg)
+        store = open_store(self.cfg)
+        have, want = store.count(), self.manifest.chunk_count()
+        if have < want and not self.manifest.dirty:  # while an ingest writes, counts differ by design
+            raise IndexStateError(
+                f"The vector store holds {have} vectors but the manifest lists {want} chunks (vector files "
+                "deleted or damaged, or another vector_store?): run 'llmctl ingest --repair <path>' to "
+                "re-embed only what is missing"
+            )
+        return store
 
     @cached_property
     def keyword(self) -> keyword.KeywordIndex:

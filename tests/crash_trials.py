@@ -129,7 +129,9 @@ def _check_files(data: Path, docs: Path) -> None:
     finally:
         m.close()
     on_disk = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in docs.iterdir()}
-    assert recorded == on_disk, "manifest files/hashes differ from the corpus on disk (lost or stale)"
+    if recorded != on_disk:
+        diff = sorted(n for n in recorded.keys() | on_disk.keys() if recorded.get(n) != on_disk.get(n))
+        raise AssertionError(f"manifest files/hashes differ from the corpus on disk (lost or stale): {diff}")
 
 
 def _query(data: Path) -> list:

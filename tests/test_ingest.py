@@ -8,6 +8,8 @@ from llmctl.errors import BusyError, IndexStateError, InputError
 from llmctl.index import keyword
 from llmctl.index.datadir import DataDir
 from llmctl.index.embedder import Embedder
+from llmctl.index.manifest import Manifest
+from llmctl.ingest.loaders import file_digest
 from llmctl.ingest.pipeline import ingest
 
 
@@ -128,6 +130,24 @@ def test_jsonl_corpus_is_incremental_per_document(tmp_path, make_config, embedde
     r = ingest([path], cfg, embedder=embedder)
     assert (r.documents_changed, r.chunks_added, r.chunks_deleted) == (1, 1, 2)
     assert len(assert_consistent(cfg.data_dir)["manifest"]) == 39
+
+
+def test_big_file_committed_in_parts_ends_with_its_real_hash(tmp_path, make_config, embedder):
+    # 40 one-chunk documents, commits every 8: the file's last update carries no new chunk.
+    # It records the file's hash, so it must be written after all the partial commits.
+    path = tmp_path / "corpus.jsonl"
+    path.write_text("\n".join(json.dumps({"_id": str(i), "text": f"Doc {i} " + "word " * (i % 9)})
+                              for i in range(40)))
+    cfg = make_config(**{"ingest.commit_every": 8})
+    ingest([path], cfg, embedder=embedder)
+    m = Manifest(DataDir(cfg.data_dir).manifest, readonly=True)
+    try:
+        (rec,) = m.files().values()
+    finally:
+        m.close()
+    assert (rec.sha256, rec.size) == (file_digest(path.read_bytes()), path.stat().st_size)
+    r = ingest([path], cfg, embedder=embedder)
+    assert (r.files_unchanged, r.documents_changed) == (1, 0)
 
 
 def test_ingesting_another_folder_keeps_the_first(small, tmp_path, make_config, embedder):

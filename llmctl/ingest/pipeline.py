@@ -250,7 +250,7 @@ def _sync(paths, cfg, manifest, store, embedder, max_tokens, settings, report, s
         (report.files_changed if rec.path in known else report.files_added).append(rec.source)
         planned += plan
     chunk_task.done()
-    planned.sort(key=lambda p: sum(c.tokens for c in p.new_chunks) / max(1, len(p.new_chunks)))
+    planned = _by_length(planned)
     report.files_skipped = skipped
     report.files_removed = [known[p].source for p in removed]
     to_embed = [c for p in planned for c in p.new_chunks]
@@ -351,6 +351,21 @@ def _plan_file(path: Path, rec: FileRecord, manifest: Manifest, chunker, report,
             yield _Planned(FileUpdate(partial, part_docs, pending, partial=True), pending_new)
             pending, pending_new = {}, []
     yield _Planned(FileUpdate(rec, documents, pending), pending_new)
+
+
+def _by_length(planned: list[_Planned]) -> list[_Planned]:
+    """Work of similar chunk length next to each other, so each encode batch carries little
+    padding, while every file's parts keep their order: its last update records the file's
+    hash and must be written after its partial commits."""
+    order = sorted(range(len(planned)),
+                   key=lambda i: sum(c.tokens for c in planned[i].new_chunks) / max(1, len(planned[i].new_chunks)))
+    slots: dict[str, list[int]] = {}
+    for pos, i in enumerate(order):
+        slots.setdefault(planned[i].update.file.path, []).append(pos)
+    out: list[_Planned] = [None] * len(planned)  # type: ignore[list-item]
+    for p in planned:  # in plan order: a file's partial parts first, its final update last
+        out[slots[p.update.file.path].pop(0)] = p
+    return out
 
 
 def _batches(planned: list[_Planned], size: int) -> Iterator[list[_Planned]]:

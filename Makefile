@@ -32,10 +32,16 @@ eval: install
 lint: install
 	$(VENV)/bin/ruff check llmctl tests bench
 
+# Every measurement, then docs/benchmarks.md from them (~1.5-2 h on 2 cores: two SciFact
+# ingests and the 100x scaling run dominate). Needs ../shared/data/scifact.
 bench: install
 	$(PY) bench/ingest_bench.py
+	$(PY) bench/quality.py
+	$(PY) bench/tune.py
 	$(PY) bench/query_bench.py
-	$(PY) bench/eval_bench.py
+	$(PY) bench/ann_recall.py
+	$(PY) bench/scale.py
+	$(PY) bench/report.py
 
 # A real local model (SmolLM2-135M from PyPI) behind llama-cpp-python's OpenAI-compatible
 # server: builds llama-cpp-python from source the first time (5-15 min).

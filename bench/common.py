@@ -18,7 +18,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 SCIFACT = REPO.parent / "shared" / "data" / "scifact"
 OUT = REPO / "bench" / "out"
-INDEX = OUT / "evaldata" / "beir-scifact"  # built by `llmctl eval --beir` (bench/eval_bench.py)
+INDEX = OUT / "evaldata" / "beir-scifact"  # bench/ingest_bench.py's index, as `llmctl eval --beir` finds it
 
 sys.path.insert(0, str(REPO))
 
@@ -76,15 +76,15 @@ def plain_doc_vectors(doc_ids: list[str], docs: dict[str, dict]) -> np.ndarray:
 
 
 def index_arrays(index: Path = INDEX) -> dict:
-    """Chunk ids, doc ids, BM25 texts and unit vectors of an llmctl index, in one order."""
+    """Chunk ids, doc ids, texts, ordinals and unit vectors of an llmctl index, by document and ordinal."""
     import sqlite3
 
     import chromadb
     from chromadb.config import Settings
 
-    db = sqlite3.connect(index / "manifest.sqlite")
-    rows = db.execute("SELECT c.id, d.doc_id, c.text, c.embed_text FROM chunks c "
-                      "JOIN documents d ON d.doc_id = c.doc_id ORDER BY c.id").fetchall()
+    db = sqlite3.connect(f"file:{index / 'manifest.sqlite'}?mode=ro", uri=True)
+    rows = db.execute("SELECT c.id, d.doc_id, c.text, c.embed_text, c.ordinal FROM chunks c "
+                      "JOIN documents d ON d.doc_id = c.doc_id ORDER BY d.doc_id, c.ordinal").fetchall()
     ids = [r[0] for r in rows]
     client = chromadb.PersistentClient(path=str(index / "chroma"), settings=Settings(anonymized_telemetry=False))
     col = client.get_collection("llmctl_chunks")
@@ -101,6 +101,7 @@ def index_arrays(index: Path = INDEX) -> dict:
         "doc": [r[1] for r in rows],
         "text": [r[2] for r in rows],
         "embed_text": [r[3] for r in rows],
+        "ordinal": [r[4] for r in rows],
         "vectors": np.stack([vec[i] for i in ids]).astype(np.float32),
     }
 

@@ -37,6 +37,34 @@ def build_latency_cross_encoder(folder: Path, backbone: Path) -> Path:
     return folder
 
 
+def peak_rss_mb(cmd: list[str], env: dict) -> int:
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"{cmd} failed")
+    return round(usage.ru_maxrss / 1024)
+
+
+def bm25_backends(manifest, questions: list[str]) -> dict:
+    """Build time and one-at-a-time queries/s (top 50) of both backends on the same chunks."""
+    from llmctl.config import BM25Config
+    from llmctl.index.keyword import BM25sIndex, RankBM25Index
+
+    ids, texts = zip(*manifest.keyword_corpus(), strict=True)
+    out = {}
+    for name, cls in (("bm25s", BM25sIndex), ("rank_bm25", RankBM25Index)):
+        index = cls(BM25Config(backend=name))
+        t = time.perf_counter()
+        index.build(list(ids), list(texts))
+        build = time.perf_counter() - t
+        t = time.perf_counter()
+        for q in questions:
+            index.search(q, 50)
+        out[name] = {"chunks": len(ids), "build_seconds": round(build, 2),
+                     "queries_per_s": round(len(questions) / (time.perf_counter() - t))}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--queries", type=int, default=150)
@@ -89,6 +117,9 @@ def main() -> None:
             runs.append(time.perf_counter() - t)
         cold[label] = round(statistics.median(runs), 2)
     out["cold_query_process_seconds"] = cold
+    out["query_process_peak_rss_mb"] = peak_rss_mb([sys.executable, "-m", "llmctl", "query", "--no-rerank",
+                                                    questions[0]], env)
+    out["bm25_backends"] = bm25_backends(retriever.manifest, questions)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2))
     print(json.dumps(out, indent=2))

@@ -143,7 +143,8 @@ def main() -> None:
             r = record(f"bm25 chunks max k1={k1} b={b}", c)
             if bm_best is None or r["tune"]["ndcg@10"] > bm_best[0]:
                 bm_best = (r["tune"]["ndcg@10"], k1, b, c)
-    bm_default = rollup_max(bm25_chunk_scores(texts, [qtext[q] for q in qids]), starts)
+    bm_chunks = bm25_chunk_scores(texts, [qtext[q] for q in qids])
+    bm_default = rollup_max(bm_chunks, starts)
     record("bm25 chunks max, no stemming", rollup_max(
         bm25_chunk_scores(texts, [qtext[q] for q in qids], stemmer="none"), starts))
     record("bm25 chunks max, no stopwords", rollup_max(
@@ -153,13 +154,59 @@ def main() -> None:
     for w in (0.3, 0.35, 0.4):
         record(f"PLAIN hybrid whole-corpus minmax w={w}",
                w * normalise(bm_doc, None, "minmax") + (1 - w) * normalise(dense_plain, None, "minmax"))
-    np.save(common.OUT / "cache" / "tune_doc_scores.npy", np.stack([dense_d, bm_default]))
+    fusion_sweep(record, dense_d, bm_default)
+    chunk_level_sweep(record, "", dense_c, bm_chunks, starts)
+    chunk_size_sweep(record, qvec, doc_ids, bm_doc, [qtext[q] for q in qids])
     json.dump({"results": results, "seconds": round(time.time() - t0, 1)},
               open(common.OUT / "tune.json", "w"), indent=1)
-    fusion_sweep(record, dense_d, bm_default, dense_c, starts)
 
 
-def fusion_sweep(record, dense_d, bm_d, dense_c, starts) -> None:
+def chunk_size_sweep(record, qvec, doc_ids, bm_doc, queries) -> None:
+    """128-token chunks (the index bench/quality.py builds for its chunks128 variant), if present."""
+    index = common.OUT / "c128" / "c128data" / "beir-scifact"
+    if not (index / "manifest.sqlite").exists():
+        return
+    arr = common.index_arrays(index)  # ordered by document, then ordinal
+    pos = {common.doc_id_of(d): i for i, d in enumerate(doc_ids)}
+    cdoc = np.array([pos[d] for d in arr["doc"]])
+    order = np.argsort(cdoc, kind="stable")
+    cdoc = cdoc[order]
+    starts = np.flatnonzero(np.r_[True, np.diff(cdoc) != 0])
+    dense_c = qvec @ arr["vectors"][order].T
+    dense = rollup_max(dense_c, starts)
+    texts = [arr["embed_text"][i] for i in order]
+    bm_c = bm25_chunk_scores(texts, queries)
+    bm = rollup_max(bm_c, starts)
+    raw = [arr["text"][i] for i in order]
+    window = [texts[i] + "\n" + " ".join(raw[j] for j in (i - 1, i + 1) if 0 <= j < len(raw) and cdoc[j] == cdoc[i])
+              for i in range(len(texts))]
+    bm_win = rollup_max(bm25_chunk_scores(window, queries), starts)
+    record("chunks128: bm25 on chunk + neighbours, max", bm_win)
+    chunk_level_sweep(record, "chunks128: ", dense_c, bm_c, starts)
+    record("chunks128: dense chunks, max", dense)
+    record("chunks128: bm25 chunks max", bm)
+    for w in (0.3, 0.4):
+        record(f"chunks128: doc-level whole-corpus minmax w={w}",
+               w * normalise(bm, None, "minmax") + (1 - w) * normalise(dense, None, "minmax"))
+        record(f"chunks128 dense + bm25 whole doc: minmax w={w}",
+               w * normalise(bm_doc, None, "minmax") + (1 - w) * normalise(dense, None, "minmax"))
+        record(f"chunks128 dense + bm25 chunk+neighbours: minmax w={w}",
+               w * normalise(bm_win, None, "minmax") + (1 - w) * normalise(dense, None, "minmax"))
+
+
+def chunk_level_sweep(record, label: str, dense_c, bm_c, starts) -> None:
+    """What llmctl does: each retriever's top-``depth`` chunks, normalised within that list,
+    fused per chunk, then a document ranks where its best chunk ranks."""
+    for depth in (50, 200, 400):
+        dm, bm = topk_mask(dense_c, depth), topk_mask(bm_c, depth) & (bm_c > 0)
+        for how in ("minmax", "max"):
+            for w in (0.3, 0.4, 0.5):
+                fused = w * normalise(bm_c, bm, how) + (1 - w) * normalise(dense_c, dm, how)
+                record(f"{label}chunk-level {how} depth={depth} w={w}",
+                       rollup_max(np.where(dm | bm, fused, -1.0), starts))
+
+
+def fusion_sweep(record, dense_d, bm_d) -> None:
     for depth in (50, 100, 200):
         dm, bmask = topk_mask(dense_d, depth), topk_mask(bm_d, depth)
         for how in ("minmax", "max", "zscore"):

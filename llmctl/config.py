@@ -165,6 +165,7 @@ class VectorStoreConfig(_Section):
     collection: str = Field("llmctl_chunks", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]$")
     token_env: str | None = None
     auth_header: str = "Authorization"
+    ef_search: int = Field(400, ge=10, le=10_000)
 
 
 class ContextConfig(_Section):

@@ -103,16 +103,22 @@ def _writing(data: Path) -> bool:
         return False
 
 
-def _kill_at_random(docs: Path, data: Path, rng: random.Random, moment: str) -> str:
-    """Start an ingest, SIGKILL it at a random moment of the given kind; say where it was."""
+def _kill_at_random(docs: Path, data: Path, rng: random.Random, moment: str, to_writing: list[float]) -> str:
+    """Start an ingest, SIGKILL it at a random moment of the given kind; say where it was.
+
+    ``to_writing`` collects how long runs took to raise the dirty flag, so start-up kills
+    land before it (imports, scanning, chunking, model load)."""
+    started = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "llmctl", "ingest", "-q", str(docs)], env=_env(data),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     if moment == "start-up":
-        time.sleep(rng.uniform(0.2, 6.0))
+        time.sleep(rng.uniform(0.1, 0.9) * min(to_writing, default=2.0))
     else:
-        deadline = time.monotonic() + 120
+        deadline = started + 120
         while proc.poll() is None and not _writing(data) and time.monotonic() < deadline:
             time.sleep(0.02)
+        if proc.poll() is None:
+            to_writing.append(time.monotonic() - started)
         time.sleep(rng.uniform(0.0, 1.5) if moment == "writing" else rng.uniform(1.5, 5.0))
     if proc.poll() is not None:
         return "finished before the kill"
@@ -147,11 +153,12 @@ def run_trials(workdir: Path, trials: int = 20, seed: int = 1234, n_docs: int = 
     corpus = Corpus(workdir / "docs", rng, n_docs)
     data = workdir / "data"
     moments = ["start-up", "writing", "late"]
+    to_writing: list[float] = []
     report = {"trials": 0, "failures": 0, "kills": {}, "errors": [], "seed": seed}
     for trial in range(trials):
         if trial:
             corpus.mutate()
-        where = _kill_at_random(corpus.root, data, rng, moments[trial % 3])
+        where = _kill_at_random(corpus.root, data, rng, moments[trial % 3], to_writing)
         report["kills"][where] = report["kills"].get(where, 0) + 1
         report["trials"] += 1
         try:
@@ -166,7 +173,11 @@ def run_trials(workdir: Path, trials: int = 20, seed: int = 1234, n_docs: int = 
     crashed_state, clean_state = assert_consistent(data), assert_consistent(clean)
     report["chunks"] = len(clean_state["manifest"])
     report["same_chunks_as_clean_ingest"] = crashed_state["manifest"] == clean_state["manifest"]
-    report["same_query_results_as_clean_ingest"] = _query(data) == _query(clean)
+    crashed_hits, clean_hits = _query(data), _query(clean)
+    report["same_query_results_as_clean_ingest"] = crashed_hits == clean_hits
+    if crashed_hits != clean_hits:
+        report["query_differences"] = [{"question": q, "after_crashes": a, "clean": b}
+                                       for q, a, b in zip(QUESTIONS, crashed_hits, clean_hits, strict=True) if a != b]
     if not (report["same_chunks_as_clean_ingest"] and report["same_query_results_as_clean_ingest"]):
         report["failures"] += 1
     return report
@@ -177,9 +188,13 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--docs", type=int, default=200)
+    ap.add_argument("--keep", type=Path, help="work in this folder and keep it (default: a temp folder)")
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        report = run_trials(Path(tmp), args.trials, args.seed, args.docs)
+    if args.keep:
+        report = run_trials(args.keep, args.trials, args.seed, args.docs)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            report = run_trials(Path(tmp), args.trials, args.seed, args.docs)
     print(json.dumps(report, indent=2))
     sys.exit(1 if report["failures"] else 0)
 

@@ -9,6 +9,7 @@ from llmctl.index import keyword
 from llmctl.index.datadir import DataDir
 from llmctl.index.embedder import Embedder
 from llmctl.index.manifest import Manifest
+from llmctl.index.vectors import VectorStore
 from llmctl.ingest.loaders import file_digest
 from llmctl.ingest.pipeline import ingest
 
@@ -148,6 +149,15 @@ def test_big_file_committed_in_parts_ends_with_its_real_hash(tmp_path, make_conf
     assert (rec.sha256, rec.size) == (file_digest(path.read_bytes()), path.stat().st_size)
     r = ingest([path], cfg, embedder=embedder)
     assert (r.files_unchanged, r.documents_changed) == (1, 0)
+
+
+def test_dense_search_settings_reach_new_and_existing_collections(small, make_config, embedder):
+    cfg = make_config()
+    old = VectorStore.embedded(DataDir(cfg.data_dir).chroma, ef_search=100)  # as before the setting
+    assert old.collection.configuration_json["hnsw"]["ef_search"] == 100
+    ingest([small], cfg, embedder=embedder)
+    assert VectorStore.embedded(DataDir(cfg.data_dir).chroma).collection.configuration_json[
+        "hnsw"]["ef_search"] == cfg.vector_store.ef_search == 400
 
 
 def test_ingesting_another_folder_keeps_the_first(small, tmp_path, make_config, embedder):

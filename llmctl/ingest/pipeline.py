@@ -142,6 +142,7 @@ def ingest(
             store = None
             if manifest.dirty or repair:
                 store = _open_store(cfg)
+                store.apply_search_settings()
                 _recover(manifest, store, report)
                 bm25_stale = True
             _sync(paths, cfg, manifest, store, embedder, max_tokens, settings, report, strict,
@@ -278,6 +279,7 @@ def _sync(paths, cfg, manifest, store, embedder, max_tokens, settings, report, s
         manifest.touch(touched)
     if changed:
         store = store or _open_store(cfg)
+        store.apply_search_settings()
         if fresh and store.count():
             vs = cfg.vector_store
             raise IndexStateError(

@@ -1,0 +1,214 @@
+"""Scaling past SciFact without re-embedding: the real ingest pipeline at 1x, 10x, 100x.
+
+Embedding runs at ~16 chunks/s on 2 cores (bench/ingest_bench.py), so a 100x corpus would
+take ~17 hours to embed. Everything else is measured for real: the corpus is SciFact copied
+N times with perturbed texts (10% of the words of each copy swapped for other corpus words,
+new ids), and `llmctl.ingest.pipeline.ingest` runs on it unchanged except for the embedder:
+it keeps the real tokenizer (chunking counts tokens with it) but, instead of running the
+model, gives each chunk a stored SciFact chunk vector (picked by a hash of its text) plus
+small Gaussian noise. Measured per size, each in a fresh process: time inside chunking,
+Chroma upserts, manifest commits and the BM25 build; Chroma query latency; BM25 build
+time, queries/s and memory; no-op and one-document re-ingest (manifest sync); index size
+on disk; peak memory. Embedding time is extrapolated from the raw encoder throughput.
+
+    python bench/scale.py --factors 1,10,100          # writes bench/out/scale.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import common
+import numpy as np
+
+SWAP = 0.10  # share of words replaced in each copy
+NOISE = 0.02  # std of the Gaussian noise added to reused vectors (unit vectors, 384 dims)
+
+
+def make_corpus(folder: Path, factor: int) -> int:
+    """``factor`` JSONL files, each a perturbed copy of SciFact with new ids; returns documents."""
+    docs = list(common.corpus().values())
+    vocab = sorted({w for d in docs[:2000] for w in d["text"].split()})
+    folder.mkdir(parents=True, exist_ok=True)
+    for j in range(factor):
+        rng = random.Random(j)
+        with (folder / f"copy{j:03d}.jsonl").open("w") as fh:
+            for d in docs:
+                words = d["text"].split()
+                for i in rng.sample(range(len(words)), k=int(len(words) * SWAP)):
+                    words[i] = rng.choice(vocab)
+                fh.write(json.dumps({"_id": f"{d['_id']}-{j}", "title": d.get("title", ""),
+                                     "text": " ".join(words)}) + "\n")
+    return len(docs) * factor
+
+
+class Timers:
+    """Wall time spent inside chosen functions, by name."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    def wrap(self, owner, attr: str, name: str) -> None:
+        fn = getattr(owner, attr)
+
+        def timed(*args, **kwargs):
+            t = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t
+
+        setattr(owner, attr, timed)
+
+
+def reused_vectors_embedder(cfg, pool: np.ndarray):
+    from llmctl.index.embedder import Embedder
+
+    class ReusedVectors(Embedder):
+        """The real tokenizer; vectors reused from the stored SciFact index instead of the model."""
+
+        model = None  # never loaded
+        dimension = pool.shape[1]
+
+        def embed_documents(self, texts, on_batch=None):
+            out = np.empty((len(texts), pool.shape[1]), dtype=np.float32)
+            for i, t in enumerate(texts):
+                h = zlib.crc32(t.encode())
+                v = pool[h % len(pool)] + np.random.default_rng(h).normal(0, NOISE, pool.shape[1])
+                out[i] = v / np.linalg.norm(v)
+            if on_batch:
+                on_batch(len(texts))
+            return out
+
+    return ReusedVectors(cfg)
+
+
+def folder_mb(path: Path) -> float:
+    return round(sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20, 1)
+
+
+def measure(factor: int, work: Path) -> dict:
+    """One size, in this process (run by main() in a fresh subprocess per size)."""
+    from llmctl.config import load_config
+    from llmctl.index import keyword
+    from llmctl.index.manifest import Manifest
+    from llmctl.index.vectors import VectorStore
+    from llmctl.ingest import chunking
+    from llmctl.ingest.pipeline import ingest
+    from llmctl.stats import percentile
+
+    shutil.rmtree(work, ignore_errors=True)
+    t = time.perf_counter()
+    n_docs = make_corpus(work / "corpus", factor)
+    out: dict = {"factor": factor, "documents": n_docs, "make_corpus_seconds": round(time.perf_counter() - t, 1)}
+    pool = common.index_arrays()["vectors"]
+    qtext, _ = common.queries_and_qrels()
+    qvecs = common.query_vectors(list(qtext), qtext)[:200]
+    questions = list(qtext.values())[:200]
+
+    data = work / "data"
+    cfg = load_config(None, {"data_dir": str(data)})
+    embedder = reused_vectors_embedder(cfg.embedding, pool)
+    timers = Timers()
+    timers.wrap(chunking.Chunker, "chunk", "chunking")
+    timers.wrap(VectorStore, "upsert", "chroma_upsert")
+    timers.wrap(Manifest, "apply", "manifest_commits")
+    timers.wrap(keyword, "build_and_save", "bm25_build")
+    t = time.perf_counter()
+    report = ingest([work / "corpus"], cfg, embedder=embedder)
+    total = time.perf_counter() - t
+    out["chunks"] = report.chunks_total
+    out["ingest_seconds_without_embedding"] = round(total, 1)
+    out["inside"] = {k: round(v, 1) for k, v in timers.seconds.items()}
+    out["chroma_upsert_chunks_per_s"] = round(report.chunks_total / timers.seconds["chroma_upsert"])
+    out["peak_rss_mb_after_ingest"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+    # manifest sync: a no-op run (stat only) and a run with one changed document
+    t = time.perf_counter()
+    ingest([work / "corpus"], cfg, embedder=embedder)
+    out["noop_reingest_seconds"] = round(time.perf_counter() - t, 2)
+    first = work / "corpus" / "copy000.jsonl"
+    lines = first.read_text().splitlines()
+    doc = json.loads(lines[0])
+    doc["text"] += " One more sentence."
+    lines[0] = json.dumps(doc)
+    first.write_text("\n".join(lines) + "\n")
+    timers.seconds.clear()
+    t = time.perf_counter()
+    ingest([work / "corpus"], cfg, embedder=embedder)
+    out["one_doc_change_seconds"] = round(time.perf_counter() - t, 1)
+    out["one_doc_change_inside"] = {k: round(v, 2) for k, v in timers.seconds.items()}
+
+    store = VectorStore.embedded(data / "chroma")
+    for v in qvecs[:5]:
+        store.query(v, 50)
+    lat = []
+    for v in qvecs:
+        t = time.perf_counter()
+        store.query(v, 50)
+        lat.append(time.perf_counter() - t)
+    out["chroma_query_ms"] = {"p50": round(percentile(lat, 0.5) * 1000, 2),
+                              "p95": round(percentile(lat, 0.95) * 1000, 2)}
+
+    rss0 = _rss_now_mb()
+    t = time.perf_counter()
+    index = keyword.load(data / "bm25", cfg.bm25)
+    out["bm25_load_seconds"] = round(time.perf_counter() - t, 2)
+    for q in questions[:5]:
+        index.search(q, 50)
+    t = time.perf_counter()
+    for q in questions:
+        index.search(q, 50)
+    out["bm25_queries_per_s"] = round(len(questions) / (time.perf_counter() - t))
+    out["bm25_loaded_rss_mb"] = round(_rss_now_mb() - rss0)
+    out["disk_mb"] = {"manifest": round(sum(p.stat().st_size for p in data.glob("manifest.sqlite*")) / 2**20, 1),
+                      "chroma": folder_mb(data / "chroma"), "bm25": folder_mb(data / "bm25")}
+    out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def _rss_now_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--factors", default="1,10,100")
+    ap.add_argument("--work", type=Path, default=common.OUT / "scale-work")
+    ap.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: measure one size here
+    args = ap.parse_args()
+    if args.one:
+        print(json.dumps(measure(args.one, args.work)))
+        return
+    path = common.OUT / "scale.json"
+    results = json.loads(path.read_text()) if path.exists() else {}
+    ingest_json = common.OUT / "ingest.json"
+    raw = json.loads(ingest_json.read_text())["ingest"]["raw_encode_chunks_per_s"] if ingest_json.exists() else None
+    for f in map(int, args.factors.split(",")):
+        proc = subprocess.run([sys.executable, __file__, "--one", str(f), "--work", str(args.work)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            sys.exit(f"scale x{f} failed: {proc.stderr[-2000:]}")
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        if raw:
+            r["embedding_hours_extrapolated"] = round(r["chunks"] / raw / 3600, 1)
+        results[str(f)] = r
+        print(json.dumps(r), flush=True)
+        path.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

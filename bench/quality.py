@@ -9,7 +9,7 @@ a priori) is computed in numpy. Every metric is also given on two fixed halves o
 queries (even ids: tune, odd ids: held-out) so a tuned default can be checked on queries
 it was not tuned on.
 
-    python bench/quality.py [--variants default,rrf,rank_bm25,chunks128]   # bench/out/quality.json
+    python bench/quality.py [--variants default,minmax,rrf,rank_bm25,chunks128]   # bench/out/quality.json
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ import numpy as np
 
 # name -> (environment overrides, data dir under bench/out, what it shows)
 VARIANTS = {
-    "default": ({}, "evaldata", "llmctl defaults: bm25s, weighted min-max fusion (BM25 0.4), 50+50 candidates"),
+    "default": ({}, "evaldata", "llmctl defaults: bm25s, weighted fusion of max-normalised scores (BM25 0.4)"),
+    "minmax": ({"LLMCTL_RETRIEVAL__NORMALIZATION": "minmax"}, "evaldata",
+               "same index, min-max normalisation (the default before tuning)"),
     "rrf": ({"LLMCTL_RETRIEVAL__FUSION": "rrf"}, "evaldata", "same index, reciprocal rank fusion (k=60)"),
     "rank_bm25": ({"LLMCTL_BM25__BACKEND": "rank_bm25"}, "evaldata", "same index, rank-bm25 backend"),
     "chunks128": ({"LLMCTL_CHUNKING__MAX_TOKENS": "128"}, "c128/c128data",
@@ -91,7 +93,7 @@ def main() -> None:
     args = ap.parse_args()
     out: dict = {"variants": {}, "split": "train", "queries": None}
     # rank_bm25 first and default last: the shared index ends with the default BM25 settings
-    names = [n for n in ("rank_bm25", "rrf", "chunks128", "default") if n in args.variants.split(",")]
+    names = [n for n in ("rank_bm25", "rrf", "minmax", "chunks128", "default") if n in args.variants.split(",")]
     for name in names:
         report, seconds = run_eval(name)
         out["queries"] = len(report["cases"])

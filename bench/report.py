@@ -54,9 +54,10 @@ def quality_section(q: dict | None) -> tuple[str, float | None]:
         row("BM25, rank-bm25 backend (same tokenization)", "rank_bm25", "bm25"),
         row("dense: all-MiniLM-L6-v2 on chunks with a title header", "default", "dense"),
         row("hybrid, RRF (k=60)", "rrf", "hybrid"),
-        row("**hybrid, weighted min-max (llmctl default)**", "default", "hybrid"),
+        row("hybrid, weighted, min-max normalised (the default before tuning)", "minmax", "hybrid"),
+        row("**hybrid, weighted, max-normalised (llmctl default)**", "default", "hybrid"),
         row("dense, 128-token chunks", "chunks128", "dense"),
-        row("hybrid weighted, 128-token chunks", "chunks128", "hybrid"),
+        row("hybrid weighted, 128-token chunks (max-normalised)", "chunks128", "hybrid"),
     ]
     default = v.get("default", {})
     if "rerank" in default.get("stages", {}):

@@ -83,6 +83,7 @@ class RetrievalConfig(_Section):
     dense_k: int = Field(50, ge=1)
     bm25_k: int = Field(50, ge=1)
     fusion: Literal["weighted", "rrf"] = "weighted"
+    normalization: Literal["max", "minmax"] = "max"
     rrf_k: int = Field(60, ge=1)
     bm25_weight: float = Field(0.4, ge=0, le=1)
 

@@ -2,7 +2,7 @@ import pytest
 
 from llmctl.config import load_config
 from llmctl.errors import ConfigError, IndexStateError, InputError, ProviderError
-from llmctl.search.fusion import fuse_weighted
+from llmctl.search.fusion import by_max, fuse_weighted, minmax
 from llmctl.search.pipeline import QueryOptions, run_query
 from llmctl.search.retrieve import Retriever
 
@@ -43,6 +43,15 @@ def test_one_file_questions_rank_their_file_in_the_top_3_for_every_retriever(ret
     assert expected in sources(bm25, retriever), "bm25"
     assert expected in sources(dense, retriever), "dense"
     assert expected in sources(hybrid, retriever), "hybrid"
+
+
+def test_max_normalisation_keeps_a_weak_list_weak():
+    weak, strong = [("a", 0.30), ("b", 0.29)], [("c", 9.0), ("b", 1.0)]
+    assert minmax(weak) == {"a": 1.0, "b": 0.0}  # min-max: the weak list's best looks perfect
+    assert by_max(weak) == {"a": 1.0, "b": 0.29 / 0.30} and by_max(strong)["b"] == 1.0 / 9.0
+    fused = dict(fuse_weighted({"dense": weak, "bm25": strong}, {"dense": 0.5, "bm25": 0.5}))
+    assert fused["b"] > fused["a"]  # found by both lists: max keeps its dense score near a's
+    assert by_max([("a", 0.0)]) == {"a": 0.0} and by_max([]) == {}
 
 
 @pytest.mark.parametrize("question, expected", [

@@ -25,11 +25,24 @@ def minmax(ranked: Ranked) -> dict[str, float]:
     return {d: (s - lo) / (hi - lo) for d, s in ranked}
 
 
-def fuse_weighted(lists: dict[str, Ranked], weights: dict[str, float]) -> Ranked:
-    """Weighted sum of min-max normalised scores; an id missing from a list scores 0 there."""
+def by_max(ranked: Ranked) -> dict[str, float]:
+    """Scores divided by the list's best: keeps each retriever's natural zero (BM25 0, cosine
+    0), so a list of uniformly weak matches is not stretched to [0, 1] as min-max does."""
+    if not ranked:
+        return {}
+    hi = max(s for _, s in ranked)
+    return {d: (s / hi if hi > 0 else 0.0) for d, s in ranked}
+
+
+NORMALIZE = {"max": by_max, "minmax": minmax}
+
+
+def fuse_weighted(lists: dict[str, Ranked], weights: dict[str, float], normalization: str = "max") -> Ranked:
+    """Weighted sum of normalised scores; an id missing from a list scores 0 there."""
     scores: dict[str, float] = {}
+    norm = NORMALIZE[normalization]
     for name, ranked in lists.items():
         w = weights.get(name, 0.0)
-        for doc, s in minmax(ranked).items():
+        for doc, s in norm(ranked).items():
             scores[doc] = scores.get(doc, 0.0) + w * s
     return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))

@@ -145,7 +145,7 @@ def retrieve(question: str, cfg: Config, opts: QueryOptions, retriever: Retrieve
         if fusion == "rrf":
             fused = fuse_rrf(lists, r.rrf_k)
         else:
-            fused = fuse_weighted(lists, {"bm25": r.bm25_weight, "dense": 1 - r.bm25_weight})
+            fused = fuse_weighted(lists, {"bm25": r.bm25_weight, "dense": 1 - r.bm25_weight}, r.normalization)
     _ranked_stage(hits, "fused", fused)
     order = [cid for cid, _ in fused]
     with clock.stage("fetch"):

@@ -80,8 +80,8 @@ class BM25Config(_Section):
 
 class RetrievalConfig(_Section):
     k: int = Field(5, ge=1, le=1000)
-    dense_k: int = Field(50, ge=1)
-    bm25_k: int = Field(50, ge=1)
+    dense_k: int = Field(100, ge=1)
+    bm25_k: int = Field(100, ge=1)
     fusion: Literal["weighted", "rrf"] = "weighted"
     normalization: Literal["max", "minmax"] = "max"
     rrf_k: int = Field(60, ge=1)

@@ -142,7 +142,6 @@ def ingest(
             store = None
             if manifest.dirty or repair:
                 store = _open_store(cfg)
-                store.apply_search_settings()
                 _recover(manifest, store, report)
                 bm25_stale = True
             _sync(paths, cfg, manifest, store, embedder, max_tokens, settings, report, strict,
@@ -155,9 +154,12 @@ def ingest(
 
 
 def _open_store(cfg: Config):
+    """The store, opened to write: it also takes on the configured search settings."""
     from llmctl.index.vectors import open_store
 
-    return open_store(cfg)
+    store = open_store(cfg)
+    store.apply_search_settings()
+    return store
 
 
 def _recover(manifest: Manifest, store, report: IngestReport) -> None:
@@ -279,7 +281,6 @@ def _sync(paths, cfg, manifest, store, embedder, max_tokens, settings, report, s
         manifest.touch(touched)
     if changed:
         store = store or _open_store(cfg)
-        store.apply_search_settings()
         if fresh and store.count():
             vs = cfg.vector_store
             raise IndexStateError(

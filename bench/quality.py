@@ -55,9 +55,11 @@ def run_eval(name: str, limit: int | None = None) -> tuple[dict, float]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLMCTL_")} | env_over
     args = [sys.executable, "-m", "llmctl", "--data-dir", str(data_dir), "eval", "-q", "--beir",
             str(common.SCIFACT), "--split", "train", "--json", str(report)]
-    # bring a reused index to this llmctl's settings (e.g. vector_store.ef_search) and sync it
+    # Bring a reused index to this llmctl's settings (e.g. vector_store.ef_search) and sync it. Run from
+    # the dataset folder, as `eval --beir` does: sources are named relative to it ("corpus.jsonl"); from
+    # anywhere else the corpus would be a second source and be embedded again beside the first.
     subprocess.run([sys.executable, "-m", "llmctl", "--data-dir", str(data_dir / "beir-scifact"), "ingest", "-q",
-                    "--repair", str(common.SCIFACT / "corpus.jsonl")], env=env, check=True, capture_output=True)
+                    "--repair", "corpus.jsonl"], env=env, check=True, capture_output=True, cwd=common.SCIFACT)
     t = time.perf_counter()
     proc = subprocess.run([*args, *(["--limit", str(limit)] if limit else [])], env=env, capture_output=True,
                           text=True)

@@ -110,7 +110,7 @@ def measure(factor: int, work: Path) -> dict:
     t = time.perf_counter()
     n_docs = make_corpus(work / "corpus", factor)
     out: dict = {"factor": factor, "documents": n_docs, "make_corpus_seconds": round(time.perf_counter() - t, 1)}
-    pool = common.index_arrays()["vectors"]
+    pool = common.cached("chunk_vectors", lambda: common.index_arrays()["vectors"])  # stored SciFact vectors
     qtext, _ = common.queries_and_qrels()
     qvecs = common.query_vectors(list(qtext), qtext)[:200]
     questions = list(qtext.values())[:200]

@@ -11,6 +11,7 @@ a setting is kept only if it also wins on the held-out half.
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import common
@@ -157,6 +158,8 @@ def main() -> None:
     fusion_sweep(record, dense_d, bm_default)
     chunk_level_sweep(record, "", dense_c, bm_chunks, starts)
     chunk_size_sweep(record, qvec, doc_ids, bm_doc, [qtext[q] for q in qids])
+    feedback_sweep(record, qvec, vectors, texts, [qtext[q] for q in qids], starts)
+    finer_units_sweep(record, qvec, docs, doc_ids, dense_d, bm_default)
     json.dump({"results": results, "seconds": round(time.time() - t0, 1)},
               open(common.OUT / "tune.json", "w"), indent=1)
 
@@ -194,16 +197,106 @@ def chunk_size_sweep(record, qvec, doc_ids, bm_doc, queries) -> None:
                w * normalise(bm_win, None, "minmax") + (1 - w) * normalise(dense, None, "minmax"))
 
 
+def feedback_sweep(record, qvec, vectors, texts, queries, starts, depth: int = 100) -> None:
+    """Pseudo-relevance feedback after llmctl's fused first pass (no new embeddings needed):
+    dense Rocchio (query + beta x the mean of the top-m fused chunks' vectors, searched again) and
+    RM3-style BM25 expansion (the n terms weighing most, by BM25 weight x fused score, in the
+    top-m chunks, added with weight gamma x query length). Each second pass is fused as before."""
+    from scipy import sparse
+
+    from llmctl.config import BM25Config
+    from llmctl.index.keyword import BM25sIndex
+
+    index = BM25sIndex(BM25Config())
+    index.build([str(i) for i in range(len(texts))], texts)
+    sc = index.bm25.scores
+    terms = sparse.csr_matrix((sc["data"], sc["indices"], sc["indptr"]), shape=(len(sc["indptr"]) - 1, len(texts)))
+    vocab = index.bm25.vocab_dict
+    pairs = [(qi, vocab[t]) for qi, q in enumerate(queries) for t in index.tokenize(q) if t in vocab]
+    qterms = sparse.csr_matrix((np.ones(len(pairs), np.float32), tuple(zip(*pairs, strict=True))),
+                               shape=(len(queries), terms.shape[0]))
+    bm_c = (qterms @ terms).toarray().astype(np.float32)
+    dense_c = qvec @ vectors.T
+    first = fuse_chunks(bm_c, dense_c, depth)
+
+    def by_doc(bm, dense):
+        return rollup_max(fuse_chunks(bm, dense, depth), starts)
+
+    record("feedback: none (llmctl's first pass, exact dense)", rollup_max(first, starts))
+    ranked = np.argsort(-first, axis=1)[:, :10]
+    by_chunk = terms.T.tocsr()
+    for m, beta in ((3, 0.3), (5, 0.3), (10, 0.3), (5, 0.6), (5, 1.0)):
+        top = ranked[:, :m]
+        wts = np.take_along_axis(first, top, 1)
+        centroid = (vectors[top] * (wts / wts.sum(1, keepdims=True))[..., None]).sum(1)
+        q2 = qvec + beta * centroid
+        q2 /= np.linalg.norm(q2, axis=1, keepdims=True)
+        record(f"feedback: dense Rocchio m={m} beta={beta}", by_doc(bm_c, q2 @ vectors.T))
+    qlen = np.asarray(qterms.sum(1)).ravel()[:, None]
+    for m, n, gamma in ((3, 20, 0.3), (5, 20, 0.3), (10, 20, 0.3), (3, 10, 0.6), (5, 20, 1.0)):
+        top = ranked[:, :m]
+        wts = np.take_along_axis(first, top, 1)
+        rel = np.stack([np.asarray(by_chunk[top[i]].multiply(wts[i][:, None]).sum(0)).ravel()
+                        for i in range(len(queries))])
+        cut = np.take_along_axis(rel, np.argpartition(-rel, n - 1, axis=1)[:, n - 1:n], 1)  # n-th largest
+        rel = np.where(rel >= cut, rel, 0)
+        rel /= np.maximum(rel.sum(1, keepdims=True), 1e-9)
+        bm2 = (sparse.csr_matrix(qterms.toarray() + gamma * qlen * rel) @ terms).toarray().astype(np.float32)
+        record(f"feedback: BM25 RM3 m={m} terms={n} gamma={gamma}", by_doc(bm2, dense_c))
+
+
+SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(])")
+
+
+def finer_units_sweep(record, qvec, docs, doc_ids, dense_d, bm_d, depth: int = 100) -> None:
+    """Extra dense signals from smaller units (a second set of vectors at ingest): each sentence
+    with its title ("small-to-big": a document scores by its best sentence), and titles alone;
+    fused per document with llmctl's max normalisation over each list's top ``depth``."""
+    sents, owner = [], []
+    for i, d in enumerate(doc_ids):
+        for sent in SENTENCE.split(docs[d]["text"]):
+            if sent.strip():
+                sents.append(f"{docs[d].get('title', '')}\n{sent.strip()}")
+                owner.append(i)
+    owner = np.array(owner)
+    sstarts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+    emb = common.embedder()
+    sent_d = rollup_max(qvec @ common.cached("sentence_vectors", lambda: emb.embed_documents(sents)).T, sstarts)
+    title_d = qvec @ common.cached("title_vectors", lambda: emb.embed_documents(
+        [docs[d].get("title", "") or d for d in doc_ids])).T
+
+    def fuse(*parts):
+        return sum(w * normalise(s, topk_mask(s, depth) & (s > 0), "max") for w, s in parts)
+
+    record(f"finer units: dense on sentences ({len(sents):,}), max", sent_d)
+    record("finer units: dense on titles alone", title_d)
+    record("finer units: doc-level fusion, BM25 0.4 + chunks 0.6 (no new units)", fuse((0.4, bm_d), (0.6, dense_d)))
+    for w, a in ((0.4, 0.4), (0.3, 0.7), (0.4, 0.7), (0.3, 1.0)):
+        mix = (1 - a) * dense_d + a * sent_d
+        record(f"finer units: BM25 {w} + dense ({1 - a:.1f} chunk + {a} sentence)", fuse((w, bm_d), (1 - w, mix)))
+    record("finer units: BM25 0.4 + chunks 0.5 + titles 0.1", fuse((0.4, bm_d), (0.5, dense_d), (0.1, title_d)))
+    gap = [(lambda top: (top[:, 0] - top[:, 9]) / np.maximum(top[:, 0], 1e-9))(-np.sort(-s, axis=1)[:, :10])
+           for s in (bm_d, dense_d)]
+    w = np.clip(0.3 * np.sqrt(gap[0] / np.maximum(gap[1], 1e-9)), 0.1, 0.8)[:, None]
+    record("score-adaptive weight: BM25 0.3 x sqrt(BM25 top-10 gap / dense gap)", fuse((w, bm_d), (1 - w, dense_d)))
+
+
 def chunk_level_sweep(record, label: str, dense_c, bm_c, starts) -> None:
     """What llmctl does: each retriever's top-``depth`` chunks, normalised within that list,
     fused per chunk, then a document ranks where its best chunk ranks."""
     for depth in (50, 200, 400):
-        dm, bm = topk_mask(dense_c, depth), topk_mask(bm_c, depth) & (bm_c > 0)
         for how in ("minmax", "max"):
             for w in (0.3, 0.4, 0.5):
-                fused = w * normalise(bm_c, bm, how) + (1 - w) * normalise(dense_c, dm, how)
                 record(f"{label}chunk-level {how} depth={depth} w={w}",
-                       rollup_max(np.where(dm | bm, fused, -1.0), starts))
+                       rollup_max(fuse_chunks(bm_c, dense_c, depth, w, how), starts))
+
+
+def fuse_chunks(bm_c, dense_c, depth: int = 100, w: float = 0.4, how: str = "max") -> np.ndarray:
+    """llmctl's fusion: each retriever's top ``depth`` chunks, normalised within that list and
+    summed with BM25 weight ``w``; chunks neither retriever returned score -1."""
+    dm, bm = topk_mask(dense_c, depth), topk_mask(bm_c, depth) & (bm_c > 0)
+    fused = w * normalise(bm_c, bm, how) + (1 - w) * normalise(dense_c, dm, how)
+    return np.where(dm | bm, fused, -1.0)
 
 
 def fusion_sweep(record, dense_d, bm_d) -> None:

@@ -69,7 +69,7 @@ def quality_section(q: dict | None) -> tuple[str, float | None]:
     rr = default.get("rerank", {})
     rerank_note = ("hybrid + rerank: **not measured, no cross-encoder is available on this machine** "
                    f"({rr.get('reason', 'unknown')}); llmctl says so once and keeps the fused order."
-                   if rr.get("status") != "ok" else f"reranker: {rr.get('model')} at depth {rr.get('depth')}.")
+                   if rr.get("status") != "used" else f"reranker: {rr.get('model')} at depth {rr.get('depth')}.")
     text = "\n\n".join([
         f"All {q['queries']} SciFact training queries through `llmctl eval --beir ... --split train` "
         "(the real pipeline; a document ranks where its best chunk ranks). *tune* and *held-out* "

@@ -158,7 +158,7 @@ def main() -> None:
     fusion_sweep(record, dense_d, bm_default)
     chunk_level_sweep(record, "", dense_c, bm_chunks, starts)
     chunk_size_sweep(record, qvec, doc_ids, bm_doc, [qtext[q] for q in qids])
-    feedback_sweep(record, qvec, vectors, texts, [qtext[q] for q in qids], starts)
+    feedback_sweep(record, qvec, vectors, texts, [qtext[q] for q in qids], starts, dense_c, bm_chunks)
     finer_units_sweep(record, qvec, docs, doc_ids, dense_d, bm_default)
     json.dump({"results": results, "seconds": round(time.time() - t0, 1)},
               open(common.OUT / "tune.json", "w"), indent=1)
@@ -197,7 +197,7 @@ def chunk_size_sweep(record, qvec, doc_ids, bm_doc, queries) -> None:
                w * normalise(bm_win, None, "minmax") + (1 - w) * normalise(dense, None, "minmax"))
 
 
-def feedback_sweep(record, qvec, vectors, texts, queries, starts, depth: int = 100) -> None:
+def feedback_sweep(record, qvec, vectors, texts, queries, starts, dense_c, bm_c, depth: int = 100) -> None:
     """Pseudo-relevance feedback after llmctl's fused first pass (no new embeddings needed):
     dense Rocchio (query + beta x the mean of the top-m fused chunks' vectors, searched again) and
     RM3-style BM25 expansion (the n terms weighing most, by BM25 weight x fused score, in the
@@ -214,9 +214,7 @@ def feedback_sweep(record, qvec, vectors, texts, queries, starts, depth: int = 1
     vocab = index.bm25.vocab_dict
     pairs = [(qi, vocab[t]) for qi, q in enumerate(queries) for t in index.tokenize(q) if t in vocab]
     qterms = sparse.csr_matrix((np.ones(len(pairs), np.float32), tuple(zip(*pairs, strict=True))),
-                               shape=(len(queries), terms.shape[0]))
-    bm_c = (qterms @ terms).toarray().astype(np.float32)
-    dense_c = qvec @ vectors.T
+                               shape=(len(queries), terms.shape[0]))  # query term counts: bm_c = qterms @ terms
     first = fuse_chunks(bm_c, dense_c, depth)
 
     def by_doc(bm, dense):
@@ -275,10 +273,14 @@ def finer_units_sweep(record, qvec, docs, doc_ids, dense_d, bm_d, depth: int = 1
         mix = (1 - a) * dense_d + a * sent_d
         record(f"finer units: BM25 {w} + dense ({1 - a:.1f} chunk + {a} sentence)", fuse((w, bm_d), (1 - w, mix)))
     record("finer units: BM25 0.4 + chunks 0.5 + titles 0.1", fuse((0.4, bm_d), (0.5, dense_d), (0.1, title_d)))
-    gap = [(lambda top: (top[:, 0] - top[:, 9]) / np.maximum(top[:, 0], 1e-9))(-np.sort(-s, axis=1)[:, :10])
-           for s in (bm_d, dense_d)]
-    w = np.clip(0.3 * np.sqrt(gap[0] / np.maximum(gap[1], 1e-9)), 0.1, 0.8)[:, None]
+    w = np.clip(0.3 * np.sqrt(top10_gap(bm_d) / np.maximum(top10_gap(dense_d), 1e-9)), 0.1, 0.8)[:, None]
     record("score-adaptive weight: BM25 0.3 x sqrt(BM25 top-10 gap / dense gap)", fuse((w, bm_d), (1 - w, dense_d)))
+
+
+def top10_gap(scores: np.ndarray) -> np.ndarray:
+    """How far each row's best score stands above its 10th best, relative to the best."""
+    top = -np.sort(-scores, axis=1)[:, :10]
+    return (top[:, 0] - top[:, 9]) / np.maximum(top[:, 0], 1e-9)
 
 
 def chunk_level_sweep(record, label: str, dense_c, bm_c, starts) -> None:

@@ -32,7 +32,7 @@ eval: install
 lint: install
 	$(VENV)/bin/ruff check llmctl tests bench
 
-# Every measurement, then docs/benchmarks.md from them (~1.5-2 h on 2 cores: two SciFact
+# Every measurement, then docs/benchmarks.md from them (~2.5 h on 2 cores: two SciFact
 # ingests and the 100x scaling run dominate). Needs ../shared/data/scifact.
 bench: install
 	$(PY) bench/ingest_bench.py

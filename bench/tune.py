@@ -268,7 +268,6 @@ def finer_units_sweep(record, qvec, docs, doc_ids, dense_d, bm_d, depth: int = 1
 
     record(f"finer units: dense on sentences ({len(sents):,}), max", sent_d)
     record("finer units: dense on titles alone", title_d)
-    record("finer units: doc-level fusion, BM25 0.4 + chunks 0.6 (no new units)", fuse((0.4, bm_d), (0.6, dense_d)))
     for w, a in ((0.4, 0.4), (0.3, 0.7), (0.4, 0.7), (0.3, 1.0)):
         mix = (1 - a) * dense_d + a * sent_d
         record(f"finer units: BM25 {w} + dense ({1 - a:.1f} chunk + {a} sentence)", fuse((w, bm_d), (1 - w, mix)))

@@ -66,14 +66,22 @@ def ingest(
     strict: Annotated[bool, typer.Option(
         "--strict", help="Stop at the first file that cannot be ingested.")] = False,
     include: Annotated[list[str] | None, typer.Option(
-        "--include", help="Glob of files to take (repeatable; replaces ingest.include).")] = None,
+        "--include", metavar="GLOB",
+        help="Only look at files matching GLOB (repeatable; replaces ingest.include). "
+             "Indexed files it leaves out are kept.")] = None,
     exclude: Annotated[list[str] | None, typer.Option(
-        "--exclude", help="Glob of files or folders to skip (repeatable; added to ingest.exclude).")] = None,
+        "--exclude", metavar="GLOB",
+        help="Do not look at files or folders matching GLOB (repeatable; added to ingest.exclude). "
+             "Indexed files it leaves out are kept.")] = None,
     wait: Annotated[float, typer.Option(help="Seconds to wait for another ingest to finish.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON report on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Load, chunk and embed documents into the local index (incremental).
+
+    Files that disappeared from a folder you ingest are dropped from the index; --include and
+    --exclude only narrow what this run looks at and never delete anything (to drop files
+    from the index, use 'llmctl remove PATH'). Ctrl-C commits what is embedded, then exits 130.
 
     Example: llmctl ingest ./docs
     """
@@ -90,6 +98,29 @@ def ingest(
         render.print_json(report.to_dict())
     else:
         render.ingest_report(report)
+
+
+@app.command()
+def remove(
+    paths: Annotated[list[Path], typer.Argument(
+        help="Files or folders whose indexed files to drop (they may no longer exist).",
+        show_default=False, metavar="PATH...")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would be removed; write nothing.")] = False,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for another ingest to finish.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON report on stdout.")] = False,
+) -> None:
+    """Drop every indexed file under PATH from the index (manifest, vectors and BM25).
+
+    Example: llmctl remove docs/old-guides --dry-run
+    """
+    from llmctl import render
+    from llmctl.ingest.pipeline import remove as run_remove
+
+    report = run_remove(paths, _config(), dry_run=dry_run, wait_seconds=wait)
+    if as_json:
+        render.print_json(report.to_dict())
+    else:
+        render.remove_report(report)
 
 
 @app.command()
@@ -131,6 +162,8 @@ def query(
         render.print_json(result.to_dict())
     else:
         render.query_result(result, explain=explain)
+    if result.error is not None:
+        raise result.error
 
 
 @app.command(name="eval")
@@ -226,18 +259,25 @@ def cache_stats(
 
 def main() -> None:
     """Entry point: the one place that turns LlmctlError into a message and an exit code."""
-    from llmctl.errors import LlmctlError, printable
+    from llmctl.errors import Interrupted, LlmctlError, printable
+    from llmctl.interrupts import terminate_as_interrupt
 
     debug = os.environ.get("LLMCTL_DEBUG") == "1"
+    terminate_as_interrupt()
     try:
         app()
+    except Interrupted as exc:
+        sys.stderr.write(f"{printable(str(exc))}\n")
+        sys.exit(exc.exit_code)
     except LlmctlError as exc:
         if debug:
             raise
         sys.stderr.write(f"Error: {printable(str(exc))}\n")  # always one line
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        if debug:
+    except (KeyboardInterrupt, SystemExit) as exc:
+        # Typer turns KeyboardInterrupt into exit 130 before we see it: say what happened.
+        if isinstance(exc, SystemExit) and exc.code != 130:
             raise
-        sys.stderr.write("Interrupted: the index is left consistent; run the command again to resume.\n")
+        sys.stderr.write("Interrupted: stopped before finishing; what was finished is kept, run again "
+                         "to continue\n")
         sys.exit(130)

@@ -51,12 +51,8 @@ class ChunkingConfig(_Section):
 
 
 class IngestConfig(_Section):
-    include: list[str] = Field(
-        default_factory=lambda: [
-            "*.md", "*.markdown", "*.txt", "*.rst", "*.html", "*.htm", "*.pdf", "*.jsonl",
-            *(f"*{ext}" for ext in CODE_EXTENSIONS),
-        ]
-    )
+    # Every file by default: those of a type llmctl cannot read are reported as skipped.
+    include: list[str] = Field(default_factory=lambda: ["*"])
     exclude: list[str] = Field(
         default_factory=lambda: [
             ".git", ".hg", ".svn", ".venv", "venv", "env", "node_modules", "__pycache__",

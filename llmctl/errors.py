@@ -14,6 +14,7 @@ Exit codes (also in the README):
     7  ProviderError (the LLM endpoint failed, refused the key, or is unreachable)
     8  BudgetExceeded (a configured spend limit would be exceeded)
     9  EvalGateFailed (quality below a threshold, or regressed beyond the allowed drop)
+  130  Interrupted (Ctrl-C or SIGTERM; what was finished is kept: run again to continue)
 """
 
 from __future__ import annotations
@@ -65,6 +66,12 @@ class EvalGateFailed(LlmctlError):
     """An eval suite ran, and its quality gate failed."""
 
     exit_code = 9
+
+
+class Interrupted(LlmctlError):
+    """Stopped by Ctrl-C or SIGTERM after keeping the finished work; printed without 'Error:'."""
+
+    exit_code = 130
 
 
 def printable(text: str) -> str:

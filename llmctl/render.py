@@ -117,6 +117,14 @@ def ingest_report(report) -> None:
                 stdout.print(f"  would {label}: {p}")
 
 
+def remove_report(report) -> None:
+    verb = "Would remove" if report.dry_run else "Removed"
+    stdout.print(f"{verb} {len(report.files_removed)} file(s) ({report.chunks_deleted} chunks); "
+                 f"{report.chunks_total} chunks in the index", markup=False)
+    for source in report.files_removed:
+        stdout.print(f"  {'would remove' if report.dry_run else 'removed'}: {printable(source)}", markup=False)
+
+
 def stream_token(text: str) -> None:
     global _mid_line
     sys.stdout.write(text)

@@ -6,12 +6,14 @@ from pathlib import Path
 
 from llmctl.config import Config
 from llmctl.index import keyword
+from llmctl.index.datadir import DataDir
 from llmctl.index.manifest import Manifest
 from llmctl.index.vectors import VectorStore, open_store
 
 
 def index_state(data_dir: Path, cfg: Config | None = None) -> dict:
-    m = Manifest(data_dir / "manifest.sqlite")
+    data = DataDir(data_dir)  # the published index (a rebuild moves it into index-N)
+    m = Manifest(data.manifest)
     try:
         manifest_ids = m.chunk_ids()
         dirty = m.dirty
@@ -19,11 +21,11 @@ def index_state(data_dir: Path, cfg: Config | None = None) -> dict:
         files = m.files()
     finally:
         m.close()
-    store = open_store(cfg) if cfg else VectorStore.embedded(data_dir / "chroma")
+    store = open_store(cfg) if cfg else VectorStore.embedded(data.chroma)
     chroma_ids = store.all_ids()
-    bm25 = keyword.load(data_dir / "bm25", None)
+    bm25 = keyword.load(data.bm25, None)
     return {"manifest": manifest_ids, "chroma": chroma_ids, "bm25": bm25.ids, "dirty": dirty,
-            "generation": generation, "bm25_generation": keyword.current_generation(data_dir / "bm25"),
+            "generation": generation, "bm25_generation": keyword.current_generation(data.bm25),
             "files": files}
 
 

@@ -18,7 +18,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 @dataclass
 class Reply:
-    """One scripted reply. kind: ok | status | bad_json | stall | drop."""
+    """One scripted reply. kind: ok | status | bad_json | stall | drop | raw | cut.
+
+    raw: a 200 event stream whose body is ``raw`` exactly (malformed streams); cut: the
+    connection closes after ``stall_after`` chunks, without [DONE]."""
 
     kind: str = "ok"
     text: str = ""
@@ -29,6 +32,8 @@ class Reply:
     delay: float = 0.0  # seconds before the first byte
     stall_after: int = 0  # stall: chunks sent before going silent
     stall_for: float = 5.0
+    raw: bytes = b""
+    finish_reason: str = "stop"
 
 
 class FakeOpenAI:
@@ -78,17 +83,24 @@ class FakeOpenAI:
                 self.close_connection = True
                 pieces = split_tokens(reply.text or server.default_text)
                 model = body.get("model", "fake-model")
+                if reply.kind == "raw":
+                    self.wfile.write(reply.raw)
+                    self.wfile.flush()
+                    return
                 try:
                     for i, piece in enumerate(pieces):
                         if reply.kind == "stall" and i == reply.stall_after:
                             time.sleep(reply.stall_for)
+                            return
+                        if reply.kind == "cut" and i == reply.stall_after:
+                            self.connection.shutdown(2)
                             return
                         self._event({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0,
                                      "model": model, "choices": [{"index": 0, "delta": {"content": piece},
                                                                   "finish_reason": None}]})
                     self._event({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0,
                                  "model": model,
-                                 "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+                                 "choices": [{"index": 0, "delta": {}, "finish_reason": reply.finish_reason}]})
                     if reply.usage and (body.get("stream_options") or {}).get("include_usage"):
                         self._event({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0,
                                      "model": model, "choices": [], "usage": usage_of(body, reply)})

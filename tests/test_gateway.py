@@ -239,7 +239,7 @@ def test_semantic_cache_hits_similar_questions_but_guards_false_hits(make, fake_
         return [MESSAGES[0], {"role": "user", "content": f"<sources>x</sources>\n\nQuestion: {q}"}]
 
     ask(gw, "How many daily snapshots are kept by default?", msgs("a"))
-    hit = ask(gw, "How many daily snapshots are kept by default policy?", msgs("b"))
+    hit = ask(gw, "How many daily snapshots are retained by default?", msgs("b"))
     assert hit.cache == "semantic" and hit.similarity >= 0.9
     for q in ("How many daily snapshots are not kept by default?",
               "How many daily snapshots are kept by default in 2025?"):
@@ -312,3 +312,79 @@ def test_corrupt_cache_is_moved_aside_and_corrupt_ledger_is_explained(tmp_path, 
     with pytest.raises(IndexStateError, match=r"ledger .* is unreadable.*mv .*deleted nothing"):
         Gateway(llm, tmp_path, clock=FakeClock())
     assert (tmp_path / "ledger.sqlite").read_bytes() == b"not a ledger" * 200
+
+
+# -- issue "Trust in daily use": the LLM layer never answers the wrong question or overspends --
+
+def test_budget_is_checked_before_every_attempt_with_that_providers_prices(make, fake_llm, tmp_path):
+    # An unpriced primary that is rate limited must not open the way to a priced fallback.
+    fake_llm.script.extend([Reply(kind="status", status=429)] * 2)
+    gw = make(provider(fake_llm, "free", price_input_per_1m=None, price_output_per_1m=None, retries=1),
+              provider(fake_llm, "paid"), budget={"daily_usd": 0.000001})
+    with pytest.raises(BudgetExceeded, match=r"no price configured"):
+        ask(gw)
+    assert fake_llm.requests == []  # under a budget, an unpriced provider is not called at all
+    assert {r["status"] for r in ledger(tmp_path)} == {"refused"}
+    # A cheap primary failing into an expensive fallback: the fallback is refused, nothing is spent.
+    fake_llm.script.clear()
+    fake_llm.script.extend([Reply(kind="status", status=500)] * 2)
+    gw = make(provider(fake_llm, "cheap", price_input_per_1m=0.01, price_output_per_1m=0.01, retries=1),
+              provider(fake_llm, "dear", price_input_per_1m=5000.0, price_output_per_1m=5000.0),
+              budget={"daily_usd": 0.5})
+    with pytest.raises(BudgetExceeded, match=r"'dear' would add about \$2"):
+        ask(gw, question="other", messages=[MESSAGES[0], {"role": "user", "content": "other"}])
+    assert [r["body"]["model"] for r in fake_llm.requests] == ["cheap-model", "cheap-model"]
+    rows = ledger(tmp_path)
+    assert rows[-1]["status"] == "refused" and rows[-1]["provider"] == "dear"
+    assert sum(r["cost_usd"] or 0 for r in rows) == 0
+
+
+MALFORMED = {
+    "cut JSON": b'data: {"choices":[{"delta":{"content":"br\n\ndata: [DONE]\n\n',
+    "wrong types": b'data: {"id":"x","object":"chat.completion.chunk","created":0,"model":"m",'
+                   b'"choices":"oops"}\n\ndata: [DONE]\n\n',
+    "missing choices": b'data: {"id":"x","object":"chat.completion.chunk"}\n\ndata: [DONE]\n\n',
+    "non-UTF-8 bytes": b'data: {"choices":[{"index":0,"delta":{"content":"\xff\xfe"},'
+                       b'"finish_reason":null}]}\n\ndata: [DONE]\n\n',
+    "empty 200 stream": b"",
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_streams_are_retried_then_fall_back_with_a_ledger_row(make, fake_llm, tmp_path, case):
+    fake_llm.script.extend([Reply(kind="raw", raw=MALFORMED[case])] * 2 + [Reply(text="Fine [1].")])
+    gw = make(provider(fake_llm, "primary", retries=1), provider(fake_llm, "backup"))
+    assert ask(gw).text == "Fine [1]."
+    rows = ledger(tmp_path)
+    assert [(r["provider"], r["status"], r["error_class"]) for r in rows] == [
+        ("primary", "error", "malformed"), ("primary", "error", "malformed"), ("backup", "ok", None)]
+
+
+def test_empty_stream_hints_at_context_window_and_a_dropped_stream_says_so(make, fake_llm):
+    fake_llm.script.extend([Reply(kind="raw", raw=b"")])
+    gw = make(provider(fake_llm, retries=0))
+    with pytest.raises(ProviderError, match=r"no answer.*context_window \(8192\)"):
+        ask(gw)
+    fake_llm.script.extend([Reply(kind="cut", text="one two three four", stall_after=2)])
+    gw = make(provider(fake_llm, retries=0))
+    with pytest.raises(ProviderError, match="dropped mid-stream") as err:
+        ask(gw, question="q2", messages=[MESSAGES[0], {"role": "user", "content": "q2"}])
+    assert "cannot reach" not in str(err.value)
+
+
+def test_truncated_answer_is_flagged_and_not_cached(make, fake_llm, tmp_path):
+    fake_llm.script.append(Reply(text="It keeps fourteen", finish_reason="length"))
+    gw = make()
+    first = ask(gw)
+    assert first.truncated and first.finish_reason == "length"
+    assert any("cut at llm.max_answer_tokens" in w for w in gw.warnings)
+    second = ask(gw)  # asked again: a fresh call, not a cached partial answer
+    assert second.cache is None and second.finish_reason == "stop"
+    assert ask(gw).cache == "exact"
+
+
+def test_missing_key_skips_to_a_provider_that_has_one(make, fake_llm, monkeypatch):
+    monkeypatch.delenv("LLMCTL_NO_SUCH_KEY", raising=False)
+    gw = make(provider(fake_llm, "keyless", api_key_env="LLMCTL_NO_SUCH_KEY"), provider(fake_llm, "local"))
+    assert ask(gw).provider == "local"
+    assert any("LLMCTL_NO_SUCH_KEY is not set" in w for w in gw.warnings)

@@ -192,19 +192,24 @@ def test_document_cannot_escape_the_sources_block(sample_index, retriever, fake_
 def test_provider_errors_are_one_line(sample_index, retriever, fake_llm, monkeypatch):
     from openai_server import Reply
 
+    def answer(question, cfg):
+        """The answer's error, raised; the hits retrieved before it are kept on the result."""
+        result = run_query(question, cfg, QueryOptions(k=2), retriever=retriever)
+        assert len(result.hits) == 2 and result.completion is None
+        raise result.error
+
     cfg = llm_config(sample_index, "http://127.0.0.1:9/v1", timeout=2, retries=0)
     with pytest.raises(ProviderError, match="cannot reach 'local' at http://127.0.0.1:9/v1"):
-        run_query("snapshots", cfg, QueryOptions(k=2), retriever=retriever)
+        answer("snapshots", cfg)
     cfg = llm_config(sample_index, fake_llm.base_url, api_key_env="LLMCTL_TEST_KEY")
     monkeypatch.delenv("LLMCTL_TEST_KEY", raising=False)
-    with pytest.raises(ProviderError, match="No API key: set LLMCTL_TEST_KEY"):
+    with pytest.raises(ProviderError, match="No API key: set LLMCTL_TEST_KEY"):  # before retrieval
         run_query("snapshots", cfg, QueryOptions(k=2), retriever=retriever)
     monkeypatch.setenv("LLMCTL_TEST_KEY", "sk-test-123")
     fake_llm.script.append(Reply(kind="status", status=401))
     with pytest.raises(ProviderError, match="rejected the API key"):
-        run_query("snapshots", cfg, QueryOptions(k=2), retriever=retriever)
+        answer("snapshots", cfg)
     assert fake_llm.requests[-1]["headers"]["authorization"] == "Bearer sk-test-123"
     fake_llm.script.extend([Reply(kind="bad_json")] * 3)
-    with pytest.raises(ProviderError, match="All providers failed.*malformed or empty response"):
-        run_query("snapshots", llm_config(sample_index, fake_llm.base_url), QueryOptions(k=2),
-                  retriever=retriever)
+    with pytest.raises(ProviderError, match="All providers failed.*empty or malformed response.*context_window"):
+        answer("snapshots", llm_config(sample_index, fake_llm.base_url))

@@ -1,31 +1,62 @@
-"""Layout of the data directory and the lock that keeps two writers apart."""
+"""Layout of the data directory and the lock that keeps two writers apart.
+
+The index (manifest, Chroma files, BM25) lives in the data dir itself, or, once an
+``ingest --rebuild`` has published one, in the ``index-N`` folder named by the file
+``INDEX``. A rebuild writes a new folder while queries keep reading the current one, then
+switches ``INDEX`` atomically; the next writer deletes folders no longer named. A
+``DataDir`` resolves ``INDEX`` once, when it is made: one reader sees one index.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmctl.errors import BusyError, InputError
+
+POINTER = "INDEX"
+LEGACY_ITEMS = ("manifest.sqlite", "manifest.sqlite-wal", "manifest.sqlite-shm", "chroma", "bm25")
 
 
 @dataclass(frozen=True)
 class DataDir:
     root: Path
+    index: Path = field(default=None)  # type: ignore[assignment]  # resolved from INDEX when None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+        if self.index is None:
+            object.__setattr__(self, "index", self._current())
+
+    def _current(self) -> Path:
+        try:
+            name = (self.root / POINTER).read_text().strip()
+        except OSError:
+            return self.root
+        return self.root / name if name else self.root
 
     @property
     def manifest(self) -> Path:
-        return self.root / "manifest.sqlite"
+        return self.index / "manifest.sqlite"
 
     @property
     def chroma(self) -> Path:
-        return self.root / "chroma"
+        return self.index / "chroma"
 
     @property
     def bm25(self) -> Path:
-        return self.root / "bm25"
+        return self.index / "bm25"
+
+    @property
+    def cache(self) -> Path:
+        return self.root / "cache.sqlite"
+
+    @property
+    def ledger(self) -> Path:
+        return self.root / "ledger.sqlite"
 
     @property
     def lock_file(self) -> Path:
@@ -65,14 +96,36 @@ class DataDir:
             owner.unlink(missing_ok=True)
             lock.release()
 
-    def wipe_indexes(self) -> None:
-        import sys
+    def staging(self) -> DataDir:
+        """A new, empty index folder beside the current one (for a rebuild); not yet published."""
+        n = 1 + max([int(p.name[6:]) for p in self.root.glob("index-*") if p.name[6:].isdigit()] or [0])
+        folder = self.root / f"index-{n}"
+        folder.mkdir(parents=True)
+        return DataDir(self.root, folder)
 
-        if "chromadb" in sys.modules:  # drop Chroma's in-process handles on the files we delete
-            from chromadb.api.client import SharedSystemClient
+    def publish(self) -> None:
+        """Make this index the one new readers open (atomic: one rename)."""
+        tmp = self.root / f"{POINTER}.tmp"
+        tmp.write_text(self.index.name + "\n")
+        os.replace(tmp, self.root / POINTER)
 
-            SharedSystemClient.clear_system_cache()
-        for path in (self.chroma, self.bm25):
-            shutil.rmtree(path, ignore_errors=True)
-        for suffix in ("", "-wal", "-shm"):
-            Path(str(self.manifest) + suffix).unlink(missing_ok=True)
+    def remove_unused(self) -> None:
+        """Delete index folders (and a pre-rebuild index in the root) that INDEX no longer names.
+        Called by writers under the lock, so readers of the previous index had a run's time to finish."""
+        _drop_chroma_handles()
+        for folder in self.root.glob("index-*"):
+            if folder.is_dir() and folder != self.index:
+                shutil.rmtree(folder, ignore_errors=True)
+        if self.index != self.root:
+            for name in LEGACY_ITEMS:
+                path = self.root / name
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+
+
+def _drop_chroma_handles() -> None:
+    import sys
+
+    if "chromadb" in sys.modules:  # drop Chroma's in-process handles on the files we delete
+        from chromadb.api.client import SharedSystemClient
+
+        SharedSystemClient.clear_system_cache()

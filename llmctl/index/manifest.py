@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmctl.errors import IndexStateError
@@ -55,6 +55,9 @@ class FileUpdate:
     documents: dict[str, tuple[str, str]]  # doc_id -> (sha256, title), every doc of the file
     changed_chunks: dict[str, list[Chunk]]  # doc_id -> all chunks, for changed docs only
     partial: bool = False  # more of this file follows: keep documents not listed here
+    # doc_id -> chunks added to a document being written in parts (its old chunks are kept
+    # until its final update, which lists all its chunks in changed_chunks)
+    appended: dict[str, list[Chunk]] = field(default_factory=dict)
 
 
 class Manifest:
@@ -184,6 +187,12 @@ class Manifest:
                     [(d, f.path, sha, title) for d, (sha, title) in up.documents.items()],
                 )
                 new_ids: set[str] = set()
+                for chunks in up.appended.values():
+                    self.db.executemany(
+                        "INSERT OR REPLACE INTO chunks VALUES (?, ?, ?, ?, ?, ?)",
+                        [(c.id, c.doc_id, c.ordinal, c.text, c.embed_text, json.dumps(c.metadata()))
+                         for c in chunks],
+                    )
                 for chunks in up.changed_chunks.values():
                     self.db.executemany(
                         "INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?)",

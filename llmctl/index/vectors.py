@@ -13,14 +13,16 @@ from pathlib import Path
 
 from llmctl.config import Config, VectorStoreConfig
 from llmctl.errors import ConfigError, IndexStateError
+from llmctl.index.datadir import DataDir
 from llmctl.records import Chunk
 
 
-def open_store(cfg: Config) -> VectorStore:
-    """The configured store: embedded files in ``<data_dir>/chroma``, or a Chroma server."""
+def open_store(cfg: Config, folder: Path | None = None) -> VectorStore:
+    """The configured store: embedded files in ``folder`` (default: the data dir's current
+    index), or a Chroma server."""
     vs = cfg.vector_store
     if vs.mode == "embedded":
-        return VectorStore.embedded(Path(cfg.data_dir) / "chroma", vs.collection, vs.ef_search)
+        return VectorStore.embedded(folder or DataDir(cfg.data_dir).chroma, vs.collection, vs.ef_search)
     return VectorStore.server(vs, cfg.source)
 
 

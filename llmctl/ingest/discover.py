@@ -1,4 +1,8 @@
-"""Find the files to ingest under the given paths, with include/exclude globs."""
+"""Find the files to ingest under the given paths, with include/exclude globs.
+
+The globs narrow what a run looks at. A file they take whose type llmctl cannot read is
+reported as skipped ("unsupported type"), never silently dropped.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from pathlib import Path
 
 from llmctl.config import IngestConfig
 from llmctl.errors import InputError
+from llmctl.ingest.loaders import kind_of
 from llmctl.records import SkippedFile
 
 
@@ -31,11 +36,30 @@ def _matches(rel: str, patterns: list[str]) -> bool:
     return False
 
 
-def discover(paths: list[Path], cfg: IngestConfig, skipped: list[SkippedFile]) -> Iterator[Found]:
+def is_taken(path: Path, root: Path, cfg: IngestConfig) -> bool:
+    """Whether the globs take ``path`` (absolute) when ``root`` is ingested."""
+    if path == root:
+        return True  # named explicitly
+    try:
+        rel = path.relative_to(root).as_posix()
+    except ValueError:
+        return False
+    folders = rel.split("/")[:-1]
+    if any(_matches("/".join(folders[:i + 1]), cfg.exclude) for i in range(len(folders))):
+        return False
+    return not _matches(rel, cfg.exclude) and _matches(path.name, cfg.include)
+
+
+UNSUPPORTED = "unsupported type"
+
+
+def discover(paths: list[Path], cfg: IngestConfig, skipped: list[SkippedFile],
+             ignore: Path | None = None) -> Iterator[Found]:
     """Yield files to ingest, sorted within each folder; record why others were passed over.
 
     A file named explicitly is taken whatever the include globs say. Symlinks are not
-    followed unless ``follow_symlinks``; loops are detected either way.
+    followed unless ``follow_symlinks``; loops are detected either way. The folder
+    ``ignore`` (llmctl's own data dir) is never walked into.
     """
     for given in paths:
         if not given.exists() and not given.is_symlink():
@@ -47,10 +71,10 @@ def discover(paths: list[Path], cfg: IngestConfig, skipped: list[SkippedFile]) -
         if not given.is_dir():
             skipped.append(SkippedFile(str(given), "not a regular file or folder (broken link?)"))
             continue
-        yield from _walk(root, cfg, skipped)
+        yield from _walk(root, cfg, skipped, ignore.resolve() if ignore else None)
 
 
-def _walk(root: Path, cfg: IngestConfig, skipped: list[SkippedFile]) -> Iterator[Found]:
+def _walk(root: Path, cfg: IngestConfig, skipped: list[SkippedFile], ignore: Path | None) -> Iterator[Found]:
     seen_dirs: set[tuple[int, int]] = set()
 
     def onerror(err: OSError) -> None:
@@ -68,7 +92,7 @@ def _walk(root: Path, cfg: IngestConfig, skipped: list[SkippedFile]) -> Iterator
         keep = []
         for d in sorted(dirnames):
             rel = d if rel_dir == "." else f"{rel_dir}/{d}"
-            if _matches(rel, cfg.exclude):
+            if _matches(rel, cfg.exclude) or (here / d) == ignore:
                 continue
             if (here / d).is_symlink() and not cfg.follow_symlinks:
                 skipped.append(SkippedFile(str(here / d), "symlink not followed (ingest.follow_symlinks)"))
@@ -80,6 +104,9 @@ def _walk(root: Path, cfg: IngestConfig, skipped: list[SkippedFile]) -> Iterator
             if _matches(rel, cfg.exclude) or not _matches(name, cfg.include):
                 continue
             path = here / name
+            if kind_of(path) is None:
+                skipped.append(SkippedFile(str(path), UNSUPPORTED))
+                continue
             if path.is_symlink():
                 if not cfg.follow_symlinks:
                     skipped.append(SkippedFile(str(path), "symlink not followed (ingest.follow_symlinks)"))

@@ -18,6 +18,7 @@ import os
 import stat
 import time
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,8 +29,9 @@ from llmctl.index.datadir import DataDir
 from llmctl.index.embedder import Embedder
 from llmctl.index.manifest import FORMAT_VERSION, FileRecord, FileUpdate, Manifest
 from llmctl.index.vectors import store_identity
-from llmctl.ingest.discover import discover
+from llmctl.ingest.discover import UNSUPPORTED, discover, is_taken
 from llmctl.ingest.loaders import SkipFile, file_digest, load_documents
+from llmctl.interrupts import StopFlag, stop_requests
 from llmctl.progress import NullProgress, Progress
 from llmctl.records import Chunk, IngestReport, SkippedFile
 
@@ -90,6 +92,58 @@ def _under(path: str, roots: list[Path]) -> bool:
     return any(path == str(r) or path.startswith(str(r) + os.sep) for r in roots)
 
 
+def _roots(paths: list[Path]) -> list[Path]:
+    return [Path(p).resolve() if Path(p).exists() else Path(p).absolute() for p in paths]
+
+
+@dataclass
+class _Run:
+    """One writing (or dry) run over one index: what every stage needs, in one place."""
+
+    cfg: Config
+    data: DataDir
+    manifest: Manifest
+    embedder: Embedder
+    report: IngestReport
+    progress: Progress
+    stop: StopFlag
+    strict: bool = False
+    store: object | None = None
+    committed_files: int = 0
+    committed_chunks: int = 0
+
+    def skip(self, path: Path | str, reason: str) -> None:
+        self.report.files_skipped.append(SkippedFile(str(path), reason))
+        if self.strict:
+            raise _strict_error(self.report.files_skipped[-1])
+
+    def open_store(self):
+        """The store, opened to write: it also takes on the configured search settings."""
+        if self.store is None:
+            from llmctl.index.vectors import open_store
+
+            self.store = open_store(self.cfg, self.data.chroma)
+            self.store.apply_search_settings()
+        return self.store
+
+    def check_stop(self) -> None:
+        self.stop.check(f"Interrupted: {self.committed_files} file(s) committed ({self.committed_chunks} "
+                        "chunk(s) embedded and kept); run again to continue")
+
+
+def _strict_error(s: SkippedFile) -> InputError:
+    return InputError(f"{printable(s.path)}: {s.reason} (--strict stops at the first bad file)")
+
+
+@dataclass
+class _Scan:
+    """What the files on disk ask of the index."""
+
+    work: list[tuple[Path, FileRecord]] = field(default_factory=list)  # new or changed content
+    touched: list[FileRecord] = field(default_factory=list)  # same content, new size/mtime
+    removed: list[str] = field(default_factory=list)  # indexed, matched by the filters, gone
+
+
 def ingest(
     paths: list[Path],
     cfg: Config,
@@ -102,10 +156,15 @@ def ingest(
     progress: Progress | None = None,
     embedder: Embedder | None = None,
 ) -> IngestReport:
-    """Bring the index in line with the files under ``paths``; see the module docstring."""
+    """Bring the index in line with the files under ``paths``; see the module docstring.
+
+    ``ingest.include`` / ``ingest.exclude`` narrow what this run looks at: an indexed file
+    they leave out is kept, never deleted (use ``remove`` for that). Ctrl-C or SIGTERM stop
+    after committing what was embedded and raise ``Interrupted``.
+    """
     started = time.perf_counter()
-    progress = progress or NullProgress()
-    strict = cfg.ingest.strict if strict is None else strict
+    if not paths:
+        raise InputError("No path given: llmctl ingest PATH [PATH...]")
     report = IngestReport(dry_run=dry_run)
     embedder = embedder or Embedder(cfg.embedding)
     max_tokens = cfg.chunking.max_tokens or embedder.max_chunk_tokens
@@ -115,37 +174,84 @@ def ingest(
             f"{embedder.max_chunk_tokens} tokens per chunk: lower it (or leave it unset) in {cfg.source}"
         )
     settings = index_settings(cfg, embedder, max_tokens)
+    strict = cfg.ingest.strict if strict is None else strict
+    data = DataDir(cfg.data_dir)
+    with stop_requests() as stop:
+        if dry_run:
+            manifest = Manifest(data.manifest if data.exists() else Path(":memory:"))
+            run = _Run(cfg, data, manifest, embedder, report, progress or NullProgress(), stop, strict)
+            try:
+                if not rebuild:
+                    check_settings(manifest.settings(), settings, cfg)
+                _dry_run(run, paths, max_tokens)
+                report.chunks_total = manifest.chunk_count()
+            finally:
+                manifest.close()
+        else:
+            with data.write_lock(wait_seconds):
+                _write_locked(paths, cfg, data, embedder, max_tokens, settings, report, progress, stop,
+                              rebuild=rebuild, repair=repair, strict=strict)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _write_locked(paths, cfg, data, embedder, max_tokens, settings, report, progress, stop, *,
+                  rebuild: bool, repair: bool, strict: bool) -> None:
+    data.remove_unused()
+    target = data
+    if rebuild:
+        if cfg.vector_store.mode == "server":  # a server collection cannot be built beside itself
+            _drop_server_collection(cfg)
+        target = data.staging()  # queries keep reading the current index until publish()
+    manifest = Manifest(target.manifest)
+    run = _Run(cfg, target, manifest, embedder, report, progress or NullProgress(), stop, strict)
+    try:
+        bm25_stale = check_settings(manifest.settings(), settings, cfg)
+        if manifest.dirty or repair:
+            _recover(run)
+            bm25_stale = True
+        scan = _scan(run, paths)
+        planned = _plan(run, scan, max_tokens)
+        _write(run, planned, scan, settings, bm25_stale)
+        report.chunks_total = manifest.chunk_count()
+    finally:
+        manifest.close()
+    if rebuild:
+        target.publish()
+
+
+def _drop_server_collection(cfg: Config) -> None:
+    from llmctl.index.vectors import open_store
+
+    open_store(cfg).drop()
+
+
+def remove(paths: list[Path], cfg: Config, *, dry_run: bool = False, wait_seconds: float = 0,
+           progress: Progress | None = None) -> IngestReport:
+    """Forget every indexed file under ``paths`` (which need not exist any more)."""
+    started = time.perf_counter()
+    report = IngestReport(dry_run=dry_run)
     data = DataDir(cfg.data_dir)
     if not paths:
-        raise InputError("No path given: llmctl ingest PATH [PATH...]")
-
-    if dry_run:
-        manifest = Manifest(data.manifest) if data.exists() else Manifest(Path(":memory:"))
-        try:
-            if not rebuild:
-                check_settings(manifest.settings(), settings, cfg)
-            _sync(paths, cfg, manifest, None, embedder, max_tokens, settings, report, strict,
-                  progress, dry_run=True, bm25_stale=False)
-        finally:
-            manifest.close()
-        report.seconds = time.perf_counter() - started
-        return report
-
-    with data.write_lock(wait_seconds):
-        if rebuild:
-            data.wipe_indexes()
-            if cfg.vector_store.mode == "server":
-                _open_store(cfg).drop()
+        raise InputError("No path given: llmctl remove PATH [PATH...]")
+    if not data.exists():
+        raise IndexStateError(f"No index in {cfg.data_dir}: nothing to remove")
+    with stop_requests() as stop, data.write_lock(wait_seconds) if not dry_run else nullcontext():
         manifest = Manifest(data.manifest)
         try:
-            bm25_stale = check_settings(manifest.settings(), settings, cfg)
-            store = None
-            if manifest.dirty or repair:
-                store = _open_store(cfg)
-                _recover(manifest, store, report)
-                bm25_stale = True
-            _sync(paths, cfg, manifest, store, embedder, max_tokens, settings, report, strict,
-                  progress, dry_run=False, bm25_stale=bm25_stale)
+            known = manifest.files()
+            roots = _roots(paths)
+            gone = sorted(p for p in known if _under(p, roots))
+            if not gone:
+                raise InputError(f"Nothing indexed under {', '.join(map(str, paths))}: give the path of an "
+                                 "ingested file or folder, as it is on disk (relative to this folder)")
+            report.files_removed = [known[p].source for p in gone]
+            if dry_run:
+                report.chunks_deleted = len(manifest.chunk_ids_of_files(gone))
+            else:
+                run = _Run(cfg, data, manifest, Embedder(cfg.embedding), report,
+                           progress or NullProgress(), stop)
+                _write(run, [], _Scan(removed=gone), manifest.settings() or {}, bm25_stale=False)
             report.chunks_total = manifest.chunk_count()
         finally:
             manifest.close()
@@ -153,17 +259,9 @@ def ingest(
     return report
 
 
-def _open_store(cfg: Config):
-    """The store, opened to write: it also takes on the configured search settings."""
-    from llmctl.index.vectors import open_store
-
-    store = open_store(cfg)
-    store.apply_search_settings()
-    return store
-
-
-def _recover(manifest: Manifest, store, report: IngestReport) -> None:
-    """After an interrupted run: make Chroma agree with the manifest."""
+def _recover(run: _Run) -> None:
+    """After an interrupted run (or on --repair): make Chroma agree with the manifest."""
+    store, manifest, report = run.open_store(), run.manifest, run.report
     in_store, in_manifest = store.all_ids(), manifest.chunk_ids()
     orphans = sorted(in_store - in_manifest)
     if orphans:
@@ -175,41 +273,28 @@ def _recover(manifest: Manifest, store, report: IngestReport) -> None:
         report.recovered.append(f"{len(missing)} chunks had no vector; re-ingesting {len(paths)} file(s)")
 
 
-def _sync(paths, cfg, manifest, store, embedder, max_tokens, settings, report, strict, progress,
-          *, dry_run, bm25_stale) -> None:
-    from llmctl.ingest.chunking import Chunker
-
-    roots = [Path(p).resolve() if Path(p).exists() else Path(p).absolute() for p in paths]
-    skipped: list[SkippedFile] = []
-    known = manifest.files()
+def _scan(run: _Run, paths: list[Path]) -> _Scan:
+    """Walk the paths: which files are new, changed, touched, unreadable or gone."""
+    cfg, report = run.cfg, run.report
+    known = run.manifest.files()
+    scan = _Scan()
     seen: set[str] = set()
-    work: list[tuple[Path, FileRecord]] = []
-    touched: list[FileRecord] = []
-
-    def strict_error(s: SkippedFile) -> InputError:
-        return InputError(f"{printable(s.path)}: {s.reason} (--strict stops at the first bad file)")
-
-    def skip(path: Path | str, reason: str) -> None:
-        skipped.append(SkippedFile(str(path), reason))
-        if strict:
-            raise strict_error(skipped[-1])
-
-    scan = progress.task("Scanning files", None)
-    for found in discover(list(paths), cfg.ingest, skipped):
-        scan.advance(1)
+    task = run.progress.task("Scanning files", None)
+    for found in discover(list(paths), cfg.ingest, report.files_skipped, ignore=run.data.root):
+        task.advance(1)
         path, key = found.path, str(found.path)
         seen.add(key)
         report.files_seen += 1
         try:
             st = path.stat()
         except OSError as exc:
-            skip(path, f"cannot stat: {exc.strerror}")
+            run.skip(path, f"cannot stat: {exc.strerror}")
             continue
         if not stat.S_ISREG(st.st_mode):  # a FIFO or device would block read_bytes() forever
-            skip(path, "not a regular file (FIFO, socket or device)")
+            run.skip(path, "not a regular file (FIFO, socket or device)")
             continue
         if st.st_size > cfg.ingest.max_file_mb * 1024 * 1024:
-            skip(path, f"larger than ingest.max_file_mb ({cfg.ingest.max_file_mb:g} MB)")
+            run.skip(path, f"larger than ingest.max_file_mb ({cfg.ingest.max_file_mb:g} MB)")
             continue
         rec = known.get(key)
         if rec and rec.size == st.st_size and rec.mtime_ns == st.st_mtime_ns:
@@ -218,69 +303,85 @@ def _sync(paths, cfg, manifest, store, embedder, max_tokens, settings, report, s
         try:
             digest = file_digest(path.read_bytes())
         except OSError as exc:
-            skip(path, f"cannot read: {exc.strerror}")
+            run.skip(path, f"cannot read: {exc.strerror}")
             continue
-        source = display_source(path, cfg.base_dir)
-        new = FileRecord(key, source, st.st_size, st.st_mtime_ns, digest)
+        new = FileRecord(key, display_source(path, cfg.base_dir), st.st_size, st.st_mtime_ns, digest)
         if rec and rec.sha256 == digest:
             report.files_unchanged += 1
-            touched.append(new)
+            scan.touched.append(new)
         else:
-            work.append((path, new))
-    scan.done()
-    if strict and skipped:  # skipped during discovery (links, unlistable folders)
-        raise strict_error(skipped[0])
-    skipped_paths = {s.path for s in skipped}
-    removed = sorted(p for p in known if _under(p, roots) and p not in seen and p not in skipped_paths)
-    if report.files_seen == 0 and not skipped and not removed:
-        raise InputError(
-            f"No matching files under {', '.join(map(str, paths))}: check ingest.include / ingest.exclude"
-        )
+            scan.work.append((path, new))
+    task.done()
+    bad = [s for s in report.files_skipped if s.reason != UNSUPPORTED]  # out of scope is not bad
+    if run.strict and bad:  # skipped during discovery (links, unlistable folders)
+        raise _strict_error(bad[0])
+    skipped = {s.path for s in report.files_skipped}
+    # Only a file the filters would take can be "gone": --include/--exclude never delete.
+    scan.removed = sorted(p for p, rec in known.items() if p not in seen and p not in skipped
+                          and any(is_taken(Path(p), root, cfg.ingest) for root in _roots(paths)))
+    report.files_removed = [known[p].source for p in scan.removed]
+    if report.files_seen == 0 and not scan.removed:
+        why = (f"{len(report.files_skipped)} skipped, e.g. {printable(report.files_skipped[0].path)}: "
+               f"{report.files_skipped[0].reason}" if report.files_skipped
+               else f"none matches include {run.cfg.ingest.include} outside exclude; check --include / "
+                    "--exclude or ingest.include / ingest.exclude")
+        raise InputError(f"No file to ingest under {', '.join(map(str, paths))} ({why}); "
+                         "nothing was changed")
+    return scan
 
-    chunker = Chunker(cfg.chunking, embedder.count_tokens, max_tokens) if work else None
+
+def _plan(run: _Run, scan: _Scan, max_tokens: int) -> list[_Planned]:
+    """Load and chunk the changed files; return the commit groups' updates, by chunk length."""
+    from llmctl.ingest.chunking import Chunker
+
+    known = run.manifest.files()
+    chunker = Chunker(run.cfg.chunking, run.embedder.count_tokens, max_tokens) if scan.work else None
     planned: list[_Planned] = []
-    chunk_task = progress.task("Chunking", len(work))
-    for path, rec in work:
-        chunk_task.advance(1)
+    task = run.progress.task("Chunking", len(scan.work))
+    for path, rec in scan.work:
+        task.advance(1)
+        run.check_stop()
         try:
-            plan = list(_plan_file(path, rec, manifest, chunker, report, cfg.ingest.commit_every))
+            plan = list(_plan_file(path, rec, run.manifest, chunker, run.report, run.cfg.ingest.commit_every))
         except SkipFile as exc:
-            skip(path, str(exc))
+            run.skip(path, str(exc))
             continue
         except OSError as exc:
-            skip(path, f"cannot read: {exc.strerror}")
+            run.skip(path, f"cannot read: {exc.strerror}")
             continue
-        (report.files_changed if rec.path in known else report.files_added).append(rec.source)
+        (run.report.files_changed if rec.path in known else run.report.files_added).append(rec.source)
         planned += plan
-    chunk_task.done()
+    task.done()
     planned = _by_length(planned)
-    report.files_skipped = skipped
-    report.files_removed = [known[p].source for p in removed]
-    to_embed = [c for p in planned for c in p.new_chunks]
-    report.tokens_embedded = sum(c.tokens for c in to_embed)
-    report.chunks_added = len(to_embed)
+    run.report.tokens_embedded = sum(c.tokens for p in planned for c in p.new_chunks)
+    run.report.chunks_added = sum(len(p.new_chunks) for p in planned)
+    return planned
 
-    if dry_run:
-        old_ids = manifest.chunk_ids_of_docs(
-            d for p in planned for d in p.update.changed_chunks
-        )
-        new_ids = {c.id for p in planned for cs in p.update.changed_chunks.values() for c in cs}
-        report.chunks_deleted = sum(1 for ids in old_ids.values() for i in ids if i not in new_ids)
-        report.chunks_deleted += len(manifest.chunk_ids_of_files(removed))
-        return
 
-    deleted: list[str] = []
+def _dry_run(run: _Run, paths: list[Path], max_tokens: int) -> None:
+    scan = _scan(run, paths)
+    planned = _plan(run, scan, max_tokens)
+    manifest = run.manifest
+    old_ids = manifest.chunk_ids_of_docs(d for p in planned for d in p.update.changed_chunks)
+    new_ids = {c.id for p in planned for cs in p.update.changed_chunks.values() for c in cs}
+    deleted = sum(1 for ids in old_ids.values() for i in ids if i not in new_ids)
+    run.report.chunks_deleted = deleted + len(manifest.chunk_ids_of_files(scan.removed))
+
+
+def _write(run: _Run, planned: list[_Planned], scan: _Scan, settings: dict, bm25_stale: bool) -> None:
+    """Embed and commit group by group, drop removed files, then publish a new BM25 generation."""
+    cfg, manifest, report = run.cfg, run.manifest, run.report
     generation = manifest.get_meta("generation")
-    bm25_missing = keyword.current_generation(Path(cfg.data_dir) / "bm25") != generation
-    changed = bool(planned or removed)
-    if not (changed or touched or bm25_stale or bm25_missing):
+    bm25_missing = keyword.current_generation(run.data.bm25) != generation
+    changed = bool(planned or scan.removed)
+    if not (changed or scan.touched or bm25_stale or bm25_missing):
         return
     fresh = manifest.settings() is None
     manifest.set_settings(settings)
-    if touched:
-        manifest.touch(touched)
+    if scan.touched:
+        manifest.touch(scan.touched)
     if changed:
-        store = store or _open_store(cfg)
+        store = run.open_store()
         if fresh and store.count():
             vs = cfg.vector_store
             raise IndexStateError(
@@ -289,36 +390,62 @@ def _sync(paths, cfg, manifest, store, embedder, max_tokens, settings, report, s
                 "or run 'llmctl ingest --rebuild <path>' to replace them"
             )
         manifest.set_dirty(True)
-        if to_embed:
-            with progress.status("Loading the embedding model"):
-                _ = embedder.model
-        embed_task = progress.task("Embedding", len(to_embed))
-        for batch in _batches(planned, cfg.ingest.commit_every):
-            new_chunks = [c for p in batch for c in p.new_chunks]
-            if new_chunks:
-                vectors = embedder.embed_documents([c.embed_text for c in new_chunks], embed_task.advance)
-                manifest.set_meta("dimension", str(vectors.shape[1]))
-                store.upsert(new_chunks, vectors)
-            stale = manifest.apply([p.update for p in batch])
-            store.delete(stale)
-            deleted += stale
-        embed_task.done()
-        if removed:
-            ids = manifest.remove_files(removed)
+        deleted = _embed_and_commit(run, planned) if planned else []
+        if scan.removed:
+            ids = manifest.remove_files(scan.removed)
             store.delete(ids)
             deleted += ids
         report.chunks_deleted += len(deleted)
-        report.cache_invalidated = _invalidate_cache(Path(cfg.data_dir), deleted)
+        report.cache_invalidated = _invalidate_cache(run.data.cache, deleted)
     report.chunks_kept = manifest.chunk_count() - report.chunks_added
     if changed or bm25_stale or bm25_missing:
         generation = str(int(generation or 0) + 1)
         corpus = list(manifest.keyword_corpus())
-        with progress.status("Building BM25 index"):
-            keyword.build_and_save(Path(cfg.data_dir) / "bm25", cfg.bm25,
-                                   [i for i, _ in corpus], [t for _, t in corpus], generation)
+        with run.progress.status("Building BM25 index"):
+            keyword.build_and_save(run.data.bm25, cfg.bm25, [i for i, _ in corpus], [t for _, t in corpus],
+                                   generation)
         manifest.set_meta("generation", generation)
         report.bm25_rebuilt = True
     manifest.set_dirty(False)
+
+
+class _Stop(Exception):
+    """Raised from the embedding progress callback when a stop was requested."""
+
+
+def _embed_and_commit(run: _Run, planned: list[_Planned]) -> list[str]:
+    """Each commit group: vectors upserted, then one manifest transaction, then stale vectors
+    deleted. A stop request drops only the group being embedded; committed groups stay."""
+    manifest, store, embedder = run.manifest, run.store, run.embedder
+    to_embed = sum(len(p.new_chunks) for p in planned)
+    if to_embed:
+        with run.progress.status("Loading the embedding model"):
+            _ = embedder.model
+    task = run.progress.task("Embedding", to_embed)
+
+    def advance(n: int) -> None:
+        task.advance(n)
+        if run.stop:
+            raise _Stop
+
+    deleted: list[str] = []
+    for batch in _batches(planned, run.cfg.ingest.commit_every):
+        run.check_stop()
+        new_chunks = [c for p in batch for c in p.new_chunks]
+        if new_chunks:
+            try:
+                vectors = embedder.embed_documents([c.embed_text for c in new_chunks], advance)
+            except _Stop:
+                run.check_stop()
+            manifest.set_meta("dimension", str(vectors.shape[1]))
+            store.upsert(new_chunks, vectors)
+        stale = manifest.apply([p.update for p in batch])
+        store.delete(stale)
+        deleted += stale
+        run.committed_files += sum(1 for p in batch if not p.update.partial)
+        run.committed_chunks += len(new_chunks)
+    task.done()
+    return deleted
 
 
 def _plan_file(path: Path, rec: FileRecord, manifest: Manifest, chunker, report,
@@ -342,15 +469,23 @@ def _plan_file(path: Path, rec: FileRecord, manifest: Manifest, chunker, report,
     changed.sort(key=lambda dc: sum(c.tokens for c in dc[1]))
     pending: dict[str, list[Chunk]] = {}
     pending_new: list[Chunk] = []
+    # Parts are committed with no hash and an impossible mtime: if the run dies later, the
+    # file is seen as changed next time, and what was committed here is not embedded again.
+    partial = FileRecord(rec.path, rec.source, -1, -1, "")
     for doc_id, chunks in changed:
         old_ids = set(manifest.chunk_ids_of_docs([doc_id])[doc_id])
+        new = [c for c in chunks if c.id not in old_ids]
+        while len(new) > commit_every:
+            # A document too big for one commit group: its chunks are appended in parts and the
+            # document stays marked incomplete (empty hash) until its final update below.
+            part, new = new[:commit_every], new[commit_every:]
+            title = documents[doc_id][1]
+            yield _Planned(FileUpdate(partial, {doc_id: ("", title)}, {}, partial=True,
+                                      appended={doc_id: part}), part)
         pending[doc_id] = chunks
-        pending_new += [c for c in chunks if c.id not in old_ids]
+        pending_new += new
         if len(pending_new) >= commit_every:
-            # Commit this part with no hash and an impossible mtime: if the run dies later,
-            # the file is seen as changed next time, and the documents done here are skipped.
             part_docs = {d: documents[d] for d in pending}
-            partial = FileRecord(rec.path, rec.source, -1, -1, "")
             yield _Planned(FileUpdate(partial, part_docs, pending, partial=True), pending_new)
             pending, pending_new = {}, []
     yield _Planned(FileUpdate(rec, documents, pending), pending_new)
@@ -384,9 +519,8 @@ def _batches(planned: list[_Planned], size: int) -> Iterator[list[_Planned]]:
         yield batch
 
 
-def _invalidate_cache(data_dir: Path, chunk_ids: list[str]) -> int:
+def _invalidate_cache(path: Path, chunk_ids: list[str]) -> int:
     """Drop cached answers built from chunks that no longer exist."""
-    path = data_dir / "cache.sqlite"
     if not chunk_ids or not path.exists():
         return 0
     from llmctl.llm.cache import ResponseCache

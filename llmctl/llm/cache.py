@@ -2,8 +2,11 @@
 
 Entries remember the chunks their prompt was built from; ``ingest`` invalidates the
 entries whose chunks it changed or deleted. Semantic hits need cosine similarity above
-a threshold *and* pass a guard against the known false hits: a negation present in one
-question only, different numbers, different named entities or codes.
+a threshold *and* pass a structural guard: after dropping function words and stemming,
+the two questions must use the same content words, where a word may differ only for a
+known paraphrase (delete/remove, price/cost, "turn on"/enable ...). So "daily" vs
+"weekly", keep vs delete, before vs after, 10 GB vs 10 MB, S3 vs Azure are all refused,
+however close their embeddings are. Negations and numbers are checked as well.
 """
 
 from __future__ import annotations
@@ -47,6 +50,29 @@ TIME_SENSITIVE = re.compile(
 NEGATIONS = {"not", "no", "never", "without", "cannot", "nor", "none", "neither"}
 NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
 
+# Words that do not change what is asked. Question words, modals other than can/could,
+# prepositions of time and place and quantifiers other than "all" are content: they do.
+FUNCTION_WORDS = frozenset("""
+a an the is are was were be been being am do does did done i me my we us our you your it its
+this that these those there of to in on at for by with from into onto as and or can could
+possible able please just exactly usually typically actually really all s
+""".split())
+# Phrases first (before single words), then groups of interchangeable stems.
+PHRASES = [(re.compile(p), r) for p, r in [
+    (r"\bturn(?:ed|ing|s)? on\b", "enable"), (r"\bswitch(?:ed|ing|es)? on\b", "enable"),
+    (r"\bturn(?:ed|ing|s)? off\b", "disable"), (r"\bswitch(?:ed|ing|es)? off\b", "disable"),
+    (r"\bset(?:ting|s)? up\b", "configure"), (r"\bback(?:ed|ing|s)? up\b", "backup"),
+    (r"\bwhat's\b", "what is"), (r"\bhow's\b", "how is"), (r"\bit's\b", "it is"),
+]]
+SYNONYMS = [
+    {"cost", "price", "pricing"}, {"delet", "remov", "eras"}, {"chang", "modifi", "alter"},
+    {"fix", "resolv", "solv"}, {"configur", "setup"}, {"list", "show", "display"},
+    {"creat", "make"}, {"start", "begin", "launch"}, {"stop", "halt"}, {"find", "locat"},
+    {"keep", "kept", "retain"}, {"which", "what"}, {"who", "whom"}, {"big", "larg"},
+    {"often", "frequent"}, {"requir", "need"},
+]
+_CANONICAL = {stem: sorted(group)[0] for group in SYNONYMS for stem in group}
+
 
 def request_key(base_url: str, model: str, messages: list[dict], params: dict) -> str:
     canonical = json.dumps({"base_url": base_url.rstrip("/"), "model": model, "messages": messages,
@@ -66,8 +92,21 @@ def _negated(q: str) -> bool:
 def _entities(q: str) -> set[str]:
     """Capitalised words not opening the sentence, and codes like KB-1042 or AES-256."""
     tokens = re.findall(r"[A-Za-z][\w-]*", q)
-    out = {t for i, t in enumerate(tokens) if i > 0 and (t[0].isupper() or any(c.isdigit() for c in t))}
+    out = {t for i, t in enumerate(tokens)
+           if i > 0 and t != "I" and (t[0].isupper() or any(c.isdigit() for c in t))}
     return {t.lower() for t in out}
+
+
+def content_words(q: str) -> set[str]:
+    """Stemmed content words of a question, each paraphrase group mapped to one form."""
+    import Stemmer
+
+    text = q.lower().replace("\u2019", "'")
+    for pattern, replacement in PHRASES:
+        text = pattern.sub(replacement, text)
+    words = [w for w in re.findall(r"[a-z0-9]+", text) if w not in FUNCTION_WORDS]
+    stems = Stemmer.Stemmer("english").stemWords(words)
+    return {_CANONICAL.get(s, s) for s in stems}
 
 
 def guard(q1: str, q2: str) -> str | None:
@@ -78,6 +117,9 @@ def guard(q1: str, q2: str) -> str | None:
         return "different numbers"
     if _entities(q1) != _entities(q2):
         return "different named entities"
+    a, b = content_words(q1), content_words(q2)
+    if a != b:
+        return f"different content words: {', '.join(sorted(a - b)) or '-'} / {', '.join(sorted(b - a)) or '-'}"
     return None
 
 

@@ -36,6 +36,11 @@ class Completion:
     attempts: list[dict] = field(default_factory=list)
     route: dict | None = None
     interrupted: dict | None = None
+    sources: list[dict] | None = None  # a cached answer's own sources (it was written from them)
+
+    @property
+    def truncated(self) -> bool:
+        return self.finish_reason == "length"
 
     def usage(self) -> dict:
         return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
@@ -109,6 +114,7 @@ def attempt(
     out = Completion("", provider.name, provider.model)
     parts: list[str] = []
     name = provider.name
+    stream = None
     try:
         stream = client.chat.completions.create(
             model=provider.model, messages=messages, temperature=temperature, max_tokens=max_tokens,
@@ -141,13 +147,13 @@ def attempt(
                                 f"after {len(parts)} chunks", partial="".join(parts)) from None
         raise AttemptFailed("timeout", f"'{name}' did not answer within "
                             f"{min(provider.stall_timeout, provider.timeout):g} s") from None
-    except openai.APIConnectionError as exc:
+    except (openai.APIConnectionError, httpx.TransportError, httpx.StreamError) as exc:
         cause = exc.__cause__ or exc
+        if stream is not None:  # the server answered, then the connection went away
+            raise AttemptFailed("connection", f"connection to '{name}' dropped mid-stream after "
+                                f"{len(parts)} chunks ({type(cause).__name__})", partial="".join(parts)) from None
         raise AttemptFailed("connection", f"cannot reach '{name}' at {provider.base_url} "
                             f"({type(cause).__name__})", partial="".join(parts)) from None
-    except (httpx.TransportError, httpx.StreamError) as exc:
-        raise AttemptFailed("connection", f"connection to '{name}' broke ({type(exc).__name__})",
-                            partial="".join(parts)) from None
     except openai.APIStatusError as exc:
         status, msg = exc.status_code, _brief(exc)
         if status in (401, 403):
@@ -165,16 +171,28 @@ def attempt(
                                 f"({msg})", status=status) from None
         raise AttemptFailed("bad_request", f"'{name}' refused the request (HTTP {status}): {msg}",
                             status=status) from None
-    except openai.APIError as exc:
-        raise AttemptFailed("malformed", f"'{name}' sent an invalid response: {exc}",
+    except (openai.OpenAIError, httpx.HTTPError) as exc:
+        raise AttemptFailed("malformed", f"'{name}' sent an invalid response: {_one_line(exc)}",
                             partial="".join(parts)) from None
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
+        # Cut JSON, wrong types, missing fields, bytes that are not UTF-8 inside the stream.
+        raise AttemptFailed("malformed", f"'{name}' sent a malformed stream after {len(parts)} chunks "
+                            f"({type(exc).__name__}: {_one_line(exc)})", partial="".join(parts)) from None
     out.text = "".join(parts)
     out.latency_s = time.perf_counter() - started
     if out.finish_reason is None:
         # Malformed bodies parse as an empty event stream: never pass that off as an answer.
-        what = "a truncated stream" if parts else "no answer (malformed or empty response)"
-        raise AttemptFailed("malformed", f"'{name}' sent {what}", partial=out.text)
+        if parts:
+            raise AttemptFailed("malformed", f"connection to '{name}' dropped mid-stream after {len(parts)} "
+                                "chunks (the stream ended without a finish_reason)", partial=out.text)
+        raise AttemptFailed("malformed", f"'{name}' sent no answer (an empty or malformed response; servers "
+                            f"such as llama.cpp do this when the prompt exceeds their context: check that "
+                            f"context_window ({provider.context_window}) is not larger than the server's)")
     return out
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:200]
 
 
 def _brief(exc) -> str:

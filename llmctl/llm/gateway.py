@@ -28,9 +28,17 @@ from llmctl.llm.cache import CacheHit, ResponseCache, is_time_sensitive, request
 from llmctl.llm.client import AttemptFailed, Completion, api_key, attempt
 from llmctl.llm.ledger import Ledger, Row
 from llmctl.llm.store import CorruptFile
+from llmctl.money import money
 from llmctl.stats import day_start, month_start
 
 log = logging.getLogger("llmctl.llm")
+
+
+def _key_or_none(provider: ProviderConfig) -> str | None:
+    try:
+        return api_key(provider, "")
+    except ProviderError:
+        return None
 
 
 class Clock:
@@ -124,10 +132,20 @@ class Gateway:
     def _estimate(self, provider: ProviderConfig, prompt_tokens: int) -> float | None:
         return policy.cost(provider, prompt_tokens, self.cfg.max_answer_tokens)
 
-    def _budget_problem(self, estimate: float | None) -> str | None:
-        """Why a call costing ``estimate`` would break a budget, or None."""
-        if estimate is None:
+    def _has_budget(self) -> bool:
+        b = self.cfg.budget
+        return b.daily_usd is not None or b.monthly_usd is not None or bool(b.tags)
+
+    def _budget_problem(self, provider: ProviderConfig, prompt_tokens: int) -> str | None:
+        """Why calling ``provider`` now would break a budget, or None. Under a budget an
+        unpriced provider is never called: its cost could not be counted."""
+        if not self._has_budget():
             return None
+        estimate = self._estimate(provider, prompt_tokens)
+        if estimate is None:
+            return (f"provider '{provider.name}' has no price configured, so its cost cannot be counted "
+                    "against llm.budget (set price_input_per_1m and price_output_per_1m; 0 for a free "
+                    "local server)")
         now = self.clock.now()
         b = self.cfg.budget
         checks = [("daily", b.daily_usd, day_start(now), None),
@@ -141,15 +159,23 @@ class Gateway:
                 continue
             spent = self.ledger.spent(since, tag)
             if spent + estimate > limit:
-                return (f"{label} budget: spent ${spent:.4f} of ${limit:.2f}; this call would add "
-                        f"about ${estimate:.4f}")
+                return (f"{label} budget: spent {money(spent)} of {money(limit)}; a call to "
+                        f"'{provider.name}' would add about {money(estimate)}")
         return None
+
+    def usable_providers(self) -> list[ProviderConfig]:
+        """Providers whose API key is set; raises when there is none (checked before any work)."""
+        if not self.cfg.providers:
+            raise ProviderError("No LLM provider configured: add one under llm.providers")
+        usable = [p for p in self.cfg.providers if _key_or_none(p) is not None]
+        if not usable:
+            api_key(self.cfg.providers[0], self.source)  # raises the missing-key error
+        return usable
 
     # -- the call ---------------------------------------------------------------------
     def complete(self, messages: list[dict], *, question: str, chunk_ids: list[str],
                  sources: list[dict], on_token: Callable[[str], None] | None = None) -> Completion:
-        if not self.cfg.providers:
-            raise ProviderError("No LLM provider configured: add one under llm.providers")
+        self.usable_providers()
         request_id = uuid.uuid4().hex[:12]
         order, route_info = self._order(question)
         prompt_tokens = sum(self.count(m["content"]) for m in messages)
@@ -174,7 +200,7 @@ class Gateway:
                     if seen.get("rejected"):
                         log.info("semantic cache: near miss %s", seen["rejected"])
 
-        order = self._apply_budget(order, prompt_tokens, request_id, question)
+        order = self._cheaper_first(order, prompt_tokens)
         deadline = self.clock.monotonic() + self.cfg.deadline
         shown: list[str] = []
 
@@ -183,19 +209,36 @@ class Gateway:
             on_token(text)
 
         attempts: list[dict] = []
+        refusals: list[str] = []
         min_window = 0
         last: AttemptFailed | None = None
         for provider in order:
             if provider.context_window <= min_window:
                 attempts.append({"provider": provider.name, "skipped": "context window too small"})
                 continue
-            key = api_key(provider, self.source)
+            key = _key_or_none(provider)
+            if key is None:
+                attempts.append({"provider": provider.name, "skipped": f"{provider.api_key_env} is not set"})
+                self.warn(f"provider '{provider.name}' skipped: {provider.api_key_env} is not set")
+                continue
             for n in range(1, provider.retries + 2):
+                problem = self._budget_problem(provider, prompt_tokens)  # before every attempt
+                if problem:
+                    self._row(request_id, "refused", provider=provider.name, model=provider.model,
+                              error_class="budget", attempt=n, question=question)
+                    attempts.append({"provider": provider.name, "attempt": n, "refused": problem})
+                    refusals.append(problem)
+                    break
                 started = time.perf_counter()
                 try:
                     comp = attempt(provider, messages, temperature=self.cfg.temperature,
                                    max_tokens=self.cfg.max_answer_tokens, key=key,
                                    on_token=emit if on_token else None)
+                except KeyboardInterrupt:
+                    self._row(request_id, "error", provider=provider.name, model=provider.model,
+                              latency_ms=(time.perf_counter() - started) * 1000, error_class="interrupted",
+                              attempt=n, route=route_info and route_info["class"], question=question)
+                    raise
                 except AttemptFailed as f:
                     last = f
                     latency = (time.perf_counter() - started) * 1000
@@ -226,36 +269,33 @@ class Gateway:
                     continue
                 return self._finish(comp, provider, messages, request_id, n, route_info, attempts,
                                     keys[provider.name], chunk_ids, sources, question, vector, cacheable)
-            if last is not None and provider is not order[-1]:
-                self.warn(f"provider '{provider.name}' failed ({last.kind}); falling back to the next one")
+            if provider is not order[-1] and (last is not None or refusals):
+                why = last.kind if last is not None else "budget"
+                self.warn(f"provider '{provider.name}' failed ({why}); falling back to the next one")
+        if refusals:  # nothing answered, and at least one provider was not called for money
+            b = self.cfg.budget
+            hint = ("only cached answers are allowed now (llm.budget.on_exceed: cache_only)"
+                    if b.on_exceed == "cache_only"
+                    else "raise the limit in llm.budget or wait for the next period")
+            more = f" (and {len(refusals) - 1} more refusal(s))" if len(refusals) > 1 else ""
+            before = f" (after '{last}')" if last is not None else ""
+            raise BudgetExceeded(f"Budget exceeded: {refusals[0]}{more}{before}; {hint}")
         if last is None:
             raise ProviderError("No provider could take the request")
         raise ProviderError(f"All providers failed; last error: {last}")
 
-    def _apply_budget(self, order: list[ProviderConfig], prompt_tokens: int, request_id: str,
-                      question: str | None) -> list[ProviderConfig]:
-        b = self.cfg.budget
-        if b.daily_usd is None and b.monthly_usd is None and not b.tags:
+    def _cheaper_first(self, order: list[ProviderConfig], prompt_tokens: int) -> list[ProviderConfig]:
+        """llm.budget.on_exceed 'cheaper': when the first provider would break the budget, try the
+        priced providers that fit it, cheapest first."""
+        if self.cfg.budget.on_exceed != "cheaper" or self._budget_problem(order[0], prompt_tokens) is None:
             return order
-        unpriced = [p.name for p in order if self._estimate(p, prompt_tokens) is None]
-        if unpriced:
-            self.warn(f"no price configured for {', '.join(unpriced)}: budgets cannot count their cost")
-        problem = self._budget_problem(self._estimate(order[0], prompt_tokens))
-        if problem is None:
-            return order
-        if b.on_exceed == "cheaper":
-            priced = sorted((p for p in order if self._estimate(p, prompt_tokens) is not None),
-                            key=lambda p: self._estimate(p, prompt_tokens))
-            fitting = [p for p in priced if self._budget_problem(self._estimate(p, prompt_tokens)) is None]
-            if fitting:
-                self.warn(f"{problem}; using the cheaper provider '{fitting[0].name}'")
-                return fitting
-        self._row(request_id, "refused", provider=order[0].name, model=order[0].model,
-                  error_class="budget", question=question)
-        hint = ("only cached answers are allowed now (llm.budget.on_exceed: cache_only)"
-                if b.on_exceed == "cache_only"
-                else "raise the limit in llm.budget or wait for the next period")
-        raise BudgetExceeded(f"Budget exceeded: {problem}; {hint}")
+        fitting = sorted((p for p in order if self._budget_problem(p, prompt_tokens) is None),
+                         key=lambda p: self._estimate(p, prompt_tokens))
+        if fitting:
+            self.warn(f"{self._budget_problem(order[0], prompt_tokens)}; using the cheaper provider "
+                      f"'{fitting[0].name}'")
+            return fitting
+        return order
 
     def _serve(self, hit: CacheHit, request_id: str, route_info, on_token, question) -> Completion:
         if on_token:
@@ -266,7 +306,7 @@ class Gateway:
         return Completion(hit.answer, hit.provider, hit.model, hit.usage.get("prompt_tokens"),
                           hit.usage.get("completion_tokens"), hit.usage.get("source") == "provider",
                           "stop", cost_usd=0.0, cache=hit.kind, similarity=hit.similarity,
-                          route=route_info)
+                          route=route_info, sources=hit.sources)
 
     def _finish(self, comp: Completion, provider: ProviderConfig, messages, request_id, n, route_info,
                 attempts, key, chunk_ids, sources, question, vector, cacheable) -> Completion:
@@ -284,7 +324,10 @@ class Gateway:
                   usage_source="provider" if comp.usage_reported else "estimated",
                   cost_usd=comp.cost_usd, latency_ms=comp.latency_s * 1000, attempt=n,
                   route=route_info and route_info["class"], question=question)
-        if cacheable and comp.finish_reason in ("stop", "length"):
+        if comp.truncated:
+            self.warn(f"the answer was cut at llm.max_answer_tokens ({self.cfg.max_answer_tokens}) and is "
+                      "incomplete (not cached): raise llm.max_answer_tokens for a complete answer")
+        if cacheable and comp.finish_reason == "stop":
             ttl = (self.cfg.cache.time_sensitive_ttl_minutes * 60 if is_time_sensitive(question)
                    else self.cfg.cache.ttl_hours * 3600)
             if self.cfg.cache.semantic and vector is None and self.embed is not None:

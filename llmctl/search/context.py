@@ -27,7 +27,21 @@ class Source:
     hit_ids: list[str] = field(default_factory=list)
     tokens: int = 0
 
+    def to_cache(self) -> dict:
+        """What a cached answer keeps of the source it cites (shown again on a cache hit)."""
+        return {"n": self.n, "location": self.location(), "source": self.source, "heading": self.heading,
+                "start_line": self.start_line, "end_line": self.end_line, "page": self.page}
+
+    @classmethod
+    def from_cache(cls, d: dict) -> Source:
+        return cls(d["n"], "", d.get("source", d["location"]), d.get("heading", ""), d.get("start_line", 0),
+                   d.get("end_line", 0), d.get("page"), (0, 0), 0, 0, "", cached_location=d["location"])
+
+    cached_location: str | None = None
+
     def location(self) -> str:
+        if self.cached_location:
+            return self.cached_location
         if self.page:
             return f"{self.source} (page {self.page})"
         return f"{self.source}:{self.start_line}-{self.end_line}"

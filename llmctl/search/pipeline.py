@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from llmctl.config import Config
-from llmctl.errors import ConfigError, InputError
+from llmctl.errors import BudgetExceeded, ConfigError, InputError, LlmctlError, ProviderError
 from llmctl.llm.client import Completion
 from llmctl.llm.gateway import Gateway
 from llmctl.llm.tokens import counter_for
@@ -46,6 +46,7 @@ class QueryResult:
     completion: Completion | None = None
     citations: list[Source] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    error: LlmctlError | None = None  # the answer failed after retrieval (the hits are still here)
 
     def to_dict(self) -> dict:
         c = self.completion
@@ -66,6 +67,9 @@ class QueryResult:
                 "dropped": self.packed.dropped,
             },
             "answer": c.text if c else None,
+            "truncated": c.truncated if c else None,
+            "error": None if self.error is None else {"message": str(self.error),
+                                                      "exit_code": self.error.exit_code},
             "citations": [{"n": s.n, "source": s.source, "location": s.location(),
                            "start_line": s.start_line, "end_line": s.end_line, "page": s.page}
                           for s in self.citations],
@@ -202,9 +206,21 @@ def run_query(
     if not question:
         raise InputError("The question is empty: llmctl query \"your question\" (or '-' to read stdin)")
     k = opts.k or cfg.retrieval.k
+    warnings: list[str] = []
+
+    def tell(message: str) -> None:
+        warnings.append(message)
+        if notify:
+            notify(message)
+
+    provider = cfg.llm.providers[0] if (cfg.llm.providers and opts.use_llm) else None
+    own = gateway is None
+    if provider:  # provider settings are checked before anything is loaded
+        gateway = gateway or Gateway(cfg.llm, cfg.data_dir, config_source=cfg.source, command=command,
+                                     tag=opts.tag, warn=tell)
+        gateway.usable_providers()
     retriever = retriever or Retriever(cfg)
     clock = _Clock()
-    warnings: list[str] = []
     got = retrieve(question, cfg, opts, retriever, reranker, clock, warnings)
     for w in warnings:
         if notify:
@@ -212,13 +228,17 @@ def run_query(
     hits, order, rerank_info = got.hits, got.order, got.rerank
     final = [hits[c] for c in order[:k]]
 
-    provider = cfg.llm.providers[0] if (cfg.llm.providers and opts.use_llm) else None
     counter = counter_for(provider.model if provider else "", provider.tokenizer if provider else "auto",
                           cfg.data_dir / "tiktoken")
     with clock.stage("pack"):
         if provider:
             overhead = prompt_overhead(question, cfg.llm.system_prompt, counter.count)
             budget = provider.context_window - overhead - cfg.llm.max_answer_tokens
+            if overhead > provider.context_window // 2:
+                raise InputError(
+                    f"The question is too long: the prompt takes {overhead} tokens before any source, and "
+                    f"provider '{provider.name}' has a {provider.context_window}-token context_window: "
+                    "shorten the question")
             if cfg.context.max_tokens:
                 budget = min(budget, cfg.context.max_tokens)
             if budget < 64:
@@ -236,28 +256,26 @@ def run_query(
         return result
 
     messages = build_messages(question, packed, cfg.llm.system_prompt)
-
-    def tell(message: str) -> None:
-        warnings.append(message)
-        if notify:
-            notify(message)
-
-    own = gateway is None
-    gateway = gateway or Gateway(cfg.llm, cfg.data_dir, config_source=cfg.source, command=command,
-                                 tag=opts.tag, count_tokens=counter.count, embed=retriever.embed, warn=tell)
+    if own:
+        gateway.count, gateway.embed = counter.count, retriever.embed
     try:
         with clock.stage("llm"):
             completion = gateway.complete(
                 messages, question=question,
                 chunk_ids=[cid for s in packed.sources for cid in s.hit_ids],
-                sources=[{"n": s.n, "location": s.location()} for s in packed.sources],
+                sources=[s.to_cache() for s in packed.sources],
                 on_token=on_token)
+    except (ProviderError, BudgetExceeded) as exc:
+        result.error = exc  # retrieval's work is kept: the caller shows the hits, then the error
+        return result
     finally:
         if own:
             gateway.close()
     result.completion = completion
     numbers = cited_numbers(completion.text)
-    by_n = {s.n: s for s in packed.sources}
+    cited_from = ([Source.from_cache(d) for d in completion.sources] if completion.sources is not None
+                  else packed.sources)  # a cached answer cites the sources it was written from
+    by_n = {s.n: s for s in cited_from}
     result.citations = [by_n[n] for n in numbers if n in by_n]
     bad = [n for n in numbers if n not in by_n]
     if bad:

@@ -11,7 +11,7 @@ import typer
 
 app = typer.Typer(
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # plain Click help: rich help rendering alone costs ~170 ms of start-up
     help="From RAG demo to RAG in production: ingest, query, eval and cost control.",
@@ -34,15 +34,36 @@ def _config(path: Path | None = None, **overrides):
     return load_config(path or state.config_path, {"data_dir": state.data_dir, **overrides})
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        sys.stdout.write(f"llmctl {version('llmctl')}\n")
+        raise typer.Exit()
+
+
+def _validate_where(where: list[str] | None) -> list[str]:
+    from llmctl.errors import InputError
+    from llmctl.search.filters import parse_where
+
+    try:
+        parse_where(list(where or []))
+    except InputError as exc:
+        raise typer.BadParameter(str(exc).split(": ", 1)[-1], param_hint="--where") from None
+    return list(where or [])
+
+
 @app.callback()
 def main_options(
     config: Annotated[Path | None, typer.Option(
-        "--config", "-c", help="YAML config file (default: $LLMCTL_CONFIG, ./llmctl.yaml, built-ins).",
+        "--config", "-c", metavar="FILE", help="YAML config file (default: $LLMCTL_CONFIG, ./llmctl.yaml, built-ins).",
         show_default=False)] = None,
     data_dir: Annotated[Path | None, typer.Option(
-        help="Where indexes, manifest, cache and ledger live (config: data_dir).",
+        metavar="DIR", help="Where indexes, manifest, cache and ledger live (config: data_dir).",
         show_default=False)] = None,
     verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More logging on stderr.")] = 0,
+    version: Annotated[bool, typer.Option(
+        "--version", is_eager=True, callback=_print_version, help="Print the version and exit.")] = False,
 ) -> None:
     state.config_path, state.data_dir, state.verbose = config, data_dir, verbose
     if verbose:
@@ -56,7 +77,8 @@ def main_options(
 
 @app.command()
 def ingest(
-    paths: Annotated[list[Path], typer.Argument(help="Files or folders to ingest.", show_default=False)],
+    paths: Annotated[list[Path], typer.Argument(
+        help="Files or folders to ingest.", show_default=False, metavar="PATH")],
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Report what would change; write nothing.")] = False,
     rebuild: Annotated[bool, typer.Option(
@@ -73,7 +95,8 @@ def ingest(
         "--exclude", metavar="GLOB",
         help="Do not look at files or folders matching GLOB (repeatable; added to ingest.exclude). "
              "Indexed files it leaves out are kept.")] = None,
-    wait: Annotated[float, typer.Option(help="Seconds to wait for another ingest to finish.")] = 0,
+    wait: Annotated[float, typer.Option(
+        help="Seconds to wait for another ingest to finish.", min=0, metavar="SECONDS")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON report on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
@@ -104,9 +127,10 @@ def ingest(
 def remove(
     paths: Annotated[list[Path], typer.Argument(
         help="Files or folders whose indexed files to drop (they may no longer exist).",
-        show_default=False, metavar="PATH...")],
+        show_default=False, metavar="PATH")],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would be removed; write nothing.")] = False,
-    wait: Annotated[float, typer.Option(help="Seconds to wait for another ingest to finish.")] = 0,
+    wait: Annotated[float, typer.Option(
+        help="Seconds to wait for another ingest to finish.", min=0, metavar="SECONDS")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON report on stdout.")] = False,
 ) -> None:
     """Drop every indexed file under PATH from the index (manifest, vectors and BM25).
@@ -125,21 +149,25 @@ def remove(
 
 @app.command()
 def query(
-    question: Annotated[str, typer.Argument(help="The question ('-' reads it from stdin).")],
-    k: Annotated[int | None, typer.Option("--k", "-k", help="Hits to keep (retrieval.k).")] = None,
-    dense_k: Annotated[int | None, typer.Option(help="Dense candidates (retrieval.dense_k).")] = None,
-    bm25_k: Annotated[int | None, typer.Option(help="BM25 candidates (retrieval.bm25_k).")] = None,
-    depth: Annotated[int | None, typer.Option(help="Candidates to rerank (rerank.depth).")] = None,
-    fusion: Annotated[str | None, typer.Option(help="weighted or rrf (retrieval.fusion).")] = None,
+    question: Annotated[str, typer.Argument(help="The question ('-' reads it from stdin).", metavar="QUESTION")],
+    k: Annotated[int | None, typer.Option(
+        "--k", "-k", help="Hits to keep (retrieval.k).", min=1, max=1000, metavar="N")] = None,
+    dense_k: Annotated[int | None, typer.Option(
+        help="Dense candidates (retrieval.dense_k).", min=1, metavar="N")] = None,
+    bm25_k: Annotated[int | None, typer.Option(help="BM25 candidates (retrieval.bm25_k).", min=1, metavar="N")] = None,
+    depth: Annotated[int | None, typer.Option(help="Candidates to rerank (rerank.depth).", min=1, metavar="N")] = None,
+    fusion: Annotated[str | None, typer.Option(
+        help="weighted or rrf (retrieval.fusion).", metavar="weighted|rrf")] = None,
     where: Annotated[list[str] | None, typer.Option(
-        "--where", help="Filter FIELD=VALUE: source=GLOB, ext=md, kind=pdf, doc_id=GLOB (repeatable).",
+        "--where", metavar="FIELD=VALUE", callback=_validate_where,
+        help="Filter: source=GLOB, ext=md, kind=pdf, doc_id=GLOB (repeatable).",
     )] = None,
     no_llm: Annotated[bool, typer.Option(
         "--no-llm", help="Retrieval only, even if a model is configured.")] = False,
     no_rerank: Annotated[bool, typer.Option("--no-rerank", help="Skip the cross-encoder.")] = False,
     explain: Annotated[bool, typer.Option(
         "--explain", help="Show each stage's ranks, scores, latency.")] = False,
-    tag: Annotated[str | None, typer.Option(help="Label for the ledger and per-tag budgets.")] = None,
+    tag: Annotated[str | None, typer.Option(help="Label for the ledger and per-tag budgets.", metavar="NAME")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
 ) -> None:
     """Ask a question: hybrid retrieval, reranking and a streamed, cited answer.
@@ -168,18 +196,23 @@ def query(
 
 @app.command(name="eval")
 def eval_(
-    suite: Annotated[Path | None, typer.Argument(help="Golden-query suite (YAML).", show_default=False)] = None,
-    beir: Annotated[Path | None, typer.Option(help="A BEIR dataset folder instead of a suite.")] = None,
-    split: Annotated[str, typer.Option(help="BEIR qrels split (qrels/<split>.tsv).")] = "test",
+    suite: Annotated[Path | None, typer.Argument(
+        help="Golden-query suite (YAML).", show_default=False, metavar="[SUITE]")] = None,
+    beir: Annotated[Path | None, typer.Option(help="A BEIR dataset folder instead of a suite.", metavar="DIR")] = None,
+    split: Annotated[str, typer.Option(help="BEIR qrels split (qrels/<split>.tsv).", metavar="NAME")] = "test",
     stages: Annotated[bool, typer.Option("--stages", help="Show BM25, dense, hybrid, reranked apart.")] = False,
-    limit: Annotated[int | None, typer.Option(help="Only the first N cases.")] = None,
-    tag: Annotated[list[str] | None, typer.Option("--tag", help="Only cases with this tag (repeatable).")] = None,
-    json_out: Annotated[str | None, typer.Option("--json", help="Write the JSON report here ('-': stdout).")] = None,
-    junit_out: Annotated[Path | None, typer.Option("--junit", help="Write a JUnit XML report.")] = None,
-    md_out: Annotated[Path | None, typer.Option("--markdown", help="Write a Markdown summary.")] = None,
-    html_out: Annotated[Path | None, typer.Option("--html", help="Write a self-contained HTML report.")] = None,
-    baseline: Annotated[Path | None, typer.Option(help="Compare with an earlier --json report.")] = None,
-    against: Annotated[Path | None, typer.Option(help="A/B: also run with this config file.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N cases.", min=1, metavar="N")] = None,
+    tag: Annotated[list[str] | None, typer.Option(
+        "--tag", help="Only cases with this tag (repeatable).", metavar="NAME")] = None,
+    json_out: Annotated[str | None, typer.Option(
+        "--json", help="Write the JSON report here ('-': stdout).", metavar="FILE")] = None,
+    junit_out: Annotated[Path | None, typer.Option("--junit", help="Write a JUnit XML report.", metavar="FILE")] = None,
+    md_out: Annotated[Path | None, typer.Option("--markdown", help="Write a Markdown summary.", metavar="FILE")] = None,
+    html_out: Annotated[Path | None, typer.Option(
+        "--html", help="Write a self-contained HTML report.", metavar="FILE")] = None,
+    baseline: Annotated[Path | None, typer.Option(
+        help="Compare with an earlier --json report.", metavar="FILE")] = None,
+    against: Annotated[Path | None, typer.Option(help="A/B: also run with this config file.", metavar="FILE")] = None,
     no_answers: Annotated[bool, typer.Option("--no-answers", help="Retrieval metrics only.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -208,8 +241,8 @@ def eval_(
 
 @app.command()
 def cost_report(
-    since: Annotated[str | None, typer.Option(help="From YYYY-MM-DD, 'today' or '7d'.")] = None,
-    until: Annotated[str | None, typer.Option(help="Before YYYY-MM-DD (exclusive).")] = None,
+    since: Annotated[str | None, typer.Option(help="From YYYY-MM-DD, 'today' or '7d'.", metavar="DATE")] = None,
+    until: Annotated[str | None, typer.Option(help="Before YYYY-MM-DD (exclusive).", metavar="DATE")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="Print the breakdowns as CSV.")] = False,
 ) -> None:
@@ -220,13 +253,19 @@ def cost_report(
     import time
 
     from llmctl import render
+    from llmctl.errors import InputError
     from llmctl.llm.report import cost_report as build
     from llmctl.llm.report import parse_when
 
     cfg = _config()
     now = time.time()
-    report = build(cfg.data_dir, cfg.llm, parse_when(since, now, "--since"),
-                   parse_when(until, now, "--until"), now)
+    try:
+        start, end = parse_when(since, now, "--since"), parse_when(until, now, "--until")
+    except InputError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    if start is not None and end is not None and start >= end:
+        raise typer.BadParameter(f"--since {since} is not before --until {until}", param_hint="--since")
+    report = build(cfg.data_dir, cfg.llm, start, end, now)
     if as_json:
         render.print_json(report)
     elif as_csv:
@@ -257,15 +296,20 @@ def cache_stats(
         render.cache_stats(stats)
 
 
+# Typer vendors Click: reach its exception classes through the public BadParameter.
+_USAGE_ERROR = typer.BadParameter.__mro__[1]
+_CLICK_ERROR = typer.BadParameter.__mro__[2]
+
+
 def main() -> None:
-    """Entry point: the one place that turns LlmctlError into a message and an exit code."""
+    """Entry point: the one place that turns errors into a one-line message and an exit code."""
     from llmctl.errors import Interrupted, LlmctlError, printable
     from llmctl.interrupts import terminate_as_interrupt
 
     debug = os.environ.get("LLMCTL_DEBUG") == "1"
     terminate_as_interrupt()
     try:
-        app()
+        code = app(standalone_mode=False)
     except Interrupted as exc:
         sys.stderr.write(f"{printable(str(exc))}\n")
         sys.exit(exc.exit_code)
@@ -274,10 +318,20 @@ def main() -> None:
             raise
         sys.stderr.write(f"Error: {printable(str(exc))}\n")  # always one line
         sys.exit(exc.exit_code)
-    except (KeyboardInterrupt, SystemExit) as exc:
-        # Typer turns KeyboardInterrupt into exit 130 before we see it: say what happened.
-        if isinstance(exc, SystemExit) and exc.code != 130:
-            raise
+    except _USAGE_ERROR as exc:  # a bad flag or value: one line, exit 2 (help itself is shown whole)
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            exc.show()
+            sys.exit(exc.exit_code)
+        command = exc.ctx.command_path if exc.ctx else "llmctl"
+        sys.stderr.write(f"Error: {printable(' '.join(exc.format_message().split()))} "
+                         f"(see '{command} --help')\n")
+        sys.exit(2)
+    except _CLICK_ERROR as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        code = 130
+    if code == 130:  # Typer turns Ctrl-C into exit code 130 before llmctl sees it
         sys.stderr.write("Interrupted: stopped before finishing; what was finished is kept, run again "
                          "to continue\n")
-        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -216,20 +216,27 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
         source = str(file)
         data = _read_yaml(file)
         base_dir = file.resolve().parent
-    for key, value in _env_overrides().items():
-        _set_dotted(data, key, value, source=f"environment variable {ENV_PREFIX}{key}")
+    sources: dict[str, str] = {}  # dotted key -> where an override came from, for error messages
+    env, unknown = _env_overrides()
+    for key, (name, value) in env.items():
+        sources[key] = f"environment variable {name}"
+        _set_dotted(data, key, value, source=sources[key])
     for key, value in (overrides or {}).items():
         if value is not None:
+            sources[key] = "command line"
             _set_dotted(data, key, value, source="command line")
     try:
         cfg = Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_explain(exc, source)) from None
+        raise ConfigError(_explain(exc, source, sources)) from None
+    _check_unknown_env(unknown, cfg)
     cfg.source = source
     cfg.base_dir = base_dir
     cfg.data_dir = _resolve(cfg.data_dir, base_dir)
-    cfg.embedding.model = _resolve_model(cfg.embedding.model, base_dir)
-    cfg.rerank.model = _resolve_model(cfg.rerank.model, base_dir)
+    for section in (cfg.embedding, cfg.rerank):  # assign only a change: fields_set says what the user set
+        resolved = _resolve_model(section.model, base_dir)
+        if resolved != section.model:
+            section.model = resolved
     return cfg
 
 
@@ -267,9 +274,11 @@ def _read_yaml(file: Path) -> dict[str, Any]:
     return data
 
 
-def _env_overrides() -> dict[str, Any]:
-    """``LLMCTL_DATA_DIR=x`` -> data_dir; ``LLMCTL_BM25__K1=1.5`` -> bm25.k1."""
-    out: dict[str, Any] = {}
+def _env_overrides() -> tuple[dict[str, tuple[str, Any]], list[str]]:
+    """``LLMCTL_DATA_DIR=x`` -> data_dir; ``LLMCTL_BM25__K1=1.5`` -> bm25.k1. Returns the
+    overrides (dotted key -> (variable, value)) and the LLMCTL_* names that are no setting."""
+    out: dict[str, tuple[str, Any]] = {}
+    unknown: list[str] = []
     for name, raw in os.environ.items():
         if not name.startswith(ENV_PREFIX) or name in (f"{ENV_PREFIX}CONFIG", f"{ENV_PREFIX}DEBUG"):
             continue
@@ -282,12 +291,26 @@ def _env_overrides() -> dict[str, Any]:
                     f"environment variable {name}: sections and keys are joined by a double "
                     f"underscore, e.g. {ENV_PREFIX}{typo.upper()}__{top[len(typo) + 1:].upper()}"
                 )
-            continue  # someone else's LLMCTL_* variable (an API key, say): not a config key
+            unknown.append(name)
+            continue
         try:
-            out[key] = yaml.safe_load(raw) if raw else raw
+            out[key] = (name, yaml.safe_load(raw) if raw else raw)
         except yaml.YAMLError:
-            out[key] = raw
-    return out
+            out[key] = (name, raw)
+    return out, unknown
+
+
+def _check_unknown_env(names: list[str], cfg: Config) -> None:
+    """An LLMCTL_* variable that is no setting is a typo, unless the config names it as a
+    secret (llm.providers[].api_key_env, vector_store.token_env)."""
+    secrets = {p.api_key_env for p in cfg.llm.providers} | {cfg.vector_store.token_env}
+    for name in sorted(set(names) - secrets):
+        known = [f"{ENV_PREFIX}{k.upper()}" for k in SCHEMA_KEYS] + [f"{ENV_PREFIX}CONFIG", f"{ENV_PREFIX}DEBUG"]
+        close = difflib.get_close_matches(name.split("__")[0], known, n=1, cutoff=0.75)
+        hint = (f"did you mean {close[0]}{name[len(name.split('__')[0]):]}?" if close
+                else f"settings are {ENV_PREFIX}<SECTION>__<KEY>, e.g. {ENV_PREFIX}RETRIEVAL__K")
+        raise ConfigError(f"environment variable {name} is not an llmctl setting ({hint}); unset it, or "
+                          "name it in api_key_env / token_env if it holds a secret")
 
 
 def _set_dotted(data: dict[str, Any], key: str, value: Any, source: str) -> None:
@@ -301,10 +324,12 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any, source: str) -> None
     node[parts[-1]] = value
 
 
-def _explain(exc: ValidationError, source: str) -> str:
+def _explain(exc: ValidationError, source: str, sources: dict[str, str] | None = None) -> str:
     err = exc.errors()[0]
     loc = [str(p) for p in err["loc"]]
     key = ".".join(loc)
+    source = next((where for k, where in (sources or {}).items() if key == k or key.startswith(k + ".")),
+                  source)
     more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
     if err["type"] == "extra_forbidden":
         model: type[BaseModel] = Config

@@ -10,6 +10,7 @@ from typing import Any
 from rich.console import Console
 
 from llmctl.errors import printable
+from llmctl.money import money
 
 stdout = Console(highlight=False, soft_wrap=True)
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -185,23 +186,19 @@ def _explain(result) -> None:
                  markup=False)
 
 
-def _money(v) -> str:
-    return "unknown" if v is None else f"${v:,.4f}"
-
-
 def cost_report(report: dict) -> None:
     from rich.table import Table
 
     t = report["totals"]
     stdout.print(
-        f"Requests {t['requests']}  attempts {t['attempts']}  errors {t['errors']} "
-        f"({t['error_rate']:.1%})  cache hits {t['cache_hits']}  refused {t['refused']}"
+        f"Requests {t['requests']}  attempts {t['attempts']}  errors {t['errors']} of {t['attempts']} "
+        f"attempts ({t['error_rate']:.1%})  cache hits {t['cache_hits']}  refused {t['refused']}"
     )
     estimated = f" ({t['estimated_usage_calls']} call(s) estimated)" if t["estimated_usage_calls"] else ""
     unknown = f" + {t['unknown_cost_calls']} call(s) of unknown price" if t["unknown_cost_calls"] else ""
     stdout.print(
-        f"Tokens in {t['tokens_in']:,}  out {t['tokens_out']:,}{estimated}  cost {_money(t['cost_usd'])}"
-        f"{unknown}  saved by cache {_money(t['saved_by_cache_usd'])}"
+        f"Tokens in {t['tokens_in']:,}  out {t['tokens_out']:,}{estimated}  cost {money(t['cost_usd'])}"
+        f"{unknown}  saved by cache {money(t['saved_by_cache_usd'])}"
     )
     if t["latency_ms_p50"] is not None:
         stdout.print(f"Latency p50 {t['latency_ms_p50']:.0f} ms  p95 {t['latency_ms_p95']:.0f} ms")
@@ -214,7 +211,7 @@ def cost_report(report: dict) -> None:
             table.add_column(col, justify="left" if col == dim else "right")
         for key, s in groups.items():
             table.add_row(key, str(s["requests"]), f"{s['tokens_in']:,}", f"{s['tokens_out']:,}",
-                          _money(s["cost_usd"]), str(s["errors"]),
+                          money(s["cost_usd"]), str(s["errors"]),
                           "-" if s["latency_ms_p95"] is None else f"{s['latency_ms_p95']:.0f}")
         stdout.print(table)
     days = report["by"]["day"]
@@ -223,13 +220,13 @@ def cost_report(report: dict) -> None:
         stdout.print("Cost per day:")
         for day, s in days.items():
             bar = "█" * max(0, round(30 * s["cost_usd"] / top))
-            stdout.print(f"  {day} {bar} {_money(s['cost_usd'])}", markup=False)
+            stdout.print(f"  {day} {bar} {money(s['cost_usd'])}", markup=False)
     b = report["budget"]
     for period in ("daily", "monthly"):
         limit = b[period]["limit_usd"]
         spent = b[period]["spent_usd"]
-        stdout.print(f"Budget {period}: {_money(spent)} of "
-                     f"{'no limit' if limit is None else _money(limit)}")
+        stdout.print(f"Budget {period}: {money(spent)} of "
+                     f"{'no limit' if limit is None else money(limit)}")
 
 
 def cost_report_csv(report: dict) -> None:
@@ -246,14 +243,12 @@ def cost_report_csv(report: dict) -> None:
 
 
 def cache_stats(stats: dict) -> None:
-    import time as _time
-
     if not stats["exists"]:
         stdout.print(f"No cache yet ({stats['path']}).")
         return
 
-    def when(ts):
-        return "-" if ts is None else _time.strftime("%Y-%m-%d %H:%M", _time.gmtime(ts))
+    def when(iso):
+        return "-" if iso is None else iso[:16].replace("T", " ")
 
     def pct(v):
         return "-" if v is None else f"{v:.1%}"
@@ -264,7 +259,10 @@ def cache_stats(stats: dict) -> None:
                  f"({stats['hits']['exact']}/{stats['lookups']['exact']}), "
                  f"semantic {pct(stats['hit_rate']['semantic'])} "
                  f"({stats['hits']['semantic']}/{stats['lookups']['semantic']})")
-    stdout.print(f"Saved {stats['saved']['tokens']:,} tokens, {_money(stats['saved']['usd'])}; "
+    saved = stats["saved"]
+    usd = money(saved["usd"]) if not saved["unpriced_hits"] else (
+        f"{money(saved['usd'])} + {saved['unpriced_hits']} hit(s) of unknown price" if saved["usd"] else "unknown")
+    stdout.print(f"Saved {saved['tokens']:,} tokens, {usd}; "
                  f"invalidated by ingest: {stats['invalidations']}")
     stdout.print(f"Oldest {when(stats['oldest'])}, newest {when(stats['newest'])} (UTC)")
     if stats["cleared"] or stats["pruned"]:
@@ -315,7 +313,7 @@ def eval_outputs(outcome, *, json_out, junit_out, md_out, html_out, stages: bool
     stdout.print(f"Cases: {len(r['cases']) - len(failed)} passed, {len(failed)} failed"
                  + (f", {skipped} answer check(s) skipped (no llm.providers)" if skipped else "")
                  + f". Latency p50 {r['latency_ms']['p50']} ms, p95 {r['latency_ms']['p95']} ms; "
-                 f"cost ${r['cost_usd']:.4f}; {r['seconds']} s.", markup=False)
+                 f"cost {money(r['cost_usd'])}; {r['seconds']} s.", markup=False)
     for c in failed:
         why = c["error"] or "; ".join(x["check"] for x in c["checks"] if not x["passed"])
         stdout.print(f"  FAIL {c['id']}: {why}", markup=False)

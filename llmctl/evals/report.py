@@ -6,6 +6,7 @@ import html
 from xml.etree import ElementTree as ET
 
 from llmctl.evals.runner import EvalResult
+from llmctl.money import money
 
 
 def to_dict(result: EvalResult, checks: list[dict], baseline: dict | None, passed: bool) -> dict:
@@ -91,7 +92,7 @@ def markdown(report: dict) -> str:
                   for c in failed]
     lat = report["latency_ms"]
     lines += ["", f"{len(report['cases'])} cases, latency p50 {lat['p50']} ms / p95 {lat['p95']} ms, "
-                  f"cost ${report['cost_usd']:.4f}, {report['seconds']} s."]
+                  f"cost {money(report['cost_usd'])}, {report['seconds']} s."]
     return "\n".join(lines) + "\n"
 
 
@@ -131,7 +132,7 @@ def html_page(report: dict) -> str:
 td,th{{border:1px solid #ccc;padding:3px 7px;font-size:13px}}tr.fail td{{background:#fde2e2}}</style></head>
 <body><h1>{'✅' if report['passed'] else '❌'} {e(report['suite'])}</h1>
 <p>final stage: <b>{e(report['final_stage'])}</b>; {len(report['cases'])} cases; latency p50
-{report['latency_ms']['p50']} ms, p95 {report['latency_ms']['p95']} ms; cost ${report['cost_usd']:.4f}</p>
+{report['latency_ms']['p50']} ms, p95 {report['latency_ms']['p95']} ms; cost {money(report['cost_usd'])}</p>
 <h2>Metrics per stage</h2><p>{legend}</p>
 <svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 40}">
 <line x1="28" y1="{10 + height}" x2="{width}" y2="{10 + height}" stroke="#999"/>{''.join(bars)}</svg>

@@ -158,7 +158,8 @@ class ResponseCache:
         tokens = (usage_d.get("prompt_tokens") or 0) + (usage_d.get("completion_tokens") or 0)
         self.db.execute("UPDATE entries SET hits = hits + 1, saved_usd = saved_usd + ?, "
                         "saved_tokens = saved_tokens + ? WHERE key = ?", (cost or 0, tokens, key))
-        self._bump(**{f"hits_{kind}": 1, "saved_usd": cost or 0, "saved_tokens": tokens})
+        self._bump(**{f"hits_{kind}": 1, "saved_usd": cost or 0, "saved_tokens": tokens,
+                      "hits_unpriced": 1 if cost is None else 0})
         return CacheHit(key, kind, answer, provider, model, usage_d, cost, json.loads(sources), similarity)
 
     def get_exact(self, key: str, now: float) -> CacheHit | None:

@@ -32,6 +32,12 @@ def parse_when(value: str | None, now: float, flag: str) -> float | None:
         raise InputError(f"{flag} '{value}': use YYYY-MM-DD, 'today' or a number of days like 7d") from None
 
 
+def iso(ts: float | None) -> str | None:
+    import datetime as dt
+
+    return None if ts is None else dt.datetime.fromtimestamp(ts, dt.timezone.utc).isoformat(timespec="seconds")
+
+
 def _summary(rows: list[dict]) -> dict:
     ok = [r for r in rows if r["status"] == "ok"]
     errors = [r for r in rows if r["status"] == "error"]
@@ -43,15 +49,15 @@ def _summary(rows: list[dict]) -> dict:
         "attempts": len(calls),
         "ok": len(ok),
         "errors": len(errors),
-        "error_rate": round(len(errors) / len(calls), 4) if calls else 0.0,
+        "error_rate": round(len(errors) / len(calls), 4) if calls else 0.0,  # errors / attempts
         "cache_hits": len(hits),
         "refused": sum(1 for r in rows if r["status"] == "refused"),
         "tokens_in": sum(r["tokens_in"] or 0 for r in ok),
         "tokens_out": sum(r["tokens_out"] or 0 for r in ok),
         "estimated_usage_calls": sum(1 for r in ok if r["usage_source"] == "estimated"),
-        "cost_usd": round(sum(r["cost_usd"] or 0 for r in ok), 6),
+        "cost_usd": round(sum(r["cost_usd"] or 0 for r in ok), 10),
         "unknown_cost_calls": sum(1 for r in ok if r["cost_usd"] is None),
-        "saved_by_cache_usd": round(sum(r["saved_usd"] or 0 for r in hits), 6),
+        "saved_by_cache_usd": round(sum(r["saved_usd"] or 0 for r in hits), 10),
         "latency_ms_p50": percentile(latencies, 0.5),
         "latency_ms_p95": percentile(latencies, 0.95),
     }
@@ -83,8 +89,8 @@ def cost_report(data_dir: Path, cfg: LLMConfig, since: float | None, until: floa
         "totals": _summary(rows),
         "by": breakdowns,
         "budget": {
-            "daily": {"spent_usd": round(spent_today, 6), "limit_usd": b.daily_usd},
-            "monthly": {"spent_usd": round(spent_month, 6), "limit_usd": b.monthly_usd},
+            "daily": {"spent_usd": round(spent_today, 10), "limit_usd": b.daily_usd},
+            "monthly": {"spent_usd": round(spent_month, 10), "limit_usd": b.monthly_usd},
             "on_exceed": b.on_exceed,
         },
     }
@@ -109,13 +115,16 @@ def cache_stats(data_dir: Path, now: float, *, clear: bool = False, prune: bool 
         lookups = stats.get(f"lookups_{kind}", 0)
         return round(stats.get(f"hits_{kind}", 0) / lookups, 4) if lookups else None
 
+    for field in ("oldest", "newest"):  # ISO 8601, UTC
+        summary[field] = iso(summary[field])
     return {
         "path": str(path), "exists": True, **summary, "size_bytes": size,
         "lookups": {"exact": int(stats.get("lookups_exact", 0)),
                     "semantic": int(stats.get("lookups_semantic", 0))},
         "hits": {"exact": int(stats.get("hits_exact", 0)), "semantic": int(stats.get("hits_semantic", 0))},
         "hit_rate": {"exact": rate("exact"), "semantic": rate("semantic")},
-        "saved": {"tokens": int(stats.get("saved_tokens", 0)), "usd": round(stats.get("saved_usd", 0), 6)},
+        "saved": {"tokens": int(stats.get("saved_tokens", 0)), "usd": round(stats.get("saved_usd", 0), 8),
+                  "unpriced_hits": int(stats.get("hits_unpriced", 0))},
         "invalidations": int(stats.get("invalidations", 0)),
         **removed,
     }

@@ -174,10 +174,14 @@ def retrieve(question: str, cfg: Config, opts: QueryOptions, retriever: Retrieve
                 raise ConfigError(f"{exc}; rerank.required is true, so llmctl will not answer without it "
                                   "(give a local model path, or set rerank.required: false)") from None
             rerank_info.update(status="unavailable", reason=str(exc), fallback="fused order")
-            warnings.append(
-                f"{exc}; results are in fused order. Set rerank.model to a local cross-encoder folder, "
-                "rerank.offline: false to download it once, or rerank.enabled: false to skip reranking"
-            )
+            # The built-in default names a hub model no offline install has: say so in --explain,
+            # --json and eval reports, and warn only when the user asked for a reranker.
+            asked = opts.rerank is True or bool({"enabled", "model"} & cfg.rerank.model_fields_set)
+            if asked:
+                warnings.append(
+                    f"{exc}; results are in fused order. Set rerank.model to a local cross-encoder folder, "
+                    "rerank.offline: false to download it once, or rerank.enabled: false to skip reranking"
+                )
         else:
             ranked = sorted(zip(head, scores, strict=True), key=lambda kv: -kv[1])
             _ranked_stage(hits, "rerank", ranked)

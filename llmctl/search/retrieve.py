@@ -12,14 +12,8 @@ from llmctl.index import keyword
 from llmctl.index.datadir import DataDir
 from llmctl.index.embedder import Embedder
 from llmctl.index.manifest import Manifest
+from llmctl.search.filters import FILTER_FIELDS, parse_where
 from llmctl.search.fusion import Ranked
-
-FILTER_FIELDS = {
-    "source": "json_extract(meta, '$.source') GLOB ?",
-    "ext": "json_extract(meta, '$.source') GLOB '*.' || ?",
-    "kind": "json_extract(meta, '$.kind') = ?",
-    "doc_id": "json_extract(meta, '$.doc_id') GLOB ?",
-}
 
 
 class Filter:
@@ -28,21 +22,6 @@ class Filter:
     def __init__(self, chunk_ids: set[str], doc_ids: set[str]):
         self.chunk_ids = chunk_ids
         self.chroma_where = {"doc_id": {"$in": sorted(doc_ids)}}
-
-
-def parse_where(conditions: list[str]) -> list[tuple[str, str]]:
-    out = []
-    for cond in conditions:
-        field, sep, value = cond.partition("=")
-        field = field.strip()
-        if not sep or not value.strip():
-            raise InputError(f"--where '{cond}': expected FIELD=VALUE, e.g. source=docs/*.md")
-        if field not in FILTER_FIELDS:
-            raise InputError(
-                f"--where '{cond}': unknown field '{field}'; use one of {', '.join(FILTER_FIELDS)}"
-            )
-        out.append((field, value.strip()))
-    return out
 
 
 class Retriever:

@@ -322,7 +322,7 @@ def main() -> None:
         if type(exc).__name__ == "NoArgsIsHelpError":
             exc.show()
             sys.exit(exc.exit_code)
-        command = exc.ctx.command_path if exc.ctx else "llmctl"
+        command = f"llmctl {exc.ctx.info_name}" if exc.ctx and exc.ctx.parent else "llmctl"
         sys.stderr.write(f"Error: {printable(' '.join(exc.format_message().split()))} "
                          f"(see '{command} --help')\n")
         sys.exit(2)

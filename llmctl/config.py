@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from llmctl.errors import ConfigError
 
 ENV_PREFIX = "LLMCTL_"
+SECRET_SUFFIXES = ("_KEY", "_TOKEN", "_SECRET", "_PASSWORD")
 DEFAULT_FILE_NAME = "llmctl.yaml"
 
 CODE_EXTENSIONS = {
@@ -302,9 +303,12 @@ def _env_overrides() -> tuple[dict[str, tuple[str, Any]], list[str]]:
 
 def _check_unknown_env(names: list[str], cfg: Config) -> None:
     """An LLMCTL_* variable that is no setting is a typo, unless the config names it as a
-    secret (llm.providers[].api_key_env, vector_store.token_env)."""
+    secret (llm.providers[].api_key_env, vector_store.token_env) or its name says it holds
+    one (..._KEY, ..._TOKEN, ..._SECRET: another project's config may name it)."""
     secrets = {p.api_key_env for p in cfg.llm.providers} | {cfg.vector_store.token_env}
     for name in sorted(set(names) - secrets):
+        if name.endswith(SECRET_SUFFIXES):
+            continue
         known = [f"{ENV_PREFIX}{k.upper()}" for k in SCHEMA_KEYS] + [f"{ENV_PREFIX}CONFIG", f"{ENV_PREFIX}DEBUG"]
         close = difflib.get_close_matches(name.split("__")[0], known, n=1, cutoff=0.75)
         hint = (f"did you mean {close[0]}{name[len(name.split('__')[0]):]}?" if close

@@ -76,7 +76,7 @@ def test_budget_exit_code(tmp_path, data, fake_llm):
 def test_bad_dates_are_clean_errors(tmp_path, data, fake_llm):
     cfg = config(tmp_path, fake_llm)
     r = run_cli("--config", cfg, "--data-dir", data, "cost-report", "--since", "last week")
-    assert_clean_error(r, 4, "--since", "YYYY-MM-DD")
+    assert_clean_error(r, 2, "--since", "YYYY-MM-DD")
 
 
 def test_ingest_invalidates_cached_answers_built_from_changed_chunks(tmp_path, fake_llm, corpus):

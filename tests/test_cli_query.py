@@ -65,7 +65,7 @@ def test_query_errors_are_one_line_with_exit_codes(tmp_path, sample_index):
                        5, "No index", "llmctl ingest")
     assert_clean_error(run_cli("--config", cfg, "--data-dir", sample_index, "query", "  "), 4, "empty")
     assert_clean_error(run_cli("--config", cfg, "--data-dir", sample_index, "query", "--where", "size=3",
-                               "x"), 4, "unknown field 'size'")
+                               "x"), 2, "unknown field 'size'")
     down = write_config(tmp_path, "http://127.0.0.1:9/v1")
     assert_clean_error(run_cli("--config", down, "--data-dir", sample_index, "query", "restore"),
                        7, "cannot reach 'local'", "127.0.0.1:9")

@@ -213,3 +213,24 @@ def test_provider_errors_are_one_line(sample_index, retriever, fake_llm, monkeyp
     fake_llm.script.extend([Reply(kind="bad_json")] * 3)
     with pytest.raises(ProviderError, match="All providers failed.*empty or malformed response.*context_window"):
         answer("snapshots", llm_config(sample_index, fake_llm.base_url))
+
+
+def test_a_semantic_cache_hit_cites_the_sources_it_was_written_from(tmp_path, sample_index, retriever,
+                                                                    fake_llm):
+    from openai_server import Reply
+
+    fake_llm.script.append(Reply(text="The default policy keeps 14 daily snapshots [1]."))
+    cfg = llm_config(sample_index, fake_llm.base_url)
+    cfg.data_dir = tmp_path  # a fresh cache and ledger; the index is read through `retriever`
+    cfg.llm.cache.semantic = True
+    first = run_query("How many daily snapshots does the default retention policy keep?", cfg,
+                      QueryOptions(k=3), retriever=retriever)
+    cited = first.citations[0].location()
+    assert "retention-policies.md" in cited
+    # Same question in other words, but retrieval restricted to other files: other sources.
+    second = run_query("How many daily snapshots are kept by the default retention policy?", cfg,
+                       QueryOptions(k=3, where=["ext=rst"]), retriever=retriever)
+    assert second.completion.cache == "semantic" and len(fake_llm.requests) == 1
+    assert all(s.source.endswith(".rst") for s in second.packed.sources)
+    assert [c.location() for c in second.citations] == [cited]
+    assert second.to_dict()["citations"][0]["location"] == cited

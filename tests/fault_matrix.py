@@ -47,9 +47,18 @@ FAULTS: dict[str, Reply] = {
     "missing usage": Reply(text=PRIMARY_TEXT, usage=False),
     "401": Reply(kind="status", status=401),
     "context length": Reply(kind="status", status=400, body=TOO_LONG),
+    # malformed event streams, each failing before the first token
+    "cut JSON": Reply(kind="raw", raw=b'data: {"choices":[{"delta":{"content":"br\n\ndata: [DONE]\n\n'),
+    "wrong types": Reply(kind="raw", raw=b'data: {"id":"x","object":"chat.completion.chunk","created":0,'
+                                         b'"model":"m","choices":"oops"}\n\ndata: [DONE]\n\n'),
+    "missing choices": Reply(kind="raw", raw=b'data: {"id":"x","object":"chat.completion.chunk"}\n\n'
+                                             b'data: [DONE]\n\n'),
+    "non-UTF-8 bytes": Reply(kind="raw", raw=b'data: {"choices": \xff\xfe}\n\ndata: [DONE]\n\n'),
+    "empty 200 stream": Reply(kind="raw", raw=b""),
 }
+MALFORMED_STREAMS = {"cut JSON", "wrong types", "missing choices", "non-UTF-8 bytes", "empty 200 stream"}
 RETRYABLE = {"429", "500", "503", "timeout", "stall before first token", "stall mid-stream",
-             "connection dropped", "malformed JSON"}
+             "connection dropped", "malformed JSON", *MALFORMED_STREAMS}
 
 
 @dataclass

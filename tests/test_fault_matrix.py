@@ -12,7 +12,7 @@ def test_every_fault_class_ends_as_designed_with_a_complete_ledger(tmp_path, sam
     shutil.copytree(sample_index, data)
     report = run_matrix(tmp_path, data)
     assert report["failed"] == [], report["failed"]
-    assert report["cases"] == report["survived"] == 60
+    assert report["cases"] == report["survived"] == 90  # 16 fault classes
     assert {r["fault"] for r in report["results"]} == set(FAULTS)
     assert report["ledger_rows"] == report["requests"] > 100  # one row per request, none lost
     assert report["files_with_key"] == []

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ import pytest
 from cli import assert_clean_error, run_cli
 from consistency import assert_consistent
 
-from llmctl.errors import InputError
+from llmctl.errors import IndexStateError, InputError
 from llmctl.index.datadir import DataDir
 from llmctl.index.manifest import Manifest
 from llmctl.ingest.pipeline import ingest, remove
@@ -25,14 +26,16 @@ from llmctl.ingest.pipeline import ingest, remove
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_data"
 
 
-def _count(data: Path, sql: str) -> int:
-    d = DataDir(data)
-    if not d.manifest.exists():
+def _count(data: Path, sql: str, index: Path | None = None) -> int:
+    """A count from the manifest of the published index (or of ``index``); 0 while it is being created."""
+    path = (index or DataDir(data).index) / "manifest.sqlite"
+    try:
+        m = Manifest(path, readonly=True)
+    except IndexStateError:  # not there yet, or its schema not yet written
         return 0
-    m = Manifest(d.manifest, readonly=True)
     try:
         return m.db.execute(sql).fetchone()[0]
-    except Exception:  # noqa: BLE001 - the schema may not exist yet while the writer starts
+    except sqlite3.Error:
         return 0
     finally:
         m.close()
@@ -170,7 +173,7 @@ def test_queries_keep_working_during_a_rebuild(tmp_path, corpus):
     env = {"LLMCTL_DATA_DIR": str(data)}
     assert run_cli("ingest", corpus, "--quiet", env=env).returncode == 0
     proc = _start(["ingest", corpus, "--rebuild", "--quiet"], data, LLMCTL_INGEST__COMMIT_EVERY="8")
-    _wait_for(lambda: (data / "index-1" / "manifest.sqlite").exists() and _count_in(data / "index-1") > 0, proc)
+    _wait_for(lambda: _count(data, "SELECT count(*) FROM chunks", index=data / "index-1") > 0, proc)
     r = run_cli("query", "--no-llm", "--json", "How many daily snapshots are kept?", env=env)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["hits"]
@@ -182,13 +185,3 @@ def test_queries_keep_working_during_a_rebuild(tmp_path, corpus):
     assert run_cli("ingest", corpus, "--quiet", env=env).returncode == 0
     assert not (data / "manifest.sqlite").exists() and not (data / "chroma").exists()
     assert_consistent(data)
-
-
-def _count_in(index: Path) -> int:
-    m = Manifest(index / "manifest.sqlite", readonly=True)
-    try:
-        return m.db.execute("SELECT count(*) FROM chunks").fetchone()[0]
-    except Exception:  # noqa: BLE001
-        return 0
-    finally:
-        m.close()

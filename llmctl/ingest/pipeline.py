@@ -108,6 +108,8 @@ class _Run:
     progress: Progress
     stop: StopFlag
     strict: bool = False
+    settings: dict = field(default_factory=dict)  # what builds the index (index_settings)
+    max_tokens: int = 0
     store: object | None = None
     committed_files: int = 0
     committed_chunks: int = 0
@@ -173,57 +175,53 @@ def ingest(
             f"chunking.max_tokens is {max_tokens} but {embedder.model_id} embeds at most "
             f"{embedder.max_chunk_tokens} tokens per chunk: lower it (or leave it unset) in {cfg.source}"
         )
-    settings = index_settings(cfg, embedder, max_tokens)
-    strict = cfg.ingest.strict if strict is None else strict
     data = DataDir(cfg.data_dir)
+
+    def run_on(target: DataDir, manifest: Manifest, stop: StopFlag) -> _Run:
+        return _Run(cfg, target, manifest, embedder, report, progress or NullProgress(), stop,
+                    cfg.ingest.strict if strict is None else strict,
+                    index_settings(cfg, embedder, max_tokens), max_tokens)
+
     with stop_requests() as stop:
         if dry_run:
             manifest = Manifest(data.manifest if data.exists() else Path(":memory:"))
-            run = _Run(cfg, data, manifest, embedder, report, progress or NullProgress(), stop, strict)
             try:
-                if not rebuild:
-                    check_settings(manifest.settings(), settings, cfg)
-                _dry_run(run, paths, max_tokens)
-                report.chunks_total = manifest.chunk_count()
+                _dry_run(run_on(data, manifest, stop), paths, check=not rebuild)
             finally:
                 manifest.close()
         else:
             with data.write_lock(wait_seconds):
-                _write_locked(paths, cfg, data, embedder, max_tokens, settings, report, progress, stop,
-                              rebuild=rebuild, repair=repair, strict=strict)
+                data.remove_unused()
+                target = _rebuild_target(cfg, data) if rebuild else data
+                manifest = Manifest(target.manifest)
+                try:
+                    _sync(run_on(target, manifest, stop), paths, repair)
+                finally:
+                    manifest.close()
+                if rebuild:
+                    target.publish()
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _write_locked(paths, cfg, data, embedder, max_tokens, settings, report, progress, stop, *,
-                  rebuild: bool, repair: bool, strict: bool) -> None:
-    data.remove_unused()
-    target = data
-    if rebuild:
-        if cfg.vector_store.mode == "server":  # a server collection cannot be built beside itself
-            _drop_server_collection(cfg)
-        target = data.staging()  # queries keep reading the current index until publish()
-    manifest = Manifest(target.manifest)
-    run = _Run(cfg, target, manifest, embedder, report, progress or NullProgress(), stop, strict)
-    try:
-        bm25_stale = check_settings(manifest.settings(), settings, cfg)
-        if manifest.dirty or repair:
-            _recover(run)
-            bm25_stale = True
-        scan = _scan(run, paths)
-        planned = _plan(run, scan, max_tokens)
-        _write(run, planned, scan, settings, bm25_stale)
-        report.chunks_total = manifest.chunk_count()
-    finally:
-        manifest.close()
-    if rebuild:
-        target.publish()
+def _sync(run: _Run, paths: list[Path], repair: bool) -> None:
+    """Recover if needed, scan, plan, write: the whole of one writing run."""
+    bm25_stale = check_settings(run.manifest.settings(), run.settings, run.cfg)
+    if run.manifest.dirty or repair:
+        _recover(run)
+        bm25_stale = True
+    scan = _scan(run, paths)
+    _write(run, _plan(run, scan), scan, bm25_stale)
+    run.report.chunks_total = run.manifest.chunk_count()
 
 
-def _drop_server_collection(cfg: Config) -> None:
-    from llmctl.index.vectors import open_store
+def _rebuild_target(cfg: Config, data: DataDir) -> DataDir:
+    """Where a rebuild writes: a new index folder that queries do not read until it is published."""
+    if cfg.vector_store.mode == "server":  # a server collection cannot be built beside itself
+        from llmctl.index.vectors import open_store
 
-    open_store(cfg).drop()
+        open_store(cfg).drop()
+    return data.staging()
 
 
 def remove(paths: list[Path], cfg: Config, *, dry_run: bool = False, wait_seconds: float = 0,
@@ -249,9 +247,9 @@ def remove(paths: list[Path], cfg: Config, *, dry_run: bool = False, wait_second
             if dry_run:
                 report.chunks_deleted = len(manifest.chunk_ids_of_files(gone))
             else:
-                run = _Run(cfg, data, manifest, Embedder(cfg.embedding), report,
-                           progress or NullProgress(), stop)
-                _write(run, [], _Scan(removed=gone), manifest.settings() or {}, bm25_stale=False)
+                run = _Run(cfg, data, manifest, Embedder(cfg.embedding), report, progress or NullProgress(),
+                           stop, settings=manifest.settings() or {})
+                _write(run, [], _Scan(removed=gone), bm25_stale=False)
             report.chunks_total = manifest.chunk_count()
         finally:
             manifest.close()
@@ -330,12 +328,12 @@ def _scan(run: _Run, paths: list[Path]) -> _Scan:
     return scan
 
 
-def _plan(run: _Run, scan: _Scan, max_tokens: int) -> list[_Planned]:
+def _plan(run: _Run, scan: _Scan) -> list[_Planned]:
     """Load and chunk the changed files; return the commit groups' updates, by chunk length."""
     from llmctl.ingest.chunking import Chunker
 
     known = run.manifest.files()
-    chunker = Chunker(run.cfg.chunking, run.embedder.count_tokens, max_tokens) if scan.work else None
+    chunker = Chunker(run.cfg.chunking, run.embedder.count_tokens, run.max_tokens) if scan.work else None
     planned: list[_Planned] = []
     task = run.progress.task("Chunking", len(scan.work))
     for path, rec in scan.work:
@@ -358,17 +356,20 @@ def _plan(run: _Run, scan: _Scan, max_tokens: int) -> list[_Planned]:
     return planned
 
 
-def _dry_run(run: _Run, paths: list[Path], max_tokens: int) -> None:
-    scan = _scan(run, paths)
-    planned = _plan(run, scan, max_tokens)
+def _dry_run(run: _Run, paths: list[Path], check: bool) -> None:
     manifest = run.manifest
+    if check:
+        check_settings(manifest.settings(), run.settings, run.cfg)
+    scan = _scan(run, paths)
+    planned = _plan(run, scan)
     old_ids = manifest.chunk_ids_of_docs(d for p in planned for d in p.update.changed_chunks)
     new_ids = {c.id for p in planned for cs in p.update.changed_chunks.values() for c in cs}
     deleted = sum(1 for ids in old_ids.values() for i in ids if i not in new_ids)
     run.report.chunks_deleted = deleted + len(manifest.chunk_ids_of_files(scan.removed))
+    run.report.chunks_total = manifest.chunk_count()  # the index as it is now
 
 
-def _write(run: _Run, planned: list[_Planned], scan: _Scan, settings: dict, bm25_stale: bool) -> None:
+def _write(run: _Run, planned: list[_Planned], scan: _Scan, bm25_stale: bool) -> None:
     """Embed and commit group by group, drop removed files, then publish a new BM25 generation."""
     cfg, manifest, report = run.cfg, run.manifest, run.report
     generation = manifest.get_meta("generation")
@@ -377,7 +378,7 @@ def _write(run: _Run, planned: list[_Planned], scan: _Scan, settings: dict, bm25
     if not (changed or scan.touched or bm25_stale or bm25_missing):
         return
     fresh = manifest.settings() is None
-    manifest.set_settings(settings)
+    manifest.set_settings(run.settings)
     if scan.touched:
         manifest.touch(scan.touched)
     if changed:

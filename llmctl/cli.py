@@ -27,11 +27,11 @@ class State:
 state = State()
 
 
-def _config(path: Path | None = None, **overrides):
-    """The config: ``path`` (else --config, $LLMCTL_CONFIG, ...), then dotted-key overrides."""
-    from llmctl.config import load_config
+def _workspace(**overrides):
+    """The Workspace of --config / $LLMCTL_CONFIG / ./llmctl.yaml and --data-dir, with dotted-key overrides."""
+    from llmctl.workspace import Workspace
 
-    return load_config(path or state.config_path, {"data_dir": state.data_dir, **overrides})
+    return Workspace(config_path=state.config_path, data_dir=state.data_dir, **overrides)
 
 
 def _print_version(value: bool) -> None:
@@ -109,14 +109,13 @@ def ingest(
     Example: llmctl ingest ./docs
     """
     from llmctl import render
-    from llmctl.ingest.pipeline import ingest as run_ingest
 
-    cfg = _config(**{"ingest.include": include})
+    ws = _workspace(**{"ingest.include": include})
     if exclude:
-        cfg.ingest.exclude = cfg.ingest.exclude + list(exclude)
+        ws.cfg.ingest.exclude = ws.cfg.ingest.exclude + list(exclude)
     with render.RichProgress(enabled=not quiet and not as_json) as progress:
-        report = run_ingest(paths, cfg, dry_run=dry_run, rebuild=rebuild, repair=repair, strict=strict or None,
-                            wait_seconds=wait, progress=progress)
+        report = ws.ingest(paths, dry_run=dry_run, rebuild=rebuild, repair=repair, strict=strict or None,
+                           wait_seconds=wait, progress=progress)
     if as_json:
         render.print_json(report.to_dict())
     else:
@@ -138,9 +137,8 @@ def remove(
     Example: llmctl remove docs/old-guides --dry-run
     """
     from llmctl import render
-    from llmctl.ingest.pipeline import remove as run_remove
 
-    report = run_remove(paths, _config(), dry_run=dry_run, wait_seconds=wait)
+    report = _workspace().remove(paths, dry_run=dry_run, wait_seconds=wait)
     if as_json:
         render.print_json(report.to_dict())
     else:
@@ -175,17 +173,14 @@ def query(
     Example: llmctl query "How many daily snapshots are kept?"
     """
     from llmctl import render
-    from llmctl.search.pipeline import QueryOptions, read_question, run_query
+    from llmctl.search.pipeline import read_question
 
     if fusion not in (None, "weighted", "rrf"):
         raise typer.BadParameter("use 'weighted' or 'rrf'", param_hint="--fusion")
-    cfg = _config()
-    opts = QueryOptions(k=k, dense_k=dense_k, bm25_k=bm25_k, depth=depth, fusion=fusion,
-                        where=list(where or []), use_llm=not no_llm,
-                        rerank=False if no_rerank else None, tag=tag)
-    stream = None if as_json else render.stream_token
-    result = run_query(read_question(question), cfg, opts, on_token=stream,
-                       notify=None if as_json else render.warn)
+    result = _workspace().query(
+        read_question(question), k=k, where=where, rerank=False if no_rerank else None, use_llm=not no_llm,
+        tag=tag, on_token=None if as_json else render.stream_token, notify=None if as_json else render.warn,
+        dense_k=dense_k, bm25_k=bm25_k, depth=depth, fusion=fusion)
     if as_json:
         render.print_json(result.to_dict())
     else:
@@ -221,16 +216,13 @@ def eval_(
     Example: llmctl eval configs/sample-suite.yaml --junit report.xml
     """
     from llmctl import render
-    from llmctl.evals.service import run_eval
 
     if (suite is None) == (beir is None):
         raise typer.BadParameter("give a suite file or --beir DIR (one of them)")
     with render.RichProgress(enabled=not quiet and json_out != "-") as progress:
-        outcome = run_eval(
+        outcome = _workspace().evaluate(
             suite, beir=beir, split=split, limit=limit, tags=list(tag or []), baseline=baseline,
-            answers=not no_answers, progress=progress, against=against,
-            load=lambda overrides, path=None: _config(path, **overrides),
-        )
+            answers=not no_answers, progress=progress, against=against)
     render.eval_outputs(outcome, json_out=json_out, junit_out=junit_out, md_out=md_out, html_out=html_out,
                         stages=stages)
     if not outcome.passed:
@@ -250,22 +242,13 @@ def cost_report(
 
     Example: llmctl cost-report --since 7d
     """
-    import time
-
     from llmctl import render
     from llmctl.errors import InputError
-    from llmctl.llm.report import cost_report as build
-    from llmctl.llm.report import parse_when
 
-    cfg = _config()
-    now = time.time()
     try:
-        start, end = parse_when(since, now, "--since"), parse_when(until, now, "--until")
-    except InputError as exc:
+        report = _workspace().cost_report(since, until)
+    except InputError as exc:  # a date flag: a usage error
         raise typer.BadParameter(str(exc)) from None
-    if start is not None and end is not None and start >= end:
-        raise typer.BadParameter(f"--since {since} is not before --until {until}", param_hint="--since")
-    report = build(cfg.data_dir, cfg.llm, start, end, now)
     if as_json:
         render.print_json(report)
     elif as_csv:
@@ -284,16 +267,30 @@ def cache_stats(
 
     Example: llmctl cache-stats --prune
     """
-    import time
-
     from llmctl import render
-    from llmctl.llm.report import cache_stats as build
 
-    stats = build(_config().data_dir, time.time(), clear=clear, prune=prune)
+    stats = _workspace().cache_stats(clear=clear, prune=prune)
     if as_json:
         render.print_json(stats)
     else:
         render.cache_stats(stats)
+
+
+@app.command()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Show the index (files, chunks, settings), the reranker, the cache and today's spend.
+
+    Example: llmctl status --json
+    """
+    from llmctl import render
+
+    st = _workspace().status()
+    if as_json:
+        render.print_json(st.to_dict())
+    else:
+        render.status(st)
 
 
 # Typer vendors Click: reach its exception classes through the public BadParameter.

@@ -83,6 +83,7 @@ class IngestReport:
     recovered: list[str] = field(default_factory=list)
     bm25_rebuilt: bool = False
     cache_invalidated: int = 0
+    deleted_ids: list[str] = field(default_factory=list)  # chunk ids this run deleted (not in to_dict)
     seconds: float = 0.0
 
     def to_dict(self) -> dict:

@@ -126,6 +126,26 @@ def remove_report(report) -> None:
         stdout.print(f"  {'would remove' if report.dry_run else 'removed'}: {printable(source)}", markup=False)
 
 
+def status(st) -> None:
+    ix = st.index
+    if ix["exists"]:
+        stdout.print(f"Index {printable(ix['folder'])}: {ix['files']} file(s), {ix['documents']} document(s), "
+                     f"{ix['chunks']} chunk(s){' (an ingest is writing or was interrupted)' if ix['dirty'] else ''}",
+                     markup=False)
+        e = (ix.get("settings") or {}).get("embedding", {})
+        stdout.print(f"  embedding model {e.get('model')}", markup=False)
+    else:
+        stdout.print(f"No index in {printable(st.data_dir)} yet: run 'llmctl ingest PATH'", markup=False)
+    r = st.reranker
+    stdout.print(f"Reranker {r['model']}: {r['status']}" + (f" ({r['reason']}; results stay in fused order)"
+                                                            if r.get("reason") else ""), markup=False)
+    stdout.print(f"Cache: {st.cache['entries']} answer(s); spent today: {money(st.ledger['spent_today_usd'])}",
+                 markup=False)
+    for p in st.providers:
+        stdout.print(f"Provider {p['name']}: {p['model']} at {p['base_url']}"
+                     f"{'' if p['priced'] else ' (no price configured)'}", markup=False)
+
+
 def stream_token(text: str) -> None:
     global _mid_line
     sys.stdout.write(text)

@@ -14,7 +14,7 @@ COMMANDS = sorted(BY_NAME)
 
 
 def test_every_command_exists():
-    assert set(COMMANDS) == {"ingest", "remove", "query", "eval", "cost-report", "cache-stats"}
+    assert set(COMMANDS) == {"ingest", "remove", "query", "eval", "status", "cost-report", "cache-stats"}
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -28,3 +28,17 @@ def test_every_exit_code_is_documented():
              if isinstance(cls, type) and issubclass(cls, errors.LlmctlError)}
     table = set(int(c) for c in re.findall(r"^\| (\d+) \|", README, re.M))
     assert codes <= table
+
+
+def test_readme_python_api_example_runs(tmp_path):
+    """The README's Python API block, run as written from a folder holding sample_data/."""
+    import shutil
+    import subprocess
+    import sys
+
+    block = README.split("## Python API", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    shutil.copytree(Path(__file__).resolve().parent.parent / "sample_data", tmp_path / "sample_data")
+    r = subprocess.run([sys.executable, "-c", block], cwd=tmp_path, capture_output=True, text=True, timeout=400)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert "retention-policies.md" in lines[0] and int(lines[-1]) > 50

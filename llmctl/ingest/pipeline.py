@@ -397,7 +397,7 @@ def _write(run: _Run, planned: list[_Planned], scan: _Scan, bm25_stale: bool) ->
             store.delete(ids)
             deleted += ids
         report.chunks_deleted += len(deleted)
-        report.cache_invalidated = _invalidate_cache(run.data.cache, deleted)
+        report.deleted_ids = deleted  # the Workspace drops cached answers built from them
     report.chunks_kept = manifest.chunk_count() - report.chunks_added
     if changed or bm25_stale or bm25_missing:
         generation = str(int(generation or 0) + 1)
@@ -518,16 +518,3 @@ def _batches(planned: list[_Planned], size: int) -> Iterator[list[_Planned]]:
             batch, count = [], 0
     if batch:
         yield batch
-
-
-def _invalidate_cache(path: Path, chunk_ids: list[str]) -> int:
-    """Drop cached answers built from chunks that no longer exist."""
-    if not chunk_ids or not path.exists():
-        return 0
-    from llmctl.llm.cache import ResponseCache
-
-    cache = ResponseCache(path)
-    try:
-        return cache.invalidate_chunks(chunk_ids)
-    finally:
-        cache.close()

@@ -41,6 +41,16 @@ def _key_or_none(provider: ProviderConfig) -> str | None:
         return None
 
 
+def usable_providers(cfg: LLMConfig, config_source: str) -> list[ProviderConfig]:
+    """Providers whose API key is set; raises when there is none (checked before any work)."""
+    if not cfg.providers:
+        raise ProviderError("No LLM provider configured: add one under llm.providers")
+    usable = [p for p in cfg.providers if _key_or_none(p) is not None]
+    if not usable:
+        api_key(cfg.providers[0], config_source)  # raises the missing-key error
+    return usable
+
+
 class Clock:
     """Wall time for the ledger, monotonic time for deadlines, sleep for backoff (tests inject)."""
 
@@ -164,13 +174,7 @@ class Gateway:
         return None
 
     def usable_providers(self) -> list[ProviderConfig]:
-        """Providers whose API key is set; raises when there is none (checked before any work)."""
-        if not self.cfg.providers:
-            raise ProviderError("No LLM provider configured: add one under llm.providers")
-        usable = [p for p in self.cfg.providers if _key_or_none(p) is not None]
-        if not usable:
-            api_key(self.cfg.providers[0], self.source)  # raises the missing-key error
-        return usable
+        return usable_providers(self.cfg, self.source)
 
     # -- the call ---------------------------------------------------------------------
     def complete(self, messages: list[dict], *, question: str, chunk_ids: list[str],

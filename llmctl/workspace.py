@@ -1,0 +1,222 @@
+"""``Workspace``: one config and one data dir, the composition point of llmctl.
+
+    from llmctl import Workspace
+
+    ws = Workspace(data_dir="./.llmctl")           # or Workspace.from_config("llmctl.yaml")
+    ws.ingest(["docs"])
+    for hit in ws.search("How many daily snapshots are kept?", k=3):
+        print(hit.location(), hit.chunk["text"][:80])
+    answer = ws.query("How many daily snapshots are kept?")   # needs llm.providers
+    print(ws.status().to_dict())
+
+It builds each component once from the config (the embedder that ingests, the retriever
+and reranker that search) and owns every path of the data dir (``DataDir``). The CLI, and
+anything else that uses llmctl, builds a Workspace and calls one method.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from llmctl.config import Config, load_config
+from llmctl.index.datadir import DataDir
+from llmctl.progress import Progress
+from llmctl.records import IngestReport
+
+
+@dataclass
+class Status:
+    """What a data dir holds, and what the configured parts can do here."""
+
+    data_dir: str
+    index: dict  # exists, folder, files, documents, chunks, dirty, settings
+    reranker: dict  # model, enabled, status (available | unavailable | disabled), reason
+    cache: dict  # entries, path
+    ledger: dict  # spent today, path
+    providers: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Workspace:
+    def __init__(self, config: Config | None = None, *, config_path: Path | str | None = None,
+                 data_dir: Path | str | None = None, **overrides):
+        """A workspace from a Config, or loaded like the CLI does (``config_path``, then
+        $LLMCTL_CONFIG, ./llmctl.yaml, built-ins) with dotted-key ``overrides``."""
+        if config is None:
+            config = load_config(Path(config_path) if config_path else None,
+                                 {"data_dir": str(data_dir) if data_dir else None, **overrides})
+        self.cfg = config
+        self.data = DataDir(config.data_dir)
+
+    @classmethod
+    def from_config(cls, path: Path | str, **overrides) -> Workspace:
+        return cls(config_path=path, **overrides)
+
+    # -- components, built once -------------------------------------------------------
+    @cached_property
+    def embedder(self):
+        from llmctl.index.embedder import Embedder
+
+        return Embedder(self.cfg.embedding)
+
+    @cached_property
+    def retriever(self):
+        from llmctl.search.retrieve import Retriever
+
+        return Retriever(self.cfg)
+
+    @cached_property
+    def reranker(self):
+        from llmctl.search.rerank import Reranker
+
+        return Reranker(self.cfg.rerank, self.cfg.embedding.device)
+
+    def _reopen(self) -> None:
+        """After a write: the next search opens the index that was just published."""
+        if "retriever" in self.__dict__:
+            self.retriever.close()
+            del self.__dict__["retriever"]
+        self.data = DataDir(self.cfg.data_dir)
+
+    def close(self) -> None:
+        if "retriever" in self.__dict__:
+            self.retriever.close()
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- what users do ----------------------------------------------------------------
+    def ingest(self, paths: list[Path | str], *, dry_run: bool = False, rebuild: bool = False,
+               repair: bool = False, strict: bool | None = None, wait_seconds: float = 0,
+               progress: Progress | None = None) -> IngestReport:
+        """Sync files and folders into the index (see ``llmctl ingest --help``)."""
+        from llmctl.ingest.pipeline import ingest
+
+        try:
+            report = ingest([Path(p) for p in paths], self.cfg, dry_run=dry_run, rebuild=rebuild,
+                            repair=repair, strict=strict, wait_seconds=wait_seconds, progress=progress,
+                            embedder=self.embedder)
+        finally:
+            if not dry_run:
+                self._reopen()
+        report.cache_invalidated = self._invalidate_cache(report.deleted_ids)
+        return report
+
+    def remove(self, paths: list[Path | str], *, dry_run: bool = False, wait_seconds: float = 0) -> IngestReport:
+        """Drop every indexed file under ``paths`` from the index."""
+        from llmctl.ingest.pipeline import remove
+
+        try:
+            report = remove([Path(p) for p in paths], self.cfg, dry_run=dry_run, wait_seconds=wait_seconds)
+        finally:
+            if not dry_run:
+                self._reopen()
+        report.cache_invalidated = self._invalidate_cache(report.deleted_ids)
+        return report
+
+    def search(self, query: str, *, k: int | None = None, where: list[str] | None = None,
+               rerank: bool | None = None):
+        """Retrieval only: the ranked hits for ``query`` (no model is called)."""
+        return self.query(query, k=k, where=where, rerank=rerank, use_llm=False).hits
+
+    def query(self, question: str, *, k: int | None = None, where: list[str] | None = None,
+              rerank: bool | None = None, use_llm: bool = True, tag: str | None = None,
+              on_token: Callable[[str], None] | None = None, notify: Callable[[str], None] | None = None,
+              **options):
+        """Retrieve, rerank, pack and (with ``llm.providers``) answer; returns a QueryResult."""
+        from llmctl.search.pipeline import QueryOptions, run_query
+
+        opts = QueryOptions(k=k, where=list(where or []), rerank=rerank, use_llm=use_llm, tag=tag, **options)
+        if use_llm and self.cfg.llm.providers:  # provider settings first, before the index is opened
+            from llmctl.llm.gateway import usable_providers
+
+            usable_providers(self.cfg.llm, self.cfg.source)
+        return run_query(question, self.cfg, opts, on_token=on_token, retriever=self.retriever,
+                         reranker=self.reranker, notify=notify)
+
+    def evaluate(self, suite: Path | None = None, **options):
+        """Run a golden suite (or ``beir=DIR``); returns an EvalOutcome (see ``llmctl eval``)."""
+        from llmctl.evals.service import run_eval
+
+        return run_eval(suite, load=self._derived_config, **options)
+
+    def cost_report(self, since: str | None = None, until: str | None = None) -> dict:
+        """Spend, tokens, errors and latency from the ledger; dates as YYYY-MM-DD, 'today', '7d'."""
+        from llmctl.errors import InputError
+        from llmctl.llm.report import cost_report, parse_when
+
+        now = time.time()
+        start, end = parse_when(since, now, "--since"), parse_when(until, now, "--until")
+        if start is not None and end is not None and start >= end:
+            raise InputError(f"--since {since} is not before --until {until}")
+        return cost_report(self.cfg.data_dir, self.cfg.llm, start, end, now)
+
+    def cache_stats(self, *, clear: bool = False, prune: bool = False) -> dict:
+        from llmctl.llm.report import cache_stats
+
+        return cache_stats(self.cfg.data_dir, time.time(), clear=clear, prune=prune)
+
+    def status(self) -> Status:
+        """The index, reranker, cache and ledger of this workspace, without loading any model."""
+        from llmctl.index.manifest import Manifest
+
+        data = DataDir(self.cfg.data_dir)
+        index: dict = {"exists": data.exists(), "folder": str(data.index)}
+        if data.exists():
+            m = Manifest(data.manifest, readonly=True)
+            try:
+                q = m.db.execute
+                index.update(files=q("SELECT count(*) FROM files").fetchone()[0],
+                             documents=q("SELECT count(*) FROM documents").fetchone()[0],
+                             chunks=m.chunk_count(), dirty=m.dirty, settings=m.settings())
+            finally:
+                m.close()
+        cache = self.cache_stats()
+        spend = self.cost_report()["budget"]
+        providers = [{"name": p.name, "model": p.model, "base_url": p.base_url,
+                      "key": None if not p.api_key_env else p.api_key_env,
+                      "priced": p.price_input_per_1m is not None and p.price_output_per_1m is not None}
+                     for p in self.cfg.llm.providers]
+        return Status(str(self.cfg.data_dir), index, self._reranker_status(),
+                      {"entries": cache.get("entries", 0), "path": str(data.cache)},
+                      {"spent_today_usd": spend["daily"]["spent_usd"], "path": str(data.ledger)}, providers)
+
+    # -- helpers ----------------------------------------------------------------------
+    def _derived_config(self, overrides: dict, path: Path | None = None) -> Config:
+        """The config an eval suite (or an A/B config file) asks for, on this data dir."""
+        return load_config(path or (Path(self.cfg.source) if Path(self.cfg.source).is_file() else None),
+                           {"data_dir": str(self.cfg.data_dir), **overrides})
+
+    def _reranker_status(self) -> dict:
+        r = self.cfg.rerank
+        out = {"model": r.model, "enabled": r.enabled}
+        if not r.enabled:
+            return {**out, "status": "disabled"}
+        from llmctl.search.rerank import RerankUnavailable, locate
+
+        try:
+            locate(r.model, r.offline)
+        except RerankUnavailable as exc:
+            return {**out, "status": "unavailable", "reason": str(exc), "fallback": "fused order"}
+        return {**out, "status": "available"}
+
+    def _invalidate_cache(self, chunk_ids: list[str]) -> int:
+        """Drop cached answers built from chunks an ingest changed or deleted."""
+        if not chunk_ids or not self.data.cache.exists():
+            return 0
+        from llmctl.llm.cache import ResponseCache
+
+        cache = ResponseCache(self.data.cache)
+        try:
+            return cache.invalidate_chunks(chunk_ids)
+        finally:
+            cache.close()

@@ -1,0 +1,39 @@
+"""The public API: `from llmctl import Workspace`, as the README shows it."""
+
+from openai_server import Reply
+
+from llmctl import Workspace
+
+
+def test_readme_example_ingest_search_status_remove(tmp_path, corpus, embedder):
+    ws = Workspace(data_dir=tmp_path / "data")
+    ws.embedder = embedder  # the session's loaded model (a Workspace builds its own otherwise)
+    report = ws.ingest([corpus])
+    assert report.chunks_total > 50 and not report.files_skipped
+    hits = ws.search("How many daily snapshots are kept?", k=3)
+    assert len(hits) == 3 and hits[0].source.endswith("retention-policies.md")
+    st = ws.status().to_dict()
+    assert st["index"]["chunks"] == report.chunks_total and st["index"]["dirty"] is False
+    assert st["reranker"]["status"] == "unavailable" and "fused order" in st["reranker"]["fallback"]
+    gone = ws.remove([corpus / "guides"])
+    assert len(gone.files_removed) == 8
+    # the workspace reopens the index after a write: the removed files are not found any more
+    assert not any("/guides/" in h.source for h in ws.search("retention policy daily snapshots", k=10))
+    ws.close()
+
+
+def test_answers_and_cache_invalidation_go_through_the_workspace(tmp_path, corpus, embedder, fake_llm):
+    fake_llm.script.append(Reply(text="Fourteen daily snapshots [1]."))
+    ws = Workspace(data_dir=tmp_path / "data", **{
+        "rerank.enabled": False,
+        "llm.providers": [{"name": "local", "base_url": fake_llm.base_url, "model": "m", "retries": 0}]})
+    ws.embedder = embedder
+    ws.ingest([corpus])
+    first = ws.query("How many daily snapshots are kept?")
+    assert first.completion.text == "Fourteen daily snapshots [1]."
+    assert ws.query("How many daily snapshots are kept?").completion.cache == "exact"
+    cited = first.citations[0].source.split("/", 1)[1]  # docs/guides/... -> guides/...
+    (corpus / cited).write_text((corpus / cited).read_text() + "\n\nA new paragraph about hourly snapshots.\n")
+    assert ws.ingest([corpus]).cache_invalidated == 1  # the answer built from that file is dropped
+    assert ws.query("How many daily snapshots are kept?").completion.cache is None
+    ws.close()

@@ -99,8 +99,18 @@ def ingest_report(report) -> None:
     verb = "Would ingest" if report.dry_run else "Ingested"
     for line in report.recovered:
         warn(f"recovered: {line}")
+    unsupported: dict[str, int] = {}
     for s in report.files_skipped:
-        warn(f"skipped {printable(s.path)}: {s.reason}")
+        if s.reason == "unsupported type":  # one line for all of them, by extension
+            ext = s.path.rsplit("/", 1)[-1].rpartition(".")[2] if "." in s.path.rsplit("/", 1)[-1] else "(none)"
+            unsupported[ext] = unsupported.get(ext, 0) + 1
+        else:
+            warn(f"skipped {printable(s.path)}: {s.reason}")
+    if unsupported:
+        kinds = ", ".join(f".{e} {n}" if e != "(none)" else f"no extension {n}"
+                          for e, n in sorted(unsupported.items(), key=lambda kv: -kv[1]))
+        warn(f"skipped {sum(unsupported.values())} file(s) of unsupported type ({printable(kinds)}; "
+             "--json lists them)")
     stdout.print(
         f"{verb} {f['seen']} file(s): {f['added']} added, {f['changed']} changed, "
         f"{f['unchanged']} unchanged, {f['removed']} removed, {f['skipped']} skipped"

@@ -1,7 +1,8 @@
 """Everything sent to a model goes through here: routing, cache, budgets, retries, fallback, ledger.
 
-Order of a call: route (optional) -> exact cache -> semantic cache (opt-in) -> budget
-check with an estimate -> providers in order, each with capped, jittered exponential
+Order of a call: route (optional) -> exact cache -> semantic cache (opt-in) -> providers
+in order, a budget check at that provider's prices before every attempt (an unpriced
+provider is not called under a budget), each with capped, jittered exponential
 backoff on retryable failures (connection, timeout, stall, 429, 5xx, malformed reply),
 honouring Retry-After, within ``llm.deadline`` -> ledger row for every attempt -> cache.
 Authentication and bad-request errors stop at once. A context-length error moves on to

@@ -152,8 +152,10 @@ def status(st) -> None:
     stdout.print(f"Cache: {st.cache['entries']} answer(s); spent today: {money(st.ledger['spent_today_usd'])}",
                  markup=False)
     for p in st.providers:
+        notes = [n for n, bad in ((f"{p['key_env']} is not set", not p["key_set"]),
+                                  ("no price configured", not p["priced"])) if bad]
         stdout.print(f"Provider {p['name']}: {p['model']} at {p['base_url']}"
-                     f"{'' if p['priced'] else ' (no price configured)'}", markup=False)
+                     + (f" ({'; '.join(notes)})" if notes else ""), markup=False)
 
 
 def stream_token(text: str) -> None:

@@ -16,6 +16,7 @@ anything else that uses llmctl, builds a Workspace and calls one method.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -182,8 +183,8 @@ class Workspace:
                 m.close()
         cache = self.cache_stats()
         spend = self.cost_report()["budget"]
-        providers = [{"name": p.name, "model": p.model, "base_url": p.base_url,
-                      "key": None if not p.api_key_env else p.api_key_env,
+        providers = [{"name": p.name, "model": p.model, "base_url": p.base_url, "key_env": p.api_key_env,
+                      "key_set": not p.api_key_env or bool(os.environ.get(p.api_key_env)),
                       "priced": p.price_input_per_1m is not None and p.price_output_per_1m is not None}
                      for p in self.cfg.llm.providers]
         return Status(str(self.cfg.data_dir), index, self._reranker_status(),

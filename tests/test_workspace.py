@@ -37,3 +37,14 @@ def test_answers_and_cache_invalidation_go_through_the_workspace(tmp_path, corpu
     assert ws.ingest([corpus]).cache_invalidated == 1  # the answer built from that file is dropped
     assert ws.query("How many daily snapshots are kept?").completion.cache is None
     ws.close()
+
+
+def test_status_without_an_index_names_what_is_missing(tmp_path, monkeypatch):
+    monkeypatch.delenv("SOME_UNSET_KEY_VAR", raising=False)
+    ws = Workspace(data_dir=tmp_path / "none", **{"llm.providers": [
+        {"name": "p", "base_url": "http://127.0.0.1:9/v1", "model": "m", "api_key_env": "SOME_UNSET_KEY_VAR",
+         "price_input_per_1m": 1.0, "price_output_per_1m": 2.0}]})
+    st = ws.status().to_dict()
+    assert st["index"]["exists"] is False and st["cache"]["entries"] == 0
+    assert st["providers"] == [{"name": "p", "model": "m", "base_url": "http://127.0.0.1:9/v1",
+                                "key_env": "SOME_UNSET_KEY_VAR", "key_set": False, "priced": True}]

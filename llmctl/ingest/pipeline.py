@@ -103,7 +103,7 @@ class _Run:
     cfg: Config
     data: DataDir
     manifest: Manifest
-    embedder: Embedder
+    embedder: Embedder | None  # None when nothing is embedded (remove)
     report: IngestReport
     progress: Progress
     stop: StopFlag
@@ -144,6 +144,7 @@ class _Scan:
     work: list[tuple[Path, FileRecord]] = field(default_factory=list)  # new or changed content
     touched: list[FileRecord] = field(default_factory=list)  # same content, new size/mtime
     removed: list[str] = field(default_factory=list)  # indexed, matched by the filters, gone
+    known: set[str] = field(default_factory=set)  # paths the manifest held when the scan began
 
 
 def ingest(
@@ -247,8 +248,8 @@ def remove(paths: list[Path], cfg: Config, *, dry_run: bool = False, wait_second
             if dry_run:
                 report.chunks_deleted = len(manifest.chunk_ids_of_files(gone))
             else:
-                run = _Run(cfg, data, manifest, Embedder(cfg.embedding), report, progress or NullProgress(),
-                           stop, settings=manifest.settings() or {})
+                run = _Run(cfg, data, manifest, None, report, progress or NullProgress(), stop,
+                           settings=manifest.settings() or {})
                 _write(run, [], _Scan(removed=gone), bm25_stale=False)
             report.chunks_total = manifest.chunk_count()
         finally:
@@ -275,7 +276,7 @@ def _scan(run: _Run, paths: list[Path]) -> _Scan:
     """Walk the paths: which files are new, changed, touched, unreadable or gone."""
     cfg, report = run.cfg, run.report
     known = run.manifest.files()
-    scan = _Scan()
+    scan = _Scan(known=set(known))
     seen: set[str] = set()
     task = run.progress.task("Scanning files", None)
     for found in discover(list(paths), cfg.ingest, report.files_skipped, ignore=run.data.root):
@@ -314,9 +315,10 @@ def _scan(run: _Run, paths: list[Path]) -> _Scan:
     if run.strict and bad:  # skipped during discovery (links, unlistable folders)
         raise _strict_error(bad[0])
     skipped = {s.path for s in report.files_skipped}
+    roots = _roots(paths)
     # Only a file the filters would take can be "gone": --include/--exclude never delete.
-    scan.removed = sorted(p for p, rec in known.items() if p not in seen and p not in skipped
-                          and any(is_taken(Path(p), root, cfg.ingest) for root in _roots(paths)))
+    scan.removed = sorted(p for p in known if p not in seen and p not in skipped
+                          and any(is_taken(Path(p), root, cfg.ingest) for root in roots))
     report.files_removed = [known[p].source for p in scan.removed]
     if report.files_seen == 0 and not scan.removed:
         why = (f"{len(report.files_skipped)} skipped, e.g. {printable(report.files_skipped[0].path)}: "
@@ -332,7 +334,6 @@ def _plan(run: _Run, scan: _Scan) -> list[_Planned]:
     """Load and chunk the changed files; return the commit groups' updates, by chunk length."""
     from llmctl.ingest.chunking import Chunker
 
-    known = run.manifest.files()
     chunker = Chunker(run.cfg.chunking, run.embedder.count_tokens, run.max_tokens) if scan.work else None
     planned: list[_Planned] = []
     task = run.progress.task("Chunking", len(scan.work))
@@ -347,7 +348,7 @@ def _plan(run: _Run, scan: _Scan) -> list[_Planned]:
         except OSError as exc:
             run.skip(path, f"cannot read: {exc.strerror}")
             continue
-        (run.report.files_changed if rec.path in known else run.report.files_added).append(rec.source)
+        (run.report.files_changed if rec.path in scan.known else run.report.files_added).append(rec.source)
         planned += plan
     task.done()
     planned = _by_length(planned)
@@ -410,10 +411,6 @@ def _write(run: _Run, planned: list[_Planned], scan: _Scan, bm25_stale: bool) ->
     manifest.set_dirty(False)
 
 
-class _Stop(Exception):
-    """Raised from the embedding progress callback when a stop was requested."""
-
-
 def _embed_and_commit(run: _Run, planned: list[_Planned]) -> list[str]:
     """Each commit group: vectors upserted, then one manifest transaction, then stale vectors
     deleted. A stop request drops only the group being embedded; committed groups stay."""
@@ -424,20 +421,16 @@ def _embed_and_commit(run: _Run, planned: list[_Planned]) -> list[str]:
             _ = embedder.model
     task = run.progress.task("Embedding", to_embed)
 
-    def advance(n: int) -> None:
+    def advance(n: int) -> None:  # after each encode batch: a stop request ends the group here
         task.advance(n)
-        if run.stop:
-            raise _Stop
+        run.check_stop()
 
     deleted: list[str] = []
     for batch in _batches(planned, run.cfg.ingest.commit_every):
         run.check_stop()
         new_chunks = [c for p in batch for c in p.new_chunks]
         if new_chunks:
-            try:
-                vectors = embedder.embed_documents([c.embed_text for c in new_chunks], advance)
-            except _Stop:
-                run.check_stop()
+            vectors = embedder.embed_documents([c.embed_text for c in new_chunks], advance)
             manifest.set_meta("dimension", str(vectors.shape[1]))
             store.upsert(new_chunks, vectors)
         stale = manifest.apply([p.update for p in batch])

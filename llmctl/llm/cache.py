@@ -11,6 +11,7 @@ however close their embeddings are. Negations and numbers are checked as well.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -97,15 +98,20 @@ def _entities(q: str) -> set[str]:
     return {t.lower() for t in out}
 
 
-def content_words(q: str) -> set[str]:
-    """Stemmed content words of a question, each paraphrase group mapped to one form."""
+@functools.cache
+def _stem_words():
     import Stemmer
 
+    return Stemmer.Stemmer("english").stemWords
+
+
+def content_words(q: str) -> set[str]:
+    """Stemmed content words of a question, each paraphrase group mapped to one form."""
     text = q.lower().replace("\u2019", "'")
     for pattern, replacement in PHRASES:
         text = pattern.sub(replacement, text)
     words = [w for w in re.findall(r"[a-z0-9]+", text) if w not in FUNCTION_WORDS]
-    stems = Stemmer.Stemmer("english").stemWords(words)
+    stems = _stem_words()(words)
     return {_CANONICAL.get(s, s) for s in stems}
 
 

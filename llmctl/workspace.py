@@ -78,6 +78,16 @@ class Workspace:
 
         return Reranker(self.cfg.rerank, self.cfg.embedding.device)
 
+    def _written(self, dry_run: bool, write: Callable[[], IngestReport]) -> IngestReport:
+        """Run an index write; then reopen the index and drop cached answers built from what it deleted."""
+        try:
+            report = write()
+        finally:
+            if not dry_run:
+                self._reopen()
+        report.cache_invalidated = self._invalidate_cache(report.deleted_ids)
+        return report
+
     def _reopen(self) -> None:
         """After a write: the next search opens the index that was just published."""
         if "retriever" in self.__dict__:
@@ -102,27 +112,16 @@ class Workspace:
         """Sync files and folders into the index (see ``llmctl ingest --help``)."""
         from llmctl.ingest.pipeline import ingest
 
-        try:
-            report = ingest([Path(p) for p in paths], self.cfg, dry_run=dry_run, rebuild=rebuild,
-                            repair=repair, strict=strict, wait_seconds=wait_seconds, progress=progress,
-                            embedder=self.embedder)
-        finally:
-            if not dry_run:
-                self._reopen()
-        report.cache_invalidated = self._invalidate_cache(report.deleted_ids)
-        return report
+        return self._written(dry_run, lambda: ingest(
+            [Path(p) for p in paths], self.cfg, dry_run=dry_run, rebuild=rebuild, repair=repair, strict=strict,
+            wait_seconds=wait_seconds, progress=progress, embedder=self.embedder))
 
     def remove(self, paths: list[Path | str], *, dry_run: bool = False, wait_seconds: float = 0) -> IngestReport:
         """Drop every indexed file under ``paths`` from the index."""
         from llmctl.ingest.pipeline import remove
 
-        try:
-            report = remove([Path(p) for p in paths], self.cfg, dry_run=dry_run, wait_seconds=wait_seconds)
-        finally:
-            if not dry_run:
-                self._reopen()
-        report.cache_invalidated = self._invalidate_cache(report.deleted_ids)
-        return report
+        return self._written(dry_run, lambda: remove([Path(p) for p in paths], self.cfg, dry_run=dry_run,
+                                                     wait_seconds=wait_seconds))
 
     def search(self, query: str, *, k: int | None = None, where: list[str] | None = None,
                rerank: bool | None = None):

@@ -52,7 +52,7 @@ def run_eval(name: str, limit: int | None = None) -> tuple[dict, float]:
     if name != "chunks128" and not link.exists() and (common.OUT / "scifact" / "data" / "manifest.sqlite").exists():
         os.symlink(common.OUT / "scifact" / "data", link)  # reuse the index bench/ingest_bench.py built
     report = common.OUT / f"eval-{name}.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMCTL_")} | env_over
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMCTL_") or k == "LLMCTL_CACHE_DIR"} | env_over
     args = [sys.executable, "-m", "llmctl", "--data-dir", str(data_dir), "eval", "-q", "--beir",
             str(common.SCIFACT), "--split", "train", "--json", str(report)]
     # Bring a reused index to this llmctl's settings (e.g. vector_store.ef_search) and sync it. Run from

@@ -39,6 +39,8 @@ class EmbeddingConfig(_Section):
     model: str = "all-MiniLM-L6-v2"
     batch_size: int = Field(64, ge=1, le=4096)
     device: str = "cpu"
+    # auto: the model's verified ONNX copy on CPU (no torch); torch: always sentence-transformers
+    backend: Literal["auto", "torch"] = "auto"
     normalize: bool = True
     query_prefix: str = ""
     document_prefix: str = ""
@@ -275,13 +277,17 @@ def _read_yaml(file: Path) -> dict[str, Any]:
     return data
 
 
+# Variables that are not config keys: the config file, debug tracebacks, the model cache.
+PROCESS_VARIABLES = frozenset(f"{ENV_PREFIX}{n}" for n in ("CONFIG", "DEBUG", "CACHE_DIR"))
+
+
 def _env_overrides() -> tuple[dict[str, tuple[str, Any]], list[str]]:
     """``LLMCTL_DATA_DIR=x`` -> data_dir; ``LLMCTL_BM25__K1=1.5`` -> bm25.k1. Returns the
     overrides (dotted key -> (variable, value)) and the LLMCTL_* names that are no setting."""
     out: dict[str, tuple[str, Any]] = {}
     unknown: list[str] = []
     for name, raw in os.environ.items():
-        if not name.startswith(ENV_PREFIX) or name in (f"{ENV_PREFIX}CONFIG", f"{ENV_PREFIX}DEBUG"):
+        if not name.startswith(ENV_PREFIX) or name in PROCESS_VARIABLES:
             continue
         key = name[len(ENV_PREFIX):].lower().replace("__", ".")
         top = key.split(".")[0]
@@ -309,7 +315,7 @@ def _check_unknown_env(names: list[str], cfg: Config) -> None:
     for name in sorted(set(names) - secrets):
         if name.endswith(SECRET_SUFFIXES):
             continue
-        known = [f"{ENV_PREFIX}{k.upper()}" for k in SCHEMA_KEYS] + [f"{ENV_PREFIX}CONFIG", f"{ENV_PREFIX}DEBUG"]
+        known = [f"{ENV_PREFIX}{k.upper()}" for k in SCHEMA_KEYS] + sorted(PROCESS_VARIABLES)
         close = difflib.get_close_matches(name.split("__")[0], known, n=1, cutoff=0.75)
         hint = (f"did you mean {close[0]}{name[len(name.split('__')[0]):]}?" if close
                 else f"settings are {ENV_PREFIX}<SECTION>__<KEY>, e.g. {ENV_PREFIX}RETRIEVAL__K")

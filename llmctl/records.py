@@ -83,6 +83,7 @@ class IngestReport:
     recovered: list[str] = field(default_factory=list)
     bm25_rebuilt: bool = False
     cache_invalidated: int = 0
+    embedding: dict = field(default_factory=dict)  # backend that embedded (onnx | sentence-transformers), note
     deleted_ids: list[str] = field(default_factory=list)  # chunk ids this run deleted (not in to_dict)
     seconds: float = 0.0
 
@@ -109,6 +110,7 @@ class IngestReport:
                 "total": self.chunks_total,
             },
             "tokens_embedded": self.tokens_embedded,
+            "embedding": self.embedding,
             "bm25_rebuilt": self.bm25_rebuilt,
             "cache_entries_invalidated": self.cache_invalidated,
             "recovered": self.recovered,

@@ -106,6 +106,8 @@ def ingest_report(report) -> None:
             unsupported[ext] = unsupported.get(ext, 0) + 1
         else:
             warn(f"skipped {printable(s.path)}: {s.reason}")
+    if report.embedding.get("note"):
+        warn(report.embedding["note"])
     if unsupported:
         kinds = ", ".join(f".{e} {n}" if e != "(none)" else f"no extension {n}"
                           for e, n in sorted(unsupported.items(), key=lambda kv: -kv[1]))
@@ -143,7 +145,11 @@ def status(st) -> None:
                      f"{ix['chunks']} chunk(s){' (an ingest is writing or was interrupted)' if ix['dirty'] else ''}",
                      markup=False)
         e = (ix.get("settings") or {}).get("embedding", {})
-        stdout.print(f"  embedding model {e.get('model')}", markup=False)
+        runtime = ix.get("embedded_with") or {}
+        how = f" via {runtime['backend']}" if runtime.get("backend") else ""
+        if runtime.get("onnx_sha256"):
+            how += f" (sha256 {runtime['onnx_sha256'][:12]})"
+        stdout.print(f"  embedding model {e.get('model')}{how}", markup=False)
     else:
         stdout.print(f"No index in {printable(st.data_dir)} yet: run 'llmctl ingest PATH'", markup=False)
     r = st.reranker

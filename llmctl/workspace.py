@@ -16,6 +16,7 @@ anything else that uses llmctl, builds a Workspace and calls one method.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
@@ -64,7 +65,7 @@ class Workspace:
     def embedder(self):
         from llmctl.index.embedder import Embedder
 
-        return Embedder(self.cfg.embedding)
+        return Embedder(self.cfg.embedding, export=True)
 
     @cached_property
     def retriever(self):
@@ -177,7 +178,8 @@ class Workspace:
                 q = m.db.execute
                 index.update(files=q("SELECT count(*) FROM files").fetchone()[0],
                              documents=q("SELECT count(*) FROM documents").fetchone()[0],
-                             chunks=m.chunk_count(), dirty=m.dirty, settings=m.settings())
+                             chunks=m.chunk_count(), dirty=m.dirty, settings=m.settings(),
+                             embedded_with=json.loads(m.get_meta("runtime") or "{}"))
             finally:
                 m.close()
         cache = self.cache_stats()

@@ -8,10 +8,15 @@ import sys
 from pathlib import Path
 
 
+def child_env(env: dict | None = None) -> dict:
+    """This process's environment without LLMCTL_* settings (the test run's model cache stays), plus ``env``."""
+    keep = {k: v for k, v in os.environ.items() if not k.startswith("LLMCTL_") or k == "LLMCTL_CACHE_DIR"}
+    return {**keep, **(env or {})}
+
+
 def run_cli(*args: str | Path, cwd: Path | None = None, env: dict | None = None,
             timeout: float = 300) -> subprocess.CompletedProcess:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("LLMCTL_")}
-    full_env.update(env or {})
+    full_env = child_env(env)
     return subprocess.run(
         [sys.executable, "-m", "llmctl", *map(str, args)], cwd=cwd, env=full_env,
         capture_output=True, text=True, timeout=timeout,

@@ -12,21 +12,35 @@ REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "sample_data"
 
 
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory) -> Path:
+    """llmctl's model cache (the ONNX copy of the embedding model) for this test run: made
+    once by the first ingest, under llmctl's own lock, and shared by the xdist workers and
+    the llmctl subprocesses. Never the user's ~/.cache."""
+    import os
+
+    folder = tmp_path_factory.getbasetemp().parent / "llmctl-model-cache"
+    os.environ["LLMCTL_CACHE_DIR"] = str(folder)
+    return folder
+
+
 @pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch, tmp_path):
+def _isolated_env(monkeypatch, tmp_path, model_cache):
     """No user config or LLMCTL_* variable leaks into a test; cwd is a fresh folder."""
     import os
 
     for name in list(os.environ):
-        if name.startswith("LLMCTL_"):
+        if name.startswith("LLMCTL_") and name != "LLMCTL_CACHE_DIR":
             monkeypatch.delenv(name)
+    monkeypatch.setenv("LLMCTL_CACHE_DIR", str(model_cache))
     monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture(scope="session")
-def embedder() -> Embedder:
-    """The real default model (all-MiniLM-L6-v2 from its PyPI package), loaded once."""
-    return Embedder(Config().embedding)
+def embedder(model_cache) -> Embedder:
+    """The real default model (all-MiniLM-L6-v2 from its PyPI package), embedding through
+    its ONNX copy (made on first use) as ingest does; ``.model`` is the torch original."""
+    return Embedder(Config().embedding, export=True)
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cli import child_env  # noqa: E402
 from consistency import assert_consistent  # noqa: E402
 
 from llmctl.index.manifest import Manifest  # noqa: E402
@@ -36,7 +37,7 @@ QUESTIONS = ["restore snapshot policy", "How is the repository key rotated?", "p
 
 
 def _env(data: Path) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMCTL_")}
+    env = child_env()
     env.update({"LLMCTL_DATA_DIR": str(data), "LLMCTL_INGEST__COMMIT_EVERY": "16"})
     return env
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from cli import assert_clean_error, run_cli
+from cli import assert_clean_error, child_env, run_cli
 from conftest import REPO
 from consistency import assert_consistent
 
@@ -77,7 +77,7 @@ def make_corpus(root, big: bool):
 
 def run_measured(corpus, data, *extra):
     """Run `llmctl ingest --json`: (exit code, stdout, stderr, peak RSS in MB of that process)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMCTL_")}
+    env = child_env()
     env["LLMCTL_DATA_DIR"] = str(data)
     proc = subprocess.Popen([sys.executable, "-m", "llmctl", "ingest", "--json", "-q", *extra, str(corpus)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -133,7 +133,7 @@ def test_unreadable_file_is_skipped_and_keeps_its_old_chunks(tmp_path):
     corpus.mkdir()
     (corpus / "a.md").write_text("# A\n\nReadable alpha text.\n")
     (corpus / "b.md").write_text("# B\n\nSoon unreadable beta text.\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMCTL_")}
+    env = child_env()
     env["LLMCTL_DATA_DIR"] = str(data)
     cmd = [sys.executable, "-m", "llmctl", "ingest", "--json", "-q", str(corpus)]
     if os.getuid() == 0:  # root reads everything: drop the capabilities that bypass file permissions

@@ -1,7 +1,6 @@
 """Several processes at once: readers during an ingest, two ingests, two ledger/cache writers."""
 
 import json
-import os
 import random
 import sqlite3
 import subprocess
@@ -10,7 +9,7 @@ import textwrap
 import time
 
 import pytest
-from cli import run_cli
+from cli import child_env, run_cli
 from consistency import assert_consistent
 from crash_trials import Corpus
 
@@ -33,7 +32,7 @@ def test_readers_during_an_ingest_see_a_whole_index_and_two_ingests_queue(tmp_pa
 
     env = {"LLMCTL_DATA_DIR": str(data), "LLMCTL_INGEST__COMMIT_EVERY": "8"}
     cmd = [sys.executable, "-m", "llmctl", "ingest", "-q", "--wait", "600", str(corpus.root)]
-    full_env = {**{k: v for k, v in os.environ.items() if not k.startswith("LLMCTL_")}, **env}
+    full_env = child_env(env)
     writers = [subprocess.Popen(cmd, env=full_env, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     cfg = load_config(None, {"data_dir": str(data), "rerank.enabled": False})
     served, errors, while_writing = 0, [], 0

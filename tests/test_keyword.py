@@ -44,3 +44,24 @@ def test_tokenizer_options():
 def test_empty_index_searches_to_nothing(tmp_path):
     keyword.build_and_save(tmp_path, BM25Config(), [], [], "1")
     assert keyword.load(tmp_path, BM25Config()).search("anything", 5) == []
+
+
+def test_numpy_scoring_equals_bm25s(tmp_path):
+    """Queries score a saved index with numpy alone; the scores are bm25s' own, bit for bit."""
+    import bm25s
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    words = [f"w{i}" for i in range(300)]
+    texts = {f"c{i}": " ".join(rng.choice(words, size=rng.integers(1, 60))) for i in range(400)}
+    cfg = BM25Config()
+    keyword.build_and_save(tmp_path, cfg, list(texts), list(texts.values()), "1")
+    loaded = keyword.load(tmp_path, cfg)
+    folder = tmp_path / (tmp_path / "CURRENT").read_text()
+    reference = bm25s.BM25.load(str(folder))
+    for q in ["w1 w2 w3", "w7 w7 w250", "w299", "nothing here", " ".join(words[:40])]:
+        tokens = loaded.tokenize(q)
+        ids = [reference.vocab_dict[t] for t in tokens if t in reference.vocab_dict]
+        want = reference.get_scores_from_ids(ids) if ids else np.zeros(len(texts), np.float32)
+        assert np.array_equal(loaded._scores(tokens), want)
+        assert loaded.search(q, 5) == keyword.load(tmp_path, cfg).search(q, 5)

@@ -3,7 +3,6 @@ failure keeps the retrieved hits, Ctrl-C is reported, money keeps its digits."""
 
 import datetime as dt
 import json
-import os
 import shutil
 import signal
 import sqlite3
@@ -13,7 +12,7 @@ import time
 
 import pytest
 import yaml
-from cli import assert_clean_error, run_cli
+from cli import assert_clean_error, child_env, run_cli
 from openai_server import Reply
 
 
@@ -113,7 +112,7 @@ def test_dry_run_json_reports_the_real_chunk_total(tmp_path, corpus):
 def test_ctrl_c_during_an_answer_is_reported_and_logged(tmp_path, data, fake_llm):
     fake_llm.script.append(Reply(kind="stall", text="one two three", stall_after=1, stall_for=20))
     cfg = config(tmp_path, fake_llm.base_url)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMCTL_")}
+    env = child_env()
     proc = subprocess.Popen([sys.executable, "-m", "llmctl", "--config", cfg, "--data-dir", str(data), "query",
                              "How many daily snapshots are kept?"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)

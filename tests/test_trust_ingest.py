@@ -5,7 +5,6 @@ an unsupported type are reported instead of vanishing."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import sqlite3
@@ -15,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from cli import assert_clean_error, run_cli
+from cli import assert_clean_error, child_env, run_cli
 from consistency import assert_consistent
 
 from llmctl.errors import IndexStateError, InputError
@@ -102,7 +101,7 @@ def test_unsupported_files_are_listed_as_skipped(tmp_path):
 
 
 def _start(args: list, data: Path, **env) -> subprocess.Popen:
-    full = {k: v for k, v in os.environ.items() if not k.startswith("LLMCTL_")}
+    full = child_env()
     full.update({"LLMCTL_DATA_DIR": str(data), **env})
     return subprocess.Popen([sys.executable, "-m", "llmctl", *map(str, args)], env=full,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

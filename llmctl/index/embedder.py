@@ -1,8 +1,8 @@
 """The embedding model: where it lives, how it counts tokens, how it embeds.
 
-Counting tokens needs only the model's tokenizer.json (fast, no torch); the model
-itself is loaded on first ``embed`` call, so runs with nothing to embed never pay
-for importing torch.
+Counting tokens needs only the model's tokenizer.json (fast, no torch). Vectors come from
+the model's verified ONNX copy when there is one (``index/onnx.py``: no torch at all), else
+from sentence-transformers, loaded on the first ``embed`` call.
 """
 
 from __future__ import annotations
@@ -62,12 +62,56 @@ def resolve_model(name: str, offline: bool) -> tuple[str, Path]:
 
 
 class Embedder:
-    """A sentence-transformers model with its tokenizer and window size."""
+    """A sentence-transformers model with its tokenizer and window size.
 
-    def __init__(self, cfg: EmbeddingConfig):
+    ``export``: make the ONNX copy if it is missing (ingest does; queries only use one).
+    After the first embed, ``backend`` says which runtime embeds and ``note`` why not ONNX.
+    """
+
+    def __init__(self, cfg: EmbeddingConfig, *, export: bool = False):
         set_offline(cfg.offline)
         self.cfg = cfg
+        self.export = export
         self.model_id, self.folder = resolve_model(cfg.model, cfg.offline)
+        self.note = ""
+
+    @cached_property
+    def onnx(self):
+        """The ONNX encoder, or None (then ``note`` says why, when it matters)."""
+        from llmctl.index import onnx
+
+        if self.cfg.backend == "torch" or self.cfg.device != "cpu":
+            return None
+        try:
+            if self.export:
+                found = onnx.ensure_export(self.model_id, self.folder)
+            else:
+                onnx.pooling_of(self.folder)
+                found = onnx.Export.find(onnx.cache_root() / "onnx" / onnx.model_key(self.model_id, self.folder))
+                if found is None:
+                    self.note = ("the ONNX copy of the embedding model is not in the cache "
+                                 f"({onnx.cache_root()}): loading sentence-transformers instead (slow start); "
+                                 "'llmctl ingest <path>' makes it again")
+                    return None
+            return onnx.OnnxEncoder(found, self.folder, self.max_seq_length)
+        except onnx.Unsupported as exc:
+            if self.export:
+                self.note = f"embedding with sentence-transformers: no ONNX copy of this model ({exc})"
+            return None
+        except Exception as exc:  # noqa: BLE001 - a broken export must never stop a run
+            self.note = f"embedding with sentence-transformers: the ONNX copy did not load ({exc})"
+            return None
+
+    @property
+    def backend(self) -> str:
+        return "onnx" if self.onnx is not None else "sentence-transformers"
+
+    def load(self) -> dict:
+        """Load whichever runtime embeds; what it is, for reports and index metadata."""
+        if self.onnx is None:
+            _ = self.model
+            return {"backend": self.backend, "note": self.note}
+        return {"backend": "onnx", "onnx_sha256": self.onnx.export.sha256, "note": self.note}
 
     @cached_property
     def _tokenizer(self):
@@ -114,6 +158,8 @@ class Embedder:
 
     @property
     def dimension(self) -> int:
+        if self.onnx is not None:
+            return self.onnx.dimension
         m = self.model
         get = getattr(m, "get_embedding_dimension", None) or m.get_sentence_embedding_dimension
         return int(get())
@@ -142,6 +188,10 @@ class Embedder:
     def _embed(self, texts: list[str]):
         import numpy as np
 
+        if self.onnx is not None:
+            size = self.cfg.batch_size
+            parts = [self.onnx.encode(texts[i:i + size], self.cfg.normalize) for i in range(0, len(texts), size)]
+            return parts[0] if len(parts) == 1 else np.concatenate(parts)
         vecs = self.model.encode(
             texts, batch_size=self.cfg.batch_size, normalize_embeddings=self.cfg.normalize,
             convert_to_numpy=True, show_progress_bar=False,

@@ -14,6 +14,7 @@ document, so an interrupted corpus ingest resumes instead of starting over.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import stat
 import time
@@ -169,7 +170,7 @@ def ingest(
     if not paths:
         raise InputError("No path given: llmctl ingest PATH [PATH...]")
     report = IngestReport(dry_run=dry_run)
-    embedder = embedder or Embedder(cfg.embedding)
+    embedder = embedder or Embedder(cfg.embedding, export=True)
     max_tokens = cfg.chunking.max_tokens or embedder.max_chunk_tokens
     if max_tokens > embedder.max_chunk_tokens:
         raise ConfigError(
@@ -417,8 +418,10 @@ def _embed_and_commit(run: _Run, planned: list[_Planned]) -> list[str]:
     manifest, store, embedder = run.manifest, run.store, run.embedder
     to_embed = sum(len(p.new_chunks) for p in planned)
     if to_embed:
-        with run.progress.status("Loading the embedding model"):
-            _ = embedder.model
+        with run.progress.status("Loading the embedding model (the first run with a model also makes "
+                                 "its ONNX copy, ~20 s)"):
+            run.report.embedding = embedder.load()
+        manifest.set_meta("runtime", json.dumps({k: v for k, v in run.report.embedding.items() if k != "note"}))
     task = run.progress.task("Embedding", to_embed)
 
     def advance(n: int) -> None:  # after each encode batch: a stop request ends the group here

@@ -6,18 +6,21 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from llmctl.config import Config
 from llmctl.errors import BudgetExceeded, ConfigError, InputError, LlmctlError, ProviderError
 from llmctl.llm.client import Completion
-from llmctl.llm.gateway import Gateway
-from llmctl.llm.tokens import counter_for
+from llmctl.llm.tokens import TokenCounter, counter_for
 from llmctl.records import Hit
 from llmctl.search.context import Packed, Source, pack
 from llmctl.search.fusion import fuse_rrf, fuse_weighted
 from llmctl.search.prompt import build_messages, cited_numbers, prompt_overhead
 from llmctl.search.rerank import Reranker, RerankUnavailable
 from llmctl.search.retrieve import Retriever
+
+if TYPE_CHECKING:
+    from llmctl.llm.gateway import Gateway
 
 
 @dataclass
@@ -133,7 +136,7 @@ def retrieve(question: str, cfg: Config, opts: QueryOptions, retriever: Retrieve
     flt = retriever.filter(opts.where)
     hits: dict[str, Hit] = {}
     with clock.stage("load"):  # cold-start costs, reported apart from per-query work
-        retriever.embedder.model  # noqa: B018
+        retriever.embedder.load()
         retriever.store  # noqa: B018
         retriever.keyword  # noqa: B018
     with clock.stage("embed"):
@@ -220,20 +223,26 @@ def run_query(
     provider = cfg.llm.providers[0] if (cfg.llm.providers and opts.use_llm) else None
     own = gateway is None
     if provider:  # provider settings are checked before anything is loaded
+        from llmctl.llm.gateway import Gateway
+
         gateway = gateway or Gateway(cfg.llm, cfg.data_dir, config_source=cfg.source, command=command,
                                      tag=opts.tag, warn=tell)
         gateway.usable_providers()
     retriever = retriever or Retriever(cfg)
     clock = _Clock()
     got = retrieve(question, cfg, opts, retriever, reranker, clock, warnings)
+    if retriever.embedder.note:
+        warnings.insert(0, retriever.embedder.note)
     for w in warnings:
         if notify:
             notify(w)
     hits, order, rerank_info = got.hits, got.order, got.rerank
     final = [hits[c] for c in order[:k]]
 
-    counter = counter_for(provider.model if provider else "", provider.tokenizer if provider else "auto",
-                          cfg.data_dir / "tiktoken")
+    if provider:
+        counter = counter_for(provider.model, provider.tokenizer, cfg.data_dir / "tiktoken")
+    else:  # no model reads the context: the embedding tokenizer (loaded already) sizes it
+        counter = TokenCounter(retriever.embedder.model_id, False, retriever.embedder.count_tokens)
     with clock.stage("pack"):
         if provider:
             overhead = prompt_overhead(question, cfg.llm.system_prompt, counter.count)

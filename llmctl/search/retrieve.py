@@ -53,7 +53,7 @@ class Retriever:
     def store(self):
         from llmctl.index.vectors import open_store
 
-        store = open_store(self.cfg, self.data.chroma)
+        store = open_store(self.cfg, self.data.chroma, readonly=True)
         have, want = store.count(), self.manifest.chunk_count()
         if have < want and not self.manifest.dirty:  # while an ingest writes, counts differ by design
             raise IndexStateError(

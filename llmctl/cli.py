@@ -293,6 +293,29 @@ def status(
         render.status(st)
 
 
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind; beyond loopback needs $LLMCTL_SERVE_TOKEN.",
+                                      metavar="ADDR")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (0: any free port).", min=0, max=65535, metavar="N")] = 8765,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No request log on stderr.")] = False,
+) -> None:
+    """Serve search and answers over local HTTP, models loaded once (JSON; SSE streams).
+
+    POST /search {"query": "...", "k": 5}, POST /query {"question": "...", "stream": true},
+    GET /status, GET /chunks/ID, GET /documents/DOC_ID. Stop with Ctrl-C.
+
+    Example: llmctl serve --port 8765
+    """
+    from llmctl.serve import serve as run
+
+    def ready(url: str) -> None:
+        sys.stdout.write(f"llmctl serve: listening on {url}\n")
+        sys.stdout.flush()
+
+    run(_workspace(), host, port, quiet=quiet, ready=ready)
+
+
 # Typer vendors Click: reach its exception classes through the public BadParameter.
 _USAGE_ERROR = typer.BadParameter.__mro__[1]
 _CLICK_ERROR = typer.BadParameter.__mro__[2]

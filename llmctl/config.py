@@ -277,8 +277,9 @@ def _read_yaml(file: Path) -> dict[str, Any]:
     return data
 
 
-# Variables that are not config keys: the config file, debug tracebacks, the model cache.
-PROCESS_VARIABLES = frozenset(f"{ENV_PREFIX}{n}" for n in ("CONFIG", "DEBUG", "CACHE_DIR"))
+# Variables that are not config keys: the config file, debug tracebacks, the model cache,
+# the token `llmctl serve` requires beyond loopback.
+PROCESS_VARIABLES = frozenset(f"{ENV_PREFIX}{n}" for n in ("CONFIG", "DEBUG", "CACHE_DIR", "SERVE_TOKEN"))
 
 
 def _env_overrides() -> tuple[dict[str, tuple[str, Any]], list[str]]:

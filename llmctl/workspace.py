@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -55,6 +56,9 @@ class Workspace:
                                  {"data_dir": str(data_dir) if data_dir else None, **overrides})
         self.cfg = config
         self.data = DataDir(config.data_dir)
+        self._lock = threading.Lock()
+        self._retriever = None
+        self._version: tuple[str, str] | None = None
 
     @classmethod
     def from_config(cls, path: Path | str, **overrides) -> Workspace:
@@ -67,11 +71,28 @@ class Workspace:
 
         return Embedder(self.cfg.embedding, export=True)
 
-    @cached_property
+    @property
     def retriever(self):
+        """The reader of the index published last: a new one after any ingest (in this
+        process or another), keeping the loaded embedding model when it still applies."""
         from llmctl.search.retrieve import Retriever
 
-        return Retriever(self.cfg)
+        version = self.data.version()
+        with self._lock:
+            old = self._retriever
+            if old is None or version != self._version:
+                new = Retriever(self.cfg)
+                if old is not None and "embedder" in old.__dict__ and old.embedding_cfg == new.embedding_cfg:
+                    new._embedder = old.embedder
+                # the old reader is not closed here: a query on another thread may still use it
+                self._retriever, self._version = new, version
+            return self._retriever
+
+    def warm(self) -> None:
+        """Load what a search needs now (model, vector store, BM25), not on the first search."""
+        r = self.retriever
+        r.embedder.load()
+        _ = r.store, r.keyword
 
     @cached_property
     def reranker(self):
@@ -91,14 +112,17 @@ class Workspace:
 
     def _reopen(self) -> None:
         """After a write: the next search opens the index that was just published."""
-        if "retriever" in self.__dict__:
-            self.retriever.close()
-            del self.__dict__["retriever"]
+        with self._lock:
+            if self._retriever is not None:
+                self._retriever.close()
+            self._retriever = None
         self.data = DataDir(self.cfg.data_dir)
 
     def close(self) -> None:
-        if "retriever" in self.__dict__:
-            self.retriever.close()
+        with self._lock:
+            if self._retriever is not None:
+                self._retriever.close()
+            self._retriever = None
 
     def __enter__(self) -> Workspace:
         return self
@@ -143,6 +167,20 @@ class Workspace:
             usable_providers(self.cfg.llm, self.cfg.source)
         return run_query(question, self.cfg, opts, on_token=on_token, retriever=self.retriever,
                          reranker=self.reranker, notify=notify)
+
+    def chunk(self, chunk_id: str) -> dict | None:
+        """One indexed chunk (text, source, lines, heading, doc_id), or None."""
+        got = self.retriever.chunks([chunk_id]).get(chunk_id)
+        return None if got is None else {k: v for k, v in got.items() if k != "embed_text"}
+
+    def document(self, doc_id: str) -> dict | None:
+        """One indexed document: its title, source and text (rebuilt from its chunks), or None."""
+        found = self.retriever.manifest.document(doc_id)
+        if found is None:
+            return None
+        title, chunks = found
+        return {"doc_id": doc_id, "title": title, "source": chunks[0]["source"] if chunks else "",
+                "chunks": [c["id"] for c in chunks], "text": _joined(chunks)}
 
     def evaluate(self, suite: Path | None = None, **options):
         """Run a golden suite (or ``beir=DIR``); returns an EvalOutcome (see ``llmctl eval``)."""
@@ -222,3 +260,18 @@ class Workspace:
             return cache.invalidate_chunks(chunk_ids)
         finally:
             cache.close()
+
+
+def _joined(chunks: list[dict]) -> str:
+    """A document's text from its chunks in order, overlaps removed by character offsets."""
+    out, end = "", 0
+    for c in chunks:
+        start, text = c.get("start_char"), c["text"]
+        if start is None:
+            out += ("\n\n" if out else "") + text
+        elif start >= end:
+            out += ("\n\n" if out and start > end else "") + text
+        else:
+            out += text[end - start:]
+        end = max(end, c.get("end_char") or 0)
+    return out

@@ -38,6 +38,17 @@ class DataDir:
             return self.root
         return self.root / name if name else self.root
 
+    def version(self) -> tuple[str, str]:
+        """Changes whenever a writer publishes: the current index folder and its BM25
+        generation (every ingest or remove that changes the index writes a new one).
+        Read fresh from disk, unlike ``index``; two small reads."""
+        current = self._current()
+        try:
+            generation = (current / "bm25" / "CURRENT").read_text()
+        except OSError:
+            generation = ""
+        return str(current), generation
+
     @property
     def manifest(self) -> Path:
         return self.index / "manifest.sqlite"

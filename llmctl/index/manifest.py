@@ -67,7 +67,9 @@ class Manifest:
             raise IndexStateError(f"No index in {path.parent}: run 'llmctl ingest <path>' first")
         try:
             uri = f"file:{path}?mode=ro" if readonly else str(path)
-            self.db = sqlite3.connect(uri, uri=readonly, timeout=30, isolation_level=None)
+            # Readers may be shared by a server's threads; SQLite serialises the calls itself.
+            self.db = sqlite3.connect(uri, uri=readonly, timeout=30, isolation_level=None,
+                                      check_same_thread=not readonly)
             self.db.execute("PRAGMA foreign_keys = ON")
             if not readonly:
                 self.db.execute("PRAGMA journal_mode = WAL")
@@ -151,6 +153,15 @@ class Manifest:
             for cid, text, embed_text, meta in rows:
                 out[cid] = {"id": cid, "text": text, "embed_text": embed_text, **json.loads(meta)}
         return out
+
+    def document(self, doc_id: str) -> tuple[str, list[dict]] | None:
+        """(title, chunks in order) of one document, or None."""
+        row = self.db.execute("SELECT title FROM documents WHERE doc_id = ?", (doc_id,)).fetchone()
+        if row is None:
+            return None
+        ids = [r[0] for r in self.db.execute("SELECT id FROM chunks WHERE doc_id = ? ORDER BY ordinal", (doc_id,))]
+        chunks = self.get_chunks(ids)
+        return row[0], [chunks[i] for i in ids if i in chunks]
 
     # -- writes -----------------------------------------------------------------------
     def touch(self, records: list[FileRecord]) -> None:

@@ -316,6 +316,18 @@ def serve(
     run(_workspace(), host, port, quiet=quiet, ready=ready)
 
 
+@app.command()
+def mcp() -> None:
+    """Serve the index to AI agents as Model Context Protocol tools over stdio.
+
+    Tools: search, get_chunk, get_document, status, and query when llm.providers is set.
+    Register it in an MCP client as the command: llmctl --data-dir DIR mcp
+    """
+    from llmctl.mcp_server import run
+
+    run(_workspace())
+
+
 # Typer vendors Click: reach its exception classes through the public BadParameter.
 _USAGE_ERROR = typer.BadParameter.__mro__[1]
 _CLICK_ERROR = typer.BadParameter.__mro__[2]

@@ -1,0 +1,97 @@
+"""``llmctl mcp``: the index as Model Context Protocol tools, over stdio (official ``mcp`` SDK).
+
+Tools: ``search`` (hits with source, lines and text), ``get_chunk``, ``get_document``,
+``status``, and ``query`` (a cited answer) when ``llm.providers`` is configured. The
+models load once, when the server starts; every call reads the index published last.
+llmctl's errors come back as MCP tool errors (``isError``) with the one-line message.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from llmctl.errors import LlmctlError
+
+INSTRUCTIONS = (
+    "Search the user's indexed documents (hybrid BM25 + dense retrieval). Call `search` with a "
+    "natural-language query; each hit has an id, source file, line range and text. Cite hits as "
+    "source:start_line-end_line. `get_chunk` / `get_document` return full text by id."
+)
+
+
+def _hit(h: dict) -> dict:
+    return {k: h[k] for k in ("rank", "id", "source", "location", "heading", "start_line", "end_line", "page",
+                              "text")} | {"score": h["stages"].get("fused", {}).get("score")}
+
+
+def build(ws):
+    from mcp.server.mcpserver import MCPServer
+    from mcp.server.mcpserver.exceptions import ToolError
+
+    server = MCPServer("llmctl", instructions=INSTRUCTIONS, log_level="WARNING")
+
+    def tool(fn):
+        """Register ``fn``; llmctl errors become tool errors with their message."""
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except LlmctlError as exc:
+                raise ToolError(str(exc)) from None
+        return server.tool()(wrapper)
+
+    @tool
+    def search(query: str, k: int = 5, where: list[str] | None = None) -> dict:
+        """Find the passages of the indexed documents most relevant to `query`.
+
+        k: how many hits (1-50). where: filters such as "ext=md", "source=docs/*", "kind=pdf".
+        """
+        if not 1 <= k <= 50:
+            raise ToolError("k must be from 1 to 50")
+        result = ws.query(query, k=k, where=where or [], use_llm=False).to_dict()
+        return {"hits": [_hit(h) for h in result["hits"]], "warnings": result["warnings"]}
+
+    @tool
+    def get_chunk(id: str) -> dict:  # noqa: A002 - the name agents see
+        """The full record of one hit, by its id."""
+        got = ws.chunk(id)
+        if got is None:
+            raise ToolError(f"no chunk {id!r} in the index")
+        return got
+
+    @tool
+    def get_document(doc_id: str) -> dict:
+        """A whole indexed document (title, source, text), by the doc_id of one of its chunks."""
+        got = ws.document(doc_id)
+        if got is None:
+            raise ToolError(f"no document {doc_id!r} in the index")
+        return got
+
+    @tool
+    def status() -> dict:
+        """What the index holds (files, documents, chunks, model) and whether answers are available."""
+        return ws.status().to_dict()
+
+    if ws.cfg.llm.providers:
+        @tool
+        def query(question: str, k: int | None = None, where: list[str] | None = None) -> dict:
+            """Answer `question` from the indexed documents with numbered citations [n]."""
+            result = ws.query(question, k=k, where=where or [])
+            if result.error is not None:
+                raise ToolError(str(result.error))
+            d = result.to_dict()
+            return {"answer": d["answer"], "citations": d["citations"], "hits": [_hit(h) for h in d["hits"]],
+                    "cache": d["cache"], "cost_usd": d["cost_usd"], "warnings": d["warnings"]}
+
+    return server
+
+
+def run(ws) -> None:
+    import sys
+
+    server = build(ws)
+    try:
+        ws.warm()
+    except LlmctlError as exc:  # no index yet: start anyway, tools say what to do
+        sys.stderr.write(f"Warning: {exc}\n")
+    server.run("stdio")

@@ -97,8 +97,11 @@ def ingest(
              "Indexed files it leaves out are kept.")] = None,
     wait: Annotated[float, typer.Option(
         help="Seconds to wait for another ingest to finish.", min=0, metavar="SECONDS")] = 0,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON report on stdout.")] = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print one JSON report on stdout (with --watch: one line per sync).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    watch: Annotated[bool, typer.Option(
+        "--watch", help="Keep syncing as files change, until Ctrl-C (changes are batched).")] = False,
 ) -> None:
     """Load, chunk and embed documents into the local index (incremental).
 
@@ -113,6 +116,16 @@ def ingest(
     ws = _workspace(**{"ingest.include": include})
     if exclude:
         ws.cfg.ingest.exclude = ws.cfg.ingest.exclude + list(exclude)
+    if watch:
+        if dry_run or rebuild or repair:
+            raise typer.BadParameter("cannot be combined with --dry-run, --rebuild or --repair", param_hint="--watch")
+        from llmctl.interrupts import stop_requests
+
+        with stop_requests() as stop:
+            ws.watch(paths, stop=stop, on_report=lambda r: render.sync_line(r, as_json), on_error=render.warn,
+                     strict=strict or None, wait_seconds=wait)
+        render.stderr.print("Stopped watching.", markup=False)
+        return
     with render.RichProgress(enabled=not quiet and not as_json) as progress:
         report = ws.ingest(paths, dry_run=dry_run, rebuild=rebuild, repair=repair, strict=strict or None,
                            wait_seconds=wait, progress=progress)
@@ -299,6 +312,8 @@ def serve(
                                       metavar="ADDR")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port (0: any free port).", min=0, max=65535, metavar="N")] = 8765,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No request log on stderr.")] = False,
+    watch: Annotated[list[Path] | None, typer.Option(
+        "--watch", metavar="PATH", help="Also keep PATH ingested as files change (repeatable).")] = None,
 ) -> None:
     """Serve search and answers over local HTTP, models loaded once (JSON; SSE streams).
 
@@ -313,7 +328,7 @@ def serve(
         sys.stdout.write(f"llmctl serve: listening on {url}\n")
         sys.stdout.flush()
 
-    run(_workspace(), host, port, quiet=quiet, ready=ready)
+    run(_workspace(), host, port, quiet=quiet, ready=ready, watch=watch)
 
 
 @app.command()

@@ -24,6 +24,8 @@ class StopFlag:
     def __bool__(self) -> bool:
         return self.signum is not None
 
+    is_set = __bool__  # an Event for watchfiles' stop_event
+
     def check(self, message: str) -> None:
         """Raise ``Interrupted(message)`` if a stop was requested."""
         if self:

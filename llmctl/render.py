@@ -130,6 +130,22 @@ def ingest_report(report) -> None:
                 stdout.print(f"  would {label}: {p}")
 
 
+def sync_line(report, as_json: bool) -> None:
+    """One line per --watch sync: JSON, or a timestamped summary."""
+    import time
+
+    if as_json:
+        sys.stdout.write(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), **report.to_dict()}) + "\n")
+        sys.stdout.flush()
+        return
+    f, c = report.to_dict()["files"], report.to_dict()["chunks"]
+    stdout.print(f"{time.strftime('%H:%M:%S')} synced {f['seen']} file(s): {f['added']} added, {f['changed']} changed, "
+                 f"{f['removed']} removed; {c['added']} chunk(s) embedded, {c['total']} in the index "
+                 f"- {report.seconds:.1f} s", markup=False)
+    if report.embedding.get("note"):
+        warn(report.embedding["note"])
+
+
 def remove_report(report) -> None:
     verb = "Would remove" if report.dry_run else "Removed"
     stdout.print(f"{verb} {len(report.files_removed)} file(s) ({report.chunks_deleted} chunks); "

@@ -251,8 +251,9 @@ class Server(ThreadingHTTPServer):
         super().__init__((host, port), Handler)
 
 
-def serve(ws, host: str, port: int, *, quiet: bool = False, ready=None) -> None:
-    """Serve until Ctrl-C / SIGTERM. ``ready(url)`` is called once the socket listens."""
+def serve(ws, host: str, port: int, *, quiet: bool = False, ready=None, watch: list | None = None) -> None:
+    """Serve until Ctrl-C / SIGTERM. ``ready(url)`` is called once the socket listens.
+    ``watch``: paths to keep in sync meanwhile (``ingest --watch`` on a thread)."""
     token = check_token(host)
     try:
         ws.warm()
@@ -265,8 +266,10 @@ def serve(ws, host: str, port: int, *, quiet: bool = False, ready=None) -> None:
     url = f"http://{host if ':' not in host else f'[{host}]'}:{server.server_address[1]}"
     if ready:
         ready(url)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
-    thread.start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True).start()
+    stop_watching = threading.Event()
+    if watch:
+        threading.Thread(target=_watch, args=(ws, watch, stop_watching), daemon=True).start()
     from llmctl.interrupts import stop_requests
 
     try:
@@ -274,5 +277,22 @@ def serve(ws, host: str, port: int, *, quiet: bool = False, ready=None) -> None:
             while not stop:
                 time.sleep(0.2)
     finally:
+        stop_watching.set()
         server.shutdown()
         server.server_close()
+
+
+def _watch(ws, paths: list, stop: threading.Event) -> None:
+    def log(what) -> None:
+        if isinstance(what, Exception):
+            sys.stderr.write(f"Warning: watch: {what}\n")
+        else:
+            c = what.to_dict()["chunks"]
+            sys.stderr.write(f"{time.strftime('%H:%M:%S')} watch: synced {what.files_seen} file(s), "
+                             f"{c['added']} chunk(s) embedded, {c['deleted']} deleted, {c['total']} in the index\n")
+
+    try:
+        ws.watch(paths, stop=stop, on_report=log, on_error=log)
+    except Exception as exc:  # noqa: BLE001 - the server keeps serving what is indexed
+        log(exc)
+        sys.stderr.write("Warning: watch: stopped; the server keeps serving the index as it is\n")

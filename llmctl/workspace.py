@@ -111,10 +111,9 @@ class Workspace:
         return report
 
     def _reopen(self) -> None:
-        """After a write: the next search opens the index that was just published."""
+        """After a write: the next search opens the index that was just published. The old
+        reader is dropped, not closed: a search on another thread (serve --watch) may use it."""
         with self._lock:
-            if self._retriever is not None:
-                self._retriever.close()
             self._retriever = None
         self.data = DataDir(self.cfg.data_dir)
 
@@ -140,6 +139,37 @@ class Workspace:
         return self._written(dry_run, lambda: ingest(
             [Path(p) for p in paths], self.cfg, dry_run=dry_run, rebuild=rebuild, repair=repair, strict=strict,
             wait_seconds=wait_seconds, progress=progress, embedder=self.embedder))
+
+    def watch(self, paths: list[Path | str], *, stop, on_report: Callable[[IngestReport], None],
+              on_error: Callable[[Exception], None], debounce_ms: int = 1000, **ingest_options) -> None:
+        """Ingest ``paths``, then again after every burst of file changes under them, until
+        ``stop.is_set()``. Each sync is an ordinary incremental ingest (crash-safe, unchanged
+        files skipped). A busy index or a bad file is reported and retried on the next change."""
+        import watchfiles
+
+        from llmctl.errors import BusyError, InputError
+
+        roots = [Path(p) for p in paths]
+        ignore = watchfiles.DefaultFilter(ignore_paths=[str(Path(self.cfg.data_dir).resolve())])
+
+        def sync(always: bool) -> None:
+            try:
+                report = self.ingest(roots, **ingest_options)
+            except (BusyError, InputError) as exc:
+                on_error(exc)
+                return
+            if always or report.files_added or report.files_changed or report.files_removed:
+                on_report(report)
+
+        sync(always=True)
+        watching = False
+        # yield_on_timeout: the first (empty) yield means the watcher is up; one more sync then
+        # catches what changed between the first sync and the watcher's start.
+        for changes in watchfiles.watch(*roots, watch_filter=ignore, debounce=debounce_ms, stop_event=stop,
+                                        raise_interrupt=False, rust_timeout=1000, yield_on_timeout=True):
+            if changes or not watching:
+                sync(always=False)
+            watching = True
 
     def remove(self, paths: list[Path | str], *, dry_run: bool = False, wait_seconds: float = 0) -> IngestReport:
         """Drop every indexed file under ``paths`` from the index."""

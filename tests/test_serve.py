@@ -22,8 +22,9 @@ pytestmark = pytest.mark.slow
 
 
 class Served:
-    def __init__(self, *args: str, env: dict | None = None, cwd: Path | None = None):
-        self.proc = subprocess.Popen([sys.executable, "-m", "llmctl", *args, "serve", "--port", "0", "-q"],
+    def __init__(self, *args: str, env: dict | None = None, cwd: Path | None = None, watch: Path | None = None):
+        extra = ["--watch", str(watch)] if watch else []
+        self.proc = subprocess.Popen([sys.executable, "-m", "llmctl", *args, "serve", "--port", "0", "-q", *extra],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      env=child_env(env), cwd=cwd)
         line = self.proc.stdout.readline()

@@ -1,0 +1,110 @@
+"""`ingest --watch` and `serve --watch`: real file events, a real subprocess, real signals."""
+
+from __future__ import annotations
+
+import json
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from cli import child_env
+from test_serve import Served
+
+from llmctl import Workspace
+
+pytestmark = pytest.mark.slow
+
+
+class Watcher:
+    def __init__(self, data, folder):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "llmctl", "--data-dir", str(data), "ingest", "--watch", "--json", str(folder)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
+        self.lines: queue.Queue = queue.Queue()
+        threading.Thread(target=lambda: [self.lines.put(json.loads(x)) for x in self.proc.stdout], daemon=True).start()
+        self.syncs: list[dict] = []
+
+    def until(self, done, timeout: float = 240) -> dict:
+        """Sync reports until one satisfies ``done``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                report = self.lines.get(timeout=1)
+            except queue.Empty:
+                assert self.proc.poll() is None, self.proc.stderr.read()
+                continue
+            self.syncs.append(report)
+            if done(report):
+                return report
+        raise AssertionError(f"no matching sync in {timeout} s: {self.syncs[-3:]}")
+
+
+def test_ingest_watch_follows_changes_batches_a_burst_and_stops_on_ctrl_c(tmp_path):
+    folder, data = tmp_path / "docs", tmp_path / "data"
+    folder.mkdir()
+    (folder / "a.md").write_text("# Alpha\n\nThe alpha gateway retries three times.\n")
+    w = Watcher(data, folder)
+    try:
+        first = w.until(lambda r: True)
+        assert first["files"]["added"] == 1 and first["chunks"]["total"] == 1
+
+        (folder / "b.md").write_text("# Quokka relay\n\nThe quokka relay rotates its keys every 17 days.\n")
+        w.until(lambda r: r["files"]["added"] == 1)
+        with Workspace(data_dir=data) as ws:
+            assert ws.search("How often does the quokka relay rotate keys?", k=1)[0].source.endswith("b.md")
+
+        (folder / "b.md").write_text("# Quokka relay\n\nThe quokka relay rotates its keys every 30 days.\n")
+        w.until(lambda r: r["files"]["changed"] == 1)
+        (folder / "a.md").unlink()
+        w.until(lambda r: r["files"]["removed"] == 1)
+
+        before = len(w.syncs)
+        burst = folder / "burst"
+        burst.mkdir()
+        for i in range(1000):
+            (burst / f"n{i:04d}.txt").write_text(f"Note {i}: the value of item {i} is {i * 7}.\n")
+        last = w.until(lambda r: r["chunks"]["total"] == 1001)
+        burst_syncs = len(w.syncs) - before
+        assert burst_syncs <= 20, burst_syncs  # batched, not one ingest per event
+        assert last["files"]["seen"] == 1001
+
+        w.proc.send_signal(signal.SIGINT)
+        assert w.proc.wait(timeout=60) == 0
+        err = w.proc.stderr.read()
+        assert "Stopped watching" in err and "Traceback" not in err
+    finally:
+        if w.proc.poll() is None:
+            w.proc.kill()
+    with Workspace(data_dir=data) as ws:
+        st = ws.status().index
+        assert st["files"] == 1001 and not st["dirty"]
+
+
+def test_serve_watch_serves_new_files_without_restart(tmp_path):
+    folder, data = tmp_path / "docs", tmp_path / "data"
+    folder.mkdir()
+    (folder / "a.md").write_text("# Alpha\n\nThe alpha gateway retries three times.\n")
+    s = Served("--data-dir", str(data), env={"LLMCTL_RERANK__ENABLED": "false"}, watch=folder)
+    try:
+        deadline = time.monotonic() + 180
+        question = {"query": "How often does the quokka relay rotate its keys?", "k": 1}
+        code = None
+        while time.monotonic() < deadline:  # the initial sync
+            code, got = s.json("POST", "/search", question)
+            if code == 200:
+                break
+            time.sleep(0.5)
+        assert code == 200
+        (folder / "q.md").write_text("# Quokka relay\n\nThe quokka relay rotates its keys every 17 days.\n")
+        while time.monotonic() < deadline:
+            code, got = s.json("POST", "/search", question)
+            if code == 200 and got["hits"][0]["source"].endswith("q.md"):
+                break
+            time.sleep(0.5)
+        assert got["hits"][0]["source"].endswith("q.md")
+    finally:
+        assert s.stop() == 0

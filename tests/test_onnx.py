@@ -1,0 +1,117 @@
+"""The torch-free query path: the ONNX copy of the model, Chroma's engine without its
+client, and what a cold command imports."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from cli import child_env
+
+from llmctl import Workspace
+from llmctl.index.vectors import Reader, VectorStore
+
+HEAVY = ("torch", "sentence_transformers", "transformers", "chromadb", "openai", "bm25s", "scipy", "sklearn")
+TEXTS = ["How many daily snapshots does the default retention policy keep?", "x", "word " * 400,
+         "Résumé naïve café — 東京の天気は晴れです", "def f(x):\n    return x * 2\n", ""]
+
+
+def imported(args: list[str], env: dict | None = None) -> tuple[subprocess.CompletedProcess, set[str]]:
+    """Run llmctl with -X importtime; the top-level packages it imported."""
+    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "llmctl", *args], capture_output=True, text=True,
+                       env=child_env(env), timeout=300)
+    names = {m.group(1).split(".")[0] for m in re.finditer(r"^import time:\s+\d+ \|\s+\d+ \|\s*(\S+)$", r.stderr, re.M)}
+    return r, names
+
+
+def test_onnx_vectors_match_sentence_transformers(embedder):
+    assert embedder.onnx is not None and embedder.backend == "onnx"
+    got = embedder._embed(TEXTS)
+    want = embedder.model.encode(TEXTS, normalize_embeddings=True, convert_to_numpy=True)
+    assert got.shape == want.shape
+    assert float(np.min(np.sum(got * want, axis=1))) >= 0.9999
+    meta = embedder.onnx.export.meta
+    assert meta["parity_min_cosine"] >= 0.9999 and len(meta["sha256"]) == 64
+
+
+def test_a_cold_query_imports_neither_torch_nor_chroma_client(sample_index):
+    r, names = imported(["--data-dir", str(sample_index), "query", "--no-llm", "--json",
+                         "How many daily snapshots are kept?"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout)["hits"][0]["source"].endswith("retention-policies.md")
+    assert names.isdisjoint(HEAVY), sorted(names & set(HEAVY))
+    assert {"onnxruntime", "tokenizers", "chromadb_rust_bindings"} <= names
+
+
+def test_an_exact_cache_hit_imports_no_openai(tmp_path, sample_index, fake_llm):
+    import shutil
+
+    import yaml
+
+    data = tmp_path / "data"
+    shutil.copytree(sample_index, data)
+    cfg = tmp_path / "llm.yaml"
+    cfg.write_text(yaml.safe_dump({"rerank": {"enabled": False}, "llm": {"providers": [{
+        "name": "local", "base_url": fake_llm.base_url, "model": "fake-model", "context_window": 4096,
+        "timeout": 5, "retries": 0}]}}))
+    args = ["--config", str(cfg), "--data-dir", str(data), "query", "--json", "How many daily snapshots are kept?"]
+    first, names = imported(args)
+    assert first.returncode == 0 and "openai" in names, first.stderr[-2000:]
+    second, names = imported(args)
+    assert second.returncode == 0 and json.loads(second.stdout)["cache"] == "exact"
+    assert names.isdisjoint(HEAVY), sorted(names & set(HEAVY))
+    assert len(fake_llm.requests) == 1
+
+
+def test_rust_reader_returns_what_the_chroma_client_returns(sample_index, embedder):
+    from llmctl.index.datadir import DataDir
+
+    folder = DataDir(sample_index).chroma
+    reader, client = Reader(folder, "llmctl_chunks"), VectorStore.embedded(folder)
+    assert reader.count() == client.count() > 0
+    vec = embedder.embed_query("restore a snapshot to another machine")
+    docs = [m["doc_id"] for m in client.collection.get(include=["metadatas"], limit=3)["metadatas"]]
+    for where in (None, {"doc_id": {"$in": docs}}):
+        a, b = reader.query(vec, 10, where), client.query(vec, 10, where)
+        assert [i for i, _ in a] == [i for i, _ in b]
+        assert np.allclose([s for _, s in a], [s for _, s in b], atol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_missing_onnx_copy_falls_back_to_torch_with_a_note(tmp_path, sample_index):
+    args = ["--data-dir", str(sample_index), "query", "--no-llm", "--json", "How many daily snapshots are kept?"]
+    normal = json.loads(subprocess.run([sys.executable, "-m", "llmctl", *args], capture_output=True, text=True,
+                                       env=child_env(), check=True).stdout)
+    r, names = imported(args, {"LLMCTL_CACHE_DIR": str(tmp_path / "empty-cache")})
+    assert r.returncode == 0, r.stderr[-2000:]
+    doc = json.loads(r.stdout)
+    assert "torch" in names and any("ONNX copy" in w and "llmctl ingest" in w for w in doc["warnings"])
+    assert [h["id"] for h in doc["hits"]] == [h["id"] for h in normal["hits"]]
+
+
+@pytest.mark.slow
+def test_a_model_that_cannot_be_exported_is_embedded_by_sentence_transformers(tmp_path, corpus, embedder):
+    """Max pooling has no ONNX export here: ingest says so once and embeds with torch."""
+    model = tmp_path / "max-pooled-minilm"
+    for f in embedder.folder.rglob("*"):
+        if f.is_file():
+            dest = model / f.relative_to(embedder.folder)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(f, dest)
+    pooling = model / "1_Pooling" / "config.json"
+    cfg = json.loads(pooling.read_text()) | {"pooling_mode_mean_tokens": False, "pooling_mode_max_tokens": True}
+    pooling.unlink()
+    pooling.write_text(json.dumps(cfg))
+    with Workspace(data_dir=tmp_path / "data", **{"embedding.model": str(model), "rerank.enabled": False}) as ws:
+        report = ws.ingest([corpus / "guides"])
+        assert report.embedding["backend"] == "sentence-transformers"
+        assert "pooling" in report.embedding["note"] and "max" in report.embedding["note"]
+        assert ws.status().index["embedded_with"]["backend"] == "sentence-transformers"
+        hits = ws.search("How many daily snapshots does the default retention policy keep?", k=1)
+        assert hits[0].source.endswith("retention-policies.md")
+        assert ws.retriever.embedder.backend == "sentence-transformers" and not ws.retriever.embedder.note

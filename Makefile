@@ -41,6 +41,7 @@ bench: install
 	$(PY) bench/query_bench.py
 	$(PY) bench/ann_recall.py
 	$(PY) bench/scale.py
+	$(PY) bench/fast_warm.py
 	$(PY) bench/report.py
 
 # A real local model (SmolLM2-135M from PyPI) behind llama-cpp-python's OpenAI-compatible

@@ -189,8 +189,44 @@ def scale_section(s: dict | None) -> str:
     ])
 
 
+def fast_warm_section(fw: dict | None) -> str:
+    if not fw:
+        return "Not run: `python bench/fast_warm.py`."
+    c, e = fw["cold"], fw["encoders"]
+    q, h = c["query_no_llm"], c["exact_cache_hit"]
+    rows = [
+        ["cold `llmctl query --no-llm` (sample index), median",
+         f"{q['median_s']} s (min {q['min_s']}, max {q['max_s']})", "≤ 1.0 s", _met(-q["median_s"], -1.0)],
+        ["… / `python -c \"import sentence_transformers\"` (paired)",
+         f"{q['ratio_median']} (import alone: {q['yardstick_median_s']} s)", "≤ 0.2", _met(-q["ratio_median"], -0.2)],
+        ["cold exact-cache-hit answer, median", f"{h['median_s']} s (min {h['min_s']}, max {h['max_s']})", "≤ 1.0 s",
+         _met(-h["median_s"], -1.0)],
+        ["ONNX / torch encoder throughput (SciFact passages)",
+         f"{e['onnx_over_torch']} ({e['onnx_passages_per_s']} vs {e['torch_passages_per_s']} passages/s; "
+         f"min cosine {e['min_cosine']})", "≥ 1.1", _met(e["onnx_over_torch"], 1.1)],
+    ]
+    sv = fw.get("serve")
+    if sv:
+        rows += [
+            [f"`serve` warm /search, one client ({sv['chunks']:,} chunks)",
+             f"p50 {sv['one_client_p50_ms']} ms, p95 {sv['one_client_p95_ms']} ms", "p50 ≤ 25, p95 ≤ 60 ms",
+             _met(-sv["one_client_p50_ms"], -25) if sv["one_client_p95_ms"] <= 60 else "**no**"],
+            ["`serve`, 8 concurrent clients", f"{sv['eight_clients_qps']} requests/s, p50 {sv['eight_clients_p50_ms']} "
+             f"ms, p95 {sv['eight_clients_p95_ms']} ms", "measured", ""],
+        ]
+        lr = sv.get("load_run")
+        if lr:
+            rows.append([f"`serve` load run, {lr['minutes']} min, 8 clients, ingest + remove looping",
+                         f"{lr['requests']:,} requests, {lr['ingests']} ingests: {lr['errors']} errors, "
+                         f"{lr['wrong']} wrong", "0 errors, 0 wrong",
+                         "yes" if lr["errors"] == lr["wrong"] == 0 else "**no**"])
+    imports = ", ".join(f"{k} {v}" for k, v in c["imports_query_no_llm_s"].items())
+    return "\n\n".join([table(["Figure", "Measured", "Goal", "Met"], rows),
+                         f"Import time of a cold `query --no-llm`, by top-level package (s): {imports}."])
+
+
 def main() -> None:
-    ing, qb, q, t, s, ann = (load(n) for n in ("ingest", "query", "quality", "tune", "scale", "ann"))
+    ing, qb, q, t, s, ann, fw = (load(n) for n in ("ingest", "query", "quality", "tune", "scale", "ann", "fast_warm"))
     quality, hybrid = quality_section(q)
     bm25s_qps = (qb or {}).get("bm25_backends", {}).get("bm25s", {}).get("queries_per_s")
     goals = table(["Goal", "Measured", "Met"], [
@@ -221,13 +257,15 @@ def main() -> None:
         "## Speed (`bench/ingest_bench.py`, `bench/query_bench.py`)", speed_section(ing, qb),
         "## Dense search: HNSW recall (`bench/ann_recall.py`)", ann_section(ann),
         "## Scaling without re-embedding (`bench/scale.py`)", scale_section(s),
+        "## Fast and warm (`bench/fast_warm.py`)", fast_warm_section(fw),
     ]) + "\n"
     notes = common.REPO / "bench" / "NOTES.md"  # hand-written reading of the numbers, appended
     if notes.exists():
         page += "\n" + notes.read_text()
     DOC.write_text(page)
     (common.OUT / "results.json").write_text(json.dumps(
-        {"machine": m, "ingest": ing, "query": qb, "quality": q, "tune": t, "ann": ann, "scale": s}, indent=1))
+        {"machine": m, "ingest": ing, "query": qb, "quality": q, "tune": t, "ann": ann, "scale": s,
+         "fast_warm": fw}, indent=1))
     print(f"wrote {DOC.relative_to(common.REPO)} and bench/out/results.json")
 
 

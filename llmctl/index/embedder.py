@@ -103,6 +103,15 @@ class Embedder:
             return None
 
     @property
+    def export_pending(self) -> bool:
+        """True when the next load would make the ONNX copy (a ~20 s child process)."""
+        from llmctl.index import onnx
+
+        if not self.export or "onnx" in self.__dict__ or self.cfg.backend == "torch" or self.cfg.device != "cpu":
+            return False
+        return onnx.Export.find(onnx.cache_root() / "onnx" / onnx.model_key(self.model_id, self.folder)) is None
+
+    @property
     def backend(self) -> str:
         return "onnx" if self.onnx is not None else "sentence-transformers"
 

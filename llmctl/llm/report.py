@@ -10,6 +10,7 @@ from pathlib import Path
 
 from llmctl.config import LLMConfig
 from llmctl.errors import InputError
+from llmctl.index.datadir import DataDir
 from llmctl.llm.cache import ResponseCache
 from llmctl.llm.ledger import Ledger
 from llmctl.stats import day_start, month_start, percentile
@@ -65,7 +66,7 @@ def _summary(rows: list[dict]) -> dict:
 
 def cost_report(data_dir: Path, cfg: LLMConfig, since: float | None, until: float | None,
                 now: float) -> dict:
-    path = data_dir / "ledger.sqlite"
+    path = DataDir(data_dir).ledger
     rows: list[dict] = []
     if path.exists():
         ledger = Ledger(path)
@@ -97,7 +98,7 @@ def cost_report(data_dir: Path, cfg: LLMConfig, since: float | None, until: floa
 
 
 def cache_stats(data_dir: Path, now: float, *, clear: bool = False, prune: bool = False) -> dict:
-    path = data_dir / "cache.sqlite"
+    path = DataDir(data_dir).cache
     if not path.exists():
         return {"path": str(path), "exists": False, "entries": 0}
     cache = ResponseCache(path)

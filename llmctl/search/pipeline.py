@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from llmctl.config import Config
 from llmctl.errors import BudgetExceeded, ConfigError, InputError, LlmctlError, ProviderError
+from llmctl.index.datadir import DataDir
 from llmctl.llm.client import Completion
 from llmctl.llm.tokens import TokenCounter, counter_for
 from llmctl.records import Hit
@@ -240,7 +241,7 @@ def run_query(
     final = [hits[c] for c in order[:k]]
 
     if provider:
-        counter = counter_for(provider.model, provider.tokenizer, cfg.data_dir / "tiktoken")
+        counter = counter_for(provider.model, provider.tokenizer, DataDir(cfg.data_dir).tiktoken)
     else:  # no model reads the context: the embedding tokenizer (loaded already) sizes it
         counter = TokenCounter(retriever.embedder.model_id, False, retriever.embedder.count_tokens)
     with clock.stage("pack"):

@@ -188,17 +188,18 @@ class Handler(BaseHTTPRequestHandler):
         self._send(200, search_payload(self.server.ws, parse_search(self._body(), SEARCH_KEYS)))
 
     def chunk(self) -> None:
-        cid = unquote(self.path.split("/", 2)[2]) if self.path.count("/") >= 2 else ""
-        got = self.server.ws.chunk(cid)
-        if got is None:
-            raise _Status(404, f"no chunk {cid!r} in the index")
-        self._send(200, got)
+        self._by_id("chunk", self.server.ws.chunk)
 
     def document(self) -> None:
-        did = unquote(self.path.split("/", 2)[2]) if self.path.count("/") >= 2 else ""
-        got = self.server.ws.document(did)
+        self._by_id("document", self.server.ws.document)
+
+    def _by_id(self, what: str, get) -> None:
+        """GET /<things>/<id>: the record, or 404."""
+        path = self.path.split("?")[0]
+        key = unquote(path.split("/", 2)[2]) if path.count("/") >= 2 else ""
+        got = get(key)
         if got is None:
-            raise _Status(404, f"no document {did!r} in the index")
+            raise _Status(404, f"no {what} {key!r} in the index")
         self._send(200, got)
 
     def query(self) -> None:

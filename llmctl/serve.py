@@ -128,6 +128,9 @@ class Handler(BaseHTTPRequestHandler):
             raise BadRequest("bad Content-Length") from None
         if length > MAX_BODY:
             self.close_connection = True
+            if length <= 16 * MAX_BODY:  # read it anyway, so the client is not cut off mid-send
+                while length > 0 and (got := self.rfile.read(min(length, 1 << 16))):
+                    length -= len(got)
             raise _Status(413, f"request body over {MAX_BODY} bytes")
         raw = self.rfile.read(length) if length else b""
         try:
@@ -149,9 +152,10 @@ class Handler(BaseHTTPRequestHandler):
         try:
             if not self._authorised():
                 raise _Status(401, f"missing or wrong token: send 'Authorization: Bearer ${TOKEN_ENV}'")
-            route = ROUTES.get((method, self.path.split("?")[0].rstrip("/").split("/")[1] if self.path != "/" else ""))
+            first = self.path.split("?")[0].strip("/").split("/")[0]  # "/chunks/ID" -> "chunks"
+            route = ROUTES.get((method, first))
             if route is None:
-                allowed = sorted(m for m, r in ROUTES if r == self.path.strip("/").split("/")[0])
+                allowed = sorted(m for m, prefix in ROUTES if prefix == first)
                 if allowed:
                     raise _Status(405, f"{self.path} takes {' or '.join(allowed)}")
                 raise _Status(404, f"no such endpoint {self.path}; see GET /")

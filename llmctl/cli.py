@@ -336,7 +336,9 @@ def mcp() -> None:
     """Serve the index to AI agents as Model Context Protocol tools over stdio.
 
     Tools: search, get_chunk, get_document, status, and query when llm.providers is set.
-    Register it in an MCP client as the command: llmctl --data-dir DIR mcp
+    Register it in an MCP client (README: "llmctl mcp") as a command.
+
+    Example: llmctl --data-dir ~/docs-index mcp
     """
     from llmctl.mcp_server import run
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -19,11 +20,11 @@ def test_compact_copy_counts_exactly_like_tiktoken(tmp_path, monkeypatch, model,
     assert (tmp_path / f"{encoding}.ranks").exists() and (tmp_path / f"{encoding}.json").exists()
     second = counter_for(model, "auto", tmp_path)  # built from the compact copy
     assert first.name == second.name == encoding and first.exact
-    code = ("import os, tiktoken; print([len(tiktoken.get_encoding(%r).encode(t, disallowed_special=())) for t in %r])"
-            % (encoding, TEXTS))
-    plain = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                           env={"TIKTOKEN_CACHE_DIR": str(tmp_path), "PATH": ""}, check=True).stdout.strip()
-    assert [second.count(t) for t in TEXTS] == [first.count(t) for t in TEXTS] == eval(plain)  # noqa: S307
+    code = ("import json, sys, tiktoken; enc = tiktoken.get_encoding(sys.argv[1]); "
+            "print(json.dumps([len(enc.encode(t, disallowed_special=())) for t in json.loads(sys.argv[2])]))")
+    plain = subprocess.run([sys.executable, "-c", code, encoding, json.dumps(TEXTS)], capture_output=True, text=True,
+                           env={"TIKTOKEN_CACHE_DIR": str(tmp_path), "PATH": ""}, check=True).stdout
+    assert [second.count(t) for t in TEXTS] == [first.count(t) for t in TEXTS] == json.loads(plain)
 
 
 def test_a_damaged_compact_copy_is_rebuilt(tmp_path, monkeypatch):

@@ -74,7 +74,7 @@ class Workspace:
     @property
     def retriever(self):
         """The reader of the index published last: a new one after any ingest (in this
-        process or another), keeping the loaded embedding model when it still applies."""
+        process or another), reusing a loaded embedding model when it is the index's."""
         from llmctl.search.retrieve import Retriever
 
         version = self.data.version()
@@ -82,8 +82,10 @@ class Workspace:
             old = self._retriever
             if old is None or version != self._version:
                 new = Retriever(self.cfg)
-                if old is not None and "embedder" in old.__dict__ and old.embedding_cfg == new.embedding_cfg:
-                    new._embedder = old.embedder
+                # a model already loaded here (the last reader's, or ingest's) embeds queries too
+                donor = (old.__dict__.get("embedder") if old is not None else None) or self.__dict__.get("embedder")
+                if donor is not None and donor.cfg.model_copy(update={"model": donor.model_id}) == new.embedding_cfg:
+                    new._embedder = donor
                 # the old reader is not closed here: a query on another thread may still use it
                 self._retriever, self._version = new, version
             return self._retriever

@@ -115,3 +115,4 @@ def test_a_model_that_cannot_be_exported_is_embedded_by_sentence_transformers(tm
         hits = ws.search("How many daily snapshots does the default retention policy keep?", k=1)
         assert hits[0].source.endswith("retention-policies.md")
         assert ws.retriever.embedder.backend == "sentence-transformers" and not ws.retriever.embedder.note
+

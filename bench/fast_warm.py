@@ -6,8 +6,9 @@ Measured, never asserted; written to bench/out/fast_warm.json for bench/report.p
    sentence_transformers"` in the same run): `llmctl query --no-llm` on the sample index,
    and an exact-cache-hit answer (a loopback OpenAI-compatible server answered once before).
 2. Import time of a cold query, by top-level package (`python -X importtime`).
-3. Embedding throughput on SciFact passages: the ONNX copy vs sentence-transformers'
-   encode (the raw torch encoder), same texts, same batch size; and ingest end to end.
+3. Embedding throughput on SciFact chunks: the ONNX copy vs sentence-transformers' encode
+   (the raw torch encoder), same texts, same batches, separate processes; and `llmctl
+   ingest` of the whole corpus (chunks/s) over the raw torch encoder.
 4. `llmctl serve` on a SciFact index: warm /search latency p50/p95 (one client), throughput
    with 8 concurrent clients, and a load run with an ingest changing the corpus meanwhile
    (every answer checked against the expected top document).
@@ -33,7 +34,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
-from common import OUT, SCIFACT, corpus  # noqa: E402
+from common import OUT, SCIFACT  # noqa: E402
 
 PY = sys.executable
 QUESTION = "How many daily snapshots does the default retention policy keep?"
@@ -97,26 +98,66 @@ def cold_starts(pairs: int) -> dict:
     return out
 
 
-def encoders(n: int = 600) -> dict:
+ENCODE = """
+import json, sys, time
+from llmctl.config import EmbeddingConfig
+from llmctl.index.embedder import Embedder
+texts = json.load(open(sys.argv[2]))
+emb = Embedder(EmbeddingConfig(backend=sys.argv[1]), export=True)
+emb.load()
+emb._embed(texts[:8])  # warm-up
+t = time.perf_counter()
+vecs = emb._embed(texts)
+print(json.dumps({"backend": emb.backend, "per_s": len(texts) / (time.perf_counter() - t)}))
+import numpy; numpy.save(sys.argv[3], vecs)
+"""
+
+
+def encoders(data: Path, n: int = 1500) -> dict:
+    """The ONNX copy and sentence-transformers' encode on the same chunk texts (as ingest
+    embeds them: longest first, in batches), each in its own process: onnxruntime's pool
+    threads spin for a while after each run and would slow a torch run in the same process."""
     import numpy as np
 
-    from llmctl.config import EmbeddingConfig
-    from llmctl.index.embedder import Embedder
+    from llmctl.index.manifest import Manifest
 
-    docs = list(corpus().values())[:n]
-    texts = [f"{d.get('title', '')}\n{d['text']}" for d in docs]
-    emb = Embedder(EmbeddingConfig(), export=True)
-    assert emb.onnx is not None, emb.note
-    order = sorted(texts, key=len, reverse=True)
-    t = time.perf_counter()
-    a = emb._embed(order)
-    onnx_s = time.perf_counter() - t
-    t = time.perf_counter()
-    b = emb.model.encode(order, batch_size=emb.cfg.batch_size, normalize_embeddings=True, convert_to_numpy=True)
-    torch_s = time.perf_counter() - t
-    return {"passages": n, "onnx_passages_per_s": round(n / onnx_s, 2), "torch_passages_per_s": round(n / torch_s, 2),
-            "onnx_over_torch": round(torch_s / onnx_s, 3),
+    m = Manifest(data / "manifest.sqlite", readonly=True)
+    texts = [t for (t,) in m.db.execute("SELECT embed_text FROM chunks ORDER BY id LIMIT ?", (n,))]
+    m.close()
+    texts.sort(key=len, reverse=True)
+    work = OUT / "fast_warm"
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "texts.json").write_text(json.dumps(texts))
+    out = {}
+    for backend in ("torch", "auto"):
+        r = subprocess.run([PY, "-c", ENCODE, backend, str(work / "texts.json"), str(work / f"{backend}.npy")],
+                           capture_output=True, text=True, env=env(), check=True)
+        out[backend] = json.loads(r.stdout.strip().splitlines()[-1])
+    a, b = np.load(work / "auto.npy"), np.load(work / "torch.npy")
+    return {"chunks": len(texts), "onnx_passages_per_s": round(out["auto"]["per_s"], 2),
+            "torch_passages_per_s": round(out["torch"]["per_s"], 2),
+            "onnx_over_torch": round(out["auto"]["per_s"] / out["torch"]["per_s"], 3),
             "min_cosine": round(float(np.min(np.sum(a * b, axis=1))), 7)}
+
+
+def ingest_backends(n_docs: int = 1000) -> dict:
+    """`llmctl ingest` of the first ``n_docs`` SciFact documents, whole process, with
+    ``embedding.backend: torch`` and with the ONNX copy (made beforehand)."""
+    work = OUT / "fast_warm" / "ingest"
+    docs = work / "docs"
+    docs.mkdir(parents=True, exist_ok=True)
+    with (SCIFACT / "corpus.jsonl").open() as src:
+        (docs / "corpus.jsonl").write_text("".join(line for _, line in zip(range(n_docs), src, strict=False)))
+    out = {"documents": n_docs}
+    for backend in ("torch", "auto"):
+        data = work / f"data-{backend}"
+        shutil.rmtree(data, ignore_errors=True)
+        t = time.perf_counter()
+        subprocess.run([PY, "-m", "llmctl", "--data-dir", str(data), "ingest", "-q", str(docs)], check=True,
+                       env={**env(), "LLMCTL_EMBEDDING__BACKEND": backend}, stdout=subprocess.DEVNULL)
+        out["onnx_s" if backend == "auto" else "torch_s"] = round(time.perf_counter() - t, 1)
+    out["speedup"] = round(out["torch_s"] / out["onnx_s"], 3)
+    return out
 
 
 def scifact_index(folder: Path) -> Path:
@@ -150,11 +191,10 @@ class Server:
         self.proc.wait(timeout=60)
 
 
-def serve_figures(load_minutes: float) -> dict:
+def serve_figures(data: Path, load_minutes: float) -> dict:
     from common import queries_and_qrels
 
-    folder = OUT / "fast_warm_scifact"
-    data = scifact_index(folder)
+    folder = data.parent
     qs, _ = queries_and_qrels()
     questions = list(qs.values())[:300]
     s = Server(data)
@@ -251,10 +291,25 @@ def main() -> None:
     ap.add_argument("--load-minutes", type=float, default=10)
     ap.add_argument("--skip-serve", action="store_true")
     args = ap.parse_args()
-    result = {"cold": cold_starts(args.pairs), "encoders": encoders()}
+    result = {"cold": cold_starts(args.pairs)}
+    folder = OUT / "fast_warm_scifact"
+    data = scifact_index(folder)
+    chunks_per_s = None
+    if (folder / "ingest_seconds.txt").exists():
+        from llmctl import Workspace
+
+        with Workspace(data_dir=data) as ws:
+            chunks = ws.status().index["chunks"]
+        chunks_per_s = chunks / float((folder / "ingest_seconds.txt").read_text())
+    result["encoders"] = encoders(data)
+    result["encoders"]["ingest_backends"] = ingest_backends()
+    if chunks_per_s:
+        result["encoders"]["ingest_chunks_per_s"] = round(chunks_per_s, 2)
+        enc = result["encoders"]
+        enc["ingest_over_raw_torch"] = round(chunks_per_s / enc["torch_passages_per_s"], 3)
     print(json.dumps(result, indent=1), flush=True)
     if not args.skip_serve:
-        result["serve"] = serve_figures(args.load_minutes)
+        result["serve"] = serve_figures(data, args.load_minutes)
     (OUT / "fast_warm.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
 

@@ -201,9 +201,15 @@ def fast_warm_section(fw: dict | None) -> str:
          f"{q['ratio_median']} (import alone: {q['yardstick_median_s']} s)", "≤ 0.2", _met(-q["ratio_median"], -0.2)],
         ["cold exact-cache-hit answer, median", f"{h['median_s']} s (min {h['min_s']}, max {h['max_s']})", "≤ 1.0 s",
          _met(-h["median_s"], -1.0)],
-        ["ONNX / torch encoder throughput (SciFact passages)",
-         f"{e['onnx_over_torch']} ({e['onnx_passages_per_s']} vs {e['torch_passages_per_s']} passages/s; "
-         f"min cosine {e['min_cosine']})", "≥ 1.1", _met(e["onnx_over_torch"], 1.1)],
+        [f"ONNX / torch encoder throughput ({e['chunks']:,} SciFact chunks)",
+         f"{e['onnx_over_torch']} ({e['onnx_passages_per_s']} vs {e['torch_passages_per_s']} chunks/s; "
+         f"min cosine {e['min_cosine']})", "measured", ""],
+        *([[f"`llmctl ingest` of {e['ingest_backends']['documents']:,} SciFact documents, whole process",
+            f"ONNX {e['ingest_backends']['onnx_s']} s, torch {e['ingest_backends']['torch_s']} s "
+            f"({e['ingest_backends']['speedup']}×)", "measured", ""]] if e.get("ingest_backends") else []),
+        ["`llmctl ingest` (whole SciFact, ONNX) / raw torch encoder",
+         f"{_shown(e.get('ingest_over_raw_torch'))} ({_shown(e.get('ingest_chunks_per_s'))} chunks/s)", "≥ 1.1",
+         _met(e.get("ingest_over_raw_torch"), 1.1)],
     ]
     sv = fw.get("serve")
     if sv:

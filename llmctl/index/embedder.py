@@ -80,14 +80,14 @@ class Embedder:
         """The ONNX encoder, or None (then ``note`` says why, when it matters)."""
         from llmctl.index import onnx
 
-        if self.cfg.backend == "torch" or self.cfg.device != "cpu":
+        if not self._onnx_wanted:
             return None
         try:
             if self.export:
                 found = onnx.ensure_export(self.model_id, self.folder)
             else:
                 onnx.pooling_of(self.folder)
-                found = onnx.Export.find(onnx.cache_root() / "onnx" / onnx.model_key(self.model_id, self.folder))
+                found = onnx.Export.find(onnx.export_dir(self.model_id, self.folder))
                 if found is None:
                     self.note = ("the ONNX copy of the embedding model is not in the cache "
                                  f"({onnx.cache_root()}): loading sentence-transformers instead (slow start); "
@@ -103,13 +103,17 @@ class Embedder:
             return None
 
     @property
+    def _onnx_wanted(self) -> bool:
+        return self.cfg.backend != "torch" and self.cfg.device == "cpu"
+
+    @property
     def export_pending(self) -> bool:
         """True when the next load would make the ONNX copy (a ~20 s child process)."""
         from llmctl.index import onnx
 
-        if not self.export or "onnx" in self.__dict__ or self.cfg.backend == "torch" or self.cfg.device != "cpu":
+        if not self.export or "onnx" in self.__dict__ or not self._onnx_wanted:
             return False
-        return onnx.Export.find(onnx.cache_root() / "onnx" / onnx.model_key(self.model_id, self.folder)) is None
+        return onnx.Export.find(onnx.export_dir(self.model_id, self.folder)) is None
 
     @property
     def backend(self) -> str:

@@ -54,6 +54,11 @@ def model_key(model_id: str, folder: Path) -> str:
     return h.hexdigest()[:20]
 
 
+def export_dir(model_id: str, folder: Path) -> Path:
+    """Where this model's export lives in the cache."""
+    return cache_root() / "onnx" / model_key(model_id, folder)
+
+
 def pooling_of(folder: Path) -> tuple[str, bool]:
     """(mean | cls, has Normalize) from a sentence-transformers folder, or Unsupported."""
     modules_file = folder / "modules.json"
@@ -102,7 +107,7 @@ def ensure_export(model_id: str, folder: Path, timeout: float = EXPORT_TIMEOUT_S
     from filelock import FileLock
 
     pooling_of(folder)  # fail fast, without starting a process, for unsupported models
-    out = cache_root() / "onnx" / model_key(model_id, folder)
+    out = export_dir(model_id, folder)
     if found := Export.find(out):
         return found
     try:

@@ -19,7 +19,7 @@ demo: install
 	$(LLMCTL) query "How many daily snapshots does the default retention policy keep?"
 
 test: install
-	$(VENV)/bin/pytest -q -n 2 --dist worksteal
+	$(VENV)/bin/pytest -q -n 2 --dist loadfile
 
 test-fast: install
 	$(VENV)/bin/pytest -q -m "not slow"

@@ -138,7 +138,8 @@ def sync_line(report, as_json: bool) -> None:
         sys.stdout.write(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), **report.to_dict()}) + "\n")
         sys.stdout.flush()
         return
-    f, c = report.to_dict()["files"], report.to_dict()["chunks"]
+    d = report.to_dict()
+    f, c = d["files"], d["chunks"]
     stdout.print(f"{time.strftime('%H:%M:%S')} synced {f['seen']} file(s): {f['added']} added, {f['changed']} changed, "
                  f"{f['removed']} removed; {c['added']} chunk(s) embedded, {c['total']} in the index "
                  f"- {report.seconds:.1f} s", markup=False)

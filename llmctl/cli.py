@@ -176,6 +176,9 @@ def query(
     no_llm: Annotated[bool, typer.Option(
         "--no-llm", help="Retrieval only, even if a model is configured.")] = False,
     no_rerank: Annotated[bool, typer.Option("--no-rerank", help="Skip the cross-encoder.")] = False,
+    skip_irrelevant: Annotated[bool | None, typer.Option(
+        "--skip-irrelevant/--answer-always",
+        help="Call no model when nothing relevant was found (llm.skip_when_irrelevant).")] = None,
     explain: Annotated[bool, typer.Option(
         "--explain", help="Show each stage's ranks, scores, latency.")] = False,
     tag: Annotated[str | None, typer.Option(help="Label for the ledger and per-tag budgets.", metavar="NAME")] = None,
@@ -193,7 +196,7 @@ def query(
     result = _workspace().query(
         read_question(question), k=k, where=where, rerank=False if no_rerank else None, use_llm=not no_llm,
         tag=tag, on_token=None if as_json else render.stream_token, notify=None if as_json else render.warn,
-        dense_k=dense_k, bm25_k=bm25_k, depth=depth, fusion=fusion)
+        dense_k=dense_k, bm25_k=bm25_k, depth=depth, fusion=fusion, skip_irrelevant=skip_irrelevant)
     if as_json:
         render.print_json(result.to_dict())
     else:

@@ -51,6 +51,9 @@ class ChunkingConfig(_Section):
     max_tokens: int | None = Field(None, ge=16)
     overlap_tokens: int = Field(32, ge=0)
     context_header: bool = True
+    # A section smaller than this (a heading and one line, a stub page's paragraph) is joined to
+    # its neighbour; 0 keeps every section apart.
+    min_tokens: int = Field(48, ge=0)
 
 
 class IngestConfig(_Section):
@@ -85,6 +88,10 @@ class RetrievalConfig(_Section):
     normalization: Literal["max", "minmax"] = "max"
     rrf_k: int = Field(60, ge=1)
     bm25_weight: float = Field(0.4, ge=0, le=1)
+    # Low confidence (nothing relevant found) when the best dense similarity and the best share of
+    # the question's terms in a top hit are both under these (see search/confidence.py).
+    min_similarity: float = Field(0.35, ge=-1, le=1)
+    min_term_coverage: float = Field(0.5, ge=0, le=1)
 
 
 class RerankConfig(_Section):
@@ -148,6 +155,8 @@ class LLMConfig(_Section):
     temperature: float = Field(0.0, ge=0, le=2)
     max_answer_tokens: int = Field(512, ge=1)
     system_prompt: str | None = None
+    # Do not call the model when retrieval found nothing relevant (low confidence): no answer, no cost.
+    skip_when_irrelevant: bool = False
     deadline: float = Field(180, gt=0)
     backoff_base: float = Field(0.5, gt=0)
     backoff_cap: float = Field(20, gt=0)

@@ -17,6 +17,9 @@ class Document:
     language: str = ""  # source-code language for code files
     # (char_offset, page_number) for each page start, PDF only
     pages: tuple[tuple[int, int], ...] = ()
+    line: int = 0  # a JSONL record: its line in the file (its text's own lines are not the file's)
+    record: str = ""  # a JSONL record: its id
+    fields: tuple[tuple[str, str], ...] = ()  # Markdown front matter
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,8 @@ class Chunk:
     page: int | None = None
     kind: str = ""
     tokens: int = 0
+    record: str = ""  # JSONL record id
+    fields: tuple[tuple[str, str], ...] = ()  # the document's front matter
 
     def metadata(self) -> dict[str, str | int]:
         """Flat metadata for the vector store (Chroma allows str/int/float/bool only)."""
@@ -54,7 +59,19 @@ class Chunk:
         }
         if self.page is not None:
             meta["page"] = self.page
+        if self.record:
+            meta["record"] = self.record
+        meta.update((f"fm_{k}", v) for k, v in self.fields)  # front matter, filterable in Chroma
         return meta
+
+
+def cite(source: str, start_line, end_line, page=None, record: str = "") -> str:
+    """A citation: 'path:12-30', 'path (page 2)', or 'corpus.jsonl:17 (record 4983)'."""
+    if record:
+        return f"{source}:{start_line} (record {record})"
+    if page:
+        return f"{source} (page {page})"
+    return f"{source}:{start_line}-{end_line}"
 
 
 @dataclass
@@ -81,6 +98,7 @@ class IngestReport:
     tokens_embedded: int = 0
     chunks_total: int = 0
     recovered: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what the user should know about this run
     bm25_rebuilt: bool = False
     cache_invalidated: int = 0
     embedding: dict = field(default_factory=dict)  # backend that embedded (onnx | sentence-transformers), note
@@ -114,6 +132,7 @@ class IngestReport:
             "bm25_rebuilt": self.bm25_rebuilt,
             "cache_entries_invalidated": self.cache_invalidated,
             "recovered": self.recovered,
+            "notes": self.notes,
             "seconds": round(self.seconds, 3),
         }
 
@@ -131,8 +150,6 @@ class Hit:
         return self.chunk.get("source", "")
 
     def location(self) -> str:
-        """'path:12-30' or 'path (page 2)' for citations."""
         c = self.chunk
-        if c.get("page"):
-            return f"{c['source']} (page {c['page']})"
-        return f"{c.get('source', '')}:{c.get('start_line', '?')}-{c.get('end_line', '?')}"
+        return cite(c.get("source", ""), c.get("start_line", "?"), c.get("end_line", "?"), c.get("page"),
+                    c.get("record", ""))

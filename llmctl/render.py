@@ -99,6 +99,8 @@ def ingest_report(report) -> None:
     verb = "Would ingest" if report.dry_run else "Ingested"
     for line in report.recovered:
         warn(f"recovered: {line}")
+    for line in report.notes:
+        warn(line)
     unsupported: dict[str, int] = {}
     for s in report.files_skipped:
         if s.reason == "unsupported type":  # one line for all of them, by extension

@@ -66,7 +66,7 @@ def test_markdown_heading_paths_ignore_code_fences(count):
     doc = Document("g", "g.md", text, "markdown", title="Guide")
     assert [s.path for s in split_sections(doc)] == [
         ("Guide",), ("Guide", "Install"), ("Guide", "Install", "Linux"), ("Guide", "Use")]
-    chunks = chunker(count).chunk(doc)
+    chunks = chunker(count, min_tokens=0).chunk(doc)
     assert chunks[2].heading == "Guide > Install > Linux"
     assert chunks[2].embed_text == "Guide > Install > Linux\n### Linux\n\napt"
 
@@ -88,7 +88,7 @@ def test_pdf_chunks_carry_their_page(count):
 
 def test_chunk_ids_are_stable_when_another_section_changes(count):
     base = "# A\n\nfirst section text.\n\n# B\n\nsecond section text.\n"
-    c = chunker(count)
+    c = chunker(count, min_tokens=0)
     before = c.chunk(Document("d", "d.md", base, "markdown"))
     after = c.chunk(Document("d", "d.md", base.replace("first", "edited first"), "markdown"))
     assert before[1].id == after[1].id
@@ -97,7 +97,7 @@ def test_chunk_ids_are_stable_when_another_section_changes(count):
 
 def test_identical_chunks_in_one_document_get_distinct_ids(count):
     doc = Document("d", "d.md", "# A\n\nsame\n\n# A\n\nsame\n", "markdown")
-    ids = [ch.id for ch in chunker(count).chunk(doc)]
+    ids = [ch.id for ch in chunker(count, min_tokens=0).chunk(doc)]
     assert len(ids) == len(set(ids)) == 2
 
 
@@ -111,3 +111,31 @@ def test_code_is_split_at_definitions(count):
 def test_overlap_must_be_smaller_than_half_the_chunk(count):
     with pytest.raises(ConfigError, match="overlap_tokens"):
         chunker(count, 64, overlap_tokens=40)
+
+
+def test_small_sections_join_their_neighbour(count):
+    para = "The retention policy keeps fourteen daily snapshots and prunes the rest every night. " * 3
+    text = (f"# Guide\n\n## TLS\n\nSee below.\n\n### Verification\n\n{para}\n\n"
+            f"## Proxies\n\n{para}\n\n## Stub\n\nSee the quickstart.\n")
+    doc = Document("g", "g.md", text, "markdown", title="Guide")
+    chunks = chunker(count).chunk(doc)
+    assert all(count(ch.text) >= 48 for ch in chunks)
+    # title, "## TLS" and its one line go with the subsection under them, keeping its path
+    assert chunks[0].heading == "Guide > TLS > Verification" and chunks[0].text.startswith("# Guide\n\n## TLS")
+    # a short last section joins the one before it, under what the two share
+    assert chunks[-1].heading == "Guide" and chunks[-1].text.endswith("See the quickstart.")
+    assert " ".join(ch.text for ch in chunks).split() == text.split()  # nothing lost or repeated
+    assert len(chunker(count, min_tokens=0).chunk(doc)) == 5  # 0 keeps every section
+
+
+def test_jsonl_record_chunks_cite_their_line_and_record(tmp_path, count):
+    p = tmp_path / "corpus.jsonl"
+    p.write_text('{"_id": "a1", "title": "Alpha", "text": "first"}\n\n'
+                 '{"_id": "b2", "title": "Beta", "text": "second"}\n')
+    docs = list(load_documents(p, "corpus.jsonl", p.read_bytes()))
+    chunks = [ch for d in docs for ch in chunker(count).chunk(d)]
+    assert [(ch.start_line, ch.end_line, ch.record, ch.heading) for ch in chunks] == [
+        (1, 1, "a1", "Alpha"), (3, 3, "b2", "Beta")]
+    from llmctl.records import Hit
+
+    assert Hit("x", chunk=chunks[1].metadata()).location() == "corpus.jsonl:3 (record b2)"

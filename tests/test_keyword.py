@@ -65,3 +65,43 @@ def test_numpy_scoring_equals_bm25s(tmp_path):
         want = reference.get_scores_from_ids(ids) if ids else np.zeros(len(texts), np.float32)
         assert np.array_equal(loaded._scores(tokens), want)
         assert loaded.search(q, 5) == keyword.load(tmp_path, cfg).search(q, 5)
+
+
+def test_scripts_without_spaces_are_matched_in_part(tmp_path):
+    texts = {"idiom": "今天玩成语接龙游戏，大家都很开心。", "weather": "今天天气很好，我们去公园散步。",
+             "mixed": "Install with pip: 使用 pip 安装软件包", "thai": "ภาษาไทยเขียนติดกันโดยไม่เว้นวรรค",
+             "english": "Idioms are fixed expressions used in games."}
+    keyword.build_and_save(tmp_path, BM25Config(), list(texts), list(texts.values()), "1")
+    index = keyword.load(tmp_path, BM25Config())
+    assert index.search("成语接龙", 5)[0][0] == "idiom"  # a part of a run of Han characters
+    assert index.search("天气", 5)[0][0] == "weather"
+    assert index.search("安装 pip", 5)[0][0] == "mixed"  # mixed scripts in one chunk and query
+    assert index.search("ภาษาไทย", 5)[0][0] == "thai"
+    assert index.tokenize("游") == ["游"]  # one character alone is its own token
+
+
+def test_a_short_chunk_and_its_header_do_not_outrank_the_answer(tmp_path):
+    # The first tokenizer ranked the one-line intro first: its header repeated the topic and BM25's
+    # length normalisation rewarded its shortness.
+    filler = ("Sessions keep cookies, pooled connections and default headers between calls, and adapters "
+              "mount transports per prefix. ")
+    ids = ["intro", "answer", "other", "sessions"]
+    texts = ["Requests verifies SSL certificates for HTTPS requests.",
+             "You can pass verify=False to turn off certificate checks; requests then accepts any "
+             "certificate, which is unsafe outside tests. " + filler * 9,
+             "Proxies are configured with the proxies argument. " * 4, filler * 3]
+    headers = ["Advanced Usage > SSL Cert Verification"] * 2 + ["Advanced Usage > Proxies", "Advanced Usage > Sessions"]
+    keyword.build_and_save(tmp_path, BM25Config(), ids, texts, "1", headers)
+    index = keyword.load(tmp_path, BM25Config())
+    assert index.search("How do I turn off SSL certificate verification?", 3)[0][0] == "answer"
+    assert index.search("proxies", 3)[0][0] == "other"  # a header word still counts once
+
+
+def test_an_index_built_by_the_first_tokenizer_is_read_with_it(tmp_path):
+    keyword.build_and_save(tmp_path, BM25Config(), ["a"], ["成语接龙"], "1")
+    settings = tmp_path / (tmp_path / "CURRENT").read_text() / "settings.json"
+    meta = __import__("json").loads(settings.read_text())
+    assert meta["settings"]["tokenizer"] == keyword.TOKENIZER_VERSION
+    del meta["settings"]["tokenizer"]  # as written before version 2
+    settings.write_text(__import__("json").dumps(meta))
+    assert keyword.load(tmp_path, BM25Config()).tokenize("成语接龙") == ["成语接龙"]

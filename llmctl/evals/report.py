@@ -19,6 +19,7 @@ def to_dict(result: EvalResult, checks: list[dict], baseline: dict | None, passe
         "thresholds": checks,
         "baseline": baseline,
         "fingerprint": result.fingerprint,
+        "extended_cases": result.extended_cases,
         "rerank": result.rerank,
         "latency_ms": result.latency(),
         "cost_usd": round(sum(c.cost_usd or 0 for c in result.cases), 6),

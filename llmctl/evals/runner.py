@@ -14,7 +14,7 @@ from llmctl import __version__
 from llmctl.config import Config
 from llmctl.errors import ConfigError, ProviderError
 from llmctl.evals.judge import JudgeError, judge
-from llmctl.evals.metrics import compute, rollup
+from llmctl.evals.metrics import compute, parse_metric, rollup
 from llmctl.evals.suite import NO_ANSWER_PHRASE, AnswerCheck, Case, Suite, matches
 from llmctl.search.pipeline import QueryOptions, _Clock, retrieve, run_query
 from llmctl.search.retrieve import Retriever
@@ -49,6 +49,7 @@ class EvalResult:
     fingerprint: dict
     rerank: dict
     seconds: float
+    extended_cases: int = 0  # cases whose rankings were lengthened for the deepest cutoff
 
     def aggregate(self) -> dict[str, dict[str, float]]:
         """Mean of each metric per stage over the cases that have relevance judgements."""
@@ -141,7 +142,6 @@ def run_suite(
     *,
     limit: int | None = None,
     tags: list[str] | None = None,
-    depth: int = 100,
     answers: bool = True,
     retriever: Retriever | None = None,
     reranker=None,
@@ -163,17 +163,18 @@ def run_suite(
     by_id = {d.rsplit("#", 1)[1]: d for d, _ in docs if "#" in d}
     qrels_of = {c.id: resolve_qrels(c, docs, by_id) for c in cases}  # all errors before any work
     use_llm = answers and bool(cfg.llm.providers)
-    opts = QueryOptions(dense_k=max(depth, cfg.retrieval.dense_k), bm25_k=max(depth, cfg.retrieval.bm25_k))
+    deepest = max(parse_metric(m)[1] for m in suite.all_metrics())
     results: list[CaseResult] = []
     rerank_info: dict = {}
+    extended = 0
     for case in cases:
         t = time.perf_counter()
-        warnings: list[str] = []
-        got = retrieve(case.query, cfg, opts, retriever, reranker, _Clock(), warnings, fetch_all=True)
+        got = retrieve(case.query, cfg, QueryOptions(), retriever, reranker, _Clock(), [], fetch_all=True)
         rerank_info = got.rerank
-        doc_of = {cid: ch["doc_id"] for cid, ch in got.chunks.items()}
+        ranked = _doc_rankings(got)
+        if any(len(r) < deepest for r in ranked.values()):
+            extended += _extend(ranked, case.query, cfg, retriever, deepest)
         qrels = qrels_of[case.id]
-        ranked = {STAGE_NAMES[s]: rollup(order, doc_of) for s, order in got.stages.items()}
         metrics = {s: {m: compute(m, r, qrels) for m in suite.all_metrics()} for s, r in ranked.items()}
         res = CaseResult(case, qrels, {s: r[:20] for s, r in ranked.items()}, metrics,
                          (time.perf_counter() - t) * 1000)
@@ -198,5 +199,37 @@ def run_suite(
         if on_case:
             on_case(res)
     final = "reranked" if rerank_info.get("status") == "used" else "hybrid"
-    return EvalResult(suite, final, results, fingerprint(cfg, retriever, rerank_info), rerank_info,
-                      time.perf_counter() - started)
+    fp = fingerprint(cfg, retriever, rerank_info)
+    # What was scored: the configured candidates per retriever; rankings shorter than the deepest
+    # cutoff were lengthened from `tail_from_k` candidates (see _extend).
+    fp["depth"] = {"dense_k": cfg.retrieval.dense_k, "bm25_k": cfg.retrieval.bm25_k,
+                   "rerank_depth": fp["reranker"]["depth"], "deepest_cutoff": deepest,
+                   "tail_from_k": _deep_k(cfg, deepest)}
+    return EvalResult(suite, final, results, fp, rerank_info, time.perf_counter() - started, extended)
+
+
+def _doc_rankings(got) -> dict[str, list[str]]:
+    doc_of = {cid: ch["doc_id"] for cid, ch in got.chunks.items()}
+    return {STAGE_NAMES[s]: rollup(order, doc_of) for s, order in got.stages.items()}
+
+
+def _deep_k(cfg: Config, deepest: int) -> int:
+    # a document may own several chunks: 3 chunks per document asked for
+    return max(3 * deepest, cfg.retrieval.dense_k, cfg.retrieval.bm25_k)
+
+
+def _extend(ranked: dict[str, list[str]], query: str, cfg: Config, retriever: Retriever, deepest: int) -> bool:
+    """Lengthen rankings shorter than the deepest metric cutoff (recall@100 over documents, from 100
+    chunks) with the documents a deeper retrieval finds next. The configured ranking stays the head
+    of each list unchanged, so every metric a user's query can reach scores exactly what it returns;
+    only the tail beyond it comes from the deeper list."""
+    k = _deep_k(cfg, deepest)
+    deep = _doc_rankings(retrieve(query, cfg, QueryOptions(dense_k=k, bm25_k=k, rerank=False), retriever,
+                                  None, _Clock(), [], fetch_all=True))
+    grew = False
+    for stage, docs in ranked.items():
+        if len(docs) < deepest:
+            have = set(docs)
+            docs += [d for d in deep["hybrid" if stage == "reranked" else stage] if d not in have]
+            grew = True
+    return grew

@@ -59,17 +59,15 @@ def run_eval(
     answers: bool = True,
     progress=None,
 ) -> EvalOutcome:
-    depth = 100
     if beir is not None:
         corpus, suite = load_beir(beir, split)
         cfg = load({})
         cfg.data_dir = DataDir(cfg.data_dir).beir(beir)
         _ingest_beir(corpus, cfg, progress)
-        depth = 300  # recall@100 is over documents; a document may own several chunks
     else:
         suite = load_suite(suite_path)
         cfg = load(flatten(suite.config))
-    result = _run(suite, cfg, limit, tags, depth, answers, progress)
+    result = _run(suite, cfg, limit, tags, answers, progress)
     checks = gate.thresholds(result)
     comparison = gate.compare(result, gate.load_baseline(baseline)) if baseline else None
     passed = gate.gate_passed(result, checks, comparison)
@@ -78,7 +76,7 @@ def run_eval(
         other_cfg = load(flatten(suite.config), against)
         if beir is not None:
             other_cfg.data_dir = DataDir(other_cfg.data_dir).beir(beir)
-        other = _run(suite, other_cfg, limit, tags, depth, answers, progress)
+        other = _run(suite, other_cfg, limit, tags, answers, progress)
         a, b = result.aggregate()[result.final_stage], other.aggregate()[other.final_stage]
         outcome.ab = {"a": {"config": cfg.source, "stage": result.final_stage, "metrics": a},
                       "b": {"config": other_cfg.source, "stage": other.final_stage, "metrics": b},
@@ -87,10 +85,10 @@ def run_eval(
     return outcome
 
 
-def _run(suite: Suite, cfg: Config, limit, tags, depth, answers, progress) -> EvalResult:
+def _run(suite: Suite, cfg: Config, limit, tags, answers, progress) -> EvalResult:
     total = min(limit or len(suite.cases), len(suite.cases))
     task = progress.task(f"Evaluating {suite.name}", total) if progress else None
-    result = run_suite(suite, cfg, limit=limit, tags=tags, depth=depth, answers=answers,
+    result = run_suite(suite, cfg, limit=limit, tags=tags, answers=answers,
                        on_case=(lambda _: task.advance(1)) if task else None)
     if task:
         task.done()

@@ -20,14 +20,28 @@ import numpy as np
 from llmctl.config import BM25Config
 from llmctl.errors import IndexStateError
 
-TOKEN = re.compile(r"\w+", re.UNICODE)
+# 1: \w+ words. 2: scripts written without spaces (Chinese, Japanese, Korean, Thai, Lao, Khmer,
+# Myanmar) as overlapping character bigrams; a chunk's context header adds only words its text
+# lacks; chunks shorter than LENGTH_FLOOR tokens are scored as if that long.
+TOKENIZER_VERSION = 2
+NO_SPACE = ("\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff"
+            "\uac00-\ud7af\uf900-\ufaff\U00020000-\U0002fa1f")
+TOKEN = re.compile(rf"([{NO_SPACE}]+)|((?:(?![{NO_SPACE}])\w)+)")
+TOKEN_V1 = re.compile(r"\w+", re.UNICODE)
+# BM25 favours short chunks (length normalisation): a heading and one line would outrank the
+# section that answers. Below this many tokens a chunk is padded with a token no query contains.
+LENGTH_FLOOR = 24
+PAD = "\x00"
 
 
 class Tokenizer:
-    """Lowercase word tokens, English stopwords removed, Snowball-stemmed (both configurable)."""
+    """Lowercase word tokens, English stopwords removed, Snowball-stemmed (both configurable);
+    scripts without spaces as character bigrams."""
 
-    def __init__(self, cfg: BM25Config, stopwords: list[str] | None = None):
-        """``stopwords``: the list an index was built with (saved beside it), else the configured one."""
+    def __init__(self, cfg: BM25Config, stopwords: list[str] | None = None, version: int = TOKENIZER_VERSION):
+        """``stopwords``: the list an index was built with (saved beside it), else the configured one;
+        ``version``: the tokenizer it was built with."""
+        self.version = version
         self.stopwords: frozenset[str] = frozenset(stopwords or ())
         if stopwords is None and cfg.stopwords == "english":
             from bm25s.stopwords import STOPWORDS_EN
@@ -40,8 +54,27 @@ class Tokenizer:
             self._stem = Stemmer.Stemmer("english").stemWords
 
     def __call__(self, text: str) -> list[str]:
-        words = [w for w in TOKEN.findall(text.lower()) if w not in self.stopwords]
-        return self._stem(words) if self._stem else words
+        if self.version == 1:
+            words = [w for w in TOKEN_V1.findall(text.lower()) if w not in self.stopwords]
+            return self._stem(words) if self._stem else words
+        words, grams = [], []
+        for run, word in TOKEN.findall(text.lower()):
+            if word:
+                if word not in self.stopwords:
+                    words.append(word)
+            else:
+                grams += [run[i:i + 2] for i in range(len(run) - 1)] or [run]
+        return (self._stem(words) if self._stem else words) + grams
+
+    def document(self, text: str, header: str = "") -> list[str]:
+        """A chunk's tokens as indexed: its text's, then its header's that the text lacks, padded
+        to LENGTH_FLOOR."""
+        tokens = self(text)
+        if self.version == 1:
+            return self(f"{header}\n{text}" if header else text)
+        have = set(tokens)
+        tokens += [t for t in dict.fromkeys(self(header)) if t not in have]
+        return tokens + [PAD] * (LENGTH_FLOOR - len(tokens))
 
 
 class KeywordIndex(ABC):
@@ -49,14 +82,15 @@ class KeywordIndex(ABC):
 
     name: str
 
-    def __init__(self, cfg: BM25Config, stopwords: list[str] | None = None):
+    def __init__(self, cfg: BM25Config, stopwords: list[str] | None = None, version: int = TOKENIZER_VERSION):
         self.cfg = cfg
-        self.tokenize = Tokenizer(cfg, stopwords)
+        self.tokenize = Tokenizer(cfg, stopwords, version)
         self.ids: list[str] = []
 
-    def build(self, ids: list[str], texts: list[str]) -> None:
+    def build(self, ids: list[str], texts: list[str], headers: list[str] | None = None) -> None:
+        """Index ``texts`` (each with its chunk's context header, if given) under ``ids``."""
         self.ids = list(ids)
-        self._build([self.tokenize(t) for t in texts])
+        self._build([self.tokenize.document(t, h) for t, h in zip(texts, headers or [""] * len(texts), strict=True)])
 
     def search(self, query: str, k: int, mask: np.ndarray | None = None) -> list[tuple[str, float]]:
         tokens = self.tokenize(query)
@@ -145,13 +179,14 @@ BACKENDS: dict[str, type[KeywordIndex]] = {"bm25s": BM25sIndex, "rank_bm25": Ran
 
 
 def settings_of(cfg: BM25Config) -> dict:
-    return cfg.model_dump()
+    return cfg.model_dump() | {"tokenizer": TOKENIZER_VERSION}
 
 
-def build_and_save(root: Path, cfg: BM25Config, ids: list[str], texts: list[str], generation: str) -> None:
-    """Build an index over (ids, texts) and publish it as the current one."""
+def build_and_save(root: Path, cfg: BM25Config, ids: list[str], texts: list[str], generation: str,
+                   headers: list[str] | None = None) -> None:
+    """Build an index over (ids, texts, headers) and publish it as the current one."""
     index = BACKENDS[cfg.backend](cfg)
-    index.build(ids, texts)
+    index.build(ids, texts, headers)
     root.mkdir(parents=True, exist_ok=True)
     folder = root / f"gen-{generation}"
     if folder.exists():
@@ -193,8 +228,9 @@ def load(root: Path, cfg: BM25Config | None = None) -> KeywordIndex:
         raise IndexStateError(
             f"No BM25 index in {root}: run 'llmctl ingest <path>' first"
         ) from None
-    built_with = meta["settings"]
-    index = BACKENDS[built_with["backend"]](BM25Config(**built_with), meta.get("stopwords"))
+    built_with = dict(meta["settings"])
+    version = built_with.pop("tokenizer", 1)
+    index = BACKENDS[built_with["backend"]](BM25Config(**built_with), meta.get("stopwords"), version)
     index.ids = ids
     index._load(folder)
     return index

@@ -24,6 +24,15 @@ RST_UNDERLINE = re.compile(r"^([=\-~^\"'`#*+])\1{2,}[ \t]*$")
 FENCE = re.compile(r"^[ \t]*(```|~~~)")
 
 
+# What a file yields (loaders and chunker). An index read with another version (or min_tokens)
+# re-reads every file on its next ingest and keeps the vectors of the chunks that come out the same.
+READER_VERSION = 2
+
+
+def reader_identity(cfg: ChunkingConfig) -> dict:
+    return {"version": READER_VERSION, "min_tokens": cfg.min_tokens}
+
+
 @dataclass(frozen=True)
 class Section:
     start: int
@@ -82,6 +91,19 @@ def _rst_headings(text: str) -> list[tuple[int, int, str]]:
     return marks
 
 
+def _joined_path(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
+    """The heading path of two joined sections: the deeper one if it lies under the other,
+    else what they share."""
+    if b[:len(a)] == a:
+        return b
+    if a[:len(b)] == b:
+        return a
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return a[:n]
+
+
 class Chunker:
     """Turns a Document into Chunks no longer than ``max_tokens`` model tokens."""
 
@@ -124,12 +146,33 @@ class Chunker:
         parts += [p for p in path if p != doc.title]
         return " > ".join(parts)
 
+    def merge_small(self, doc: Document, sections: list[Section]) -> list[Section]:
+        """Sections under ``min_tokens`` (a heading with a line under it, a one-line intro, a stub)
+        joined to the next section, or the last one to the previous: alone they would be chunks
+        that BM25's length normalisation and their heading's words rank above the real text."""
+        out: list[Section] = []
+        pending: Section | None = None
+        for sec in sections:
+            if pending is not None:
+                sec = Section(pending.start, sec.end, _joined_path(pending.path, sec.path))
+                pending = None
+            if self.count(doc.text[sec.start:sec.end]) < self.cfg.min_tokens:
+                pending = sec
+            else:
+                out.append(sec)
+        if pending is not None:
+            if out:
+                last = out.pop()
+                pending = Section(last.start, pending.end, _joined_path(pending.path, last.path))
+            out.append(pending)
+        return out
+
     def chunk(self, doc: Document) -> list[Chunk]:
         line_starts = [0] + [m.end() for m in re.finditer("\n", doc.text)]
         page_offsets = [o for o, _ in doc.pages]
         chunks: list[Chunk] = []
         seen: dict[str, int] = {}
-        for section in split_sections(doc):
+        for section in self.merge_small(doc, split_sections(doc)):
             header = self.header(doc, section.path)
             budget = self.max_tokens - (self.count(header) + 1 if header else 0)
             if budget < 16:  # an absurdly long heading path: drop it rather than the text
@@ -145,13 +188,17 @@ class Chunker:
                 page = None
                 if page_offsets:
                     page = doc.pages[bisect.bisect_right(page_offsets, abs_start) - 1][1]
+                if doc.line:  # a JSONL record: all of it is on its line of the file
+                    lines = (doc.line, doc.line)
+                else:
+                    lines = (bisect.bisect_right(line_starts, abs_start),
+                             bisect.bisect_right(line_starts, max(abs_start, abs_end - 1)))
                 chunks.append(Chunk(
                     id=digest, doc_id=doc.doc_id, source=doc.source, ordinal=len(chunks),
-                    text=piece, embed_text=embed_text, heading=" > ".join(section.path),
-                    start_char=abs_start, end_char=abs_end,
-                    start_line=bisect.bisect_right(line_starts, abs_start),
-                    end_line=bisect.bisect_right(line_starts, max(abs_start, abs_end - 1)),
-                    page=page, kind=doc.kind, tokens=self.count(embed_text),
+                    text=piece, embed_text=embed_text, heading=" > ".join(section.path) or doc.title,
+                    start_char=abs_start, end_char=abs_end, start_line=lines[0], end_line=lines[1],
+                    page=page, kind=doc.kind, tokens=self.count(embed_text), record=doc.record,
+                    fields=doc.fields,
                 ))
         return chunks
 

@@ -6,10 +6,11 @@ import hashlib
 import json
 import re
 from collections.abc import Iterator
-from html.parser import HTMLParser
 from pathlib import Path
 
 from llmctl.config import CODE_EXTENSIONS
+from llmctl.ingest.html import html_to_text
+from llmctl.ingest.markup import clean_rst, front_matter
 from llmctl.records import Document
 
 TEXT_KINDS = {".md": "markdown", ".markdown": "markdown", ".rst": "rst", ".txt": "text"}
@@ -58,13 +59,24 @@ def load_documents(path: Path, source: str, data: bytes) -> Iterator[Document]:
     if kind == "html":
         title, body = html_to_text(text)
         if not body.strip():
-            raise SkipFile("no visible text (only scripts, styles or markup)")
+            raise SkipFile("no main text (only navigation, scripts, styles or markup)")
         yield Document(source, source, body, "html", title=title)
     elif kind == "code":
         yield Document(source, source, text, "code", title=path.name,
                        language=CODE_EXTENSIONS[path.suffix.lower()])
+    elif kind == "markdown":
+        fields, text = front_matter(text)
+        title = _first_heading(text, kind) or str(fields.get("title") or "")
+        yield Document(source, source, text, kind, title=title,
+                       fields=tuple((str(k), _scalar(v)) for k, v in fields.items()))
     else:
+        if kind == "rst":
+            text = clean_rst(text)
         yield Document(source, source, text, kind, title=_first_heading(text, kind))
+
+
+def _scalar(value) -> str:
+    return value if isinstance(value, str) else json.dumps(value, default=str)
 
 
 def _decode(data: bytes) -> str:
@@ -77,9 +89,11 @@ def _decode(data: bytes) -> str:
 
 
 def _first_heading(text: str, kind: str) -> str:
+    """The document's title: its H1 in Markdown (a lower heading is a section, not the title; the
+    file name stands in), its first section title in reST (the top level by definition)."""
     if kind == "markdown":
-        m = re.search(r"^#{1,6}\s+(.+?)\s*#*\s*$", text, re.M)
-        return m.group(1) if m else ""
+        m = re.search(r"^#[ \t]+(.+?)[ \t]*#*[ \t]*$|^(\S.*)\n=+[ \t]*$", text, re.M)
+        return (m.group(1) or m.group(2)).strip() if m else ""
     if kind == "rst":
         m = re.search(r"^(\S.*)\n([=\-~^\"'`#*+]{3,})\s*$", text, re.M)
         return m.group(1).strip() if m else ""
@@ -106,7 +120,8 @@ def _load_jsonl(text: str, source: str) -> Iterator[Document]:
         if not body.strip() and not str(title).strip():
             continue
         any_doc = True
-        yield Document(f"{source}#{doc_id}", source, body, "jsonl", title=str(title))
+        yield Document(f"{source}#{doc_id}", source, body, "jsonl", title=str(title), line=lineno,
+                       record=str(doc_id))
     if not any_doc:
         raise SkipFile("empty file (no JSONL records)")
 
@@ -138,65 +153,3 @@ def _load_pdf(data: bytes, source: str) -> Iterator[Document]:
     if not text.strip():
         raise SkipFile("PDF has no extractable text (scanned? run OCR first)")
     yield Document(source, source, text, "pdf", title=str(title), pages=tuple(pages))
-
-
-class _HTMLText(HTMLParser):
-    """Visible text of an HTML page, headings rendered as Markdown '#' lines."""
-
-    SKIP = {"script", "style", "noscript", "template", "svg", "head"}
-    BLOCK = {"p", "div", "section", "article", "li", "tr", "br", "pre", "table", "ul", "ol",
-             "blockquote", "dd", "dt", "nav", "footer", "header", "main", "aside", "hr"}
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.out: list[str] = []
-        self.title = ""
-        self._skip = 0
-        self._in_title = False
-        self._pre = 0
-
-    def handle_starttag(self, tag: str, attrs: list) -> None:
-        if tag == "title":
-            self._in_title = True
-        elif tag in self.SKIP:
-            self._skip += 1
-        elif re.fullmatch(r"h[1-6]", tag):
-            self.out.append("\n\n" + "#" * int(tag[1]) + " ")
-        elif tag in ("td", "th"):
-            self.out.append(" | ")
-        elif tag == "pre":
-            self._pre += 1
-            self.out.append("\n\n")
-        elif tag in self.BLOCK:
-            self.out.append("\n\n" if tag == "p" else "\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "title":
-            self._in_title = False
-        elif tag in self.SKIP:
-            self._skip = max(0, self._skip - 1)
-        elif re.fullmatch(r"h[1-6]", tag) or tag in ("p", "pre", "table", "ul", "ol"):
-            if tag == "pre":
-                self._pre = max(0, self._pre - 1)
-            self.out.append("\n\n")
-
-    def handle_data(self, data: str) -> None:
-        if self._in_title:
-            self.title += data
-        elif not self._skip:
-            self.out.append(data if self._pre else re.sub(r"\s+", " ", data))
-
-
-def html_to_text(html: str) -> tuple[str, str]:
-    """(title, visible text) of an HTML page; scripts and styles dropped."""
-    parser = _HTMLText()
-    parser.feed(html)
-    parser.close()
-    text = "".join(parser.out)
-    text = re.sub(r"[ \t]+\n", "\n", text)
-    text = re.sub(r"\n[ \t]+", "\n", text)
-    text = re.sub(r"\n{3,}", "\n\n", text).strip()
-    title = parser.title.strip()
-    if title and not text.startswith("# "):
-        text = f"# {title}\n\n{text}"
-    return title, text

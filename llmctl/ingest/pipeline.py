@@ -30,6 +30,7 @@ from llmctl.index.datadir import DataDir
 from llmctl.index.embedder import Embedder
 from llmctl.index.manifest import FORMAT_VERSION, FileRecord, FileUpdate, Manifest
 from llmctl.index.vectors import store_identity
+from llmctl.ingest.chunking import reader_identity
 from llmctl.ingest.discover import UNSUPPORTED, discover, is_taken
 from llmctl.ingest.loaders import SkipFile, file_digest, load_documents
 from llmctl.interrupts import StopFlag, stop_requests
@@ -54,6 +55,7 @@ def index_settings(cfg: Config, embedder: Embedder, max_tokens: int) -> dict:
                      "context_header": cfg.chunking.context_header, "splitter": "recursive/1"},
         "bm25": keyword.settings_of(cfg.bm25),
         "vector_store": store_identity(cfg.vector_store),
+        "reader": reader_identity(cfg.chunking),
     }
 
 
@@ -111,6 +113,7 @@ class _Run:
     strict: bool = False
     settings: dict = field(default_factory=dict)  # what builds the index (index_settings)
     max_tokens: int = 0
+    reread: bool = False  # files are read differently now: re-read even those that did not change
     store: object | None = None
     committed_files: int = 0
     committed_chunks: int = 0
@@ -209,12 +212,22 @@ def ingest(
 def _sync(run: _Run, paths: list[Path], repair: bool) -> None:
     """Recover if needed, scan, plan, write: the whole of one writing run."""
     bm25_stale = check_settings(run.manifest.settings(), run.settings, run.cfg)
+    _check_reader(run)
     if run.manifest.dirty or repair:
         _recover(run)
         bm25_stale = True
     scan = _scan(run, paths)
     _write(run, _plan(run, scan), scan, bm25_stale)
     run.report.chunks_total = run.manifest.chunk_count()
+
+
+def _check_reader(run: _Run) -> None:
+    stored = run.manifest.settings()
+    if stored is not None and stored.get("reader") != run.settings["reader"]:
+        run.reread = True
+        run.report.notes.append("files are read differently than when this index was built (llmctl upgrade "
+                                "or chunking.min_tokens): re-reading every file; unchanged chunks keep "
+                                "their vectors")
 
 
 def _rebuild_target(cfg: Config, data: DataDir) -> DataDir:
@@ -297,7 +310,7 @@ def _scan(run: _Run, paths: list[Path]) -> _Scan:
             run.skip(path, f"larger than ingest.max_file_mb ({cfg.ingest.max_file_mb:g} MB)")
             continue
         rec = known.get(key)
-        if rec and rec.size == st.st_size and rec.mtime_ns == st.st_mtime_ns:
+        if rec and rec.size == st.st_size and rec.mtime_ns == st.st_mtime_ns and not run.reread:
             report.files_unchanged += 1
             continue
         try:
@@ -306,7 +319,7 @@ def _scan(run: _Run, paths: list[Path]) -> _Scan:
             run.skip(path, f"cannot read: {exc.strerror}")
             continue
         new = FileRecord(key, display_source(path, cfg.base_dir), st.st_size, st.st_mtime_ns, digest)
-        if rec and rec.sha256 == digest:
+        if rec and rec.sha256 == digest and not run.reread:
             report.files_unchanged += 1
             scan.touched.append(new)
         else:
@@ -362,6 +375,7 @@ def _dry_run(run: _Run, paths: list[Path], check: bool) -> None:
     manifest = run.manifest
     if check:
         check_settings(manifest.settings(), run.settings, run.cfg)
+        _check_reader(run)
     scan = _scan(run, paths)
     planned = _plan(run, scan)
     old_ids = manifest.chunk_ids_of_docs(d for p in planned for d in p.update.changed_chunks)
@@ -403,10 +417,10 @@ def _write(run: _Run, planned: list[_Planned], scan: _Scan, bm25_stale: bool) ->
     report.chunks_kept = manifest.chunk_count() - report.chunks_added
     if changed or bm25_stale or bm25_missing:
         generation = str(int(generation or 0) + 1)
-        corpus = list(manifest.keyword_corpus())
+        rows = list(manifest.keyword_corpus())
         with run.progress.status("Building BM25 index"):
-            keyword.build_and_save(run.data.bm25, cfg.bm25, [i for i, _ in corpus], [t for _, t in corpus],
-                                   generation)
+            keyword.build_and_save(run.data.bm25, cfg.bm25, [r[0] for r in rows], [r[1] for r in rows],
+                                   generation, [r[2] for r in rows])
         manifest.set_meta("generation", generation)
         report.bm25_rebuilt = True
     manifest.set_dirty(False)
@@ -451,12 +465,13 @@ def _plan_file(path: Path, rec: FileRecord, manifest: Manifest, chunker, report,
     data = path.read_bytes()
     rec = FileRecord(rec.path, rec.source, rec.size, rec.mtime_ns, file_digest(data))
     old_docs = manifest.documents_of(rec.path)
+    reader = json.dumps(reader_identity(chunker.cfg))  # a document read differently is chunked again
     documents: dict[str, tuple[str, str]] = {}
     changed: list[tuple[str, list[Chunk]]] = []
     for doc in load_documents(path, rec.source, data):
         if doc.doc_id in documents:
             continue  # duplicate id in a JSONL file: the first record wins
-        digest = hashlib.sha256(f"{doc.title}\0{doc.text}".encode()).hexdigest()
+        digest = hashlib.sha256(f"{reader}\0{doc.title}\0{doc.text}".encode()).hexdigest()
         documents[doc.doc_id] = (digest, doc.title)
         if old_docs.get(doc.doc_id) != digest:
             changed.append((doc.doc_id, chunker.chunk(doc)))

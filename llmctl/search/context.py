@@ -6,7 +6,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from llmctl.records import Hit
+from llmctl.records import Hit, cite
 
 
 @dataclass
@@ -26,6 +26,7 @@ class Source:
     text: str
     hit_ids: list[str] = field(default_factory=list)
     tokens: int = 0
+    record: str = ""
 
     def to_cache(self) -> dict:
         """What a cached answer keeps of the source it cites (shown again on a cache hit)."""
@@ -40,11 +41,7 @@ class Source:
     cached_location: str | None = None
 
     def location(self) -> str:
-        if self.cached_location:
-            return self.cached_location
-        if self.page:
-            return f"{self.source} (page {self.page})"
-        return f"{self.source}:{self.start_line}-{self.end_line}"
+        return self.cached_location or cite(self.source, self.start_line, self.end_line, self.page, self.record)
 
 
 @dataclass
@@ -111,6 +108,7 @@ def pack(hits: list[Hit], budget: int, count: Callable[[str], int]) -> Packed:
             heading=c.get("heading", ""), start_line=int(c.get("start_line", 1)),
             end_line=int(c.get("end_line", 1)), page=c.get("page"), ordinals=(ordinal, ordinal),
             start_char=start, end_char=end, text=text, hit_ids=[hit.id], tokens=tokens,
+            record=c.get("record", ""),
         ))
         used += tokens
     return Packed(sources, dropped, used, budget)

@@ -14,6 +14,7 @@ from llmctl.index.datadir import DataDir
 from llmctl.llm.client import Completion
 from llmctl.llm.tokens import TokenCounter, counter_for
 from llmctl.records import Hit
+from llmctl.search.confidence import Confidence, assess
 from llmctl.search.context import Packed, Source, pack
 from llmctl.search.fusion import fuse_rrf, fuse_weighted
 from llmctl.search.prompt import build_messages, cited_numbers, prompt_overhead
@@ -37,6 +38,7 @@ class QueryOptions:
     use_llm: bool = True
     rerank: bool | None = None
     tag: str | None = None
+    skip_irrelevant: bool | None = None  # None: llm.skip_when_irrelevant
 
 
 @dataclass
@@ -51,6 +53,8 @@ class QueryResult:
     citations: list[Source] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     error: LlmctlError | None = None  # the answer failed after retrieval (the hits are still here)
+    confidence: Confidence | None = None
+    skipped: str | None = None  # why no model was called although one is configured
 
     def to_dict(self) -> dict:
         c = self.completion
@@ -70,7 +74,9 @@ class QueryResult:
                             for s in self.packed.sources],
                 "dropped": self.packed.dropped,
             },
+            "confidence": self.confidence.to_dict() if self.confidence else None,
             "answer": c.text if c else None,
+            "skipped": self.skipped,
             "truncated": c.truncated if c else None,
             "error": None if self.error is None else {"message": str(self.error),
                                                       "exit_code": self.error.exit_code},
@@ -124,6 +130,7 @@ class Retrieval:
     order: list[str]
     rerank: dict
     chunks: dict[str, dict]
+    similarity: float  # the best dense score among the candidates
 
 
 def retrieve(question: str, cfg: Config, opts: QueryOptions, retriever: Retriever,
@@ -193,7 +200,7 @@ def retrieve(question: str, cfg: Config, opts: QueryOptions, retriever: Retrieve
             rerank_info.update(status="used", dropped_below_min_score=len(ranked) - len(kept))
             order = kept + (order[depth:] if cfg.rerank.min_score is None else [])
             stages["rerank"] = list(order)
-    return Retrieval(hits, stages, order, rerank_info, chunks)
+    return Retrieval(hits, stages, order, rerank_info, chunks, max((s for _, s in dense), default=0.0))
 
 
 def run_query(
@@ -239,6 +246,16 @@ def run_query(
             notify(w)
     hits, order, rerank_info = got.hits, got.order, got.rerank
     final = [hits[c] for c in order[:k]]
+    confidence = assess(question, [h.chunk.get("embed_text", "") for h in final], got.similarity,
+                        retriever.keyword.tokenize, cfg.retrieval)
+    if confidence.low:
+        tell(confidence.warning())
+    skip = cfg.llm.skip_when_irrelevant if opts.skip_irrelevant is None else opts.skip_irrelevant
+    if provider and skip and confidence.low:
+        provider = None
+        if own:
+            gateway.close()
+        tell("not answered: nothing relevant was found, so no model was called (llm.skip_when_irrelevant)")
 
     if provider:
         counter = counter_for(provider.model, provider.tokenizer, DataDir(cfg.data_dir).tiktoken)
@@ -265,8 +282,11 @@ def run_query(
             budget = cfg.context.max_tokens or cfg.context.retrieval_only_tokens
         packed = pack(final, budget, counter.count)
     result = QueryResult(question, final, clock.timings, rerank_info, packed,
-                         {"name": counter.name, "exact": counter.exact}, warnings=warnings)
+                         {"name": counter.name, "exact": counter.exact}, warnings=warnings,
+                         confidence=confidence)
     if provider is None:
+        if cfg.llm.providers and opts.use_llm:
+            result.skipped = "low_confidence"
         return result
 
     messages = build_messages(question, packed, cfg.llm.system_prompt)

@@ -1,0 +1,203 @@
+"""The main text of an HTML page: navigation, headers, footers, sidebars and link lists dropped.
+
+Documentation pages wrap a little text in a lot of chrome (Sphinx sidebars and "related" bars,
+texinfo's Next/Previous/Up panels, MkDocs menus). Left in, that chrome becomes chunks that match
+every question about the site. Rules, in order:
+
+1. Never text: scripts, styles, forms, ``nav``/``header``/``footer``/``aside``, elements with a
+   navigation ARIA role or a navigation class (sidebar, breadcrumb, related, menu...), Sphinx's
+   "¶" heading anchors.
+2. If the page marks its main content (``<main>``, ``role="main"``, ``<article>``), only that.
+3. Blocks that are mostly links (>= 3 links, >= 60 % of the block's text) and "Next: / Previous:
+   / Up:" bars are dropped.
+
+Standard library only: readability-style extractors (trafilatura, readability-lxml) are built
+and tuned for news articles, pull in lxml and several other packages, and on reference pages
+tend to drop the code blocks and definition lists that documentation is made of.
+"""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+
+SKIP_TAGS = {"script", "style", "noscript", "template", "svg", "head", "nav", "header", "footer", "aside",
+             "form", "button", "select", "iframe", "object"}
+SKIP_ROLES = {"navigation", "banner", "contentinfo", "complementary", "search", "menu", "menubar"}
+SKIP_CLASS = re.compile(
+    r"^(?:.*[-_])?(?:nav|navbar|navigation|nav-panel|sidebar|sphinxsidebar(?:wrapper)?|breadcrumbs?|"
+    r"related|footer|menu|skip-link|headerlink|toc|mini-toc|pagination|prev-next|edit-this-page)(?:[-_].*)?$")
+MAIN = re.compile(r"<main\b|role\s*=\s*[\"']?main\b|<article\b", re.I)
+VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+BLOCK = {"p", "div", "section", "article", "main", "li", "ul", "ol", "dl", "dd", "dt", "table", "tr",
+         "blockquote", "pre", "figure", "figcaption", "details", "summary", "body", "center"}
+CLOSES_SELF = {"p", "li", "dt", "dd", "tr"}  # HTML lets these end where the next one starts
+NAV_BAR = re.compile(r"\b(?:next|previous|prev|up|contents|index|top)\b\s*:", re.I)
+
+
+class _Block:
+    def __init__(self, tag: str) -> None:
+        self.tag = tag
+        self.parts: list[str] = []
+        self.chars = 0  # visible characters
+        self.link_chars = 0
+        self.links = 0
+
+
+class _MainText(HTMLParser):
+    def __init__(self, main_only: bool) -> None:
+        super().__init__(convert_charrefs=True)
+        self.main_only = main_only
+        self.stack = [_Block("#root")]
+        self.skip: list[str] = []  # tags of the skipped subtree being read (nesting-aware)
+        self.main: list = []  # [tag, nesting] while inside the main content
+        self.link = 0
+        self.pre = 0
+        self.title = ""
+        self.h1 = ""
+        self._in = ""  # "title" or "h1" while reading one
+
+    # -- structure -------------------------------------------------------------------------
+    def _skipped(self, tag: str, attrs: dict) -> bool:
+        if tag in SKIP_TAGS or attrs.get("role", "").lower() in SKIP_ROLES:
+            return True
+        if attrs.get("aria-hidden") == "true" or "hidden" in attrs:
+            return True
+        names = (attrs.get("class") or "").split() + [attrs.get("id") or ""]
+        return any(SKIP_CLASS.match(n.lower()) for n in names if n)
+
+    def handle_starttag(self, tag: str, attrs_list: list) -> None:
+        attrs = {k: (v or "") for k, v in attrs_list}
+        if tag == "title":
+            self._in = "title"
+            return
+        if self.skip:
+            if tag == self.skip[0] and tag not in VOID:
+                self.skip.append(tag)
+            return
+        if tag not in VOID and self._skipped(tag, attrs):
+            self.skip.append(tag)
+            return
+        if self.main and tag == self.main[0] and tag not in VOID:
+            self.main[1] += 1  # the same tag nested inside: counted to find main's end
+        elif self.main_only and not self.main and (tag in ("main", "article")
+                                                   or attrs.get("role", "").lower() == "main"):
+            self.main = [tag, 1]
+        if tag in CLOSES_SELF and self.stack[-1].tag == tag:
+            self._close_block()
+        if tag in BLOCK:
+            self.stack.append(_Block(tag))
+            if tag == "pre":
+                self.pre += 1
+            elif tag == "li":
+                self._emit("- ")
+        elif re.fullmatch(r"h[1-6]", tag):
+            self._emit("\n\n" + "#" * int(tag[1]) + " ")
+            if tag == "h1" and not self.h1:
+                self._in = "h1"
+        elif tag in ("td", "th"):
+            self._emit(" | ")
+        elif tag in ("br", "hr"):
+            self._emit("\n")
+        elif tag == "a" and attrs.get("href"):
+            self.link += 1
+            self.stack[-1].links += 1
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "title":
+            self._in = ""
+            return
+        if self.skip:
+            if tag == self.skip[0]:
+                self.skip.pop()
+            return
+        if self.main and tag == self.main[0]:
+            self.main[1] -= 1
+            if not self.main[1]:
+                self.main = []
+        if tag in BLOCK:
+            if any(b.tag == tag for b in self.stack[1:]):
+                while self.stack[-1].tag != tag:
+                    self._close_block()
+                self._close_block()
+        elif re.fullmatch(r"h[1-6]", tag):
+            self._emit("\n\n")
+            if self._in == "h1":
+                self._in = ""
+        elif tag == "a" and self.link:
+            self.link -= 1
+
+    def handle_data(self, data: str) -> None:
+        if self._in == "title":
+            self.title += data
+            return
+        if self.skip or (self.main_only and not self.main):
+            return
+        if self._in == "h1":
+            self.h1 += data
+        text = data if self.pre else re.sub(r"\s+", " ", data)
+        self._emit(text)
+        visible = len(text.strip())
+        for b in self.stack[-1:]:
+            b.chars += visible
+            if self.link:
+                b.link_chars += visible
+
+    def _emit(self, text: str) -> None:
+        self.stack[-1].parts.append(text)
+
+    def _close_block(self) -> None:
+        b = self.stack.pop()
+        if b.tag == "pre":
+            self.pre = max(0, self.pre - 1)
+        parent = self.stack[-1]
+        text = "".join(b.parts)
+        if _is_navigation(b, text):
+            return
+        parent.chars += b.chars
+        parent.link_chars += b.link_chars
+        parent.links += b.links
+        if b.tag in CLOSES_SELF and b.tag != "p":  # rows and items: one line each
+            parent.parts.append(f"\n{text}")
+        else:
+            sep = "\n\n" if b.tag in ("p", "pre", "table", "ul", "ol", "dl", "blockquote") else "\n"
+            parent.parts.append(f"{sep}{text}{sep}")
+
+    def text(self) -> str:
+        while len(self.stack) > 1:
+            self._close_block()
+        return "".join(self.stack[0].parts)
+
+
+def _is_navigation(b: _Block, text: str) -> bool:
+    if b.tag == "pre" or not b.chars:
+        return False
+    if b.links >= 3 and b.link_chars >= 0.6 * b.chars:
+        return True
+    return b.links >= 2 and len(NAV_BAR.findall(text)) >= 2 and b.chars < 300
+
+
+def _tidy(text: str) -> str:
+    text = text.replace("¶", "")
+    text = re.sub(r"[ \t]+\n", "\n", text)
+    text = re.sub(r"\n[ \t]+", "\n", text)
+    text = re.sub(r"^(#{1,6}) +", r"\1 ", text, flags=re.M)
+    return re.sub(r"\n{3,}", "\n\n", text).strip()
+
+
+def html_to_text(html: str) -> tuple[str, str]:
+    """(title, main text) of an HTML page; headings rendered as Markdown '#' lines.
+
+    The title is the page's first ``<h1>``, else its ``<title>``."""
+    parser = None
+    for main_only in ((True, False) if MAIN.search(html) else (False,)):
+        parser = _MainText(main_only)
+        parser.feed(html)
+        parser.close()
+        text = _tidy(parser.text())
+        if text:
+            break
+    title = " ".join((parser.h1 or parser.title).replace("¶", "").split())
+    if title and not text.startswith("# "):
+        text = f"# {title}\n\n{text}"
+    return title, text

@@ -66,8 +66,11 @@ def corpus(fmt: str) -> Path:
     return out
 
 
+SETTINGS: dict[str, str] = {}  # --set KEY=VALUE: LLMCTL_ environment overrides for a variant
+
+
 def llmctl(args: list[str], cwd: Path, data: Path, out: Path | None = None) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMCTL_") or k == "LLMCTL_CACHE_DIR"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMCTL_") or k == "LLMCTL_CACHE_DIR"} | SETTINGS
     cmd = [sys.executable, "-m", "llmctl", "--data-dir", str(data), *args]
     r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     if r.returncode not in (0, 9):
@@ -99,14 +102,17 @@ def run_format(fmt: str, label: str, questions: dict) -> dict:
         report = llmctl(["eval", str(path), "-q", "--json", str(Path(tmp) / "r.json")], src, data,
                         Path(tmp) / "r.json")
     per_stage = {s: {m: round(v, 4) for m, v in ms.items()} for s, ms in report["metrics"].items()}
-    top3, in_section, conf_answerable, conf_absent = 0, 0, [], []
+    top3, in_section, content_at_1, conf_answerable, conf_absent = 0, 0, 0, [], []
     examples = []
     for q in questions["questions"]:
         hits = llmctl(["query", q["q"], "--no-llm", "-k", "3", "--json"], src, data)
-        top3 += sum(boilerplate(h["text"], fmt) for h in hits["hits"])
+        chrome = [boilerplate(h["text"], fmt) for h in hits["hits"]]
+        top3 += sum(chrome)
         words = q.get("section", "").lower()
-        in_section += any(words and words in (h["heading"] + " " + h["text"][:300]).lower()
-                          and h["source"].startswith(q["page"]) for h in hits["hits"])
+        # the expected section's own text (a table of contents naming it does not count)
+        in_section += any(words and words in (h["heading"] + " " + h["text"][:300]).lower() and not bad
+                          and h["source"].startswith(q["page"]) for h, bad in zip(hits["hits"], chrome, strict=True))
+        content_at_1 += bool(hits["hits"]) and hits["hits"][0]["source"].startswith(q["page"]) and not chrome[0]
         conf_answerable.append(hits.get("confidence"))
         if hits["hits"] and not hits["hits"][0]["source"].startswith(q["page"]):
             examples.append({"q": q["q"], "top1": hits["hits"][0]["location"],
@@ -119,6 +125,7 @@ def run_format(fmt: str, label: str, questions: dict) -> dict:
         "ingest_s": round(ingest_s, 1),
         "stages": per_stage, "questions": n,
         "boilerplate_in_top3": top3, "top3_slots": 3 * n, "expected_section_in_top3": in_section,
+        "content_hit_at_1": content_at_1,
         "confidence": {"answerable": conf_answerable, "absent": conf_absent},
         "missed_at_1": examples,
     }
@@ -128,14 +135,18 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--label", default="after")
     ap.add_argument("--formats", default="html,rst")
+    ap.add_argument("--set", action="append", default=[], metavar="LLMCTL_KEY=VALUE")
     a = ap.parse_args()
+    SETTINGS.update(kv.split("=", 1) for kv in a.set)
     questions = yaml.safe_load((REPO / "bench" / "docs_questions.yaml").read_text())
     import llmctl as code
 
-    result = {"label": a.label, "code": str(Path(code.__file__).parent.parent.name), "formats": {}}
+    result = {"label": a.label, "code": str(Path(code.__file__).parent.parent.name), "settings": SETTINGS,
+              "formats": {}}
     for fmt in a.formats.split(","):
         result["formats"][fmt] = r = run_format(fmt, a.label, questions)
-        print(fmt, json.dumps({k: r[k] for k in ("stages", "boilerplate_in_top3", "expected_section_in_top3")}),
+        print(fmt, json.dumps({k: r[k] for k in ("stages", "boilerplate_in_top3", "expected_section_in_top3",
+                                                 "content_hit_at_1")}),
               flush=True)
     (OUT / f"docs-{a.label}.json").write_text(json.dumps(result, indent=1))
 

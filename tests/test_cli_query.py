@@ -69,3 +69,25 @@ def test_query_errors_are_one_line_with_exit_codes(tmp_path, sample_index):
     down = write_config(tmp_path, "http://127.0.0.1:9/v1")
     assert_clean_error(run_cli("--config", down, "--data-dir", sample_index, "query", "restore"),
                        7, "cannot reach 'local'", "127.0.0.1:9")
+
+
+def test_a_question_the_corpus_does_not_cover_is_flagged_and_can_skip_the_model(tmp_path, sample_index, fake_llm):
+    from openai_server import Reply
+
+    cfg = write_config(tmp_path, fake_llm.base_url)
+    absent = "What is the capital of Mongolia?"
+    r = run_cli("--config", cfg, "--data-dir", sample_index, "query", "--no-llm", "--json", absent)
+    doc = json.loads(r.stdout)
+    assert doc["confidence"]["low"] is True and doc["hits"]  # the hits are still shown
+    assert any(w.startswith("low confidence: nothing retrieved looks relevant") for w in doc["warnings"])
+    r = run_cli("--config", cfg, "--data-dir", sample_index, "query", "--skip-irrelevant", absent)
+    assert r.returncode == 0 and "not answered: nothing relevant was found" in r.stderr
+    assert fake_llm.requests == []  # no model call, no cost
+    r = run_cli("--config", cfg, "--data-dir", sample_index, "query", "--skip-irrelevant", "--json", absent)
+    assert json.loads(r.stdout)["skipped"] == "low_confidence" and json.loads(r.stdout)["answer"] is None
+    fake_llm.script.append(Reply(text="Fourteen [1]."))
+    r = run_cli("--config", cfg, "--data-dir", sample_index, "query", "--skip-irrelevant", "--json",
+                "How many daily snapshots are kept?")
+    doc = json.loads(r.stdout)
+    assert doc["confidence"]["low"] is False and doc["answer"] == "Fourteen [1]." and doc["skipped"] is None
+    assert len(fake_llm.requests) == 1

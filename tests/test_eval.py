@@ -190,3 +190,22 @@ def test_llm_judge_grades_answers_and_a_broken_judge_is_an_error(tmp_path, data,
     assert cases["broken-judge"]["error"].startswith("judge failed: the judge did not return")
     judge_request = fake_llm.requests[1]["body"]["messages"]
     assert "You grade answers" in judge_request[0]["content"] and "Reference answer: 14" in judge_request[1]["content"]
+
+
+def test_beir_eval_scores_the_depth_users_get(tmp_path):
+    """The ranking scored is the configured one (what `query` returns); a ranking shorter than the
+    deepest cutoff (recall@100) is only lengthened at its tail."""
+    beir = make_beir(tmp_path / "tiny")
+    data = tmp_path / "data"
+    env = {"LLMCTL_RETRIEVAL__DENSE_K": "1", "LLMCTL_RETRIEVAL__BM25_K": "1", "LLMCTL_RERANK__ENABLED": "false"}
+    r = run_cli("--data-dir", data, "eval", "-q", "--beir", beir, "--stages", "--json", "-", env=env)
+    report = json.loads(r.stdout)
+    depth = report["fingerprint"]["depth"]
+    assert (depth["dense_k"], depth["bm25_k"], depth["tail_from_k"]) == (1, 1, 300)
+    assert report["fingerprint"]["retrieval"]["dense_k"] == 1 and report["extended_cases"] == 4
+    assert report["metrics"]["hybrid"]["recall@100"] == 1.0  # from the lengthened tail
+    for case in report["cases"][:2]:
+        r = run_cli("--data-dir", data / "beir-tiny", "query", "--no-llm", "--json", "-k", "1", case["query"],
+                    env=env, cwd=beir)
+        record = json.loads(r.stdout)["hits"][0]["location"].split("(record ")[1].rstrip(")")
+        assert case["top"]["hybrid"][0] == f"corpus.jsonl#{record}"  # eval's first = what query returns

@@ -194,3 +194,25 @@ def test_fifo_and_directories_with_text_names_do_not_hang(tmp_path, make_config,
     r = ingest([docs], make_config(), embedder=embedder)
     assert {s.reason for s in r.files_skipped} == {"not a regular file (FIFO, socket or device)"}
     assert len(r.files_added) == 2
+
+
+def test_an_index_read_by_another_reader_rereads_every_file_and_keeps_unchanged_vectors(small, make_config,
+                                                                                       embedder):
+    cfg = make_config()
+    first = ingest([small], cfg, embedder=embedder)
+    m = Manifest(DataDir(cfg.data_dir).manifest)
+    settings = m.settings()
+    settings["reader"] = {"version": 1, "min_tokens": 0}  # as an older llmctl wrote it
+    m.set_settings(settings)
+    m.close()
+    r = ingest([small], cfg, embedder=embedder)
+    assert r.notes and "re-reading every file" in r.notes[0]
+    assert len(r.files_changed) == 5  # re-read (their documents still hash the same here)
+    assert r.chunks_added == 0 and r.chunks_total == first.chunks_total  # same chunks: nothing re-embedded
+    assert r.bm25_rebuilt
+    again = ingest([small], cfg, embedder=embedder)
+    assert not again.notes and again.files_unchanged == 5  # the index now records this reader
+    cfg.chunking.min_tokens = 0  # a different setting: read again, and the small sections split
+    split = ingest([small], cfg, embedder=embedder)
+    assert split.notes and split.chunks_total > first.chunks_total and split.chunks_added > 0
+    assert_consistent(cfg.data_dir)

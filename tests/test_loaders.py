@@ -80,7 +80,7 @@ SPHINX_PAGE = """<html><head><title>7. Input and Output &#8212; Python docs</tit
 <p>There are several ways to present the output of a program.</p>
 <div class="toctree-wrapper"><ul><li><a href="#a">Fancier Output Formatting</a></li>
 <li><a href="#b">Reading and Writing Files</a></li><li><a href="#c">Saving structured data</a></li></ul></div>
-<section id="fancier"><h2>7.1. Fancier Output Formatting</h2>
+<section id="fancier"><h2><a class="toc-backref" href="#id1" role="doc-backlink">7.1. Fancier Output Formatting</a></h2>
 <p>To use <a href="ref.html#f-strings">formatted string literals</a>, begin a string with f.</p>
 <pre>&gt;&gt;&gt; f'Results of the {year}'
 'Results of the 2016'</pre></section></section></div></div></div>

@@ -48,3 +48,21 @@ def test_status_without_an_index_names_what_is_missing(tmp_path, monkeypatch):
     assert st["index"]["exists"] is False and st["cache"]["entries"] == 0
     assert st["providers"] == [{"name": "p", "model": "m", "base_url": "http://127.0.0.1:9/v1",
                                 "key_env": "SOME_UNSET_KEY_VAR", "key_set": False, "priced": True}]
+
+
+def test_mixed_script_documents_are_found_by_both_retrievers(tmp_path, embedder):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "idioms.md").write_text("# 成语接龙\n\n今天我们玩成语接龙游戏。每个人说一个成语，下一个成语的第一个字"
+                                   "必须是上一个成语的最后一个字。\n")
+    (docs / "weather.md").write_text("# 天气预报\n\n明天北京天气晴朗，气温二十度，适合去公园散步。\n")
+    (docs / "setup.md").write_text("# Setup 安装\n\nInstall the client with pip: 使用 pip 安装客户端，然后运行 kestrel init。\n")
+    (docs / "backups.md").write_text("# Backups\n\nKestrel keeps fourteen daily snapshots by default.\n")
+    ws = Workspace(data_dir=tmp_path / "data", **{"rerank.enabled": False})
+    ws.embedder = embedder
+    ws.ingest([docs])
+    top = ws.search("接龙", k=2)[0]  # two characters from the middle of a run: a BM25 match
+    assert top.source.endswith("idioms.md") and top.stages["bm25"][0] == 1
+    top = ws.search("怎么用 pip 安装", k=2)[0]  # mixed scripts in the question and the document
+    assert top.source.endswith("setup.md") and top.stages["bm25"][0] == 1
+    ws.close()

@@ -5,8 +5,8 @@ texinfo's Next/Previous/Up panels, MkDocs menus). Left in, that chrome becomes c
 every question about the site. Rules, in order:
 
 1. Never text: scripts, styles, forms, ``nav``/``header``/``footer``/``aside``, elements with a
-   navigation ARIA role or a navigation class (sidebar, breadcrumb, related, menu...), Sphinx's
-   "¶" heading anchors.
+   navigation ARIA role or a navigation class or id (sidebar, breadcrumbs, related, menu...:
+   SKIP_NAMES), Sphinx's "¶" heading anchors.
 2. If the page marks its main content (``<main>``, ``role="main"``, ``<article>``), only that.
 3. Blocks that are mostly links (>= 3 links, >= 60 % of the block's text) and "Next: / Previous:
    / Up:" bars are dropped.
@@ -24,9 +24,14 @@ from html.parser import HTMLParser
 SKIP_TAGS = {"script", "style", "noscript", "template", "svg", "head", "nav", "header", "footer", "aside",
              "form", "button", "select", "iframe", "object"}
 SKIP_ROLES = {"navigation", "banner", "contentinfo", "complementary", "search", "menu", "menubar"}
-SKIP_CLASS = re.compile(
-    r"^(?:.*[-_])?(?:nav|navbar|navigation|nav-panel|sidebar|sphinxsidebar(?:wrapper)?|breadcrumbs?|"
-    r"related|footer|menu|skip-link|headerlink|toc|mini-toc|pagination|prev-next|edit-this-page)(?:[-_].*)?$")
+# class or id names of page chrome in common generators (Sphinx, MkDocs, Read the Docs, texinfo,
+# pydata, Docusaurus); whole names only: "toc-backref" is a heading's own link, not a toc
+SKIP_NAMES = {"nav", "navbar", "navigation", "nav-panel", "mobile-nav", "nav-content", "sidebar", "sphinxsidebar",
+              "sphinxsidebarwrapper", "breadcrumb", "breadcrumbs", "related", "footer", "site-header",
+              "site-footer", "menu", "skip-link", "headerlink", "toc", "mini-toc", "pagination", "prev-next",
+              "edit-this-page", "md-header", "md-sidebar", "md-footer", "wy-nav-side", "rst-footer-buttons",
+              "bd-header", "bd-sidebar", "bd-footer", "bd-sidebar-primary", "bd-sidebar-secondary",
+              "theme-doc-sidebar-container", "pagination-nav", "table-of-contents"}
 MAIN = re.compile(r"<main\b|role\s*=\s*[\"']?main\b|<article\b", re.I)
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 BLOCK = {"p", "div", "section", "article", "main", "li", "ul", "ol", "dl", "dd", "dt", "table", "tr",
@@ -63,8 +68,8 @@ class _MainText(HTMLParser):
             return True
         if attrs.get("aria-hidden") == "true" or "hidden" in attrs:
             return True
-        names = (attrs.get("class") or "").split() + [attrs.get("id") or ""]
-        return any(SKIP_CLASS.match(n.lower()) for n in names if n)
+        names = (attrs.get("class") or "").lower().split() + [(attrs.get("id") or "").lower()]
+        return any(n in SKIP_NAMES for n in names)
 
     def handle_starttag(self, tag: str, attrs_list: list) -> None:
         attrs = {k: (v or "") for k, v in attrs_list}
@@ -83,6 +88,8 @@ class _MainText(HTMLParser):
         elif self.main_only and not self.main and (tag in ("main", "article")
                                                    or attrs.get("role", "").lower() == "main"):
             self.main = [tag, 1]
+        if self.main_only and not self.main:
+            return
         if tag in CLOSES_SELF and self.stack[-1].tag == tag:
             self._close_block()
         if tag in BLOCK:
@@ -138,10 +145,9 @@ class _MainText(HTMLParser):
         text = data if self.pre else re.sub(r"\s+", " ", data)
         self._emit(text)
         visible = len(text.strip())
-        for b in self.stack[-1:]:
-            b.chars += visible
-            if self.link:
-                b.link_chars += visible
+        self.stack[-1].chars += visible
+        if self.link:
+            self.stack[-1].link_chars += visible
 
     def _emit(self, text: str) -> None:
         self.stack[-1].parts.append(text)
@@ -157,7 +163,9 @@ class _MainText(HTMLParser):
         parent.chars += b.chars
         parent.link_chars += b.link_chars
         parent.links += b.links
-        if b.tag in CLOSES_SELF and b.tag != "p":  # rows and items: one line each
+        if b.tag == "pre" and not self.pre:  # fenced: its '#' lines are code, not headings
+            parent.parts.append(f"\n\n```\n{text.strip(chr(10))}\n```\n\n")
+        elif b.tag in CLOSES_SELF and b.tag != "p":  # rows and items: one line each
             parent.parts.append(f"\n{text}")
         else:
             sep = "\n\n" if b.tag in ("p", "pre", "table", "ul", "ol", "dl", "blockquote") else "\n"
@@ -178,11 +186,13 @@ def _is_navigation(b: _Block, text: str) -> bool:
 
 
 def _tidy(text: str) -> str:
-    text = text.replace("¶", "")
-    text = re.sub(r"[ \t]+\n", "\n", text)
-    text = re.sub(r"\n[ \t]+", "\n", text)
-    text = re.sub(r"^(#{1,6}) +", r"\1 ", text, flags=re.M)
-    return re.sub(r"\n{3,}", "\n\n", text).strip()
+    parts = re.split(r"(\n```\n.*?\n```\n)", text.replace("¶", ""), flags=re.S)
+    for i in range(0, len(parts), 2):  # outside code blocks, whose spacing is kept as it is
+        t = re.sub(r"[ \t]+\n", "\n", parts[i])
+        t = re.sub(r"\n[ \t]+", "\n", t)
+        t = re.sub(r"^(#{1,6}) +", r"\1 ", t, flags=re.M)
+        parts[i] = re.sub(r"\n{3,}", "\n\n", t)
+    return "".join(parts).strip()
 
 
 def html_to_text(html: str) -> tuple[str, str]:

@@ -1,0 +1,122 @@
+"""Fusion against the plain baseline on SciFact train, per half, with paired bootstrap CIs.
+
+Reads the index `llmctl eval --beir` builds (bench/out/evaldata/beir-scifact) and scores every
+query against every chunk in numpy, exactly as the product does (bench/tune.py's machinery):
+each retriever's top `depth` chunks, normalised, fused with BM25 weight w, rolled up to
+documents. The plain baseline is the issue's: whole-document stemmed BM25 + whole-document
+MiniLM, min-max over the whole corpus, BM25 weight 0.35. Each variant is reported on the tune
+half (even query ids) and the held-out half (odd), with the paired bootstrap 95% CI of its
+nDCG@10 difference from the baseline (10,000 resamples over queries, seed 0).
+
+    python bench/fusion.py        # bench/out/fusion.json
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import common
+import numpy as np
+from tune import Evaluator, normalise, rollup_max, topk_mask
+
+from llmctl.config import BM25Config
+from llmctl.index.keyword import BM25sIndex
+
+K1 = 1.2
+
+
+def per_query_ndcg(ev: Evaluator, scores: np.ndarray) -> np.ndarray:
+    top = np.argpartition(-scores, 10, axis=1)[:, :10]
+    order = np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, 1), axis=1, kind="stable"), 1)
+    hits = np.take_along_axis(ev.rel, order, 1)
+    return (hits * ev.disc).sum(1) / ev.idcg
+
+
+def bootstrap(diff: np.ndarray, n: int = 10_000, seed: int = 0) -> tuple[float, float, float]:
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), size=(n, len(diff)))].mean(1)
+    return float(diff.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def bm25_matrix(texts: list[str], headers: list[str] | None, queries: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Scores [queries x texts], and each query's best possible score (sum over its terms of
+    idf x (k1 + 1): what a chunk saturated with every term would get)."""
+    index = BM25sIndex(BM25Config())
+    index.build([str(i) for i in range(len(texts))], texts, headers)
+    data, indices, indptr, vocab = index._matrix
+    n = len(texts)
+    scores = np.zeros((len(queries), n), np.float32)
+    ceiling = np.zeros(len(queries), np.float32)
+    for qi, q in enumerate(queries):
+        toks = index.tokenize(q)
+        if toks:
+            scores[qi] = index._scores(toks)
+        for t in toks:
+            if t in vocab:
+                df = indptr[vocab[t] + 1] - indptr[vocab[t]]
+                ceiling[qi] += np.log(1 + (n - df + 0.5) / (df + 0.5)) * (K1 + 1)
+    return scores, np.maximum(ceiling, 1e-9)
+
+
+def main() -> None:
+    t0 = time.time()
+    qtext, qrels = common.queries_and_qrels()
+    qids = list(qtext)
+    queries = [qtext[q] for q in qids]
+    qvec = common.query_vectors(qids, qtext)
+    docs = common.corpus()
+    doc_ids = list(docs)
+    arr = common.index_arrays()
+    pos = {common.doc_id_of(d): i for i, d in enumerate(doc_ids)}
+    cdoc = np.array([pos[d] for d in arr["doc"]])
+    order = np.argsort(cdoc, kind="stable")
+    cdoc = cdoc[order]
+    starts = np.flatnonzero(np.r_[True, cdoc[1:] != cdoc[:-1]])
+    vectors = arr["vectors"][order]
+    texts = [arr["text"][i] for i in order]
+    headers = [arr["embed_text"][i][:len(arr["embed_text"][i]) - len(arr["text"][i])] for i in order]
+    ev = Evaluator(qids, doc_ids, qrels)
+    halves = {name: np.array([qids.index(q) for q in half]) for name, half in zip(("tune", "held"), common.split(qids),
+                                                                                strict=True)}
+
+    dense_c = qvec @ vectors.T
+    bm_c, ceiling = bm25_matrix(texts, headers, queries)
+    whole = [f"{docs[d].get('title', '')}\n{docs[d]['text']}" for d in doc_ids]
+    bm_doc, _ = bm25_matrix(whole, None, queries)
+    dense_plain = qvec @ common.plain_doc_vectors(doc_ids, docs).T
+    plain = 0.35 * normalise(bm_doc, None, "minmax") + 0.65 * normalise(dense_plain, None, "minmax")
+    base = per_query_ndcg(ev, plain)
+    results: dict[str, dict] = {}
+
+    def record(name: str, doc_scores: np.ndarray) -> None:
+        mine = per_query_ndcg(ev, doc_scores)
+        row = {"all": round(float(mine.mean()), 4)}
+        for half, rows in halves.items():
+            d, lo, hi = bootstrap(mine[rows] - base[rows])
+            row[half] = {"ndcg@10": round(float(mine[rows].mean()), 4), "delta": round(d, 4),
+                         "ci95": [round(lo, 4), round(hi, 4)]}
+        results[name] = row
+        print(f"{name:64s} all {row['all']:.4f} | tune {row['tune']['ndcg@10']:.4f} {row['tune']['delta']:+.4f} "
+              f"[{row['tune']['ci95'][0]:+.4f},{row['tune']['ci95'][1]:+.4f}] | held {row['held']['ndcg@10']:.4f} "
+              f"{row['held']['delta']:+.4f} [{row['held']['ci95'][0]:+.4f},{row['held']['ci95'][1]:+.4f}]",
+              flush=True)
+
+    record("plain baseline (whole doc, whole-corpus min-max, w=0.35)", plain)
+    dm, bmk = topk_mask(dense_c, 100), topk_mask(bm_c, 100) & (bm_c > 0)
+    seen = dm | bmk
+
+    def chunks(fused: np.ndarray) -> np.ndarray:
+        return rollup_max(np.where(seen, fused, -1.0), starts)
+
+    for w in (0.3, 0.4, 0.5):
+        record(f"llmctl: top-100 each, max-normalised, w={w}",
+               chunks(w * normalise(bm_c, bmk, "max") + (1 - w) * normalise(dense_c, dm, "max")))
+    bm_ceil = bm_c / ceiling[:, None]
+    for w in (0.3, 0.4, 0.5, 0.6):
+        record(f"BM25 / its ceiling + raw cosine, w={w}", chunks(w * np.where(bmk, bm_ceil, 0) + (1 - w) * np.where(dm, dense_c, 0)))
+    json.dump({"results": results, "seconds": round(time.time() - t0, 1)}, open(common.OUT / "fusion.json", "w"), indent=1)
+
+
+if __name__ == "__main__":
+    main()

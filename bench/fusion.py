@@ -114,8 +114,10 @@ def main() -> None:
                chunks(w * normalise(bm_c, bmk, "max") + (1 - w) * normalise(dense_c, dm, "max")))
     bm_ceil = bm_c / ceiling[:, None]
     for w in (0.3, 0.4, 0.5, 0.6):
-        record(f"BM25 / its ceiling + raw cosine, w={w}", chunks(w * np.where(bmk, bm_ceil, 0) + (1 - w) * np.where(dm, dense_c, 0)))
-    json.dump({"results": results, "seconds": round(time.time() - t0, 1)}, open(common.OUT / "fusion.json", "w"), indent=1)
+        record(f"BM25 / its ceiling + raw cosine, w={w}",
+               chunks(w * np.where(bmk, bm_ceil, 0) + (1 - w) * np.where(dm, dense_c, 0)))
+    (common.OUT / "fusion.json").write_text(json.dumps({"results": results, "seconds": round(time.time() - t0, 1)},
+                                                       indent=1))
 
 
 if __name__ == "__main__":

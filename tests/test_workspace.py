@@ -56,7 +56,8 @@ def test_mixed_script_documents_are_found_by_both_retrievers(tmp_path, embedder)
     (docs / "idioms.md").write_text("# 成语接龙\n\n今天我们玩成语接龙游戏。每个人说一个成语，下一个成语的第一个字"
                                    "必须是上一个成语的最后一个字。\n")
     (docs / "weather.md").write_text("# 天气预报\n\n明天北京天气晴朗，气温二十度，适合去公园散步。\n")
-    (docs / "setup.md").write_text("# Setup 安装\n\nInstall the client with pip: 使用 pip 安装客户端，然后运行 kestrel init。\n")
+    (docs / "setup.md").write_text("# Setup 安装\n\nInstall the client with pip: 使用 pip 安装客户端，"
+                                   "然后运行 kestrel init。\n")
     (docs / "backups.md").write_text("# Backups\n\nKestrel keeps fourteen daily snapshots by default.\n")
     ws = Workspace(data_dir=tmp_path / "data", **{"rerank.enabled": False})
     ws.embedder = embedder

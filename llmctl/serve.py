@@ -93,8 +93,8 @@ def parse_search(body: dict, keys: set[str]) -> dict:
 def search_payload(ws, args: dict) -> dict:
     result = ws.query(args["text"], k=args["k"], where=args["where"], rerank=args["rerank"], use_llm=False)
     d = result.to_dict()
-    return {"query": d["question"], "hits": d["hits"], "rerank": d["rerank"], "warnings": d["warnings"],
-            "latency_ms": d["latency_ms"]}
+    return {"query": d["question"], "hits": d["hits"], "confidence": d["confidence"], "rerank": d["rerank"],
+            "warnings": d["warnings"], "latency_ms": d["latency_ms"]}
 
 
 def error_body(exc: Exception) -> tuple[int, dict]:

@@ -44,7 +44,11 @@ def test_tools_search_fetch_status_and_errors(tmp_path, index):
 
     async def calls(s):
         tools = {t.name: t for t in (await s.list_tools()).tools}
-        hits = _json(await s.call_tool("search", {"query": question, "k": 3}))["hits"]
+        found = _json(await s.call_tool("search", {"query": question, "k": 3}))
+        hits = found["hits"]
+        assert found["confidence"]["low"] is False
+        absent = _json(await s.call_tool("search", {"query": "What is the capital of Mongolia?", "k": 3}))
+        assert absent["confidence"]["low"] is True  # an agent can tell nothing relevant was found
         rst = _json(await s.call_tool("search", {"query": question, "where": ["ext=rst"]}))["hits"]
         chunk = _json(await s.call_tool("get_chunk", {"id": hits[0]["id"]}))
         doc = _json(await s.call_tool("get_document", {"doc_id": chunk["doc_id"]}))

@@ -74,6 +74,7 @@ def test_search_status_documents_and_bad_requests(docs_index):
             local = ws.query(question, k=3, use_llm=False).to_dict()["hits"]
         assert [h["id"] for h in got["hits"]] == [h["id"] for h in local]  # the same records as query --json
         assert got["hits"][0]["source"].endswith("retention-policies.md") and got["hits"][0]["text"]
+        assert got["confidence"]["low"] is False
         code, filtered = s.json("POST", "/search", {"query": question, "k": 5, "where": {"ext": "rst"}})
         assert code == 200 and filtered["hits"] and all(h["source"].endswith(".rst") for h in filtered["hits"])
 

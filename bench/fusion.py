@@ -39,11 +39,11 @@ def bootstrap(diff: np.ndarray, n: int = 10_000, seed: int = 0) -> tuple[float, 
     return float(diff.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
-def bm25_matrix(texts: list[str], headers: list[str] | None, queries: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def bm25_matrix(texts: list[str], queries: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Scores [queries x texts], and each query's best possible score (sum over its terms of
     idf x (k1 + 1): what a chunk saturated with every term would get)."""
     index = BM25sIndex(BM25Config())
-    index.build([str(i) for i in range(len(texts))], texts, headers)
+    index.build([str(i) for i in range(len(texts))], texts)
     data, indices, indptr, vocab = index._matrix
     n = len(texts)
     scores = np.zeros((len(queries), n), np.float32)
@@ -74,16 +74,15 @@ def main() -> None:
     cdoc = cdoc[order]
     starts = np.flatnonzero(np.r_[True, cdoc[1:] != cdoc[:-1]])
     vectors = arr["vectors"][order]
-    texts = [arr["text"][i] for i in order]
-    headers = [arr["embed_text"][i][:len(arr["embed_text"][i]) - len(arr["text"][i])] for i in order]
+    texts = [arr["embed_text"][i] for i in order]
     ev = Evaluator(qids, doc_ids, qrels)
     halves = {name: np.array([qids.index(q) for q in half]) for name, half in zip(("tune", "held"), common.split(qids),
                                                                                 strict=True)}
 
     dense_c = qvec @ vectors.T
-    bm_c, ceiling = bm25_matrix(texts, headers, queries)
+    bm_c, ceiling = bm25_matrix(texts, queries)
     whole = [f"{docs[d].get('title', '')}\n{docs[d]['text']}" for d in doc_ids]
-    bm_doc, _ = bm25_matrix(whole, None, queries)
+    bm_doc, _ = bm25_matrix(whole, queries)
     dense_plain = qvec @ common.plain_doc_vectors(doc_ids, docs).T
     plain = 0.35 * normalise(bm_doc, None, "minmax") + 0.65 * normalise(dense_plain, None, "minmax")
     base = per_query_ndcg(ev, plain)
@@ -112,6 +111,19 @@ def main() -> None:
     for w in (0.3, 0.4, 0.5):
         record(f"llmctl: top-100 each, max-normalised, w={w}",
                chunks(w * normalise(bm_c, bmk, "max") + (1 - w) * normalise(dense_c, dm, "max")))
+    for w in (0.3, 0.4):
+        record(f"chunk scores min-max over the whole corpus, w={w}",
+               chunks(w * normalise(bm_c, None, "minmax") + (1 - w) * normalise(dense_c, None, "minmax")))
+    # z-scores against corpus statistics: BM25's from its full score vector (a query scores every
+    # chunk), dense's from a fixed sample of 2,000 chunk vectors (what an index could store)
+    sample = np.random.default_rng(0).choice(dense_c.shape[1], 2000, replace=False)
+    mu, sd = dense_c[:, sample].mean(1, keepdims=True), dense_c[:, sample].std(1, keepdims=True)
+    z_bm = (bm_c - bm_c.mean(1, keepdims=True)) / np.maximum(bm_c.std(1, keepdims=True), 1e-9)
+    d100 = np.sort(dense_c, axis=1)[:, -100][:, None]  # a chunk only BM25 found: the 100th dense score
+    for w in (0.2, 0.25, 0.3, 0.35, 0.4):
+        record(f"z-scores (corpus statistics), w={w}", chunks(w * z_bm + (1 - w) * (dense_c - mu) / sd))
+        record(f"z-scores, dense of BM25-only chunks unknown (100th), w={w}",
+               chunks(w * z_bm + (1 - w) * (np.where(dm, dense_c, d100) - mu) / sd))
     bm_ceil = bm_c / ceiling[:, None]
     for w in (0.3, 0.4, 0.5, 0.6):
         record(f"BM25 / its ceiling + raw cosine, w={w}",

@@ -75,7 +75,7 @@ def main() -> None:
     chunks = report.chunks_added
 
     m = Manifest(data / "manifest.sqlite")
-    texts = [m.get_chunks([cid])[cid]["embed_text"] for cid, _, _ in m.keyword_corpus()]
+    texts = [t for _, t in m.keyword_corpus()]
     m.close()
     t = time.perf_counter()
     embedder.model.encode(texts, batch_size=cfg.embedding.batch_size, normalize_embeddings=True,

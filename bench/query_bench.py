@@ -50,12 +50,12 @@ def bm25_backends(manifest, questions: list[str]) -> dict:
     from llmctl.config import BM25Config
     from llmctl.index.keyword import BM25sIndex, RankBM25Index
 
-    ids, texts, headers = zip(*manifest.keyword_corpus(), strict=True)
+    ids, texts = zip(*manifest.keyword_corpus(), strict=True)
     out = {}
     for name, cls in (("bm25s", BM25sIndex), ("rank_bm25", RankBM25Index)):
         index = cls(BM25Config(backend=name))
         t = time.perf_counter()
-        index.build(list(ids), list(texts), list(headers))
+        index.build(list(ids), list(texts))
         build = time.perf_counter() - t
         t = time.perf_counter()
         for q in questions:

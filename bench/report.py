@@ -231,6 +231,56 @@ def fast_warm_section(fw: dict | None) -> str:
                          f"Import time of a cold `query --no-llm`, by top-level package (s): {imports}."])
 
 
+def docs_section(before: dict | None, after: dict | None) -> str:
+    if not after:
+        return "Not run: `python bench/docs_bench.py --label after` (and `--label before` from a worktree)."
+    runs = [r for r in (before, after) if r]
+    rows = []
+    for fmt in after["formats"]:
+        for run in runs:
+            r = run["formats"].get(fmt)
+            if not r:
+                continue
+            n = r["questions"]
+            for stage, m in r["stages"].items():
+                rows.append([fmt, run["label"], stage, f"{m['hit@1']:.2f}", f"{m['hit@3']:.2f}", f"{m['mrr@10']:.3f}",
+                             *( [f"{r['boilerplate_in_top3']} of {r['top3_slots']}",
+                                 f"{r.get('content_hit_at_1', '-')} of {n}", f"{r['expected_section_in_top3']} of {n}",
+                                 f"{r['files']} / {r['chunks']:,}"] if stage == "hybrid" else ["", "", "", ""])])
+    return table(["format", "code", "stage", "hit@1", "hit@3", "MRR@10", "boilerplate in top 3 (final)",
+                  "content hit@1 (final)", "expected section in top 3 (final)", "files / chunks"], rows)
+
+
+def fusion_section(f: dict | None) -> str:
+    if not f:
+        return "Not run: `python bench/fusion.py`."
+    rows = [[name, f"{r['all']:.4f}",
+             *(f"{r[h]['ndcg@10']:.4f} ({r[h]['delta']:+.4f}, CI [{r[h]['ci95'][0]:+.4f}, {r[h]['ci95'][1]:+.4f}])"
+               for h in ("tune", "held"))] for name, r in f["results"].items()]
+    return table(["variant (nDCG@10)", "all 809", "tune half (Δ vs plain, paired 95% CI)", "held-out half (Δ, CI)"],
+                 rows)
+
+
+def confidence_section(c: dict | None) -> str:
+    if not c:
+        return "Not run: `python bench/confidence.py`."
+    rows = []
+    for corpus, r in c["configured"].items():
+        d = c["distributions"][corpus]
+        rows.append([corpus, f"{r['min_similarity']} / {r['min_term_coverage']}",
+                     f"{r['false_alarms']:.1%} of {d['answerable']['n']}", f"{r['misses']:.1%} of {d['absent']['n']}",
+                     f"{d['answerable']['similarity_p5_p50_p95']} / {d['absent']['similarity_p5_p50_p95']}"])
+    return table(["corpus", "thresholds (similarity / coverage)", "answerable flagged low (false alarms)",
+                  "uncovered not flagged (misses)", "best similarity p5/p50/p95: answerable / uncovered"], rows)
+
+
+def retrieval_sections() -> list[str]:
+    return ["## Real documentation: the Python docs (`bench/docs_bench.py`)",
+            docs_section(load("docs-before"), load("docs-after")),
+            "## Fusion against the plain baseline, per half (`bench/fusion.py`)", fusion_section(load("fusion")),
+            "## Knowing when nothing is relevant (`bench/confidence.py`)", confidence_section(load("confidence"))]
+
+
 def main() -> None:
     ing, qb, q, t, s, ann, fw = (load(n) for n in ("ingest", "query", "quality", "tune", "scale", "ann", "fast_warm"))
     quality, hybrid = quality_section(q)
@@ -264,6 +314,7 @@ def main() -> None:
         "## Dense search: HNSW recall (`bench/ann_recall.py`)", ann_section(ann),
         "## Scaling without re-embedding (`bench/scale.py`)", scale_section(s),
         "## Fast and warm (`bench/fast_warm.py`)", fast_warm_section(fw),
+        *retrieval_sections(),
     ]) + "\n"
     notes = common.REPO / "bench" / "NOTES.md"  # hand-written reading of the numbers, appended
     if notes.exists():

@@ -1,8 +1,10 @@
 import json
 import re
+import subprocess
+import sys
 
 import yaml
-from cli import assert_clean_error, run_cli
+from cli import assert_clean_error, child_env, run_cli
 
 
 def write_config(tmp_path, base_url: str | None = None, **llm) -> str:
@@ -91,3 +93,22 @@ def test_a_question_the_corpus_does_not_cover_is_flagged_and_can_skip_the_model(
     doc = json.loads(r.stdout)
     assert doc["confidence"]["low"] is False and doc["answer"] == "Fourteen [1]." and doc["skipped"] is None
     assert len(fake_llm.requests) == 1
+
+
+def test_a_repeated_question_is_answered_without_loading_the_embedding_model(tmp_path, sample_index):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(sample_index, data, ignore=shutil.ignore_patterns("queries.sqlite*"))  # nothing asked yet
+    cfg = write_config(tmp_path)
+    question = "How many daily snapshots are kept?"
+    code = ("import sys, json; from llmctl import Workspace; "
+            "ws = Workspace(config_path=sys.argv[1], data_dir=sys.argv[2]); "
+            "hits = [h.id for h in ws.search(sys.argv[3], k=3)]; "
+            "print(json.dumps({'hits': hits, 'onnxruntime': 'onnxruntime' in sys.modules, "
+            "'torch': 'torch' in sys.modules}))")
+    runs = [json.loads(subprocess.run([sys.executable, "-c", code, cfg, str(data), question], capture_output=True,
+                                      text=True, env=child_env(), timeout=300).stdout) for _ in range(2)]
+    assert runs[0]["onnxruntime"] is True  # first time: embedded with the ONNX model
+    assert runs[1]["onnxruntime"] is False and runs[1]["torch"] is False  # again: remembered, no model
+    assert runs[1]["hits"] == runs[0]["hits"]

@@ -66,6 +66,11 @@ class DataDir:
         return self.root / "cache.sqlite"
 
     @property
+    def queries(self) -> Path:
+        """Remembered question vectors (index/querymemo.py)."""
+        return self.root / "queries.sqlite"
+
+    @property
     def ledger(self) -> Path:
         return self.root / "ledger.sqlite"
 

@@ -21,8 +21,8 @@ from llmctl.config import BM25Config
 from llmctl.errors import IndexStateError
 
 # 1: \w+ words. 2: scripts written without spaces (Chinese, Japanese, Korean, Thai, Lao, Khmer,
-# Myanmar) as overlapping character bigrams; a chunk's context header adds only words its text
-# lacks; chunks shorter than LENGTH_FLOOR tokens are scored as if that long.
+# Myanmar) as overlapping character bigrams; chunks shorter than LENGTH_FLOOR tokens are scored
+# as if that long.
 TOKENIZER_VERSION = 2
 NO_SPACE = ("\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff"
             "\uac00-\ud7af\uf900-\ufaff\U00020000-\U0002fa1f")
@@ -66,15 +66,10 @@ class Tokenizer:
                 grams += [run[i:i + 2] for i in range(len(run) - 1)] or [run]
         return (self._stem(words) if self._stem else words) + grams
 
-    def document(self, text: str, header: str = "") -> list[str]:
-        """A chunk's tokens as indexed: its text's, then its header's that the text lacks, padded
-        to LENGTH_FLOOR."""
+    def document(self, text: str) -> list[str]:
+        """A chunk's tokens as indexed: padded to LENGTH_FLOOR (from version 2)."""
         tokens = self(text)
-        if self.version == 1:
-            return self(f"{header}\n{text}" if header else text)
-        have = set(tokens)
-        tokens += [t for t in dict.fromkeys(self(header)) if t not in have]
-        return tokens + [PAD] * (LENGTH_FLOOR - len(tokens))
+        return tokens if self.version == 1 else tokens + [PAD] * (LENGTH_FLOOR - len(tokens))
 
 
 class KeywordIndex(ABC):
@@ -87,10 +82,9 @@ class KeywordIndex(ABC):
         self.tokenize = Tokenizer(cfg, stopwords, version)
         self.ids: list[str] = []
 
-    def build(self, ids: list[str], texts: list[str], headers: list[str] | None = None) -> None:
-        """Index ``texts`` (each with its chunk's context header, if given) under ``ids``."""
+    def build(self, ids: list[str], texts: list[str]) -> None:
         self.ids = list(ids)
-        self._build([self.tokenize.document(t, h) for t, h in zip(texts, headers or [""] * len(texts), strict=True)])
+        self._build([self.tokenize.document(t) for t in texts])
 
     def search(self, query: str, k: int, mask: np.ndarray | None = None) -> list[tuple[str, float]]:
         tokens = self.tokenize(query)
@@ -182,11 +176,10 @@ def settings_of(cfg: BM25Config) -> dict:
     return cfg.model_dump() | {"tokenizer": TOKENIZER_VERSION}
 
 
-def build_and_save(root: Path, cfg: BM25Config, ids: list[str], texts: list[str], generation: str,
-                   headers: list[str] | None = None) -> None:
-    """Build an index over (ids, texts, headers) and publish it as the current one."""
+def build_and_save(root: Path, cfg: BM25Config, ids: list[str], texts: list[str], generation: str) -> None:
+    """Build an index over (ids, texts) and publish it as the current one."""
     index = BACKENDS[cfg.backend](cfg)
-    index.build(ids, texts, headers)
+    index.build(ids, texts)
     root.mkdir(parents=True, exist_ok=True)
     folder = root / f"gen-{generation}"
     if folder.exists():

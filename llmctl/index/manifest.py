@@ -138,11 +138,9 @@ class Manifest:
     def chunk_count(self) -> int:
         return self.db.execute("SELECT count(*) FROM chunks").fetchone()[0]
 
-    def keyword_corpus(self) -> Iterator[tuple[str, str, str]]:
-        """(chunk id, text, context header) in a stable order."""
-        for cid, text, embed_text in self.db.execute(
-                "SELECT id, text, embed_text FROM chunks ORDER BY doc_id, ordinal"):
-            yield cid, text, embed_text[:len(embed_text) - len(text)] if embed_text.endswith(text) else ""
+    def keyword_corpus(self) -> Iterator[tuple[str, str]]:
+        """(chunk id, text to index) in a stable order."""
+        yield from self.db.execute("SELECT id, embed_text FROM chunks ORDER BY doc_id, ordinal")
 
     def get_chunks(self, ids: list[str]) -> dict[str, dict]:
         out: dict[str, dict] = {}

@@ -417,10 +417,10 @@ def _write(run: _Run, planned: list[_Planned], scan: _Scan, bm25_stale: bool) ->
     report.chunks_kept = manifest.chunk_count() - report.chunks_added
     if changed or bm25_stale or bm25_missing:
         generation = str(int(generation or 0) + 1)
-        rows = list(manifest.keyword_corpus())
+        corpus = list(manifest.keyword_corpus())
         with run.progress.status("Building BM25 index"):
-            keyword.build_and_save(run.data.bm25, cfg.bm25, [r[0] for r in rows], [r[1] for r in rows],
-                                   generation, [r[2] for r in rows])
+            keyword.build_and_save(run.data.bm25, cfg.bm25, [i for i, _ in corpus], [t for _, t in corpus],
+                                   generation)
         manifest.set_meta("generation", generation)
         report.bm25_rebuilt = True
     manifest.set_dirty(False)

@@ -144,11 +144,14 @@ def retrieve(question: str, cfg: Config, opts: QueryOptions, retriever: Retrieve
     flt = retriever.filter(opts.where)
     hits: dict[str, Hit] = {}
     with clock.stage("load"):  # cold-start costs, reported apart from per-query work
-        retriever.embedder.load()
+        vector = retriever.remembered(question)
+        if vector is None:  # a question asked before needs no model at all
+            retriever.embedder.load()
         retriever.store  # noqa: B018
         retriever.keyword  # noqa: B018
     with clock.stage("embed"):
-        vector = retriever.embed(question)
+        if vector is None:
+            vector = retriever.embed(question)
     with clock.stage("dense"):
         dense = retriever.dense(vector, opts.dense_k or r.dense_k, flt)
     with clock.stage("bm25"):

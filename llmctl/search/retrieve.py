@@ -12,6 +12,7 @@ from llmctl.index import keyword
 from llmctl.index.datadir import DataDir
 from llmctl.index.embedder import Embedder
 from llmctl.index.manifest import Manifest
+from llmctl.index.querymemo import QueryMemo
 from llmctl.search.filters import FILTER_FIELDS, parse_where
 from llmctl.search.fusion import Ranked
 
@@ -79,8 +80,18 @@ class Retriever:
             raise InputError(f"No indexed chunk matches --where {' '.join(where)}")
         return Filter({r[0] for r in rows}, {r[1] for r in rows})
 
+    @cached_property
+    def memo(self) -> QueryMemo:
+        return QueryMemo(self.data.queries, self.settings["embedding"])
+
+    def remembered(self, question: str):
+        """The question's vector if it was embedded before for this index's model, else None."""
+        return self.memo.get(question)
+
     def embed(self, question: str):
-        return self.embedder.embed_query(question)
+        vector = self.embedder.embed_query(question)
+        self.memo.put(question, vector)
+        return vector
 
     def dense(self, vector, k: int, flt: Filter | None) -> Ranked:
         return self.store.query(vector, k, flt.chroma_where if flt else None)

@@ -32,8 +32,9 @@ eval: install
 lint: install
 	$(VENV)/bin/ruff check llmctl tests bench
 
-# Every measurement, then docs/benchmarks.md from them (~2.5 h on 2 cores: two SciFact
-# ingests and the 100x scaling run dominate). Needs ../shared/data/scifact.
+# Every measurement, then docs/benchmarks.md from them (~2.7 h on 2 cores: two SciFact
+# ingests and the 100x scaling run dominate). Needs ../shared/data/scifact, and apt-get
+# (Debian's python3.11-doc package is the documentation benchmark's corpus).
 bench: install
 	$(PY) bench/ingest_bench.py
 	$(PY) bench/quality.py
@@ -42,6 +43,9 @@ bench: install
 	$(PY) bench/ann_recall.py
 	$(PY) bench/scale.py
 	$(PY) bench/fast_warm.py
+	$(PY) bench/fusion.py
+	$(PY) bench/docs_bench.py --label after
+	$(PY) bench/confidence.py
 	$(PY) bench/report.py
 
 # A real local model (SmolLM2-135M from PyPI) behind llama-cpp-python's OpenAI-compatible

@@ -22,7 +22,7 @@ BAD_FILES = {
     "blank.txt": (b"  \n\t\n   \n", "empty file"),
     "only-scripts.html": (b"<html><head><script>var a = 'zqxscriptword';</script><style>p{}</style></head>"
                           b"<body><script>track('zqxscriptword')</script><noscript>x</noscript></body></html>",
-                          "no visible text"),
+                          "no main text"),
     "broken.pdf": (None, "unreadable PDF"),
     "locked.pdf": (None, "encrypted PDF"),
     # a corpus file with a broken line is skipped whole, naming the line (never half-ingested)

@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -39,8 +41,15 @@ def test_onnx_vectors_match_sentence_transformers(embedder):
     assert meta["parity_min_cosine"] >= 0.9999 and len(meta["sha256"]) == 64
 
 
-def test_a_cold_query_imports_neither_torch_nor_chroma_client(sample_index):
-    r, names = imported(["--data-dir", str(sample_index), "query", "--no-llm", "--json",
+def fresh(sample_index, tmp_path) -> Path:
+    """A copy of the sample index with no question remembered (each must load the model)."""
+    data = tmp_path / "data"
+    shutil.copytree(sample_index, data, ignore=shutil.ignore_patterns("queries.sqlite*"))
+    return data
+
+
+def test_a_cold_query_imports_neither_torch_nor_chroma_client(sample_index, tmp_path):
+    r, names = imported(["--data-dir", str(fresh(sample_index, tmp_path)), "query", "--no-llm", "--json",
                          "How many daily snapshots are kept?"])
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads(r.stdout)["hits"][0]["source"].endswith("retention-policies.md")
@@ -87,6 +96,7 @@ def test_a_missing_onnx_copy_falls_back_to_torch_with_a_note(tmp_path, sample_in
     args = ["--data-dir", str(sample_index), "query", "--no-llm", "--json", "How many daily snapshots are kept?"]
     normal = json.loads(subprocess.run([sys.executable, "-m", "llmctl", *args], capture_output=True, text=True,
                                        env=child_env(), check=True).stdout)
+    args[1] = str(fresh(sample_index, tmp_path))
     r, names = imported(args, {"LLMCTL_CACHE_DIR": str(tmp_path / "empty-cache")})
     assert r.returncode == 0, r.stderr[-2000:]
     doc = json.loads(r.stdout)

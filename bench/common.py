@@ -106,6 +106,18 @@ def index_arrays(index: Path = INDEX) -> dict:
     }
 
 
+def by_document(arr: dict, doc_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(order, starts): the index's chunks ordered by SciFact document (``arr`` positions), and
+    where each document's run begins, so a roll-up over documents is one reduceat."""
+    pos = {doc_id_of(d): i for i, d in enumerate(doc_ids)}
+    cdoc = np.array([pos[d] for d in arr["doc"]])
+    order = np.argsort(cdoc, kind="stable")
+    cdoc = cdoc[order]
+    starts = np.flatnonzero(np.r_[True, cdoc[1:] != cdoc[:-1]])
+    assert len(starts) == len(doc_ids), "every document has chunks"
+    return order, starts
+
+
 def doc_id_of(beir_doc: str) -> str:
     """llmctl's document id for a BEIR corpus _id (the JSONL loader prefixes the file)."""
     return f"corpus.jsonl#{beir_doc}"

@@ -72,6 +72,17 @@ def import_breakdown(cmd: list[str]) -> dict[str, float]:
     return dict(sorted(((k, round(v, 3)) for k, v in out.items() if v >= 0.01), key=lambda kv: -kv[1]))
 
 
+def new_questions(query: list[str], yardstick: list[str], pairs: int) -> dict:
+    """`query` with a question never asked before each time (a repeated one is embedded without
+    the model: its vector is remembered), paired with the yardstick."""
+    ta, tb = [], []
+    for i in range(pairs):
+        ta.append(wall([*query[:-1], f"{query[-1]} (variant {i} {time.time_ns()})"]))
+        tb.append(wall(yardstick))
+    return {"median_s": round(statistics.median(ta), 3), "min_s": round(min(ta), 3), "max_s": round(max(ta), 3),
+            "ratio_median": round(statistics.median(x / y for x, y in zip(ta, tb, strict=True)), 3)}
+
+
 def cold_starts(pairs: int) -> dict:
     from openai_server import FakeOpenAI
 
@@ -91,7 +102,7 @@ def cold_starts(pairs: int) -> dict:
         hit = [PY, "-m", "llmctl", "--config", str(cfg), "--data-dir", str(data), "query", QUESTION]
         wall(hit)  # the one real call; every later run is an exact cache hit
         out = {"query_no_llm": paired(query, st, pairs), "exact_cache_hit": paired(hit, st, pairs),
-               "model_calls": len(server.requests)}
+               "query_new_question": new_questions(query, st, pairs), "model_calls": len(server.requests)}
     finally:
         server.stop()
     out["imports_query_no_llm_s"] = import_breakdown(query[1:])

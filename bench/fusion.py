@@ -18,7 +18,7 @@ import time
 
 import common
 import numpy as np
-from tune import Evaluator, normalise, rollup_max, topk_mask
+from tune import Evaluator, normalise, rollup_max, setup, topk_mask
 
 from llmctl.config import BM25Config
 from llmctl.index.keyword import BM25sIndex
@@ -61,25 +61,14 @@ def bm25_matrix(texts: list[str], queries: list[str]) -> tuple[np.ndarray, np.nd
 
 def main() -> None:
     t0 = time.time()
-    qtext, qrels = common.queries_and_qrels()
-    qids = list(qtext)
-    queries = [qtext[q] for q in qids]
-    qvec = common.query_vectors(qids, qtext)
-    docs = common.corpus()
-    doc_ids = list(docs)
-    arr = common.index_arrays()
-    pos = {common.doc_id_of(d): i for i, d in enumerate(doc_ids)}
-    cdoc = np.array([pos[d] for d in arr["doc"]])
-    order = np.argsort(cdoc, kind="stable")
-    cdoc = cdoc[order]
-    starts = np.flatnonzero(np.r_[True, cdoc[1:] != cdoc[:-1]])
-    vectors = arr["vectors"][order]
-    texts = [arr["embed_text"][i] for i in order]
-    ev = Evaluator(qids, doc_ids, qrels)
+    s = setup()
+    qids, docs, doc_ids, starts, texts, ev = s.qids, s.docs, s.doc_ids, s.starts, s.texts, s.ev
+    queries = [s.qtext[q] for q in qids]
+    qvec = s.qvec
     halves = {name: np.array([qids.index(q) for q in half]) for name, half in zip(("tune", "held"), common.split(qids),
                                                                                 strict=True)}
 
-    dense_c = qvec @ vectors.T
+    dense_c = qvec @ s.vectors.T
     bm_c, ceiling = bm25_matrix(texts, queries)
     whole = [f"{docs[d].get('title', '')}\n{docs[d]['text']}" for d in doc_ids]
     bm_doc, _ = bm25_matrix(whole, queries)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from dataclasses import dataclass
 
 import common
 import numpy as np
@@ -96,24 +97,37 @@ def bm25_chunk_scores(texts: list[str], queries: list[str], **cfg) -> np.ndarray
                      for q in queries]).astype(np.float32)
 
 
-def main() -> None:
-    t0 = time.time()
+@dataclass
+class Setup:
+    """SciFact train against the stored index: chunks ordered by document (see common.by_document)."""
+
+    qtext: dict[str, str]
+    qids: list[str]
+    qvec: np.ndarray
+    docs: dict[str, dict]
+    doc_ids: list[str]
+    starts: np.ndarray
+    vectors: np.ndarray
+    texts: list[str]  # each chunk's embedded (and BM25-indexed) text
+    ev: Evaluator
+
+
+def setup() -> Setup:
     qtext, qrels = common.queries_and_qrels()
     qids = list(qtext)
-    qvec = common.query_vectors(qids, qtext)
     docs = common.corpus()
     doc_ids = list(docs)
     arr = common.index_arrays()
-    # order chunks by document so roll-ups are one reduceat
-    llm_doc = {common.doc_id_of(d): i for i, d in enumerate(doc_ids)}
-    cdoc = np.array([llm_doc[d] for d in arr["doc"]])
-    order = np.argsort(cdoc, kind="stable")
-    cdoc = cdoc[order]
-    starts = np.flatnonzero(np.r_[True, cdoc[1:] != cdoc[:-1]])
-    assert len(starts) == len(doc_ids), "every document has chunks"
-    vectors = arr["vectors"][order]
-    texts = [arr["embed_text"][i] for i in order]
-    ev = Evaluator(qids, doc_ids, qrels)
+    order, starts = common.by_document(arr, doc_ids)
+    return Setup(qtext, qids, common.query_vectors(qids, qtext), docs, doc_ids, starts, arr["vectors"][order],
+                 [arr["embed_text"][i] for i in order], Evaluator(qids, doc_ids, qrels))
+
+
+def main() -> None:
+    t0 = time.time()
+    s = setup()
+    qtext, qids, qvec, docs, doc_ids, starts, vectors, texts, ev = (
+        s.qtext, s.qids, s.qvec, s.docs, s.doc_ids, s.starts, s.vectors, s.texts, s.ev)
     tune, held = (np.array([qids.index(q) for q in half]) for half in common.split(qids))
     results: dict[str, dict] = {}
 

@@ -58,7 +58,8 @@ def test_mixed_script_documents_are_found_by_both_retrievers(tmp_path, embedder)
     (docs / "weather.md").write_text("# 天气预报\n\n明天北京天气晴朗，气温二十度，适合去公园散步。\n")
     (docs / "setup.md").write_text("# Setup 安装\n\nInstall the client with pip: 使用 pip 安装客户端，"
                                    "然后运行 kestrel init。\n")
-    (docs / "backups.md").write_text("# Backups\n\nKestrel keeps fourteen daily snapshots by default.\n")
+    (docs / "backups.md").write_text("---\ntitle: Backups\ntags: [ops, retention]\n---\n# Backups\n\n"
+                                     "Kestrel keeps fourteen daily snapshots by default.\n")
     ws = Workspace(data_dir=tmp_path / "data", **{"rerank.enabled": False})
     ws.embedder = embedder
     ws.ingest([docs])
@@ -66,4 +67,8 @@ def test_mixed_script_documents_are_found_by_both_retrievers(tmp_path, embedder)
     assert top.source.endswith("idioms.md") and top.stages["bm25"][0] == 1
     top = ws.search("怎么用 pip 安装", k=2)[0]  # mixed scripts in the question and the document
     assert top.source.endswith("setup.md") and top.stages["bm25"][0] == 1
+    top = ws.search("How many daily snapshots are kept?", k=1)[0]
+    chunk = ws.chunk(top.id)  # front matter is metadata on each chunk, not text
+    assert chunk["fm_tags"] == '["ops", "retention"]' and "tags:" not in chunk["text"]
+    assert chunk["start_line"] == 5  # the line of "# Backups" in the file
     ws.close()

@@ -254,8 +254,9 @@ def run_query(
     if confidence.low:
         tell(confidence.warning())
     skip = cfg.llm.skip_when_irrelevant if opts.skip_irrelevant is None else opts.skip_irrelevant
+    skipped = None
     if provider and skip and confidence.low:
-        provider = None
+        provider, skipped = None, "low_confidence"
         if own:
             gateway.close()
         tell("not answered: nothing relevant was found, so no model was called (llm.skip_when_irrelevant)")
@@ -286,10 +287,8 @@ def run_query(
         packed = pack(final, budget, counter.count)
     result = QueryResult(question, final, clock.timings, rerank_info, packed,
                          {"name": counter.name, "exact": counter.exact}, warnings=warnings,
-                         confidence=confidence)
+                         confidence=confidence, skipped=skipped)
     if provider is None:
-        if cfg.llm.providers and opts.use_llm:
-            result.skipped = "low_confidence"
         return result
 
     messages = build_messages(question, packed, cfg.llm.system_prompt)

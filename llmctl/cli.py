@@ -168,7 +168,7 @@ def query(
     bm25_k: Annotated[int | None, typer.Option(help="BM25 candidates (retrieval.bm25_k).", min=1, metavar="N")] = None,
     depth: Annotated[int | None, typer.Option(help="Candidates to rerank (rerank.depth).", min=1, metavar="N")] = None,
     fusion: Annotated[str | None, typer.Option(
-        help="weighted or rrf (retrieval.fusion).", metavar="weighted|rrf")] = None,
+        help="zscore, weighted or rrf (retrieval.fusion).", metavar="zscore|weighted|rrf")] = None,
     where: Annotated[list[str] | None, typer.Option(
         "--where", metavar="FIELD=VALUE", callback=_validate_where,
         help="Filter: source=GLOB, ext=md, kind=pdf, doc_id=GLOB (repeatable).",
@@ -191,8 +191,8 @@ def query(
     from llmctl import render
     from llmctl.search.pipeline import read_question
 
-    if fusion not in (None, "weighted", "rrf"):
-        raise typer.BadParameter("use 'weighted' or 'rrf'", param_hint="--fusion")
+    if fusion not in (None, "zscore", "weighted", "rrf"):
+        raise typer.BadParameter("use 'zscore', 'weighted' or 'rrf'", param_hint="--fusion")
     result = _workspace().query(
         read_question(question), k=k, where=where, rerank=False if no_rerank else None, use_llm=not no_llm,
         tag=tag, on_token=None if as_json else render.stream_token, notify=None if as_json else render.warn,

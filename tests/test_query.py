@@ -2,7 +2,7 @@ import pytest
 
 from llmctl.config import load_config
 from llmctl.errors import ConfigError, IndexStateError, InputError, ProviderError
-from llmctl.search.fusion import by_max, fuse_weighted, minmax
+from llmctl.search.fusion import by_max, fuse_weighted, fuse_zscore, minmax
 from llmctl.search.pipeline import QueryOptions, run_query
 from llmctl.search.retrieve import Retriever
 
@@ -236,3 +236,52 @@ def test_a_semantic_cache_hit_cites_the_sources_it_was_written_from(tmp_path, sa
     assert all(s.source.endswith(".rst") for s in second.packed.sources)
     assert [c.location() for c in second.citations] == [cited]
     assert second.to_dict()["citations"][0]["location"] == cited
+
+
+def test_zscore_fusion_weighs_each_score_against_the_whole_corpus():
+    # BM25's best here is ordinary for this corpus (z 0.5); dense's best stands out (z 4)
+    scores = {"bm25": {"a": 6.0, "b": 5.5}, "dense": {"a": 0.30, "b": 0.50}}
+    stats = {"bm25": (5.0, 2.0), "dense": (0.10, 0.10)}
+    fused = dict(fuse_zscore(scores, stats, {"bm25": 0.5, "dense": 0.5}))
+    assert fused["b"] > fused["a"]
+    assert fused["a"] == pytest.approx(0.5 * 0.5 + 0.5 * 2.0)
+    # a candidate one retriever did not score counts as that retriever's lowest known score
+    fused = dict(fuse_zscore({"bm25": {"a": 6.0}, "dense": {"a": 0.3, "c": 0.5}}, stats, {"bm25": 0.5, "dense": 0.5}))
+    assert fused["c"] == pytest.approx(0.5 * 0.5 + 0.5 * 4.0)
+
+
+def test_zscore_inputs_come_from_the_whole_index(retriever, embedder):
+    import numpy as np
+
+    question = "How long are daily snapshots kept by default?"
+    vector = retriever.embed(question)
+    lists = {"bm25": retriever.sparse(question, 20, None), "dense": retriever.dense(vector, 2, None)}
+    scores, stats = retriever.scored(question, vector, lists, None)
+    only_bm25 = [c for c, _ in lists["bm25"] if c not in dict(lists["dense"])]
+    assert len(only_bm25) >= 10 and set(scores["dense"]) >= set(only_bm25)  # asked of the store
+    chunks = retriever.chunks(only_bm25[:3])
+    exact = embedder.embed_documents([chunks[c]["embed_text"] for c in only_bm25[:3]]) @ vector
+    assert np.allclose([scores["dense"][c] for c in only_bm25[:3]], exact, atol=1e-4)
+    full = retriever.keyword.scores(question)
+    assert stats["bm25"] == pytest.approx((full.mean(), full.std()))
+    sample = retriever.dense_sample
+    assert 0 < len(sample) <= 2000 and sample.shape[1] == len(vector)
+    assert stats["dense"] == pytest.approx(((sample @ vector).mean(), (sample @ vector).std()), abs=1e-6)
+
+
+def test_zscore_is_the_default_and_an_index_without_statistics_falls_back(tmp_path, sample_index, embedder):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(sample_index, data)
+    cfg = load_config(None, {"data_dir": str(data), "rerank.enabled": False})
+    question = "Which key derivation function protects the passphrase?"
+    z = run_query(question, cfg, QueryOptions(k=5, use_llm=False), retriever=Retriever(cfg, embedder))
+    w = run_query(question, cfg, QueryOptions(k=5, use_llm=False, fusion="weighted"),
+                  retriever=Retriever(cfg, embedder))
+    assert cfg.retrieval.fusion == "zscore"
+    assert [h.stages["fused"][1] for h in z.hits] != [h.stages["fused"][1] for h in w.hits]
+    for f in (data / "bm25").glob("gen-*/dense_sample.npy"):
+        f.unlink()  # an index written before the statistics existed
+    old = run_query(question, cfg, QueryOptions(k=5, use_llm=False), retriever=Retriever(cfg, embedder))
+    assert [(h.id, h.stages["fused"]) for h in old.hits] == [(h.id, h.stages["fused"]) for h in w.hits]

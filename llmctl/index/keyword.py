@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 from abc import ABC, abstractmethod
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -82,17 +83,28 @@ class KeywordIndex(ABC):
         self.tokenize = Tokenizer(cfg, stopwords, version)
         self.ids: list[str] = []
 
+    @cached_property
+    def position(self) -> dict[str, int]:
+        """Chunk id -> its column in the score vector."""
+        return {cid: n for n, cid in enumerate(self.ids)}
+
     def build(self, ids: list[str], texts: list[str]) -> None:
         self.ids = list(ids)
         self._build([self.tokenize.document(t) for t in texts])
 
-    def search(self, query: str, k: int, mask: np.ndarray | None = None) -> list[tuple[str, float]]:
+    def scores(self, query: str, mask: np.ndarray | None = None) -> np.ndarray | None:
+        """Every chunk's score for ``query`` (0 outside ``mask``), or None when no term can match."""
         tokens = self.tokenize(query)
         if not tokens or not self.ids:
-            return []
+            return None
         scores = self._scores(tokens)
-        if mask is not None:
-            scores = np.where(mask, scores, 0.0)
+        return scores if mask is None else np.where(mask, scores, 0.0)
+
+    def search(self, query: str, k: int, mask: np.ndarray | None = None) -> list[tuple[str, float]]:
+        scores = self.scores(query, mask)
+        return [] if scores is None else self.top(scores, k)
+
+    def top(self, scores: np.ndarray, k: int) -> list[tuple[str, float]]:
         k = min(k, len(scores))
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.argsort(-scores[top], kind="stable")]
@@ -176,8 +188,10 @@ def settings_of(cfg: BM25Config) -> dict:
     return cfg.model_dump() | {"tokenizer": TOKENIZER_VERSION}
 
 
-def build_and_save(root: Path, cfg: BM25Config, ids: list[str], texts: list[str], generation: str) -> None:
-    """Build an index over (ids, texts) and publish it as the current one."""
+def build_and_save(root: Path, cfg: BM25Config, ids: list[str], texts: list[str], generation: str,
+                   arrays: dict[str, np.ndarray] | None = None) -> None:
+    """Build an index over (ids, texts) and publish it as the current one, with ``arrays`` that
+    belong to the same generation of the index (read back with ``load_array``)."""
     index = BACKENDS[cfg.backend](cfg)
     index.build(ids, texts)
     root.mkdir(parents=True, exist_ok=True)
@@ -186,6 +200,8 @@ def build_and_save(root: Path, cfg: BM25Config, ids: list[str], texts: list[str]
         shutil.rmtree(folder)
     folder.mkdir()
     index._save(folder, index._tokens)
+    for name, array in (arrays or {}).items():
+        np.save(folder / f"{name}.npy", array)
     (folder / "ids.json").write_text(json.dumps(index.ids))
     meta = {"settings": settings_of(cfg), "generation": generation, "stopwords": sorted(index.tokenize.stopwords)}
     (folder / "settings.json").write_text(json.dumps(meta))
@@ -227,6 +243,14 @@ def load(root: Path, cfg: BM25Config | None = None) -> KeywordIndex:
     index.ids = ids
     index._load(folder)
     return index
+
+
+def load_array(root: Path, name: str) -> np.ndarray | None:
+    """An array saved with the published generation, or None (an index from before it existed)."""
+    try:
+        return np.load(root / (root / "CURRENT").read_text().strip() / f"{name}.npy")
+    except (OSError, ValueError):
+        return None
 
 
 def _fsync_dir(path: Path) -> None:

@@ -59,14 +59,14 @@ class Reader:
     def count(self) -> int:
         return int(self.bindings.count(self.id, self.TENANT, self.DATABASE))
 
-    def query(self, vector, k: int, where: dict | None = None) -> list[tuple[str, float]]:
-        """(chunk id, cosine similarity), best first."""
+    def query(self, vector, k: int, where: dict | None = None, ids: list[str] | None = None) -> list[tuple[str, float]]:
+        """(chunk id, cosine similarity), best first; ``ids``: only among these."""
         import json
 
         n = self.count()
         if n == 0:
             return []
-        res = self.bindings.query(self.id, None, [vector], min(k, n), json.dumps(where) if where else None, None,
+        res = self.bindings.query(self.id, ids, [vector], min(k, n), json.dumps(where) if where else None, None,
                                   ["distances"], self.TENANT, self.DATABASE)
         return [(i, 1.0 - float(d)) for i, d in zip(res.ids[0], res.distances[0], strict=True)]
 
@@ -157,15 +157,23 @@ class VectorStore:
         for i in range(0, len(ids), self.max_batch):
             self.collection.delete(ids=ids[i:i + self.max_batch])
 
-    def query(self, vector, k: int, where: dict | None = None) -> list[tuple[str, float]]:
-        """(chunk id, cosine similarity), best first."""
+    def query(self, vector, k: int, where: dict | None = None, ids: list[str] | None = None) -> list[tuple[str, float]]:
+        """(chunk id, cosine similarity), best first; ``ids``: only among these."""
         n = self.count()
         if n == 0:
             return []
         res = self.collection.query(
-            query_embeddings=[vector], n_results=min(k, n), where=where or None, include=["distances"]
+            query_embeddings=[vector], n_results=min(k, n), where=where or None, ids=ids, include=["distances"]
         )
         return [(i, 1.0 - float(d)) for i, d in zip(res["ids"][0], res["distances"][0], strict=True)]
+
+    def vectors(self, ids: list[str]):
+        """The stored vectors of ``ids``, in that order."""
+        import numpy as np
+
+        got = self.collection.get(ids=ids, include=["embeddings"])
+        by_id = dict(zip(got["ids"], got["embeddings"], strict=True))
+        return np.asarray([by_id[i] for i in ids], dtype=np.float32)
 
 
 def _settings():

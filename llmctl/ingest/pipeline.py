@@ -419,11 +419,19 @@ def _write(run: _Run, planned: list[_Planned], scan: _Scan, bm25_stale: bool) ->
         generation = str(int(generation or 0) + 1)
         corpus = list(manifest.keyword_corpus())
         with run.progress.status("Building BM25 index"):
-            keyword.build_and_save(run.data.bm25, cfg.bm25, [i for i, _ in corpus], [t for _, t in corpus],
-                                   generation)
+            ids = [i for i, _ in corpus]
+            keyword.build_and_save(run.data.bm25, cfg.bm25, ids, [t for _, t in corpus], generation,
+                                   {"dense_sample": _dense_sample(run, ids)} if ids else None)
         manifest.set_meta("generation", generation)
         report.bm25_rebuilt = True
     manifest.set_dirty(False)
+
+
+def _dense_sample(run: _Run, ids: list[str], size: int = 2000):
+    """Vectors of up to ``size`` chunks spread over the index (every n-th id in id order, ids
+    being content hashes): the dense score distribution that z-score fusion normalises by."""
+    pick = sorted(ids)[::max(1, len(ids) // size)][:size]
+    return run.open_store().vectors(pick)
 
 
 def _embed_and_commit(run: _Run, planned: list[_Planned]) -> list[str]:

@@ -46,3 +46,21 @@ def fuse_weighted(lists: dict[str, Ranked], weights: dict[str, float], normaliza
         for doc, s in norm(ranked).items():
             scores[doc] = scores.get(doc, 0.0) + w * s
     return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def fuse_zscore(scores: dict[str, dict[str, float]], stats: dict[str, tuple[float, float]],
+                weights: dict[str, float]) -> Ranked:
+    """Weighted sum of z-scores: each retriever's score minus its mean over the whole corpus,
+    divided by its standard deviation there. Unlike scaling by each list's best, a retriever
+    whose best match is ordinary for this corpus stays ordinary. ``scores`` gives every
+    candidate's score per retriever where known; an unknown one counts as that retriever's
+    lowest known score."""
+    ids = {cid for by_id in scores.values() for cid in by_id}
+    out = dict.fromkeys(ids, 0.0)
+    for name, by_id in scores.items():
+        mean, sd = stats[name]
+        w = weights.get(name, 0.0) / max(sd, 1e-9)
+        floor = min(by_id.values(), default=mean)
+        for cid in ids:
+            out[cid] += w * (by_id.get(cid, floor) - mean)
+    return sorted(out.items(), key=lambda kv: (-kv[1], kv[0]))

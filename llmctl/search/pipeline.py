@@ -16,7 +16,7 @@ from llmctl.llm.tokens import TokenCounter, counter_for
 from llmctl.records import Hit
 from llmctl.search.confidence import Confidence, assess
 from llmctl.search.context import Packed, Source, pack
-from llmctl.search.fusion import fuse_rrf, fuse_weighted
+from llmctl.search.fusion import fuse_rrf, fuse_weighted, fuse_zscore
 from llmctl.search.prompt import build_messages, cited_numbers, prompt_overhead
 from llmctl.search.rerank import Reranker, RerankUnavailable
 from llmctl.search.retrieve import Retriever
@@ -160,10 +160,15 @@ def retrieve(question: str, cfg: Config, opts: QueryOptions, retriever: Retrieve
     _ranked_stage(hits, "bm25", sparse)
     with clock.stage("fusion"):
         lists = {"bm25": sparse, "dense": dense}
+        w = r.weight_of_bm25(fusion)
+        scored = retriever.scored(question, vector, lists, flt) if fusion == "zscore" else None
         if fusion == "rrf":
             fused = fuse_rrf(lists, r.rrf_k)
-        else:
-            fused = fuse_weighted(lists, {"bm25": r.bm25_weight, "dense": 1 - r.bm25_weight}, r.normalization)
+        elif scored is not None:
+            fused = fuse_zscore(*scored, {"bm25": w, "dense": 1 - w})
+        else:  # weighted, or zscore on an index written before its corpus statistics (weight 0.4)
+            w = r.weight_of_bm25("weighted")
+            fused = fuse_weighted(lists, {"bm25": w, "dense": 1 - w}, r.normalization)
     _ranked_stage(hits, "fused", fused)
     order = [cid for cid, _ in fused]
     with clock.stage("fetch"):

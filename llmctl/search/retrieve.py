@@ -96,12 +96,41 @@ class Retriever:
     def dense(self, vector, k: int, flt: Filter | None) -> Ranked:
         return self.store.query(vector, k, flt.chroma_where if flt else None)
 
+    def _mask(self, flt: Filter | None) -> np.ndarray | None:
+        ids = self.keyword.ids
+        return None if flt is None else np.fromiter((i in flt.chunk_ids for i in ids), dtype=bool, count=len(ids))
+
     def sparse(self, question: str, k: int, flt: Filter | None) -> Ranked:
-        index = self.keyword
-        mask = None
-        if flt is not None:
-            mask = np.fromiter((i in flt.chunk_ids for i in index.ids), dtype=bool, count=len(index.ids))
-        return index.search(question, k, mask)
+        return self.keyword.search(question, k, self._mask(flt))
+
+    @cached_property
+    def dense_sample(self) -> np.ndarray | None:
+        """Vectors of up to 2,000 chunks spread over the index, saved by ingest with its BM25
+        generation (None for an index written before them)."""
+        return keyword.load_array(self.data.bm25, "dense_sample")
+
+    def scored(self, question: str, vector, lists: dict[str, Ranked], flt: Filter | None):
+        """What z-score fusion needs: every candidate's BM25 and dense score, including those
+        only the other retriever returned, and each retriever's mean and standard deviation over
+        the corpus (BM25: every chunk's score, computed anyway; dense: the stored sample). None
+        when the index has no sample."""
+        sample = self.dense_sample
+        if sample is None or not self.keyword.ids:
+            return None
+        index, mask = self.keyword, self._mask(flt)
+        full = index.scores(question, mask)
+        if full is None:
+            full = np.zeros(len(index.ids), dtype=np.float32)
+        region = full if mask is None else full[mask]
+        candidates = {i for ranked in lists.values() for i, _ in ranked}
+        bm25 = {i: float(full[index.position[i]]) for i in candidates if i in index.position}
+        dense = dict(lists["dense"])
+        missing = [i for i in candidates if i not in dense]
+        if missing:  # found by BM25 alone: their similarity, from the store
+            dense.update(self.store.query(vector, len(missing), None, ids=missing))
+        sims = sample @ np.asarray(vector, dtype=np.float32)
+        stats = {"bm25": (float(region.mean()), float(region.std())), "dense": (float(sims.mean()), float(sims.std()))}
+        return {"bm25": bm25, "dense": dense}, stats
 
     def chunks(self, ids: list[str]) -> dict[str, dict]:
         return self.manifest.get_chunks(ids)

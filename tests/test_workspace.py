@@ -32,8 +32,11 @@ def test_answers_and_cache_invalidation_go_through_the_workspace(tmp_path, corpu
     first = ws.query("How many daily snapshots are kept?")
     assert first.completion.text == "Fourteen daily snapshots [1]."
     assert ws.query("How many daily snapshots are kept?").completion.cache == "exact"
-    cited = first.citations[0].source.split("/", 1)[1]  # docs/guides/... -> guides/...
-    (corpus / cited).write_text((corpus / cited).read_text() + "\n\nA new paragraph about hourly snapshots.\n")
+    source = first.citations[0]
+    cited = corpus / source.source.split("/", 1)[1]  # docs/guides/... -> guides/...
+    lines = cited.read_text().splitlines(keepends=True)
+    lines.insert(source.end_line - 1, "A new line about hourly snapshots, inside the cited span.\n")
+    cited.write_text("".join(lines))
     assert ws.ingest([corpus]).cache_invalidated == 1  # the answer built from that file is dropped
     assert ws.query("How many daily snapshots are kept?").completion.cache is None
     ws.close()

@@ -127,7 +127,12 @@ class Retriever:
         dense = dict(lists["dense"])
         missing = [i for i in candidates if i not in dense]
         if missing:  # found by BM25 alone: their similarity, from the store
-            dense.update(self.store.query(vector, len(missing), None, ids=missing))
+            try:
+                dense.update(self.store.query(vector, len(missing), None, ids=missing))
+            except Exception:  # noqa: BLE001 - chromadb.errors (importing it costs ~0.7 s)
+                # An ingest running now deleted one of them from the store: Chroma refuses the
+                # whole lookup. Those candidates count with dense's lowest known score.
+                pass
         sims = sample @ np.asarray(vector, dtype=np.float32)
         stats = {"bm25": (float(region.mean()), float(region.std())), "dense": (float(sims.mean()), float(sims.std()))}
         return {"bm25": bm25, "dense": dense}, stats

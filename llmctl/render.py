@@ -369,7 +369,8 @@ def eval_outputs(outcome, *, json_out, junit_out, md_out, html_out, stages: bool
     skipped = sum(1 for c in r["cases"] if c["answer_status"] == "skipped")
     stdout.print(f"Cases: {len(r['cases']) - len(failed)} passed, {len(failed)} failed"
                  + (f", {skipped} answer check(s) skipped (no llm.providers)" if skipped else "")
-                 + f". Latency p50 {r['latency_ms']['p50']} ms, p95 {r['latency_ms']['p95']} ms; "
+                 + f". Latency p50 {r['latency_ms']['p50']} ms, p95 {r['latency_ms']['p95']} ms "
+                 f"(model loading {r['load_seconds']} s apart); "
                  f"cost {money(r['cost_usd'])}; {r['seconds']} s.", markup=False)
     for c in failed:
         why = c["error"] or "; ".join(x["check"] for x in c["checks"] if not x["passed"])
@@ -379,6 +380,11 @@ def eval_outputs(outcome, *, json_out, junit_out, md_out, html_out, stages: bool
         if not b["comparable"]:
             warn(f"baseline {b['message']}; no regression check was made")
         else:
+            from llmctl.evals.report import shared_cases_text
+
+            stdout.print(f"Baseline: compared on the {shared_cases_text(b)}.", markup=False)
+            for note in b.get("notes", []):
+                warn(f"baseline: {note}")
             for row in b["metrics"]:
                 flag = "  REGRESSED" if row["regressed"] else ""
                 stdout.print(f"  {row['metric']}: {row['baseline']:.3f} -> {row['value']:.3f} "

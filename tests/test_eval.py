@@ -65,11 +65,29 @@ def test_baseline_regression_and_incomparable_runs(tmp_path, data):
     assert eval_cli(data, SUITE, "--json", base).returncode == 0
     same = eval_cli(data, SUITE, "--baseline", base)
     assert same.returncode == 0 and "(+0.000)" in same.stdout
+    judged = sum(1 for c in json.loads(base.read_text())["cases"] if c["expected"])  # no-answer cases have none
+    assert 20 < judged < 30
+    assert (f"Baseline: compared on the {judged} cases both runs scored (0 only in this run, 0 only in the "
+            "baseline)") in same.stdout
     better = json.loads(base.read_text())
-    better["metrics"][better["final_stage"]]["mrr@10"] += 0.1
+    for case in better["cases"]:
+        case["metrics"][better["final_stage"]]["mrr@10"] += 0.1
     (tmp_path / "better.json").write_text(json.dumps(better))
     r = eval_cli(data, SUITE, "--baseline", tmp_path / "better.json")
     assert_gate_failed(r, "mrr@10 dropped -0.100")
+    # a part of the suite against the whole baseline: only the shared cases are compared
+    r = eval_cli(data, SUITE, "--limit", "5", "--baseline", base, "--json", "-")
+    b = json.loads(r.stdout)["baseline"]
+    shared = b["cases"]["shared"]
+    assert r.returncode == 0 and b["cases"] == {"shared": shared, "only_this_run": 0, "only_baseline": judged - shared}
+    assert 1 <= shared <= 5
+    assert all(m["delta"] == 0 for m in b["metrics"])
+    edited = json.loads(base.read_text())
+    for case in edited["cases"]:
+        case["query"] += " (reworded)"  # the same ids asking something else are other cases
+    (tmp_path / "edited.json").write_text(json.dumps(edited))
+    r = eval_cli(data, SUITE, "--baseline", tmp_path / "edited.json")
+    assert r.returncode == 0 and f"not comparable: no case of this run ({judged}) is in the baseline" in r.stderr
     other = json.loads(base.read_text())
     other["fingerprint"]["corpus"] = "something-else"
     (tmp_path / "other.json").write_text(json.dumps(other))
@@ -190,6 +208,21 @@ def test_llm_judge_grades_answers_and_a_broken_judge_is_an_error(tmp_path, data,
     assert cases["broken-judge"]["error"].startswith("judge failed: the judge did not return")
     judge_request = fake_llm.requests[1]["body"]["messages"]
     assert "You grade answers" in judge_request[0]["content"] and "Reference answer: 14" in judge_request[1]["content"]
+    report = json.loads((tmp_path / "j.json").read_text())
+    answers = report["fingerprint"]["answers"]  # what changes answers is recorded with the run
+    assert (answers["provider"], answers["model"], answers["judge_model"], answers["temperature"]) == (
+        "local", "m", "m", 0.0)
+    assert len(answers["system_prompt_sha256"]) == 16
+    assert report["load_seconds"] > 0  # model loading is reported apart from the per-case latencies
+    # another system prompt changes the fingerprint's answer side only: noted, never blocking
+    suite["config"]["llm"]["system_prompt"] = "Answer in one word."
+    path.write_text(yaml.safe_dump(suite))
+    fake_llm.script.extend([Reply(text="14 [1]."), Reply(text='{"faithful": true, "correct": true, "reason": "ok"}'),
+                            Reply(text="12 [1]."), Reply(text="not json")])
+    r = eval_cli(data, path, "--baseline", tmp_path / "j.json", "--json", "-")
+    b = json.loads(r.stdout)["baseline"]
+    assert b["comparable"] is True and b["notes"] == [
+        "answers settings differ from the baseline (answer checks are per run, never compared)"]
 
 
 def test_beir_eval_scores_the_depth_users_get(tmp_path):

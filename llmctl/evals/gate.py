@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 from llmctl.errors import ConfigError
 from llmctl.evals.runner import EvalResult
 
 NOT_COMPARED = ("llmctl",)  # a new llmctl version is exactly what a baseline is for
+ANSWER_SIDE = ("answers",)  # changes answers, not retrieval metrics: reported, never blocking
 
 
 def thresholds(result: EvalResult) -> list[dict]:
@@ -29,23 +31,39 @@ def load_baseline(path: Path) -> dict:
 
 
 def compare(result: EvalResult, baseline: dict) -> dict:
-    """Per-metric deltas of the final stage, or why the two runs are not comparable."""
+    """Per-metric deltas of the final stage over the cases both runs scored, or why the two runs
+    are not comparable."""
     mine, theirs = result.fingerprint, baseline["fingerprint"]
-    differ = sorted(k for k in set(mine) | set(theirs) if k not in NOT_COMPARED and mine.get(k) != theirs.get(k))
+    keys = set(mine) | set(theirs)
+    differ = sorted(k for k in keys if k not in NOT_COMPARED + ANSWER_SIDE and mine.get(k) != theirs.get(k))
     if differ:
         return {"comparable": False, "differences": differ,
                 "message": f"not comparable: {', '.join(differ)} differ from the baseline"}
-    now = result.aggregate().get(result.final_stage, {})
-    before = baseline["metrics"].get(baseline.get("final_stage", result.final_stage), {})
+    notes = [f"{k} settings differ from the baseline (answer checks are per run, never compared)"
+             for k in ANSWER_SIDE if mine.get(k) != theirs.get(k)]
+    now = {c.case.id: (c.case.query, sorted(c.qrels), c.metrics.get(result.final_stage, {}))
+           for c in result.cases if c.qrels and c.error is None}
+    stage = baseline.get("final_stage", result.final_stage)
+    then = {c["id"]: (c.get("query"), c.get("expected"), c.get("metrics", {}).get(stage, {}))
+            for c in baseline.get("cases", []) if c.get("expected") and not c.get("error")}
+    # the same id asking something else (an edited case) is not the same case
+    shared = sorted(i for i in now.keys() & then.keys() if now[i][:2] == tuple(then[i][:2]))
+    cases = {"shared": len(shared), "only_this_run": len(now) - len(shared), "only_baseline": len(then) - len(shared)}
+    if not shared:
+        return {"comparable": False, "differences": ["cases"], "cases": cases,
+                "message": f"not comparable: no case of this run ({len(now)}) is in the baseline ({len(then)}) "
+                           "with the same query and expected sources"}
     allowed = result.suite.max_regression
     rows = []
-    for m, value in now.items():
-        if m not in before:
+    for m in result.suite.all_metrics():
+        if not all(m in now[i][2] and m in then[i][2] for i in shared):
             continue
-        delta = round(value - before[m], 6)
-        rows.append({"metric": m, "baseline": before[m], "value": value, "delta": delta,
+        value = round(statistics.fmean(now[i][2][m] for i in shared), 6)
+        before = round(statistics.fmean(then[i][2][m] for i in shared), 6)
+        delta = round(value - before, 6)
+        rows.append({"metric": m, "baseline": before, "value": value, "delta": delta,
                      "regressed": delta < -allowed - 1e-9})
-    return {"comparable": True, "max_regression": allowed, "metrics": rows}
+    return {"comparable": True, "max_regression": allowed, "cases": cases, "notes": notes, "metrics": rows}
 
 
 def gate_passed(result: EvalResult, checks: list[dict], baseline: dict | None) -> bool:

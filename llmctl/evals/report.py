@@ -20,6 +20,7 @@ def to_dict(result: EvalResult, checks: list[dict], baseline: dict | None, passe
         "baseline": baseline,
         "fingerprint": result.fingerprint,
         "extended_cases": result.extended_cases,
+        "load_seconds": round(result.load_seconds, 3),  # model loading, not in the latencies
         "rerank": result.rerank,
         "latency_ms": result.latency(),
         "cost_usd": round(sum(c.cost_usd or 0 for c in result.cases), 6),
@@ -31,6 +32,12 @@ def to_dict(result: EvalResult, checks: list[dict], baseline: dict | None, passe
             "checks": c.checks, "error": c.error, "latency_ms": round(c.latency_ms, 1),
         } for c in result.cases],
     }
+
+
+def shared_cases_text(b: dict) -> str:
+    c = b["cases"]
+    return (f"{c['shared']} cases both runs scored ({c['only_this_run']} only in this run, "
+            f"{c['only_baseline']} only in the baseline)")
 
 
 def _case_failure(c) -> str | None:
@@ -83,6 +90,7 @@ def markdown(report: dict) -> str:
         if not b["comparable"]:
             lines += ["", f"Baseline {b['message']}."]
         else:
+            lines += ["", f"Baseline: compared on the {shared_cases_text(b)}."]
             lines += ["", "| metric | baseline | now | delta |", "|---|---|---|---|"]
             lines += [f"| {r['metric']} | {r['baseline']:.3f} | {r['value']:.3f} | {r['delta']:+.3f}"
                       f"{' ⚠️' if r['regressed'] else ''} |" for r in b["metrics"]]

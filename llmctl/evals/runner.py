@@ -50,6 +50,7 @@ class EvalResult:
     rerank: dict
     seconds: float
     extended_cases: int = 0  # cases whose rankings were lengthened for the deepest cutoff
+    load_seconds: float = 0.0  # loading models, kept out of the per-case latencies
 
     def aggregate(self) -> dict[str, dict[str, float]]:
         """Mean of each metric per stage over the cases that have relevance judgements."""
@@ -74,8 +75,9 @@ class EvalResult:
         return {"p50": round(percentile(values, 0.5) or 0.0, 1), "p95": round(percentile(values, 0.95) or 0.0, 1)}
 
 
-def fingerprint(cfg: Config, retriever: Retriever, rerank: dict) -> dict:
-    """What produced a result; two results compare only when these agree (version aside)."""
+def fingerprint(cfg: Config, retriever: Retriever, rerank: dict, answers: bool = False, judge: bool = False) -> dict:
+    """What produced a result; two results compare only when these agree (version aside; answer
+    settings only matter to answer checks, see gate.compare)."""
     rows = retriever.manifest.db.execute("SELECT doc_id, sha256 FROM documents ORDER BY doc_id").fetchall()
     corpus = hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
     s = retriever.settings
@@ -85,7 +87,21 @@ def fingerprint(cfg: Config, retriever: Retriever, rerank: dict) -> dict:
         "retrieval": cfg.retrieval.model_dump(),
         "reranker": {"model": cfg.rerank.model if rerank.get("status") == "used" else None,
                      "depth": cfg.rerank.depth if rerank.get("status") == "used" else None},
+        "answers": _answer_settings(cfg, judge) if answers else None,
     }
+
+
+def _answer_settings(cfg: Config, judge: bool) -> dict:
+    """What changes an answer: the model that writes it (and judges it), its instructions, its
+    sampling and length."""
+    from llmctl.search.prompt import SYSTEM_PROMPT
+
+    p = cfg.llm.providers[0]
+    prompt = cfg.llm.system_prompt or SYSTEM_PROMPT
+    return {"provider": p.name, "model": p.model, "base_url": p.base_url, "temperature": cfg.llm.temperature,
+            "max_answer_tokens": cfg.llm.max_answer_tokens,
+            "system_prompt_sha256": hashlib.sha256(prompt.encode()).hexdigest()[:16],
+            "judge_model": p.model if judge else None}
 
 
 def resolve_qrels(case: Case, docs: list[tuple[str, str]], by_id: dict[str, str]) -> dict[str, int]:
@@ -167,9 +183,12 @@ def run_suite(
     results: list[CaseResult] = []
     rerank_info: dict = {}
     extended = 0
+    load = 0.0
     for case in cases:
         t = time.perf_counter()
-        got = retrieve(case.query, cfg, QueryOptions(), retriever, reranker, _Clock(), [], fetch_all=True)
+        clock = _Clock()
+        got = retrieve(case.query, cfg, QueryOptions(), retriever, reranker, clock, [], fetch_all=True)
+        load += clock.timings.get("load", 0.0)  # loading models is not answering this case
         rerank_info = got.rerank
         ranked = _doc_rankings(got)
         if any(len(r) < deepest for r in ranked.values()):
@@ -177,7 +196,7 @@ def run_suite(
         qrels = qrels_of[case.id]
         metrics = {s: {m: compute(m, r, qrels) for m in suite.all_metrics()} for s, r in ranked.items()}
         res = CaseResult(case, qrels, {s: r[:20] for s, r in ranked.items()}, metrics,
-                         (time.perf_counter() - t) * 1000)
+                         (time.perf_counter() - t - clock.timings.get("load", 0.0)) * 1000)
         if case.answer is not None:
             if not use_llm:
                 res.answer_status = "skipped"
@@ -199,13 +218,13 @@ def run_suite(
         if on_case:
             on_case(res)
     final = "reranked" if rerank_info.get("status") == "used" else "hybrid"
-    fp = fingerprint(cfg, retriever, rerank_info)
+    fp = fingerprint(cfg, retriever, rerank_info, use_llm, bool(suite.judge))
     # What was scored: the configured candidates per retriever; rankings shorter than the deepest
     # cutoff were lengthened from `tail_from_k` candidates (see _extend).
     fp["depth"] = {"dense_k": cfg.retrieval.dense_k, "bm25_k": cfg.retrieval.bm25_k,
                    "rerank_depth": fp["reranker"]["depth"], "deepest_cutoff": deepest,
                    "tail_from_k": _deep_k(cfg, deepest)}
-    return EvalResult(suite, final, results, fp, rerank_info, time.perf_counter() - started, extended)
+    return EvalResult(suite, final, results, fp, rerank_info, time.perf_counter() - started, extended, load)
 
 
 def _doc_rankings(got) -> dict[str, list[str]]:

@@ -380,20 +380,20 @@ def eval_outputs(outcome, *, json_out, junit_out, md_out, html_out, stages: bool
         if not b["comparable"]:
             warn(f"baseline {b['message']}; no regression check was made")
         else:
-            from llmctl.evals.report import shared_cases_text
-
-            stdout.print(f"Baseline: compared on the {shared_cases_text(b)}.", markup=False)
+            stdout.print(f"Baseline: compared on the {rep.shared_cases_text(b)}.", markup=False)
             for note in b.get("notes", []):
                 warn(f"baseline: {note}")
             for row in b["metrics"]:
                 flag = "  REGRESSED" if row["regressed"] else ""
                 stdout.print(f"  {row['metric']}: {row['baseline']:.3f} -> {row['value']:.3f} "
-                             f"({row['delta']:+.3f}){flag}", markup=False)
+                             f"({rep.test_text(row)}){flag}", markup=False)
     if outcome.ab:
         a, b2 = outcome.ab["a"], outcome.ab["b"]
         stdout.print(f"A/B: A={a['config']} ({a['stage']})  B={b2['config']} ({b2['stage']})", markup=False)
         for m, d in outcome.ab["delta"].items():
-            stdout.print(f"  {m}: {a['metrics'][m]:.3f} vs {b2['metrics'][m]:.3f} ({d:+.3f})", markup=False)
+            t = outcome.ab["paired"].get(m)
+            said = rep.test_text(t) if t else f"{d:+.3f}"
+            stdout.print(f"  {m}: {a['metrics'][m]:.3f} vs {b2['metrics'][m]:.3f} ({said})", markup=False)
     if r["rerank"].get("status") == "unavailable":
         warn(f"reranker unavailable ({r['rerank'].get('reason')}): the final stage is hybrid")
     for w in written:

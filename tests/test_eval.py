@@ -1,6 +1,7 @@
 """llmctl eval: the sample suite as a CI gate, reports, baselines, A/B, BEIR, bad suites."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 from xml.etree import ElementTree as ET
@@ -64,7 +65,7 @@ def test_baseline_regression_and_incomparable_runs(tmp_path, data):
     base = tmp_path / "base.json"
     assert eval_cli(data, SUITE, "--json", base).returncode == 0
     same = eval_cli(data, SUITE, "--baseline", base)
-    assert same.returncode == 0 and "(+0.000)" in same.stdout
+    assert same.returncode == 0 and "(+0.000, 95% CI [+0.000, +0.000], p 1; 0 better, 0 worse" in same.stdout
     judged = sum(1 for c in json.loads(base.read_text())["cases"] if c["expected"])  # no-answer cases have none
     assert 20 < judged < 30
     assert (f"Baseline: compared on the {judged} cases both runs scored (0 only in this run, 0 only in the "
@@ -73,8 +74,27 @@ def test_baseline_regression_and_incomparable_runs(tmp_path, data):
     for case in better["cases"]:
         case["metrics"][better["final_stage"]]["mrr@10"] += 0.1
     (tmp_path / "better.json").write_text(json.dumps(better))
-    r = eval_cli(data, SUITE, "--baseline", tmp_path / "better.json")
+    junit, md, page = tmp_path / "b.xml", tmp_path / "b.md", tmp_path / "b.html"
+    r = eval_cli(data, SUITE, "--baseline", tmp_path / "better.json", "--junit", junit, "--markdown", md,
+                 "--html", page)
     assert_gate_failed(r, "mrr@10 dropped -0.100")
+    assert re.search(r"mrr@10: [\d.]+ -> [\d.]+ \(-0\.100, 95% CI \[-0\.100, -0\.100\], p 0\.0001; 0 better, "
+                     rf"{judged} worse, 0 same\)  REGRESSED", r.stdout)
+    failure = ET.parse(junit).getroot().find("testcase[@name='mrr@10 vs baseline']/failure")
+    assert failure is not None and "95% CI" in failure.get("message")
+    assert "| metric | baseline | now | delta | 95% CI | p | better / worse / same |" in md.read_text()
+    assert re.search(r"<li>mrr@10: [\d.]+ → [\d.]+ \(-0\.100, 95% CI .*<b>REGRESSED</b></li>", page.read_text())
+    # one case far off moves the mean past max_regression; only the significance gate sees noise
+    noisy = json.loads(base.read_text())
+    noisy["cases"][0]["metrics"][noisy["final_stage"]]["mrr@10"] += 2.0
+    (tmp_path / "noisy.json").write_text(json.dumps(noisy))
+    assert_gate_failed(eval_cli(data, SUITE, "--baseline", tmp_path / "noisy.json"), "mrr@10 dropped")
+    gated = tmp_path / "significant.yaml"
+    gated.write_text(SUITE.read_text() + "\nsignificance: 0.05\n")
+    r = eval_cli(data, gated, "--baseline", tmp_path / "noisy.json", "--json", "-")
+    row = next(m for m in json.loads(r.stdout)["baseline"]["metrics"] if m["metric"] == "mrr@10")
+    assert r.returncode == 0 and row["delta"] < -0.03 and row["p_value"] > 0.05 and not row["regressed"]
+    assert (row["wins"], row["losses"]) == (0, 1)
     # a part of the suite against the whole baseline: only the shared cases are compared
     r = eval_cli(data, SUITE, "--limit", "5", "--baseline", base, "--json", "-")
     b = json.loads(r.stdout)["baseline"]
@@ -105,6 +125,8 @@ def test_tags_limit_and_ab(tmp_path, data):
     b.write_text("retrieval:\n  bm25_weight: 1.0\nrerank:\n  enabled: false\n")
     r = eval_cli(data, SUITE, "--limit", "10", "--against", b)
     assert r.returncode == 0 and "A/B:" in r.stdout and "b.yaml" in r.stdout
+    num = r"[+-]?[\d.]+"
+    assert re.search(rf"  mrr@10: {num} vs {num} \({num}, 95% CI \[{num}, {num}\], p [\d.e-]+; \d+ better", r.stdout)
 
 
 @pytest.mark.parametrize("change, words", [

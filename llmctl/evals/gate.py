@@ -8,6 +8,7 @@ from pathlib import Path
 
 from llmctl.errors import ConfigError
 from llmctl.evals.runner import EvalResult
+from llmctl.stats import paired_bootstrap
 
 NOT_COMPARED = ("llmctl",)  # a new llmctl version is exactly what a baseline is for
 ANSWER_SIDE = ("answers",)  # changes answers, not retrieval metrics: reported, never blocking
@@ -53,17 +54,30 @@ def compare(result: EvalResult, baseline: dict) -> dict:
         return {"comparable": False, "differences": ["cases"], "cases": cases,
                 "message": f"not comparable: no case of this run ({len(now)}) is in the baseline ({len(then)}) "
                            "with the same query and expected sources"}
-    allowed = result.suite.max_regression
+    suite = result.suite
     rows = []
-    for m in result.suite.all_metrics():
+    for m in suite.all_metrics():
         if not all(m in now[i][2] and m in then[i][2] for i in shared):
             continue
         value = round(statistics.fmean(now[i][2][m] for i in shared), 6)
         before = round(statistics.fmean(then[i][2][m] for i in shared), 6)
-        delta = round(value - before, 6)
-        rows.append({"metric": m, "baseline": before, "value": value, "delta": delta,
-                     "regressed": delta < -allowed - 1e-9})
-    return {"comparable": True, "max_regression": allowed, "cases": cases, "notes": notes, "metrics": rows}
+        test = paired_bootstrap([now[i][2][m] - then[i][2][m] for i in shared], seed=suite.seed)
+        significant = suite.significance is None or test["p_value"] < suite.significance
+        rows.append({"metric": m, "baseline": before, "value": value, **test,
+                     "regressed": test["delta"] < -suite.max_regression - 1e-9 and significant})
+    return {"comparable": True, "max_regression": suite.max_regression, "significance": suite.significance,
+            "cases": cases, "notes": notes, "metrics": rows}
+
+
+def paired(a: EvalResult, b: EvalResult) -> dict[str, dict]:
+    """A/B: per metric of the final stages, B minus A over the cases both scored."""
+    def final(r: EvalResult) -> dict[str, dict[str, float]]:
+        return {c.case.id: c.metrics.get(r.final_stage, {}) for c in r.cases if c.qrels and c.error is None}
+
+    fa, fb = final(a), final(b)
+    shared = sorted(fa.keys() & fb.keys())
+    return {m: paired_bootstrap([fb[i][m] - fa[i][m] for i in shared], seed=a.suite.seed)
+            for m in a.suite.all_metrics() if shared and all(m in fa[i] and m in fb[i] for i in shared)}
 
 
 def gate_passed(result: EvalResult, checks: list[dict], baseline: dict | None) -> bool:

@@ -34,6 +34,13 @@ def to_dict(result: EvalResult, checks: list[dict], baseline: dict | None, passe
     }
 
 
+def test_text(t: dict) -> str:
+    """A paired comparison in words: delta, 95% CI, p-value, per-case wins/losses/ties."""
+    lo, hi = t["ci95"]
+    return (f"{t['delta']:+.3f}, 95% CI [{lo:+.3f}, {hi:+.3f}], p {t['p_value']:.3g}; "
+            f"{t['wins']} better, {t['losses']} worse, {t['ties']} same")
+
+
 def shared_cases_text(b: dict) -> str:
     c = b["cases"]
     return (f"{c['shared']} cases both runs scored ({c['only_this_run']} only in this run, "
@@ -70,6 +77,16 @@ def junit(report: dict, result: EvalResult) -> str:
                            name=f"{t['metric']} >= {t['threshold']}")
         if not t["passed"]:
             ET.SubElement(tc, "failure", message=f"{t['metric']} = {t['value']:.4f} < {t['threshold']}")
+    b = report.get("baseline") or {}
+    for r in b.get("metrics", []) if b.get("comparable") else []:
+        tc = ET.SubElement(suite, "testcase", classname=f"{report['suite']}.baseline",
+                           name=f"{r['metric']} vs baseline")
+        ET.SubElement(tc, "system-out").text = f"{r['baseline']:.4f} -> {r['value']:.4f} ({test_text(r)})"
+        if r["regressed"]:
+            ET.SubElement(tc, "failure", message=f"{r['metric']} dropped {test_text(r)}")
+            failures += 1
+    suite.set("tests", str(len(suite)))
+    suite.set("failures", str(failures))
     return ET.tostring(suite, encoding="unicode")
 
 
@@ -91,9 +108,11 @@ def markdown(report: dict) -> str:
             lines += ["", f"Baseline {b['message']}."]
         else:
             lines += ["", f"Baseline: compared on the {shared_cases_text(b)}."]
-            lines += ["", "| metric | baseline | now | delta |", "|---|---|---|---|"]
+            lines += ["", "| metric | baseline | now | delta | 95% CI | p | better / worse / same |",
+                      "|---|---|---|---|---|---|---|"]
             lines += [f"| {r['metric']} | {r['baseline']:.3f} | {r['value']:.3f} | {r['delta']:+.3f}"
-                      f"{' ⚠️' if r['regressed'] else ''} |" for r in b["metrics"]]
+                      f"{' ⚠️' if r['regressed'] else ''} | [{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}] | "
+                      f"{r['p_value']:.3g} | {r['wins']} / {r['losses']} / {r['ties']} |" for r in b["metrics"]]
     failed = [c for c in report["cases"] if not c["passed"]]
     if failed:
         lines += ["", "Failed cases:"]
@@ -135,6 +154,15 @@ def html_page(report: dict) -> str:
             + f"<td>{e(c['answer_status'])}</td><td>{status}</td></tr>")
     thresholds = "".join(f"<li>{e(t['metric'])} ≥ {t['threshold']}: {t['value']:.3f} "
                          f"<b>{'pass' if t['passed'] else 'FAIL'}</b></li>" for t in report["thresholds"])
+    b = report.get("baseline")
+    if not b:
+        baseline = "<p>none</p>"
+    elif not b["comparable"]:
+        baseline = f"<p>{e(b['message'])}</p>"
+    else:
+        baseline = f"<p>compared on the {e(shared_cases_text(b))}</p><ul>" + "".join(
+            f"<li>{e(r['metric'])}: {r['baseline']:.3f} → {r['value']:.3f} ({e(test_text(r))})"
+            f"{' <b>REGRESSED</b>' if r['regressed'] else ''}</li>" for r in b["metrics"]) + "</ul>"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>llmctl eval: {e(report['suite'])}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse}}
@@ -146,6 +174,7 @@ td,th{{border:1px solid #ccc;padding:3px 7px;font-size:13px}}tr.fail td{{backgro
 <svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 40}">
 <line x1="28" y1="{10 + height}" x2="{width}" y2="{10 + height}" stroke="#999"/>{''.join(bars)}</svg>
 <h2>Thresholds</h2><ul>{thresholds or '<li>none</li>'}</ul>
+<h2>Against the baseline</h2>{baseline}
 <h2>Cases</h2><table><tr><th>id</th><th>query</th>{''.join(f'<th>{e(m)}</th>' for m in metrics)}
 <th>answer</th><th>result</th></tr>{''.join(rows)}</table></body></html>
 """

@@ -27,7 +27,7 @@ class EvalOutcome:
         parts = [f"{t['metric']} {t['value']:.3f} < {t['threshold']}" for t in r["thresholds"] if not t["passed"]]
         b = r.get("baseline")
         if b and b.get("comparable"):
-            parts += [f"{m['metric']} dropped {m['delta']:+.3f} (allowed -{b['max_regression']})"
+            parts += [f"{m['metric']} dropped {m['delta']:+.3f} (allowed -{b['max_regression']}; p {m['p_value']:.3g})"
                       for m in b["metrics"] if m["regressed"]]
         failed = [c["id"] for c in r["cases"] if not c["passed"]]
         if failed:
@@ -80,7 +80,7 @@ def run_eval(
         a, b = result.aggregate()[result.final_stage], other.aggregate()[other.final_stage]
         outcome.ab = {"a": {"config": cfg.source, "stage": result.final_stage, "metrics": a},
                       "b": {"config": other_cfg.source, "stage": other.final_stage, "metrics": b},
-                      "delta": {m: round(b[m] - a[m], 6) for m in a}}
+                      "delta": {m: round(b[m] - a[m], 6) for m in a}, "paired": gate.paired(result, other)}
         outcome.report["ab"] = outcome.ab
     return outcome
 

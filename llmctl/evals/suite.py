@@ -59,6 +59,10 @@ class Suite(_Model):
     metrics: list[str] = Field(default_factory=lambda: list(DEFAULT_METRICS))
     thresholds: dict[str, float] = Field(default_factory=dict)
     max_regression: float = Field(0.0, ge=0)
+    # Gate on significance too: a drop beyond max_regression fails only when the paired bootstrap
+    # p-value is under this level. None: any drop beyond max_regression fails.
+    significance: float | None = Field(None, gt=0, lt=1)
+    seed: int = 0  # the bootstrap's resampling seed
     judge: bool = False  # also grade answers with the LLM: faithful to sources, agrees with reference
     cases_file: str | None = None
     cases: list[Case] = Field(default_factory=list)

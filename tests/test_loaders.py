@@ -191,7 +191,7 @@ def test_markdown_front_matter_becomes_metadata_and_the_title_is_the_h1(tmp_path
     q.write_text("---\ntitle: From front matter\n---\n## Install\n\nSteps.\n")
     assert load(q)[0].title == "From front matter"  # a lower heading is a section, not the title
     r = tmp_path / "none.md"
-    r.write_text("## Install\n\nSteps.\n")
+    r.write_text("## Install\n\n```sh\n# not a title: a shell comment\npip install kestrel\n```\n")
     assert load(r)[0].title == ""  # the chunk header then uses the file name
     hr = tmp_path / "rule.md"
     hr.write_text("---\nnot: [yaml\n---\ntext\n")

@@ -43,7 +43,7 @@ class Section:
 def split_sections(doc: Document) -> list[Section]:
     """Sections of a document between headings, each with its heading path."""
     if doc.kind in ("markdown", "html"):
-        marks = _markdown_headings(doc.text)
+        marks = markdown_headings(doc.text)
     elif doc.kind == "rst":
         marks = _rst_headings(doc.text)
     else:
@@ -62,7 +62,8 @@ def split_sections(doc: Document) -> list[Section]:
     return sections
 
 
-def _markdown_headings(text: str) -> list[tuple[int, int, str]]:
+def markdown_headings(text: str) -> list[tuple[int, int, str]]:
+    """(offset, level, title) of each ATX heading outside code fences."""
     marks, offset, in_fence = [], 0, False
     for line in text.splitlines(keepends=True):
         if FENCE.match(line):

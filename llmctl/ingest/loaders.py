@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from llmctl.config import CODE_EXTENSIONS
+from llmctl.ingest.chunking import markdown_headings
 from llmctl.ingest.html import html_to_text
 from llmctl.ingest.markup import clean_rst, front_matter
 from llmctl.records import Document
@@ -92,8 +93,9 @@ def _first_heading(text: str, kind: str) -> str:
     """The document's title: its H1 in Markdown (a lower heading is a section, not the title; the
     file name stands in), its first section title in reST (the top level by definition)."""
     if kind == "markdown":
-        m = re.search(r"^#[ \t]+(.+?)[ \t]*#*[ \t]*$|^(\S.*)\n=+[ \t]*$", text, re.M)
-        return (m.group(1) or m.group(2)).strip() if m else ""
+        h1 = next((title for _, level, title in markdown_headings(text) if level == 1), "")
+        setext = re.search(r"^(\S.*)\n=+[ \t]*$", text, re.M)
+        return h1 or (setext.group(1).strip() if setext else "")
     if kind == "rst":
         m = re.search(r"^(\S.*)\n([=\-~^\"'`#*+]{3,})\s*$", text, re.M)
         return m.group(1).strip() if m else ""

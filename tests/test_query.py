@@ -256,7 +256,7 @@ def test_zscore_inputs_come_from_the_whole_index(retriever, embedder):
     question = "How long are daily snapshots kept by default?"
     vector = retriever.embed(question)
     lists = {"bm25": retriever.sparse(question, 20, None), "dense": retriever.dense(vector, 2, None)}
-    scores, stats = retriever.scored(question, vector, lists, None)
+    scores, stats = retriever.scored(vector, lists, retriever.sparse_scores(question, None), None)
     only_bm25 = [c for c, _ in lists["bm25"] if c not in dict(lists["dense"])]
     assert len(only_bm25) >= 10 and set(scores["dense"]) >= set(only_bm25)  # asked of the store
     chunks = retriever.chunks(only_bm25[:3])

@@ -155,18 +155,19 @@ def retrieve(question: str, cfg: Config, opts: QueryOptions, retriever: Retrieve
     with clock.stage("dense"):
         dense = retriever.dense(vector, opts.dense_k or r.dense_k, flt)
     with clock.stage("bm25"):
-        sparse = retriever.sparse(question, opts.bm25_k or r.bm25_k, flt)
+        bm25_scores = retriever.sparse_scores(question, flt)  # every chunk's: z-score fusion uses them too
+        sparse = retriever.top(bm25_scores, opts.bm25_k or r.bm25_k)
     _ranked_stage(hits, "dense", dense)
     _ranked_stage(hits, "bm25", sparse)
     with clock.stage("fusion"):
         lists = {"bm25": sparse, "dense": dense}
-        w = r.weight_of_bm25(fusion)
-        scored = retriever.scored(question, vector, lists, flt) if fusion == "zscore" else None
+        scored = retriever.scored(vector, lists, bm25_scores, flt) if fusion == "zscore" else None
         if fusion == "rrf":
             fused = fuse_rrf(lists, r.rrf_k)
         elif scored is not None:
+            w = r.weight_of_bm25("zscore")
             fused = fuse_zscore(*scored, {"bm25": w, "dense": 1 - w})
-        else:  # weighted, or zscore on an index written before its corpus statistics (weight 0.4)
+        else:  # weighted, or zscore on an index written before its corpus statistics
             w = r.weight_of_bm25("weighted")
             fused = fuse_weighted(lists, {"bm25": w, "dense": 1 - w}, r.normalization)
     _ranked_stage(hits, "fused", fused)

@@ -23,6 +23,7 @@ class Filter:
     def __init__(self, chunk_ids: set[str], doc_ids: set[str]):
         self.chunk_ids = chunk_ids
         self.chroma_where = {"doc_id": {"$in": sorted(doc_ids)}}
+        self.mask: np.ndarray | None = None  # over the BM25 index's chunks, made once per query
 
 
 class Retriever:
@@ -97,11 +98,20 @@ class Retriever:
         return self.store.query(vector, k, flt.chroma_where if flt else None)
 
     def _mask(self, flt: Filter | None) -> np.ndarray | None:
-        ids = self.keyword.ids
-        return None if flt is None else np.fromiter((i in flt.chunk_ids for i in ids), dtype=bool, count=len(ids))
+        if flt is not None and flt.mask is None:
+            ids = self.keyword.ids
+            flt.mask = np.fromiter((i in flt.chunk_ids for i in ids), dtype=bool, count=len(ids))
+        return None if flt is None else flt.mask
+
+    def sparse_scores(self, question: str, flt: Filter | None) -> np.ndarray | None:
+        """Every chunk's BM25 score (0 outside the filter), or None when no term can match."""
+        return self.keyword.scores(question, self._mask(flt))
+
+    def top(self, scores: np.ndarray | None, k: int) -> Ranked:
+        return [] if scores is None else self.keyword.top(scores, k)
 
     def sparse(self, question: str, k: int, flt: Filter | None) -> Ranked:
-        return self.keyword.search(question, k, self._mask(flt))
+        return self.top(self.sparse_scores(question, flt), k)
 
     @cached_property
     def dense_sample(self) -> np.ndarray | None:
@@ -109,18 +119,16 @@ class Retriever:
         generation (None for an index written before them)."""
         return keyword.load_array(self.data.bm25, "dense_sample")
 
-    def scored(self, question: str, vector, lists: dict[str, Ranked], flt: Filter | None):
+    def scored(self, vector, lists: dict[str, Ranked], bm25: np.ndarray | None, flt: Filter | None):
         """What z-score fusion needs: every candidate's BM25 and dense score, including those
         only the other retriever returned, and each retriever's mean and standard deviation over
-        the corpus (BM25: every chunk's score, computed anyway; dense: the stored sample). None
-        when the index has no sample."""
+        the corpus (BM25: ``bm25``, the query's score for every chunk from ``sparse_scores``;
+        dense: the stored sample). None when the index has no sample."""
         sample = self.dense_sample
         if sample is None or not self.keyword.ids:
             return None
         index, mask = self.keyword, self._mask(flt)
-        full = index.scores(question, mask)
-        if full is None:
-            full = np.zeros(len(index.ids), dtype=np.float32)
+        full = np.zeros(len(index.ids), dtype=np.float32) if bm25 is None else bm25
         region = full if mask is None else full[mask]
         candidates = {i for ranked in lists.values() for i, _ in ranked}
         bm25 = {i: float(full[index.position[i]]) for i in candidates if i in index.position}

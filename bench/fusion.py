@@ -22,6 +22,7 @@ from tune import Evaluator, normalise, rollup_max, setup, topk_mask
 
 from llmctl.config import BM25Config
 from llmctl.index.keyword import BM25sIndex
+from llmctl.stats import paired_bootstrap
 
 K1 = 1.2
 
@@ -31,12 +32,6 @@ def per_query_ndcg(ev: Evaluator, scores: np.ndarray) -> np.ndarray:
     order = np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, 1), axis=1, kind="stable"), 1)
     hits = np.take_along_axis(ev.rel, order, 1)
     return (hits * ev.disc).sum(1) / ev.idcg
-
-
-def bootstrap(diff: np.ndarray, n: int = 10_000, seed: int = 0) -> tuple[float, float, float]:
-    rng = np.random.default_rng(seed)
-    means = diff[rng.integers(0, len(diff), size=(n, len(diff)))].mean(1)
-    return float(diff.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
 def bm25_matrix(texts: list[str], queries: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -81,7 +76,8 @@ def main() -> None:
         mine = per_query_ndcg(ev, doc_scores)
         row = {"all": round(float(mine.mean()), 4)}
         for half, rows in halves.items():
-            d, lo, hi = bootstrap(mine[rows] - base[rows])
+            t = paired_bootstrap(mine[rows] - base[rows])  # the product's own test (eval --baseline)
+            d, (lo, hi) = t["delta"], t["ci95"]
             row[half] = {"ndcg@10": round(float(mine[rows].mean()), 4), "delta": round(d, 4),
                          "ci95": [round(lo, 4), round(hi, 4)]}
         results[name] = row

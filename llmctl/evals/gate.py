@@ -42,8 +42,7 @@ def compare(result: EvalResult, baseline: dict) -> dict:
                 "message": f"not comparable: {', '.join(differ)} differ from the baseline"}
     notes = [f"{k} settings differ from the baseline (answer checks are per run, never compared)"
              for k in ANSWER_SIDE if mine.get(k) != theirs.get(k)]
-    now = {c.case.id: (c.case.query, sorted(c.qrels), c.metrics.get(result.final_stage, {}))
-           for c in result.cases if c.qrels and c.error is None}
+    now = _scored_cases(result)
     stage = baseline.get("final_stage", result.final_stage)
     then = {c["id"]: (c.get("query"), c.get("expected"), c.get("metrics", {}).get(stage, {}))
             for c in baseline.get("cases", []) if c.get("expected") and not c.get("error")}
@@ -69,12 +68,16 @@ def compare(result: EvalResult, baseline: dict) -> dict:
             "cases": cases, "notes": notes, "metrics": rows}
 
 
+def _scored_cases(result: EvalResult) -> dict[str, tuple[str, list[str], dict[str, float]]]:
+    """Case id -> (query, expected documents, final-stage metrics) of the cases the run scored."""
+    return {c.case.id: (c.case.query, sorted(c.qrels), c.metrics.get(result.final_stage, {}))
+            for c in result.cases if c.qrels and c.error is None}
+
+
 def paired(a: EvalResult, b: EvalResult) -> dict[str, dict]:
     """A/B: per metric of the final stages, B minus A over the cases both scored."""
-    def final(r: EvalResult) -> dict[str, dict[str, float]]:
-        return {c.case.id: c.metrics.get(r.final_stage, {}) for c in r.cases if c.qrels and c.error is None}
-
-    fa, fb = final(a), final(b)
+    fa = {i: m for i, (_, _, m) in _scored_cases(a).items()}
+    fb = {i: m for i, (_, _, m) in _scored_cases(b).items()}
     shared = sorted(fa.keys() & fb.keys())
     return {m: paired_bootstrap([fb[i][m] - fa[i][m] for i in shared], seed=a.suite.seed)
             for m in a.suite.all_metrics() if shared and all(m in fa[i] and m in fb[i] for i in shared)}

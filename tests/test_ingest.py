@@ -6,7 +6,7 @@ from consistency import assert_consistent
 
 from llmctl.errors import BusyError, IndexStateError, InputError
 from llmctl.index import keyword
-from llmctl.index.datadir import DataDir
+from llmctl.index.datadir import DataDir, _drop_chroma_handles
 from llmctl.index.embedder import Embedder
 from llmctl.index.manifest import Manifest
 from llmctl.index.vectors import VectorStore
@@ -155,6 +155,10 @@ def test_dense_search_settings_reach_new_and_existing_collections(small, make_co
     cfg = make_config()
     old = VectorStore.embedded(DataDir(cfg.data_dir).chroma, ef_search=100)  # as before the setting
     assert old.collection.configuration_json["hnsw"]["ef_search"] == 100
+    # made by an earlier process: its handle is gone (a second live handle on the same files in
+    # one process once made the ingest's first write fail "database is locked" on a loaded machine)
+    del old
+    _drop_chroma_handles()
     ingest([small], cfg, embedder=embedder)
     assert VectorStore.embedded(DataDir(cfg.data_dir).chroma).collection.configuration_json[
         "hnsw"]["ef_search"] == cfg.vector_store.ef_search == 400

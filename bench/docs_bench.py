@@ -99,7 +99,7 @@ def run_format(fmt: str, label: str, questions: dict) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "suite.yaml"
         path.write_text(yaml.safe_dump(suite))
-        report = llmctl(["eval", str(path), "-q", "--json", str(Path(tmp) / "r.json")], src, data,
+        report = llmctl(["eval", str(path), "-q", "--json-file", str(Path(tmp) / "r.json")], src, data,
                         Path(tmp) / "r.json")
     per_stage = {s: {m: round(v, 4) for m, v in ms.items()} for s, ms in report["metrics"].items()}
     top3, in_section, content_at_1, conf_answerable, conf_absent = 0, 0, 0, [], []

@@ -54,7 +54,7 @@ def run_eval(name: str, limit: int | None = None) -> tuple[dict, float]:
     report = common.OUT / f"eval-{name}.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLMCTL_") or k == "LLMCTL_CACHE_DIR"} | env_over
     args = [sys.executable, "-m", "llmctl", "--data-dir", str(data_dir), "eval", "-q", "--beir",
-            str(common.SCIFACT), "--split", "train", "--json", str(report)]
+            str(common.SCIFACT), "--split", "train", "--json-file", str(report)]
     # Bring a reused index to this llmctl's settings (e.g. vector_store.ef_search) and sync it. Run from
     # the dataset folder, as `eval --beir` does: sources are named relative to it ("corpus.jsonl"); from
     # anywhere else the corpus would be a second source and be embedded again beside the first.

@@ -207,7 +207,7 @@ def query(
 
 @app.command(name="eval")
 def eval_(
-    suite: Annotated[Path | None, typer.Argument(
+    suites: Annotated[list[Path] | None, typer.Argument(
         help="Golden-query suite (YAML).", show_default=False, metavar="[SUITE]")] = None,
     beir: Annotated[Path | None, typer.Option(help="A BEIR dataset folder instead of a suite.", metavar="DIR")] = None,
     split: Annotated[str, typer.Option(help="BEIR qrels split (qrels/<split>.tsv).", metavar="NAME")] = "test",
@@ -215,8 +215,9 @@ def eval_(
     limit: Annotated[int | None, typer.Option(help="Only the first N cases.", min=1, metavar="N")] = None,
     tag: Annotated[list[str] | None, typer.Option(
         "--tag", help="Only cases with this tag (repeatable).", metavar="NAME")] = None,
-    json_out: Annotated[str | None, typer.Option(
-        "--json", help="Write the JSON report here ('-': stdout).", metavar="FILE")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report on stdout.")] = False,
+    json_file: Annotated[Path | None, typer.Option(
+        "--json-file", help="Write the JSON report to a file.", metavar="FILE")] = None,
     junit_out: Annotated[Path | None, typer.Option("--junit", help="Write a JUnit XML report.", metavar="FILE")] = None,
     md_out: Annotated[Path | None, typer.Option("--markdown", help="Write a Markdown summary.", metavar="FILE")] = None,
     html_out: Annotated[Path | None, typer.Option(
@@ -233,8 +234,7 @@ def eval_(
     """
     from llmctl import render
 
-    if (suite is None) == (beir is None):
-        raise typer.BadParameter("give a suite file or --beir DIR (one of them)")
+    suite, json_out = _eval_targets(suites or [], beir, as_json, json_file)
     with render.RichProgress(enabled=not quiet and json_out != "-") as progress:
         outcome = _workspace().evaluate(
             suite, beir=beir, split=split, limit=limit, tags=list(tag or []), baseline=baseline,
@@ -245,6 +245,27 @@ def eval_(
         from llmctl.errors import EvalGateFailed
 
         raise EvalGateFailed(outcome.failure_summary())
+
+
+def _eval_targets(paths: list[Path], beir: Path | None, as_json: bool,
+                  json_file: Path | None) -> tuple[Path | None, str | None]:
+    """The suite and where the JSON report goes ('-': stdout).
+
+    `--json` used to take a file: a script written for that passes it as one argument too many.
+    """
+    if as_json:  # the old `--json -` means what the flag means now
+        paths = [p for p in paths if p != Path("-")]
+    allowed = 0 if beir else 1
+    if len(paths) > allowed:
+        extra = paths[allowed]
+        fix = f"use --json-file {extra} to write the report to a file" if as_json else "give one suite per run"
+        raise typer.BadParameter(f"unexpected argument {str(extra)!r}: {fix} (--json prints it on stdout)",
+                                 param_hint="SUITE")
+    if as_json and json_file:
+        raise typer.BadParameter("give --json (stdout) or --json-file FILE, not both", param_hint="--json")
+    if not paths and beir is None:
+        raise typer.BadParameter("give a suite file or --beir DIR (one of them)")
+    return (paths[0] if paths else None), ("-" if as_json else (str(json_file) if json_file else None))
 
 
 @app.command()

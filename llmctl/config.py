@@ -118,6 +118,8 @@ class ProviderConfig(_Section):
     stall_timeout: float = Field(30, gt=0)
     retries: int = Field(2, ge=0, le=20)
     context_window: int = Field(8192, ge=256)
+    requests_per_minute: float | None = Field(None, gt=0)
+    tokens_per_minute: int | None = Field(None, gt=0)
     tokenizer: str = "auto"
     price_input_per_1m: float | None = Field(None, ge=0)
     price_output_per_1m: float | None = Field(None, ge=0)
@@ -163,6 +165,7 @@ class LLMConfig(_Section):
     # Do not call the model when retrieval found nothing relevant (low confidence): no answer, no cost.
     skip_when_irrelevant: bool = False
     deadline: float = Field(180, gt=0)
+    concurrency: int = Field(4, ge=1, le=64)
     backoff_base: float = Field(0.5, gt=0)
     backoff_cap: float = Field(20, gt=0)
     store_prompts: bool = True

@@ -39,7 +39,10 @@ class Reply:
 class FakeOpenAI:
     def __init__(self, default_text: str = "The sources say so [1].", max_lifetime: float = 900):
         self.script: deque[Reply] = deque()
+        self.keyed: list[tuple[str, deque[Reply]]] = []  # see on()
         self.requests: list[dict] = []
+        self.lock = threading.Lock()
+        self.in_flight = self.max_in_flight = 0
         self.default_text = default_text
         server = self
 
@@ -55,9 +58,21 @@ class FakeOpenAI:
             def do_POST(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length) or b"{}")
-                server.requests.append({"path": self.path, "body": body,
-                                        "headers": {k.lower(): v for k, v in self.headers.items()}})
-                reply = server.script.popleft() if server.script else Reply(text=server.default_text)
+                with server.lock:
+                    entry = {"path": self.path, "body": body, "at": time.monotonic(),
+                             "headers": {k.lower(): v for k, v in self.headers.items()}}
+                    server.requests.append(entry)
+                    reply = server.reply_to(body)
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                try:
+                    self._reply(body, reply)
+                finally:
+                    with server.lock:
+                        server.in_flight -= 1
+                        entry["done"] = time.monotonic()  # the reply was sent
+
+            def _reply(self, body, reply: Reply):
                 if reply.delay:
                     time.sleep(reply.delay)
                 if reply.kind == "status":
@@ -79,6 +94,8 @@ class FakeOpenAI:
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Cache-Control", "no-cache")
                 self.send_header("Connection", "close")
+                for k, v in reply.headers.items():
+                    self.send_header(k, v)
                 self.end_headers()
                 self.close_connection = True
                 pieces = split_tokens(reply.text or server.default_text)
@@ -131,6 +148,18 @@ class FakeOpenAI:
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.watchdog = threading.Timer(max_lifetime, self.stop)
         self.watchdog.daemon = True
+
+    def on(self, text: str, *replies: Reply) -> None:
+        """Replies, in order, for requests whose messages contain ``text``: concurrent requests
+        get their own replies whatever order they arrive in. Keys are tried in the order given."""
+        self.keyed.append((text, deque(replies)))
+
+    def reply_to(self, body: dict) -> Reply:
+        content = "\n".join(str(m.get("content", "")) for m in body.get("messages") or [])
+        for text, replies in self.keyed:
+            if replies and text in content:
+                return replies.popleft()
+        return self.script.popleft() if self.script else Reply(text=self.default_text)
 
     @property
     def base_url(self) -> str:

@@ -47,7 +47,7 @@ def test_ingest_query_and_eval_against_a_chroma_server_match_embedded(tmp_path, 
     reports = []
     for args in (["--config", cfg_file], ["--data-dir", sample_index]):
         out = tmp_path / f"report{len(reports)}.json"
-        r = run_cli(*args, "eval", "-q", SUITE, "--json", out, cwd=REPO, env=env)
+        r = run_cli(*args, "eval", "-q", SUITE, "--json-file", out, cwd=REPO, env=env)
         assert r.returncode == 0, r.stderr
         reports.append(json.loads(out.read_text())["metrics"])
     assert reports[0] == reports[1]

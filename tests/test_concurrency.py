@@ -62,7 +62,7 @@ def test_readers_during_an_ingest_see_a_whole_index_and_two_ingests_queue(tmp_pa
         {"id": f"q{i}", "query": q} for i, q in enumerate(QUESTIONS)]}))
     writer = subprocess.Popen(cmd, env=full_env, stderr=subprocess.PIPE, text=True)
     time.sleep(1.0)
-    r = run_cli("--data-dir", data, "eval", "-q", suite, "--json", "-")
+    r = run_cli("--data-dir", data, "eval", "-q", suite, "--json")
     assert r.returncode == 0, r.stderr
     assert len(json.loads(r.stdout)["cases"]) == len(QUESTIONS)
     assert writer.wait(600) == 0, writer.stderr.read()

@@ -28,7 +28,7 @@ def eval_cli(data, *args, env=None):
 def test_sample_suite_passes_and_writes_every_report(tmp_path, data):
     summary = tmp_path / "summary.md"
     out = {k: tmp_path / f"r.{k}" for k in ("json", "xml", "md", "html")}
-    r = eval_cli(data, SUITE, "--stages", "--json", out["json"], "--junit", out["xml"], "--markdown",
+    r = eval_cli(data, SUITE, "--stages", "--json-file", out["json"], "--junit", out["xml"], "--markdown",
                  out["md"], "--html", out["html"], env={"GITHUB_STEP_SUMMARY": str(summary)})
     assert r.returncode == 0, r.stdout + r.stderr
     assert "bm25" in r.stdout and "dense" in r.stdout and "hybrid" in r.stdout
@@ -63,7 +63,7 @@ def test_quality_below_threshold_exits_9_with_the_reason(tmp_path, data):
 
 def test_baseline_regression_and_incomparable_runs(tmp_path, data):
     base = tmp_path / "base.json"
-    assert eval_cli(data, SUITE, "--json", base).returncode == 0
+    assert eval_cli(data, SUITE, "--json-file", base).returncode == 0
     same = eval_cli(data, SUITE, "--baseline", base)
     assert same.returncode == 0 and "(+0.000, 95% CI [+0.000, +0.000], p 1; 0 better, 0 worse" in same.stdout
     judged = sum(1 for c in json.loads(base.read_text())["cases"] if c["expected"])  # no-answer cases have none
@@ -91,12 +91,12 @@ def test_baseline_regression_and_incomparable_runs(tmp_path, data):
     assert_gate_failed(eval_cli(data, SUITE, "--baseline", tmp_path / "noisy.json"), "mrr@10 dropped")
     gated = tmp_path / "significant.yaml"
     gated.write_text(SUITE.read_text() + "\nsignificance: 0.05\n")
-    r = eval_cli(data, gated, "--baseline", tmp_path / "noisy.json", "--json", "-")
+    r = eval_cli(data, gated, "--baseline", tmp_path / "noisy.json", "--json")
     row = next(m for m in json.loads(r.stdout)["baseline"]["metrics"] if m["metric"] == "mrr@10")
     assert r.returncode == 0 and row["delta"] < -0.03 and row["p_value"] > 0.05 and not row["regressed"]
     assert (row["wins"], row["losses"]) == (0, 1)
     # a part of the suite against the whole baseline: only the shared cases are compared
-    r = eval_cli(data, SUITE, "--limit", "5", "--baseline", base, "--json", "-")
+    r = eval_cli(data, SUITE, "--limit", "5", "--baseline", base, "--json")
     b = json.loads(r.stdout)["baseline"]
     shared = b["cases"]["shared"]
     assert r.returncode == 0 and b["cases"] == {"shared": shared, "only_this_run": 0, "only_baseline": judged - shared}
@@ -116,10 +116,10 @@ def test_baseline_regression_and_incomparable_runs(tmp_path, data):
 
 
 def test_tags_limit_and_ab(tmp_path, data):
-    r = eval_cli(data, SUITE, "--tag", "paraphrase", "--json", "-")
+    r = eval_cli(data, SUITE, "--tag", "paraphrase", "--json")
     ids = [c["id"] for c in json.loads(r.stdout)["cases"]]
     assert len(ids) == 9 and "charity-discount" in ids
-    r = eval_cli(data, SUITE, "--limit", "3", "--json", "-")
+    r = eval_cli(data, SUITE, "--limit", "3", "--json")
     assert len(json.loads(r.stdout)["cases"]) == 3
     b = tmp_path / "b.yaml"
     b.write_text("retrieval:\n  bm25_weight: 1.0\nrerank:\n  enabled: false\n")
@@ -127,6 +127,19 @@ def test_tags_limit_and_ab(tmp_path, data):
     assert r.returncode == 0 and "A/B:" in r.stdout and "b.yaml" in r.stdout
     num = r"[+-]?[\d.]+"
     assert re.search(rf"  mrr@10: {num} vs {num} \({num}, 95% CI \[{num}, {num}\], p [\d.e-]+; \d+ better", r.stdout)
+
+
+def test_json_prints_on_stdout_and_the_old_file_form_says_what_to_use(tmp_path, data):
+    out = tmp_path / "run.json"
+    r = eval_cli(data, SUITE, "--limit", "2", "--json", out)  # how --json was used before it became a flag
+    assert_clean_error(r, 2, f"--json-file {out}")
+    assert not out.exists()
+    r = eval_cli(data, "--beir", tmp_path, "--json", out)
+    assert_clean_error(r, 2, f"--json-file {out}")
+    r = eval_cli(data, SUITE, "--json", "--json-file", out)
+    assert_clean_error(r, 2, "--json", "not both")
+    old = eval_cli(data, SUITE, "--limit", "2", "--json", "-")  # the old spelling of stdout still works
+    assert old.returncode == 0 and len(json.loads(old.stdout)["cases"]) == 2
 
 
 @pytest.mark.parametrize("change, words", [
@@ -155,10 +168,11 @@ def test_answer_checks_against_a_model(tmp_path, data, fake_llm):
         ]}
     path = tmp_path / "answers.yaml"
     path.write_text(yaml.safe_dump(suite))
-    fake_llm.script.extend([Reply(text="It keeps 14 daily snapshots [1]."), Reply(text="It is free [1]."),
-                            Reply(text="The sources do not contain the answer.")])
+    fake_llm.on("How many daily snapshots", Reply(text="It keeps 14 daily snapshots [1]."))
+    fake_llm.on("What does the Team edition cost", Reply(text="It is free [1]."))
+    fake_llm.on("Does Kestrel support tape drives", Reply(text="The sources do not contain the answer."))
     junit = tmp_path / "j.xml"
-    r = eval_cli(data, path, "--junit", junit, "--json", tmp_path / "a.json")
+    r = eval_cli(data, path, "--junit", junit, "--json-file", tmp_path / "a.json")
     assert_gate_failed(r, "1 case(s) failed: bad")
     cases = {c["id"]: c for c in json.loads((tmp_path / "a.json").read_text())["cases"]}
     assert cases["good"]["answer_status"] == "passed" and cases["unknown"]["answer_status"] == "passed"
@@ -188,7 +202,7 @@ def make_beir(root: Path) -> Path:
 def test_beir_dataset_gets_its_own_index_and_standard_metrics(tmp_path):
     beir = make_beir(tmp_path / "tiny")
     data = tmp_path / "data"
-    r = run_cli("--data-dir", data, "eval", "-q", "--beir", beir, "--stages", "--json", "-")
+    r = run_cli("--data-dir", data, "eval", "-q", "--beir", beir, "--stages", "--json")
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert report["suite"] == "beir:tiny:test" and len(report["cases"]) == 4
@@ -214,13 +228,15 @@ def test_llm_judge_grades_answers_and_a_broken_judge_is_an_error(tmp_path, data,
         ]}
     path = tmp_path / "judged.yaml"
     path.write_text(yaml.safe_dump(suite))
-    fake_llm.script.extend([
-        Reply(text="14 daily snapshots [1]."),
-        Reply(text='{"faithful": true, "correct": true, "reason": "matches source 1"}'),
-        Reply(text="12 dollars [1]."),
-        Reply(text="I think it is fine."),  # not the JSON verdict
-    ])
-    r = eval_cli(data, path, "--json", tmp_path / "j.json")
+    def script(answer_ok, verdict_ok, answer_bad, verdict_bad):  # judge requests quote the question too
+        fake_llm.on(f"Answer to grade:\n{answer_ok}", Reply(text=verdict_ok))
+        fake_llm.on(f"Answer to grade:\n{answer_bad}", Reply(text=verdict_bad))
+        fake_llm.on("How many daily snapshots", Reply(text=answer_ok))
+        fake_llm.on("What does the Team edition cost", Reply(text=answer_bad))
+
+    script("14 daily snapshots [1].", '{"faithful": true, "correct": true, "reason": "matches source 1"}',
+           "12 dollars [1].", "I think it is fine.")  # the second verdict is not the JSON asked for
+    r = eval_cli(data, path, "--json-file", tmp_path / "j.json")
     assert_gate_failed(r, "broken-judge")
     cases = {c["id"]: c for c in json.loads((tmp_path / "j.json").read_text())["cases"]}
     assert cases["ok"]["answer_status"] == "passed"
@@ -228,8 +244,8 @@ def test_llm_judge_grades_answers_and_a_broken_judge_is_an_error(tmp_path, data,
         "contains '14'", "judge: faithful to the sources", "judge: agrees with the reference answer"]
     assert cases["broken-judge"]["answer_status"] == "error"
     assert cases["broken-judge"]["error"].startswith("judge failed: the judge did not return")
-    judge_request = fake_llm.requests[1]["body"]["messages"]
-    assert "You grade answers" in judge_request[0]["content"] and "Reference answer: 14" in judge_request[1]["content"]
+    judged = [r["body"]["messages"] for r in fake_llm.requests if "You grade" in r["body"]["messages"][0]["content"]]
+    assert len(judged) == 2 and any("Reference answer: 14" in m[1]["content"] for m in judged)
     report = json.loads((tmp_path / "j.json").read_text())
     answers = report["fingerprint"]["answers"]  # what changes answers is recorded with the run
     assert (answers["provider"], answers["model"], answers["judge_model"], answers["temperature"]) == (
@@ -239,9 +255,8 @@ def test_llm_judge_grades_answers_and_a_broken_judge_is_an_error(tmp_path, data,
     # another system prompt changes the fingerprint's answer side only: noted, never blocking
     suite["config"]["llm"]["system_prompt"] = "Answer in one word."
     path.write_text(yaml.safe_dump(suite))
-    fake_llm.script.extend([Reply(text="14 [1]."), Reply(text='{"faithful": true, "correct": true, "reason": "ok"}'),
-                            Reply(text="12 [1]."), Reply(text="not json")])
-    r = eval_cli(data, path, "--baseline", tmp_path / "j.json", "--json", "-")
+    script("14 [1].", '{"faithful": true, "correct": true, "reason": "ok"}', "12 [1].", "not json")
+    r = eval_cli(data, path, "--baseline", tmp_path / "j.json", "--json")
     b = json.loads(r.stdout)["baseline"]
     assert b["comparable"] is True and b["notes"] == [
         "answers settings differ from the baseline (answer checks are per run, never compared)"]
@@ -253,7 +268,7 @@ def test_beir_eval_scores_the_depth_users_get(tmp_path):
     beir = make_beir(tmp_path / "tiny")
     data = tmp_path / "data"
     env = {"LLMCTL_RETRIEVAL__DENSE_K": "1", "LLMCTL_RETRIEVAL__BM25_K": "1", "LLMCTL_RERANK__ENABLED": "false"}
-    r = run_cli("--data-dir", data, "eval", "-q", "--beir", beir, "--stages", "--json", "-", env=env)
+    r = run_cli("--data-dir", data, "eval", "-q", "--beir", beir, "--stages", "--json", env=env)
     report = json.loads(r.stdout)
     depth = report["fingerprint"]["depth"]
     assert (depth["dense_k"], depth["bm25_k"], depth["tail_from_k"]) == (1, 1, 300)

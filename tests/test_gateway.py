@@ -32,6 +32,7 @@ class FakeClock:
         self.sleeps.append(s)
         self.t += s
         self.mono += s
+        self.mono += s
 
 
 def provider(server, name="main", **kw):

@@ -24,6 +24,7 @@ def to_dict(result: EvalResult, checks: list[dict], baseline: dict | None, passe
         "rerank": result.rerank,
         "latency_ms": result.latency(),
         "cost_usd": round(sum(c.cost_usd or 0 for c in result.cases), 6),
+        "answers": result.answers(),
         "seconds": round(result.seconds, 2),
         "cases": [{
             "id": c.case.id, "query": c.case.query, "tags": c.case.tags, "passed": c.passed,

@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 
 from llmctl import __version__
 from llmctl.config import Config
-from llmctl.errors import ConfigError, ProviderError
+from llmctl.errors import BudgetExceeded, ConfigError, ProviderError
 from llmctl.evals.judge import JudgeError, judge
 from llmctl.evals.metrics import compute, parse_metric, rollup
 from llmctl.evals.suite import NO_ANSWER_PHRASE, AnswerCheck, Case, Suite, matches
-from llmctl.search.pipeline import QueryOptions, _Clock, retrieve, run_query
+from llmctl.llm.gateway import Gateway
+from llmctl.search.pipeline import Notes, Prepared, QueryOptions, _Clock, answer, prepare, retrieve
 from llmctl.search.retrieve import Retriever
 from llmctl.stats import percentile
 
@@ -51,6 +52,13 @@ class EvalResult:
     seconds: float
     extended_cases: int = 0  # cases whose rankings were lengthened for the deepest cutoff
     load_seconds: float = 0.0  # loading models, kept out of the per-case latencies
+    answer_seconds: float = 0.0  # wall time of the answer (and judge) calls, all cases together
+    concurrency: int = 1  # answer calls that ran at once
+
+    def answers(self) -> dict:
+        statuses = [c.answer_status for c in self.cases]
+        return {"concurrency": self.concurrency, "seconds": round(self.answer_seconds, 2),
+                **{s: statuses.count(s) for s in ("passed", "failed", "error", "skipped")}}
 
     def aggregate(self) -> dict[str, dict[str, float]]:
         """Mean of each metric per stage over the cases that have relevance judgements."""
@@ -181,6 +189,7 @@ def run_suite(
     use_llm = answers and bool(cfg.llm.providers)
     deepest = max(parse_metric(m)[1] for m in suite.all_metrics())
     results: list[CaseResult] = []
+    pending: list[tuple[CaseResult, Prepared]] = []
     rerank_info: dict = {}
     extended = 0
     load = 0.0
@@ -197,26 +206,19 @@ def run_suite(
         metrics = {s: {m: compute(m, r, qrels) for m in suite.all_metrics()} for s, r in ranked.items()}
         res = CaseResult(case, qrels, {s: r[:20] for s, r in ranked.items()}, metrics,
                          (time.perf_counter() - t - clock.timings.get("load", 0.0)) * 1000)
-        if case.answer is not None:
-            if not use_llm:
-                res.answer_status = "skipped"
-            else:
-                try:
-                    q = run_query(case.query, cfg, QueryOptions(), retriever=retriever, reranker=reranker,
-                                  command="eval")
-                    res.answer = q.completion.text
-                    res.cost_usd = q.completion.cost_usd
-                    res.checks = check_answer(res.answer, case.answer)
-                    if suite.judge:
-                        res.checks += _judge_checks(cfg, case, q)
-                    res.answer_status = "passed" if all(c["passed"] for c in res.checks) else "failed"
-                except ProviderError as exc:
-                    res.answer_status, res.error = "error", str(exc)
-                except JudgeError as exc:
-                    res.answer_status, res.error = "error", f"judge failed: {exc}"
         results.append(res)
+        if case.answer is not None and use_llm:  # answered below, concurrently, from this retrieval
+            pending.append((res, prepare(case.query, cfg, QueryOptions(), retriever, reranker, Notes(),
+                                         with_model=True, got=got)))
+            continue
+        if case.answer is not None:
+            res.answer_status = "skipped"
         if on_case:
             on_case(res)
+    answering = time.perf_counter()
+    if pending:
+        _answer_all(pending, suite, cfg, retriever, on_case)
+    answer_seconds = time.perf_counter() - answering
     final = "reranked" if rerank_info.get("status") == "used" else "hybrid"
     fp = fingerprint(cfg, retriever, rerank_info, use_llm, bool(suite.judge))
     # What was scored: the configured candidates per retriever; rankings shorter than the deepest
@@ -224,7 +226,45 @@ def run_suite(
     fp["depth"] = {"dense_k": cfg.retrieval.dense_k, "bm25_k": cfg.retrieval.bm25_k,
                    "rerank_depth": fp["reranker"]["depth"], "deepest_cutoff": deepest,
                    "tail_from_k": _deep_k(cfg, deepest)}
-    return EvalResult(suite, final, results, fp, rerank_info, time.perf_counter() - started, extended, load)
+    return EvalResult(suite, final, results, fp, rerank_info, time.perf_counter() - started, extended, load,
+                      answer_seconds, min(cfg.llm.concurrency, max(1, len(pending))))
+
+
+def _answer_all(pending: list[tuple[CaseResult, Prepared]], suite: Suite, cfg: Config, retriever: Retriever,
+                on_case: Callable[[CaseResult], None] | None) -> None:
+    """Answer (and judge) the cases, ``llm.concurrency`` at a time; the providers' rate limits are
+    shared by all of them. A case whose calls fail, rate limits included once retries are spent, is
+    an error: never skipped, never passed."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    def work(res: CaseResult, prep: Prepared) -> CaseResult:
+        gw = Gateway(cfg.llm, cfg.data_dir, config_source=cfg.source, command="eval")
+        gw.count, gw.embed = prep.counter.count, retriever.embed
+        try:
+            q = answer(prep, gw)
+            if q.error is not None:
+                raise q.error
+            res.answer, res.cost_usd = q.completion.text, q.completion.cost_usd
+            res.checks = check_answer(res.answer, res.case.answer)
+            if suite.judge:
+                res.checks += _judge_checks(cfg, res.case, q)
+            res.answer_status = "passed" if all(c["passed"] for c in res.checks) else "failed"
+        except (ProviderError, BudgetExceeded) as exc:
+            res.answer_status, res.error = "error", str(exc)
+        except JudgeError as exc:
+            res.answer_status, res.error = "error", f"judge failed: {exc}"
+        finally:
+            gw.close()
+        return res
+
+    pool = ThreadPoolExecutor(max_workers=min(cfg.llm.concurrency, len(pending)), thread_name_prefix="eval")
+    try:
+        for done in as_completed([pool.submit(work, res, prep) for res, prep in pending]):
+            res = done.result()
+            if on_case:
+                on_case(res)
+    finally:  # on Ctrl-C nothing new starts; calls in flight end within their timeout
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _doc_rankings(got) -> dict[str, list[str]]:

@@ -37,6 +37,7 @@ class Completion:
     route: dict | None = None
     interrupted: dict | None = None
     sources: list[dict] | None = None  # a cached answer's own sources (it was written from them)
+    headers: dict | None = None  # the response's HTTP headers (x-ratelimit-* for the rate limiter)
 
     @property
     def truncated(self) -> bool:
@@ -103,23 +104,31 @@ def attempt(
     max_tokens: int,
     key: str,
     on_token: Callable[[str], None] | None = None,
+    before_send: Callable[[], None] | None = None,
 ) -> Completion:
-    """Stream one answer; tokens go to ``on_token`` as they arrive. Raises AttemptFailed."""
+    """Stream one answer; tokens go to ``on_token`` as they arrive. Raises AttemptFailed.
+
+    ``before_send`` runs just before the request leaves (the rate limiter's wait): after the
+    client is built, so a first call's imports do not bunch requests that were spaced out."""
     import httpx
     import openai
 
     timeout = httpx.Timeout(provider.timeout, read=min(provider.stall_timeout, provider.timeout))
     client = openai.OpenAI(base_url=provider.base_url, api_key=key, timeout=timeout, max_retries=0)
+    if before_send:
+        before_send()
     started = time.perf_counter()
     out = Completion("", provider.name, provider.model)
     parts: list[str] = []
     name = provider.name
     stream = None
     try:
-        stream = client.chat.completions.create(
+        raw = client.chat.completions.with_raw_response.create(
             model=provider.model, messages=messages, temperature=temperature, max_tokens=max_tokens,
             stream=True, stream_options={"include_usage": True},
         )
+        out.headers = {k.lower(): v for k, v in raw.headers.items() if k.lower().startswith("x-ratelimit-")}
+        stream = raw.parse()
         for chunk in stream:
             if time.perf_counter() - started > provider.timeout:
                 stream.close()

@@ -2,7 +2,8 @@
 
 Order of a call: route (optional) -> exact cache -> semantic cache (opt-in) -> providers
 in order, a budget check at that provider's prices before every attempt (an unpriced
-provider is not called under a budget), each with capped, jittered exponential
+provider is not called under a budget) and a wait for its client-side rate limits
+(``ratelimit.py``) before every attempt, each with capped, jittered exponential
 backoff on retryable failures (connection, timeout, stall, 429, 5xx, malformed reply),
 honouring Retry-After, within ``llm.deadline`` -> ledger row for every attempt -> cache.
 Authentication and bad-request errors stop at once. A context-length error moves on to
@@ -15,6 +16,7 @@ consumer (``--json``, eval), such failures are retried like any other.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import time
@@ -29,6 +31,7 @@ from llmctl.llm import policy
 from llmctl.llm.cache import CacheHit, ResponseCache, is_time_sensitive, request_key
 from llmctl.llm.client import AttemptFailed, Completion, api_key, attempt
 from llmctl.llm.ledger import Ledger, Row
+from llmctl.llm.ratelimit import limiter_for
 from llmctl.llm.store import CorruptFile
 from llmctl.money import money
 from llmctl.stats import day_start, month_start
@@ -66,6 +69,9 @@ class Clock:
         time.sleep(seconds)
 
 
+SYSTEM_CLOCK = Clock()  # one clock, so every gateway of the process shares its providers' rate limiters
+
+
 class AnswerInterrupted(ProviderError):
     """The stream failed after part of the answer was shown; not retried to avoid duplicate text."""
 
@@ -84,7 +90,7 @@ class Gateway:
         self.source = config_source
         self.command = command
         self.tag = tag
-        self.clock = clock or Clock()
+        self.clock = clock or SYSTEM_CLOCK
         self.rng = rng or random.Random()
         self.count = count_tokens or (lambda text: len(text) // 4 + 1)
         self.embed = embed
@@ -227,6 +233,8 @@ class Gateway:
                 attempts.append({"provider": provider.name, "skipped": f"{provider.api_key_env} is not set"})
                 self.warn(f"provider '{provider.name}' skipped: {provider.api_key_env} is not set")
                 continue
+            limiter = limiter_for(provider, self.clock)
+            needed = prompt_tokens + self.cfg.max_answer_tokens  # what providers count against a limit
             for n in range(1, provider.retries + 2):
                 problem = self._budget_problem(provider, prompt_tokens)  # before every attempt
                 if problem:
@@ -239,7 +247,8 @@ class Gateway:
                 try:
                     comp = attempt(provider, messages, temperature=self.cfg.temperature,
                                    max_tokens=self.cfg.max_answer_tokens, key=key,
-                                   on_token=emit if on_token else None)
+                                   on_token=emit if on_token else None,
+                                   before_send=functools.partial(limiter.acquire, needed, deadline))
                 except KeyboardInterrupt:
                     self._row(request_id, "error", provider=provider.name, model=provider.model,
                               latency_ms=(time.perf_counter() - started) * 1000, error_class="interrupted",
@@ -270,9 +279,12 @@ class Gateway:
                     if self.clock.monotonic() + delay > deadline:
                         raise ProviderError(f"Gave up: llm.deadline ({self.cfg.deadline:g} s) reached; "
                                             f"last error: {f}") from None
+                    if f.kind == "rate_limit":  # every caller of this provider holds off, not only this one
+                        limiter.pause(delay)
                     self.warn(f"{f}; retrying in {delay:.1f} s (attempt {n + 1} of {provider.retries + 1})")
                     self.clock.sleep(delay)
                     continue
+                limiter.observe(comp.headers, needed)
                 return self._finish(comp, provider, messages, request_id, n, route_info, attempts,
                                     keys[provider.name], chunk_ids, sources, question, vector, cacheable)
             if provider is not order[-1] and (last is not None or refusals):

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from llmctl.config import Config
+from llmctl.config import Config, ProviderConfig
 from llmctl.errors import BudgetExceeded, ConfigError, InputError, LlmctlError, ProviderError
 from llmctl.index.datadir import DataDir
 from llmctl.llm.client import Completion
@@ -212,6 +212,29 @@ def retrieve(question: str, cfg: Config, opts: QueryOptions, retriever: Retrieve
     return Retrieval(hits, stages, order, rerank_info, chunks, max((s for _, s in dense), default=0.0))
 
 
+class Notes:
+    """Warnings of one question: kept for the result and passed on as they happen."""
+
+    def __init__(self, notify: Callable[[str], None] | None = None):
+        self.items: list[str] = []
+        self.notify = notify
+
+    def __call__(self, message: str) -> None:
+        self.items.append(message)
+        if self.notify:
+            self.notify(message)
+
+
+@dataclass
+class Prepared:
+    """A question retrieved and its context packed: what a model is sent, or the retrieval-only result."""
+
+    result: QueryResult
+    provider: ProviderConfig | None  # None: no model is called
+    messages: list[dict]
+    counter: TokenCounter
+
+
 def run_query(
     question: str,
     cfg: Config,
@@ -229,90 +252,103 @@ def run_query(
     question = question.strip()
     if not question:
         raise InputError("The question is empty: llmctl query \"your question\" (or '-' to read stdin)")
-    k = opts.k or cfg.retrieval.k
-    warnings: list[str] = []
-
-    def tell(message: str) -> None:
-        warnings.append(message)
-        if notify:
-            notify(message)
-
-    provider = cfg.llm.providers[0] if (cfg.llm.providers and opts.use_llm) else None
-    own = gateway is None
-    if provider:  # provider settings are checked before anything is loaded
+    notes = Notes(notify)
+    own = gateway is None and bool(cfg.llm.providers) and opts.use_llm
+    if own:
         from llmctl.llm.gateway import Gateway
 
-        gateway = gateway or Gateway(cfg.llm, cfg.data_dir, config_source=cfg.source, command=command,
-                                     tag=opts.tag, warn=tell)
-        gateway.usable_providers()
-    retriever = retriever or Retriever(cfg)
+        gateway = Gateway(cfg.llm, cfg.data_dir, config_source=cfg.source, command=command, tag=opts.tag,
+                          warn=notes)
+    try:
+        if gateway is not None:  # provider settings are checked before anything is loaded
+            gateway.usable_providers()
+        retriever = retriever or Retriever(cfg)
+        prep = prepare(question, cfg, opts, retriever, reranker, notes, with_model=gateway is not None)
+        if own:
+            gateway.count, gateway.embed = prep.counter.count, retriever.embed
+        return answer(prep, gateway, on_token)
+    finally:
+        if own:
+            gateway.close()
+
+
+def prepare(question: str, cfg: Config, opts: QueryOptions, retriever: Retriever, reranker: Reranker | None,
+            notes: Notes, *, with_model: bool, got: Retrieval | None = None) -> Prepared:
+    """Retrieve (unless ``got`` is this question's retrieval already), judge confidence, pack the context."""
+    k = opts.k or cfg.retrieval.k
     clock = _Clock()
-    got = retrieve(question, cfg, opts, retriever, reranker, clock, warnings)
-    if retriever.embedder.note:
-        warnings.insert(0, retriever.embedder.note)
-    for w in warnings:
-        if notify:
-            notify(w)
-    hits, order, rerank_info = got.hits, got.order, got.rerank
-    final = [hits[c] for c in order[:k]]
+    if got is None:
+        got = retrieve(question, cfg, opts, retriever, reranker, clock, notes.items)
+        if retriever.embedder.note:
+            notes.items.insert(0, retriever.embedder.note)
+        for w in notes.items:
+            if notes.notify:
+                notes.notify(w)
+    final = [got.hits[c] for c in got.order[:k]]
     confidence = assess(question, [h.chunk.get("embed_text", "") for h in final], got.similarity,
                         retriever.keyword.tokenize, cfg.retrieval)
     if confidence.low:
-        tell(confidence.warning())
+        notes(confidence.warning())
+    provider = cfg.llm.providers[0] if with_model else None
     skip = cfg.llm.skip_when_irrelevant if opts.skip_irrelevant is None else opts.skip_irrelevant
     skipped = None
     if provider and skip and confidence.low:
         provider, skipped = None, "low_confidence"
-        if own:
-            gateway.close()
-        tell("not answered: nothing relevant was found, so no model was called (llm.skip_when_irrelevant)")
+        notes("not answered: nothing relevant was found, so no model was called (llm.skip_when_irrelevant)")
 
     if provider:
         counter = counter_for(provider.model, provider.tokenizer, DataDir(cfg.data_dir).tiktoken)
     else:  # no model reads the context: the embedding tokenizer (loaded already) sizes it
         counter = TokenCounter(retriever.embedder.model_id, False, retriever.embedder.count_tokens)
     with clock.stage("pack"):
-        if provider:
-            overhead = prompt_overhead(question, cfg.llm.system_prompt, counter.count)
-            budget = provider.context_window - overhead - cfg.llm.max_answer_tokens
-            if overhead > provider.context_window // 2:
-                raise InputError(
-                    f"The question is too long: the prompt takes {overhead} tokens before any source, and "
-                    f"provider '{provider.name}' has a {provider.context_window}-token context_window: "
-                    "shorten the question")
-            if cfg.context.max_tokens:
-                budget = min(budget, cfg.context.max_tokens)
-            if budget < 64:
-                raise ConfigError(
-                    f"provider '{provider.name}': context_window {provider.context_window} leaves "
-                    f"{budget} tokens for sources after the prompt and llm.max_answer_tokens "
-                    f"({cfg.llm.max_answer_tokens}): raise context_window or lower max_answer_tokens"
-                )
-        else:
-            budget = cfg.context.max_tokens or cfg.context.retrieval_only_tokens
+        budget = _context_budget(question, cfg, provider, counter)
         packed = pack(final, budget, counter.count)
-    result = QueryResult(question, final, clock.timings, rerank_info, packed,
-                         {"name": counter.name, "exact": counter.exact}, warnings=warnings,
+    result = QueryResult(question, final, clock.timings, got.rerank, packed,
+                         {"name": counter.name, "exact": counter.exact}, warnings=notes.items,
                          confidence=confidence, skipped=skipped)
-    if provider is None:
-        return result
+    messages = build_messages(question, packed, cfg.llm.system_prompt) if provider else []
+    return Prepared(result, provider, messages, counter)
 
-    messages = build_messages(question, packed, cfg.llm.system_prompt)
-    if own:
-        gateway.count, gateway.embed = counter.count, retriever.embed
+
+def _context_budget(question: str, cfg: Config, provider: ProviderConfig | None, counter: TokenCounter) -> int:
+    if provider is None:
+        return cfg.context.max_tokens or cfg.context.retrieval_only_tokens
+    overhead = prompt_overhead(question, cfg.llm.system_prompt, counter.count)
+    budget = provider.context_window - overhead - cfg.llm.max_answer_tokens
+    if overhead > provider.context_window // 2:
+        raise InputError(
+            f"The question is too long: the prompt takes {overhead} tokens before any source, and "
+            f"provider '{provider.name}' has a {provider.context_window}-token context_window: "
+            "shorten the question")
+    if cfg.context.max_tokens:
+        budget = min(budget, cfg.context.max_tokens)
+    if budget < 64:
+        raise ConfigError(
+            f"provider '{provider.name}': context_window {provider.context_window} leaves "
+            f"{budget} tokens for sources after the prompt and llm.max_answer_tokens "
+            f"({cfg.llm.max_answer_tokens}): raise context_window or lower max_answer_tokens"
+        )
+    return budget
+
+
+def answer(prep: Prepared, gateway: Gateway | None, on_token: Callable[[str], None] | None = None) -> QueryResult:
+    """Send a prepared question to the model; a provider or budget error is kept on the result."""
+    result = prep.result
+    if prep.provider is None or gateway is None:
+        return result
+    packed = result.packed
+    t = time.perf_counter()
     try:
-        with clock.stage("llm"):
-            completion = gateway.complete(
-                messages, question=question,
-                chunk_ids=[cid for s in packed.sources for cid in s.hit_ids],
-                sources=[s.to_cache() for s in packed.sources],
-                on_token=on_token)
+        completion = gateway.complete(
+            prep.messages, question=result.question,
+            chunk_ids=[cid for s in packed.sources for cid in s.hit_ids],
+            sources=[s.to_cache() for s in packed.sources],
+            on_token=on_token)
     except (ProviderError, BudgetExceeded) as exc:
         result.error = exc  # retrieval's work is kept: the caller shows the hits, then the error
         return result
     finally:
-        if own:
-            gateway.close()
+        result.timings["llm"] = time.perf_counter() - t
     result.completion = completion
     numbers = cited_numbers(completion.text)
     cited_from = ([Source.from_cache(d) for d in completion.sources] if completion.sources is not None
@@ -321,7 +357,7 @@ def run_query(
     result.citations = [by_n[n] for n in numbers if n in by_n]
     bad = [n for n in numbers if n not in by_n]
     if bad:
-        warnings.append(f"the answer cites sources that do not exist: {bad}")
+        result.warnings.append(f"the answer cites sources that do not exist: {bad}")
     return result
 
 

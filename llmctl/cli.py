@@ -226,6 +226,10 @@ def eval_(
         help="Compare with an earlier --json report.", metavar="FILE")] = None,
     against: Annotated[Path | None, typer.Option(help="A/B: also run with this config file.", metavar="FILE")] = None,
     no_answers: Annotated[bool, typer.Option("--no-answers", help="Retrieval metrics only.")] = False,
+    record: Annotated[Path | None, typer.Option(
+        help="Write every model call (answers, judge) to this cassette.", metavar="FILE")] = None,
+    replay: Annotated[Path | None, typer.Option(
+        help="Answer from a recorded cassette: no provider, key or network.", metavar="FILE")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Run a golden-query suite or a BEIR dataset; exit 9 when a quality gate fails.
@@ -235,10 +239,12 @@ def eval_(
     from llmctl import render
 
     suite, json_out = _eval_targets(suites or [], beir, as_json, json_file)
+    if record and replay:
+        raise typer.BadParameter("give --record FILE or --replay FILE, not both", param_hint="--replay")
     with render.RichProgress(enabled=not quiet and json_out != "-") as progress:
         outcome = _workspace().evaluate(
             suite, beir=beir, split=split, limit=limit, tags=list(tag or []), baseline=baseline,
-            answers=not no_answers, progress=progress, against=against)
+            answers=not no_answers, progress=progress, against=against, record=record, replay=replay)
     render.eval_outputs(outcome, json_out=json_out, junit_out=junit_out, md_out=md_out, html_out=html_out,
                         stages=stages)
     if not outcome.passed:

@@ -375,6 +375,7 @@ def eval_outputs(outcome, *, json_out, junit_out, md_out, html_out, stages: bool
     for c in failed:
         why = c["error"] or "; ".join(x["check"] for x in c["checks"] if not x["passed"])
         stdout.print(f"  FAIL {c['id']}: {why}", markup=False)
+    stdout.print(f"Coverage: {rep.coverage_text(r['coverage'])}.", markup=False)
     b = r.get("baseline")
     if b:
         if not b["comparable"]:

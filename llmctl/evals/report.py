@@ -25,6 +25,7 @@ def to_dict(result: EvalResult, checks: list[dict], baseline: dict | None, passe
         "latency_ms": result.latency(),
         "cost_usd": round(sum(c.cost_usd or 0 for c in result.cases), 6),
         "answers": result.answers(),
+        "coverage": result.coverage,
         "seconds": round(result.seconds, 2),
         "cases": [{
             "id": c.case.id, "query": c.case.query, "tags": c.case.tags, "passed": c.passed,
@@ -91,6 +92,15 @@ def junit(report: dict, result: EvalResult) -> str:
     return ET.tostring(suite, encoding="unicode")
 
 
+def coverage_text(cov: dict) -> str:
+    """What the suite leaves untested, in one sentence."""
+    lexical = cov["bm25_only_cases"]
+    shown = ", ".join(lexical[:10]) + (f" and {len(lexical) - 10} more" if len(lexical) > 10 else "")
+    return (f"{cov['never_retrieved_count']} of {cov['documents']} documents are in no case's top "
+            f"{cov['k']}; {len(lexical)} of {cov['judged_cases']} judged cases are found by BM25 alone"
+            + (f" ({shown})" if lexical else ""))
+
+
 def markdown(report: dict) -> str:
     icon = "✅" if report["passed"] else "❌"
     lines = [f"## {icon} llmctl eval: {report['suite']}", ""]
@@ -119,6 +129,7 @@ def markdown(report: dict) -> str:
         lines += ["", "Failed cases:"]
         lines += [f"- `{c['id']}`: {c['error'] or '; '.join(x['check'] for x in c['checks'] if not x['passed'])}"
                   for c in failed]
+    lines += ["", f"Coverage: {coverage_text(report['coverage'])}."]
     lat = report["latency_ms"]
     lines += ["", f"{len(report['cases'])} cases, latency p50 {lat['p50']} ms / p95 {lat['p95']} ms, "
                   f"cost {money(report['cost_usd'])}, {report['seconds']} s."]
@@ -176,6 +187,7 @@ td,th{{border:1px solid #ccc;padding:3px 7px;font-size:13px}}tr.fail td{{backgro
 <line x1="28" y1="{10 + height}" x2="{width}" y2="{10 + height}" stroke="#999"/>{''.join(bars)}</svg>
 <h2>Thresholds</h2><ul>{thresholds or '<li>none</li>'}</ul>
 <h2>Against the baseline</h2>{baseline}
+<h2>Coverage</h2><p>{e(coverage_text(report['coverage']))}</p>
 <h2>Cases</h2><table><tr><th>id</th><th>query</th>{''.join(f'<th>{e(m)}</th>' for m in metrics)}
 <th>answer</th><th>result</th></tr>{''.join(rows)}</table></body></html>
 """

@@ -16,6 +16,7 @@ from llmctl.errors import BudgetExceeded, ConfigError, ProviderError
 from llmctl.evals.judge import JudgeError, judge
 from llmctl.evals.metrics import compute, parse_metric, rollup
 from llmctl.evals.suite import NO_ANSWER_PHRASE, AnswerCheck, Case, Suite, matches
+from llmctl.llm.cassette import Cassette
 from llmctl.llm.gateway import Gateway
 from llmctl.search.pipeline import Notes, Prepared, QueryOptions, _Clock, answer, prepare, retrieve
 from llmctl.search.retrieve import Retriever
@@ -54,6 +55,7 @@ class EvalResult:
     load_seconds: float = 0.0  # loading models, kept out of the per-case latencies
     answer_seconds: float = 0.0  # wall time of the answer (and judge) calls, all cases together
     concurrency: int = 1  # answer calls that ran at once
+    coverage: dict = field(default_factory=dict)  # see coverage()
 
     def answers(self) -> dict:
         statuses = [c.answer_status for c in self.cases]
@@ -143,11 +145,10 @@ def check_answer(answer: str, check: AnswerCheck) -> list[dict]:
     return out
 
 
-def _judge_checks(cfg: Config, case: Case, q) -> list[dict]:
-    from llmctl.llm.gateway import Gateway
+def _judge_checks(cfg: Config, case: Case, q, cassette: Cassette | None) -> list[dict]:
     from llmctl.search.prompt import format_sources
 
-    gw = Gateway(cfg.llm, cfg.data_dir, config_source=cfg.source, command="eval-judge")
+    gw = Gateway(cfg.llm, cfg.data_dir, config_source=cfg.source, command="eval-judge", cassette=cassette)
     try:
         verdict = judge(gw, case.query, format_sources(q.packed), q.completion.text, case.reference)
     finally:
@@ -170,6 +171,7 @@ def run_suite(
     retriever: Retriever | None = None,
     reranker=None,
     on_case: Callable[[CaseResult], None] | None = None,
+    cassette: Cassette | None = None,
 ) -> EvalResult:
     """Evaluate every selected case; retrieval stages always, answers when a model is configured."""
     started = time.perf_counter()
@@ -217,7 +219,7 @@ def run_suite(
             on_case(res)
     answering = time.perf_counter()
     if pending:
-        _answer_all(pending, suite, cfg, retriever, on_case)
+        _answer_all(pending, suite, cfg, retriever, on_case, cassette)
     answer_seconds = time.perf_counter() - answering
     final = "reranked" if rerank_info.get("status") == "used" else "hybrid"
     fp = fingerprint(cfg, retriever, rerank_info, use_llm, bool(suite.judge))
@@ -227,18 +229,33 @@ def run_suite(
                    "rerank_depth": fp["reranker"]["depth"], "deepest_cutoff": deepest,
                    "tail_from_k": _deep_k(cfg, deepest)}
     return EvalResult(suite, final, results, fp, rerank_info, time.perf_counter() - started, extended, load,
-                      answer_seconds, min(cfg.llm.concurrency, max(1, len(pending))))
+                      answer_seconds, min(cfg.llm.concurrency, max(1, len(pending))),
+                      coverage([d for d, _ in docs], results, final, cfg.retrieval.k))
+
+
+def coverage(doc_ids: list[str], results: list[CaseResult], final: str, k: int) -> dict:
+    """What the suite does not test: documents no case retrieves in its top k (what `query` shows),
+    and cases whose expected documents BM25's top k finds but dense's does not (too lexical to test
+    the dense side). Expected sources missing from the index are not counted here: they stop the
+    run before any work (exit 3)."""
+    seen = {d for r in results for d in r.ranked.get(final, [])[:k]}
+    never = sorted(set(doc_ids) - seen)
+    judged = [r for r in results if r.qrels]
+    lexical = [r.case.id for r in judged if set(r.qrels) & set(r.ranked["bm25"][:k])
+               and not set(r.qrels) & set(r.ranked["dense"][:k])]
+    return {"k": k, "documents": len(doc_ids), "never_retrieved_count": len(never),
+            "never_retrieved": never[:200], "judged_cases": len(judged), "bm25_only_cases": lexical}
 
 
 def _answer_all(pending: list[tuple[CaseResult, Prepared]], suite: Suite, cfg: Config, retriever: Retriever,
-                on_case: Callable[[CaseResult], None] | None) -> None:
+                on_case: Callable[[CaseResult], None] | None, cassette: Cassette | None) -> None:
     """Answer (and judge) the cases, ``llm.concurrency`` at a time; the providers' rate limits are
     shared by all of them. A case whose calls fail, rate limits included once retries are spent, is
     an error: never skipped, never passed."""
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
     def work(res: CaseResult, prep: Prepared) -> CaseResult:
-        gw = Gateway(cfg.llm, cfg.data_dir, config_source=cfg.source, command="eval")
+        gw = Gateway(cfg.llm, cfg.data_dir, config_source=cfg.source, command="eval", cassette=cassette)
         gw.count, gw.embed = prep.counter.count, retriever.embed
         try:
             q = answer(prep, gw)
@@ -247,7 +264,7 @@ def _answer_all(pending: list[tuple[CaseResult, Prepared]], suite: Suite, cfg: C
             res.answer, res.cost_usd = q.completion.text, q.completion.cost_usd
             res.checks = check_answer(res.answer, res.case.answer)
             if suite.judge:
-                res.checks += _judge_checks(cfg, res.case, q)
+                res.checks += _judge_checks(cfg, res.case, q, cassette)
             res.answer_status = "passed" if all(c["passed"] for c in res.checks) else "failed"
         except (ProviderError, BudgetExceeded) as exc:
             res.answer_status, res.error = "error", str(exc)

@@ -29,6 +29,7 @@ from llmctl.errors import BudgetExceeded, ProviderError
 from llmctl.index.datadir import DataDir
 from llmctl.llm import policy
 from llmctl.llm.cache import CacheHit, ResponseCache, is_time_sensitive, request_key
+from llmctl.llm.cassette import Cassette
 from llmctl.llm.client import AttemptFailed, Completion, api_key, attempt
 from llmctl.llm.ledger import Ledger, Row
 from llmctl.llm.ratelimit import limiter_for
@@ -84,7 +85,8 @@ class Gateway:
     def __init__(self, cfg: LLMConfig, data_dir: Path, *, config_source: str = "config",
                  command: str = "query", tag: str | None = None, clock: Clock | None = None,
                  rng: random.Random | None = None, count_tokens: Callable[[str], int] | None = None,
-                 embed: Callable[[str], object] | None = None, warn: Callable[[str], None] | None = None):
+                 embed: Callable[[str], object] | None = None, warn: Callable[[str], None] | None = None,
+                 cassette: Cassette | None = None):
         self.cfg = cfg
         self.data_dir = Path(data_dir)
         self.source = config_source
@@ -96,7 +98,8 @@ class Gateway:
         self.embed = embed
         self.warn = warn or (lambda msg: log.warning(msg))
         self.ledger = Ledger(DataDir(self.data_dir).ledger)
-        self.cache = self._open_cache() if cfg.cache.enabled else None
+        self.cassette = cassette  # record or replay (eval): answers come from the model or the cassette only
+        self.cache = self._open_cache() if cfg.cache.enabled and cassette is None else None
 
     def _open_cache(self) -> ResponseCache | None:
         path = DataDir(self.data_dir).cache
@@ -187,6 +190,8 @@ class Gateway:
     # -- the call ---------------------------------------------------------------------
     def complete(self, messages: list[dict], *, question: str, chunk_ids: list[str],
                  sources: list[dict], on_token: Callable[[str], None] | None = None) -> Completion:
+        if self.cassette is not None and self.cassette.mode == "replay":
+            return self._replay(messages, question, on_token)
         self.usable_providers()
         request_id = uuid.uuid4().hex[:12]
         order, route_info = self._order(question)
@@ -315,6 +320,15 @@ class Gateway:
             return fitting
         return order
 
+    def _replay(self, messages: list[dict], question: str, on_token) -> Completion:
+        """No provider, key or budget is involved: the cassette answers, or the call fails."""
+        comp = self.cassette.replay(messages, self.cfg.temperature, self.cfg.max_answer_tokens, question)
+        if on_token:
+            on_token(comp.text)
+        self._row(uuid.uuid4().hex[:12], "cache_hit", provider=comp.provider, model=comp.model, tokens_in=0,
+                  tokens_out=0, cost_usd=0.0, latency_ms=0.0, cache="replay", question=question)
+        return comp
+
     def _serve(self, hit: CacheHit, request_id: str, route_info, on_token, question) -> Completion:
         if on_token:
             on_token(hit.answer)
@@ -355,4 +369,6 @@ class Gateway:
             self.cache.put(key, self._scope(provider), self.clock.now(), ttl, hit, chunk_ids,
                            question if self.cfg.store_prompts else None,
                            vector if self.cfg.cache.semantic else None)
+        if self.cassette is not None:
+            self.cassette.record(messages, self.cfg.temperature, self.cfg.max_answer_tokens, comp)
         return comp

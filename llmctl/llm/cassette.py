@@ -1,0 +1,90 @@
+"""A cassette of model calls: ``eval --record FILE`` writes one, ``eval --replay FILE`` answers from it.
+
+A fork or a pull request without API keys runs the answer checks deterministically from a
+cassette committed by someone who has them. Entries are addressed by the content of the
+request (messages, temperature, max_tokens), not by provider or key, so a fallback or another
+endpoint serving the same prompts replays the same answers; any change to what would be sent
+(a retrieved chunk, the system prompt, the question) is a miss. A miss is an error for that
+case, never a silent pass.
+
+The file is JSON Lines, one entry per request, appended as answers arrive (a crash keeps what
+was recorded). With ``llm.store_prompts: false`` the messages are left out; the key still
+addresses them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from pathlib import Path
+
+from llmctl.errors import InputError, ProviderError
+from llmctl.llm.client import Completion
+
+
+def request_hash(messages: list[dict], temperature: float, max_tokens: int) -> str:
+    blob = json.dumps({"messages": messages, "temperature": temperature, "max_tokens": max_tokens},
+                      sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class Cassette:
+    def __init__(self, path: Path, mode: str, store_prompts: bool = True):
+        if mode not in ("record", "replay"):
+            raise ValueError(mode)
+        self.path = Path(path)
+        self.mode = mode
+        self.store_prompts = store_prompts
+        self.entries: dict[str, dict] = {}
+        self._lock = threading.Lock()
+        if mode == "replay":
+            self.entries = self._read()
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text("")  # a recording starts empty: it holds exactly one run's calls
+
+    def _read(self) -> dict[str, dict]:
+        try:
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            raise InputError(f"--replay {self.path}: no such file (record one with --record)") from None
+        out = {}
+        for n, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+                out[entry["key"]] = entry
+                entry["response"]["text"]  # noqa: B018
+            except (ValueError, KeyError, TypeError):
+                raise InputError(f"--replay {self.path}:{n}: not a cassette entry (a JSON object with "
+                                 "'key' and 'response'); record the file again with --record") from None
+        return out
+
+    def replay(self, messages: list[dict], temperature: float, max_tokens: int, question: str) -> Completion:
+        key = request_hash(messages, temperature, max_tokens)
+        entry = self.entries.get(key)
+        if entry is None:
+            raise ProviderError(f"not in the cassette {self.path.name}: the request for {question[:80]!r} "
+                                "changed since it was recorded (or was never recorded); record it again "
+                                "with --record")
+        r = entry["response"]
+        return Completion(r["text"], r.get("provider", ""), r.get("model", ""), r.get("prompt_tokens"),
+                          r.get("completion_tokens"), r.get("usage_reported", False), r.get("finish_reason"),
+                          cost_usd=0.0, cache="replay")
+
+    def record(self, messages: list[dict], temperature: float, max_tokens: int, comp: Completion) -> None:
+        key = request_hash(messages, temperature, max_tokens)
+        entry = {"key": key,
+                 "request": ({"messages": messages, "temperature": temperature, "max_tokens": max_tokens}
+                             if self.store_prompts else None),
+                 "response": {"text": comp.text, "provider": comp.provider, "model": comp.model,
+                              "prompt_tokens": comp.prompt_tokens, "completion_tokens": comp.completion_tokens,
+                              "usage_reported": comp.usage_reported, "finish_reason": comp.finish_reason}}
+        with self._lock:
+            if key in self.entries:
+                return
+            self.entries[key] = entry
+            with self.path.open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps(entry, ensure_ascii=False) + "\n")

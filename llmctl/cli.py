@@ -253,6 +253,35 @@ def eval_(
         raise EvalGateFailed(outcome.failure_summary())
 
 
+@app.command()
+def generate(
+    cases: Annotated[int, typer.Option("--cases", "-n", help="Questions to keep.", min=1, max=10_000)] = 20,
+    output: Annotated[Path, typer.Option("--output", "-o", help="The suite file to write.", metavar="FILE")] = Path(
+        "generated-suite.yaml"),
+    seed: Annotated[int, typer.Option(help="Sampling seed: the same seed asks the same questions.")] = 0,
+    max_overlap: Annotated[float, typer.Option(
+        help="Drop questions with this share of their terms in the passage.", min=0.0, max=1.0)] = 0.9,
+    force: Annotated[bool, typer.Option("--force", help="Replace --output if it exists.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report, every dropped candidate too.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Write a golden-query suite from the index with the configured model; `llmctl eval` runs it.
+
+    Example: llmctl generate --cases 30 --output suite.yaml && llmctl eval suite.yaml
+    """
+    from llmctl import render
+
+    with render.RichProgress(enabled=not quiet and not as_json) as progress:
+        task = progress.task("Generating questions", None)
+        report = _workspace().generate(cases, output, seed=seed, max_overlap=max_overlap, force=force,
+                                       on_candidate=lambda: task.advance(1))
+        task.done()
+    if as_json:
+        render.print_json(report.to_dict())
+    else:
+        render.generate_report(report)
+
+
 def _eval_targets(paths: list[Path], beir: Path | None, as_json: bool,
                   json_file: Path | None) -> tuple[Path | None, str | None]:
     """The suite and where the JSON report goes ('-': stdout).

@@ -399,3 +399,17 @@ def eval_outputs(outcome, *, json_out, junit_out, md_out, html_out, stages: bool
         warn(f"reranker unavailable ({r['rerank'].get('reason')}): the final stage is hybrid")
     for w in written:
         stdout.print(f"Wrote {w}", markup=False)
+
+
+def generate_report(report) -> None:
+    d = report.to_dict()
+    short = f" (asked for {d['requested']}: the corpus ran out of candidates)" if d["cases"] < d["requested"] else ""
+    stdout.print(f"Wrote {d['output']}: {d['cases']} cases from {d['documents']} documents{short}, seed "
+                 f"{d['seed']}, model {d['model']}, cost {money(d['cost_usd'])}.", markup=False)
+    if d["dropped"]:
+        reasons = ", ".join(f"{k} {v}" for k, v in d["drop_reasons"].items())
+        stdout.print(f"Dropped {d['dropped']} candidate(s): {reasons}.", markup=False)
+        for c in report.dropped:
+            stdout.print(f"  - {c.expected}: {c.question!r}: {c.dropped}" if c.question else
+                         f"  - {c.expected}: {c.dropped}", markup=False)
+    stdout.print(f"Next: review the questions, then run: llmctl eval {d['output']}", markup=False)

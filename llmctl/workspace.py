@@ -221,6 +221,22 @@ class Workspace:
 
         return run_eval(suite, load=self._derived_config, **options)
 
+    def generate(self, cases: int, output: Path | str, *, seed: int = 0, max_overlap: float = 0.9,
+                 force: bool = False, on_candidate: Callable[[], None] | None = None):
+        """Write a golden suite of ``cases`` questions generated from the index; a GenerateReport."""
+        from llmctl.errors import InputError
+        from llmctl.evals.generate import Generator, suite_yaml
+
+        output = Path(output)
+        if output.exists() and not force:
+            raise InputError(f"--output {output} exists: choose another file, or add --force to replace it")
+        report = Generator(self.cfg, self.retriever, max_overlap=max_overlap,
+                           on_candidate=on_candidate).run(cases, seed, output)
+        tmp = output.with_name(output.name + ".tmp")
+        tmp.write_text(suite_yaml(report), encoding="utf-8")
+        tmp.replace(output)
+        return report
+
     def cost_report(self, since: str | None = None, until: str | None = None) -> dict:
         """Spend, tokens, errors and latency from the ledger; dates as YYYY-MM-DD, 'today', '7d'."""
         from llmctl.errors import InputError

@@ -40,6 +40,7 @@ class FakeOpenAI:
     def __init__(self, default_text: str = "The sources say so [1].", max_lifetime: float = 900):
         self.script: deque[Reply] = deque()
         self.keyed: list[tuple[str, deque[Reply]]] = []  # see on()
+        self.responder = None  # body -> Reply | None: replies computed from the request
         self.requests: list[dict] = []
         self.lock = threading.Lock()
         self.in_flight = self.max_in_flight = 0
@@ -159,6 +160,9 @@ class FakeOpenAI:
         for text, replies in self.keyed:
             if replies and text in content:
                 return replies.popleft()
+        made = self.responder(body) if self.responder else None
+        if made is not None:
+            return made
         return self.script.popleft() if self.script else Reply(text=self.default_text)
 
     @property

@@ -46,6 +46,8 @@ bench: install
 	$(PY) bench/fusion.py
 	$(PY) bench/docs_bench.py --label after
 	$(PY) bench/confidence.py
+	$(PY) bench/eval_ab.py
+	$(PY) bench/eval_concurrency.py
 	$(PY) bench/report.py
 
 # A real local model (SmolLM2-135M from PyPI) behind llama-cpp-python's OpenAI-compatible

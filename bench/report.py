@@ -277,6 +277,36 @@ def confidence_section(c: dict | None) -> str:
                   "uncovered not flagged (misses)", "best similarity p5/p50/p95: answerable / uncovered"], rows)
 
 
+def eval_ab_section(ab: dict | None) -> str:
+    if not ab:
+        return "Not run: `python bench/eval_ab.py`."
+    rows = [[m, f"{ab['a']['metrics'][m]:.4f}", f"{ab['b']['metrics'][m]:.4f}", f"{t['delta']:+.4f}",
+             f"[{t['ci95'][0]:+.4f}, {t['ci95'][1]:+.4f}]", f"{t['p_value']:.3g}",
+             f"{t['wins']} / {t['losses']} / {t['ties']}"]
+            for m, t in ab["paired"].items()]
+    return (f"A = the default config, B = `{ab['b_config']}`, {ab['cases']} SciFact training queries, paired "
+            "bootstrap (10,000 resamples) over queries, as `llmctl eval --against` reports it.\n\n"
+            + table(["metric", "A", "B", "B − A", "95% CI", "p", "B better / worse / same"], rows))
+
+
+def eval_concurrency_section(c: dict | None) -> str:
+    if not c:
+        return "Not run: `python bench/eval_concurrency.py`."
+    rows = [[r["concurrency"], r["requests_per_minute"] or "-", r["cases"], f"{r['answer_seconds']:.1f}",
+             f"{r['eval_seconds']:.1f}", f"{r['passed']} / {r['errors']}", r["max_in_flight"], r["busiest_second"]]
+            for r in c["rows"]]
+    return (f"100 answer cases on the sample index against the loopback server, {c['model_latency_s']} s per "
+            "answer (a 3 s model multiplies the answer times by 6).\n\n"
+            + table(["llm.concurrency", "requests_per_minute", "cases", "answer phase (s)", "whole eval (s)",
+                     "passed / errors", "most requests at once", "most requests in one second"], rows))
+
+
+def evals_sections() -> list[str]:
+    return ["## Eval: a real A/B with significance (`bench/eval_ab.py`)", eval_ab_section(load("eval_ab")),
+            "## Eval: answering concurrently under rate limits (`bench/eval_concurrency.py`)",
+            eval_concurrency_section(load("eval_concurrency"))]
+
+
 def retrieval_sections() -> list[str]:
     return ["## Real documentation: the Python docs (`bench/docs_bench.py`)",
             docs_section(load("docs-before"), load("docs-after")),
@@ -318,6 +348,7 @@ def main() -> None:
         "## Scaling without re-embedding (`bench/scale.py`)", scale_section(s),
         "## Fast and warm (`bench/fast_warm.py`)", fast_warm_section(fw),
         *retrieval_sections(),
+        *evals_sections(),
     ]) + "\n"
     notes = common.REPO / "bench" / "NOTES.md"  # hand-written reading of the numbers, appended
     if notes.exists():

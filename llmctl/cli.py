@@ -230,6 +230,8 @@ def eval_(
         help="Write every model call (answers, judge) to this cassette.", metavar="FILE")] = None,
     replay: Annotated[Path | None, typer.Option(
         help="Answer from a recorded cassette: no provider, key or network.", metavar="FILE")] = None,
+    batch: Annotated[bool, typer.Option(
+        "--batch", help="Send answers (and judge calls) as one Batch API job: half the price, slower.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Run a golden-query suite or a BEIR dataset; exit 9 when a quality gate fails.
@@ -241,10 +243,13 @@ def eval_(
     suite, json_out = _eval_targets(suites or [], beir, as_json, json_file)
     if record and replay:
         raise typer.BadParameter("give --record FILE or --replay FILE, not both", param_hint="--replay")
+    if batch and (record or replay):
+        raise typer.BadParameter("--batch answers through the provider's Batch API; it does not record or "
+                                 "replay a cassette", param_hint="--batch")
     with render.RichProgress(enabled=not quiet and json_out != "-") as progress:
         outcome = _workspace().evaluate(
             suite, beir=beir, split=split, limit=limit, tags=list(tag or []), baseline=baseline,
-            answers=not no_answers, progress=progress, against=against, record=record, replay=replay)
+            answers=not no_answers, progress=progress, against=against, record=record, replay=replay, batch=batch)
     render.eval_outputs(outcome, json_out=json_out, junit_out=junit_out, md_out=md_out, html_out=html_out,
                         stages=stages)
     if not outcome.passed:

@@ -123,6 +123,9 @@ class ProviderConfig(_Section):
     tokenizer: str = "auto"
     price_input_per_1m: float | None = Field(None, ge=0)
     price_output_per_1m: float | None = Field(None, ge=0)
+    # Batch API prices (eval --batch); unset: half the prices above, as OpenAI charges.
+    batch_price_input_per_1m: float | None = Field(None, ge=0)
+    batch_price_output_per_1m: float | None = Field(None, ge=0)
 
 
 class CacheConfig(_Section):
@@ -166,6 +169,7 @@ class LLMConfig(_Section):
     skip_when_irrelevant: bool = False
     deadline: float = Field(180, gt=0)
     concurrency: int = Field(4, ge=1, le=64)
+    batch_poll_seconds: float = Field(30, gt=0)  # eval --batch: how often the job's status is read
     backoff_base: float = Field(0.5, gt=0)
     backoff_cap: float = Field(20, gt=0)
     store_prompts: bool = True

@@ -73,6 +73,14 @@ def sample_index(tmp_path_factory, embedder) -> Path:
 
 
 @pytest.fixture
+def data(tmp_path, sample_index) -> Path:
+    """A private copy of the sample index: this test's ledger and cache start empty."""
+    dest = tmp_path / "data"
+    shutil.copytree(sample_index, dest, ignore=shutil.ignore_patterns("ledger.sqlite*", "cache.sqlite*"))
+    return dest
+
+
+@pytest.fixture
 def fake_llm():
     from openai_server import FakeOpenAI
 

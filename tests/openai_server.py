@@ -41,6 +41,14 @@ class FakeOpenAI:
         self.script: deque[Reply] = deque()
         self.keyed: list[tuple[str, deque[Reply]]] = []  # see on()
         self.responder = None  # body -> Reply | None: replies computed from the request
+        # The Batch API (files + batches): see _batch_step. A batch runs when polled while `release` is set.
+        self.files: dict[str, bytes] = {}
+        self.batches: dict[str, dict] = {}
+        self.release = threading.Event()
+        self.release.set()
+        self.batch_outcome = "completed"  # completed | expired (after `expire_after` items) | failed
+        self.expire_after = 0
+        self.failing: list[str] = []  # requests whose messages contain one of these fail (HTTP 400 item)
         self.requests: list[dict] = []
         self.lock = threading.Lock()
         self.in_flight = self.max_in_flight = 0
@@ -54,11 +62,30 @@ class FakeOpenAI:
                 pass
 
             def do_GET(self):
+                with server.lock:
+                    server.requests.append({"path": self.path, "method": "GET", "at": time.monotonic()})
+                    if self.path.startswith("/v1/batches/"):
+                        batch = server.batches.get(self.path.rsplit("/", 1)[1])
+                        if batch is None:
+                            return self._json(404, {"error": {"message": "no such batch"}})
+                        server._batch_step(batch)
+                        return self._json(200, batch)
+                    if self.path.startswith("/v1/files/") and self.path.endswith("/content"):
+                        return self._raw(200, server.files[self.path.split("/")[3]], "application/jsonl")
                 self._json(200, {"object": "list", "data": [{"id": "fake-model", "object": "model"}]})
 
             def do_POST(self):
                 length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length) or b"{}")
+                raw = self.rfile.read(length)
+                if self.path.endswith("/files"):
+                    with server.lock:
+                        server.requests.append({"path": self.path, "at": time.monotonic()})
+                        return self._json(200, server._upload(self.headers.get("Content-Type", ""), raw))
+                body = json.loads(raw or b"{}")
+                if self.path.endswith("/batches"):
+                    with server.lock:
+                        server.requests.append({"path": self.path, "body": body, "at": time.monotonic()})
+                        return self._json(200, server._create_batch(body))
                 with server.lock:
                     entry = {"path": self.path, "body": body, "at": time.monotonic(),
                              "headers": {k.lower(): v for k, v in self.headers.items()}}
@@ -164,6 +191,62 @@ class FakeOpenAI:
         if made is not None:
             return made
         return self.script.popleft() if self.script else Reply(text=self.default_text)
+
+    # -- the Batch API ----------------------------------------------------------------------------
+    def _upload(self, content_type: str, raw: bytes) -> dict:
+        boundary = content_type.split("boundary=", 1)[1].strip('"').encode()
+        data = b""
+        for part in raw.split(b"--" + boundary):
+            head, _, rest = part.partition(b"\r\n\r\n")
+            if b'name="file"' in head:
+                data = rest.rsplit(b"\r\n", 1)[0]
+        fid = f"file-{len(self.files) + 1}"
+        self.files[fid] = data
+        return {"id": fid, "object": "file", "bytes": len(data), "created_at": 0, "filename": "batch.jsonl",
+                "purpose": "batch", "status": "processed"}
+
+    def _create_batch(self, body: dict) -> dict:
+        bid = f"batch_{len(self.batches) + 1}"
+        self.batches[bid] = {"id": bid, "object": "batch", "endpoint": body["endpoint"], "errors": None,
+                             "input_file_id": body["input_file_id"], "completion_window": body["completion_window"],
+                             "status": "validating", "created_at": 0, "output_file_id": None,
+                             "error_file_id": None, "request_counts": {"total": 0, "completed": 0, "failed": 0}}
+        return self.batches[bid]
+
+    def _batch_step(self, batch: dict) -> None:
+        """validating -> in_progress on the first poll; the next poll while `release` is set runs it."""
+        if batch["status"] == "validating":
+            batch["status"] = "in_progress"
+            return
+        if batch["status"] != "in_progress" or not self.release.is_set():
+            return
+        if self.batch_outcome == "failed":
+            batch.update(status="failed", errors={"object": "list", "data": [
+                {"code": "invalid_request", "message": "scripted validation failure", "line": 1}]})
+            return
+        out, err = [], []
+        lines = [json.loads(x) for x in self.files[batch["input_file_id"]].decode().splitlines() if x.strip()]
+        for n, line in enumerate(lines):
+            body = line["body"]
+            content = "\n".join(str(m.get("content", "")) for m in body.get("messages") or [])
+            item = {"id": f"batch_req_{n}", "custom_id": line["custom_id"], "error": None}
+            if self.batch_outcome == "expired" and n >= self.expire_after:
+                err.append(item | {"response": None, "error": {
+                    "code": "batch_expired",
+                    "message": "This request could not be executed before the completion window expired."}})
+            elif any(f in content for f in self.failing):
+                err.append(item | {"response": {"status_code": 400, "request_id": f"req_{n}", "body": {
+                    "error": {"message": "scripted item failure", "type": "invalid_request_error"}}}})
+            else:
+                out.append(item | {"response": {"status_code": 200, "request_id": f"req_{n}",
+                                                "body": self.completion(body, self.reply_to(body))}})
+        for kind, items in (("output_file_id", out), ("error_file_id", err)):
+            if items:
+                fid = f"file-{len(self.files) + 1}"
+                self.files[fid] = "".join(json.dumps(i) + "\n" for i in items).encode()
+                batch[kind] = fid
+        batch["status"] = "expired" if self.batch_outcome == "expired" else "completed"
+        batch["request_counts"] = {"total": len(lines), "completed": len(out), "failed": len(err)}
 
     @property
     def base_url(self) -> str:

@@ -13,12 +13,6 @@ from consistency import assert_consistent
 SUITE = REPO / "configs" / "sample-suite.yaml"
 
 
-@pytest.fixture
-def data(tmp_path, sample_index):
-    dest = tmp_path / "data"
-    shutil.copytree(sample_index, dest, ignore=shutil.ignore_patterns("ledger.sqlite*", "cache.sqlite*"))
-    return dest
-
 
 BAD_CONFIGS = {
     "malformed YAML": (b"retrieval:\n  k: [5\n", ["line 3", "YAML"]),

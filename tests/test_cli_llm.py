@@ -3,19 +3,10 @@
 import csv
 import io
 import json
-import shutil
 
 import pytest
 import yaml
 from cli import assert_clean_error, run_cli
-
-
-@pytest.fixture
-def data(tmp_path, sample_index):
-    """A private copy of the sample index: this test's ledger and cache start empty."""
-    dest = tmp_path / "data"
-    shutil.copytree(sample_index, dest, ignore=shutil.ignore_patterns("ledger.sqlite*", "cache.sqlite*"))
-    return dest
 
 
 def config(tmp_path, server, **llm):

@@ -2,7 +2,6 @@
 
 import json
 import re
-import shutil
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
@@ -13,12 +12,6 @@ from cli import assert_clean_error, assert_gate_failed, run_cli
 REPO = Path(__file__).resolve().parent.parent
 SUITE = REPO / "configs" / "sample-suite.yaml"
 
-
-@pytest.fixture
-def data(tmp_path, sample_index):
-    dest = tmp_path / "data"
-    shutil.copytree(sample_index, dest, ignore=shutil.ignore_patterns("ledger.sqlite*", "cache.sqlite*"))
-    return dest
 
 
 def eval_cli(data, *args, env=None):

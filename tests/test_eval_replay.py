@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
 from pathlib import Path
 
-import pytest
 import yaml
 from cli import assert_clean_error, assert_gate_failed, run_cli
+from conftest import REPO
 from openai_server import Reply
 
-REPO = Path(__file__).resolve().parent.parent
 SUITE = REPO / "configs" / "sample-suite.yaml"
 
-
-@pytest.fixture
-def data(tmp_path, sample_index):
-    dest = tmp_path / "data"
-    shutil.copytree(sample_index, dest, ignore=shutil.ignore_patterns("ledger.sqlite*", "cache.sqlite*"))
-    return dest
 
 
 def eval_cli(data, *args, env=None):

@@ -4,27 +4,20 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import sqlite3
 from pathlib import Path
 
 import pytest
 import yaml
 from cli import assert_clean_error, run_cli
+from conftest import REPO
 from openai_server import Reply
 
 from llmctl.evals.generate import clean_question, sample
 
-REPO = Path(__file__).resolve().parent.parent
 REASONS = ("passage too short", "no usable question", "copies the passage", "ambiguous",
            "duplicate of a kept question", "surplus")
 
-
-@pytest.fixture
-def data(tmp_path, sample_index):
-    dest = tmp_path / "data"
-    shutil.copytree(sample_index, dest, ignore=shutil.ignore_patterns("ledger.sqlite*", "cache.sqlite*"))
-    return dest
 
 
 def respond(body) -> Reply:

@@ -4,7 +4,6 @@ eval answering cases concurrently under them against the loopback OpenAI server.
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 import yaml
@@ -84,12 +83,6 @@ def test_one_limiter_per_provider_per_clock():
 
 QUESTIONS = [f"Question number {i}: how many daily snapshots are kept?" for i in range(12)]
 
-
-@pytest.fixture
-def data(tmp_path, sample_index):
-    dest = tmp_path / "data"
-    shutil.copytree(sample_index, dest, ignore=shutil.ignore_patterns("ledger.sqlite*", "cache.sqlite*"))
-    return dest
 
 
 def answer_suite(tmp_path, fake_llm, questions, *, concurrency, retries=2, **provider):

@@ -3,7 +3,6 @@ failure keeps the retrieved hits, Ctrl-C is reported, money keeps its digits."""
 
 import datetime as dt
 import json
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -15,14 +14,6 @@ import pytest
 import yaml
 from cli import assert_clean_error, child_env, run_cli
 from openai_server import Reply
-
-
-@pytest.fixture
-def data(tmp_path, sample_index):
-    """A private copy of the sample index: these tests write ledger and cache rows."""
-    dest = tmp_path / "data"
-    shutil.copytree(sample_index, dest, ignore=shutil.ignore_patterns("ledger.sqlite*", "cache.sqlite*"))
-    return dest
 
 
 def config(tmp_path, base_url=None, **llm) -> str:

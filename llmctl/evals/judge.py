@@ -23,11 +23,13 @@ class JudgeError(Exception):
     pass
 
 
-def judge(gateway: Gateway, question: str, sources: str, answer: str, reference: str | None) -> dict:
+def judge_messages(question: str, sources: str, answer: str, reference: str | None) -> list[dict]:
     user = (f"<sources>\n{sources}\n</sources>\n\nQuestion: {question}\n\nAnswer to grade:\n{answer}\n\n"
             f"Reference answer: {reference if reference else '(none)'}")
-    messages = [{"role": "system", "content": JUDGE_PROMPT}, {"role": "user", "content": user}]
-    reply = gateway.complete(messages, question=question, chunk_ids=[], sources=[]).text
+    return [{"role": "system", "content": JUDGE_PROMPT}, {"role": "user", "content": user}]
+
+
+def parse_verdict(reply: str, reference: str | None) -> dict:
     match = re.search(r"\{.*\}", reply, re.S)
     try:
         verdict = json.loads(match.group(0)) if match else None
@@ -37,3 +39,9 @@ def judge(gateway: Gateway, question: str, sources: str, answer: str, reference:
             reference and not isinstance(verdict.get("correct"), bool)):
         raise JudgeError(f"the judge did not return the requested JSON verdict: {reply[:200]!r}")
     return verdict
+
+
+def judge(gateway: Gateway, question: str, sources: str, answer: str, reference: str | None) -> dict:
+    messages = judge_messages(question, sources, answer, reference)
+    reply = gateway.complete(messages, question=question, chunk_ids=[], sources=[]).text
+    return parse_verdict(reply, reference)

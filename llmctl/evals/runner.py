@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from llmctl import __version__
 from llmctl.config import Config
 from llmctl.errors import BudgetExceeded, ConfigError, ProviderError
-from llmctl.evals.judge import JudgeError, judge
+from llmctl.evals.judge import JudgeError, judge, judge_messages, parse_verdict
 from llmctl.evals.metrics import compute, parse_metric, rollup
 from llmctl.evals.suite import NO_ANSWER_PHRASE, AnswerCheck, Case, Suite, matches
 from llmctl.llm.cassette import Cassette
@@ -153,6 +153,10 @@ def _judge_checks(cfg: Config, case: Case, q, cassette: Cassette | None) -> list
         verdict = judge(gw, case.query, format_sources(q.packed), q.completion.text, case.reference)
     finally:
         gw.close()
+    return _verdict_checks(case, verdict)
+
+
+def _verdict_checks(case: Case, verdict: dict) -> list[dict]:
     checks = [{"check": "judge: faithful to the sources", "passed": verdict["faithful"],
                "detail": verdict.get("reason", "")}]
     if case.reference:
@@ -172,6 +176,7 @@ def run_suite(
     reranker=None,
     on_case: Callable[[CaseResult], None] | None = None,
     cassette: Cassette | None = None,
+    batch: bool = False,
 ) -> EvalResult:
     """Evaluate every selected case; retrieval stages always, answers when a model is configured."""
     started = time.perf_counter()
@@ -218,7 +223,9 @@ def run_suite(
         if on_case:
             on_case(res)
     answering = time.perf_counter()
-    if pending:
+    if pending and batch:
+        _answer_batch(pending, suite, cfg, on_case)
+    elif pending:
         _answer_all(pending, suite, cfg, retriever, on_case, cassette)
     answer_seconds = time.perf_counter() - answering
     final = "reranked" if rerank_info.get("status") == "used" else "hybrid"
@@ -282,6 +289,61 @@ def _answer_all(pending: list[tuple[CaseResult, Prepared]], suite: Suite, cfg: C
                 on_case(res)
     finally:  # on Ctrl-C nothing new starts; calls in flight end within their timeout
         pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _answer_batch(pending: list[tuple[CaseResult, Prepared]], suite: Suite, cfg: Config,
+                  on_case: Callable[[CaseResult], None] | None) -> None:
+    """Answers as one Batch API job, then the judge's verdicts as a second one (they need the
+    answers). Failed and expired items, or a job that failed as a whole, are case errors."""
+    from llmctl.index.datadir import DataDir
+    from llmctl.llm.batch import BatchItem, request_key, run_batch
+    from llmctl.llm.ledger import Ledger
+    from llmctl.search.prompt import format_sources
+
+    provider = cfg.llm.providers[0]
+    params = {"temperature": cfg.llm.temperature, "max_tokens": cfg.llm.max_answer_tokens}
+
+    def item(messages: list[dict], question: str) -> BatchItem:
+        return BatchItem(request_key(provider, messages, params), messages, question)
+
+    def run(items: list[BatchItem], command: str) -> None:
+        try:
+            run_batch(items, cfg.llm, ledger, config_source=cfg.source, command=command)
+        except ProviderError as exc:  # the whole job: every request in it is an error
+            for i in items:
+                i.error = str(exc)
+
+    ledger = Ledger(DataDir(cfg.data_dir).ledger)
+    try:
+        answers = [item(prep.messages, res.case.query) for res, prep in pending]
+        run(answers, "eval")
+        verdicts: list[tuple[CaseResult, BatchItem]] = []
+        for (res, prep), got in zip(pending, answers, strict=True):
+            if got.error:
+                res.error = got.error
+                continue
+            res.answer, res.cost_usd = got.completion.text, got.completion.cost_usd
+            res.checks = check_answer(res.answer, res.case.answer)
+            if suite.judge:
+                messages = judge_messages(res.case.query, format_sources(prep.result.packed), res.answer,
+                                          res.case.reference)
+                verdicts.append((res, item(messages, res.case.query)))
+        if verdicts:
+            run([v for _, v in verdicts], "eval-judge")
+        for res, got in verdicts:
+            try:
+                if got.error:
+                    raise JudgeError(got.error)
+                res.checks += _verdict_checks(res.case, parse_verdict(got.completion.text, res.case.reference))
+            except JudgeError as exc:
+                res.error = f"judge failed: {exc}"
+    finally:
+        ledger.close()
+    for res, _ in pending:
+        res.answer_status = "error" if res.error else (
+            "passed" if all(c["passed"] for c in res.checks) else "failed")
+        if on_case:
+            on_case(res)
 
 
 def _doc_rankings(got) -> dict[str, list[str]]:

@@ -60,6 +60,7 @@ def run_eval(
     progress=None,
     record: Path | None = None,
     replay: Path | None = None,
+    batch: bool = False,
 ) -> EvalOutcome:
     if beir is not None:
         corpus, suite = load_beir(beir, split)
@@ -74,7 +75,7 @@ def run_eval(
         from llmctl.llm.cassette import Cassette
 
         cassette = Cassette(record or replay, "record" if record else "replay", cfg.llm.store_prompts)
-    result = _run(suite, cfg, limit, tags, answers, progress, cassette)
+    result = _run(suite, cfg, limit, tags, answers, progress, cassette, batch)
     checks = gate.thresholds(result)
     comparison = gate.compare(result, gate.load_baseline(baseline)) if baseline else None
     passed = gate.gate_passed(result, checks, comparison)
@@ -83,7 +84,7 @@ def run_eval(
         other_cfg = load(flatten(suite.config), against)
         if beir is not None:
             other_cfg.data_dir = DataDir(other_cfg.data_dir).beir(beir)
-        other = _run(suite, other_cfg, limit, tags, answers, progress, cassette)
+        other = _run(suite, other_cfg, limit, tags, answers, progress, cassette, batch)
         a, b = result.aggregate()[result.final_stage], other.aggregate()[other.final_stage]
         outcome.ab = {"a": {"config": cfg.source, "stage": result.final_stage, "metrics": a},
                       "b": {"config": other_cfg.source, "stage": other.final_stage, "metrics": b},
@@ -92,10 +93,10 @@ def run_eval(
     return outcome
 
 
-def _run(suite: Suite, cfg: Config, limit, tags, answers, progress, cassette) -> EvalResult:
+def _run(suite: Suite, cfg: Config, limit, tags, answers, progress, cassette, batch) -> EvalResult:
     total = min(limit or len(suite.cases), len(suite.cases))
     task = progress.task(f"Evaluating {suite.name}", total) if progress else None
-    result = run_suite(suite, cfg, limit=limit, tags=tags, answers=answers, cassette=cassette,
+    result = run_suite(suite, cfg, limit=limit, tags=tags, answers=answers, cassette=cassette, batch=batch,
                        on_case=(lambda _: task.advance(1)) if task else None)
     if task:
         task.done()

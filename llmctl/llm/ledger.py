@@ -35,6 +35,16 @@ CREATE TABLE IF NOT EXISTS calls (
     question TEXT
 );
 CREATE INDEX IF NOT EXISTS calls_ts ON calls(ts);
+CREATE TABLE IF NOT EXISTS batches (
+    id TEXT PRIMARY KEY,          -- the provider's batch id
+    fingerprint TEXT NOT NULL,    -- provider, model, parameters and every request's key
+    command TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    created REAL NOT NULL,
+    status TEXT NOT NULL,         -- submitted | collected (its items are in `calls`) | a terminal failure
+    requests INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS batches_fingerprint ON batches(fingerprint);
 """
 
 
@@ -98,6 +108,20 @@ class Ledger:
         cur = self.db.execute(sql + " ORDER BY ts, id", args)
         names = [d[0] for d in cur.description]
         return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+    def batch_for(self, fingerprint: str) -> tuple[str, str] | None:
+        """(id, status) of the newest batch job for exactly these requests that can still deliver."""
+        return self.db.execute(
+            "SELECT id, status FROM batches WHERE fingerprint = ? AND status IN ('submitted', 'collected') "
+            "ORDER BY created DESC LIMIT 1", (fingerprint,)).fetchone()
+
+    def save_batch(self, batch_id: str, fingerprint: str, command: str, provider: str, requests: int,
+                   ts: float) -> None:
+        self.db.execute("INSERT OR REPLACE INTO batches VALUES (?, ?, ?, ?, ?, 'submitted', ?)",
+                        (batch_id, fingerprint, command, provider, ts, requests))
+
+    def batch_status(self, batch_id: str, status: str) -> None:
+        self.db.execute("UPDATE batches SET status = ? WHERE id = ?", (status, batch_id))
 
     def close(self) -> None:
         self.db.close()

@@ -28,6 +28,19 @@ def cost(provider: ProviderConfig, tokens_in: int | None, tokens_out: int | None
             + (tokens_out or 0) * provider.price_output_per_1m) / 1_000_000
 
 
+def batch_cost(provider: ProviderConfig, tokens_in: int | None, tokens_out: int | None) -> float | None:
+    """USD for a Batch API request: the batch prices, else half the regular ones; None if unpriced."""
+    pin = provider.batch_price_input_per_1m
+    pout = provider.batch_price_output_per_1m
+    if pin is None and provider.price_input_per_1m is not None:
+        pin = provider.price_input_per_1m / 2
+    if pout is None and provider.price_output_per_1m is not None:
+        pout = provider.price_output_per_1m / 2
+    if pin is None or pout is None:
+        return None
+    return ((tokens_in or 0) * pin + (tokens_out or 0) * pout) / 1_000_000
+
+
 def route(question: str, cfg: RoutingConfig) -> tuple[str, str]:
     """('simple' | 'complex', reason): short factual questions go to the cheap model."""
     q = question.lower()

@@ -275,12 +275,19 @@ def generate(
     Example: llmctl generate --cases 30 --output suite.yaml && llmctl eval suite.yaml
     """
     from llmctl import render
+    from llmctl.evals.generate import NothingGenerated
 
     with render.RichProgress(enabled=not quiet and not as_json) as progress:
         task = progress.task("Generating questions", None)
-        report = _workspace().generate(cases, output, seed=seed, max_overlap=max_overlap, force=force,
-                                       on_candidate=lambda: task.advance(1))
-        task.done()
+        try:
+            report = _workspace().generate(cases, output, seed=seed, max_overlap=max_overlap, force=force,
+                                           on_candidate=lambda: task.advance(1))
+        except NothingGenerated as exc:
+            if as_json:  # every candidate's reason, then the error
+                render.print_json(exc.report.to_dict())
+            raise
+        finally:
+            task.done()
     if as_json:
         render.print_json(report.to_dict())
     else:

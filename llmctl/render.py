@@ -403,7 +403,7 @@ def eval_outputs(outcome, *, json_out, junit_out, md_out, html_out, stages: bool
 
 def generate_report(report) -> None:
     d = report.to_dict()
-    short = f" (asked for {d['requested']}: the corpus ran out of candidates)" if d["cases"] < d["requested"] else ""
+    short = f" (asked for {d['requested']}: {d['stopped']})" if d["stopped"] else ""
     stdout.print(f"Wrote {d['output']}: {d['cases']} cases from {d['documents']} documents{short}, seed "
                  f"{d['seed']}, model {d['model']}, cost {money(d['cost_usd'])}.", markup=False)
     if d["dropped"]:

@@ -14,8 +14,8 @@ COMMANDS = sorted(BY_NAME)
 
 
 def test_every_command_exists():
-    assert set(COMMANDS) == {"ingest", "remove", "query", "eval", "status", "cost-report", "cache-stats", "serve",
-                             "mcp"}
+    assert set(COMMANDS) == {"ingest", "remove", "query", "eval", "generate", "status", "cost-report",
+                             "cache-stats", "serve", "mcp"}
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -28,7 +28,8 @@ def respond(body) -> Reply:
         return Reply(text=" ".join(words[:10]) + "?")
     if len(passage) % 4 == 1:
         return Reply(text="Here are some questions:\n1. What?\n2. Why?")
-    return Reply(text=f"What should I know about {words[2].lower()} and {words[5].lower()}?")
+    longest = sorted(set(w.lower() for w in words), key=lambda w: (-len(w), w))[:2]  # its most telling words
+    return Reply(text=f"Where is {longest[0]} explained together with {longest[1]}?")
 
 
 def config(tmp_path, fake_llm) -> Path:
@@ -48,10 +49,10 @@ def test_generated_suite_runs_in_eval_and_every_candidate_is_kept_or_dropped_wit
     cfg = config(tmp_path, fake_llm)
     out = tmp_path / "one" / "suite.yaml"
     out.parent.mkdir()
-    r = generate(data, cfg, "--cases", 6, "--output", out, "--seed", 3, "--json")
+    r = generate(data, cfg, "--cases", 4, "--output", out, "--seed", 3, "--json")
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
-    assert report["cases"] == 6 == len(report["kept"]) and report["requested"] == 6
+    assert report["cases"] == 4 == len(report["kept"]) and report["requested"] == 4
     assert report["cost_usd"] > 0
     dropped = report["dropped_candidates"]
     assert len(dropped) == report["dropped"] == sum(report["drop_reasons"].values())
@@ -71,18 +72,18 @@ def test_generated_suite_runs_in_eval_and_every_candidate_is_kept_or_dropped_wit
     assert [c["query"] for c in suite["cases"]] == [k["question"] for k in report["kept"]]
     for case, kept in zip(suite["cases"], report["kept"], strict=True):
         assert case["expected"] == [source[kept["chunk"]]]  # the chunk's own document, by construction
-    assert len({c["query"].lower() for c in suite["cases"]}) == 6
+    assert len({c["query"].lower() for c in suite["cases"]}) == 4
 
     e = run_cli("--data-dir", data, "eval", "-q", out, "--json", cwd=REPO)
     assert e.returncode in (0, 9), e.stderr  # a valid suite: only its quality can fail it
-    assert len(json.loads(e.stdout)["cases"]) == 6
+    assert len(json.loads(e.stdout)["cases"]) == 4
 
     again = tmp_path / "two" / "suite.yaml"
     again.parent.mkdir()
-    assert generate(data, cfg, "--cases", 6, "--output", again, "--seed", 3).returncode == 0
+    assert generate(data, cfg, "--cases", 4, "--output", again, "--seed", 3).returncode == 0
     assert again.read_text() == out.read_text()  # same seed, same suite
     other = tmp_path / "other.yaml"
-    assert generate(data, cfg, "--cases", 6, "--output", other, "--seed", 4).returncode == 0
+    assert generate(data, cfg, "--cases", 4, "--output", other, "--seed", 4).returncode == 0
     assert yaml.safe_load(other.read_text())["cases"] != suite["cases"]
 
 
@@ -117,3 +118,15 @@ def test_sampling_is_stratified_by_document_and_seeded():
 ])
 def test_clean_question(reply, question):
     assert clean_question(reply) == question
+
+
+def test_a_model_that_writes_no_question_stops_early_and_writes_nothing(tmp_path, data, fake_llm):
+    fake_llm.default_text = "Sure! Here is a summary of the passage."
+    out = tmp_path / "suite.yaml"
+    r = generate(data, config(tmp_path, fake_llm), "--cases", 4, "--output", out, "--json")
+    assert r.returncode == 7 and not out.exists()
+    assert r.stderr.strip().startswith("Error: No question survived") and "nothing was written" in r.stderr
+    report = json.loads(r.stdout)  # every candidate's reason, before the error
+    assert report["cases"] == 0 and report["stopped"] == "stopped after 12 candidates (3 per requested case)"
+    assert report["dropped"] == 12 and len(fake_llm.requests) <= 12
+    assert set(report["drop_reasons"]) <= {"no usable question", "passage too short"}

@@ -47,6 +47,15 @@ Reply with the question only, on one line."""
 
 MIN_WORDS = 25
 DUPLICATE_COSINE = 0.95
+TRIES_PER_CASE = 3  # at most this many candidates per requested case: a model that cannot do the job stops early
+
+
+class NothingGenerated(ProviderError):
+    """No candidate survived: nothing is written; ``report`` says why, candidate by candidate."""
+
+    def __init__(self, message: str, report: GenerateReport):
+        super().__init__(message)
+        self.report = report
 
 
 @dataclass
@@ -73,6 +82,7 @@ class GenerateReport:
     kept: list[Candidate]
     dropped: list[Candidate]
     cost_usd: float | None
+    stopped: str | None = None  # why fewer cases than requested were kept
 
     def reasons(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -84,7 +94,8 @@ class GenerateReport:
     def to_dict(self) -> dict:
         return {"output": str(self.output), "requested": self.requested, "cases": len(self.kept),
                 "documents": len({c.doc_id for c in self.kept}), "seed": self.seed, "model": self.model,
-                "cost_usd": self.cost_usd, "dropped": len(self.dropped), "drop_reasons": self.reasons(),
+                "cost_usd": self.cost_usd, "stopped": self.stopped, "dropped": len(self.dropped),
+                "drop_reasons": self.reasons(),
                 "kept": [c.to_dict() for c in self.kept], "dropped_candidates": [c.to_dict() for c in self.dropped]}
 
 
@@ -131,17 +142,29 @@ class Generator:
             "SELECT id, doc_id, json_extract(meta, '$.source'), text FROM chunks").fetchall()
         if not rows:
             raise IndexStateError("The index is empty: run llmctl ingest PATH first")
-        pool = sample(rows, seed)
+        pool = sample(rows, seed)[:TRIES_PER_CASE * n]
         kept: list[Candidate] = []
         dropped: list[Candidate] = []
         while len(kept) < n and pool:
-            batch, pool = pool[:math.ceil((n - len(kept)) * 1.5)], pool[math.ceil((n - len(kept)) * 1.5):]
+            size = math.ceil((n - len(kept)) * 1.5)
+            batch, pool = pool[:size], pool[size:]
             self._ask(batch)
             for c in batch:
                 c.dropped = c.dropped or self._why_not(c, kept, n)
                 (dropped if c.dropped else kept).append(c)
-        return GenerateReport(output, n, seed, self.cfg.llm.providers[0].model, kept, dropped,
-                              None if self.cost is None else round(self.cost, 6))
+        stopped = None
+        if len(kept) < n:
+            stopped = (f"the index has {len(rows)} passages" if len(rows) < TRIES_PER_CASE * n else
+                       f"stopped after {TRIES_PER_CASE * n} candidates ({TRIES_PER_CASE} per requested case)")
+        report = GenerateReport(output, n, seed, self.cfg.llm.providers[0].model, kept, dropped,
+                                None if self.cost is None else round(self.cost, 6), stopped)
+        if not kept:
+            raise NothingGenerated(
+                f"No question survived: {len(dropped)} candidates dropped ("
+                + ", ".join(f"{k} {v}" for k, v in report.reasons().items())
+                + f"); nothing was written. Check that model '{report.model}' follows instructions "
+                "(llmctl generate --json lists every candidate)", report)
+        return report
 
     def _ask(self, batch: list[Candidate]) -> None:
         from llmctl.llm.gateway import Gateway

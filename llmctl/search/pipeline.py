@@ -253,20 +253,21 @@ def run_query(
     if not question:
         raise InputError("The question is empty: llmctl query \"your question\" (or '-' to read stdin)")
     notes = Notes(notify)
-    own = gateway is None and bool(cfg.llm.providers) and opts.use_llm
+    wants_model = bool(cfg.llm.providers) and opts.use_llm
+    own = gateway is None and wants_model
     if own:
         from llmctl.llm.gateway import Gateway
 
         gateway = Gateway(cfg.llm, cfg.data_dir, config_source=cfg.source, command=command, tag=opts.tag,
                           warn=notes)
     try:
-        if gateway is not None:  # provider settings are checked before anything is loaded
+        if wants_model:  # provider settings are checked before anything is loaded
             gateway.usable_providers()
         retriever = retriever or Retriever(cfg)
-        prep = prepare(question, cfg, opts, retriever, reranker, notes, with_model=gateway is not None)
+        prep = prepare(question, cfg, opts, retriever, reranker, notes, with_model=wants_model)
         if own:
             gateway.count, gateway.embed = prep.counter.count, retriever.embed
-        return answer(prep, gateway, on_token)
+        return answer(prep, gateway if wants_model else None, on_token)
     finally:
         if own:
             gateway.close()

@@ -38,7 +38,8 @@ class _Section(BaseModel):
 class EmbeddingConfig(_Section):
     model: str = "all-MiniLM-L6-v2"
     batch_size: int = Field(64, ge=1, le=4096)
-    device: str = "cpu"
+    # auto: a GPU when torch sees one (CUDA, Apple MPS), else the CPU; or cpu, cuda, cuda:1, mps...
+    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?|[a-z]+(:\d+)?)$")
     # auto: the model's verified ONNX copy on CPU (no torch); torch: always sentence-transformers
     backend: Literal["auto", "torch"] = "auto"
     normalize: bool = True

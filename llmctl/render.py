@@ -166,6 +166,7 @@ def status(st) -> None:
         e = (ix.get("settings") or {}).get("embedding", {})
         runtime = ix.get("embedded_with") or {}
         how = f" via {runtime['backend']}" if runtime.get("backend") else ""
+        how += f" on {runtime['device']}" if runtime.get("device") else ""
         if runtime.get("onnx_sha256"):
             how += f" (sha256 {runtime['onnx_sha256'][:12]})"
         stdout.print(f"  embedding model {e.get('model')}{how}", markup=False)

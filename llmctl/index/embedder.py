@@ -14,6 +14,7 @@ from pathlib import Path
 
 from llmctl.config import EmbeddingConfig
 from llmctl.errors import ConfigError
+from llmctl.index.device import resolve as resolve_device
 
 PACKAGED_MODELS = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
 PACKAGED_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -73,6 +74,7 @@ class Embedder:
         self.cfg = cfg
         self.export = export
         self.model_id, self.folder = resolve_model(cfg.model, cfg.offline)
+        self.device = resolve_device(cfg.device)
         self.note = ""
 
     @cached_property
@@ -104,7 +106,7 @@ class Embedder:
 
     @property
     def _onnx_wanted(self) -> bool:
-        return self.cfg.backend != "torch" and self.cfg.device == "cpu"
+        return self.cfg.backend != "torch" and self.device == "cpu"
 
     @property
     def export_pending(self) -> bool:
@@ -123,8 +125,8 @@ class Embedder:
         """Load whichever runtime embeds; what it is, for reports and index metadata."""
         if self.onnx is None:
             _ = self.model
-            return {"backend": self.backend, "note": self.note}
-        return {"backend": "onnx", "onnx_sha256": self.onnx.export.sha256, "note": self.note}
+            return {"backend": self.backend, "device": self.device, "note": self.note}
+        return {"backend": "onnx", "device": "cpu", "onnx_sha256": self.onnx.export.sha256, "note": self.note}
 
     @cached_property
     def _tokenizer(self):
@@ -165,7 +167,7 @@ class Embedder:
 
         hf_logging.disable_progress_bar()
         try:
-            return SentenceTransformer(str(self.folder), device=self.cfg.device, local_files_only=True)
+            return SentenceTransformer(str(self.folder), device=self.device, local_files_only=True)
         except Exception as exc:  # noqa: BLE001
             raise ConfigError(f"embedding.model '{self.cfg.model}' could not be loaded: {exc}") from None
 

@@ -71,8 +71,10 @@ def check_cross_encoder(folder: Path, name: str) -> None:
 
 class Reranker:
     def __init__(self, cfg: RerankConfig, device: str = "cpu"):
+        from llmctl.index.device import resolve
+
         self.cfg = cfg
-        self.device = device
+        self.device = resolve(device)
 
     _unavailable: RerankUnavailable | None = None
 

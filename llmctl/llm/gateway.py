@@ -9,6 +9,9 @@ honouring Retry-After, within ``llm.deadline`` -> ledger row for every attempt -
 Authentication and bad-request errors stop at once. A context-length error moves on to
 the next provider with a larger window.
 
+With a cassette (``eval --record`` / ``--replay``, see ``cassette.py``) the cache is not used:
+recording keeps every answer the model gives, replaying answers from the cassette alone.
+
 A streamed answer that fails *after* text reached the user is not retried (that would
 print the beginning twice): the call ends with ``AnswerInterrupted``. Without a stream
 consumer (``--json``, eval), such failures are retried like any other.

@@ -272,14 +272,13 @@ def _answer_all(pending: list[tuple[CaseResult, Prepared]], suite: Suite, cfg: C
             res.checks = check_answer(res.answer, res.case.answer)
             if suite.judge:
                 res.checks += _judge_checks(cfg, res.case, q, cassette)
-            res.answer_status = "passed" if all(c["passed"] for c in res.checks) else "failed"
         except (ProviderError, BudgetExceeded) as exc:
-            res.answer_status, res.error = "error", str(exc)
+            res.error = str(exc)
         except JudgeError as exc:
-            res.answer_status, res.error = "error", f"judge failed: {exc}"
+            res.error = f"judge failed: {exc}"
         finally:
             gw.close()
-        return res
+        return _settled(res)
 
     pool = ThreadPoolExecutor(max_workers=min(cfg.llm.concurrency, len(pending)), thread_name_prefix="eval")
     try:
@@ -296,15 +295,9 @@ def _answer_batch(pending: list[tuple[CaseResult, Prepared]], suite: Suite, cfg:
     """Answers as one Batch API job, then the judge's verdicts as a second one (they need the
     answers). Failed and expired items, or a job that failed as a whole, are case errors."""
     from llmctl.index.datadir import DataDir
-    from llmctl.llm.batch import BatchItem, request_key, run_batch
+    from llmctl.llm.batch import BatchItem, run_batch
     from llmctl.llm.ledger import Ledger
     from llmctl.search.prompt import format_sources
-
-    provider = cfg.llm.providers[0]
-    params = {"temperature": cfg.llm.temperature, "max_tokens": cfg.llm.max_answer_tokens}
-
-    def item(messages: list[dict], question: str) -> BatchItem:
-        return BatchItem(request_key(provider, messages, params), messages, question)
 
     def run(items: list[BatchItem], command: str) -> None:
         try:
@@ -315,7 +308,7 @@ def _answer_batch(pending: list[tuple[CaseResult, Prepared]], suite: Suite, cfg:
 
     ledger = Ledger(DataDir(cfg.data_dir).ledger)
     try:
-        answers = [item(prep.messages, res.case.query) for res, prep in pending]
+        answers = [BatchItem(prep.messages, res.case.query) for res, prep in pending]
         run(answers, "eval")
         verdicts: list[tuple[CaseResult, BatchItem]] = []
         for (res, prep), got in zip(pending, answers, strict=True):
@@ -327,7 +320,7 @@ def _answer_batch(pending: list[tuple[CaseResult, Prepared]], suite: Suite, cfg:
             if suite.judge:
                 messages = judge_messages(res.case.query, format_sources(prep.result.packed), res.answer,
                                           res.case.reference)
-                verdicts.append((res, item(messages, res.case.query)))
+                verdicts.append((res, BatchItem(messages, res.case.query)))
         if verdicts:
             run([v for _, v in verdicts], "eval-judge")
         for res, got in verdicts:
@@ -340,10 +333,15 @@ def _answer_batch(pending: list[tuple[CaseResult, Prepared]], suite: Suite, cfg:
     finally:
         ledger.close()
     for res, _ in pending:
-        res.answer_status = "error" if res.error else (
-            "passed" if all(c["passed"] for c in res.checks) else "failed")
+        _settled(res)
         if on_case:
             on_case(res)
+
+
+def _settled(res: CaseResult) -> CaseResult:
+    """An answered case's status: an error if a call failed, else whether every check passed."""
+    res.answer_status = "error" if res.error else ("passed" if all(c["passed"] for c in res.checks) else "failed")
+    return res
 
 
 def _doc_rankings(got) -> dict[str, list[str]]:

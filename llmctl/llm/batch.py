@@ -22,28 +22,22 @@ from dataclasses import dataclass
 from llmctl.config import LLMConfig, ProviderConfig
 from llmctl.errors import BudgetExceeded, ProviderError
 from llmctl.llm import policy
+from llmctl.llm.cache import request_key
 from llmctl.llm.client import Completion, api_key
 from llmctl.llm.ledger import Ledger, Row
 from llmctl.money import money
-from llmctl.stats import day_start, month_start
 
 TERMINAL = {"completed", "expired", "failed", "cancelled"}
 
 
 @dataclass
 class BatchItem:
-    """One request of a batch: its key (``custom_id``), messages and, once the job ran, its result."""
+    """One request of a batch: its messages and, once the job ran, its result."""
 
-    key: str
     messages: list[dict]
     question: str
     completion: Completion | None = None
     error: str | None = None
-
-
-def request_key(provider: ProviderConfig, messages: list[dict], params: dict) -> str:
-    blob = json.dumps({"model": provider.model, "messages": messages, **params}, sort_keys=True, ensure_ascii=False)
-    return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
 def run_batch(items: list[BatchItem], cfg: LLMConfig, ledger: Ledger, *, config_source: str, command: str,
@@ -53,7 +47,9 @@ def run_batch(items: list[BatchItem], cfg: LLMConfig, ledger: Ledger, *, config_
 
     provider = cfg.providers[0]
     params = {"temperature": cfg.temperature, "max_tokens": cfg.max_answer_tokens}
-    unique = {i.key: i for i in items}
+    # custom_id: the response cache's key of the request (32 hex digits are unique enough)
+    keys = [request_key(provider.base_url, provider.model, i.messages, params)[:32] for i in items]
+    unique = dict(zip(keys, items, strict=True))
     fingerprint = hashlib.sha256(json.dumps(
         [provider.base_url, provider.model, params, sorted(unique)]).encode()).hexdigest()
     client = openai.OpenAI(base_url=provider.base_url, api_key=api_key(provider, config_source),
@@ -62,7 +58,7 @@ def run_batch(items: list[BatchItem], cfg: LLMConfig, ledger: Ledger, *, config_
         known = ledger.batch_for(fingerprint)
         if known is None:
             _check_budget(unique.values(), cfg, provider, ledger)
-            batch_id = _submit(client, provider, params, unique.values())
+            batch_id = _submit(client, provider, params, unique)
             ledger.save_batch(batch_id, fingerprint, command, provider.name, len(unique), time.time())
         else:
             batch_id = known[0]
@@ -86,8 +82,8 @@ def run_batch(items: list[BatchItem], cfg: LLMConfig, ledger: Ledger, *, config_
             _record(ledger, item, provider, command, batch_id)
     if fresh:
         ledger.batch_status(batch_id, "collected")
-    for i in items:  # duplicates of one request share its result
-        i.completion, i.error = unique[i.key].completion, unique[i.key].error
+    for key, i in zip(keys, items, strict=True):  # duplicates of one request share its result
+        i.completion, i.error = unique[key].completion, unique[key].error
     return items
 
 
@@ -101,17 +97,15 @@ def _check_budget(items, cfg: LLMConfig, provider: ProviderConfig, ledger: Ledge
     if estimate is None:
         raise BudgetExceeded(f"provider '{provider.name}' has no price configured, so a batch job cannot be "
                              "counted against llm.budget (set price_input_per_1m and price_output_per_1m)")
-    now = time.time()
-    for label, limit, since in (("daily", b.daily_usd, day_start(now)), ("monthly", b.monthly_usd, month_start(now))):
-        if limit is not None and ledger.spent(since) + estimate > limit:
-            raise BudgetExceeded(f"Budget exceeded: {label} budget: spent {money(ledger.spent(since))} of "
-                                 f"{money(limit)}; the batch job would add up to {money(estimate)}")
+    over = ledger.over_budget(b, estimate, time.time())
+    if over:
+        raise BudgetExceeded(f"Budget exceeded: {over}; the batch job would add up to {money(estimate)}")
 
 
-def _submit(client, provider: ProviderConfig, params: dict, items) -> str:
-    lines = [json.dumps({"custom_id": i.key, "method": "POST", "url": "/v1/chat/completions",
+def _submit(client, provider: ProviderConfig, params: dict, items: dict[str, BatchItem]) -> str:
+    lines = [json.dumps({"custom_id": key, "method": "POST", "url": "/v1/chat/completions",
                          "body": {"model": provider.model, "messages": i.messages, **params}}, ensure_ascii=False)
-             for i in items]
+             for key, i in items.items()]
     upload = client.files.create(file=("llmctl-batch.jsonl", io.BytesIO("\n".join(lines).encode() + b"\n")),
                                  purpose="batch")
     return client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions",

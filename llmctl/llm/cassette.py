@@ -14,19 +14,18 @@ addresses them.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 from pathlib import Path
 
 from llmctl.errors import InputError, ProviderError
+from llmctl.llm.cache import request_key
 from llmctl.llm.client import Completion
 
 
 def request_hash(messages: list[dict], temperature: float, max_tokens: int) -> str:
-    blob = json.dumps({"messages": messages, "temperature": temperature, "max_tokens": max_tokens},
-                      sort_keys=True, ensure_ascii=False)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    """The response cache's key with no endpoint and no model: what is sent, wherever it goes."""
+    return request_key("", "", messages, {"temperature": temperature, "max_tokens": max_tokens})
 
 
 class Cassette:

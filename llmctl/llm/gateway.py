@@ -38,7 +38,6 @@ from llmctl.llm.ledger import Ledger, Row
 from llmctl.llm.ratelimit import limiter_for
 from llmctl.llm.store import CorruptFile
 from llmctl.money import money
-from llmctl.stats import day_start, month_start
 
 log = logging.getLogger("llmctl.llm")
 
@@ -170,22 +169,8 @@ class Gateway:
             return (f"provider '{provider.name}' has no price configured, so its cost cannot be counted "
                     "against llm.budget (set price_input_per_1m and price_output_per_1m; 0 for a free "
                     "local server)")
-        now = self.clock.now()
-        b = self.cfg.budget
-        checks = [("daily", b.daily_usd, day_start(now), None),
-                  ("monthly", b.monthly_usd, month_start(now), None)]
-        if self.tag and self.tag in b.tags:
-            t = b.tags[self.tag]
-            checks += [(f"daily (tag {self.tag})", t.daily_usd, day_start(now), self.tag),
-                       (f"monthly (tag {self.tag})", t.monthly_usd, month_start(now), self.tag)]
-        for label, limit, since, tag in checks:
-            if limit is None:
-                continue
-            spent = self.ledger.spent(since, tag)
-            if spent + estimate > limit:
-                return (f"{label} budget: spent {money(spent)} of {money(limit)}; a call to "
-                        f"'{provider.name}' would add about {money(estimate)}")
-        return None
+        over = self.ledger.over_budget(self.cfg.budget, estimate, self.clock.now(), self.tag)
+        return over and f"{over}; a call to '{provider.name}' would add about {money(estimate)}"
 
     def usable_providers(self) -> list[ProviderConfig]:
         return usable_providers(self.cfg, self.source)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from llmctl.errors import IndexStateError
 from llmctl.llm.store import connect
+from llmctl.money import money
+from llmctl.stats import day_start, month_start
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS calls (
@@ -108,6 +110,22 @@ class Ledger:
         cur = self.db.execute(sql + " ORDER BY ts, id", args)
         names = [d[0] for d in cur.description]
         return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+    def over_budget(self, budget, estimate: float, now: float, tag: str | None = None) -> str | None:
+        """'daily budget: spent $x of $y' when adding ``estimate`` USD would break a limit of
+        ``budget`` (an llm.budget section), its tag's limits included; else None."""
+        checks = [("daily", budget.daily_usd, day_start(now), None),
+                  ("monthly", budget.monthly_usd, month_start(now), None)]
+        if tag and tag in budget.tags:
+            t = budget.tags[tag]
+            checks += [(f"daily (tag {tag})", t.daily_usd, day_start(now), tag),
+                       (f"monthly (tag {tag})", t.monthly_usd, month_start(now), tag)]
+        for label, limit, since, only in checks:
+            if limit is not None:
+                spent = self.spent(since, only)
+                if spent + estimate > limit:
+                    return f"{label} budget: spent {money(spent)} of {money(limit)}"
+        return None
 
     def batch_for(self, fingerprint: str) -> tuple[str, str] | None:
         """(id, status) of the newest batch job for exactly these requests that can still deliver."""

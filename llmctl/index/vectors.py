@@ -15,6 +15,7 @@ from llmctl.config import Config, VectorStoreConfig
 from llmctl.errors import ConfigError, IndexStateError
 from llmctl.index.datadir import DataDir
 from llmctl.records import Chunk
+from llmctl.retry import while_locked
 
 
 def open_store(cfg: Config, folder: Path | None = None, *, readonly: bool = False) -> VectorStore | Reader:
@@ -77,22 +78,6 @@ def store_identity(vs: VectorStoreConfig) -> dict:
     return {"mode": vs.mode, "location": where, "collection": vs.collection}
 
 
-def _patiently(call, patience: float = 10.0):
-    """Chroma's first open of a new store can fail at once with "database is locked" while its own
-    connections set the file up (seen on a loaded machine); such calls are tried again."""
-    import time
-
-    give_up, pause = time.monotonic() + patience, 0.05
-    while True:
-        try:
-            return call()
-        except Exception as exc:  # noqa: BLE001 - chromadb.errors.InternalError (importing it costs ~0.7 s)
-            if "database is locked" not in str(exc) or time.monotonic() > give_up:
-                raise
-            time.sleep(pause)
-            pause = min(pause * 2, 1.0)
-
-
 class VectorStore:
     def __init__(self, client, collection: str, ef_search: int = 400):
         self.client = client
@@ -100,10 +85,13 @@ class VectorStore:
         # ef_search: Chroma's default (100) finds only ~98% of the exact top 50 on SciFact, and
         # which ones it misses depends on the order vectors were added; 400 finds 99.97%
         # for ~1 ms more (bench/ann_recall.py).
-        self.collection = _patiently(lambda: client.get_or_create_collection(
+        # Chroma's first open of a new store can fail at once with "database is locked" while its
+        # own connections set the file up (seen on a loaded machine). Its error type is matched by
+        # message: importing chromadb.errors costs ~0.7 s.
+        self.collection = while_locked(lambda: client.get_or_create_collection(
             collection, configuration={"hnsw": {"space": "cosine", "ef_search": ef_search}},
             embedding_function=None,
-        ))
+        ), lambda exc: "database is locked" in str(exc), first_pause=0.05, max_pause=1.0)
         self.max_batch = max(1, client.get_max_batch_size())
 
     def apply_search_settings(self) -> None:

@@ -211,8 +211,7 @@ class Generator:
 
     def _rival(self, c: Candidate) -> str | None:
         """Another document that matches the question about as well as (or better than) the source."""
-        own_ids = [cid for (cid,) in self.retriever.manifest.db.execute(
-            "SELECT id FROM chunks WHERE doc_id = ?", (c.doc_id,))]
+        own_ids = self.retriever.manifest.chunk_ids_of_docs([c.doc_id])[c.doc_id]
         own = self.retriever.store.query(c.vector, len(own_ids), None, ids=own_ids)
         if not own:
             return None

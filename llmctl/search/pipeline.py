@@ -267,7 +267,7 @@ def run_query(
         prep = prepare(question, cfg, opts, retriever, reranker, notes, with_model=wants_model)
         if own:
             gateway.count, gateway.embed = prep.counter.count, retriever.embed
-        return answer(prep, gateway if wants_model else None, on_token)
+        return answer(prep, gateway, on_token)
     finally:
         if own:
             gateway.close()

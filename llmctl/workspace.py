@@ -67,9 +67,9 @@ class Workspace:
     # -- components, built once -------------------------------------------------------
     @cached_property
     def embedder(self):
-        from llmctl.index.embedder import Embedder
+        from llmctl.llm.embeddings import make_embedder
 
-        return Embedder(self.cfg.embedding, export=True)
+        return make_embedder(self.cfg, command="ingest", export=True)
 
     @property
     def retriever(self):
@@ -85,6 +85,7 @@ class Workspace:
                 # a model already loaded here (the last reader's, or ingest's) embeds queries too
                 donor = (old.__dict__.get("embedder") if old is not None else None) or self.__dict__.get("embedder")
                 if (donor is not None and not donor.note  # a fallback note is ingest's to give, not every search's
+                        and donor.backend != "openai"  # nothing to load; its ledger rows say ingest
                         and donor.cfg.model_copy(update={"model": donor.model_id}) == new.embedding_cfg):
                     new._embedder = donor
                 # the old reader is not closed here: a query on another thread may still use it

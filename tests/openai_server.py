@@ -91,6 +91,7 @@ class FakeOpenAI:
                              "headers": {k.lower(): v for k, v in self.headers.items()}}
                     server.requests.append(entry)
                     reply = server.reply_to(body)
+                    entry["kind"] = reply.kind
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
                 try:
@@ -113,6 +114,8 @@ class FakeOpenAI:
                     self.close_connection = True
                     self.connection.shutdown(2)
                     return None
+                if self.path.endswith("/embeddings"):
+                    return self._json(200, server.embeddings(body, reply), reply.headers)
                 if body.get("stream"):
                     return self._stream(body, reply)
                 return self._json(200, server.completion(body, reply))
@@ -183,7 +186,9 @@ class FakeOpenAI:
         self.keyed.append((text, deque(replies)))
 
     def reply_to(self, body: dict) -> Reply:
-        content = "\n".join(str(m.get("content", "")) for m in body.get("messages") or [])
+        inputs = body.get("input")
+        content = "\n".join(str(m.get("content", "")) for m in body.get("messages") or []) + "\n".join(
+            [inputs] if isinstance(inputs, str) else inputs or [])
         for text, replies in self.keyed:
             if replies and text in content:
                 return replies.popleft()
@@ -261,6 +266,25 @@ class FakeOpenAI:
             out["usage"] = usage_of(body, reply)
         return out
 
+    def embeddings(self, body: dict, reply: Reply) -> dict:
+        """/v1/embeddings: word-hash vectors (texts sharing words are close). Reply kinds "dim" and
+        "count" send vectors of the wrong size, or one vector too few."""
+        texts = [body["input"]] if isinstance(body["input"], str) else body["input"]
+        dim = body.get("dimensions") or EMBED_DIM
+        vectors = [fake_vector(t, dim + (1 if reply.kind == "dim" else 0)) for t in texts]
+        if reply.kind == "count":
+            vectors = vectors[:-1]
+        tokens = sum(len(t.split()) for t in texts)
+        return {"object": "list", "model": body.get("model"),
+                "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)],
+                **({"usage": {"prompt_tokens": tokens, "total_tokens": tokens}} if reply.usage else {})}
+
+    def embedded(self) -> list[str]:
+        """Every text sent to /v1/embeddings and answered, in order."""
+        return [t for r in self.requests if r["path"].endswith("/embeddings") and "done" in r
+                and r["kind"] == "ok"
+                for t in ([r["body"]["input"]] if isinstance(r["body"]["input"], str) else r["body"]["input"])]
+
     def start(self) -> FakeOpenAI:
         self.thread.start()
         self.watchdog.start()
@@ -270,6 +294,22 @@ class FakeOpenAI:
         self.watchdog.cancel()
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+EMBED_DIM = 48
+
+
+def fake_vector(text: str, dim: int = EMBED_DIM) -> list[float]:
+    import hashlib
+    import math
+    import re
+
+    v = [0.0] * dim
+    for word in re.findall(r"\w+", text.lower()):
+        h = hashlib.md5(word.encode()).digest()
+        v[h[0] % dim] += 1.0 if h[1] % 2 else -1.0
+    norm = math.sqrt(sum(x * x for x in v)) or 1.0
+    return [x / norm for x in v]
 
 
 def split_tokens(text: str) -> list[str]:

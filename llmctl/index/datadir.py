@@ -71,6 +71,11 @@ class DataDir:
         return self.root / "queries.sqlite"
 
     @property
+    def paid_vectors(self) -> Path:
+        """Vectors bought from an embedding endpoint, not yet committed (llm/embeddings.py)."""
+        return self.root / "embeddings.sqlite"
+
+    @property
     def ledger(self) -> Path:
         return self.root / "ledger.sqlite"
 

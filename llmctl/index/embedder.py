@@ -121,6 +121,15 @@ class Embedder:
     def backend(self) -> str:
         return "onnx" if self.onnx is not None else "sentence-transformers"
 
+    # What an endpoint's embedder (llm/embeddings.py) needs, and a local model does not.
+    identity: dict = {}  # noqa: RUF012 - read only: index settings beyond the model's name
+
+    def expect_dimension(self, dimension: int | None) -> None:
+        pass
+
+    def forget(self, texts: list[str]) -> None:
+        pass
+
     def load(self) -> dict:
         """Load whichever runtime embeds; what it is, for reports and index metadata."""
         if self.onnx is None:

@@ -34,6 +34,7 @@ from llmctl.ingest.chunking import reader_identity
 from llmctl.ingest.discover import UNSUPPORTED, discover, is_taken
 from llmctl.ingest.loaders import SkipFile, file_digest, load_documents
 from llmctl.interrupts import StopFlag, stop_requests
+from llmctl.llm.embeddings import make_embedder
 from llmctl.progress import NullProgress, Progress
 from llmctl.records import Chunk, IngestReport, SkippedFile
 
@@ -50,7 +51,7 @@ def index_settings(cfg: Config, embedder: Embedder, max_tokens: int) -> dict:
     return {
         "format_version": FORMAT_VERSION,
         "embedding": {"model": embedder.model_id, "normalize": e.normalize,
-                      "document_prefix": e.document_prefix, "query_prefix": e.query_prefix},
+                      "document_prefix": e.document_prefix, "query_prefix": e.query_prefix, **embedder.identity},
         "chunking": {"max_tokens": max_tokens, "overlap_tokens": cfg.chunking.overlap_tokens,
                      "context_header": cfg.chunking.context_header, "splitter": "recursive/1"},
         "bm25": keyword.settings_of(cfg.bm25),
@@ -173,7 +174,7 @@ def ingest(
     if not paths:
         raise InputError("No path given: llmctl ingest PATH [PATH...]")
     report = IngestReport(dry_run=dry_run)
-    embedder = embedder or Embedder(cfg.embedding, export=True)
+    embedder = embedder or make_embedder(cfg, command="ingest", export=True)
     max_tokens = cfg.chunking.max_tokens or embedder.max_chunk_tokens
     if max_tokens > embedder.max_chunk_tokens:
         raise ConfigError(
@@ -451,14 +452,18 @@ def _embed_and_commit(run: _Run, planned: list[_Planned]) -> list[str]:
         run.check_stop()
 
     deleted: list[str] = []
+    embedder.expect_dimension(int(manifest.get_meta("dimension") or 0) or None)
     for batch in _batches(planned, run.cfg.ingest.commit_every):
         run.check_stop()
         new_chunks = [c for p in batch for c in p.new_chunks]
         if new_chunks:
-            vectors = embedder.embed_documents([c.embed_text for c in new_chunks], advance)
+            texts = [c.embed_text for c in new_chunks]
+            vectors = embedder.embed_documents(texts, advance)
             manifest.set_meta("dimension", str(vectors.shape[1]))
             store.upsert(new_chunks, vectors)
         stale = manifest.apply([p.update for p in batch])
+        if new_chunks:
+            embedder.forget(texts)  # committed: an endpoint's saved copies are not needed
         store.delete(stale)
         deleted += stale
         run.committed_files += sum(1 for p in batch if not p.update.partial)

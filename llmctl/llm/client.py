@@ -164,22 +164,7 @@ def attempt(
         raise AttemptFailed("connection", f"cannot reach '{name}' at {provider.base_url} "
                             f"({type(cause).__name__})", partial="".join(parts)) from None
     except openai.APIStatusError as exc:
-        status, msg = exc.status_code, _brief(exc)
-        if status in (401, 403):
-            where = f"check {provider.api_key_env}" if provider.api_key_env else "check the server's auth"
-            raise AttemptFailed("auth", f"'{name}' rejected the API key (HTTP {status}): {where}",
-                                status=status) from None
-        if status == 429:
-            raise AttemptFailed("rate_limit", f"'{name}' is rate limiting (HTTP 429)", status=status,
-                                retry_after=retry_after_seconds(exc.response.headers)) from None
-        if status >= 500:
-            raise AttemptFailed("server", f"'{name}' failed (HTTP {status}): {msg}", status=status,
-                                retry_after=retry_after_seconds(exc.response.headers)) from None
-        if status in (400, 413) and _is_context_error(msg):
-            raise AttemptFailed("context_length", f"'{name}': prompt too long for its context window "
-                                f"({msg})", status=status) from None
-        raise AttemptFailed("bad_request", f"'{name}' refused the request (HTTP {status}): {msg}",
-                            status=status) from None
+        raise status_failure(exc, provider) from None
     except (openai.OpenAIError, httpx.HTTPError) as exc:
         raise AttemptFailed("malformed", f"'{name}' sent an invalid response: {_one_line(exc)}",
                             partial="".join(parts)) from None
@@ -198,6 +183,24 @@ def attempt(
                             f"such as llama.cpp do this when the prompt exceeds their context: check that "
                             f"context_window ({provider.context_window}) is not larger than the server's)")
     return out
+
+
+def status_failure(exc, provider: ProviderConfig) -> AttemptFailed:
+    """An HTTP error status (openai.APIStatusError) as a classified failure."""
+    name, status, msg = provider.name, exc.status_code, _brief(exc)
+    if status in (401, 403):
+        where = f"check {provider.api_key_env}" if provider.api_key_env else "check the server's auth"
+        return AttemptFailed("auth", f"'{name}' rejected the API key (HTTP {status}): {where}", status=status)
+    if status == 429:
+        return AttemptFailed("rate_limit", f"'{name}' is rate limiting (HTTP 429)", status=status,
+                             retry_after=retry_after_seconds(exc.response.headers))
+    if status >= 500:
+        return AttemptFailed("server", f"'{name}' failed (HTTP {status}): {msg}", status=status,
+                             retry_after=retry_after_seconds(exc.response.headers))
+    if status in (400, 413) and _is_context_error(msg):
+        return AttemptFailed("context_length", f"'{name}': prompt too long for its context window ({msg})",
+                             status=status)
+    return AttemptFailed("bad_request", f"'{name}' refused the request (HTTP {status}): {msg}", status=status)
 
 
 def _one_line(exc: BaseException) -> str:

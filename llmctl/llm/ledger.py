@@ -77,9 +77,9 @@ def day_of(ts: float) -> str:
 
 
 class Ledger:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, shared: bool = False):
         self.path = path
-        self.db = connect(path, SCHEMA, "ledger")
+        self.db = connect(path, SCHEMA, "ledger", shared=shared)  # shared: the caller serialises threads
 
     def record(self, row: Row, ts: float) -> None:
         data = asdict(row)

@@ -9,14 +9,15 @@ from llmctl.errors import IndexStateError
 from llmctl.retry import while_locked
 
 
-def connect(path: Path, schema: str, what: str, patience: float = 10.0) -> sqlite3.Connection:
+def connect(path: Path, schema: str, what: str, patience: float = 10.0, shared: bool = False) -> sqlite3.Connection:
     """Open (creating if needed) a WAL-mode SQLite file and apply its schema.
 
+    ``shared``: usable from several threads (the caller serialises its use).
     Switching a new file to WAL can fail at once with "locked" when another connection opens it
     at the same moment (SQLite does not wait for that lock): such opens are tried again.
     """
     try:
-        return while_locked(lambda: _open(path, schema, patience), _is_locked, patience)
+        return while_locked(lambda: _open(path, schema, patience, shared), _is_locked, patience)
     except sqlite3.OperationalError as exc:
         if _is_locked(exc):
             raise IndexStateError(f"The {what} {path} is locked by another process: try again") from None
@@ -29,9 +30,9 @@ def _is_locked(exc: Exception) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
 
 
-def _open(path: Path, schema: str, timeout: float) -> sqlite3.Connection:
+def _open(path: Path, schema: str, timeout: float, shared: bool) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(str(path), timeout=timeout, isolation_level=None)
+    db = sqlite3.connect(str(path), timeout=timeout, isolation_level=None, check_same_thread=not shared)
     try:
         db.execute("PRAGMA journal_mode = WAL")
         db.execute("PRAGMA synchronous = NORMAL")

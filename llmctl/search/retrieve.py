@@ -13,6 +13,7 @@ from llmctl.index.datadir import DataDir
 from llmctl.index.embedder import Embedder
 from llmctl.index.manifest import Manifest
 from llmctl.index.querymemo import QueryMemo
+from llmctl.llm.embeddings import as_built, make_embedder
 from llmctl.search.filters import FILTER_FIELDS, parse_where
 from llmctl.search.fusion import Ranked
 
@@ -39,17 +40,17 @@ class Retriever:
         self.settings = self.manifest.settings()
         if not self.settings or self.manifest.chunk_count() == 0:
             raise IndexStateError(f"The index in {cfg.data_dir} is empty: {hint}")
-        built = self.settings["embedding"]
         self._embedder = embedder
-        self.embedding_cfg = cfg.embedding.model_copy(update={
-            "model": built["model"], "normalize": built["normalize"],
-            "query_prefix": built["query_prefix"], "document_prefix": built["document_prefix"],
-        })
+        self.embedding_cfg = as_built(cfg, self.settings["embedding"])
 
     @cached_property
     def embedder(self) -> Embedder:
         """The model that built the index, whatever the config says now."""
-        return self._embedder or Embedder(self.embedding_cfg)
+        if self._embedder is not None:
+            return self._embedder
+        embedder = make_embedder(self.cfg, command="query", embedding=self.embedding_cfg)
+        embedder.expect_dimension(int(self.manifest.get_meta("dimension") or 0) or None)
+        return embedder
 
     @cached_property
     def store(self):

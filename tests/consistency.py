@@ -24,7 +24,7 @@ def index_state(data_dir: Path, cfg: Config | None = None) -> dict:
     store = open_store(cfg) if cfg else VectorStore.embedded(data.chroma)
     chroma_ids = store.all_ids()
     bm25 = keyword.load(data.bm25, None)
-    return {"manifest": manifest_ids, "chroma": chroma_ids, "bm25": bm25.ids, "dirty": dirty,
+    return {"manifest": manifest_ids, "chroma": chroma_ids, "bm25": bm25.live_ids(), "dirty": dirty,
             "generation": generation, "bm25_generation": keyword.current_generation(data.bm25),
             "files": files}
 

@@ -213,10 +213,31 @@ def test_an_index_read_by_another_reader_rereads_every_file_and_keeps_unchanged_
     assert r.notes and "re-reading every file" in r.notes[0]
     assert len(r.files_changed) == 5  # re-read (their documents still hash the same here)
     assert r.chunks_added == 0 and r.chunks_total == first.chunks_total  # same chunks: nothing re-embedded
-    assert r.bm25_rebuilt
+    assert_consistent(cfg.data_dir)
     again = ingest([small], cfg, embedder=embedder)
     assert not again.notes and again.files_unchanged == 5  # the index now records this reader
     cfg.chunking.min_tokens = 0  # a different setting: read again, and the small sections split
     split = ingest([small], cfg, embedder=embedder)
     assert split.notes and split.chunks_total > first.chunks_total and split.chunks_added > 0
     assert_consistent(cfg.data_dir)
+
+
+def test_a_small_change_updates_bm25_in_segments_and_a_large_one_rebuilds_it(small, make_config, embedder,
+                                                                            monkeypatch):
+    cfg = make_config()
+    ingest([small], cfg, embedder=embedder)
+    doc = small / "guides" / "retention-policies.md"
+    doc.write_text(doc.read_text().replace("Run prune weekly", "Run prune every Sunday"))
+    (small / "faq.html").unlink()
+    r = ingest([small], cfg, embedder=embedder)
+    assert not r.bm25_rebuilt and r.chunks_added and r.chunks_deleted
+    assert_consistent(cfg.data_dir)  # BM25's live chunks are the manifest's, its generation is published
+    index = keyword.load(cfg.data_dir / "bm25")
+    assert index.delta is not None and index.search("Sunday prune", 1)[0][0] in index.delta.ids
+    assert all(i in index.live_ids() for i, _ in index.search("prune weekly passphrase windows", 50))
+    monkeypatch.setattr(keyword, "MERGE_MIN", 0)  # any change is now past the merge threshold
+    doc.write_text(doc.read_text().replace("every Sunday", "every Monday"))
+    r = ingest([small], cfg, embedder=embedder)
+    assert r.bm25_rebuilt
+    assert_consistent(cfg.data_dir)
+    assert keyword.load(cfg.data_dir / "bm25").delta is None

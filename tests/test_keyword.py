@@ -105,3 +105,65 @@ def test_an_index_built_by_the_first_tokenizer_is_read_with_it(tmp_path):
     del meta["settings"]["tokenizer"]  # as written before version 2
     settings.write_text(__import__("json").dumps(meta))
     assert keyword.load(tmp_path, BM25Config()).tokenize("成语接龙") == ["成语接龙"]
+
+
+def _corpus(n: int, seed: int = 0) -> dict[str, str]:
+    """Documents of 10-60 words over a Zipf-like vocabulary: realistic idf and length spread."""
+    rng = np.random.default_rng(seed)
+    words = [f"w{i}" for i in range(3000)]
+    p = 1 / np.arange(1, len(words) + 1)
+    p /= p.sum()
+    return {f"d{seed}-{i}": " ".join(rng.choice(words, size=int(rng.integers(10, 60)), p=p)) for i in range(n)}
+
+
+def test_an_update_scores_as_a_full_rebuild_would(tmp_path):
+    """Segments: a base, then chunks added and deleted in three updates. Rankings match a full
+    build over the final corpus (the delta is scored with the base's statistics: scores differ
+    in the last digits, orders almost never); deleted chunks are never returned."""
+    cfg = BM25Config()
+    base = _corpus(3000)
+    keyword.build_and_save(tmp_path / "seg", cfg, list(base), list(base.values()), "1")
+    final = dict(base)
+    ids = list(base)
+    updates = [(_corpus(12, 1), ids[40:50]), (_corpus(12, 2), ids[90:95]),
+               (_corpus(12, 3), ["d1-0"])]  # the last deletes a chunk an earlier update added
+    for gen, (added, gone) in enumerate(updates, start=2):
+        final.update(added)
+        for k in gone:
+            del final[k]
+        assert keyword.update(tmp_path / "seg", cfg, list(added.items()), gone, str(gen), len(final))
+    seg = keyword.load(tmp_path / "seg")
+    assert seg.delta is not None and len(seg.delta.ids) == 12 * 3 - 1
+    keyword.build_and_save(tmp_path / "full", cfg, list(final), list(final.values()), "9")
+    full = keyword.load(tmp_path / "full")
+    rng = np.random.default_rng(7)
+    same_top, overlap = 0, []
+    for q in range(200):
+        query = " ".join(rng.choice(list(final.values())[q].split(), size=3))
+        a, b = seg.search(query, 10), full.search(query, 10)
+        assert not {i for i, _ in a} - set(final), "a deleted chunk was returned"
+        overlap.append(len({i for i, _ in a} & {i for i, _ in b}) / len(b))
+        same_top += a[0][0] == b[0][0]
+    assert min(overlap) >= 0.7 and np.mean(overlap) >= 0.97, (min(overlap), np.mean(overlap))
+    assert same_top >= 190, same_top
+    # a deleted chunk's own words find nothing of it; an added one's find it first
+    dropped = ids[42]
+    assert dropped not in [i for i, _ in seg.search(base[dropped], 50)]
+    new = list(_corpus(12, 3))[5]
+    assert seg.search(final[new], 1)[0][0] == new
+
+
+def test_an_update_falls_back_to_a_rebuild_past_the_merge_threshold_or_on_a_count_mismatch(tmp_path):
+    cfg = BM25Config()
+    base = _corpus(200)
+    keyword.build_and_save(tmp_path, cfg, list(base), list(base.values()), "1")
+    many = _corpus(keyword.MERGE_MIN + 1, 5)
+    assert not keyword.update(tmp_path, cfg, list(many.items()), [], "2", 200 + len(many))
+    assert not keyword.update(tmp_path, cfg, [("x", "alpha")], [], "2", 200)  # the manifest says otherwise
+    assert not keyword.update(tmp_path, BM25Config(k1=2.0), [("x", "alpha")], [], "2", 201)  # other settings
+    assert keyword.current_generation(tmp_path) == "1"  # nothing was written
+    assert keyword.update(tmp_path, cfg, [("x", "alpha")], [], "2", 201)
+    assert keyword.current_generation(tmp_path) == "2"
+    assert sorted(p.name for p in tmp_path.glob("gen-*")) == ["gen-1", "gen-2"]  # the base stays
+    keyword.build_and_save(tmp_path, cfg, ["a"], ["alpha"], "3")
+    assert [p.name for p in tmp_path.glob("gen-*")] == ["gen-3"]

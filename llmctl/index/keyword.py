@@ -1,9 +1,14 @@
 """BM25 keyword index: one tokenizer, two backends (bm25s, rank-bm25), atomic saves.
 
-The index is rebuilt from the manifest after each ingest that changed something
-(BM25's IDF makes true incremental updates impossible). Each build is written to a
-new generation folder and published by atomically replacing ``CURRENT``, so a crash
-mid-write leaves the previous index intact and readers never see a half-written one.
+Every change is written to a new generation folder and published by atomically replacing
+``CURRENT``, so a crash mid-write leaves the previous index intact and readers never see a
+half-written one.
+
+bm25s indexes are updated in segments (``update``): a generation is a *base* (a full build)
+plus a small *delta* of the chunks added since, scored with the base's corpus statistics, and
+the base positions deleted since. A one-document change then costs the delta, not the corpus.
+When delta and deletions pass ``MERGE_SHARE`` of the base, the next change rebuilds it all
+(statistics drift that far would start to move rankings). rank-bm25 indexes are always rebuilt.
 """
 
 from __future__ import annotations
@@ -33,6 +38,10 @@ TOKEN_V1 = re.compile(r"\w+", re.UNICODE)
 # section that answers. Below this many tokens a chunk is padded with a token no query contains.
 LENGTH_FLOOR = 24
 PAD = "\x00"
+# A delta plus deletions above this share of the base (and above MERGE_MIN chunks) is merged
+# into a new base by a full rebuild.
+MERGE_SHARE = 0.02
+MERGE_MIN = 1000
 
 
 class Tokenizer:
@@ -82,11 +91,22 @@ class KeywordIndex(ABC):
         self.cfg = cfg
         self.tokenize = Tokenizer(cfg, stopwords, version)
         self.ids: list[str] = []
+        self.live: np.ndarray | None = None  # False at chunks deleted since the base was built
+        # Set by load(): the settings it was built with, its folder, its base's folder name (a
+        # delta generation) and how many of ``ids`` the base holds.
+        self.built_with: dict = {}
+        self.folder: Path | None = None
+        self.base: str | None = None
+        self.base_size = 0
 
     @cached_property
     def position(self) -> dict[str, int]:
         """Chunk id -> its column in the score vector."""
         return {cid: n for n, cid in enumerate(self.ids)}
+
+    def live_ids(self) -> list[str]:
+        """The chunks this index holds: ``ids`` less those deleted since its base was built."""
+        return self.ids if self.live is None else [i for i, keep in zip(self.ids, self.live, strict=True) if keep]
 
     def build(self, ids: list[str], texts: list[str]) -> None:
         self.ids = list(ids)
@@ -98,6 +118,8 @@ class KeywordIndex(ABC):
         if not tokens or not self.ids:
             return None
         scores = self._scores(tokens)
+        if self.live is not None:
+            mask = self.live if mask is None else mask & self.live
         return scores if mask is None else np.where(mask, scores, 0.0)
 
     def search(self, query: str, k: int, mask: np.ndarray | None = None) -> list[tuple[str, float]]:
@@ -131,6 +153,8 @@ class BM25sIndex(KeywordIndex):
 
     name = "bm25s"
 
+    delta: Delta | None = None  # chunks added since the base (its ids follow the base's in ``ids``)
+
     def _build(self, corpus_tokens):
         import bm25s
 
@@ -142,23 +166,88 @@ class BM25sIndex(KeywordIndex):
             self._matrix = (sc["data"], sc["indices"], sc["indptr"], self.bm25.vocab_dict)
 
     def _scores(self, tokens):
-        data, indices, indptr, vocab = self._matrix
-        known = [vocab[t] for t in tokens if t in vocab]
-        scores = np.zeros(len(self.ids), dtype=data.dtype)
-        if known:
-            spans = [(indptr[t], indptr[t + 1]) for t in known]
-            np.add.at(scores, np.concatenate([indices[a:b] for a, b in spans]),
-                      np.concatenate([data[a:b] for a, b in spans]))
-        return scores
+        scores = _column_sums(self._matrix, tokens, len(self.ids) - (len(self.delta.ids) if self.delta else 0))
+        if self.delta is None:
+            return scores
+        return np.concatenate([scores, _column_sums(self.delta.matrix, tokens, len(self.delta.ids))])
 
     def _save(self, folder, corpus_tokens):
         if self.ids:
             self.bm25.save(str(folder), show_progress=False)
+            data, _, indptr, _ = self._matrix
+            lengths = [len(t) for t in corpus_tokens]
+            (folder / "stats.json").write_text(json.dumps({"documents": len(lengths),
+                                                           "avg_length": sum(lengths) / len(lengths)}))
 
     def _load(self, folder):
         if self.ids:
             arrays = [np.load(folder / f"{n}.csc.index.npy", mmap_mode="r") for n in ("data", "indices", "indptr")]
             self._matrix = (*arrays, json.loads((folder / "vocab.index.json").read_text()))
+
+
+class Delta:
+    """Chunks added since the base, scored as the base scores (lucene BM25) with the base's
+    statistics plus their own: N and document frequencies summed, the base's mean length."""
+
+    def __init__(self, ids: list[str], tokens: list[list[str]], matrix: tuple):
+        self.ids, self.tokens, self.matrix = ids, tokens, matrix
+
+    @classmethod
+    def build(cls, ids: list[str], tokens: list[list[str]], base: tuple, stats: dict, cfg: BM25Config) -> Delta:
+        from collections import Counter
+
+        _, _, base_indptr, base_vocab = base
+        vocab: dict[str, int] = {}
+        counts = [Counter(t) for t in tokens]
+        for c in counts:
+            for term in c:
+                vocab.setdefault(term, len(vocab))
+        df = np.zeros(len(vocab), dtype=np.int64)
+        for c in counts:
+            df[[vocab[t] for t in c]] += 1
+        for term, col in vocab.items():
+            if term in base_vocab:
+                b = base_vocab[term]
+                df[col] += int(base_indptr[b + 1] - base_indptr[b])
+        n = stats["documents"] + len(tokens)
+        idf = np.log(1 + (n - df + 0.5) / (df + 0.5))
+        cols, rows, vals = [], [], []
+        for row, (c, doc) in enumerate(zip(counts, tokens, strict=True)):
+            norm = cfg.k1 * (1 - cfg.b + cfg.b * len(doc) / stats["avg_length"])
+            for term, tf in c.items():
+                cols.append(vocab[term])
+                rows.append(row)
+                vals.append(idf[vocab[term]] * tf / (tf + norm))
+        order = np.lexsort((np.asarray(rows), np.asarray(cols))) if cols else np.zeros(0, dtype=np.int64)
+        cols_sorted = np.asarray(cols, dtype=np.int64)[order]
+        indptr = np.searchsorted(cols_sorted, np.arange(len(vocab) + 1)).astype(np.int64)
+        matrix = (np.asarray(vals, dtype=np.float32)[order], np.asarray(rows, dtype=np.int32)[order], indptr, vocab)
+        return cls(list(ids), tokens, matrix)
+
+    def save(self, folder: Path) -> None:
+        data, indices, indptr, vocab = self.matrix
+        for name, array in (("data", data), ("indices", indices), ("indptr", indptr)):
+            np.save(folder / f"delta.{name}.npy", array)
+        (folder / "delta.json").write_text(json.dumps({"ids": self.ids, "tokens": self.tokens, "vocab": list(vocab)}))
+
+    @classmethod
+    def load(cls, folder: Path) -> Delta:
+        meta = json.loads((folder / "delta.json").read_text())
+        arrays = [np.load(folder / f"delta.{n}.npy") for n in ("data", "indices", "indptr")]
+        return cls(meta["ids"], meta["tokens"], (*arrays, {t: i for i, t in enumerate(meta["vocab"])}))
+
+
+def _column_sums(matrix: tuple, tokens: list[str], size: int) -> np.ndarray:
+    """A query's scores over one segment: the sum of its tokens' columns, added in the order bm25s
+    adds them (the same float32 results)."""
+    data, indices, indptr, vocab = matrix
+    known = [vocab[t] for t in tokens if t in vocab]
+    scores = np.zeros(size, dtype=np.float32)
+    if known:
+        spans = [(indptr[t], indptr[t + 1]) for t in known]
+        np.add.at(scores, np.concatenate([indices[a:b] for a, b in spans]),
+                  np.concatenate([data[a:b] for a, b in spans]))
+    return scores
 
 
 class RankBM25Index(KeywordIndex):
@@ -194,25 +283,78 @@ def build_and_save(root: Path, cfg: BM25Config, ids: list[str], texts: list[str]
     belong to the same generation of the index (read back with ``load_array``)."""
     index = BACKENDS[cfg.backend](cfg)
     index.build(ids, texts)
+
+    def write(folder: Path) -> dict:
+        index._save(folder, index._tokens)
+        for name, array in (arrays or {}).items():
+            np.save(folder / f"{name}.npy", array)
+        (folder / "ids.json").write_text(json.dumps(index.ids))
+        return {"stopwords": sorted(index.tokenize.stopwords)}
+
+    _publish(root, cfg, generation, write)
+
+
+def update(root: Path, cfg: BM25Config, added: list[tuple[str, str]], deleted: list[str], generation: str,
+           expected: int) -> bool:
+    """Publish the current index with ``added`` (chunk id, text) and without ``deleted`` as a new
+    generation, in segments (see the module docstring). False, with nothing written, when it
+    must be rebuilt instead: another backend or settings, no index, a delta past the merge
+    threshold, or a count that is not ``expected`` (the index and the manifest disagree)."""
+    try:
+        index = load(root)
+    except IndexStateError:
+        return False
+    if not isinstance(index, BM25sIndex) or settings_of(cfg) != index.built_with or not index.base_size:
+        return False
+    n_base = index.base_size
+    live = index.live.copy() if index.live is not None else np.ones(len(index.ids), dtype=bool)
+    gone = set(deleted)
+    for pos, cid in enumerate(index.ids):
+        if cid in gone:
+            live[pos] = False
+    old = index.delta
+    keep = [(i, t) for n, (i, t) in enumerate(zip(old.ids, old.tokens, strict=True)) if live[n_base + n]] if old else []
+    keep += [(cid, index.tokenize.document(text)) for cid, text in added]
+    dead_base = np.flatnonzero(~live[:n_base])
+    if len(keep) + len(dead_base) > max(MERGE_MIN, MERGE_SHARE * n_base):
+        return False
+    if n_base - len(dead_base) + len(keep) != expected:
+        return False
+    base_folder = index.folder if old is None else root / index.base
+    try:
+        stats = json.loads((base_folder / "stats.json").read_text())
+    except (OSError, ValueError):
+        return False  # a base from before segments
+    delta = Delta.build([i for i, _ in keep], [t for _, t in keep], index._matrix, stats, cfg)
+
+    def write(folder: Path) -> dict:
+        delta.save(folder)
+        np.save(folder / "dead.npy", dead_base)
+        (folder / "ids.json").write_text(json.dumps(delta.ids))
+        return {"stopwords": sorted(index.tokenize.stopwords), "base": base_folder.name}
+
+    _publish(root, cfg, generation, write)
+    return True
+
+
+def _publish(root: Path, cfg: BM25Config, generation: str, write) -> None:
+    """Write a generation folder (``write(folder)`` returns extra metadata), publish it, and remove
+    the folders it does not need (its base, when it has one, stays)."""
     root.mkdir(parents=True, exist_ok=True)
     folder = root / f"gen-{generation}"
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir()
-    index._save(folder, index._tokens)
-    for name, array in (arrays or {}).items():
-        np.save(folder / f"{name}.npy", array)
-    (folder / "ids.json").write_text(json.dumps(index.ids))
-    meta = {"settings": settings_of(cfg), "generation": generation, "stopwords": sorted(index.tokenize.stopwords)}
+    meta = {"settings": settings_of(cfg), "generation": generation, **write(folder)}
     (folder / "settings.json").write_text(json.dumps(meta))
     _fsync_dir(folder)
     tmp = root / "CURRENT.tmp"
     tmp.write_text(folder.name)
     os.replace(tmp, root / "CURRENT")
     _fsync_dir(root)
-    for old in root.glob("gen-*"):
-        if old.name != folder.name:
-            shutil.rmtree(old, ignore_errors=True)
+    for other in root.glob("gen-*"):
+        if other.name not in (folder.name, meta.get("base")):
+            shutil.rmtree(other, ignore_errors=True)
 
 
 def current_generation(root: Path) -> str | None:
@@ -221,6 +363,8 @@ def current_generation(root: Path) -> str | None:
         folder = root / (root / "CURRENT").read_text().strip()
         meta = json.loads((folder / "settings.json").read_text())
         if not isinstance(json.loads((folder / "ids.json").read_text()), list):
+            return None
+        if meta.get("base") and not (root / meta["base"] / "ids.json").exists():
             return None
     except (OSError, ValueError):
         return None  # missing or damaged: the next ingest rebuilds it
@@ -232,7 +376,8 @@ def load(root: Path, cfg: BM25Config | None = None) -> KeywordIndex:
     try:
         folder = root / (root / "CURRENT").read_text().strip()
         meta = json.loads((folder / "settings.json").read_text())
-        ids = json.loads((folder / "ids.json").read_text())
+        base = root / meta["base"] if meta.get("base") else folder
+        ids = json.loads((base / "ids.json").read_text())
     except (OSError, ValueError):
         raise IndexStateError(
             f"No BM25 index in {root}: run 'llmctl ingest <path>' first"
@@ -240,15 +385,23 @@ def load(root: Path, cfg: BM25Config | None = None) -> KeywordIndex:
     built_with = dict(meta["settings"])
     version = built_with.pop("tokenizer", 1)
     index = BACKENDS[built_with["backend"]](BM25Config(**built_with), meta.get("stopwords"), version)
+    index.built_with, index.folder, index.base, index.base_size = meta["settings"], folder, meta.get("base"), len(ids)
     index.ids = ids
-    index._load(folder)
+    index._load(base)
+    if meta.get("base"):
+        index.delta = Delta.load(folder)
+        index.ids = ids + index.delta.ids
+        index.live = np.ones(len(index.ids), dtype=bool)
+        index.live[np.load(folder / "dead.npy")] = False
     return index
 
 
 def load_array(root: Path, name: str) -> np.ndarray | None:
-    """An array saved with the published generation, or None (an index from before it existed)."""
+    """An array saved with the published generation (or its base), or None (an index from before it existed)."""
     try:
-        return np.load(root / (root / "CURRENT").read_text().strip() / f"{name}.npy")
+        folder = root / (root / "CURRENT").read_text().strip()
+        base = json.loads((folder / "settings.json").read_text()).get("base")
+        return np.load((root / base if base else folder) / f"{name}.npy")
     except (OSError, ValueError):
         return None
 

@@ -418,14 +418,21 @@ def _write(run: _Run, planned: list[_Planned], scan: _Scan, bm25_stale: bool) ->
     report.chunks_kept = manifest.chunk_count() - report.chunks_added
     if changed or bm25_stale or bm25_missing:
         generation = str(int(generation or 0) + 1)
-        corpus = list(manifest.keyword_corpus())
-        with run.progress.status("Building BM25 index"):
-            ids = [i for i, _ in corpus]
-            keyword.build_and_save(run.data.bm25, cfg.bm25, ids, [t for _, t in corpus], generation,
-                                   {"dense_sample": _dense_sample(run, ids)} if ids else None)
+        added = [(c.id, c.embed_text) for p in planned for c in p.new_chunks]
+        if bm25_stale or bm25_missing or not keyword.update(run.data.bm25, cfg.bm25, added, report.deleted_ids,
+                                                            generation, manifest.chunk_count()):
+            _rebuild_bm25(run, generation)
+            report.bm25_rebuilt = True
         manifest.set_meta("generation", generation)
-        report.bm25_rebuilt = True
     manifest.set_dirty(False)
+
+
+def _rebuild_bm25(run: _Run, generation: str) -> None:
+    corpus = list(run.manifest.keyword_corpus())
+    with run.progress.status("Building BM25 index"):
+        ids = [i for i, _ in corpus]
+        keyword.build_and_save(run.data.bm25, run.cfg.bm25, ids, [t for _, t in corpus], generation,
+                               {"dense_sample": _dense_sample(run, ids)} if ids else None)
 
 
 def _dense_sample(run: _Run, ids: list[str], size: int = 2000):

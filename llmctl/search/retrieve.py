@@ -129,6 +129,8 @@ class Retriever:
         if sample is None or not self.keyword.ids:
             return None
         index, mask = self.keyword, self._mask(flt)
+        if index.live is not None:  # chunks deleted since the BM25 base was built are not the corpus
+            mask = index.live if mask is None else mask & index.live
         full = np.zeros(len(index.ids), dtype=np.float32) if bm25 is None else bm25
         region = full if mask is None else full[mask]
         candidates = {i for ranked in lists.values() for i, _ in ranked}

@@ -110,7 +110,9 @@ def measure(factor: int, work: Path) -> dict:
     t = time.perf_counter()
     n_docs = make_corpus(work / "corpus", factor)
     out: dict = {"factor": factor, "documents": n_docs, "make_corpus_seconds": round(time.perf_counter() - t, 1)}
-    pool = common.cached("chunk_vectors", lambda: common.index_arrays()["vectors"])  # stored SciFact vectors
+    # stored SciFact chunk vectors: MiniLM's index (bench/ingest_bench.py), else e5's (bench/remote_embeddings.py)
+    source = common.INDEX if (common.INDEX / "manifest.sqlite").exists() else common.OUT / "e5" / "beir-scifact"
+    pool = common.cached("chunk_vectors", lambda: common.index_arrays(source)["vectors"])
     qtext, _ = common.queries_and_qrels()
     qvecs = common.query_vectors(list(qtext), qtext)[:200]
     questions = list(qtext.values())[:200]
@@ -123,6 +125,7 @@ def measure(factor: int, work: Path) -> dict:
     timers.wrap(VectorStore, "upsert", "chroma_upsert")
     timers.wrap(Manifest, "apply", "manifest_commits")
     timers.wrap(keyword, "build_and_save", "bm25_build")
+    timers.wrap(keyword, "update", "bm25_update")
     t = time.perf_counter()
     report = ingest([work / "corpus"], cfg, embedder=embedder)
     total = time.perf_counter() - t

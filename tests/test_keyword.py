@@ -46,8 +46,9 @@ def test_empty_index_searches_to_nothing(tmp_path):
     assert keyword.load(tmp_path, BM25Config()).search("anything", 5) == []
 
 
-def test_numpy_scoring_equals_bm25s(tmp_path):
-    """Queries score a saved index with numpy alone; the scores are bm25s' own, bit for bit."""
+def test_scores_are_bm25s_own(tmp_path):
+    """The index is built and queried without bm25s (in bounded memory), with bm25s' "lucene"
+    scores, bit for bit."""
     import bm25s
     import numpy as np
 
@@ -57,14 +58,21 @@ def test_numpy_scoring_equals_bm25s(tmp_path):
     cfg = BM25Config()
     keyword.build_and_save(tmp_path, cfg, list(texts), list(texts.values()), "1")
     loaded = keyword.load(tmp_path, cfg)
-    folder = tmp_path / (tmp_path / "CURRENT").read_text()
-    reference = bm25s.BM25.load(str(folder))
+    reference = bm25s.BM25(k1=cfg.k1, b=cfg.b, method="lucene")
+    reference.index([loaded.tokenize.document(t) for t in texts.values()], show_progress=False)
     for q in ["w1 w2 w3", "w7 w7 w250", "w299", "nothing here", " ".join(words[:40])]:
         tokens = loaded.tokenize(q)
         ids = [reference.vocab_dict[t] for t in tokens if t in reference.vocab_dict]
         want = reference.get_scores_from_ids(ids) if ids else np.zeros(len(texts), np.float32)
-        assert np.array_equal(loaded._scores(tokens), want)
-        assert loaded.search(q, 5) == keyword.load(tmp_path, cfg).search(q, 5)
+        got = loaded._scores(tokens)
+        assert np.array_equal(got, want)
+        assert [s for _, s in loaded.search(q, 20)] == sorted(want[want > 0].tolist(), reverse=True)[:20]
+    # built in windows of documents, the matrix is the same
+    docs = keyword.TokenIds()
+    for t in texts.values():
+        docs.add(loaded.tokenize.document(t))
+    whole, windows = keyword.lucene_matrix(docs, cfg), keyword.lucene_matrix(docs, cfg, window=7)
+    assert all(np.array_equal(x, y) for x, y in zip(whole[:3], windows[:3], strict=True))
 
 
 def test_scripts_without_spaces_are_matched_in_part(tmp_path):

@@ -108,9 +108,10 @@ class KeywordIndex(ABC):
         """The chunks this index holds: ``ids`` less those deleted since its base was built."""
         return self.ids if self.live is None else [i for i, keep in zip(self.ids, self.live, strict=True) if keep]
 
-    def build(self, ids: list[str], texts: list[str]) -> None:
+    def build(self, ids: list[str], texts) -> None:
+        """``texts``: any iterable (a manifest cursor): it is read once, one text at a time."""
         self.ids = list(ids)
-        self._build([self.tokenize.document(t) for t in texts])
+        self._build(self.tokenize.document(t) for t in texts)
 
     def scores(self, query: str, mask: np.ndarray | None = None) -> np.ndarray | None:
         """Every chunk's score for ``query`` (0 outside ``mask``), or None when no term can match."""
@@ -156,14 +157,16 @@ class BM25sIndex(KeywordIndex):
     delta: Delta | None = None  # chunks added since the base (its ids follow the base's in ``ids``)
 
     def _build(self, corpus_tokens):
-        import bm25s
-
-        self._tokens = corpus_tokens
-        self.bm25 = bm25s.BM25(k1=self.cfg.k1, b=self.cfg.b, method="lucene")
-        if corpus_tokens:
-            self.bm25.index(corpus_tokens, show_progress=False)
-            sc = self.bm25.scores
-            self._matrix = (sc["data"], sc["indices"], sc["indptr"], self.bm25.vocab_dict)
+        """bm25s' "lucene" scores, computed here in bounded memory: tokens become int32 ids as they
+        are read (a list of token strings costs ~7 GB at a million chunks; the ids ~0.6 GB), and the
+        matrix is filled a window of documents at a time."""
+        docs = TokenIds()
+        for tokens in corpus_tokens:
+            docs.add(tokens)
+        self._tokens = None
+        self._lengths = docs.lengths()
+        if len(self._lengths):
+            self._matrix = lucene_matrix(docs, self.cfg)
 
     def _scores(self, tokens):
         scores = _column_sums(self._matrix, tokens, len(self.ids) - (len(self.delta.ids) if self.delta else 0))
@@ -172,12 +175,14 @@ class BM25sIndex(KeywordIndex):
         return np.concatenate([scores, _column_sums(self.delta.matrix, tokens, len(self.delta.ids))])
 
     def _save(self, folder, corpus_tokens):
+        """bm25s' file layout (its three CSC arrays and vocabulary), plus the statistics a delta needs."""
         if self.ids:
-            self.bm25.save(str(folder), show_progress=False)
-            data, _, indptr, _ = self._matrix
-            lengths = [len(t) for t in corpus_tokens]
-            (folder / "stats.json").write_text(json.dumps({"documents": len(lengths),
-                                                           "avg_length": sum(lengths) / len(lengths)}))
+            data, indices, indptr, vocab = self._matrix
+            for name, array in (("data", data), ("indices", indices), ("indptr", indptr)):
+                np.save(folder / f"{name}.csc.index.npy", array)
+            (folder / "vocab.index.json").write_text(json.dumps(vocab))
+            (folder / "stats.json").write_text(json.dumps({"documents": len(self._lengths),
+                                                           "avg_length": float(self._lengths.mean())}))
 
     def _load(self, folder):
         if self.ids:
@@ -194,35 +199,16 @@ class Delta:
 
     @classmethod
     def build(cls, ids: list[str], tokens: list[list[str]], base: tuple, stats: dict, cfg: BM25Config) -> Delta:
-        from collections import Counter
-
         _, _, base_indptr, base_vocab = base
-        vocab: dict[str, int] = {}
-        counts = [Counter(t) for t in tokens]
-        for c in counts:
-            for term in c:
-                vocab.setdefault(term, len(vocab))
-        df = np.zeros(len(vocab), dtype=np.int64)
-        for c in counts:
-            df[[vocab[t] for t in c]] += 1
-        for term, col in vocab.items():
+        docs = TokenIds()
+        for t in tokens:
+            docs.add(t)
+        base_df = np.zeros(len(docs.vocab), dtype=np.int64)
+        for term, col in docs.vocab.items():
             if term in base_vocab:
                 b = base_vocab[term]
-                df[col] += int(base_indptr[b + 1] - base_indptr[b])
-        n = stats["documents"] + len(tokens)
-        idf = np.log(1 + (n - df + 0.5) / (df + 0.5))
-        cols, rows, vals = [], [], []
-        for row, (c, doc) in enumerate(zip(counts, tokens, strict=True)):
-            norm = cfg.k1 * (1 - cfg.b + cfg.b * len(doc) / stats["avg_length"])
-            for term, tf in c.items():
-                cols.append(vocab[term])
-                rows.append(row)
-                vals.append(idf[vocab[term]] * tf / (tf + norm))
-        order = np.lexsort((np.asarray(rows), np.asarray(cols))) if cols else np.zeros(0, dtype=np.int64)
-        cols_sorted = np.asarray(cols, dtype=np.int64)[order]
-        indptr = np.searchsorted(cols_sorted, np.arange(len(vocab) + 1)).astype(np.int64)
-        matrix = (np.asarray(vals, dtype=np.float32)[order], np.asarray(rows, dtype=np.int32)[order], indptr, vocab)
-        return cls(list(ids), tokens, matrix)
+                base_df[col] = int(base_indptr[b + 1] - base_indptr[b])
+        return cls(list(ids), tokens, lucene_matrix(docs, cfg, stats["documents"], base_df, stats["avg_length"]))
 
     def save(self, folder: Path) -> None:
         data, indices, indptr, vocab = self.matrix
@@ -235,6 +221,66 @@ class Delta:
         meta = json.loads((folder / "delta.json").read_text())
         arrays = [np.load(folder / f"delta.{n}.npy") for n in ("data", "indices", "indptr")]
         return cls(meta["ids"], meta["tokens"], (*arrays, {t: i for i, t in enumerate(meta["vocab"])}))
+
+
+class TokenIds:
+    """Documents as int32 token ids in one growing buffer, with their vocabulary."""
+
+    def __init__(self):
+        from array import array
+
+        self.vocab: dict[str, int] = {}
+        self.ids = array("i")
+        self.offsets = array("q", [0])
+
+    def add(self, tokens: list[str]) -> None:
+        vocab = self.vocab
+        self.ids.extend([vocab.setdefault(t, len(vocab)) for t in tokens])
+        self.offsets.append(len(self.ids))
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(np.frombuffer(self.offsets, dtype=np.int64))
+
+
+def lucene_matrix(docs: TokenIds, cfg: BM25Config, more_documents: int = 0, more_df: np.ndarray | None = None,
+                  avg_length: float | None = None, window: int = 50_000) -> tuple:
+    """(data, indices, indptr, vocab): a CSC matrix of per-(token, document) scores, as bm25s' "lucene"
+    method computes them: idf = ln(1 + (N - df + 0.5) / (df + 0.5)), times tf / (tf + k1 (1 - b + b
+    len / avg len)). ``more_documents`` / ``more_df`` / ``avg_length``: another segment's statistics
+    (a delta is scored as if it were part of its base). Two passes over windows of documents, so
+    memory is the ids plus the result."""
+    ids = np.frombuffer(docs.ids, dtype=np.int32)
+    offsets = np.frombuffer(docs.offsets, dtype=np.int64)
+    lengths = np.diff(offsets)
+    n, terms = len(lengths), len(docs.vocab)
+
+    def pairs(start: int, stop: int):  # (term, document, tf) of a window, by term then document
+        doc = np.repeat(np.arange(start, stop, dtype=np.int64), lengths[start:stop])
+        keys, tf = np.unique(ids[offsets[start]:offsets[stop]].astype(np.int64) * n + doc, return_counts=True)
+        return keys // n, keys % n, tf
+
+    windows = [(a, min(n, a + window)) for a in range(0, n, window)]
+    df = np.zeros(terms, dtype=np.int64)
+    for a, b in windows:
+        df += np.bincount(pairs(a, b)[0], minlength=terms)
+    total_df = df + (more_df if more_df is not None else 0)
+    # bm25s' arithmetic, step for step (float32 idf, float64 tf part): the same float32 scores
+    idf = np.log(1 + (n + more_documents - total_df + 0.5) / (total_df + 0.5)).astype(np.float32).astype(np.float64)
+    avg = float(lengths.mean()) if avg_length is None else avg_length
+    norm = cfg.k1 * ((1 - cfg.b) + cfg.b * lengths / avg)
+    indptr = np.concatenate([[0], np.cumsum(df)]).astype(np.int64)
+    data = np.empty(indptr[-1], dtype=np.float32)
+    indices = np.empty(indptr[-1], dtype=np.int32)
+    fill = indptr[:-1].copy()
+    for a, b in windows:
+        term, doc, tf = pairs(a, b)
+        tf = tf.astype(np.float32).astype(np.float64)
+        score = (idf[term] * (tf / (norm[doc] + tf))).astype(np.float32)
+        first, count = np.unique(term, return_index=True, return_counts=True)[1:]
+        pos = fill[term] + (np.arange(len(term)) - np.repeat(first, count))
+        data[pos], indices[pos] = score, doc
+        fill[term[first]] += count
+    return data, indices, indptr, dict(docs.vocab)
 
 
 def _column_sums(matrix: tuple, tokens: list[str], size: int) -> np.ndarray:
@@ -256,7 +302,7 @@ class RankBM25Index(KeywordIndex):
     def _build(self, corpus_tokens):
         from rank_bm25 import BM25Okapi
 
-        self._tokens = corpus_tokens
+        self._tokens = corpus_tokens = list(corpus_tokens)
         self.bm25 = BM25Okapi(corpus_tokens, k1=self.cfg.k1, b=self.cfg.b) if corpus_tokens else None
 
     def _scores(self, tokens):

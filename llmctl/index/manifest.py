@@ -139,8 +139,12 @@ class Manifest:
         return self.db.execute("SELECT count(*) FROM chunks").fetchone()[0]
 
     def keyword_corpus(self) -> Iterator[tuple[str, str]]:
-        """(chunk id, text to index) in a stable order."""
+        """(chunk id, text to index) in a stable order, read as it is consumed."""
         yield from self.db.execute("SELECT id, embed_text FROM chunks ORDER BY doc_id, ordinal")
+
+    def keyword_ids(self) -> list[str]:
+        """The chunk ids of ``keyword_corpus``, in its order."""
+        return [i for (i,) in self.db.execute("SELECT id FROM chunks ORDER BY doc_id, ordinal")]
 
     def get_chunks(self, ids: list[str]) -> dict[str, dict]:
         out: dict[str, dict] = {}

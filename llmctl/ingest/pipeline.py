@@ -14,11 +14,12 @@ document, so an interrupted corpus ingest resumes instead of starting over.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -222,6 +223,13 @@ def _sync(run: _Run, paths: list[Path], repair: bool) -> None:
     run.report.chunks_total = run.manifest.chunk_count()
 
 
+# Commit groups planned (and ordered by chunk length) at a time: a run holds this many groups'
+# chunks in memory, whatever the corpus size.
+WINDOW_GROUPS = 16
+# New chunks a run keeps (id, text) of to update BM25 in segments; past it, BM25 is rebuilt.
+MAX_DELTA = 200_000
+
+
 def _check_reader(run: _Run) -> None:
     stored = run.manifest.settings()
     if stored is not None and stored.get("reader") != run.settings["reader"]:
@@ -265,7 +273,7 @@ def remove(paths: list[Path], cfg: Config, *, dry_run: bool = False, wait_second
             else:
                 run = _Run(cfg, data, manifest, None, report, progress or NullProgress(), stop,
                            settings=manifest.settings() or {})
-                _write(run, [], _Scan(removed=gone), bm25_stale=False)
+                _write(run, iter([]), _Scan(removed=gone), bm25_stale=False)
             report.chunks_total = manifest.chunk_count()
         finally:
             manifest.close()
@@ -345,13 +353,15 @@ def _scan(run: _Run, paths: list[Path]) -> _Scan:
     return scan
 
 
-def _plan(run: _Run, scan: _Scan) -> list[_Planned]:
-    """Load and chunk the changed files; return the commit groups' updates, by chunk length."""
+def _plan(run: _Run, scan: _Scan) -> Iterator[list[_Planned]]:
+    """Load and chunk the changed files, a window of about WINDOW_GROUPS commit groups at a time,
+    each window ordered by chunk length (see _by_length); files are planned whole."""
     from llmctl.ingest.chunking import Chunker
 
     chunker = Chunker(run.cfg.chunking, run.embedder.count_tokens, run.max_tokens) if scan.work else None
-    planned: list[_Planned] = []
-    task = run.progress.task("Chunking", len(scan.work))
+    window: list[_Planned] = []
+    size, limit = 0, WINDOW_GROUPS * run.cfg.ingest.commit_every
+    task = run.progress.task("Reading", len(scan.work))
     for path, rec in scan.work:
         task.advance(1)
         run.check_stop()
@@ -364,12 +374,20 @@ def _plan(run: _Run, scan: _Scan) -> list[_Planned]:
             run.skip(path, f"cannot read: {exc.strerror}")
             continue
         (run.report.files_changed if rec.path in scan.known else run.report.files_added).append(rec.source)
-        planned += plan
+        window += plan
+        size += sum(len(p.new_chunks) for p in plan)
+        if size >= limit:
+            yield _counted(run, window)
+            window, size = [], 0
     task.done()
-    planned = _by_length(planned)
-    run.report.tokens_embedded = sum(c.tokens for p in planned for c in p.new_chunks)
-    run.report.chunks_added = sum(len(p.new_chunks) for p in planned)
-    return planned
+    if window:
+        yield _counted(run, window)
+
+
+def _counted(run: _Run, window: list[_Planned]) -> list[_Planned]:
+    run.report.tokens_embedded += sum(c.tokens for p in window for c in p.new_chunks)
+    run.report.chunks_added += sum(len(p.new_chunks) for p in window)
+    return _by_length(window)
 
 
 def _dry_run(run: _Run, paths: list[Path], check: bool) -> None:
@@ -378,7 +396,7 @@ def _dry_run(run: _Run, paths: list[Path], check: bool) -> None:
         check_settings(manifest.settings(), run.settings, run.cfg)
         _check_reader(run)
     scan = _scan(run, paths)
-    planned = _plan(run, scan)
+    planned = [p for window in _plan(run, scan) for p in window]
     old_ids = manifest.chunk_ids_of_docs(d for p in planned for d in p.update.changed_chunks)
     new_ids = {c.id for p in planned for cs in p.update.changed_chunks.values() for c in cs}
     deleted = sum(1 for ids in old_ids.values() for i in ids if i not in new_ids)
@@ -386,18 +404,20 @@ def _dry_run(run: _Run, paths: list[Path], check: bool) -> None:
     run.report.chunks_total = manifest.chunk_count()  # the index as it is now
 
 
-def _write(run: _Run, planned: list[_Planned], scan: _Scan, bm25_stale: bool) -> None:
+def _write(run: _Run, windows: Iterator[list[_Planned]], scan: _Scan, bm25_stale: bool) -> None:
     """Embed and commit group by group, drop removed files, then publish a new BM25 generation."""
     cfg, manifest, report = run.cfg, run.manifest, run.report
     generation = manifest.get_meta("generation")
     bm25_missing = keyword.current_generation(run.data.bm25) != generation
-    changed = bool(planned or scan.removed)
+    first = next(windows, None)
+    changed = bool(first or scan.removed)
     if not (changed or scan.touched or bm25_stale or bm25_missing):
         return
     fresh = manifest.settings() is None
     manifest.set_settings(run.settings)
     if scan.touched:
         manifest.touch(scan.touched)
+    added: list[tuple[str, str]] | None = []  # new chunks for BM25 (None: too many to update in segments)
     if changed:
         store = run.open_store()
         if fresh and store.count():
@@ -408,7 +428,7 @@ def _write(run: _Run, planned: list[_Planned], scan: _Scan, bm25_stale: bool) ->
                 "or run 'llmctl ingest --rebuild <path>' to replace them"
             )
         manifest.set_dirty(True)
-        deleted = _embed_and_commit(run, planned) if planned else []
+        deleted, added = _embed_and_commit(run, itertools.chain([first], windows)) if first else ([], [])
         if scan.removed:
             ids = manifest.remove_files(scan.removed)
             store.delete(ids)
@@ -418,9 +438,9 @@ def _write(run: _Run, planned: list[_Planned], scan: _Scan, bm25_stale: bool) ->
     report.chunks_kept = manifest.chunk_count() - report.chunks_added
     if changed or bm25_stale or bm25_missing:
         generation = str(int(generation or 0) + 1)
-        added = [(c.id, c.embed_text) for p in planned for c in p.new_chunks]
-        if bm25_stale or bm25_missing or not keyword.update(run.data.bm25, cfg.bm25, added, report.deleted_ids,
-                                                            generation, manifest.chunk_count()):
+        incremental = changed and not (bm25_stale or bm25_missing) and added is not None
+        if not (incremental and keyword.update(run.data.bm25, cfg.bm25, added, report.deleted_ids, generation,
+                                               manifest.chunk_count())):
             _rebuild_bm25(run, generation)
             report.bm25_rebuilt = True
         manifest.set_meta("generation", generation)
@@ -428,10 +448,11 @@ def _write(run: _Run, planned: list[_Planned], scan: _Scan, bm25_stale: bool) ->
 
 
 def _rebuild_bm25(run: _Run, generation: str) -> None:
-    corpus = list(run.manifest.keyword_corpus())
+    """BM25 over the whole manifest, its texts streamed (never all in memory at once)."""
     with run.progress.status("Building BM25 index"):
-        ids = [i for i, _ in corpus]
-        keyword.build_and_save(run.data.bm25, run.cfg.bm25, ids, [t for _, t in corpus], generation,
+        ids = run.manifest.keyword_ids()
+        texts = (text for _, text in run.manifest.keyword_corpus())
+        keyword.build_and_save(run.data.bm25, run.cfg.bm25, ids, texts, generation,
                                {"dense_sample": _dense_sample(run, ids)} if ids else None)
 
 
@@ -442,41 +463,54 @@ def _dense_sample(run: _Run, ids: list[str], size: int = 2000):
     return run.open_store().vectors(pick)
 
 
-def _embed_and_commit(run: _Run, planned: list[_Planned]) -> list[str]:
+def _embed_and_commit(run: _Run, windows: Iterable[list[_Planned]]) -> tuple[list[str], list | None]:
     """Each commit group: vectors upserted, then one manifest transaction, then stale vectors
-    deleted. A stop request drops only the group being embedded; committed groups stay."""
+    deleted. A stop request drops only the group being embedded; committed groups stay.
+    Returns the chunk ids deleted, and the new chunks' (id, text) for BM25 (None past MAX_DELTA)."""
+    added: list[tuple[str, str]] | None = []
     manifest, store, embedder = run.manifest, run.store, run.embedder
-    to_embed = sum(len(p.new_chunks) for p in planned)
-    if to_embed:
-        with run.progress.status("Making the ONNX copy of the embedding model (once per model, ~20 s)"
-                                 if embedder.export_pending else "Loading the embedding model"):
-            run.report.embedding = embedder.load()
-        manifest.set_meta("runtime", json.dumps({k: v for k, v in run.report.embedding.items() if k != "note"}))
-    task = run.progress.task("Embedding", to_embed)
+    task = None
 
     def advance(n: int) -> None:  # after each encode batch: a stop request ends the group here
         task.advance(n)
         run.check_stop()
 
     deleted: list[str] = []
-    embedder.expect_dimension(int(manifest.get_meta("dimension") or 0) or None)
-    for batch in _batches(planned, run.cfg.ingest.commit_every):
-        run.check_stop()
-        new_chunks = [c for p in batch for c in p.new_chunks]
-        if new_chunks:
-            texts = [c.embed_text for c in new_chunks]
-            vectors = embedder.embed_documents(texts, advance)
-            manifest.set_meta("dimension", str(vectors.shape[1]))
-            store.upsert(new_chunks, vectors)
-        stale = manifest.apply([p.update for p in batch])
-        if new_chunks:
-            embedder.forget(texts)  # committed: an endpoint's saved copies are not needed
-        store.delete(stale)
-        deleted += stale
-        run.committed_files += sum(1 for p in batch if not p.update.partial)
-        run.committed_chunks += len(new_chunks)
-    task.done()
-    return deleted
+    for window in windows:
+        for batch in _batches(window, run.cfg.ingest.commit_every):
+            run.check_stop()
+            new_chunks = [c for p in batch for c in p.new_chunks]
+            if new_chunks:
+                task = task or _start_embedding(run)
+                texts = [c.embed_text for c in new_chunks]
+                vectors = embedder.embed_documents(texts, advance)
+                manifest.set_meta("dimension", str(vectors.shape[1]))
+                store.upsert(new_chunks, vectors)
+            stale = manifest.apply([p.update for p in batch])
+            if new_chunks:
+                embedder.forget(texts)  # committed: an endpoint's saved copies are not needed
+            store.delete(stale)
+            deleted += stale
+            run.committed_files += sum(1 for p in batch if not p.update.partial)
+            run.committed_chunks += len(new_chunks)
+            if added is not None:
+                added += [(c.id, c.embed_text) for c in new_chunks]
+                if len(added) > MAX_DELTA:
+                    added = None
+    if task is not None:
+        task.done()
+    return deleted, added
+
+
+def _start_embedding(run: _Run):
+    """Load the embedding model (the first time a run has something to embed)."""
+    embedder = run.embedder
+    with run.progress.status("Making the ONNX copy of the embedding model (once per model, ~20 s)"
+                             if embedder.export_pending else "Loading the embedding model"):
+        run.report.embedding = embedder.load()
+    run.manifest.set_meta("runtime", json.dumps({k: v for k, v in run.report.embedding.items() if k != "note"}))
+    embedder.expect_dimension(int(run.manifest.get_meta("dimension") or 0) or None)
+    return run.progress.task("Embedding", None)
 
 
 def _plan_file(path: Path, rec: FileRecord, manifest: Manifest, chunker, report,

@@ -183,10 +183,10 @@ class RemoteEmbedder:
             while running:
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
-                    batch = running.pop(future)
+                    batch = set(running.pop(future))
                     have.update(future.result())
                     if on_batch:
-                        on_batch(sum(1 for k in keys if k in set(batch)))
+                        on_batch(sum(1 for k in keys if k in batch))
                     for b in _take(todo, 1):
                         running[pool.submit(self._buy, b, [text_of[k] for k in b])] = b
         finally:

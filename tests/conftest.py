@@ -103,7 +103,7 @@ def faq_cross_encoder(tmp_path_factory, embedder, sample_index) -> Path:
 
     torch.manual_seed(0)
     m = Manifest(sample_index / "manifest.sqlite")
-    rows = m.db.execute("SELECT embed_text, json_extract(meta, '$.source') FROM chunks").fetchall()
+    rows = [(c["embed_text"], c["source"]) for c in m.get_chunks(m.keyword_ids()).values()]
     m.close()
     queries = ["How do I restore files?", "What does it cost?", "Is Windows supported?",
                "How are backups encrypted?"]

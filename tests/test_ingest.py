@@ -263,3 +263,41 @@ def test_planning_in_windows_gives_the_index_a_single_window_gives(corpus, make_
     q = "How many daily snapshots does the default retention policy keep?"
     assert (keyword.load(whole.data_dir / "bm25").search(q, 10)
             == keyword.load(windowed.data_dir / "bm25").search(q, 10))
+
+
+def test_an_index_from_before_the_compact_chunk_layout_is_read_then_converted_in_place(small, make_config,
+                                                                                        embedder):
+    """Chunks used to be stored as two plain texts; now the text is compressed and the embedded text
+    is prefix + text. An old index is read as it is, and its next ingest converts it in one
+    transaction without embedding anything again."""
+    import sqlite3
+
+    from llmctl.index.manifest import unpack
+
+    cfg = make_config()
+    ingest([small], cfg, embedder=embedder)
+    path = DataDir(cfg.data_dir).manifest
+    m = Manifest(path)
+    ids = m.keyword_ids()
+    before, corpus = m.get_chunks(ids), list(m.keyword_corpus())
+    m.close()
+    db = sqlite3.connect(path)  # as an older llmctl wrote it
+    rows = db.execute("SELECT id, doc_id, ordinal, body, prefix, meta FROM chunks").fetchall()
+    db.executescript("DROP TABLE chunks; CREATE TABLE chunks (id TEXT PRIMARY KEY, doc_id TEXT NOT NULL "
+                     "REFERENCES documents(doc_id) ON DELETE CASCADE, ordinal INTEGER NOT NULL, text TEXT NOT NULL, "
+                     "embed_text TEXT NOT NULL, meta TEXT NOT NULL); CREATE INDEX chunks_doc ON chunks(doc_id);")
+    db.executemany("INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?)",
+                   [(i, d, o, unpack(b), p + unpack(b), meta) for i, d, o, b, p, meta in rows])
+    db.commit()
+    db.close()
+    old = Manifest(path, readonly=True)
+    assert old._old_layout() and old.get_chunks(ids) == before and list(old.keyword_corpus()) == corpus
+    old.close()
+
+    fresh = Embedder(cfg.embedding)
+    r = ingest([small], cfg, embedder=fresh)
+    assert r.chunks_added == 0 and "model" not in fresh.__dict__
+    new = Manifest(path, readonly=True)
+    assert not new._old_layout() and new.get_chunks(ids) == before and list(new.keyword_corpus()) == corpus
+    new.close()
+    assert_consistent(cfg.data_dir)

@@ -138,8 +138,7 @@ class Generator:
         self._lock = threading.Lock()
 
     def run(self, n: int, seed: int, output: Path) -> GenerateReport:
-        rows = self.retriever.manifest.db.execute(
-            "SELECT id, doc_id, json_extract(meta, '$.source'), text FROM chunks").fetchall()
+        rows = list(self.retriever.manifest.chunk_texts())
         if not rows:
             raise IndexStateError("The index is empty: run llmctl ingest PATH first")
         pool = sample(rows, seed)[:TRIES_PER_CASE * n]

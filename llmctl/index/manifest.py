@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,13 +30,33 @@ CREATE TABLE IF NOT EXISTS documents (
     sha256 TEXT NOT NULL, title TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS documents_path ON documents(path);
-CREATE TABLE IF NOT EXISTS chunks (
-    id TEXT PRIMARY KEY,
-    doc_id TEXT NOT NULL REFERENCES documents(doc_id) ON DELETE CASCADE,
-    ordinal INTEGER NOT NULL, text TEXT NOT NULL, embed_text TEXT NOT NULL, meta TEXT NOT NULL
-);
+CREATE TABLE IF NOT EXISTS chunks {CHUNKS};
 CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id);
 """
+CHUNKS = """(
+    id TEXT PRIMARY KEY,
+    doc_id TEXT NOT NULL REFERENCES documents(doc_id) ON DELETE CASCADE,
+    ordinal INTEGER NOT NULL, body BLOB NOT NULL, prefix TEXT NOT NULL, meta TEXT NOT NULL
+)"""
+SCHEMA = SCHEMA.replace("{CHUNKS}", CHUNKS)
+# A chunk's text is stored zlib-compressed (``body``), and what is embedded is ``prefix + text``
+# (the context header and a newline, or nothing): a third of the size of storing both texts.
+# Manifests written before stored ``text`` and ``embed_text``; a writer converts them in place.
+
+
+def pack(text: str) -> bytes:
+    return zlib.compress(text.encode("utf-8"), 6)
+
+
+def unpack(body: bytes) -> str:
+    return zlib.decompress(body).decode("utf-8")
+
+
+def prefix_of(embed_text: str, text: str) -> str:
+    """What precedes the text in the embedded text (chunking writes header + newline + text)."""
+    if not embed_text.endswith(text):
+        raise ValueError("a chunk's embedded text must end with its text")
+    return embed_text[:len(embed_text) - len(text)]
 
 
 @dataclass(frozen=True)
@@ -75,7 +96,10 @@ class Manifest:
                 self.db.execute("PRAGMA journal_mode = WAL")
                 self.db.execute("PRAGMA synchronous = NORMAL")
                 self.db.executescript(SCHEMA)
+                if self._old_layout():
+                    self._convert()
             self.db.execute("SELECT count(*) FROM files").fetchone()
+            self._text_sql = "text, embed_text" if self._old_layout() else "body, prefix"
         except sqlite3.DatabaseError as exc:
             raise IndexStateError(
                 f"Manifest {path} is unreadable ({exc}): run 'llmctl ingest --rebuild <path>' "
@@ -84,6 +108,33 @@ class Manifest:
 
     def close(self) -> None:
         self.db.close()
+
+    def _old_layout(self) -> bool:
+        return any(row[1] == "embed_text" for row in self.db.execute("PRAGMA table_info(chunks)"))
+
+    def _convert(self) -> None:
+        """Rewrite an old manifest's chunks in the compact layout, in one transaction (a crash
+        leaves the old table whole), then give the space back to the disk if no reader holds the file."""
+        with self.transaction():
+            self.db.execute(f"CREATE TABLE chunks_compact {CHUNKS}")
+            rows = self.db.execute("SELECT id, doc_id, ordinal, text, embed_text, meta FROM chunks")
+            while batch := rows.fetchmany(2000):
+                self.db.executemany("INSERT INTO chunks_compact VALUES (?, ?, ?, ?, ?, ?)",
+                                    [(i, d, o, pack(t), prefix_of(e, t), m) for i, d, o, t, e, m in batch])
+            self.db.execute("DROP TABLE chunks")
+            self.db.execute("ALTER TABLE chunks_compact RENAME TO chunks")
+            self.db.execute("CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id)")
+        try:
+            self.db.execute("VACUUM")
+        except sqlite3.OperationalError:
+            pass  # a reader has it open: the space is reused by later writes instead
+
+    def _texts(self, a, b) -> tuple[str, str]:
+        """(text, embedded text) of a row's two text columns, in either layout."""
+        if isinstance(a, bytes):
+            text = unpack(a)
+            return text, b + text
+        return a, b
 
     # -- meta -------------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
@@ -140,7 +191,14 @@ class Manifest:
 
     def keyword_corpus(self) -> Iterator[tuple[str, str]]:
         """(chunk id, text to index) in a stable order, read as it is consumed."""
-        yield from self.db.execute("SELECT id, embed_text FROM chunks ORDER BY doc_id, ordinal")
+        for cid, a, b in self.db.execute(f"SELECT id, {self._text_sql} FROM chunks ORDER BY doc_id, ordinal"):
+            yield cid, self._texts(a, b)[1]
+
+    def chunk_texts(self) -> Iterator[tuple[str, str, str, str]]:
+        """(chunk id, document id, source, text) of every chunk."""
+        sql = f"SELECT id, doc_id, json_extract(meta, '$.source'), {self._text_sql} FROM chunks"
+        for cid, doc_id, source, a, b in self.db.execute(sql):
+            yield cid, doc_id, source, self._texts(a, b)[0]
 
     def keyword_ids(self) -> list[str]:
         """The chunk ids of ``keyword_corpus``, in its order."""
@@ -151,10 +209,9 @@ class Manifest:
         for i in range(0, len(ids), 500):
             part = ids[i:i + 500]
             marks = ",".join("?" * len(part))
-            rows = self.db.execute(
-                f"SELECT id, text, embed_text, meta FROM chunks WHERE id IN ({marks})", part
-            )
-            for cid, text, embed_text, meta in rows:
+            rows = self.db.execute(f"SELECT id, {self._text_sql}, meta FROM chunks WHERE id IN ({marks})", part)
+            for cid, a, b, meta in rows:
+                text, embed_text = self._texts(a, b)
                 out[cid] = {"id": cid, "text": text, "embed_text": embed_text, **json.loads(meta)}
         return out
 
@@ -203,17 +260,9 @@ class Manifest:
                 )
                 new_ids: set[str] = set()
                 for chunks in up.appended.values():
-                    self.db.executemany(
-                        "INSERT OR REPLACE INTO chunks VALUES (?, ?, ?, ?, ?, ?)",
-                        [(c.id, c.doc_id, c.ordinal, c.text, c.embed_text, json.dumps(c.metadata()))
-                         for c in chunks],
-                    )
+                    self.db.executemany("INSERT OR REPLACE INTO chunks VALUES (?, ?, ?, ?, ?, ?)", map(_row, chunks))
                 for chunks in up.changed_chunks.values():
-                    self.db.executemany(
-                        "INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?)",
-                        [(c.id, c.doc_id, c.ordinal, c.text, c.embed_text, json.dumps(c.metadata()))
-                         for c in chunks],
-                    )
+                    self.db.executemany("INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?)", map(_row, chunks))
                     new_ids.update(c.id for c in chunks)
                 stale += [cid for ids in before.values() for cid in ids if cid not in new_ids]
         return stale
@@ -240,6 +289,10 @@ class Manifest:
 
     def transaction(self):
         return _Txn(self.db)
+
+
+def _row(c: Chunk) -> tuple:
+    return c.id, c.doc_id, c.ordinal, pack(c.text), prefix_of(c.embed_text, c.text), json.dumps(c.metadata())
 
 
 class _Txn:

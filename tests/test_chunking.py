@@ -139,3 +139,47 @@ def test_jsonl_record_chunks_cite_their_line_and_record(tmp_path, count):
     from llmctl.records import Hit
 
     assert Hit("x", chunk=chunks[1].metadata()).location() == "corpus.jsonl:3 (record b2)"
+
+
+def _varied_docs() -> list[Document]:
+    """Sample files, this repository's own code and docs, and texts made to hit the splitter's corners:
+    words longer than the window, no separators at all, tabs only, accents, CJK, punctuation runs."""
+    import random
+
+    repo = SAMPLE.parent
+    docs = list(sample_docs())
+    paths = sorted(repo.glob("*.md")) + sorted((repo / "docs").glob("*.md")) + sorted((repo / "llmctl").rglob("*.py"))
+    for path in paths:
+        docs += load_documents(path, path.name, path.read_bytes())
+    rng = random.Random(5)
+    words = " ".join(d.text for d in docs[:20]).split()
+    words += ["日本語の文章です", "naïve", "café", "U.S.", "e.g.", "—", "x²"]
+    for i in range(150):
+        text = " ".join(rng.choice(words) for _ in range(rng.randint(1, 600)))
+        if i % 5 == 0:
+            text = "x" * rng.randint(100, 1500) + " " + text
+        if i % 7 == 0:
+            text = text.replace(" ", "\t")
+        if i % 11 == 0:
+            text = "".join(rng.choice(words) for _ in range(rng.randint(50, 300)))
+        if i % 3 == 0:
+            text = "# Title\n\n" + text.replace(". ", ".\n\n## Part\n\n", 3)
+        docs.append(Document(doc_id=f"e{i}", source="edge.md", text=text, title="Edge",
+                             kind="markdown" if i % 3 == 0 else "text"))
+    return docs
+
+
+@pytest.mark.parametrize("max_tokens", [254, 64])
+def test_counting_from_one_tokenization_per_document_gives_the_same_chunks(embedder, count, max_tokens):
+    """Chunk ids must not change with the speed-up (an index would be embedded again)."""
+    docs = _varied_docs()
+    plain = Chunker(ChunkingConfig(overlap_tokens=16), count, max_tokens)
+    fast = Chunker(ChunkingConfig(overlap_tokens=16), count, max_tokens, embedder.token_spans)
+    assert embedder.token_spans is not None
+    def seen(chunks):
+        return [(c.id, c.text, c.embed_text, c.start_char, c.end_char, c.tokens) for c in chunks]
+
+    want = [seen(plain.chunk(d)) for d in docs]
+    got = [seen(cs) for cs in fast.chunk_many(docs)]
+    assert sum(map(len, want)) > 500
+    assert got == want

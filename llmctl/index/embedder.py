@@ -169,6 +169,21 @@ class Embedder:
     def count_tokens(self, text: str) -> int:
         return _count(self, text)
 
+    @property
+    def token_spans(self):
+        """texts -> for each, (token starts, token ends, word numbers), for chunking (see Chunker);
+        None unless the tokenizer is BERT's WordPiece, whose counts add up at word boundaries."""
+        tok = self._tokenizer
+        if tok is None or (type(tok.normalizer).__name__, type(tok.pre_tokenizer).__name__,
+                           type(tok.model).__name__) != ("BertNormalizer", "BertPreTokenizer", "WordPiece"):
+            return None
+
+        def spans(texts: list[str]):
+            return [([a for a, _ in e.offsets], [b for _, b in e.offsets], e.word_ids)
+                    for e in tok.encode_batch(texts, add_special_tokens=False)]
+
+        return spans
+
     @cached_property
     def model(self):
         from sentence_transformers import SentenceTransformer

@@ -134,6 +134,15 @@ class _Run:
             self.store.apply_search_settings()
         return self.store
 
+    def release_store(self) -> None:
+        """Drop this run's handle on the vector store (an embedded Chroma holds its whole HNSW
+        graph in memory); ``open_store`` opens it again if needed."""
+        if self.store is not None:
+            from llmctl.index.datadir import _drop_chroma_handles
+
+            self.store = None
+            _drop_chroma_handles()
+
     def check_stop(self) -> None:
         self.stop.check(f"Interrupted: {self.committed_files} file(s) committed ({self.committed_chunks} "
                         "chunk(s) embedded and kept); run again to continue")
@@ -420,22 +429,7 @@ def _write(run: _Run, windows: Iterator[list[_Planned]], scan: _Scan, bm25_stale
         manifest.touch(scan.touched)
     added: list[tuple[str, str]] | None = []  # new chunks for BM25 (None: too many to update in segments)
     if changed:
-        store = run.open_store()
-        if fresh and store.count():
-            vs = cfg.vector_store
-            raise IndexStateError(
-                f"Collection '{vs.collection}' in the {vs.mode} vector store already holds {store.count()} vectors "
-                f"of another index: give each data dir its own vector_store.collection in {cfg.source}, "
-                "or run 'llmctl ingest --rebuild <path>' to replace them"
-            )
-        manifest.set_dirty(True)
-        deleted, added = _embed_and_commit(run, itertools.chain([first], windows)) if first else ([], [])
-        if scan.removed:
-            ids = manifest.remove_files(scan.removed)
-            store.delete(ids)
-            deleted += ids
-        report.chunks_deleted += len(deleted)
-        report.deleted_ids = deleted  # the Workspace drops cached answers built from them
+        added = _commit(run, itertools.chain([first], windows) if first else iter(()), scan.removed, fresh)
     report.chunks_kept = manifest.chunk_count() - report.chunks_added
     if changed or bm25_stale or bm25_missing:
         generation = str(int(generation or 0) + 1)
@@ -448,13 +442,38 @@ def _write(run: _Run, windows: Iterator[list[_Planned]], scan: _Scan, bm25_stale
     manifest.set_dirty(False)
 
 
+def _commit(run: _Run, windows: Iterator[list[_Planned]], removed: list[str], fresh: bool) -> list | None:
+    """Embed and commit the planned windows, then forget removed files; returns the new chunks'
+    (id, text) for BM25 (None when too many to update it in segments)."""
+    cfg, manifest, report = run.cfg, run.manifest, run.report
+    store = run.open_store()
+    if fresh and store.count():
+        vs = cfg.vector_store
+        raise IndexStateError(
+            f"Collection '{vs.collection}' in the {vs.mode} vector store already holds {store.count()} vectors "
+            f"of another index: give each data dir its own vector_store.collection in {cfg.source}, "
+            "or run 'llmctl ingest --rebuild <path>' to replace them"
+        )
+    manifest.set_dirty(True)
+    deleted, added = _embed_and_commit(run, windows)
+    if removed:
+        ids = manifest.remove_files(removed)
+        store.delete(ids)
+        deleted += ids
+    report.chunks_deleted += len(deleted)
+    report.deleted_ids = deleted  # the Workspace drops cached answers built from them
+    return added
+
+
 def _rebuild_bm25(run: _Run, generation: str) -> None:
     """BM25 over the whole manifest, its texts streamed (never all in memory at once)."""
     with run.progress.status("Building BM25 index"):
         ids = run.manifest.keyword_ids()
+        sample = _dense_sample(run, ids) if ids else None
+        run.release_store()  # the vector index is not needed to build BM25: its memory goes back first
         texts = (text for _, text in run.manifest.keyword_corpus())
         keyword.build_and_save(run.data.bm25, run.cfg.bm25, ids, texts, generation,
-                               {"dense_sample": _dense_sample(run, ids)} if ids else None)
+                               {"dense_sample": sample} if ids else None)
 
 
 def _dense_sample(run: _Run, ids: list[str], size: int = 2000):

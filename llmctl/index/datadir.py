@@ -142,14 +142,14 @@ class DataDir:
     def remove_unused(self) -> None:
         """Delete index folders (and a pre-rebuild index in the root) that INDEX no longer names.
         Called by writers under the lock, so readers of the previous index had a run's time to finish."""
-        _drop_chroma_handles()
-        for folder in self.root.glob("index-*"):
-            if folder.is_dir() and folder != self.index:
-                shutil.rmtree(folder, ignore_errors=True)
+        unused = [f for f in self.root.glob("index-*") if f.is_dir() and f != self.index]
         if self.index != self.root:
-            for name in LEGACY_ITEMS:
-                path = self.root / name
-                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+            unused += [self.root / n for n in LEGACY_ITEMS if (self.root / n).exists()]
+        if not unused:
+            return  # a process that ingests again (serve --watch) keeps its vector index loaded
+        _drop_chroma_handles()
+        for path in unused:
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
 
 
 def _drop_chroma_handles() -> None:

@@ -134,15 +134,6 @@ class _Run:
             self.store.apply_search_settings()
         return self.store
 
-    def release_store(self) -> None:
-        """Drop this run's handle on the vector store (an embedded Chroma holds its whole HNSW
-        graph in memory); ``open_store`` opens it again if needed."""
-        if self.store is not None:
-            from llmctl.index.datadir import _drop_chroma_handles
-
-            self.store = None
-            _drop_chroma_handles()
-
     def check_stop(self) -> None:
         self.stop.check(f"Interrupted: {self.committed_files} file(s) committed ({self.committed_chunks} "
                         "chunk(s) embedded and kept); run again to continue")
@@ -469,11 +460,9 @@ def _rebuild_bm25(run: _Run, generation: str) -> None:
     """BM25 over the whole manifest, its texts streamed (never all in memory at once)."""
     with run.progress.status("Building BM25 index"):
         ids = run.manifest.keyword_ids()
-        sample = _dense_sample(run, ids) if ids else None
-        run.release_store()  # the vector index is not needed to build BM25: its memory goes back first
         texts = (text for _, text in run.manifest.keyword_corpus())
         keyword.build_and_save(run.data.bm25, run.cfg.bm25, ids, texts, generation,
-                               {"dense_sample": sample} if ids else None)
+                               {"dense_sample": _dense_sample(run, ids)} if ids else None)
 
 
 def _dense_sample(run: _Run, ids: list[str], size: int = 2000):

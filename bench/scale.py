@@ -121,7 +121,7 @@ def measure(factor: int, work: Path) -> dict:
     cfg = load_config(None, {"data_dir": str(data)})
     embedder = reused_vectors_embedder(cfg.embedding, pool)
     timers = Timers()
-    timers.wrap(chunking.Chunker, "chunk", "chunking")
+    timers.wrap(chunking.Chunker, "chunk_many", "chunking")
     timers.wrap(VectorStore, "upsert", "chroma_upsert")
     timers.wrap(Manifest, "apply", "manifest_commits")
     timers.wrap(keyword, "build_and_save", "bm25_build")

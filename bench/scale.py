@@ -96,8 +96,31 @@ def folder_mb(path: Path) -> float:
     return round(sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20, 1)
 
 
-def measure(factor: int, work: Path) -> dict:
-    """One size, in this process (run by main() in a fresh subprocess per size)."""
+def chroma_server(folder: Path) -> tuple[subprocess.Popen, int]:
+    """A real `chroma run` on 127.0.0.1 (vector_store.mode: server), started and waited for."""
+    import os
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("chroma")), "run", "--path", str(folder), "--host",
+                             "127.0.0.1", "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "ANONYMIZED_TELEMETRY": "False"})
+    for _ in range(300):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout=1)
+            return proc, port
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("chroma run did not start")
+
+
+def measure(factor: int, work: Path, server: bool = False) -> dict:
+    """One size, in this process (run by main() in a fresh subprocess per size). ``server``: vectors
+    in a `chroma run` process, so this process's memory is llmctl's own."""
     from llmctl.config import load_config
     from llmctl.index import keyword
     from llmctl.index.manifest import Manifest
@@ -118,7 +141,12 @@ def measure(factor: int, work: Path) -> dict:
     questions = list(qtext.values())[:200]
 
     data = work / "data"
-    cfg = load_config(None, {"data_dir": str(data)})
+    overrides: dict = {"data_dir": str(data)}
+    if server:
+        chroma, port = chroma_server(work / "chroma-server")
+        overrides |= {"vector_store.mode": "server", "vector_store.port": port}
+        out["vector_store"] = "server"
+    cfg = load_config(None, overrides)
     embedder = reused_vectors_embedder(cfg.embedding, pool)
     timers = Timers()
     timers.wrap(chunking.Chunker, "chunk_many", "chunking")
@@ -151,7 +179,9 @@ def measure(factor: int, work: Path) -> dict:
     out["one_doc_change_seconds"] = round(time.perf_counter() - t, 1)
     out["one_doc_change_inside"] = {k: round(v, 2) for k, v in timers.seconds.items()}
 
-    store = VectorStore.embedded(data / "chroma")
+    from llmctl.index.vectors import open_store
+
+    store = open_store(cfg) if server else VectorStore.embedded(data / "chroma")
     for v in qvecs[:5]:
         store.query(v, 50)
     lat = []
@@ -176,6 +206,10 @@ def measure(factor: int, work: Path) -> dict:
     out["disk_mb"] = {"manifest": round(sum(p.stat().st_size for p in data.glob("manifest.sqlite*")) / 2**20, 1),
                       "chroma": folder_mb(data / "chroma"), "bm25": folder_mb(data / "bm25")}
     out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    if server:
+        out["disk_mb"]["chroma"] = folder_mb(work / "chroma-server")
+        chroma.terminate()
+        chroma.wait(30)
     shutil.rmtree(work, ignore_errors=True)
     return out
 
@@ -191,18 +225,19 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--factors", default="1,10,100")
     ap.add_argument("--work", type=Path, default=common.OUT / "scale-work")
+    ap.add_argument("--server", action="store_true", help="vectors in a `chroma run` server (scale-server.json)")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: measure one size here
     args = ap.parse_args()
     if args.one:
-        print(json.dumps(measure(args.one, args.work)))
+        print(json.dumps(measure(args.one, args.work, args.server)))
         return
-    path = common.OUT / "scale.json"
+    path = common.OUT / ("scale-server.json" if args.server else "scale.json")
     results = json.loads(path.read_text()) if path.exists() else {}
     ingest_json = common.OUT / "ingest.json"
     raw = json.loads(ingest_json.read_text())["ingest"]["raw_encode_chunks_per_s"] if ingest_json.exists() else None
     for f in map(int, args.factors.split(",")):
-        proc = subprocess.run([sys.executable, __file__, "--one", str(f), "--work", str(args.work)],
-                              capture_output=True, text=True)
+        proc = subprocess.run([sys.executable, __file__, "--one", str(f), "--work", str(args.work),
+                               *(["--server"] if args.server else [])], capture_output=True, text=True)
         if proc.returncode != 0:
             sys.exit(f"scale x{f} failed: {proc.stderr[-2000:]}")
         r = json.loads(proc.stdout.strip().splitlines()[-1])

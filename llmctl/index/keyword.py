@@ -243,7 +243,7 @@ class TokenIds:
 
 
 def lucene_matrix(docs: TokenIds, cfg: BM25Config, more_documents: int = 0, more_df: np.ndarray | None = None,
-                  avg_length: float | None = None, window: int = 50_000) -> tuple:
+                  avg_length: float | None = None, window: int = 10_000) -> tuple:
     """(data, indices, indptr, vocab): a CSC matrix of per-(token, document) scores, as bm25s' "lucene"
     method computes them: idf = ln(1 + (N - df + 0.5) / (df + 0.5)), times tf / (tf + k1 (1 - b + b
     len / avg len)). ``more_documents`` / ``more_df`` / ``avg_length``: another segment's statistics

@@ -226,7 +226,7 @@ def _sync(run: _Run, paths: list[Path], repair: bool) -> None:
 # Commit groups planned (and ordered by chunk length) at a time: a run holds this many groups'
 # chunks in memory, whatever the corpus size.
 WINDOW_GROUPS = 16
-# New chunks a run keeps (id, text) of to update BM25 in segments; past it, BM25 is rebuilt.
+# New chunks a run keeps the ids of to update BM25 in segments; past it, BM25 is rebuilt.
 MAX_DELTA = 200_000
 
 
@@ -418,24 +418,29 @@ def _write(run: _Run, windows: Iterator[list[_Planned]], scan: _Scan, bm25_stale
     manifest.set_settings(run.settings)
     if scan.touched:
         manifest.touch(scan.touched)
-    added: list[tuple[str, str]] | None = []  # new chunks for BM25 (None: too many to update in segments)
+    added: list[str] | None = []  # new chunk ids for BM25 (None: too many to update in segments)
     if changed:
         added = _commit(run, itertools.chain([first], windows) if first else iter(()), scan.removed, fresh)
     report.chunks_kept = manifest.chunk_count() - report.chunks_added
     if changed or bm25_stale or bm25_missing:
         generation = str(int(generation or 0) + 1)
-        incremental = changed and not (bm25_stale or bm25_missing) and added is not None
-        if not (incremental and keyword.update(run.data.bm25, cfg.bm25, added, report.deleted_ids, generation,
-                                               manifest.chunk_count())):
+        incremental = changed and not (fresh or bm25_stale or bm25_missing) and added is not None
+        if not (incremental and keyword.update(run.data.bm25, cfg.bm25, _texts(manifest, added), report.deleted_ids,
+                                               generation, manifest.chunk_count())):
             _rebuild_bm25(run, generation)
             report.bm25_rebuilt = True
         manifest.set_meta("generation", generation)
     manifest.set_dirty(False)
 
 
+def _texts(manifest: Manifest, ids: list[str]) -> list[tuple[str, str]]:
+    chunks = manifest.get_chunks(ids)
+    return [(i, chunks[i]["embed_text"]) for i in ids if i in chunks]
+
+
 def _commit(run: _Run, windows: Iterator[list[_Planned]], removed: list[str], fresh: bool) -> list | None:
     """Embed and commit the planned windows, then forget removed files; returns the new chunks'
-    (id, text) for BM25 (None when too many to update it in segments)."""
+    ids for BM25 (None when too many to update it in segments)."""
     cfg, manifest, report = run.cfg, run.manifest, run.report
     store = run.open_store()
     if fresh and store.count():
@@ -475,8 +480,8 @@ def _dense_sample(run: _Run, ids: list[str], size: int = 2000):
 def _embed_and_commit(run: _Run, windows: Iterable[list[_Planned]]) -> tuple[list[str], list | None]:
     """Each commit group: vectors upserted, then one manifest transaction, then stale vectors
     deleted. A stop request drops only the group being embedded; committed groups stay.
-    Returns the chunk ids deleted, and the new chunks' (id, text) for BM25 (None past MAX_DELTA)."""
-    added: list[tuple[str, str]] | None = []
+    Returns the chunk ids deleted, and the new chunks' ids for BM25 (None past MAX_DELTA)."""
+    added: list[str] | None = []
     manifest, store, embedder = run.manifest, run.store, run.embedder
     task = None
 
@@ -503,7 +508,7 @@ def _embed_and_commit(run: _Run, windows: Iterable[list[_Planned]]) -> tuple[lis
             run.committed_files += sum(1 for p in batch if not p.update.partial)
             run.committed_chunks += len(new_chunks)
             if added is not None:
-                added += [(c.id, c.embed_text) for c in new_chunks]
+                added += [c.id for c in new_chunks]
                 if len(added) > MAX_DELTA:
                     added = None
     if task is not None:

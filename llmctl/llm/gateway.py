@@ -155,14 +155,10 @@ class Gateway:
     def _estimate(self, provider: ProviderConfig, prompt_tokens: int) -> float | None:
         return policy.cost(provider, prompt_tokens, self.cfg.max_answer_tokens)
 
-    def _has_budget(self) -> bool:
-        b = self.cfg.budget
-        return b.daily_usd is not None or b.monthly_usd is not None or bool(b.tags)
-
     def _budget_problem(self, provider: ProviderConfig, prompt_tokens: int) -> str | None:
         """Why calling ``provider`` now would break a budget, or None. Under a budget an
         unpriced provider is never called: its cost could not be counted."""
-        if not self._has_budget():
+        if not self.cfg.budget.limited:
             return None
         estimate = self._estimate(provider, prompt_tokens)
         if estimate is None:

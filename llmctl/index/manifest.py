@@ -40,7 +40,8 @@ CHUNKS = """(
 )"""
 SCHEMA = SCHEMA.replace("{CHUNKS}", CHUNKS)
 # A chunk's text is stored zlib-compressed (``body``), and what is embedded is ``prefix + text``
-# (the context header and a newline, or nothing): a third of the size of storing both texts.
+# (the context header and a newline, or nothing): about half the size of storing both texts
+# (measured on SciFact copies: bench/NOTES.md).
 # Manifests written before stored ``text`` and ``embed_text``; a writer converts them in place.
 
 

@@ -153,8 +153,7 @@ class Chunker:
         parts += [p for p in path if p != doc.title]
         return " > ".join(parts)
 
-    def merge_small(self, doc: Document, sections: list[Section], count: Callable[[str], int] | None = None
-                    ) -> list[Section]:
+    def merge_small(self, doc: Document, sections: list[Section], count: Callable[[str], int]) -> list[Section]:
         """Sections under ``min_tokens`` (a heading with a line under it, a one-line intro, a stub)
         joined to the next section, or the last one to the previous: alone they would be chunks
         that BM25's length normalisation and their heading's words rank above the real text."""
@@ -164,7 +163,7 @@ class Chunker:
             if pending is not None:
                 sec = Section(pending.start, sec.end, _joined_path(pending.path, sec.path))
                 pending = None
-            if (count or self.count)(doc.text[sec.start:sec.end]) < self.cfg.min_tokens:
+            if count(doc.text[sec.start:sec.end]) < self.cfg.min_tokens:
                 pending = sec
             else:
                 out.append(sec)

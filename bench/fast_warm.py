@@ -133,7 +133,8 @@ def encoders(data: Path, n: int = 1500) -> dict:
     from llmctl.index.manifest import Manifest
 
     m = Manifest(data / "manifest.sqlite", readonly=True)
-    texts = [t for (t,) in m.db.execute("SELECT embed_text FROM chunks ORDER BY id LIMIT ?", (n,))]
+    ids = sorted(m.chunk_ids())[:n]
+    texts = [c["embed_text"] for c in m.get_chunks(ids).values()]
     m.close()
     texts.sort(key=len, reverse=True)
     work = OUT / "fast_warm"

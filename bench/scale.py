@@ -118,7 +118,7 @@ def chroma_server(folder: Path) -> tuple[subprocess.Popen, int]:
     raise RuntimeError("chroma run did not start")
 
 
-def measure(factor: int, work: Path, server: bool = False) -> dict:
+def measure(factor: int, work: Path, server: bool = False, keep: bool = False) -> dict:
     """One size, in this process (run by main() in a fresh subprocess per size). ``server``: vectors
     in a `chroma run` process, so this process's memory is llmctl's own."""
     from llmctl.config import load_config
@@ -210,7 +210,8 @@ def measure(factor: int, work: Path, server: bool = False) -> dict:
         out["disk_mb"]["chroma"] = folder_mb(work / "chroma-server")
         chroma.terminate()
         chroma.wait(30)
-    shutil.rmtree(work, ignore_errors=True)
+    if not keep:
+        shutil.rmtree(work, ignore_errors=True)
     return out
 
 
@@ -226,18 +227,20 @@ def main() -> None:
     ap.add_argument("--factors", default="1,10,100")
     ap.add_argument("--work", type=Path, default=common.OUT / "scale-work")
     ap.add_argument("--server", action="store_true", help="vectors in a `chroma run` server (scale-server.json)")
+    ap.add_argument("--keep", action="store_true", help="leave the last size's corpus and index in --work")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: measure one size here
     args = ap.parse_args()
     if args.one:
-        print(json.dumps(measure(args.one, args.work, args.server)))
+        print(json.dumps(measure(args.one, args.work, args.server, args.keep)))
         return
     path = common.OUT / ("scale-server.json" if args.server else "scale.json")
     results = json.loads(path.read_text()) if path.exists() else {}
     ingest_json = common.OUT / "ingest.json"
     raw = json.loads(ingest_json.read_text())["ingest"]["raw_encode_chunks_per_s"] if ingest_json.exists() else None
     for f in map(int, args.factors.split(",")):
-        proc = subprocess.run([sys.executable, __file__, "--one", str(f), "--work", str(args.work),
-                               *(["--server"] if args.server else [])], capture_output=True, text=True)
+        flags = [name for name, on in (("--server", args.server), ("--keep", args.keep)) if on]
+        proc = subprocess.run([sys.executable, __file__, "--one", str(f), "--work", str(args.work), *flags],
+                              capture_output=True, text=True)
         if proc.returncode != 0:
             sys.exit(f"scale x{f} failed: {proc.stderr[-2000:]}")
         r = json.loads(proc.stdout.strip().splitlines()[-1])

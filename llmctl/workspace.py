@@ -263,10 +263,7 @@ class Workspace:
         if data.exists():
             m = Manifest(data.manifest, readonly=True)
             try:
-                q = m.db.execute
-                index.update(files=q("SELECT count(*) FROM files").fetchone()[0],
-                             documents=q("SELECT count(*) FROM documents").fetchone()[0],
-                             chunks=m.chunk_count(), dirty=m.dirty, settings=m.settings(),
+                index.update(**m.counts(), dirty=m.dirty, settings=m.settings(),
                              embedded_with=json.loads(m.get_meta("runtime") or "{}"))
             finally:
                 m.close()

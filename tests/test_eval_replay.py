@@ -79,7 +79,7 @@ def test_coverage_counts_unretrieved_documents_and_lexical_cases(data):
     cov = report["coverage"]
     k = cov["k"]
     db = sqlite3.connect(data / "manifest.sqlite")
-    docs = {d for (d,) in db.execute("SELECT DISTINCT doc_id FROM chunks")}
+    docs = {d for (d,) in db.execute("SELECT DISTINCT d.doc_id FROM chunks c JOIN documents d ON d.num = c.doc")}
     db.close()
     seen = {d for c in report["cases"] for d in c["top"][report["final_stage"]][:k]}
     assert cov["documents"] == len(docs)

@@ -63,7 +63,8 @@ def test_generated_suite_runs_in_eval_and_every_candidate_is_kept_or_dropped_wit
     assert asked + too_short == len(report["kept"]) + len(dropped)  # nothing vanished
 
     db = sqlite3.connect(data / "manifest.sqlite")
-    source = dict(db.execute("SELECT id, json_extract(meta, '$.source') FROM chunks"))
+    source = dict(db.execute("SELECT c.id, f.source FROM chunks c JOIN documents d ON d.num = c.doc "
+                             "JOIN files f ON f.path = d.path"))
     ledger = sqlite3.connect(data / "ledger.sqlite").execute(
         "SELECT COUNT(*) FROM calls WHERE command = 'generate'").fetchone()[0]
     db.close()

@@ -265,39 +265,63 @@ def test_planning_in_windows_gives_the_index_a_single_window_gives(corpus, make_
             == keyword.load(windowed.data_dir / "bm25").search(q, 10))
 
 
-def test_an_index_from_before_the_compact_chunk_layout_is_read_then_converted_in_place(small, make_config,
-                                                                                        embedder):
-    """Chunks used to be stored as two plain texts; now the text is compressed and the embedded text
-    is prefix + text. An old index is read as it is, and its next ingest converts it in one
-    transaction without embedding anything again."""
+OLD_CHUNKS = {  # the chunks tables older llmctl versions wrote
+    "texts": "text TEXT NOT NULL, embed_text TEXT NOT NULL, meta TEXT NOT NULL",
+    "compact": "body BLOB NOT NULL, prefix TEXT NOT NULL, meta TEXT NOT NULL",
+}
+
+
+@pytest.mark.parametrize("layout", list(OLD_CHUNKS))
+def test_an_index_in_an_older_manifest_layout_is_read_then_converted_in_place(small, make_config, embedder, layout):
+    """Chunks used to be stored as two plain texts ('texts'), then as a compressed text and a prefix
+    with every field in JSON ('compact'). An old index is read as it is, even by a reader opened
+    before the upgrade, and its next ingest converts it in one transaction, embedding nothing again."""
+    import json
     import sqlite3
 
-    from llmctl.index.manifest import unpack
+    from llmctl.index.manifest import pack
 
     cfg = make_config()
     ingest([small], cfg, embedder=embedder)
     path = DataDir(cfg.data_dir).manifest
     m = Manifest(path)
     ids = m.keyword_ids()
-    before, corpus = m.get_chunks(ids), list(m.keyword_corpus())
+    before, corpus, texts = m.get_chunks(ids), list(m.keyword_corpus()), sorted(m.chunk_texts())
+    doc_id = before[ids[0]]["doc_id"]
+    document = m.document(doc_id)
     m.close()
     db = sqlite3.connect(path)  # as an older llmctl wrote it
-    rows = db.execute("SELECT id, doc_id, ordinal, body, prefix, meta FROM chunks").fetchall()
-    db.executescript("DROP TABLE chunks; CREATE TABLE chunks (id TEXT PRIMARY KEY, doc_id TEXT NOT NULL "
-                     "REFERENCES documents(doc_id) ON DELETE CASCADE, ordinal INTEGER NOT NULL, text TEXT NOT NULL, "
-                     "embed_text TEXT NOT NULL, meta TEXT NOT NULL); CREATE INDEX chunks_doc ON chunks(doc_id);")
-    db.executemany("INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?)",
-                   [(i, d, o, unpack(b), p + unpack(b), meta) for i, d, o, b, p, meta in rows])
+    docs = db.execute("SELECT doc_id, path, sha256, title FROM documents").fetchall()
+    db.executescript(f"""DROP TABLE chunks; DROP TABLE documents;
+        CREATE TABLE documents (doc_id TEXT PRIMARY KEY, path TEXT NOT NULL REFERENCES files(path)
+            ON DELETE CASCADE, sha256 TEXT NOT NULL, title TEXT NOT NULL DEFAULT '');
+        CREATE INDEX documents_path ON documents(path);
+        CREATE TABLE chunks (id TEXT PRIMARY KEY, doc_id TEXT NOT NULL REFERENCES documents(doc_id)
+            ON DELETE CASCADE, ordinal INTEGER NOT NULL, {OLD_CHUNKS[layout]});
+        CREATE INDEX chunks_doc ON chunks(doc_id);""")
+    db.executemany("INSERT INTO documents VALUES (?, ?, ?, ?)", docs)
+    for c in before.values():
+        meta = json.dumps({k: v for k, v in c.items() if k not in ("id", "text", "embed_text")})
+        prefix = c["embed_text"][:len(c["embed_text"]) - len(c["text"])]
+        text_columns = (c["text"], c["embed_text"]) if layout == "texts" else (pack(c["text"]), prefix)
+        db.execute("INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?)", (c["id"], c["doc_id"], c["ordinal"],
+                                                                    *text_columns, meta))
     db.commit()
     db.close()
-    old = Manifest(path, readonly=True)
-    assert old._old_layout() and old.get_chunks(ids) == before and list(old.keyword_corpus()) == corpus
-    old.close()
 
+    def reads_as_before(m: Manifest) -> bool:
+        return (m.get_chunks(ids) == before and list(m.keyword_corpus()) == corpus and m.keyword_ids() == ids
+                and sorted(m.chunk_texts()) == texts and m.document(doc_id) == document
+                and sorted(m.chunk_ids_of_files(m.files())) == sorted(ids))
+
+    old = Manifest(path, readonly=True)
+    assert old.layout == layout and reads_as_before(old)
     fresh = Embedder(cfg.embedding)
     r = ingest([small], cfg, embedder=fresh)
     assert r.chunks_added == 0 and "model" not in fresh.__dict__
+    assert reads_as_before(old) and old.layout == "slim"  # the reader opened before now reads the new layout
+    old.close()
     new = Manifest(path, readonly=True)
-    assert not new._old_layout() and new.get_chunks(ids) == before and list(new.keyword_corpus()) == corpus
+    assert new.layout == "slim" and reads_as_before(new)
     new.close()
     assert_consistent(cfg.data_dir)

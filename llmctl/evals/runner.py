@@ -88,7 +88,7 @@ class EvalResult:
 def fingerprint(cfg: Config, retriever: Retriever, rerank: dict, answers: bool = False, judge: bool = False) -> dict:
     """What produced a result; two results compare only when these agree (version aside; answer
     settings only matter to answer checks, see gate.compare)."""
-    rows = retriever.manifest.db.execute("SELECT doc_id, sha256 FROM documents ORDER BY doc_id").fetchall()
+    rows = retriever.manifest.document_hashes()
     corpus = hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
     s = retriever.settings
     return {
@@ -189,8 +189,7 @@ def run_suite(
         from llmctl.search.rerank import Reranker
 
         reranker = Reranker(cfg.rerank, cfg.embedding.device)
-    docs = retriever.manifest.db.execute("SELECT doc_id, json_extract(meta, '$.source') FROM chunks "
-                                         "GROUP BY doc_id").fetchall()
+    docs = retriever.manifest.document_sources()
     by_id = {d.rsplit("#", 1)[1]: d for d, _ in docs if "#" in d}
     qrels_of = {c.id: resolve_qrels(c, docs, by_id) for c in cases}  # all errors before any work
     use_llm = answers and bool(cfg.llm.providers)

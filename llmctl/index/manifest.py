@@ -25,24 +25,51 @@ CREATE TABLE IF NOT EXISTS files (
     mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS documents (
-    doc_id TEXT PRIMARY KEY,
+    num INTEGER PRIMARY KEY, doc_id TEXT NOT NULL UNIQUE,
     path TEXT NOT NULL REFERENCES files(path) ON DELETE CASCADE,
     sha256 TEXT NOT NULL, title TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS documents_path ON documents(path);
-CREATE TABLE IF NOT EXISTS chunks {CHUNKS};
-CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id);
-"""
-CHUNKS = """(
+CREATE TABLE IF NOT EXISTS chunks (
     id TEXT PRIMARY KEY,
-    doc_id TEXT NOT NULL REFERENCES documents(doc_id) ON DELETE CASCADE,
-    ordinal INTEGER NOT NULL, body BLOB NOT NULL, prefix TEXT NOT NULL, meta TEXT NOT NULL
-)"""
-SCHEMA = SCHEMA.replace("{CHUNKS}", CHUNKS)
-# A chunk's text is stored zlib-compressed (``body``), and what is embedded is ``prefix + text``
-# (the context header and a newline, or nothing): about half the size of storing both texts
-# (measured on SciFact copies: bench/NOTES.md).
-# Manifests written before stored ``text`` and ``embed_text``; a writer converts them in place.
+    doc INTEGER NOT NULL REFERENCES documents(num) ON DELETE CASCADE,
+    ordinal INTEGER NOT NULL, body BLOB NOT NULL, prefix TEXT,
+    start_char INTEGER NOT NULL, end_char INTEGER NOT NULL, start_line INTEGER NOT NULL,
+    end_line INTEGER NOT NULL, tokens INTEGER NOT NULL, kind TEXT NOT NULL, extra TEXT
+);
+CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc, ordinal);
+"""
+# Each fact about a chunk is stored once (at 100x SciFact the manifest was larger than Chroma):
+# - ``body``: the text, zlib-compressed. What is embedded is ``prefix + text``, the prefix being the
+#   context header and a newline; NULL stands for the usual one, the document's title.
+# - Its document by number; its source through the document's file.
+# - ``extra``: JSON of the rarer metadata (page, record, front matter), and the heading when it is
+#   not the context header. NULL when there is none.
+# Two older layouts are read as they are (see ROWS) and converted in place by the next writer.
+COLUMNS = ("id", "doc_id", "source", "ordinal", "body", "prefix",
+           "start_char", "end_char", "start_line", "end_line", "tokens", "kind", "extra")
+SPAN = {"start_char": 0, "end_char": 0, "start_line": 1, "end_line": 1, "tokens": 0, "kind": ""}  # and defaults
+STORED = {"id", "text", "embed_text", "doc_id", "source", "ordinal", "heading", *SPAN}  # not in ``extra``
+
+
+def _rows_sql(*exprs: str, tables: str) -> str:
+    return "SELECT " + ", ".join(f"{e} AS {c}" for e, c in zip(exprs, COLUMNS, strict=True)) + " FROM " + tables
+
+
+_FROM_META = [f"json_extract(meta, '$.{k}')" for k in SPAN]
+ROWS = {  # layout -> every chunk as COLUMNS, the prefix resolved
+    "slim": _rows_sql("c.id", "d.doc_id", "f.source", "c.ordinal", "c.body",
+                      "coalesce(c.prefix, d.title || char(10))", *(f"c.{k}" for k in SPAN), "c.extra",
+                      tables="main.chunks c JOIN main.documents d ON d.num = c.doc "
+                             "JOIN main.files f ON f.path = d.path"),
+    # older layouts kept every field in a JSON ``meta``: it stands in for ``extra`` (same values)
+    "compact": _rows_sql("id", "doc_id", "json_extract(meta, '$.source')", "ordinal", "body", "prefix",
+                         *_FROM_META, "meta", tables="main.chunks"),
+    "texts": _rows_sql("id", "doc_id", "json_extract(meta, '$.source')", "ordinal", "text",
+                       "substr(embed_text, 1, length(embed_text) - length(text))", *_FROM_META, "meta",
+                       tables="main.chunks"),
+}
+INSERT_CHUNK = f"INSERT INTO chunks VALUES ({', '.join('?' * 12)})"
 
 
 def pack(text: str) -> bytes:
@@ -92,15 +119,15 @@ class Manifest:
             # Readers may be shared by a server's threads; SQLite serialises the calls itself.
             self.db = sqlite3.connect(uri, uri=readonly, timeout=30, isolation_level=None,
                                       check_same_thread=not readonly)
-            self.db.execute("PRAGMA foreign_keys = ON")
+            self.layout = self._layout()
             if not readonly:
                 self.db.execute("PRAGMA journal_mode = WAL")
                 self.db.execute("PRAGMA synchronous = NORMAL")
-                self.db.executescript(SCHEMA)
-                if self._old_layout():
+                if self.layout != "slim":
                     self._convert()
+                self._create()
+            self.db.execute("PRAGMA foreign_keys = ON")
             self.db.execute("SELECT count(*) FROM files").fetchone()
-            self._text_sql = "text, embed_text" if self._old_layout() else "body, prefix"
         except sqlite3.DatabaseError as exc:
             raise IndexStateError(
                 f"Manifest {path} is unreadable ({exc}): run 'llmctl ingest --rebuild <path>' "
@@ -110,32 +137,50 @@ class Manifest:
     def close(self) -> None:
         self.db.close()
 
-    def _old_layout(self) -> bool:
-        return any(row[1] == "embed_text" for row in self.db.execute("PRAGMA table_info(chunks)"))
+    def _layout(self) -> str:
+        """How chunks are stored: 'slim' (today's, or a new file), 'compact' or 'texts' (older)."""
+        columns = {row[1] for row in self.db.execute("PRAGMA main.table_info(chunks)")}
+        return "texts" if "embed_text" in columns else "compact" if "meta" in columns else "slim"
+
+    def _create(self) -> None:
+        for statement in SCHEMA.split(";"):  # not executescript: it would commit a transaction
+            if statement.strip():
+                self.db.execute(statement)
 
     def _convert(self) -> None:
-        """Rewrite an old manifest's chunks in the compact layout, in one transaction (a crash
-        leaves the old table whole), then give the space back to the disk if no reader holds the file."""
+        """Rewrite an older manifest in the slim layout, in one transaction (a crash leaves the old
+        tables whole), then give the space back to the disk if no reader holds the file."""
+        old_rows = ROWS[self.layout].replace("main.chunks", "main.old_chunks")
         with self.transaction():
-            self.db.execute(f"CREATE TABLE chunks_compact {CHUNKS}")
-            rows = self.db.execute("SELECT id, doc_id, ordinal, text, embed_text, meta FROM chunks")
+            for name in ("chunks_doc", "documents_path"):
+                self.db.execute(f"DROP INDEX IF EXISTS {name}")
+            self.db.execute("ALTER TABLE chunks RENAME TO old_chunks")
+            self.db.execute("ALTER TABLE documents RENAME TO old_documents")
+            self._create()
+            self.db.execute("INSERT INTO documents (doc_id, path, sha256, title) "
+                            "SELECT doc_id, path, sha256, title FROM old_documents ORDER BY rowid")
+            rows = self.db.execute(f"SELECT r.*, d.num, d.title FROM ({old_rows}) r "
+                                   "JOIN documents d ON d.doc_id = r.doc_id")
             while batch := rows.fetchmany(2000):
-                self.db.executemany("INSERT INTO chunks_compact VALUES (?, ?, ?, ?, ?, ?)",
-                                    [(i, d, o, pack(t), prefix_of(e, t), m) for i, d, o, t, e, m in batch])
-            self.db.execute("DROP TABLE chunks")
-            self.db.execute("ALTER TABLE chunks_compact RENAME TO chunks")
-            self.db.execute("CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id)")
+                self.db.executemany(INSERT_CHUNK, [_slim(_record(row[:-2]), *row[-2:]) for row in batch])
+            self.db.execute("DROP TABLE old_chunks")
+            self.db.execute("DROP TABLE old_documents")
+        self.layout = "slim"
         try:
             self.db.execute("VACUUM")
         except sqlite3.OperationalError:
             pass  # a reader has it open: the space is reused by later writes instead
 
-    def _texts(self, a, b) -> tuple[str, str]:
-        """(text, embedded text) of a row's two text columns, in either layout."""
-        if isinstance(a, bytes):
-            text = unpack(a)
-            return text, b + text
-        return a, b
+    def _chunks(self, columns: str, where: str = "", args: Iterable = ()) -> sqlite3.Cursor:
+        """SELECT ``columns`` of every chunk (as COLUMNS) ``where``, in this file's layout. A reader
+        that outlives an upgrade by a writer finds the new layout and asks again."""
+        try:
+            return self.db.execute(f"SELECT {columns} FROM ({ROWS[self.layout]}) {where}", tuple(args))
+        except sqlite3.OperationalError:
+            if self._layout() == self.layout:
+                raise
+            self.layout = self._layout()
+            return self._chunks(columns, where, args)
 
     # -- meta -------------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
@@ -169,20 +214,30 @@ class Manifest:
         return dict(rows.fetchall())
 
     def chunk_ids_of_docs(self, doc_ids: Iterable[str]) -> dict[str, list[str]]:
-        out: dict[str, list[str]] = {}
-        for doc_id in doc_ids:
-            rows = self.db.execute("SELECT id FROM chunks WHERE doc_id = ? ORDER BY ordinal", (doc_id,))
-            out[doc_id] = [r[0] for r in rows]
-        return out
+        return {doc_id: [r[0] for r in self._chunks("id", "WHERE doc_id = ? ORDER BY ordinal", (doc_id,))]
+                for doc_id in doc_ids}
 
     def chunk_ids_of_files(self, paths: Iterable[str]) -> list[str]:
         ids: list[str] = []
         for path in paths:
-            ids += [r[0] for r in self.db.execute(
-                "SELECT c.id FROM chunks c JOIN documents d ON c.doc_id = d.doc_id WHERE d.path = ?",
-                (path,),
-            )]
+            ids += [r[0] for r in self._chunks(
+                "id", "WHERE doc_id IN (SELECT doc_id FROM main.documents WHERE path = ?)", (path,))]
         return ids
+
+    def counts(self) -> dict[str, int]:
+        return {t: self.db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("files", "documents", "chunks")}
+
+    def document_hashes(self) -> list[tuple[str, str]]:
+        """(document id, content hash) of every document, by id."""
+        return self.db.execute("SELECT doc_id, sha256 FROM documents ORDER BY doc_id").fetchall()
+
+    def document_sources(self) -> list[tuple[str, str]]:
+        """(document id, source) of every document with chunks."""
+        return self._chunks("doc_id, source", "GROUP BY doc_id").fetchall()
+
+    def chunks_where(self, condition: str, args: list) -> list[tuple[str, str]]:
+        """(chunk id, document id) of the chunks meeting an SQL condition on COLUMNS."""
+        return self._chunks("id, doc_id", f"WHERE {condition}", args).fetchall()
 
     def chunk_ids(self) -> set[str]:
         return {r[0] for r in self.db.execute("SELECT id FROM chunks")}
@@ -192,28 +247,25 @@ class Manifest:
 
     def keyword_corpus(self) -> Iterator[tuple[str, str]]:
         """(chunk id, text to index) in a stable order, read as it is consumed."""
-        for cid, a, b in self.db.execute(f"SELECT id, {self._text_sql} FROM chunks ORDER BY doc_id, ordinal"):
-            yield cid, self._texts(a, b)[1]
+        for cid, body, prefix in self._chunks("id, body, prefix", "ORDER BY doc_id, ordinal"):
+            yield cid, prefix + _text(body)
 
     def chunk_texts(self) -> Iterator[tuple[str, str, str, str]]:
         """(chunk id, document id, source, text) of every chunk."""
-        sql = f"SELECT id, doc_id, json_extract(meta, '$.source'), {self._text_sql} FROM chunks"
-        for cid, doc_id, source, a, b in self.db.execute(sql):
-            yield cid, doc_id, source, self._texts(a, b)[0]
+        for cid, doc_id, source, body in self._chunks("id, doc_id, source, body"):
+            yield cid, doc_id, source, _text(body)
 
     def keyword_ids(self) -> list[str]:
         """The chunk ids of ``keyword_corpus``, in its order."""
-        return [i for (i,) in self.db.execute("SELECT id FROM chunks ORDER BY doc_id, ordinal")]
+        return [i for (i,) in self._chunks("id", "ORDER BY doc_id, ordinal")]
 
     def get_chunks(self, ids: list[str]) -> dict[str, dict]:
+        """Each chunk's texts and metadata (``Chunk.metadata()``'s keys), by id."""
         out: dict[str, dict] = {}
         for i in range(0, len(ids), 500):
             part = ids[i:i + 500]
-            marks = ",".join("?" * len(part))
-            rows = self.db.execute(f"SELECT id, {self._text_sql}, meta FROM chunks WHERE id IN ({marks})", part)
-            for cid, a, b, meta in rows:
-                text, embed_text = self._texts(a, b)
-                out[cid] = {"id": cid, "text": text, "embed_text": embed_text, **json.loads(meta)}
+            for row in self._chunks(", ".join(COLUMNS), f"WHERE id IN ({','.join('?' * len(part))})", part):
+                out[row[0]] = _record(row)
         return out
 
     def document(self, doc_id: str) -> tuple[str, list[dict]] | None:
@@ -221,7 +273,7 @@ class Manifest:
         row = self.db.execute("SELECT title FROM documents WHERE doc_id = ?", (doc_id,)).fetchone()
         if row is None:
             return None
-        ids = [r[0] for r in self.db.execute("SELECT id FROM chunks WHERE doc_id = ? ORDER BY ordinal", (doc_id,))]
+        ids = self.chunk_ids_of_docs([doc_id])[doc_id]
         chunks = self.get_chunks(ids)
         return row[0], [chunks[i] for i in ids if i in chunks]
 
@@ -251,22 +303,28 @@ class Manifest:
                     (f.path, f.source, f.size, f.mtime_ns, f.sha256),
                 )
                 for doc_id in gone_docs:
-                    self.db.execute("DELETE FROM chunks WHERE doc_id = ?", (doc_id,))
+                    self.db.execute("DELETE FROM chunks WHERE doc = (SELECT num FROM documents WHERE doc_id = ?)",
+                                    (doc_id,))
                     if doc_id not in up.documents:
                         self.db.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))
                 self.db.executemany(
-                    "INSERT INTO documents VALUES (?, ?, ?, ?) ON CONFLICT(doc_id) DO UPDATE SET "
-                    "path = excluded.path, sha256 = excluded.sha256, title = excluded.title",
+                    "INSERT INTO documents (doc_id, path, sha256, title) VALUES (?, ?, ?, ?) ON CONFLICT(doc_id) "
+                    "DO UPDATE SET path = excluded.path, sha256 = excluded.sha256, title = excluded.title",
                     [(d, f.path, sha, title) for d, (sha, title) in up.documents.items()],
                 )
-                new_ids: set[str] = set()
-                for chunks in up.appended.values():
-                    self.db.executemany("INSERT OR REPLACE INTO chunks VALUES (?, ?, ?, ?, ?, ?)", map(_row, chunks))
-                for chunks in up.changed_chunks.values():
-                    self.db.executemany("INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?)", map(_row, chunks))
-                    new_ids.update(c.id for c in chunks)
+                self._insert(up, up.appended, "INSERT OR REPLACE")
+                new_ids = self._insert(up, up.changed_chunks, "INSERT")
                 stale += [cid for ids in before.values() for cid in ids if cid not in new_ids]
         return stale
+
+    def _insert(self, up: FileUpdate, by_doc: dict[str, list[Chunk]], verb: str) -> set[str]:
+        for doc_id, chunks in by_doc.items():
+            num = self.db.execute("SELECT num FROM documents WHERE doc_id = ?", (doc_id,)).fetchone()[0]
+            title = up.documents[doc_id][1]
+            self.db.executemany(INSERT_CHUNK.replace("INSERT", verb, 1), [
+                _slim({"id": c.id, "text": c.text, "embed_text": c.embed_text, **c.metadata()}, num, title)
+                for c in chunks])
+        return {c.id for chunks in by_doc.values() for c in chunks}
 
     def remove_files(self, paths: list[str]) -> list[str]:
         """Forget files; returns the chunk ids they had."""
@@ -280,8 +338,7 @@ class Manifest:
         paths: set[str] = set()
         for cid in chunk_ids:
             row = self.db.execute(
-                "SELECT d.path FROM chunks c JOIN documents d ON c.doc_id = d.doc_id WHERE c.id = ?",
-                (cid,),
+                "SELECT d.path FROM chunks c JOIN documents d ON c.doc = d.num WHERE c.id = ?", (cid,)
             ).fetchone()
             if row:
                 paths.add(row[0])
@@ -292,8 +349,29 @@ class Manifest:
         return _Txn(self.db)
 
 
-def _row(c: Chunk) -> tuple:
-    return c.id, c.doc_id, c.ordinal, pack(c.text), prefix_of(c.embed_text, c.text), json.dumps(c.metadata())
+def _text(body: bytes | str) -> str:
+    return unpack(body) if isinstance(body, bytes) else body  # the 'texts' layout stored it plain
+
+
+def _record(row: tuple) -> dict:
+    """A chunk (COLUMNS, in any layout) as ``{id, text, embed_text, **Chunk.metadata()}``."""
+    cid, doc_id, source, ordinal, body, prefix, *span, extra = row
+    text = _text(body)
+    more = json.loads(extra) if extra else {}
+    heading = more.pop("heading", prefix.removesuffix("\n"))
+    return {"id": cid, "text": text, "embed_text": prefix + text, "doc_id": doc_id, "source": source,
+            "ordinal": ordinal, "heading": heading, **dict(zip(SPAN, span, strict=True)), **more}
+
+
+def _slim(rec: dict, num: int, title: str) -> tuple:
+    """The slim layout's row of a chunk given as ``_record`` returns it."""
+    prefix = prefix_of(rec["embed_text"], rec["text"])
+    extra = {k: v for k, v in rec.items() if k not in STORED}
+    if rec["heading"] != prefix.removesuffix("\n"):
+        extra["heading"] = rec["heading"]
+    return (rec["id"], num, rec["ordinal"], pack(rec["text"]), None if prefix == title + "\n" else prefix,
+            *(default if rec.get(k) is None else rec[k] for k, default in SPAN.items()),
+            json.dumps(extra, separators=(",", ":"), ensure_ascii=False) if extra else None)
 
 
 class _Txn:

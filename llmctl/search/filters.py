@@ -6,10 +6,10 @@ from __future__ import annotations
 from llmctl.errors import InputError
 
 FILTER_FIELDS = {
-    "source": "json_extract(meta, '$.source') GLOB ?",
-    "ext": "json_extract(meta, '$.source') GLOB '*.' || ?",
-    "kind": "json_extract(meta, '$.kind') = ?",
-    "doc_id": "json_extract(meta, '$.doc_id') GLOB ?",
+    "source": "source GLOB ?",
+    "ext": "source GLOB '*.' || ?",
+    "kind": "kind = ?",
+    "doc_id": "doc_id GLOB ?",
 }
 
 

@@ -75,9 +75,7 @@ class Retriever:
         if not conds:
             return None
         sql = " AND ".join(FILTER_FIELDS[f] for f, _ in conds)
-        rows = self.manifest.db.execute(
-            f"SELECT id, json_extract(meta, '$.doc_id') FROM chunks WHERE {sql}", [v for _, v in conds]
-        ).fetchall()
+        rows = self.manifest.chunks_where(sql, [v for _, v in conds])
         if not rows:
             raise InputError(f"No indexed chunk matches --where {' '.join(where)}")
         return Filter({r[0] for r in rows}, {r[1] for r in rows})

@@ -8,8 +8,9 @@ it keeps the real tokenizer (chunking counts tokens with it) but, instead of run
 model, gives each chunk a stored SciFact chunk vector (picked by a hash of its text) plus
 small Gaussian noise. Measured per size, each in a fresh process: time inside chunking,
 Chroma upserts, manifest commits and the BM25 build; Chroma query latency; BM25 build
-time, queries/s and memory; no-op and one-document re-ingest (manifest sync); index size
-on disk; peak memory. Embedding time is extrapolated from the raw encoder throughput.
+time, queries/s and memory; no-op and one-document re-ingest (manifest sync), in the same
+process and in a new one; index size on disk; peak memory. Embedding time is extrapolated
+from the raw encoder throughput.
 
     python bench/scale.py --factors 1,10,100          # writes bench/out/scale.json
 """
@@ -142,6 +143,7 @@ def measure(factor: int, work: Path, server: bool = False, keep: bool = False) -
 
     data = work / "data"
     overrides: dict = {"data_dir": str(data)}
+    port = 0
     if server:
         chroma, port = chroma_server(work / "chroma-server")
         overrides |= {"vector_store.mode": "server", "vector_store.port": port}
@@ -167,12 +169,7 @@ def measure(factor: int, work: Path, server: bool = False, keep: bool = False) -
     t = time.perf_counter()
     ingest([work / "corpus"], cfg, embedder=embedder)
     out["noop_reingest_seconds"] = round(time.perf_counter() - t, 2)
-    first = work / "corpus" / "copy000.jsonl"
-    lines = first.read_text().splitlines()
-    doc = json.loads(lines[0])
-    doc["text"] += " One more sentence."
-    lines[0] = json.dumps(doc)
-    first.write_text("\n".join(lines) + "\n")
+    change_one_document(work / "corpus" / "copy000.jsonl")
     timers.seconds.clear()
     t = time.perf_counter()
     ingest([work / "corpus"], cfg, embedder=embedder)
@@ -203,6 +200,13 @@ def measure(factor: int, work: Path, server: bool = False, keep: bool = False) -
         index.search(q, 50)
     out["bm25_queries_per_s"] = round(len(questions) / (time.perf_counter() - t))
     out["bm25_loaded_rss_mb"] = round(_rss_now_mb() - rss0)
+    # the same in a new process, as `llmctl ingest` would run (model load aside: vectors are reused)
+    change_one_document(work / "corpus" / f"copy{factor // 2:03d}.jsonl")
+    t = time.perf_counter()
+    proc = subprocess.run([sys.executable, __file__, "--cold-change", str(port if server else 0), "--work", str(work)],
+                          capture_output=True, text=True, check=True)
+    cold = json.loads(proc.stdout.strip().splitlines()[-1])
+    out["one_doc_change_new_process"] = {"seconds": round(time.perf_counter() - t, 1), **cold}
     out["disk_mb"] = {"manifest": round(sum(p.stat().st_size for p in data.glob("manifest.sqlite*")) / 2**20, 1),
                       "chroma": folder_mb(data / "chroma"), "bm25": folder_mb(data / "bm25")}
     out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
@@ -213,6 +217,33 @@ def measure(factor: int, work: Path, server: bool = False, keep: bool = False) -
     if not keep:
         shutil.rmtree(work, ignore_errors=True)
     return out
+
+
+def change_one_document(corpus_file: Path) -> None:
+    lines = corpus_file.read_text().splitlines()
+    doc = json.loads(lines[0])
+    doc["text"] += " One more sentence."
+    lines[0] = json.dumps(doc)
+    corpus_file.write_text("\n".join(lines) + "\n")
+
+
+def cold_change(work: Path, port: int) -> dict:
+    """Sync the index in ``work`` (one document changed) in this new process: seconds to import
+    and configure, then inside ``ingest``."""
+    t = time.perf_counter()
+    from llmctl.config import load_config
+    from llmctl.ingest.pipeline import ingest
+
+    overrides: dict = {"data_dir": str(work / "data")}
+    if port:
+        overrides |= {"vector_store.mode": "server", "vector_store.port": port}
+    cfg = load_config(None, overrides)
+    embedder = reused_vectors_embedder(cfg.embedding, common.cached("chunk_vectors", None))
+    setup = time.perf_counter() - t
+    t = time.perf_counter()
+    report = ingest([work / "corpus"], cfg, embedder=embedder)
+    return {"imports_seconds": round(setup, 2), "ingest_seconds": round(time.perf_counter() - t, 2),
+            "documents_changed": report.documents_changed}
 
 
 def _rss_now_mb() -> float:
@@ -229,7 +260,11 @@ def main() -> None:
     ap.add_argument("--server", action="store_true", help="vectors in a `chroma run` server (scale-server.json)")
     ap.add_argument("--keep", action="store_true", help="leave the last size's corpus and index in --work")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: measure one size here
+    ap.add_argument("--cold-change", type=int, help=argparse.SUPPRESS)  # internal: a new process's sync (port)
     args = ap.parse_args()
+    if args.cold_change is not None:
+        print(json.dumps(cold_change(args.work, args.cold_change)))
+        return
     if args.one:
         print(json.dumps(measure(args.one, args.work, args.server, args.keep)))
         return

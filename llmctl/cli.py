@@ -128,7 +128,7 @@ def ingest(
         return
     with render.RichProgress(enabled=not quiet and not as_json) as progress:
         report = ws.ingest(paths, dry_run=dry_run, rebuild=rebuild, repair=repair, strict=strict or None,
-                           wait_seconds=wait, progress=progress)
+                           wait_seconds=wait, progress=progress, release_vectors=True)  # this process exits
     if as_json:
         render.print_json(report.to_dict())
     else:

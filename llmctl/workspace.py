@@ -136,13 +136,14 @@ class Workspace:
     # -- what users do ----------------------------------------------------------------
     def ingest(self, paths: list[Path | str], *, dry_run: bool = False, rebuild: bool = False,
                repair: bool = False, strict: bool | None = None, wait_seconds: float = 0,
-               progress: Progress | None = None) -> IngestReport:
-        """Sync files and folders into the index (see ``llmctl ingest --help``)."""
+               progress: Progress | None = None, release_vectors: bool = False) -> IngestReport:
+        """Sync files and folders into the index (see ``llmctl ingest --help``; ``release_vectors``:
+        see ``llmctl.ingest.pipeline.ingest``)."""
         from llmctl.ingest.pipeline import ingest
 
         return self._written(dry_run, lambda: ingest(
             [Path(p) for p in paths], self.cfg, dry_run=dry_run, rebuild=rebuild, repair=repair, strict=strict,
-            wait_seconds=wait_seconds, progress=progress, embedder=self.embedder))
+            wait_seconds=wait_seconds, progress=progress, embedder=self.embedder, release_vectors=release_vectors))
 
     def watch(self, paths: list[Path | str], *, stop, on_report: Callable[[IngestReport], None],
               on_error: Callable[[Exception], None], debounce_ms: int = 1000, **ingest_options) -> None:

@@ -6,7 +6,7 @@ from consistency import assert_consistent
 
 from llmctl.errors import BusyError, IndexStateError, InputError
 from llmctl.index import keyword
-from llmctl.index.datadir import DataDir, _drop_chroma_handles
+from llmctl.index.datadir import DataDir, drop_chroma_handles
 from llmctl.index.embedder import Embedder
 from llmctl.index.manifest import Manifest
 from llmctl.index.vectors import VectorStore
@@ -158,10 +158,29 @@ def test_dense_search_settings_reach_new_and_existing_collections(small, make_co
     # made by an earlier process: its handle is gone (a second live handle on the same files in
     # one process once made the ingest's first write fail "database is locked" on a loaded machine)
     del old
-    _drop_chroma_handles()
+    drop_chroma_handles()
     ingest([small], cfg, embedder=embedder)
     assert VectorStore.embedded(DataDir(cfg.data_dir).chroma).collection.configuration_json[
         "hnsw"]["ef_search"] == cfg.vector_store.ef_search == 400
+
+
+def test_a_one_shot_ingest_frees_the_vector_index_before_building_bm25(small, tmp_path, make_config, embedder,
+                                                                      monkeypatch):
+    """The CLI ingests and exits: Chroma's embedded index (about 2 GB at a million chunks) leaves
+    memory before BM25 is built, so the two peaks do not add up. A process that goes on searching
+    (serve, a script) keeps it loaded, the default."""
+    from chromadb.api.client import SharedSystemClient
+
+    loaded = []
+    build = keyword.build_and_save
+    monkeypatch.setattr(keyword, "build_and_save", lambda *a, **k: loaded.append(
+        str(data.chroma) in SharedSystemClient._identifier_to_system) or build(*a, **k))
+    for release in (True, False):
+        cfg = make_config(data_dir=tmp_path / f"release-{release}")
+        data = DataDir(cfg.data_dir)
+        ingest([small], cfg, embedder=embedder, release_vectors=release)
+        assert_consistent(cfg.data_dir)
+    assert loaded == [False, True]
 
 
 def test_ingesting_another_folder_keeps_the_first(small, tmp_path, make_config, embedder):

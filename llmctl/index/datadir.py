@@ -147,12 +147,12 @@ class DataDir:
             unused += [self.root / n for n in LEGACY_ITEMS if (self.root / n).exists()]
         if not unused:
             return  # a process that ingests again (serve --watch) keeps its vector index loaded
-        _drop_chroma_handles()
+        drop_chroma_handles()
         for path in unused:
             shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
 
 
-def _drop_chroma_handles() -> None:
+def drop_chroma_handles() -> None:
     import sys
 
     if "chromadb" in sys.modules:  # drop Chroma's in-process handles on the files we delete

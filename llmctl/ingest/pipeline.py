@@ -27,7 +27,7 @@ from pathlib import Path
 from llmctl.config import Config, VectorStoreConfig
 from llmctl.errors import ConfigError, IndexStateError, InputError, printable
 from llmctl.index import keyword
-from llmctl.index.datadir import DataDir
+from llmctl.index.datadir import DataDir, drop_chroma_handles
 from llmctl.index.embedder import Embedder
 from llmctl.index.manifest import FORMAT_VERSION, FileRecord, FileUpdate, Manifest
 from llmctl.index.vectors import store_identity
@@ -116,6 +116,7 @@ class _Run:
     settings: dict = field(default_factory=dict)  # what builds the index (index_settings)
     max_tokens: int = 0
     reread: bool = False  # files are read differently now: re-read even those that did not change
+    release_vectors: bool = False  # see ingest()
     store: object | None = None
     committed_files: int = 0
     committed_chunks: int = 0
@@ -133,6 +134,13 @@ class _Run:
             self.store = open_store(self.cfg, self.data.chroma)
             self.store.apply_search_settings()
         return self.store
+
+    def release_store(self) -> None:
+        """Free the embedded vector index from this process's memory (about 2 GB at a million
+        chunks) before BM25 is built, so the two do not add up; only when asked (see ingest)."""
+        if self.release_vectors and self.store is not None and self.cfg.vector_store.mode == "embedded":
+            self.store = None
+            drop_chroma_handles()
 
     def check_stop(self) -> None:
         self.stop.check(f"Interrupted: {self.committed_files} file(s) committed ({self.committed_chunks} "
@@ -164,8 +172,13 @@ def ingest(
     wait_seconds: float = 0,
     progress: Progress | None = None,
     embedder: Embedder | None = None,
+    release_vectors: bool = False,
 ) -> IngestReport:
     """Bring the index in line with the files under ``paths``; see the module docstring.
+
+    ``release_vectors``: a process that ingests and exits (the CLI) frees the embedded vector
+    index before a BM25 rebuild, which lowers its peak memory; a process that goes on searching
+    (serve, a script's Workspace) keeps it loaded for its readers.
 
     ``ingest.include`` / ``ingest.exclude`` narrow what this run looks at: an indexed file
     they leave out is kept, never deleted (use ``remove`` for that). Ctrl-C or SIGTERM stop
@@ -187,7 +200,7 @@ def ingest(
     def run_on(target: DataDir, manifest: Manifest, stop: StopFlag) -> _Run:
         return _Run(cfg, target, manifest, embedder, report, progress or NullProgress(), stop,
                     cfg.ingest.strict if strict is None else strict,
-                    index_settings(cfg, embedder, max_tokens), max_tokens)
+                    index_settings(cfg, embedder, max_tokens), max_tokens, release_vectors=release_vectors)
 
     with stop_requests() as stop:
         if dry_run:
@@ -465,9 +478,10 @@ def _rebuild_bm25(run: _Run, generation: str) -> None:
     """BM25 over the whole manifest, its texts streamed (never all in memory at once)."""
     with run.progress.status("Building BM25 index"):
         ids = run.manifest.keyword_ids()
+        arrays = {"dense_sample": _dense_sample(run, ids)} if ids else None
+        run.release_store()
         texts = (text for _, text in run.manifest.keyword_corpus())
-        keyword.build_and_save(run.data.bm25, run.cfg.bm25, ids, texts, generation,
-                               {"dense_sample": _dense_sample(run, ids)} if ids else None)
+        keyword.build_and_save(run.data.bm25, run.cfg.bm25, ids, texts, generation, arrays)
 
 
 def _dense_sample(run: _Run, ids: list[str], size: int = 2000):

@@ -168,16 +168,22 @@ def scale_section(s: dict | None) -> str:
                                                           f"({r['chroma_upsert_chunks_per_s']:,})"),
         line("… manifest commits, s", lambda r: r["inside"].get("manifest_commits")),
         line("… BM25 build, s", lambda r: r["inside"].get("bm25_build")),
-        line("embedding, extrapolated from the raw encoder, hours", lambda r: r.get("embedding_hours_extrapolated")),
+        line("embedding, extrapolated from the raw encoder, hours",
+             lambda r: r.get("embedding_hours_extrapolated", "")),
         line("no-op re-ingest (manifest sync), s", lambda r: r["noop_reingest_seconds"]),
         line("one changed document, s (of which BM25: segment update, or rebuild)",
              lambda r: f"{r['one_doc_change_seconds']} ({_bm25_part(r['one_doc_change_inside'])})"),
+        line("… the same in a new process, s (of which inside ingest)", lambda r: (
+            f"{n['seconds']} ({n['ingest_seconds']})" if (n := r.get("one_doc_change_new_process")) else "")),
         line("Chroma query k=50, p50 / p95 ms",
              lambda r: f"{r['chroma_query_ms']['p50']} / {r['chroma_query_ms']['p95']}"),
         line("BM25 (bm25s) queries/s, top 50", lambda r: f"{r['bm25_queries_per_s']:,}"),
         line("BM25 load s / resident MB", lambda r: f"{r['bm25_load_seconds']} / {r['bm25_loaded_rss_mb']}"),
         line("disk: manifest / Chroma / BM25, MB",
              lambda r: f"{r['disk_mb']['manifest']} / {r['disk_mb']['chroma']} / {r['disk_mb']['bm25']}"),
+        line("peak memory of the first ingest, MB (before its BM25 build)",
+             lambda r: f"{r['peak_rss_mb_after_ingest']:,}"
+             + (f" ({b:,})" if (b := r.get("peak_rss_mb_before_bm25_build")) else "")),
         line("peak memory of the process, MB", lambda r: f"{r['peak_rss_mb']:,}"),
     ]
     return "\n\n".join([

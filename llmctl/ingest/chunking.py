@@ -192,9 +192,10 @@ class Chunker:
             count = SpanCounter(doc.text, *(spans or self.token_spans([doc.text])[0]), self.count)
         for section in self.merge_small(doc, split_sections(doc), count):
             header = self.header(doc, section.path)
-            budget = self.max_tokens - (self.count(header) + 1 if header else 0)
+            header_tokens = self.count(header) if header else 0
+            budget = self.max_tokens - (header_tokens + 1 if header else 0)
             if budget < 16:  # an absurdly long heading path: drop it rather than the text
-                header, budget = "", self.max_tokens
+                header, header_tokens, budget = "", 0, self.max_tokens
             body = doc.text[section.start:section.end]
             for start, piece, tokens in self._pieces(body, budget, doc.language, count):
                 abs_start = section.start + start
@@ -216,8 +217,7 @@ class Chunker:
                     text=piece, embed_text=embed_text, heading=" > ".join(section.path) or doc.title,
                     start_char=abs_start, end_char=abs_end, start_line=lines[0], end_line=lines[1],
                     page=page, kind=doc.kind, record=doc.record,
-                    tokens=(self.count(header) + tokens if header else tokens) if self.token_spans
-                    else self.count(embed_text),
+                    tokens=header_tokens + tokens if self.token_spans else self.count(embed_text),
                     fields=doc.fields,
                 ))
         return chunks

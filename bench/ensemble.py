@@ -17,10 +17,8 @@ import json
 
 import common
 import numpy as np
-from fusion import bm25_matrix, per_query_ndcg
+from fusion import bm25_matrix, per_query_ndcg, versus_baseline
 from tune import normalise, rollup_max, setup
-
-from llmctl.stats import paired_bootstrap
 
 
 def zscores(x: np.ndarray) -> np.ndarray:
@@ -50,12 +48,7 @@ def main() -> None:
 
     def record(name: str, scores: np.ndarray) -> np.ndarray:
         mine = per_query_ndcg(s.ev, scores)
-        row = {"all": round(float(mine.mean()), 4)}
-        for half, rows in halves.items():
-            t = paired_bootstrap(mine[rows] - base[rows])
-            row[half] = {"ndcg@10": round(float(mine[rows].mean()), 4), "delta": round(t["delta"], 4),
-                         "ci95": [round(v, 4) for v in t["ci95"]]}
-        results[name] = row
+        results[name] = row = versus_baseline(mine, base, halves)
         print(name, json.dumps(row), flush=True)
         return mine
 

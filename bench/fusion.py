@@ -35,6 +35,18 @@ def per_query_ndcg(ev: Evaluator, scores: np.ndarray) -> np.ndarray:
     return (hits * ev.disc).sum(1) / ev.idcg
 
 
+def versus_baseline(mine: np.ndarray, base: np.ndarray, halves: dict[str, np.ndarray]) -> dict:
+    """Per-query nDCG@10 against the baseline's: the mean over all queries, and per half its mean,
+    difference and paired bootstrap 95% CI (the product's own test, as eval --baseline uses)."""
+    row: dict = {"all": round(float(mine.mean()), 4)}
+    for half, rows in halves.items():
+        t = paired_bootstrap(mine[rows] - base[rows])
+        d, (lo, hi) = t["delta"], t["ci95"]
+        row[half] = {"ndcg@10": round(float(mine[rows].mean()), 4), "delta": round(d, 4),
+                     "ci95": [round(lo, 4), round(hi, 4)]}
+    return row
+
+
 def bm25_matrix(texts: list[str], queries: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Scores [queries x texts], and each query's best possible score (sum over its terms of
     idf x (k1 + 1): what a chunk saturated with every term would get)."""
@@ -75,13 +87,7 @@ def main() -> None:
 
     def record(name: str, doc_scores: np.ndarray | None, per_query: np.ndarray | None = None) -> None:
         mine = per_query_ndcg(ev, doc_scores) if per_query is None else per_query
-        row = {"all": round(float(mine.mean()), 4)}
-        for half, rows in halves.items():
-            t = paired_bootstrap(mine[rows] - base[rows])  # the product's own test (eval --baseline)
-            d, (lo, hi) = t["delta"], t["ci95"]
-            row[half] = {"ndcg@10": round(float(mine[rows].mean()), 4), "delta": round(d, 4),
-                         "ci95": [round(lo, 4), round(hi, 4)]}
-        results[name] = row
+        results[name] = row = versus_baseline(mine, base, halves)
         print(f"{name:64s} all {row['all']:.4f} | tune {row['tune']['ndcg@10']:.4f} {row['tune']['delta']:+.4f} "
               f"[{row['tune']['ci95'][0]:+.4f},{row['tune']['ci95'][1]:+.4f}] | held {row['held']['ndcg@10']:.4f} "
               f"{row['held']['delta']:+.4f} [{row['held']['ci95'][0]:+.4f},{row['held']['ci95'][1]:+.4f}]",

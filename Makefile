@@ -2,17 +2,40 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 LLMCTL := $(VENV)/bin/llmctl
-# constraints.txt pins the CPU build of torch (a plain resolve pulls ~3 GB of CUDA wheels).
-PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt
+# requirements.lock holds every version with its hashes (pip-tools, `make lock`). It names
+# PyTorch's CPU index as an extra index, so torch is the CPU build everywhere; --retries 0
+# because machines without that index (these, which find the same wheel locally) should
+# skip it at once rather than back off on every package.
+PIP := $(PY) -m pip --disable-pip-version-check
+TORCH_INDEX := https://download.pytorch.org/whl/cpu
 
-.PHONY: install demo test test-fast eval lint bench local-llm clean
+.PHONY: install lock demo test test-fast test-latest eval lint bench local-llm clean
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml constraints.txt
+$(VENV)/.installed: pyproject.toml requirements.lock
 	python3 -m venv $(VENV)
-	$(PIP_INSTALL) -e '.[dev]'
+	$(PIP) install --quiet --retries 0 --require-hashes --no-deps -r requirements.lock
+	$(PIP) install --quiet --no-deps --no-build-isolation -e .
+	$(PIP) check
 	touch $@
+
+# Re-resolve every version from pyproject.toml's ranges (plus lock.in: the CPU torch) into
+# requirements.lock. Commit both; `make install` then gives every machine the same set.
+lock: install
+	$(VENV)/bin/pip-compile --quiet --upgrade --generate-hashes --allow-unsafe --strip-extras --extra dev \
+		--no-emit-find-links --pip-args "--retries 0" --extra-index-url $(TORCH_INDEX) \
+		-o requirements.lock pyproject.toml lock.in
+	sed -i '/^--extra-index-url file:/d' requirements.lock
+
+# The newest versions pyproject.toml's ranges allow (torch stays the CPU build of lock.in),
+# in a separate venv, against the fast tests: an upstream break shows up here, on purpose.
+test-latest:
+	rm -rf .venv-latest && python3 -m venv .venv-latest
+	.venv-latest/bin/python -m pip install --quiet --disable-pip-version-check --retries 0 --upgrade \
+		--upgrade-strategy eager --extra-index-url $(TORCH_INDEX) -c lock.in -e '.[dev]'
+	.venv-latest/bin/python -m pip list --format=freeze > .venv-latest/versions.txt
+	.venv-latest/bin/pytest -q -n 2 --dist loadfile -m "not slow"
 
 demo: install
 	$(LLMCTL) ingest sample_data
@@ -22,7 +45,7 @@ test: install
 	$(VENV)/bin/pytest -q -n 2 --dist loadfile
 
 test-fast: install
-	$(VENV)/bin/pytest -q -m "not slow"
+	$(VENV)/bin/pytest -q -n 2 --dist loadfile -m "not slow"
 
 # The sample golden suite as a CI gate (exit 9 when quality drops below its thresholds).
 eval: install
@@ -31,6 +54,7 @@ eval: install
 
 lint: install
 	$(VENV)/bin/ruff check llmctl tests bench
+	$(VENV)/bin/deptry llmctl
 
 # Every measurement, then docs/benchmarks.md from them (~2.7 h on 2 cores: two SciFact
 # ingests and the 100x scaling run dominate). Needs ../shared/data/scifact, and apt-get
@@ -58,4 +82,4 @@ local-llm: install
 	PY=$(PY) LLMCTL=$(LLMCTL) bash scripts/local_llm_demo.sh
 
 clean:
-	rm -rf .llmctl bench/out
+	rm -rf .llmctl bench/out .venv-latest

@@ -110,10 +110,10 @@ def attempt(
 
     ``before_send`` runs just before the request leaves (the rate limiter's wait): after the
     client is built, so a first call's imports do not bunch requests that were spaced out."""
-    import httpx
     import openai
 
-    timeout = httpx.Timeout(provider.timeout, read=min(provider.stall_timeout, provider.timeout))
+    # openai's own Timeout type (it re-exports its HTTP library's): never another library's object.
+    timeout = openai.Timeout(provider.timeout, read=min(provider.stall_timeout, provider.timeout))
     client = openai.OpenAI(base_url=provider.base_url, api_key=key, timeout=timeout, max_retries=0)
     if before_send:
         before_send()
@@ -150,13 +150,13 @@ def attempt(
                     out.finish_reason = choice.finish_reason
     except AttemptFailed:
         raise
-    except (openai.APITimeoutError, httpx.TimeoutException):
+    except openai.APITimeoutError:
         if parts:
             raise AttemptFailed("stall", f"'{name}' stalled: no data for {provider.stall_timeout:g} s "
                                 f"after {len(parts)} chunks", partial="".join(parts)) from None
         raise AttemptFailed("timeout", f"'{name}' did not answer within "
                             f"{min(provider.stall_timeout, provider.timeout):g} s") from None
-    except (openai.APIConnectionError, httpx.TransportError, httpx.StreamError) as exc:
+    except openai.APIConnectionError as exc:
         cause = exc.__cause__ or exc
         if stream is not None:  # the server answered, then the connection went away
             raise AttemptFailed("connection", f"connection to '{name}' dropped mid-stream after "
@@ -165,7 +165,7 @@ def attempt(
                             f"({type(cause).__name__})", partial="".join(parts)) from None
     except openai.APIStatusError as exc:
         raise status_failure(exc, provider) from None
-    except (openai.OpenAIError, httpx.HTTPError) as exc:
+    except openai.OpenAIError as exc:
         raise AttemptFailed("malformed", f"'{name}' sent an invalid response: {_one_line(exc)}",
                             partial="".join(parts)) from None
     except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:

@@ -293,7 +293,6 @@ class RemoteEmbedder:
 def _attempt(provider, key: str, model: str, texts: list[str], input_type: str | None,
              dimensions: int | None, before_send) -> tuple[np.ndarray, int | None]:
     """One request: (vectors in input order, tokens the provider counted or None). Raises AttemptFailed."""
-    import httpx
     import openai
 
     client = openai.OpenAI(base_url=provider.base_url, api_key=key, timeout=provider.timeout, max_retries=0)
@@ -313,13 +312,13 @@ def _attempt(provider, key: str, model: str, texts: list[str], input_type: str |
             raise AttemptFailed("malformed", f"{where} returned vectors of uneven length or non-numbers")
     except AttemptFailed:
         raise
-    except (openai.APITimeoutError, httpx.TimeoutException):
+    except openai.APITimeoutError:
         raise AttemptFailed("timeout", f"{where} did not answer within {provider.timeout:g} s") from None
-    except (openai.APIConnectionError, httpx.TransportError) as exc:
+    except openai.APIConnectionError as exc:
         raise AttemptFailed("connection", f"cannot reach {where} ({type(exc.__cause__ or exc).__name__})") from None
     except openai.APIStatusError as exc:
         raise status_failure(exc, provider) from None
-    except (openai.OpenAIError, httpx.HTTPError, ValueError, TypeError, AttributeError, KeyError) as exc:
+    except (openai.OpenAIError, ValueError, TypeError, AttributeError, KeyError) as exc:
         raise AttemptFailed("malformed", f"{where} sent an invalid response ({type(exc).__name__})") from None
     usage = getattr(reply, "usage", None)
     tokens = getattr(usage, "prompt_tokens", None) if usage is not None else None

@@ -6,7 +6,7 @@ stderr and an exit code. Anything else is a bug and keeps its traceback.
 Exit codes (also in the README):
     0  success
     1  unexpected internal error (a bug: please report it)
-    2  invalid command-line usage (Typer)
+    2  invalid usage: a bad flag, or a bad argument to the API (UsageError; HTTP 400, MCP tool error)
     3  ConfigError
     4  InputError
     5  IndexStateError (no index, or built with other settings)
@@ -24,6 +24,12 @@ class LlmctlError(Exception):
     """Base class: a problem the user can fix, reported without a traceback."""
 
     exit_code = 1
+
+
+class UsageError(LlmctlError):
+    """A value given to the API or a flag is invalid (the CLI's exit 2, serve's 400, an MCP tool error)."""
+
+    exit_code = 2
 
 
 class ConfigError(LlmctlError):

@@ -45,10 +45,8 @@ def build(ws):
         """Find the passages of the indexed documents most relevant to `query`. When
         `confidence.low` is true nothing found looks relevant: the documents may not cover it.
 
-        k: how many hits (1-50). where: filters such as "ext=md", "source=docs/*", "kind=pdf".
+        k: how many hits. where: filters such as "ext=md", "source=docs/*", "kind=pdf".
         """
-        if not 1 <= k <= 50:
-            raise ToolError("k must be from 1 to 50")
         result = ws.query(query, k=k, where=where or [], use_llm=False).to_dict()
         return {"hits": [_hit(h) for h in result["hits"]], "confidence": result["confidence"],
                 "warnings": result["warnings"]}

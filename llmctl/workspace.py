@@ -50,7 +50,9 @@ class Workspace:
     def __init__(self, config: Config | None = None, *, config_path: Path | str | None = None,
                  data_dir: Path | str | None = None, **overrides):
         """A workspace from a Config, or loaded like the CLI does (``config_path``, then
-        $LLMCTL_CONFIG, ./llmctl.yaml, built-ins) with dotted-key ``overrides``."""
+        $LLMCTL_CONFIG, ./llmctl.yaml, built-ins) with dotted-key ``overrides``. A ``config_path``
+        is trusted; a ./llmctl.yaml found here that sends data elsewhere (llm.providers, an
+        embedding endpoint, a Chroma server...) raises ConfigError until ``llmctl trust``."""
         if config is None:
             config = load_config(Path(config_path) if config_path else None,
                                  {"data_dir": str(data_dir) if data_dir else None, **overrides})
@@ -184,18 +186,27 @@ class Workspace:
                                                      wait_seconds=wait_seconds))
 
     def search(self, query: str, *, k: int | None = None, where: list[str] | None = None,
-               rerank: bool | None = None):
+               rerank: bool | None = None, dense_k: int | None = None, bm25_k: int | None = None,
+               depth: int | None = None, fusion: str | None = None):
         """Retrieval only: the ranked hits for ``query`` (no model is called)."""
-        return self.query(query, k=k, where=where, rerank=rerank, use_llm=False).hits
+        return self.query(query, k=k, where=where, rerank=rerank, use_llm=False, dense_k=dense_k, bm25_k=bm25_k,
+                          depth=depth, fusion=fusion).hits
 
     def query(self, question: str, *, k: int | None = None, where: list[str] | None = None,
               rerank: bool | None = None, use_llm: bool = True, tag: str | None = None,
-              on_token: Callable[[str], None] | None = None, notify: Callable[[str], None] | None = None,
-              **options):
-        """Retrieve, rerank, pack and (with ``llm.providers``) answer; returns a QueryResult."""
+              dense_k: int | None = None, bm25_k: int | None = None, depth: int | None = None,
+              fusion: str | None = None, skip_irrelevant: bool | None = None,
+              on_token: Callable[[str], None] | None = None, notify: Callable[[str], None] | None = None):
+        """Retrieve, rerank, pack and (with ``llm.providers``) answer; returns a QueryResult.
+
+        ``None`` means the config's value. A bad value (k < 1, an unknown fusion, a depth below k,
+        a malformed ``where``, an over-long question) raises UsageError before anything loads."""
         from llmctl.search.pipeline import QueryOptions, run_query
 
-        opts = QueryOptions(k=k, where=list(where or []), rerank=rerank, use_llm=use_llm, tag=tag, **options)
+        opts = QueryOptions(k=k, where=where if where is not None else [], rerank=rerank, use_llm=use_llm,
+                            tag=tag, dense_k=dense_k, bm25_k=bm25_k, depth=depth, fusion=fusion,
+                            skip_irrelevant=skip_irrelevant)
+        opts.validate(question, self.cfg)
         if use_llm and self.cfg.llm.providers:  # provider settings first, before the index is opened
             from llmctl.llm.gateway import usable_providers
 
@@ -217,18 +228,37 @@ class Workspace:
         return {"doc_id": doc_id, "title": title, "source": chunks[0]["source"] if chunks else "",
                 "chunks": [c["id"] for c in chunks], "text": _joined(chunks)}
 
-    def evaluate(self, suite: Path | None = None, **options):
-        """Run a golden suite (or ``beir=DIR``); returns an EvalOutcome (see ``llmctl eval``)."""
+    def evaluate(self, suite: Path | str | None = None, *, beir: Path | str | None = None, split: str = "test",
+                 limit: int | None = None, tags: list[str] | None = None, baseline: Path | str | None = None,
+                 against: Path | str | None = None, answers: bool = True, record: Path | str | None = None,
+                 replay: Path | str | None = None, batch: bool = False, progress=None):
+        """Run a golden suite (or ``beir=DIR``); returns an EvalOutcome (see ``llmctl eval``).
+
+        Contradictory arguments raise UsageError before anything runs."""
+        from llmctl.errors import UsageError
         from llmctl.evals.service import run_eval
 
-        return run_eval(suite, load=self._derived_config, **options)
+        if (suite is None) == (beir is None):
+            raise UsageError("give a suite file or beir=DIR (--beir), one of them")
+        if record and replay:
+            raise UsageError("give record=FILE (--record) or replay=FILE (--replay), not both")
+        if batch and (record or replay):
+            raise UsageError("batch (--batch) answers through the provider's Batch API; it does not record or "
+                             "replay a cassette")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise UsageError(f"limit={limit!r}: expected a whole number of cases, at least 1")
+        return run_eval(_path(suite), load=self._derived_config, beir=_path(beir), split=split, limit=limit,
+                        tags=list(tags or []), baseline=_path(baseline), against=_path(against), answers=answers,
+                        progress=progress, record=_path(record), replay=_path(replay), batch=batch)
 
     def generate(self, cases: int, output: Path | str, *, seed: int = 0, max_overlap: float = 0.9,
                  force: bool = False, on_candidate: Callable[[], None] | None = None):
         """Write a golden suite of ``cases`` questions generated from the index; a GenerateReport."""
-        from llmctl.errors import InputError
+        from llmctl.errors import InputError, UsageError
         from llmctl.evals.generate import Generator, suite_yaml
 
+        if isinstance(cases, bool) or not isinstance(cases, int) or not 1 <= cases <= 10_000:
+            raise UsageError(f"cases={cases!r}: expected a whole number from 1 to 10,000")
         output = Path(output)
         if output.exists() and not force:
             raise InputError(f"--output {output} exists: choose another file, or add --force to replace it")
@@ -282,7 +312,8 @@ class Workspace:
     def _derived_config(self, overrides: dict, path: Path | None = None) -> Config:
         """The config an eval suite (or an A/B config file) asks for, on this data dir."""
         return load_config(path or (Path(self.cfg.source) if Path(self.cfg.source).is_file() else None),
-                           {"data_dir": str(self.cfg.data_dir), **overrides})
+                           {"data_dir": str(self.cfg.data_dir), **overrides},
+                           discovered=path is None and self.cfg.discovered)  # still trust-checked
 
     def _reranker_status(self) -> dict:
         r = self.cfg.rerank
@@ -308,6 +339,10 @@ class Workspace:
             return cache.invalidate_chunks(chunk_ids)
         finally:
             cache.close()
+
+
+def _path(p: Path | str | None) -> Path | None:
+    return None if p is None else Path(p)
 
 
 def _joined(chunks: list[dict]) -> str:

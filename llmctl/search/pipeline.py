@@ -8,14 +8,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from llmctl.config import Config, ProviderConfig
-from llmctl.errors import BudgetExceeded, ConfigError, InputError, LlmctlError, ProviderError
+from llmctl.config import Config, ProviderConfig, RerankConfig, RetrievalConfig
+from llmctl.errors import BudgetExceeded, ConfigError, InputError, LlmctlError, ProviderError, UsageError
 from llmctl.index.datadir import DataDir
 from llmctl.llm.client import Completion
 from llmctl.llm.tokens import TokenCounter, counter_for
 from llmctl.records import Hit
 from llmctl.search.confidence import Confidence, assess
 from llmctl.search.context import Packed, Source, pack
+from llmctl.search.filters import parse_where
 from llmctl.search.fusion import fuse_rrf, fuse_weighted, fuse_zscore
 from llmctl.search.prompt import build_messages, cited_numbers, prompt_overhead
 from llmctl.search.rerank import Reranker, RerankUnavailable
@@ -39,6 +40,48 @@ class QueryOptions:
     rerank: bool | None = None
     tag: str | None = None
     skip_irrelevant: bool | None = None  # None: llm.skip_when_irrelevant
+
+    def validate(self, question: str, cfg: Config) -> None:
+        """Reject what the config would reject, before anything is loaded: one UsageError that names
+        the argument. The CLI, serve and MCP pass their inputs here instead of checking them."""
+        if not isinstance(question, str) or not question.strip():
+            raise UsageError("the question is empty")
+        limit = cfg.retrieval.max_query_chars
+        if len(question) > limit:
+            raise UsageError(f"the question is {len(question):,} characters; the limit is {limit:,} "
+                             "(retrieval.max_query_chars)")
+        overrides = {name: getattr(self, name) for name in ("k", "dense_k", "bm25_k", "fusion")
+                     if getattr(self, name) is not None}
+        _checked(RetrievalConfig, cfg.retrieval, overrides)
+        if self.depth is not None:
+            _checked(RerankConfig, cfg.rerank, {"depth": self.depth})
+            k = self.k if self.k is not None else cfg.retrieval.k
+            if self.depth < k:
+                raise UsageError(f"depth={self.depth} is below k={k}: the reranker must see at least k candidates")
+        for name in ("use_llm", "rerank", "skip_irrelevant"):
+            value = getattr(self, name)
+            if not (isinstance(value, bool) or (value is None and name != "use_llm")):
+                raise UsageError(f"{name}={value!r}: expected true or false")
+        if self.tag is not None and not isinstance(self.tag, str):
+            raise UsageError(f"tag={self.tag!r}: expected a string")
+        if not isinstance(self.where, list) or not all(isinstance(w, str) for w in self.where):
+            raise UsageError("where must be a list of 'field=value' strings")
+        try:
+            parse_where(self.where)
+        except InputError as exc:
+            raise UsageError(str(exc)) from None
+
+
+def _checked(model, current, overrides: dict) -> None:
+    """``overrides`` applied to a config section through its own (strict) validation."""
+    from pydantic import ValidationError
+
+    try:
+        model.model_validate(current.model_dump() | overrides, strict=True)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = ".".join(map(str, err["loc"]))
+        raise UsageError(f"{name}={err.get('input')!r}: {err['msg'][0].lower()}{err['msg'][1:]}") from None
 
 
 @dataclass

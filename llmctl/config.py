@@ -242,6 +242,15 @@ class ContextConfig(_Section):
     retrieval_only_tokens: int = Field(3000, ge=64)
 
 
+class ServeConfig(_Section):
+    # `llmctl serve`: Host names and browser origins admitted besides loopback ones (the DNS
+    # rebinding guard; a listed origin also gets CORS headers), and the seconds a request body
+    # may take to arrive.
+    allowed_hosts: list[str] = Field(default_factory=list)
+    allowed_origins: list[str] = Field(default_factory=list)
+    read_timeout: float = Field(30, gt=0, le=3600)
+
+
 class Config(_Section):
     data_dir: Path = Path(".llmctl")
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
@@ -253,6 +262,7 @@ class Config(_Section):
     rerank: RerankConfig = Field(default_factory=RerankConfig)
     context: ContextConfig = Field(default_factory=ContextConfig)
     llm: LLMConfig = Field(default_factory=LLMConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
 
     # Where the values came from, for error messages; not part of the YAML schema.
     source: str = Field("built-in defaults", exclude=True)

@@ -344,3 +344,58 @@ def test_an_index_in_an_older_manifest_layout_is_read_then_converted_in_place(sm
     assert new.layout == "slim" and reads_as_before(new)
     new.close()
     assert_consistent(cfg.data_dir)
+
+
+def _unlistable(monkeypatch, folder):
+    """os.scandir raising PermissionError for ``folder``: a folder chmod 000 to a user who is not
+    root (the tests run as root, whom chmod 000 does not stop)."""
+    import os
+
+    real = os.scandir
+
+    def scandir(path="."):
+        if os.fspath(path) == str(folder):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+
+
+def test_a_folder_that_cannot_be_listed_keeps_its_indexed_files(small, make_config, embedder, monkeypatch):
+    cfg = make_config()
+    first = ingest([small], cfg, embedder=embedder)
+    (small / "faq.html").unlink()  # really gone: removed, as ever
+    with monkeypatch.context() as m:
+        _unlistable(m, small / "guides")
+        r = ingest([small], cfg, embedder=embedder)
+        assert [p.rsplit("/", 1)[-1] for p in r.files_removed] == ["faq.html"]
+        assert [(s.path, s.reason) for s in r.files_skipped] == [
+            (str(small / "guides"), "cannot list folder: Permission denied (its 2 indexed file(s) are kept)")]
+        assert keyword.load(cfg.data_dir / "bm25").search("Argon2id", 1)  # guides/encryption.md
+        with pytest.raises(InputError, match="cannot list folder.*--strict"):
+            ingest([small], cfg, strict=True, embedder=embedder)
+        # The only folder given cannot be listed: nothing to look at, nothing changed (exit 4).
+        _unlistable(m, small)
+        with pytest.raises(InputError, match="cannot list folder.*nothing was changed"):
+            ingest([small], cfg, embedder=embedder)
+    state = assert_consistent(cfg.data_dir)
+    assert r.chunks_total == len(state["manifest"]) == first.chunks_total - r.chunks_deleted > 0
+    again = ingest([small], cfg, embedder=embedder)  # readable again: nothing to do
+    assert (again.files_unchanged, again.files_removed, again.chunks_added) == (4, [], 0)
+
+
+def test_cli_json_reports_the_folder_it_could_not_list(small, make_config, embedder, monkeypatch):
+    from typer.testing import CliRunner
+
+    from llmctl.cli import app
+
+    cfg = make_config()
+    ingest([small], cfg, embedder=embedder)
+    monkeypatch.setenv("LLMCTL_DATA_DIR", str(cfg.data_dir))
+    _unlistable(monkeypatch, small / "guides")
+    result = CliRunner().invoke(app, ["ingest", str(small), "--json"])
+    assert result.exit_code == 0, result.output
+    files = json.loads(result.stdout)["files"]
+    assert (files["removed"], files["removed_paths"]) == (0, [])
+    assert files["skipped_files"] == [{"path": str(small / "guides"),
+                                       "reason": "cannot list folder: Permission denied (its 2 indexed file(s) are kept)"}]

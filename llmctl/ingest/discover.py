@@ -1,7 +1,15 @@
 """Find the files to ingest under the given paths, with include/exclude globs.
 
 The globs narrow what a run looks at. A file they take whose type llmctl cannot read is
-reported as skipped ("unsupported type"), never silently dropped.
+reported as skipped ("unsupported type"), never silently dropped. A folder that cannot be
+listed is reported as skipped (``CANNOT_LIST``): the files indexed under it are kept, since
+only a listing that succeeded can tell that a file is gone.
+
+Globs (gitignore-like): one without "/" matches a name -- the file's name for ``include``,
+any file or folder name on the path for ``exclude``. One with "/" matches the path under the
+ingested folder (a leading "/" changes nothing): ``*``, ``?`` and ``[...]`` stay within one
+folder name, ``**`` spans any number of folders (``guides/**/*.md``, ``**/api/*.md``), and a
+glob that matches a folder takes (or leaves out) everything in it.
 """
 
 from __future__ import annotations
@@ -24,16 +32,39 @@ class Found:
     root: Path  # the ingest root it was found under
 
 
-def _matches(rel: str, patterns: list[str]) -> bool:
-    """gitignore-like: a pattern without '/' matches any path component; else the whole path."""
+def _glob_match(parts: list[str], pat: list[str]) -> bool:
+    """Path components against glob components; "**" stands for any number of components."""
+    if not pat:
+        return not parts
+    if pat[0] == "**":
+        return any(_glob_match(parts[i:], pat[1:]) for i in range(len(parts) + 1))
+    return bool(parts) and fnmatch.fnmatch(parts[0], pat[0]) and _glob_match(parts[1:], pat[1:])
+
+
+def _path_glob(rel: str, pat: str) -> bool:
+    """A glob with "/" against a path under the root, or any folder above it."""
+    pat_parts = [p for p in pat.strip("/").split("/") if p]
     parts = rel.split("/")
+    return any(_glob_match(parts[:n], pat_parts) for n in range(1, len(parts) + 1))
+
+
+def _matches(rel: str, patterns: list[str], *, name_only: bool = False) -> bool:
+    """Whether a path under the root (POSIX) matches a glob: one with "/" the path (see the module
+    docstring), one without the file name (``name_only``) or any name on the path."""
+    parts = rel.split("/")
+    names = parts[-1:] if name_only else parts
     for pat in patterns:
         if "/" in pat:
-            if fnmatch.fnmatch(rel, pat.strip("/")) or fnmatch.fnmatch(rel, pat.strip("/") + "/*"):
+            if _path_glob(rel, pat):
                 return True
-        elif any(fnmatch.fnmatch(part, pat) for part in parts):
+        elif any(fnmatch.fnmatch(part, pat) for part in names):
             return True
     return False
+
+
+def _taken(rel: str, cfg: IngestConfig) -> bool:
+    """Whether the globs take the file at ``rel`` (POSIX, under the root)."""
+    return not _matches(rel, cfg.exclude) and _matches(rel, cfg.include, name_only=True)
 
 
 def is_taken(path: Path, root: Path, cfg: IngestConfig) -> bool:
@@ -44,13 +75,11 @@ def is_taken(path: Path, root: Path, cfg: IngestConfig) -> bool:
         rel = path.relative_to(root).as_posix()
     except ValueError:
         return False
-    folders = rel.split("/")[:-1]
-    if any(_matches("/".join(folders[:i + 1]), cfg.exclude) for i in range(len(folders))):
-        return False
-    return not _matches(rel, cfg.exclude) and _matches(path.name, cfg.include)
+    return _taken(rel, cfg)
 
 
 UNSUPPORTED = "unsupported type"
+CANNOT_LIST = "cannot list folder"  # the start of the reason: what is indexed under it is kept
 
 
 def discover(paths: list[Path], cfg: IngestConfig, skipped: list[SkippedFile],
@@ -78,11 +107,16 @@ def _walk(root: Path, cfg: IngestConfig, skipped: list[SkippedFile], ignore: Pat
     seen_dirs: set[tuple[int, int]] = set()
 
     def onerror(err: OSError) -> None:
-        skipped.append(SkippedFile(str(err.filename), f"cannot list folder: {err.strerror}"))
+        skipped.append(SkippedFile(str(err.filename or root), f"{CANNOT_LIST}: {err.strerror or err}"))
 
     for dirpath, dirnames, filenames in os.walk(root, followlinks=cfg.follow_symlinks, onerror=onerror):
         here = Path(dirpath)
-        st = here.stat()
+        try:
+            st = here.stat()
+        except OSError as exc:  # gone or unreadable since it was listed
+            onerror(exc)
+            dirnames[:] = []
+            continue
         if (st.st_dev, st.st_ino) in seen_dirs:
             skipped.append(SkippedFile(str(here), "symlink loop: folder already visited"))
             dirnames[:] = []
@@ -101,7 +135,7 @@ def _walk(root: Path, cfg: IngestConfig, skipped: list[SkippedFile], ignore: Pat
         dirnames[:] = keep
         for name in sorted(filenames):
             rel = name if rel_dir == "." else f"{rel_dir}/{name}"
-            if _matches(rel, cfg.exclude) or not _matches(name, cfg.include):
+            if not _taken(rel, cfg):
                 continue
             path = here / name
             if kind_of(path) is None:

@@ -32,7 +32,7 @@ from llmctl.index.embedder import Embedder
 from llmctl.index.manifest import FORMAT_VERSION, FileRecord, FileUpdate, Manifest
 from llmctl.index.vectors import store_identity
 from llmctl.ingest.chunking import reader_identity
-from llmctl.ingest.discover import UNSUPPORTED, discover, is_taken
+from llmctl.ingest.discover import CANNOT_LIST, UNSUPPORTED, discover, is_taken
 from llmctl.ingest.loaders import SkipFile, file_digest, load_documents
 from llmctl.interrupts import StopFlag, stop_requests
 from llmctl.llm.embeddings import make_embedder
@@ -351,10 +351,14 @@ def _scan(run: _Run, paths: list[Path]) -> _Scan:
     if run.strict and bad:  # skipped during discovery (links, unlistable folders)
         raise _strict_error(bad[0])
     skipped = {s.path for s in report.files_skipped}
+    unlisted = [Path(s.path) for s in report.files_skipped if s.reason.startswith(CANNOT_LIST)]
     roots = _roots(paths)
-    # Only a file the filters would take can be "gone": --include/--exclude never delete.
+    # Only a file the filters would take can be "gone": --include/--exclude never delete. Nor
+    # does a folder that could not be listed: its files are not known to be gone.
     scan.removed = sorted(p for p in known if p not in seen and p not in skipped
+                          and not _under(p, unlisted)
                           and any(is_taken(Path(p), root, cfg.ingest) for root in roots))
+    _count_kept(report, unlisted, known)
     report.files_removed = [known[p].source for p in scan.removed]
     if report.files_seen == 0 and not scan.removed:
         why = (f"{len(report.files_skipped)} skipped, e.g. {printable(report.files_skipped[0].path)}: "
@@ -364,6 +368,15 @@ def _scan(run: _Run, paths: list[Path]) -> _Scan:
         raise InputError(f"No file to ingest under {', '.join(map(str, paths))} ({why}); "
                          "nothing was changed")
     return scan
+
+
+def _count_kept(report: IngestReport, unlisted: list[Path], known: dict[str, FileRecord]) -> None:
+    """Say, for each folder that could not be listed, how many indexed files under it are kept."""
+    for n, s in enumerate(report.files_skipped):
+        if s.reason.startswith(CANNOT_LIST):
+            kept = sum(1 for p in known if _under(p, [Path(s.path)]))
+            if kept:
+                report.files_skipped[n] = SkippedFile(s.path, f"{s.reason} (its {kept} indexed file(s) are kept)")
 
 
 def _plan(run: _Run, scan: _Scan) -> Iterator[list[_Planned]]:

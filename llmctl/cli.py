@@ -416,6 +416,33 @@ def mcp() -> None:
     run(_workspace())
 
 
+@app.command()
+def trust(
+    file: Annotated[Path | None, typer.Argument(
+        help="The config file (default: ./llmctl.yaml).", show_default=False, metavar="[FILE]")] = None,
+    list_: Annotated[bool, typer.Option("--list", help="Show every trusted file and whether it changed.")] = False,
+    revoke: Annotated[bool, typer.Option("--revoke", help="Stop trusting FILE.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Trust a project's ./llmctl.yaml to send data elsewhere, like direnv's `allow`.
+
+    A ./llmctl.yaml that llmctl finds by itself may tune retrieval, chunking and ingest
+    without this; one that sends questions, documents or keys elsewhere (llm.providers,
+    an embedding endpoint, a Chroma server...) stops with exit 3 until you review it and
+    trust it. Its sha256 is recorded: any edit makes it untrusted again. --config FILE
+    and $LLMCTL_CONFIG are always trusted.
+
+    Example: llmctl trust
+    """
+    from llmctl import render
+    from llmctl import trust as store
+
+    if list_ and (revoke or file is not None):
+        raise typer.BadParameter("--list takes no FILE and no --revoke", param_hint="--list")
+    entries = store.entries() if list_ else [store.revoke(file) if revoke else store.trust(file)]
+    render.trust_report(entries, str(store.store_path()), listing=list_, as_json=as_json)
+
+
 # Typer vendors Click: reach its exception classes through the public BadParameter.
 _USAGE_ERROR = typer.BadParameter.__mro__[1]
 _CLICK_ERROR = typer.BadParameter.__mro__[2]

@@ -4,6 +4,8 @@ Precedence, lowest first: built-in defaults < config file < ``LLMCTL_*`` environ
 variables < command-line flags. The file is ``--config``, else ``$LLMCTL_CONFIG``,
 else ``./llmctl.yaml`` when present, else none (built-in defaults). Relative paths
 resolve against the folder of the config file (the current directory without one).
+A ``./llmctl.yaml`` found that way is not trusted to send data anywhere until ``llmctl
+trust`` (see ``llmctl.trust``); a file named by ``--config`` or ``$LLMCTL_CONFIG`` is.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from llmctl.errors import ConfigError
 
@@ -267,6 +269,12 @@ class Config(_Section):
     # Where the values came from, for error messages; not part of the YAML schema.
     source: str = Field("built-in defaults", exclude=True)
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
+    _discovered: bool = PrivateAttr(False)
+
+    @property
+    def discovered(self) -> bool:
+        """The file was found in the working directory, not named: it was trust-checked."""
+        return self._discovered
 
 
 SCHEMA_KEYS = [k for k in Config.model_fields if k not in ("source", "base_dir")]
@@ -279,24 +287,36 @@ def find_config_file(explicit: Path | None) -> Path | None:
     env = os.environ.get(f"{ENV_PREFIX}CONFIG")
     if env:
         return Path(env)
+    return discovered_config_file()
+
+
+def discovered_config_file() -> Path | None:
+    """./llmctl.yaml when present: found, not named, so trusted only after ``llmctl trust``."""
     local = Path.cwd() / DEFAULT_FILE_NAME
     return local if local.is_file() else None
 
 
-def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None, *,
+                discovered: bool = False) -> Config:
     """Load, merge and validate the configuration.
 
     Args:
         path: explicit config file (``--config``); see the module docstring for lookup.
         overrides: dotted keys set by command-line flags, e.g. ``{"data_dir": "x"}``.
+        discovered: treat ``path`` as found rather than named (a reload of a discovered file).
+            A discovered file that sends data or secrets elsewhere must be trusted
+            (``llmctl trust``), else ConfigError; see ``llmctl.trust``.
     """
     file = find_config_file(path)
+    discovered = file is not None and (discovered or (path is None and not os.environ.get(f"{ENV_PREFIX}CONFIG")))
     data: dict[str, Any] = {}
+    raw = b""
     source = "built-in defaults"
     base_dir = Path.cwd()
     if file is not None:
         source = str(file)
-        data = _read_yaml(file)
+        raw = _read_bytes(file)
+        data = _parse_yaml(file, raw)
         base_dir = file.resolve().parent
     sources: dict[str, str] = {}  # dotted key -> where an override came from, for error messages
     env, unknown = _env_overrides()
@@ -319,6 +339,11 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
         resolved = _resolve_model(section.model, base_dir)
         if resolved != section.model:
             section.model = resolved
+    if discovered:  # before anything uses it: no request is made for an untrusted file
+        from llmctl.trust import require_trusted
+
+        require_trusted(file, raw, data, cfg, set(sources))
+        cfg._discovered = True
     return cfg
 
 
@@ -335,12 +360,20 @@ def _resolve(path: Path, base_dir: Path) -> Path:
     return path if path.is_absolute() else (base_dir / path).resolve()
 
 
-def _read_yaml(file: Path) -> dict[str, Any]:
+def _read_bytes(file: Path) -> bytes:
+    """The file as read once: parsed, and (when discovered) hashed for trust, from the same bytes."""
     try:
-        text = file.read_text(encoding="utf-8")
+        return file.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"Config file {file} does not exist: check --config / LLMCTL_CONFIG") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
+        raise ConfigError(f"Cannot read config file {file}: {exc}") from None
+
+
+def _parse_yaml(file: Path, raw: bytes) -> dict[str, Any]:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise ConfigError(f"Cannot read config file {file}: {exc}") from None
     try:
         data = yaml.safe_load(text)

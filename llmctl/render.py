@@ -414,3 +414,25 @@ def generate_report(report) -> None:
             stdout.print(f"  - {c.expected}: {c.question!r}: {c.dropped}" if c.question else
                          f"  - {c.expected}: {c.dropped}", markup=False)
     stdout.print(f"Next: review the questions, then run: llmctl eval {d['output']}", markup=False)
+
+
+def trust_report(entries, store: str, *, listing: bool, as_json: bool) -> None:
+    """`llmctl trust`: the file trusted or revoked, or (--list) every trusted file and its state."""
+    if as_json:
+        print_json({"store": store, "files": [e.to_dict() for e in entries]})
+        return
+    if listing and not entries:
+        stdout.print(f"No trusted configs ({printable(store)}).", markup=False)
+    for e in entries:
+        path = printable(e.path)
+        if listing:
+            note = {"changed": "  (changed since: review it, then run llmctl trust FILE)",
+                    "missing": "  (gone: llmctl trust --revoke FILE forgets it)"}.get(e.state, "")
+            stdout.print(f"{e.state:<8} {e.trusted_at}  {path}{note}", markup=False)
+        elif e.state == "trusted":
+            stdout.print(f"Trusted {path} (sha256 {e.sha256[:12]}): llmctl may now send data where it says. "
+                         "Any edit makes it untrusted again.", markup=False)
+        elif e.state == "revoked":
+            stdout.print(f"No longer trusted: {path}", markup=False)
+        else:
+            stdout.print(f"{path} was not trusted: nothing to revoke.", markup=False)

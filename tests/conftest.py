@@ -25,14 +25,16 @@ def model_cache(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch, tmp_path, model_cache):
-    """No user config or LLMCTL_* variable leaks into a test; cwd is a fresh folder."""
+def _isolated_env(monkeypatch, tmp_path, model_cache, tmp_path_factory):
+    """No user config or LLMCTL_* variable leaks into a test; cwd is a fresh folder; the trust
+    store (`llmctl trust`, under $XDG_CONFIG_HOME) is this test's own, for its subprocesses too."""
     import os
 
     for name in list(os.environ):
         if name.startswith("LLMCTL_") and name != "LLMCTL_CACHE_DIR":
             monkeypatch.delenv(name)
     monkeypatch.setenv("LLMCTL_CACHE_DIR", str(model_cache))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg-config")))
     monkeypatch.chdir(tmp_path)
 
 

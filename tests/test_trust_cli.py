@@ -144,11 +144,11 @@ def test_money_keeps_significant_digits_and_cache_stats_speak_iso(tmp_path, data
     assert "spent $0.00 of $0.000001" in r.stderr and "would add about $0.000" in r.stderr
     r = run_cli("--config", config(tmp_path, fake_llm.base_url), "--data-dir", data, "query", "daily snapshots")
     assert r.returncode == 0, r.stderr
-    r = run_cli("--data-dir", data, "cache-stats", "--json")
+    r = run_cli("--config", cfg, "--data-dir", data, "cache-stats", "--json")
     stats = json.loads(r.stdout)
     assert stats["entries"] == 1 and dt.datetime.fromisoformat(stats["newest"]).tzinfo is not None
     r = run_cli("--config", config(tmp_path, fake_llm.base_url), "--data-dir", data, "query", "daily snapshots")
     assert r.returncode == 0, r.stderr
-    r = run_cli("--data-dir", data, "cache-stats")
+    r = run_cli("--config", cfg, "--data-dir", data, "cache-stats")
     assert "exact 33.3% (1/3)" in r.stdout
     assert "Saved" in r.stdout and "unknown" in r.stdout  # the provider has no price: savings unknown

@@ -1,0 +1,189 @@
+"""A ./llmctl.yaml that llmctl finds by itself is not trusted to send data anywhere until
+`llmctl trust` (direnv's `allow`): a cloned repository cannot point llmctl, and the user's
+keys, at a host of its choosing. --config and $LLMCTL_CONFIG are trusted."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from cli import assert_clean_error, run_cli
+from typer.testing import CliRunner
+
+from llmctl import trust
+from llmctl.cli import app
+from llmctl.config import load_config
+from llmctl.errors import ConfigError, InputError
+from llmctl.workspace import Workspace
+
+QUESTION = "How many daily snapshots are kept?"
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def failed(result, error=ConfigError):
+    """The error the CLI's main() would print as one line, and its exit code."""
+    assert isinstance(result.exception, error), (result.exception, result.output)
+    return str(result.exception)
+
+
+def write(path: Path, cfg: dict) -> Path:
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def provider_config(tmp_path, server, **extra) -> Path:
+    return write(tmp_path / "llmctl.yaml", {
+        "rerank": {"enabled": False}, "retrieval": {"k": 3},
+        "llm": {"providers": [{"name": "local", "base_url": server.base_url, "model": "fake-model",
+                               "api_key_env": "MY_PROVIDER_KEY", "context_window": 4096, "timeout": 5,
+                               "retries": 0}]}, **extra})
+
+
+def chat_calls(server) -> int:
+    return sum(r["path"].endswith("/chat/completions") for r in server.requests)
+
+
+def test_untrusted_provider_is_refused_before_any_request_until_trusted(tmp_path, data, fake_llm, monkeypatch):
+    cfg = provider_config(tmp_path, fake_llm)
+    monkeypatch.setenv("MY_PROVIDER_KEY", "sk-test")
+    r = run_cli("--data-dir", data, "query", QUESTION)  # the real entry point, with the key set
+    assert_clean_error(r, 3, "./llmctl.yaml is not trusted", "llm.providers", fake_llm.base_url,
+                       "$MY_PROVIDER_KEY", "review it, then run: llmctl trust")
+    assert fake_llm.requests == []
+
+    got = invoke("trust")
+    assert got.exit_code == 0 and "Trusted" in got.output and str(cfg.resolve()) in got.output
+    ok = invoke("--data-dir", data, "query", "--json", QUESTION)
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.output)["answer"] and chat_calls(fake_llm) == 1
+
+    cfg.write_text(cfg.read_text() + "# one more line\n")  # any edit: untrusted again
+    message = failed(invoke("--data-dir", data, "query", QUESTION))
+    assert "has changed since you trusted it" in message and "llmctl trust" in message
+    assert chat_calls(fake_llm) == 1
+
+
+def test_explicit_config_is_trusted(tmp_path, data, fake_llm, monkeypatch):
+    cfg = provider_config(tmp_path, fake_llm)
+    monkeypatch.setenv("MY_PROVIDER_KEY", "sk-test")
+    r = invoke("--config", cfg, "--data-dir", data, "query", "--json", QUESTION)
+    assert r.exit_code == 0, r.output
+    assert chat_calls(fake_llm) == 1
+    monkeypatch.setenv("LLMCTL_CONFIG", str(cfg))
+    assert load_config(None).llm.providers[0].base_url == fake_llm.base_url
+    assert trust.entries() == []  # nothing was recorded
+
+
+def test_a_config_that_only_tunes_retrieval_runs_untrusted(tmp_path, data):
+    write(tmp_path / "llmctl.yaml", {
+        "data_dir": "data", "rerank": {"enabled": False}, "retrieval": {"k": 2, "fusion": "rrf"},
+        "chunking": {"overlap_tokens": 16}, "bm25": {"k1": 1.5}, "ingest": {"exclude": ["drafts"]},
+        "embedding": {"batch_size": 32}, "vector_store": {"mode": "embedded", "ef_search": 200},
+        "llm": {"providers": [], "temperature": 0.2, "budget": {"daily_usd": 1}}})
+    r = invoke("query", "--json", QUESTION)
+    assert r.exit_code == 0, r.output
+    assert len(json.loads(r.output)["hits"]) == 2
+    assert trust.entries() == []
+
+
+@pytest.mark.parametrize("cfg,words", [
+    ({"embedding": {"provider": "openai", "base_url": "http://198.51.100.7/v1", "api_key_env": "OPENAI_API_KEY"}},
+     ["embedding.provider, embedding.base_url, embedding.api_key_env", "http://198.51.100.7/v1", "$OPENAI_API_KEY"]),
+    ({"vector_store": {"mode": "server", "host": "chroma.example.com", "ssl": True, "token_env": "GITHUB_TOKEN"}},
+     ["vector_store.mode, vector_store.host, vector_store.ssl, vector_store.token_env",
+      "https://chroma.example.com:8000", "$GITHUB_TOKEN"]),
+    ({"data_dir": "../elsewhere"}, ["data_dir", "outside the config's folder"]),
+    ({"data_dir": "/tmp/llmctl-elsewhere"}, ["data_dir", "/tmp/llmctl-elsewhere"]),
+    ({"ingest": {"follow_symlinks": True}}, ["ingest.follow_symlinks"]),
+    ({"rerank": {"offline": False}}, ["rerank.offline: false", "Hugging Face Hub"]),
+    ({"embedding": {"offline": False, "model": "someone/model"}}, ["embedding.offline", "someone/model"]),
+])
+def test_every_setting_that_sends_data_elsewhere_needs_trust(tmp_path, cfg, words):
+    write(tmp_path / "llmctl.yaml", cfg)
+    with pytest.raises(ConfigError) as err:
+        load_config(None)
+    message = str(err.value)
+    assert message.startswith("./llmctl.yaml is not trusted and sets ") and message.endswith("llmctl trust")
+    for w in words:
+        assert w in message
+    assert load_config(tmp_path / "llmctl.yaml")  # named: trusted
+    trust.trust()
+    assert load_config(None).source == str(tmp_path / "llmctl.yaml")
+
+
+def test_the_users_own_flags_and_variables_are_not_the_files(tmp_path, monkeypatch):
+    """A risky key the user overrides is not used: the file may stay untrusted."""
+    write(tmp_path / "llmctl.yaml", {"data_dir": "../elsewhere",
+                                     "llm": {"providers": [{"name": "x", "base_url": "http://198.51.100.7/v1",
+                                                            "model": "m"}]}})
+    monkeypatch.setenv("LLMCTL_LLM__PROVIDERS", "[]")
+    assert load_config(None, {"data_dir": str(tmp_path / "mine")}).llm.providers == []
+    with pytest.raises(ConfigError, match="data_dir"):
+        load_config(None)
+    # ...but a file's host for the user's own Chroma server is the file's choice
+    write(tmp_path / "llmctl.yaml", {"vector_store": {"host": "chroma.example.com"}})
+    assert load_config(None).vector_store.host == "chroma.example.com"  # embedded: the host is not used
+    monkeypatch.setenv("LLMCTL_VECTOR_STORE__MODE", "server")
+    with pytest.raises(ConfigError, match=r"sets vector_store.host \(.*http://chroma.example.com:8000"):
+        load_config(None)
+
+
+def test_a_data_dir_symlinked_out_of_the_folder_needs_trust(tmp_path, tmp_path_factory):
+    write(tmp_path / "llmctl.yaml", {"retrieval": {"k": 3}})
+    (tmp_path / ".llmctl").symlink_to(tmp_path_factory.mktemp("outside"), target_is_directory=True)
+    with pytest.raises(ConfigError, match="data_dir"):
+        load_config(None)
+
+
+def test_python_api_checks_a_discovered_config_and_trusts_a_named_one(tmp_path, fake_llm):
+    cfg = provider_config(tmp_path, fake_llm)
+    with pytest.raises(ConfigError, match="not trusted"):
+        Workspace()
+    with Workspace(config_path="llmctl.yaml") as ws:
+        assert ws.cfg.llm.providers and not ws.cfg.discovered
+    trust.trust(cfg)
+    with Workspace() as ws:
+        assert ws.cfg.discovered
+        cfg.write_text(cfg.read_text() + "# changed\n")
+        with pytest.raises(ConfigError, match="has changed"):  # an eval reloads it: still checked
+            ws._derived_config({"retrieval.k": 2})
+
+
+def test_list_and_revoke(tmp_path):
+    cfg = write(tmp_path / "llmctl.yaml", {"retrieval": {"k": 3}})
+    other = write(tmp_path / "other.yaml", {"retrieval": {"k": 4}})
+    assert json.loads(invoke("trust", "--list", "--json").output)["files"] == []
+    assert invoke("trust").exit_code == 0
+    assert invoke("trust", other).exit_code == 0
+    listed = json.loads(invoke("trust", "--list", "--json").output)
+    assert listed["store"] == str(trust.store_path()) and listed["store"].startswith(str(Path.home())) is False
+    assert [(f["path"], f["state"]) for f in listed["files"]] == [
+        (str(cfg.resolve()), "trusted"), (str(other.resolve()), "trusted")]
+    other.write_text("retrieval:\n  k: 5\n")
+    human = invoke("trust", "--list").output
+    assert "changed" in human and str(other.resolve()) in human
+
+    r = invoke("trust", "--revoke", other)
+    assert r.exit_code == 0 and "No longer trusted" in r.output
+    r = invoke("trust", "--revoke", other)
+    assert r.exit_code == 0 and "was not trusted" in r.output
+    cfg.unlink()
+    assert [f["state"] for f in json.loads(invoke("trust", "--list", "--json").output)["files"]] == ["missing"]
+    assert invoke("trust", "--revoke", cfg).exit_code == 0  # a file that is gone can be forgotten
+    assert trust.entries() == []
+
+
+def test_trust_errors(tmp_path):
+    assert "no ./llmctl.yaml" in failed(invoke("trust"), InputError)
+    assert "does not exist" in failed(invoke("trust", tmp_path / "nope.yaml"), InputError)
+    r = invoke("trust", "--list", "--revoke")
+    assert r.exit_code == 2 and "--list" in r.output
+    store = trust.store_path()
+    store.parent.mkdir(parents=True)
+    store.write_text("{not json")
+    write(tmp_path / "llmctl.yaml", {"llm": {"providers": [{"name": "x", "base_url": "http://h/v1", "model": "m"}]}})
+    with pytest.raises(ConfigError, match="trust store .* fix or delete it"):
+        load_config(None)

@@ -1,0 +1,93 @@
+"""One validated core API: the same bad inputs are refused by every door, by the Workspace's own checks.
+
+Workspace raises UsageError; the CLI exits 2 with one line; MCP returns a tool error (serve's
+HTTP 400 is checked in test_serve.py against the same list)."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+from cli import assert_clean_error, run_cli
+
+from llmctl import Workspace
+from llmctl.errors import UsageError
+
+# (Workspace.search keyword arguments, the same as CLI flags, a word the message must name)
+BAD = [
+    ({"k": 0}, ["-k", "0"], "k=0"),
+    ({"k": -1}, ["-k", "-1"], "k=-1"),
+    ({"fusion": "rff"}, ["--fusion", "rff"], "fusion='rff'"),
+    ({"depth": 2, "k": 5}, ["--depth", "2", "-k", "5"], "depth=2 is below k=5"),
+    ({"dense_k": 0}, ["--dense-k", "0"], "dense_k=0"),
+    ({"where": ["size=3"]}, ["--where", "size=3"], "size"),
+    ({"where": ["nonsense"]}, ["--where", "nonsense"], "FIELD=VALUE"),
+]
+IDS = ["k0", "k-1", "fusion", "depth-below-k", "dense_k0", "where-field", "where-syntax"]
+
+
+@pytest.fixture
+def ws(tmp_path):
+    """No index: every check must happen before anything is opened or loaded."""
+    with Workspace(data_dir=tmp_path / "data") as w:
+        yield w
+
+
+@pytest.mark.parametrize(("kwargs", "flags", "word"), BAD, ids=IDS)
+def test_workspace_refuses_before_loading_anything(ws, tmp_path, kwargs, flags, word):
+    with pytest.raises(UsageError, match=word.replace("(", r"\(")):
+        ws.search("How many daily snapshots are kept?", **kwargs)
+    assert not (tmp_path / "data").exists()
+
+
+def test_question_limits_and_types(ws):
+    for bad, word in [("", "empty"), ("   ", "empty"), ("x" * 4001, "4,001 characters")]:
+        with pytest.raises(UsageError, match=word):
+            ws.search(bad)
+    for kwargs in ({"k": True}, {"k": "3"}, {"k": 2.5}, {"rerank": "yes"}, {"where": "ext=md"}):
+        with pytest.raises(UsageError):
+            ws.search("q", **kwargs)
+    with pytest.raises(UsageError, match="use_llm='no'"):
+        ws.query("q", fusion="zscore", use_llm="no")
+    with pytest.raises(TypeError):  # no **options sink: a typo is a TypeError, not ignored
+        ws.search("q", fussion="rrf")
+
+
+def test_evaluate_and_generate_refuse_contradictions(ws, tmp_path):
+    with pytest.raises(UsageError, match="suite"):
+        ws.evaluate()
+    with pytest.raises(UsageError, match="not both"):
+        ws.evaluate("suite.yaml", record=tmp_path / "a", replay=tmp_path / "b")
+    with pytest.raises(UsageError, match="limit=0"):
+        ws.evaluate("suite.yaml", limit=0)
+    with pytest.raises(UsageError, match="cases=0"):
+        ws.generate(0, tmp_path / "out.yaml")
+
+
+@pytest.mark.parametrize(("kwargs", "flags", "word"), BAD, ids=IDS)
+def test_cli_exit_2_with_one_line(tmp_path, kwargs, flags, word):
+    r = run_cli("--data-dir", tmp_path / "data", "query", "--no-llm", "How many daily snapshots?", *flags)
+    assert_clean_error(r, 2, word)
+    assert not (tmp_path / "data").exists()
+
+
+def test_cli_over_long_question_is_a_usage_error(tmp_path):
+    assert_clean_error(run_cli("--data-dir", tmp_path / "data", "query", "--no-llm", "x" * 4001), 2,
+                       "retrieval.max_query_chars")
+
+
+MCP_BAD = [(kwargs, word) for kwargs, _, word in BAD if set(kwargs) <= {"k", "where"}]  # the tool's arguments
+
+
+@pytest.mark.parametrize(("kwargs", "word"), MCP_BAD)
+def test_mcp_tool_error(ws, kwargs, word):
+    from mcp.server.mcpserver.exceptions import ToolError
+
+    from llmctl.mcp_server import build
+
+    server = build(ws)
+
+    async def call():
+        return await server.call_tool("search", {"query": "How many daily snapshots are kept?", **kwargs})
+
+    with pytest.raises(ToolError, match=word.replace("(", r"\(")):
+        anyio.run(call)

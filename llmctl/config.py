@@ -142,6 +142,9 @@ class RetrievalConfig(_Section):
     # the question's terms in a top hit are both under these (see search/confidence.py).
     min_similarity: float = Field(0.35, ge=-1, le=1)
     min_term_coverage: float = Field(0.5, ge=0, le=1)
+    # A longer question is refused (exit 2 / HTTP 400): the embedding model reads ~256 tokens, so
+    # this is generous, and it bounds the work one request can cause (BM25 scores every term).
+    max_query_chars: int = Field(4000, ge=1)
 
 
 class RerankConfig(_Section):

@@ -17,7 +17,8 @@ BIG_MB = 50
 # file name -> content, and the reason ingest must give for skipping it (None: ingested)
 BAD_FILES = {
     "image.md": (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 8, "binary file"),
-    "latin1.txt": ("Caf\xe9 cr\xe8me: the restore costs 5 \xa3.\n".encode("latin-1"), "not valid UTF-8"),
+    # UTF-8 with a stray byte (a text in no UTF, such as Latin-1, is read as Windows-1252 instead)
+    "damaged-utf8.txt": ("Caf\xe9 cr\xe8me: the restore costs 5 \xa3.\n".encode() + b"\xa3 stray\n", "not valid UTF-8"),
     "empty.md": (b"", "empty file"),
     "blank.txt": (b"  \n\t\n   \n", "empty file"),
     "only-scripts.html": (b"<html><head><script>var a = 'zqxscriptword';</script><style>p{}</style></head>"
@@ -122,7 +123,7 @@ def test_bad_files_are_skipped_with_reasons_and_memory_stays_bounded(tmp_path):
     assert_clean_error(r, 4, "--strict")
     assert assert_consistent(tmp_path / "data")["manifest"] == state["manifest"]
     # human output: one warning line per skipped file, even for a name with a newline
-    (corpus / "new\nline.md").write_bytes(b"\xff\xfe not utf-8")
+    (corpus / "new\nline.md").write_bytes("na\xefve caf\xe9 ".encode() + b"\xff not utf-8")
     r = run_cli("--data-dir", tmp_path / "data", "ingest", "-q", corpus)
     assert r.returncode == 0 and "Traceback" not in r.stderr
     assert "skipped new\\nline.md" in r.stderr.replace(str(corpus) + "/", "")

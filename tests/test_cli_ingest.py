@@ -28,7 +28,7 @@ def test_ingest_json_report_then_noop(tmp_path, corpus):
 
 def test_skipped_files_are_warnings_not_failures(tmp_path):
     (tmp_path / "ok.md").write_text("# Fine\n\nA normal document.\n")
-    (tmp_path / "bad.md").write_bytes(b"\xff\xfe\xfa")
+    (tmp_path / "bad.md").write_bytes("na\xefve caf\xe9 ".encode() + b"\xff\xfa")  # damaged UTF-8
     r = run_cli("--data-dir", tmp_path / "data", "ingest", tmp_path, cwd=tmp_path)
     assert r.returncode == 0
     assert "skipped" in r.stderr and "bad.md" in r.stderr and "not valid UTF-8" in r.stderr

@@ -81,10 +81,15 @@ def test_bad_files_are_skipped_and_never_lose_earlier_work(small, make_config, e
     cfg = make_config()
     ingest([small], cfg, embedder=embedder)
     good = small / "guides" / "encryption.md"
-    good.write_bytes(good.read_bytes() + b"\n\xff\xfe broken bytes\n")
+    # UTF-8 with a stray byte: damaged, skipped (read as Windows-1252 it would be mojibake)
+    good.write_bytes(good.read_bytes() + "\nR\u00e9sum\u00e9: na\u00efve caf\u00e9.\n".encode() + b"\xff broken\n")
     (small / "empty.md").write_text("")
     (small / "bin.txt").write_bytes(b"\x00\x01\x02binary")
+    (small / "legacy.txt").write_bytes("Caf\u00e9 cr\u00e8me for the night shift.\n".encode("cp1252"))
     r = ingest([small], cfg, embedder=embedder)
+    assert [p.rsplit("/", 1)[-1] for p in r.files_added] == ["legacy.txt"]
+    assert [n.split(":")[0] for n in r.notes] == ["read as Windows-1252 (not valid UTF-8, no charset declared)"]
+    assert r.notes[0].split(": ")[1].endswith("legacy.txt; if some characters look wrong, save the file(s) as UTF-8")
     reasons = {s.path.rsplit("/", 1)[-1]: s.reason for s in r.files_skipped}
     assert reasons["encryption.md"].startswith("not valid UTF-8")
     assert reasons["empty.md"] == "empty file"
@@ -397,5 +402,37 @@ def test_cli_json_reports_the_folder_it_could_not_list(small, make_config, embed
     assert result.exit_code == 0, result.output
     files = json.loads(result.stdout)["files"]
     assert (files["removed"], files["removed_paths"]) == (0, [])
-    assert files["skipped_files"] == [{"path": str(small / "guides"),
-                                       "reason": "cannot list folder: Permission denied (its 2 indexed file(s) are kept)"}]
+    reason = "cannot list folder: Permission denied (its 2 indexed file(s) are kept)"
+    assert files["skipped_files"] == [{"path": str(small / "guides"), "reason": reason}]
+
+
+def test_a_folder_chmod_000_keeps_its_files_end_to_end(small, tmp_path):
+    """The real thing, through the CLI: chmod 000 on a folder. Root ignores permissions, so then the
+    run drops the capabilities that bypass them (setpriv), as test_bad_inputs does for a file."""
+    import os
+    import subprocess
+    import sys
+
+    from cli import child_env
+
+    cmd = [sys.executable, "-m", "llmctl", "ingest", "--json", "-q", str(small)]
+    if os.getuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root without setpriv: chmod 000 cannot stop this process")
+        drop = "-dac_override,-dac_read_search"
+        cmd = [setpriv, f"--inh-caps={drop}", f"--bounding-set={drop}", *cmd]
+    env = child_env({"LLMCTL_DATA_DIR": str(tmp_path / "data")})
+    first = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    (small / "guides").chmod(0o000)
+    try:
+        second = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    finally:
+        (small / "guides").chmod(0o755)
+    assert second.returncode == 0, second.stderr
+    report = json.loads(second.stdout)
+    assert report["files"]["removed"] == report["chunks"]["deleted"] == 0
+    assert report["chunks"]["total"] == json.loads(first.stdout)["chunks"]["total"]
+    assert [s["reason"] for s in report["files"]["skipped_files"]] == [
+        "cannot list folder: Permission denied (its 2 indexed file(s) are kept)"]

@@ -43,7 +43,8 @@ def test_jsonl_one_document_per_line(tmp_path):
     ("a.txt", b"", "empty file"),
     ("a.md", b"  \n\t\n", "empty file"),
     ("a.txt", b"abc\x00\x01\x02", "binary file"),
-    ("a.md", b"caf\xe9 latin-1", "not valid UTF-8"),
+    ("a.md", "caf\u00e9 cr\u00e8me br\u00fbl\u00e9e, na\u00efve ".encode() * 3 + b"\xe9t\xe9", "not valid UTF-8"),
+    ("a.txt", b"\xff\xfe\x00\xd8", "not valid UTF-16"),
     ("a.pdf", b"%PDF-1.4 garbage", "unreadable PDF"),
     ("a.jsonl", b'{"_id": 1, "text": "x"}\n{broken\n', "line 2: invalid JSON"),
     ("a.jsonl", b'{"title": "no id"}\n', "needs an '_id'"),
@@ -196,3 +197,50 @@ def test_markdown_front_matter_becomes_metadata_and_the_title_is_the_h1(tmp_path
     hr = tmp_path / "rule.md"
     hr.write_text("---\nnot: [yaml\n---\ntext\n")
     assert load(hr)[0].text.startswith("---")  # not front matter: left as text
+
+
+def load_noting(path: Path, data: bytes):
+    notes: list[str] = []
+    return list(load_documents(path, path.name, data, notes)), notes
+
+
+@pytest.mark.parametrize("bom, codec", [(b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"),
+                                        (b"\xff\xfe\x00\x00", "utf-32-le"), (b"\xef\xbb\xbf", "utf-8")])
+def test_byte_order_marks_decide_the_encoding(tmp_path, bom, codec):
+    text = "# Caf\u00e9\n\nna\u00efve \u2013 r\u00e9sum\u00e9\n"
+    [doc], notes = load_noting(tmp_path / "a.md", bom + text.encode(codec))
+    assert doc.text == text and doc.title == "Caf\u00e9"
+    assert notes == []
+
+
+@pytest.mark.parametrize("head", [
+    b'<meta charset="ISO-8859-1">',
+    b"<meta http-equiv='Content-Type' content='text/html; charset=iso-8859-1'>",
+    b'<META CHARSET=windows-1252>',
+])
+def test_html_declared_charset_is_honoured(tmp_path, head):
+    page = (b"<html><head>" + head + b"<title>Caf\xe9</title></head><body><main><h1>Caf\xe9 cr\xe8me</h1>"
+            b"<p>Prix: 5 \x80, d\xe9j\xe0 vu.</p></main></body></html>")
+    [doc], notes = load_noting(tmp_path / "a.html", page)
+    assert doc.title == "Caf\u00e9 cr\u00e8me" and "Prix: 5 \u20ac, d\u00e9j\u00e0 vu." in doc.text
+    assert notes == []  # declared, not guessed
+
+
+def test_other_declared_charsets_and_a_mislabelled_utf8_page(tmp_path):
+    page = ('<?xml version="1.0" encoding="Shift_JIS"?><html><body><p>\u65e5\u672c\u8a9e\u306e\u6587\u66f8</p>'
+            "</body></html>")
+    [doc] = load(tmp_path / "a.xhtml.html", page.encode("cp932"))
+    assert "\u65e5\u672c\u8a9e\u306e\u6587\u66f8" in doc.text
+    # Valid UTF-8 is read as UTF-8 whatever the page says (a mislabelled page; and what was read before).
+    utf8 = '<meta charset="iso-8859-1"><p>na\u00efve r\u00e9sum\u00e9</p>'.encode()
+    [doc] = load(tmp_path / "b.html", utf8)
+    assert "na\u00efve r\u00e9sum\u00e9" in doc.text
+
+
+def test_text_in_no_utf_is_read_as_windows_1252_and_noted(tmp_path):
+    data = "Caf\u00e9 cr\u00e8me \u2013 \u201cquoted\u201d, \u20ac5.\n".encode("cp1252") + b"\x81 undefined\n"
+    [doc], notes = load_noting(tmp_path / "a.txt", data)
+    assert doc.text == "Caf\u00e9 cr\u00e8me \u2013 \u201cquoted\u201d, \u20ac5.\n\x81 undefined\n"
+    assert notes == ["Windows-1252"]
+    [doc], notes = load_noting(tmp_path / "a.html", b"<p>d\xe9j\xe0 vu</p>")  # no charset declared
+    assert "d\u00e9j\u00e0 vu" in doc.text and notes == ["Windows-1252"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import re
@@ -41,17 +42,18 @@ def file_digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def load_documents(path: Path, source: str, data: bytes) -> Iterator[Document]:
-    """Parse the bytes of one file. Raises SkipFile with a reason the user can act on."""
+def load_documents(path: Path, source: str, data: bytes, notes: list[str] | None = None) -> Iterator[Document]:
+    """Parse the bytes of one file. Raises SkipFile with a reason the user can act on.
+    ``notes`` gets the encoding of a text that was not UTF-8 and declared none (see decode)."""
     kind = kind_of(path)
     if kind is None:
         raise SkipFile(f"unsupported file type '{path.suffix or path.name}'")
     if kind == "pdf":
         yield from _load_pdf(data, source)
         return
-    if b"\x00" in data[:8192]:
-        raise SkipFile("binary file (contains NUL bytes)")
-    text = _decode(data)
+    text, guessed = decode(data, html=kind == "html")
+    if guessed and notes is not None:
+        notes.append(guessed)
     if kind == "jsonl":
         yield from _load_jsonl(text, source)
         return
@@ -80,13 +82,78 @@ def _scalar(value) -> str:
     return value if isinstance(value, str) else json.dumps(value, default=str)
 
 
-def _decode(data: bytes) -> str:
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
+BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
+        (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+# <meta charset=...>, <meta http-equiv="Content-Type" content="...; charset=...">, <?xml encoding=...?>
+DECLARED = re.compile(rb"""<meta[^>]*?charset\s*=\s*["']?\s*([A-Za-z0-9._:-]+)"""
+                      rb"""|<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._:-]+)""", re.I)
+# Labels browsers read as windows-1252 (WHATWG Encoding): a page saying ISO-8859-1 means it.
+WINDOWS_1252 = {"iso-8859-1", "iso8859-1", "latin1", "latin-1", "l1", "iso_8859-1", "us-ascii", "ascii",
+                "windows-1252", "cp1252", "x-cp1252", "cp819", "ibm819", "iso-ir-100"}
+# A UTF-8 sequence of two to four bytes: many in a text that is not valid UTF-8 make it damaged
+# UTF-8, not a text in a one-byte encoding.
+UTF8_SEQUENCE = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}")
+FALLBACK = "Windows-1252"
+# Labels read with the encoding browsers use for them (its superset: WHATWG Encoding).
+SUPERSETS = {"gb2312": "gb18030", "gbk": "gb18030", "x-gbk": "gb18030", "shift_jis": "cp932", "sjis": "cp932",
+             "x-sjis": "cp932", "euc-kr": "cp949", "ks_c_5601-1987": "cp949", "iso-8859-9": "cp1254",
+             "latin5": "cp1254", "tis-620": "cp874", "iso-8859-11": "cp874"}
+ASCII = bytes(range(128))
+
+
+def _as_latin1(err: UnicodeDecodeError):
+    """The five bytes cp1252 leaves undefined, as WHATWG's windows-1252 reads them (U+0081 ...)."""
+    return err.object[err.start:err.end].decode("latin-1"), err.end
+
+
+codecs.register_error("llmctl-windows-1252", _as_latin1)
+
+
+def _windows_1252(data: bytes) -> str:
+    return data.decode("cp1252", errors="llmctl-windows-1252")
+
+
+def declared_charset(data: bytes) -> str | None:
+    """The charset an HTML page declares in its first 1,024 bytes (as browsers look for it)."""
+    m = DECLARED.search(data[:1024])
+    return (m.group(1) or m.group(2)).decode("ascii").lower() if m else None
+
+
+def decode(data: bytes, html: bool = False) -> tuple[str, str | None]:
+    """The text of a file, and None, or the encoding it was guessed to be in.
+
+    In order: a byte order mark (UTF-8, UTF-16, UTF-32); valid UTF-8; the charset an HTML page
+    declares (ISO-8859-1 read as Windows-1252, as browsers do); then a text with many valid
+    UTF-8 sequences is damaged UTF-8 and skipped (its indexed chunks are kept), and any other
+    is read as Windows-1252 (every byte is a character in it) and the guess reported.
+    """
+    for bom, codec in BOMS:
+        if data.startswith(bom):
+            try:
+                return data.decode(codec), None
+            except UnicodeDecodeError as exc:
+                raise SkipFile(f"not valid {codec.upper().removesuffix('-SIG')} text although it starts with "
+                               f"its byte order mark (byte {exc.start})") from None
+    if b"\x00" in data[:8192]:
+        raise SkipFile("binary file (contains NUL bytes)")
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8"), None
     except UnicodeDecodeError as exc:
-        raise SkipFile(f"not valid UTF-8 text (byte {exc.start}); convert it to UTF-8") from None
+        error = exc
+    charset = declared_charset(data) if html else None
+    if charset in WINDOWS_1252:
+        return _windows_1252(data), None
+    if charset:
+        try:
+            codec = codecs.lookup(SUPERSETS.get(charset, charset)).name
+            if codec not in ("utf-8", "utf-16", "utf-32", "utf-7"):  # not what a page can declare in ASCII
+                return data.decode(codec), None
+        except (LookupError, UnicodeDecodeError):
+            pass  # an unknown or wrong label: as if none were declared
+    stray = len(UTF8_SEQUENCE.sub(b"", data).translate(None, ASCII))  # non-ASCII bytes in no sequence
+    if len(data.translate(None, ASCII)) - stray > stray:
+        raise SkipFile(f"not valid UTF-8 text (byte {error.start}); convert it to UTF-8") from None
+    return _windows_1252(data), FALLBACK
 
 
 def _first_heading(text: str, kind: str) -> str:

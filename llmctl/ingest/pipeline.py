@@ -120,6 +120,7 @@ class _Run:
     store: object | None = None
     committed_files: int = 0
     committed_chunks: int = 0
+    guessed: dict[str, list[str]] = field(default_factory=dict)  # encoding -> files read in it (a guess)
 
     def skip(self, path: Path | str, reason: str) -> None:
         self.report.files_skipped.append(SkippedFile(str(path), reason))
@@ -392,8 +393,10 @@ def _plan(run: _Run, scan: _Scan) -> Iterator[list[_Planned]]:
     for path, rec in scan.work:
         task.advance(1)
         run.check_stop()
+        guessed: list[str] = []
         try:
-            plan = list(_plan_file(path, rec, run.manifest, chunker, run.report, run.cfg.ingest.commit_every))
+            plan = list(_plan_file(path, rec, run.manifest, chunker, run.report, run.cfg.ingest.commit_every,
+                                   guessed))
         except SkipFile as exc:
             run.skip(path, str(exc))
             continue
@@ -401,14 +404,25 @@ def _plan(run: _Run, scan: _Scan) -> Iterator[list[_Planned]]:
             run.skip(path, f"cannot read: {exc.strerror}")
             continue
         (run.report.files_changed if rec.path in scan.known else run.report.files_added).append(rec.source)
+        for encoding in guessed:
+            run.guessed.setdefault(encoding, []).append(rec.source)
         window += plan
         size += sum(len(p.new_chunks) for p in plan)
         if size >= limit:
             yield _counted(run, window)
             window, size = [], 0
     task.done()
+    _note_guessed(run)
     if window:
         yield _counted(run, window)
+
+
+def _note_guessed(run: _Run) -> None:
+    for encoding, sources in run.guessed.items():
+        names = ", ".join(printable(s) for s in sources[:5])
+        names += f" and {len(sources) - 5} more" if len(sources) > 5 else ""
+        run.report.notes.append(f"read as {encoding} (not valid UTF-8, no charset declared): {names}; if some "
+                                "characters look wrong, save the file(s) as UTF-8")
 
 
 def _counted(run: _Run, window: list[_Planned]) -> list[_Planned]:
@@ -555,7 +569,7 @@ def _start_embedding(run: _Run):
 
 
 def _plan_file(path: Path, rec: FileRecord, manifest: Manifest, chunker, report,
-               commit_every: int) -> Iterator[_Planned]:
+               commit_every: int, guessed: list[str] | None = None) -> Iterator[_Planned]:
     """The manifest update for one changed file, split every ~commit_every new chunks."""
     data = path.read_bytes()
     rec = FileRecord(rec.path, rec.source, rec.size, rec.mtime_ns, file_digest(data))
@@ -563,7 +577,7 @@ def _plan_file(path: Path, rec: FileRecord, manifest: Manifest, chunker, report,
     reader = json.dumps(reader_identity(chunker.cfg))  # a document read differently is chunked again
     documents: dict[str, tuple[str, str]] = {}
     todo = []
-    for doc in load_documents(path, rec.source, data):
+    for doc in load_documents(path, rec.source, data, guessed):
         if doc.doc_id in documents:
             continue  # duplicate id in a JSONL file: the first record wins
         digest = hashlib.sha256(f"{reader}\0{doc.title}\0{doc.text}".encode()).hexdigest()

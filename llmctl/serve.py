@@ -1,29 +1,54 @@
-"""``llmctl serve``: a warm local JSON API over one Workspace.
-
-The standard library's threading HTTP server is enough here: one local client or a
-handful, JSON in and out, server-sent events for streamed answers. It adds no dependency
-and no event loop around code that is synchronous anyway (ONNX, SQLite, Chroma's engine).
+"""``llmctl serve``: a warm local JSON API over one Workspace, on Starlette + uvicorn.
 
     POST /search  {"query": "...", "k": 5, "where": ["ext=md"]}   -> {"hits": [...], ...}
     POST /query   {"question": "...", "stream": false}            -> query --json's document
     GET  /chunks/<id>, GET /documents/<doc_id>, GET /status, GET /health
 
-Errors are JSON ``{"error": {"message", "type"}}`` with a 4xx/5xx status, never a crash.
-Models load once; each request reads the index published last (``Workspace.retriever``).
-Binding beyond loopback needs a token (``$LLMCTL_SERVE_TOKEN``), sent as a Bearer header.
+Every answer that is not a success is JSON ``{"error": {"message", "type"}}`` with a 4xx/5xx
+status, whatever the method, path or malformed request; never a crash. Models load once; each
+request reads the index published last (``Workspace.retriever``). Workspace calls block (ONNX,
+SQLite, Chroma's engine), so they run on Starlette's threadpool; the event loop only parses,
+checks and streams.
+
+Who may call:
+- Bound to loopback, a request must name this machine as its ``Host`` (localhost, 127.0.0.1,
+  [::1], any port) and a browser's ``Origin``, when sent, must be a loopback one: else 403, so a
+  web page cannot reach the API through DNS rebinding. ``serve.allowed_hosts`` /
+  ``serve.allowed_origins`` extend the lists; a listed origin also gets CORS headers.
+- Beyond loopback a token is required (``$LLMCTL_SERVE_TOKEN``), sent as a Bearer header; the
+  Origin rule holds there too, and the Host rule once ``serve.allowed_hosts`` is set.
+- A body is at most 1 MB (413) and must arrive within ``serve.read_timeout`` seconds (408).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import ipaddress
 import json
+import math
 import os
+import socket
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import unquote
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import anyio
+import uvicorn
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from llmctl.errors import (
     BudgetExceeded,
@@ -34,20 +59,42 @@ from llmctl.errors import (
     Interrupted,
     LlmctlError,
     ProviderError,
+    UsageError,
 )
+
+if TYPE_CHECKING:
+    from llmctl.config import ServeConfig
+    from llmctl.workspace import Workspace
 
 TOKEN_ENV = "LLMCTL_SERVE_TOKEN"
 MAX_BODY = 1 << 20
-STATUS_OF = [(InputError, 400), (IndexStateError, 409), (BudgetExceeded, 402), (ProviderError, 502),
+DRAINED = 16 * MAX_BODY  # a body up to this size is read to its end before the 413, so the client sees it
+BACKLOG = 2048
+STATUS_OF = [(UsageError, 400), (InputError, 400), (IndexStateError, 409), (BudgetExceeded, 402), (ProviderError, 502),
              (BusyError, 503), (Interrupted, 503), (ConfigError, 500), (LlmctlError, 500)]
 SEARCH_KEYS = {"query", "k", "where", "rerank"}
 QUERY_KEYS = SEARCH_KEYS | {"question", "stream", "tag", "no_llm"}
+PREFLIGHT = {"Access-Control-Allow-Methods": "GET, POST", "Access-Control-Allow-Headers": "Authorization, Content-Type",
+             "Access-Control-Max-Age": "600"}
 
 
 class BadRequest(InputError):
     pass
 
 
+class HTTPError(Exception):
+    """An answer decided here (401, 403, 404, 408, 413), not by llmctl's core."""
+
+    def __init__(self, code: int, message: str, *, close: bool = False):
+        super().__init__(message)
+        self.code, self.message, self.close = code, message, close
+
+
+class ClientGone(Exception):
+    """The client of a streamed answer disconnected: stop generating it."""
+
+
+# -- who may call ---------------------------------------------------------------------
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -63,6 +110,172 @@ def check_token(host: str) -> str | None:
         raise ConfigError(f"serving on {host} (beyond this machine) needs a token: export {TOKEN_ENV}=<secret> "
                           "and send 'Authorization: Bearer <secret>', or use --host 127.0.0.1")
     return token
+
+
+def host_name(header: str) -> str:
+    """The name in a Host header: 'LocalHost:8765' -> 'localhost', '[::1]:8765' -> '::1'."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:].split("]", 1)[0]
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+def is_loopback_origin(origin: str) -> bool:
+    parts = urlsplit(origin)
+    return parts.scheme in ("http", "https") and is_loopback(parts.hostname or "")
+
+
+@dataclass(frozen=True)
+class Guard:
+    """The DNS-rebinding rules (Host, Origin), CORS for configured origins, and the token."""
+
+    check_host: bool  # bound to loopback, or serve.allowed_hosts set
+    hosts: frozenset[str]  # Host names admitted besides loopback ones (lowercase, no port)
+    origins: frozenset[str]  # browser origins admitted besides loopback ones; these get CORS headers
+    token: str | None
+
+    @classmethod
+    def of(cls, bind: str, settings: ServeConfig, token: str | None) -> Guard:
+        return cls(check_host=is_loopback(bind) or bool(settings.allowed_hosts),
+                   hosts=frozenset(h.strip().lower() for h in settings.allowed_hosts),
+                   origins=frozenset(o.strip().lower().rstrip("/") for o in settings.allowed_origins), token=token)
+
+    def refusal(self, headers: Headers) -> HTTPError | None:
+        """Why a request may not reach the API (403), or None."""
+        host = headers.get("host")
+        if self.check_host and host is not None and not self._host_ok(host_name(host)):
+            return HTTPError(403, f"Host {host!r} is not this machine; llmctl serve refuses it (DNS rebinding "
+                                  "guard). Call it as localhost or 127.0.0.1, or add the name to serve.allowed_hosts")
+        origin = headers.get("origin")
+        if origin is not None and not (is_loopback_origin(origin) or self.cors_origin(origin)):
+            return HTTPError(403, f"Origin {origin!r} may not call llmctl serve: a web page from another site. "
+                                  "Add it to serve.allowed_origins to allow it")
+        return None
+
+    def _host_ok(self, name: str) -> bool:
+        return is_loopback(name) or name in self.hosts
+
+    def cors_origin(self, origin: str | None) -> str | None:
+        """``origin`` when it is configured (it gets CORS headers), else None."""
+        return origin if origin is not None and origin.strip().lower().rstrip("/") in self.origins else None
+
+    def authorised(self, headers: Headers) -> bool:
+        if self.token is None:
+            return True
+        return hmac.compare_digest(headers.get("authorization", "").encode(), f"Bearer {self.token}".encode())
+
+
+class Gate:
+    """ASGI middleware in front of the routes: the request log, the Host/Origin guard (403), CORS
+    for configured origins (preflights answered here), then the token (401)."""
+
+    def __init__(self, app: ASGIApp, guard: Guard, quiet: bool):
+        self.app, self.guard, self.quiet = app, guard, quiet
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        send = send if self.quiet else _logged(scope, send)
+        headers = Headers(scope=scope)
+        refused = self.guard.refusal(headers)
+        cors = self.guard.cors_origin(headers.get("origin"))
+        extra = {"Access-Control-Allow-Origin": cors, "Vary": "Origin"} if cors else {}
+        if refused is None and cors and scope["method"] == "OPTIONS" and "access-control-request-method" in headers:
+            await Response(status_code=204, headers={**extra, **PREFLIGHT})(scope, receive, send)
+            return
+        if refused is None and not self.guard.authorised(headers):
+            refused = HTTPError(401, f"missing or wrong token: send 'Authorization: Bearer ${TOKEN_ENV}'")
+        if refused is not None:
+            await http_error(refused, extra)(scope, receive, send)
+            return
+        await self.app(scope, receive, _with_headers(send, extra) if extra else send)
+
+
+def _with_headers(send: Send, headers: dict[str, str]) -> Send:
+    raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), *raw]}
+        await send(message)
+
+    return sending
+
+
+def _logged(scope: Scope, send: Send) -> Send:
+    client = (scope.get("client") or ("-",))[0]
+    path = scope["path"] + (f"?{scope['query_string'].decode('latin-1')}" if scope.get("query_string") else "")
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            sys.stderr.write(f"{time.strftime('%H:%M:%S')} {client} \"{scope['method']} {path} "
+                             f"HTTP/{scope['http_version']}\" {message['status']}\n")
+        await send(message)
+
+    return sending
+
+
+# -- JSON in and out ------------------------------------------------------------------
+class JSON(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=False).encode()
+
+
+def error_body(exc: Exception) -> tuple[int, dict]:
+    for kind, code in STATUS_OF:
+        if isinstance(exc, kind):
+            return code, {"error": {"message": str(exc), "type": type(exc).__name__}}
+    return 500, {"error": {"message": f"internal error: {type(exc).__name__}: {exc}", "type": "InternalError"}}
+
+
+def http_error(exc: HTTPError, headers: dict[str, str] | None = None) -> JSON:
+    extra = {**(headers or {}), **({"Connection": "close"} if exc.close else {})}
+    return JSON({"error": {"message": exc.message, "type": "HTTPError"}}, exc.code, headers=extra)
+
+
+def declared_length(headers: Headers) -> int | None:
+    raw = headers.get("content-length")
+    if raw is None:
+        return None
+    raw = raw.strip()
+    if not (raw.isascii() and raw.isdigit()):
+        raise HTTPError(400, f"bad Content-Length {raw!r}", close=True)
+    return int(raw)
+
+
+async def read_body(request: Request, limit: int, timeout: float) -> bytes:
+    """The body, at most ``limit`` bytes (413) arriving within ``timeout`` seconds (408). Either
+    closes the connection; a body up to DRAINED bytes is read to its end first."""
+    declared = declared_length(request.headers)
+    too_big = HTTPError(413, f"request body over {limit} bytes", close=True)
+    if declared is not None and declared > DRAINED:
+        raise too_big
+    chunks: list[bytes] = []
+    size = 0
+    with anyio.move_on_after(timeout) as deadline:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > DRAINED:
+                break
+            if size <= limit:
+                chunks.append(chunk)
+    if deadline.cancelled_caught:
+        raise HTTPError(408, f"the request body did not arrive within {timeout:g} s (serve.read_timeout)", close=True)
+    if size > limit:
+        raise too_big
+    return b"".join(chunks)
+
+
+async def read_json(request: Request) -> dict:
+    raw = await read_body(request, MAX_BODY, request.app.state.settings.read_timeout)
+    try:
+        body = json.loads(raw or b"{}")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"the body is not JSON ({exc})") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    return body
 
 
 def parse_search(body: dict, keys: set[str]) -> dict:
@@ -90,173 +303,216 @@ def parse_search(body: dict, keys: set[str]) -> dict:
     return {"text": text, "k": k, "where": where, "rerank": rerank}
 
 
-def search_payload(ws, args: dict) -> dict:
+def search_payload(ws: Workspace, args: dict) -> dict:
     result = ws.query(args["text"], k=args["k"], where=args["where"], rerank=args["rerank"], use_llm=False)
     d = result.to_dict()
     return {"query": d["question"], "hits": d["hits"], "confidence": d["confidence"], "rerank": d["rerank"],
             "warnings": d["warnings"], "latency_ms": d["latency_ms"]}
 
 
-def error_body(exc: Exception) -> tuple[int, dict]:
-    for kind, code in STATUS_OF:
-        if isinstance(exc, kind):
-            return code, {"error": {"message": str(exc), "type": type(exc).__name__}}
-    return 500, {"error": {"message": f"internal error: {type(exc).__name__}: {exc}", "type": "InternalError"}}
+# -- endpoints ------------------------------------------------------------------------
+def _ws(request: Request) -> Workspace:
+    return request.app.state.ws
 
 
-class Handler(BaseHTTPRequestHandler):
-    server: Server
-    protocol_version = "HTTP/1.1"
-
-    # -- plumbing ---------------------------------------------------------------------
-    def log_message(self, fmt, *args) -> None:
-        if not self.server.quiet:
-            sys.stderr.write(f"{time.strftime('%H:%M:%S')} {self.address_string()} {fmt % args}\n")
-
-    def _send(self, code: int, payload: dict) -> None:
-        data = json.dumps(payload, ensure_ascii=False).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _body(self) -> dict:
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            raise BadRequest("bad Content-Length") from None
-        if length > MAX_BODY:
-            self.close_connection = True
-            if length <= 16 * MAX_BODY:  # read it anyway, so the client is not cut off mid-send
-                while length > 0 and (got := self.rfile.read(min(length, 1 << 16))):
-                    length -= len(got)
-            raise _Status(413, f"request body over {MAX_BODY} bytes")
-        raw = self.rfile.read(length) if length else b""
-        try:
-            body = json.loads(raw or b"{}")
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise BadRequest(f"the body is not JSON ({exc})") from None
-        if not isinstance(body, dict):
-            raise BadRequest("the body must be a JSON object")
-        return body
-
-    def _authorised(self) -> bool:
-        token = self.server.token
-        if token is None:
-            return True
-        given = self.headers.get("Authorization", "")
-        return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
-
-    def _handle(self, method: str) -> None:
-        try:
-            if not self._authorised():
-                raise _Status(401, f"missing or wrong token: send 'Authorization: Bearer ${TOKEN_ENV}'")
-            first = self.path.split("?")[0].strip("/").split("/")[0]  # "/chunks/ID" -> "chunks"
-            route = ROUTES.get((method, first))
-            if route is None:
-                allowed = sorted(m for m, prefix in ROUTES if prefix == first)
-                if allowed:
-                    raise _Status(405, f"{self.path} takes {' or '.join(allowed)}")
-                raise _Status(404, f"no such endpoint {self.path}; see GET /")
-            route(self)
-        except _Status as exc:
-            self._send(exc.code, {"error": {"message": exc.message, "type": "HTTPError"}})
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
-        except Exception as exc:  # noqa: BLE001 - a request never takes the server down
-            code, payload = error_body(exc)
-            if code == 500 and not isinstance(exc, LlmctlError):
-                import traceback
-
-                traceback.print_exc(file=sys.stderr)
-            self._send(code, payload)
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        self._handle("GET")
-
-    def do_POST(self) -> None:  # noqa: N802
-        self._handle("POST")
-
-    # -- endpoints --------------------------------------------------------------------
-    def index(self) -> None:
-        self._send(200, {"service": "llmctl", "endpoints": sorted(f"{m} /{p}" for m, p in ROUTES)})
-
-    def health(self) -> None:
-        self._send(200, {"ok": True})
-
-    def status(self) -> None:
-        self._send(200, self.server.ws.status().to_dict())
-
-    def search(self) -> None:
-        self._send(200, search_payload(self.server.ws, parse_search(self._body(), SEARCH_KEYS)))
-
-    def chunk(self) -> None:
-        self._by_id("chunk", self.server.ws.chunk)
-
-    def document(self) -> None:
-        self._by_id("document", self.server.ws.document)
-
-    def _by_id(self, what: str, get) -> None:
-        """GET /<things>/<id>: the record, or 404."""
-        path = self.path.split("?")[0]
-        key = unquote(path.split("/", 2)[2]) if path.count("/") >= 2 else ""
-        got = get(key)
-        if got is None:
-            raise _Status(404, f"no {what} {key!r} in the index")
-        self._send(200, got)
-
-    def query(self) -> None:
-        body = self._body()
-        args = parse_search(body, QUERY_KEYS)
-        stream = body.get("stream", False) or "text/event-stream" in self.headers.get("Accept", "")
-        kw = {"k": args["k"], "where": args["where"], "rerank": args["rerank"], "tag": body.get("tag"),
-              "use_llm": not body.get("no_llm", False)}
-        if not stream:
-            result = self.server.ws.query(args["text"], **kw)
-            code = error_body(result.error)[0] if result.error else 200
-            self._send(code, result.to_dict())
-            return
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Cache-Control", "no-cache")
-        self.close_connection = True  # the stream ends when the connection closes
-        self.end_headers()
-
-        def event(name: str, data) -> None:
-            self.wfile.write(f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode())
-            self.wfile.flush()
-
-        try:
-            result = self.server.ws.query(args["text"], on_token=lambda t: event("token", {"text": t}),
-                                          notify=lambda w: event("warning", {"message": w}), **kw)
-            event("result", result.to_dict())
-        except (BrokenPipeError, ConnectionResetError):
-            raise
-        except Exception as exc:  # noqa: BLE001 - reported in the stream; headers are gone
-            event("error", error_body(exc)[1]["error"])
+async def index(request: Request) -> Response:
+    return JSON({"service": "llmctl", "endpoints": ENDPOINTS})
 
 
-class _Status(Exception):
-    def __init__(self, code: int, message: str):
-        super().__init__(message)
-        self.code, self.message = code, message
+async def health(request: Request) -> Response:
+    return JSON({"ok": True})
 
 
-ROUTES = {("GET", ""): Handler.index, ("GET", "health"): Handler.health, ("GET", "status"): Handler.status,
-          ("POST", "search"): Handler.search, ("POST", "query"): Handler.query,
-          ("GET", "chunks"): Handler.chunk, ("GET", "documents"): Handler.document}
+async def status(request: Request) -> Response:
+    return JSON((await run_in_threadpool(_ws(request).status)).to_dict())
 
 
-class Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, ws, host: str, port: int, token: str | None, quiet: bool = False):
-        self.ws, self.token, self.quiet = ws, token, quiet
-        super().__init__((host, port), Handler)
+async def search(request: Request) -> Response:
+    args = parse_search(await read_json(request), SEARCH_KEYS)
+    return JSON(await run_in_threadpool(search_payload, _ws(request), args))
 
 
-def serve(ws, host: str, port: int, *, quiet: bool = False, ready=None, watch: list | None = None) -> None:
+async def chunk(request: Request) -> Response:
+    return await _by_id(request, "chunk", _ws(request).chunk)
+
+
+async def document(request: Request) -> Response:
+    return await _by_id(request, "document", _ws(request).document)
+
+
+async def _by_id(request: Request, what: str, get: Callable[[str], dict | None]) -> Response:
+    """GET /<things>/<id>: the record, or 404."""
+    key = request.path_params["key"]
+    got = await run_in_threadpool(get, key)
+    if got is None:
+        raise HTTPError(404, f"no {what} {key!r} in the index")
+    return JSON(got)
+
+
+async def query(request: Request) -> Response:
+    body = await read_json(request)
+    args = parse_search(body, QUERY_KEYS)
+    stream = body.get("stream", False) or "text/event-stream" in request.headers.get("accept", "")
+    kw = {"k": args["k"], "where": args["where"], "rerank": args["rerank"], "tag": body.get("tag"),
+          "use_llm": not body.get("no_llm", False)}
+    ws = _ws(request)
+    if stream:
+        return EventStream(partial(_answer_events, ws, args["text"], kw))
+    result = await run_in_threadpool(partial(ws.query, args["text"], **kw))
+    return JSON(result.to_dict(), error_body(result.error)[0] if result.error else 200)
+
+
+Emit = Callable[[str, Any], None]
+
+
+def _answer_events(ws: Workspace, text: str, kw: dict, emit: Emit) -> None:
+    """A streamed answer as events: token*, warning*, then result."""
+    result = ws.query(text, on_token=lambda t: emit("token", {"text": t}),
+                      notify=lambda w: emit("warning", {"message": w}), **kw)
+    emit("result", result.to_dict())
+
+
+def _event(name: str, data: Any) -> bytes:
+    return f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+
+
+class EventStream(StreamingResponse):
+    """Server-sent events from ``produce(emit)``, a blocking function run on the threadpool.
+
+    The headers wait for the first event: a failure before it (a bad question, no index) is a
+    JSON error with its status, as without streaming; after it, an ``error`` event. Once the
+    client is gone, ``emit`` raises ClientGone, so an abandoned answer stops generating."""
+
+    def __init__(self, produce: Callable[[Emit], None]):
+        super().__init__(_nothing(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        self.produce = produce
+
+    async def stream_response(self, send: Send) -> None:
+        sender, items = anyio.create_memory_object_stream[bytes | Exception](math.inf)
+
+        def put(item: bytes | Exception) -> None:
+            try:
+                anyio.from_thread.run_sync(sender.send_nowait, item)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                raise ClientGone from None
+
+        def run() -> None:
+            try:
+                self.produce(lambda name, data: put(_event(name, data)))
+            except ClientGone:
+                pass
+            except Exception as exc:  # noqa: BLE001 - the client's to read, as JSON or as an event
+                with contextlib.suppress(ClientGone):
+                    put(exc)
+
+        async def produce() -> None:
+            with sender:  # closed when the producer returns: the stream ends
+                await run_in_threadpool(run)
+
+        started = False
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(produce)
+            with items:  # closed first when the client leaves: the producer's next emit fails
+                async for item in items:
+                    if isinstance(item, Exception) and not started:
+                        code, payload = error_body(item)
+                        reply = JSON(payload, code)
+                        await send({"type": "http.response.start", "status": code, "headers": reply.raw_headers})
+                        await send({"type": "http.response.body", "body": reply.body})
+                        return
+                    if not started:
+                        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+                        started = True
+                    chunk = item if isinstance(item, bytes) else _event("error", error_body(item)[1]["error"])
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        if not started:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _nothing():
+    return
+    yield  # an async generator with no items: EventStream sends its own body
+
+
+# -- errors as JSON -------------------------------------------------------------------
+async def on_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPError)
+    return http_error(exc)
+
+
+async def on_routing_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404 / 405 (with its Allow header), in serve's JSON."""
+    assert isinstance(exc, HTTPException)
+    path = request.url.path
+    message = {404: f"no such endpoint {path}; see GET /",
+               405: f"{path} takes {(exc.headers or {}).get('Allow', '').replace(', ', ' or ')}"}.get(exc.status_code,
+                                                                                                    exc.detail)
+    return JSON({"error": {"message": message, "type": "HTTPError"}}, exc.status_code, headers=exc.headers)
+
+
+async def on_llmctl_error(request: Request, exc: Exception) -> Response:
+    code, payload = error_body(exc)
+    return JSON(payload, code)
+
+
+async def on_disconnect(request: Request, exc: Exception) -> Response:
+    return Response(status_code=400)  # nobody is left to read it
+
+
+async def on_bug(request: Request, exc: Exception) -> Response:
+    """Anything else is a bug: a JSON 500 here, and Starlette re-raises it for uvicorn's traceback."""
+    code, payload = error_body(exc)
+    return JSON(payload, code)
+
+
+ROUTES = [Route("/", index, methods=["GET"]), Route("/health", health, methods=["GET"]),
+          Route("/status", status, methods=["GET"]), Route("/search", search, methods=["POST"]),
+          Route("/query", query, methods=["POST"]), Route("/chunks/{key:path}", chunk, methods=["GET"]),
+          Route("/documents/{key:path}", document, methods=["GET"])]
+ENDPOINTS = sorted(f"{m} {r.path.split('/{')[0] or '/'}" for r in ROUTES for m in r.methods or () if m != "HEAD")
+
+
+def build_app(ws: Workspace, *, host: str = "127.0.0.1", token: str | None = None, quiet: bool = True) -> ASGIApp:
+    """The API over ``ws`` as an ASGI app, guarded for a server bound to ``host``."""
+    app = Starlette(routes=ROUTES, exception_handlers={
+        HTTPError: on_http_error, HTTPException: on_routing_error, LlmctlError: on_llmctl_error,
+        ClientDisconnect: on_disconnect, Exception: on_bug})
+    app.router.redirect_slashes = False
+    app.state.ws, app.state.settings = ws, ws.cfg.serve
+    return Gate(app, Guard.of(host, ws.cfg.serve, token), quiet)
+
+
+class _Protocol(H11Protocol):
+    """uvicorn's h11 protocol, answering a request it cannot parse (``Content-Length: -1``, a
+    broken request line or header) in serve's JSON instead of plain text."""
+
+    def send_400_response(self, msg: str) -> None:
+        body = json.dumps({"error": {"message": "not a valid HTTP/1.1 request (request line, a header, or "
+                                                "Content-Length)", "type": "BadRequest"}}).encode()
+        self.transport.write(b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
+                             b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
+        self.transport.close()
+
+
+def server_for(app: ASGIApp, *, quiet: bool = True, grace: float = 3.0) -> uvicorn.Server:
+    """A uvicorn server for ``app``: h11 on asyncio, JSON for unparsable requests, no logging setup of
+    its own (serve logs requests itself)."""
+    return uvicorn.Server(uvicorn.Config(
+        app, http=_Protocol, loop="asyncio", lifespan="off", log_config=None, access_log=False,
+        log_level="error" if quiet else "warning", server_header=False, backlog=BACKLOG,
+        timeout_graceful_shutdown=math.ceil(grace)))
+
+
+def listen(host: str, port: int) -> socket.socket:
+    try:
+        return socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET,
+                                    backlog=BACKLOG)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror}): pick another --port") from None
+
+
+def serve(ws: Workspace, host: str, port: int, *, quiet: bool = False, ready=None, watch: list | None = None) -> None:
     """Serve until Ctrl-C / SIGTERM. ``ready(url)`` is called once the socket listens.
     ``watch``: paths to keep in sync meanwhile (``ingest --watch`` on a thread)."""
     token = check_token(host)
@@ -264,14 +520,12 @@ def serve(ws, host: str, port: int, *, quiet: bool = False, ready=None, watch: l
         ws.warm()
     except IndexStateError as exc:  # no index yet: serve anyway, requests say what to do
         sys.stderr.write(f"Warning: {exc}\n")
-    try:
-        server = Server(ws, host, port, token, quiet)
-    except OSError as exc:
-        raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror}): pick another --port") from None
-    url = f"http://{host if ':' not in host else f'[{host}]'}:{server.server_address[1]}"
+    sock = listen(host, port)
+    server = server_for(build_app(ws, host=host, token=token, quiet=quiet), quiet=quiet)
+    running = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="llmctl-serve")
+    running.start()
     if ready:
-        ready(url)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True).start()
+        ready(f"http://{host if ':' not in host else f'[{host}]'}:{sock.getsockname()[1]}")
     stop_watching = threading.Event()
     if watch:
         threading.Thread(target=_watch, args=(ws, watch, stop_watching), daemon=True).start()
@@ -279,15 +533,16 @@ def serve(ws, host: str, port: int, *, quiet: bool = False, ready=None, watch: l
 
     try:
         with stop_requests() as stop:
-            while not stop:
+            while not stop and running.is_alive():
                 time.sleep(0.2)
     finally:
         stop_watching.set()
-        server.shutdown()
-        server.server_close()
+        server.should_exit = True
+        running.join(timeout=10)
+        sock.close()
 
 
-def _watch(ws, paths: list, stop: threading.Event) -> None:
+def _watch(ws: Workspace, paths: list, stop: threading.Event) -> None:
     def log(what) -> None:
         if isinstance(what, Exception):
             sys.stderr.write(f"Warning: watch: {what}\n")

@@ -198,7 +198,8 @@ def _tidy(text: str) -> str:
 def html_to_text(html: str) -> tuple[str, str]:
     """(title, main text) of an HTML page; headings rendered as Markdown '#' lines.
 
-    The title is the page's first ``<h1>``, else its ``<title>``."""
+    The title is the page's first ``<h1>``, or its ``<title>`` when that h1 is a numbered or
+    generic section heading (see ``page_title``)."""
     parser = None
     for main_only in ((True, False) if MAIN.search(html) else (False,)):
         parser = _MainText(main_only)
@@ -207,7 +208,38 @@ def html_to_text(html: str) -> tuple[str, str]:
         text = _tidy(parser.text())
         if text:
             break
-    title = " ".join((parser.h1 or parser.title).replace("¶", "").split())
+    title = page_title(parser.h1, parser.title)
     if title and not text.startswith("# "):
         text = f"# {title}\n\n{text}"
     return title, text
+
+
+# A first <h1> that names a section of the page, not the page: "1. Overview", "2.3 Syntax",
+# "Chapter 4. Indexes", "A. Glossary", or a word every page could have ("Introduction").
+NUMBERED = re.compile(r"^(?:(?:chapter|section|part|appendix)\s+)?(?:\d+(?:\.\d+)*\.?|[A-Z]\.|[ivxlc]+\.)\s+\S",
+                      re.I)
+GENERIC = {"overview", "introduction", "intro", "contents", "table of contents", "abstract", "summary",
+           "description", "synopsis", "name", "index", "home", "documentation", "untitled", "about",
+           "preface", "welcome", "start", "main page", "readme", "notes", "details", "general"}
+
+
+def _clean(text: str) -> str:
+    return " ".join(text.replace("\u00b6", "").split())
+
+
+def _generic(heading: str) -> bool:
+    bare = NUMBERED.sub(lambda m: m.group(0)[-1], heading).strip(" :.-").lower()
+    return bare in GENERIC
+
+
+def page_title(h1: str, title: str) -> str:
+    """The page's title for citations: its first ``<h1>``, unless that heading is numbered
+    ("1. Overview") or generic ("Introduction") and ``<title>`` is not — a numbered h1 is the
+    first section of a long page (SQLite's, DocBook's, texinfo's), whose ``<title>`` names the
+    page. A page with no h1 uses its ``<title>``; with neither, ""."""
+    h1, title = _clean(h1), _clean(title)
+    if not h1:
+        return title
+    if title and (NUMBERED.match(h1) or _generic(h1)) and not _generic(title):
+        return title
+    return h1

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+
 Ranked = list[tuple[str, float]]  # (id, score), best first
 
 
-def fuse_rrf(lists: dict[str, Ranked], k: int = 60) -> Ranked:
-    """Reciprocal rank fusion: sum of 1 / (k + rank) over the lists an id appears in."""
+def fuse_rrf(lists: dict[str, Ranked], k: int = 60, weights: dict[str, float] | None = None) -> Ranked:
+    """Reciprocal rank fusion: sum of w / (k + rank) over the lists an id appears in (w 1 for
+    every list unless ``weights`` gives each list's)."""
     scores: dict[str, float] = {}
-    for ranked in lists.values():
+    for name, ranked in lists.items():
+        w = 1.0 if weights is None else weights.get(name, 0.0)
         for rank, (doc, _) in enumerate(ranked, start=1):
-            scores[doc] = scores.get(doc, 0.0) + 1.0 / (k + rank)
+            scores[doc] = scores.get(doc, 0.0) + w / (k + rank)
     return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
@@ -49,18 +54,93 @@ def fuse_weighted(lists: dict[str, Ranked], weights: dict[str, float], normaliza
 
 
 def fuse_zscore(scores: dict[str, dict[str, float]], stats: dict[str, tuple[float, float]],
-                weights: dict[str, float]) -> Ranked:
+                weights: dict[str, float], cap: float | None = None, support: float | None = None) -> Ranked:
     """Weighted sum of z-scores: each retriever's score minus its mean over the whole corpus,
     divided by its standard deviation there. Unlike scaling by each list's best, a retriever
     whose best match is ordinary for this corpus stays ordinary. ``scores`` gives every
     candidate's score per retriever where known; an unknown one counts as that retriever's
-    lowest known score."""
+    lowest known score.
+
+    ``cap``: no z-score counts above it. BM25's distribution has a long tail (most chunks score
+    0), so one rare keyword gives z-scores of 10-30 that outvote any dense evidence.
+    ``support``: BM25's part of a chunk's score is scaled by its dense z-score over ``support``
+    (clipped to [0, 1]): a keyword match the embedding does not back up counts less."""
     ids = {cid for by_id in scores.values() for cid in by_id}
-    out = dict.fromkeys(ids, 0.0)
+    z: dict[str, dict[str, float]] = {}
     for name, by_id in scores.items():
         mean, sd = stats[name]
-        w = weights.get(name, 0.0) / max(sd, 1e-9)
         floor = min(by_id.values(), default=mean)
+        zs = {cid: (by_id.get(cid, floor) - mean) / max(sd, 1e-9) for cid in ids}
+        z[name] = {cid: min(v, cap) for cid, v in zs.items()} if cap is not None else zs
+    out = dict.fromkeys(ids, 0.0)
+    for name, zs in z.items():
+        w = weights.get(name, 0.0)
         for cid in ids:
-            out[cid] += w * (by_id.get(cid, floor) - mean)
+            gate = 1.0
+            if support is not None and name == "bm25" and "dense" in z:
+                gate = min(1.0, max(0.0, z["dense"][cid] / support))
+            out[cid] += w * gate * zs[cid]
     return sorted(out.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def page_evidence(ranked: Ranked, page_of: dict[str, str], bonus: float) -> Ranked:
+    """Each chunk's score plus ``bonus`` times the best other positive score among its page's
+    chunks: a page that matches in several places outranks one lucky chunk of another."""
+    best: dict[str, list[float]] = {}
+    for cid, s in ranked:
+        top = best.setdefault(page_of.get(cid, cid), [])
+        if len(top) < 2:
+            top.append(s)
+    out = []
+    for cid, s in ranked:
+        top = best[page_of.get(cid, cid)]
+        other = top[1] if len(top) > 1 and s == top[0] else (top[0] if s != top[0] else None)
+        out.append((cid, s + bonus * max(0.0, other) if other is not None else s))
+    return sorted(out, key=lambda kv: (-kv[1], kv[0]))
+
+
+_WORD = re.compile(r"\w+")
+
+
+def shingles(text: str, n: int = 3) -> frozenset:
+    """The text's word n-grams (lower-cased); a text shorter than n words: its words."""
+    words = _WORD.findall(text.lower())
+    if len(words) < n:
+        return frozenset(words)
+    return frozenset(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
+
+
+def jaccard(a: frozenset, b: frozenset) -> float:
+    if not a and not b:
+        return 1.0
+    return len(a & b) / len(a | b)
+
+
+def collapse(order: list[str], text_of: Callable[[str], str], limit: int | None = None,
+             threshold: float = 0.9) -> list[tuple[str, list[str]]]:
+    """Hits whose texts are identical or nearly so (word 3-gram Jaccard >= ``threshold``) as
+    one: [(kept id, [ids of its duplicates])], in ``order``; the kept one is the best ranked,
+    and the slots the others held go to the next distinct hits. Stops after ``limit`` groups
+    (the duplicates of those groups found later in ``order`` are still gathered)."""
+    groups: list[tuple[str, list[str]]] = []
+    kept: list[tuple[str, frozenset]] = []
+    exact: dict[str, int] = {}
+    for cid in order:
+        text = text_of(cid)
+        key = " ".join(text.split()).lower()
+        at = exact.get(key)
+        if at is None:
+            sh = shingles(text)
+            # |A & B| / |A | B| >= t needs t |A| <= |B| <= |A| / t: only sets of a similar size
+            lo, hi = threshold * len(sh) - 1e-9, len(sh) / threshold + 1e-9
+            at = next((i for i, (_, other) in enumerate(kept)
+                       if lo <= len(other) <= hi and jaccard(sh, other) >= threshold), None)
+        if at is not None:
+            groups[at][1].append(cid)
+            continue
+        if limit is not None and len(groups) >= limit:
+            continue
+        exact[key] = len(groups)
+        kept.append((cid, sh))
+        groups.append((cid, []))
+    return groups

@@ -14,8 +14,9 @@ from llmctl.index.embedder import Embedder
 from llmctl.index.manifest import Manifest
 from llmctl.index.querymemo import QueryMemo
 from llmctl.llm.embeddings import as_built, make_embedder
+from llmctl.records import Hit
 from llmctl.search.filters import FILTER_FIELDS, parse_where
-from llmctl.search.fusion import Ranked
+from llmctl.search.fusion import Ranked, collapse
 
 
 class Filter:
@@ -151,3 +152,15 @@ class Retriever:
 
     def close(self) -> None:
         self.manifest.close()
+
+
+def collapse_duplicates(order: list[str], chunks: dict[str, dict], threshold: float = 0.9) -> list[str]:
+    """``order`` with each group of identical or near-identical chunks (word 3-gram Jaccard >=
+    ``threshold``: a shared include, the same file under two names) reduced to its best-ranked
+    member; the chunk records of the kept ones list the others' locations as ``also_in``, and the
+    next distinct chunks move up into the freed slots."""
+    groups = collapse(order, lambda cid: chunks[cid].get("text", ""), None, threshold)
+    for kept, dups in groups:
+        if dups:
+            chunks[kept]["also_in"] = [Hit(d, chunk=chunks[d]).location() for d in dups]
+    return [kept for kept, _ in groups]

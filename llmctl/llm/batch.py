@@ -9,6 +9,11 @@ its results again without paying (its calls are in the ledger once). Each item b
 row (command ``eval``, cost at the provider's batch prices). An item that failed, or that the
 window expired before, is returned as an error message; nothing is ever returned as answered
 without the model's reply.
+
+Under a budget the job's worst case is reserved in the ledger before anything is uploaded (see
+``ledger.py``), under the job's fingerprint: the run that collects the results, this one or a
+resumed one, replaces the reservation by the items' rows in one transaction; a job that fails or
+is never created releases it; one that is never collected holds it for ``BATCH_HOLD_S``.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from llmctl.llm.ledger import Ledger, Row
 from llmctl.money import money
 
 TERMINAL = {"completed", "expired", "failed", "cancelled"}
+BATCH_HOLD_S = 25 * 3600  # the 24 h completion window and a margin
 
 
 @dataclass
@@ -57,8 +63,12 @@ def run_batch(items: list[BatchItem], cfg: LLMConfig, ledger: Ledger, *, config_
     try:
         known = ledger.batch_for(fingerprint)
         if known is None:
-            _check_budget(unique.values(), cfg, provider, ledger)
-            batch_id = _submit(client, provider, params, unique)
+            held = _reserve_budget(unique.values(), cfg, provider, ledger, fingerprint, command)
+            try:
+                batch_id = _submit(client, provider, params, unique)
+            except BaseException:
+                ledger.release(held)
+                raise
             ledger.save_batch(batch_id, fingerprint, command, provider.name, len(unique), time.time())
         else:
             batch_id = known[0]
@@ -67,6 +77,7 @@ def run_batch(items: list[BatchItem], cfg: LLMConfig, ledger: Ledger, *, config_
             errors = getattr(batch, "errors", None)
             first = errors.data[0].message if errors and errors.data else "no reason given"
             ledger.batch_status(batch_id, batch.status)
+            ledger.release(_reservation(fingerprint))
             raise ProviderError(f"Batch {batch_id} of provider '{provider.name}' {batch.status}: {first}")
         results = _download(client, batch)
     except (openai.APIConnectionError, openai.APITimeoutError) as exc:
@@ -78,28 +89,39 @@ def run_batch(items: list[BatchItem], cfg: LLMConfig, ledger: Ledger, *, config_
     fresh = known is None or known[1] != "collected"
     for key, item in unique.items():
         _settle(item, results.get(key), batch.status, provider)
-        if fresh:
-            _record(ledger, item, provider, command, batch_id)
-    if fresh:
+    if fresh:  # the items' rows replace the job's reservation
+        ledger.record_many([_row(item, provider, command, batch_id) for item in unique.values()], time.time(),
+                           settles=_reservation(fingerprint))
         ledger.batch_status(batch_id, "collected")
     for key, i in zip(keys, items, strict=True):  # duplicates of one request share its result
         i.completion, i.error = unique[key].completion, unique[key].error
     return items
 
 
-def _check_budget(items, cfg: LLMConfig, provider: ProviderConfig, ledger: Ledger) -> None:
-    """Before paying for the whole job: its worst case (every answer at max_tokens) within budget."""
+def _reservation(fingerprint: str) -> str:
+    return f"batch-{fingerprint}"
+
+
+def _reserve_budget(items, cfg: LLMConfig, provider: ProviderConfig, ledger: Ledger, fingerprint: str,
+                    command: str) -> str | None:
+    """Before paying for the whole job: its worst case (every answer at max_tokens) reserved within
+    budget, atomically with every other caller of the ledger; the reservation's id, or None without
+    a budget."""
     b = cfg.budget
     if b.daily_usd is None and b.monthly_usd is None:
-        return
+        return None
+    items = list(items)
     tokens_in = sum(len(m["content"]) // 4 + 1 for i in items for m in i.messages)
-    estimate = policy.batch_cost(provider, tokens_in, cfg.max_answer_tokens * len(list(items)))
+    estimate = policy.batch_cost(provider, tokens_in, cfg.max_answer_tokens * len(items))
     if estimate is None:
         raise BudgetExceeded(f"provider '{provider.name}' has no price configured, so a batch job cannot be "
                              "counted against llm.budget (set price_input_per_1m and price_output_per_1m)")
-    over = ledger.over_budget(b, estimate, time.time())
+    now = time.time()
+    held, over = ledger.reserve(b, estimate, now, expires=now + BATCH_HOLD_S, key=_reservation(fingerprint),
+                                command=command, provider=provider.name)
     if over:
         raise BudgetExceeded(f"Budget exceeded: {over}; the batch job would add up to {money(estimate)}")
+    return held
 
 
 def _submit(client, provider: ProviderConfig, params: dict, items: dict[str, BatchItem]) -> str:
@@ -156,10 +178,9 @@ def _settle(item: BatchItem, entry: dict | None, status: str, provider: Provider
         item.error = "batch item malformed: no choices[0].message.content"
 
 
-def _record(ledger: Ledger, item: BatchItem, provider: ProviderConfig, command: str, batch_id: str) -> None:
+def _row(item: BatchItem, provider: ProviderConfig, command: str, batch_id: str) -> Row:
     c = item.completion
-    row = Row(command=command, request_id=batch_id, status="ok" if c else "error", provider=provider.name,
-              model=provider.model, tokens_in=c and c.prompt_tokens, tokens_out=c and c.completion_tokens,
-              usage_source="provider" if c and c.usage_reported else None, cost_usd=c and c.cost_usd,
-              error_class=None if c else "batch_item", attempt=1, question=item.question)
-    ledger.record(row, time.time())
+    return Row(command=command, request_id=batch_id, status="ok" if c else "error", provider=provider.name,
+               model=provider.model, tokens_in=c and c.prompt_tokens, tokens_out=c and c.completion_tokens,
+               usage_source="provider" if c and c.usage_reported else None, cost_usd=c and c.cost_usd,
+               error_class=None if c else "batch_item", attempt=1, question=item.question)

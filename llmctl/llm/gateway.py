@@ -1,8 +1,10 @@
 """Everything sent to a model goes through here: routing, cache, budgets, retries, fallback, ledger.
 
 Order of a call: route (optional) -> exact cache -> semantic cache (opt-in) -> providers
-in order, a budget check at that provider's prices before every attempt (an unpriced
-provider is not called under a budget) and a wait for its client-side rate limits
+in order, a budget reservation at that provider's prices before every attempt (an unpriced
+provider is not called under a budget; see ``ledger.py``: the attempt's worst case is held
+against the budget across threads and processes, then settled with the real cost or
+released on failure) and a wait for its client-side rate limits
 (``ratelimit.py``) before every attempt, each with capped, jittered exponential
 backoff on retryable failures (connection, timeout, stall, 429, 5xx, malformed reply),
 honouring Retry-After, within ``llm.deadline`` -> ledger row for every attempt -> cache.
@@ -40,6 +42,13 @@ from llmctl.llm.store import CorruptFile
 from llmctl.money import money
 
 log = logging.getLogger("llmctl.llm")
+RESERVATION_MARGIN_S = 60.0  # a crashed caller's reservation expires this long after its attempt could have
+
+
+def _unpriced(provider: ProviderConfig) -> str:
+    """Under a budget an unpriced provider is never called: its cost could not be counted."""
+    return (f"provider '{provider.name}' has no price configured, so its cost cannot be counted against "
+            "llm.budget (set price_input_per_1m and price_output_per_1m; 0 for a free local server)")
 
 
 def _key_or_none(provider: ProviderConfig) -> str | None:
@@ -122,12 +131,13 @@ class Gateway:
             self.cache.close()
 
     # -- helpers ----------------------------------------------------------------------
-    def _row(self, request_id: str, status: str, **kw) -> None:
-        """The one ledger writer; it also keeps questions out when llm.store_prompts is false."""
+    def _row(self, request_id: str, status: str, settles: str | None = None, **kw) -> None:
+        """The one ledger writer; it also keeps questions out when llm.store_prompts is false.
+        ``settles``: the attempt's budget reservation, replaced by this row in one transaction."""
         row = Row(command=self.command, request_id=request_id, status=status, tag=self.tag, **kw)
         if not self.cfg.store_prompts:
             row.question = None
-        self.ledger.record(row, self.clock.now())
+        self.ledger.record(row, self.clock.now(), settles=settles)
         log.info("llm %s provider=%s model=%s tokens=%s/%s cost=%s latency_ms=%s cache=%s%s",
                  status, row.provider, row.model, row.tokens_in, row.tokens_out,
                  "unknown" if row.cost_usd is None and status == "ok" else row.cost_usd,
@@ -156,17 +166,37 @@ class Gateway:
         return policy.cost(provider, prompt_tokens, self.cfg.max_answer_tokens)
 
     def _budget_problem(self, provider: ProviderConfig, prompt_tokens: int) -> str | None:
-        """Why calling ``provider`` now would break a budget, or None. Under a budget an
-        unpriced provider is never called: its cost could not be counted."""
+        """Why calling ``provider`` now would break a budget, or None (a check: nothing is held)."""
         if not self.cfg.budget.limited:
             return None
         estimate = self._estimate(provider, prompt_tokens)
         if estimate is None:
-            return (f"provider '{provider.name}' has no price configured, so its cost cannot be counted "
-                    "against llm.budget (set price_input_per_1m and price_output_per_1m; 0 for a free "
-                    "local server)")
+            return _unpriced(provider)
         over = self.ledger.over_budget(self.cfg.budget, estimate, self.clock.now(), self.tag)
         return over and f"{over}; a call to '{provider.name}' would add about {money(estimate)}"
+
+    def _reserve(self, provider: ProviderConfig, prompt_tokens: int) -> tuple[str | None, str | None]:
+        """Before an attempt: (reservation, None) once its worst case (prompt tokens +
+        max_answer_tokens at ``provider``'s prices) is held against every limit, atomically for
+        all threads and processes; (None, why) when it does not fit; (None, None) without a budget.
+        The attempt's ledger row settles the reservation (``_row(settles=...)``), else ``_release``."""
+        if not self.cfg.budget.limited:
+            return None, None
+        estimate = self._estimate(provider, prompt_tokens)
+        if estimate is None:
+            return None, _unpriced(provider)
+        now = self.clock.now()
+        held, over = self.ledger.reserve(self.cfg.budget, estimate, now, expires=now + self._hold_for(provider),
+                                         tag=self.tag, command=self.command, provider=provider.name)
+        return held, over and f"{over}; a call to '{provider.name}' would add about {money(estimate)}"
+
+    def _hold_for(self, provider: ProviderConfig) -> float:
+        """Seconds a reservation outlives a caller that died: one attempt can wait for the rate
+        limiter until llm.deadline, then take the provider's timeout plus one stall, plus a margin."""
+        return self.cfg.deadline + provider.timeout + provider.stall_timeout + RESERVATION_MARGIN_S
+
+    def _release(self, reservation: str | None) -> None:
+        self.ledger.release(reservation)
 
     def usable_providers(self) -> list[ProviderConfig]:
         return usable_providers(self.cfg, self.source)
@@ -225,7 +255,7 @@ class Gateway:
             limiter = limiter_for(provider, self.clock)
             needed = prompt_tokens + self.cfg.max_answer_tokens  # what providers count against a limit
             for n in range(1, provider.retries + 2):
-                problem = self._budget_problem(provider, prompt_tokens)  # before every attempt
+                held, problem = self._reserve(provider, prompt_tokens)  # before every attempt
                 if problem:
                     self._row(request_id, "refused", provider=provider.name, model=provider.model,
                               error_class="budget", attempt=n, question=question)
@@ -239,7 +269,7 @@ class Gateway:
                                    on_token=emit if on_token else None,
                                    before_send=functools.partial(limiter.acquire, needed, deadline))
                 except KeyboardInterrupt:
-                    self._row(request_id, "error", provider=provider.name, model=provider.model,
+                    self._row(request_id, "error", settles=held, provider=provider.name, model=provider.model,
                               latency_ms=(time.perf_counter() - started) * 1000, error_class="interrupted",
                               attempt=n, route=route_info and route_info["class"], question=question)
                     raise
@@ -248,7 +278,7 @@ class Gateway:
                     latency = (time.perf_counter() - started) * 1000
                     attempts.append({"provider": provider.name, "attempt": n, "error": f.kind,
                                      "message": str(f)})
-                    self._row(request_id, "error", provider=provider.name, model=provider.model,
+                    self._row(request_id, "error", settles=held, provider=provider.name, model=provider.model,
                               latency_ms=latency, error_class=f.kind, attempt=n,
                               route=route_info and route_info["class"], question=question)
                     if shown:
@@ -273,9 +303,13 @@ class Gateway:
                     self.warn(f"{f}; retrying in {delay:.1f} s (attempt {n + 1} of {provider.retries + 1})")
                     self.clock.sleep(delay)
                     continue
+                except BaseException:  # e.g. the rate limiter gave up before sending: nothing was spent
+                    self._release(held)
+                    raise
                 limiter.observe(comp.headers, needed)
                 return self._finish(comp, provider, messages, request_id, n, route_info, attempts,
-                                    keys[provider.name], chunk_ids, sources, question, vector, cacheable)
+                                    keys[provider.name], chunk_ids, sources, question, vector, cacheable,
+                                    settles=held)
             if provider is not order[-1] and (last is not None or refusals):
                 why = last.kind if last is not None else "budget"
                 self.warn(f"provider '{provider.name}' failed ({why}); falling back to the next one")
@@ -325,7 +359,8 @@ class Gateway:
                           route=route_info, sources=hit.sources)
 
     def _finish(self, comp: Completion, provider: ProviderConfig, messages, request_id, n, route_info,
-                attempts, key, chunk_ids, sources, question, vector, cacheable) -> Completion:
+                attempts, key, chunk_ids, sources, question, vector, cacheable,
+                settles: str | None = None) -> Completion:
         if not comp.usage_reported:
             comp.prompt_tokens = sum(self.count(m["content"]) for m in messages)
             comp.completion_tokens = self.count(comp.text)
@@ -335,7 +370,7 @@ class Gateway:
                       "cost recorded as unknown (set price_input_per_1m / price_output_per_1m)")
         comp.attempts = attempts + [{"provider": provider.name, "attempt": n, "ok": True}]
         comp.route = route_info
-        self._row(request_id, "ok", provider=provider.name, model=provider.model,
+        self._row(request_id, "ok", settles=settles, provider=provider.name, model=provider.model,
                   tokens_in=comp.prompt_tokens, tokens_out=comp.completion_tokens,
                   usage_source="provider" if comp.usage_reported else "estimated",
                   cost_usd=comp.cost_usd, latency_ms=comp.latency_s * 1000, attempt=n,

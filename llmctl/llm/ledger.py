@@ -1,9 +1,20 @@
-"""The call ledger: one SQLite row per attempt (success, failure, retry, cache hit, refusal)."""
+"""The call ledger: one SQLite row per attempt (success, failure, retry, cache hit, refusal).
+
+Budgets hold across threads and processes through *reservations*: before a model call its
+worst-case cost is reserved (``reserve``: one ``BEGIN IMMEDIATE`` transaction that counts the
+spend and the live reservations against every limit, then inserts the reservation), and after
+it the reservation is replaced by the call's row (``record(..., settles=...)``) or dropped
+(``release``). A caller that dies in between leaves a reservation that stops counting at its
+``expires`` time and is deleted by the next ``reserve``.
+"""
 
 from __future__ import annotations
 
 import sqlite3
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -47,6 +58,15 @@ CREATE TABLE IF NOT EXISTS batches (
     requests INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS batches_fingerprint ON batches(fingerprint);
+CREATE TABLE IF NOT EXISTS reservations (
+    id TEXT PRIMARY KEY,
+    ts REAL NOT NULL,             -- when it was made: the day and month it counts in
+    expires REAL NOT NULL,        -- from then on it is ignored (its caller died) and deleted
+    cost_usd REAL NOT NULL,       -- the worst case held: prompt tokens + max_tokens of answer
+    tag TEXT,
+    command TEXT,
+    provider TEXT
+);
 """
 
 
@@ -81,19 +101,80 @@ class Ledger:
         self.path = path
         self.db = connect(path, SCHEMA, "ledger", shared=shared)  # shared: the caller serialises threads
 
-    def record(self, row: Row, ts: float) -> None:
-        data = asdict(row)
-        cols = ", ".join(["ts", "day", *data])
-        marks = ", ".join("?" * (len(data) + 2))
+    def record(self, row: Row, ts: float, settles: str | None = None) -> None:
+        """Add ``row``; ``settles``: the reservation it replaces, in the same transaction."""
+        self.record_many([row], ts, settles)
+
+    def record_many(self, rows: list[Row], ts: float, settles: str | None = None) -> None:
+        with self._transaction("the call was not recorded"):
+            if settles is not None:
+                self.db.execute("DELETE FROM reservations WHERE id = ?", (settles,))
+            for row in rows:
+                data = asdict(row)
+                cols = ", ".join(["ts", "day", *data])
+                marks = ", ".join("?" * (len(data) + 2))
+                self.db.execute(f"INSERT INTO calls ({cols}) VALUES ({marks})", [ts, day_of(ts), *data.values()])
+
+    def reserve(self, budget, cost_usd: float, now: float, *, expires: float, tag: str | None = None,
+                key: str | None = None, command: str | None = None,
+                provider: str | None = None) -> tuple[str | None, str | None]:
+        """Hold ``cost_usd`` against every limit of ``budget`` (an llm.budget section; ``tag``'s
+        limits included) until it is settled, released or ``expires``: (reservation id, None), or
+        (None, why) when the spend and the live reservations leave no room for it.
+
+        One ``BEGIN IMMEDIATE`` transaction: of all threads and processes using this ledger, one
+        at a time checks and reserves, so limits hold however many call at once. ``key``: the
+        reservation's id (a batch job's, to be settled by a later run; one of a run that died before
+        its job existed is replaced); a random one by default."""
+        with self._transaction("nothing was reserved, so no model was called"):
+            self.db.execute("DELETE FROM reservations WHERE expires <= ? OR id = ?", (now, key))
+            over = self.over_budget(budget, cost_usd, now, tag)
+            if over:
+                return None, over
+            rid = key or uuid.uuid4().hex
+            self.db.execute("INSERT OR REPLACE INTO reservations VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            (rid, now, expires, cost_usd, tag, command, provider))
+            return rid, None
+
+    def release(self, reservation: str | None) -> None:
+        """Drop a reservation whose call cost nothing (it failed, or was never sent)."""
+        if reservation is not None:
+            with self._transaction("a reservation was not released; it will expire"):
+                self.db.execute("DELETE FROM reservations WHERE id = ?", (reservation,))
+
+    @contextmanager
+    def _transaction(self, consequence: str) -> Iterator[None]:
+        """A write transaction that waits (the busy timeout) for other writers; errors in one line."""
         try:
-            self.db.execute(f"INSERT INTO calls ({cols}) VALUES ({marks})", [ts, day_of(ts), *data.values()])
+            self.db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:  # locked past the busy timeout, disk full, ...
-            raise IndexStateError(f"Cannot write to the ledger {self.path} ({exc}): the call was not "
-                                  "recorded; check the disk and other llmctl processes") from None
+            raise self._unwritable(exc, consequence) from None
+        try:
+            yield
+            self.db.execute("COMMIT")
+        except BaseException as exc:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise self._unwritable(exc, consequence) from None
+            raise
+
+    def _unwritable(self, exc: sqlite3.Error, consequence: str) -> IndexStateError:
+        return IndexStateError(f"Cannot write to the ledger {self.path} ({exc}): {consequence}; check the "
+                               "disk and other llmctl processes")
 
     def spent(self, since_ts: float, tag: str | None = None) -> float:
         sql = "SELECT COALESCE(SUM(cost_usd), 0) FROM calls WHERE ts >= ?"
         args: list = [since_ts]
+        if tag is not None:
+            sql += " AND tag = ?"
+            args.append(tag)
+        return float(self.db.execute(sql, args).fetchone()[0])
+
+    def reserved(self, since_ts: float, now: float, tag: str | None = None) -> float:
+        """USD held by live (unexpired) reservations made since ``since_ts``."""
+        sql = "SELECT COALESCE(SUM(cost_usd), 0) FROM reservations WHERE ts >= ? AND expires > ?"
+        args: list = [since_ts, now]
         if tag is not None:
             sql += " AND tag = ?"
             args.append(tag)
@@ -112,8 +193,9 @@ class Ledger:
         return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 
     def over_budget(self, budget, estimate: float, now: float, tag: str | None = None) -> str | None:
-        """'daily budget: spent $x of $y' when adding ``estimate`` USD would break a limit of
-        ``budget`` (an llm.budget section), its tag's limits included; else None."""
+        """'daily budget: spent $x of $y' when adding ``estimate`` USD to the spend and the live
+        reservations would break a limit of ``budget`` (an llm.budget section), its tag's limits
+        included; else None. A check only: ``reserve`` checks and holds in one transaction."""
         checks = [("daily", budget.daily_usd, day_start(now), None),
                   ("monthly", budget.monthly_usd, month_start(now), None)]
         if tag and tag in budget.tags:
@@ -122,9 +204,10 @@ class Ledger:
                        (f"monthly (tag {tag})", t.monthly_usd, month_start(now), tag)]
         for label, limit, since, only in checks:
             if limit is not None:
-                spent = self.spent(since, only)
-                if spent + estimate > limit:
-                    return f"{label} budget: spent {money(spent)} of {money(limit)}"
+                spent, held = self.spent(since, only), self.reserved(since, now, only)
+                if spent + held + estimate > limit:
+                    busy = f", {money(held)} more held by calls in progress" if held else ""
+                    return f"{label} budget: spent {money(spent)} of {money(limit)}{busy}"
         return None
 
     def batch_for(self, fingerprint: str) -> tuple[str, str] | None:

@@ -214,6 +214,8 @@ def query_result(result, explain: bool = False) -> None:
             stdout.print(f"{i}. {hit.location()}  score {final[1]:.3f}", markup=False, style="bold")
             if hit.chunk.get("heading"):
                 stdout.print(f"   {hit.chunk['heading']}", markup=False, style="dim")
+            if hit.chunk.get("also_in"):
+                stdout.print(f"   also in: {', '.join(hit.chunk['also_in'])}", markup=False, style="dim")
             snippet = " ".join(hit.chunk.get("text", "").split())
             stdout.print(f"   {snippet[:240]}{'…' if len(snippet) > 240 else ''}", markup=False)
     if explain:

@@ -20,7 +20,7 @@ from llmctl.search.filters import parse_where
 from llmctl.search.fusion import fuse_rrf, fuse_weighted, fuse_zscore
 from llmctl.search.prompt import build_messages, cited_numbers, prompt_overhead
 from llmctl.search.rerank import Reranker, RerankUnavailable
-from llmctl.search.retrieve import Retriever
+from llmctl.search.retrieve import Retriever, collapse_duplicates
 
 if TYPE_CHECKING:
     from llmctl.llm.gateway import Gateway
@@ -109,6 +109,7 @@ class QueryResult:
                 "end_line": h.chunk.get("end_line"), "page": h.chunk.get("page"),
                 "stages": {s: {"rank": r, "score": round(v, 6)} for s, (r, v) in h.stages.items()},
                 "text": h.chunk.get("text", ""),
+                "also_in": h.chunk.get("also_in", []),
             } for i, h in enumerate(self.hits, start=1)],
             "rerank": self.rerank,
             "context": {
@@ -218,7 +219,8 @@ def retrieve(question: str, cfg: Config, opts: QueryOptions, retriever: Retrieve
     with clock.stage("fetch"):
         chunks = retriever.chunks(order if fetch_all else order[:max(depth, k) * 2])
     # Chunks an ingest running right now has not committed (or has just deleted) are not served.
-    order = [cid for cid in order if cid in chunks]
+    # near-identical chunks (shared includes, copied files) as one hit that lists the others (also_in)
+    order = collapse_duplicates([cid for cid in order if cid in chunks], chunks)
     for cid in order:
         hits[cid].chunk = chunks[cid]
     stages = {"bm25": [c for c, _ in sparse if c in chunks], "dense": [c for c, _ in dense if c in chunks],

@@ -21,6 +21,7 @@ Used by tests/test_semantic_cache.py and bench/semantic_cache.py (figures in doc
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 NEAR_MISSES = [
     # direction: to/from, into/out of, A->B vs B->A
@@ -361,3 +362,65 @@ DEV = {
     "dev-tune": (NEAR_MISSES_TUNE, PARAPHRASES_TUNE),
     "dev-check": (NEAR_MISSES_CHECK, PARAPHRASES_CHECK),
 }
+
+HELDOUT = Path(__file__).resolve().parent / "data" / "semantic_heldout.yaml"
+
+
+def load_heldout(path: Path = HELDOUT) -> tuple[list, list] | None:
+    """(near misses, paraphrases) of the independent held-out set, or None if it is not there.
+    Its pairs are never printed: callers report aggregate counts only."""
+    if not path.exists():
+        return None
+    import yaml
+
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+
+    def rows(name: str) -> list[tuple[str, str, str]]:
+        return [(str(r[0]), str(r[1]), str(r[2]) if len(r) > 2 else "-") for r in data.get(name) or []]
+
+    return rows("near_miss"), rows("paraphrase")
+
+
+def served(embedder, pairs, workdir: Path, threshold: float) -> list[dict]:
+    """For each (cached, new, category): was the new question served the cached answer?
+
+    Goes through the real cache: the cached question is stored with its embedding and a
+    fixed chunk set, the new one looked up with the same chunk set."""
+    import numpy as np
+
+    from llmctl.llm.cache import CacheHit, ResponseCache
+
+    cache = ResponseCache(workdir / "pairs-cache.sqlite")
+    out = []
+    try:
+        for i, (cached, new, category) in enumerate(pairs):
+            cache.clear()
+            old_vec, new_vec = embedder.embed_query(cached), embedder.embed_query(new)
+            hit = CacheHit(f"k{i}", "exact", f"answer to: {cached}", "p", "m", {}, 0.001, [])
+            cache.put(f"k{i}", "scope", 0.0, 3600, hit, ["c1", "c2"], cached, old_vec)
+            got, _ = cache.get_semantic(new_vec, new, "scope", threshold, 1.0, chunk_ids=["c2", "c1"])
+            assert got is None or (got.answer == f"answer to: {cached}" and got.question == cached)
+            out.append({"category": category, "served": got is not None,
+                        "similarity": float(np.dot(old_vec, new_vec))})
+    finally:
+        cache.close()
+    return out
+
+
+def evaluate(embedder, near: list, para: list, workdir: Path, threshold: float) -> dict:
+    """Aggregate counts only: wrong hits (near misses served), per category, paraphrase recall."""
+    wrong = served(embedder, near, workdir, threshold)
+    good = served(embedder, para, workdir, threshold)
+    per_category: dict[str, int] = {}
+    for r in wrong:
+        per_category.setdefault(r["category"], 0)
+        per_category[r["category"]] += r["served"]
+    return {
+        "near_misses": len(near),
+        "wrong_hits": sum(r["served"] for r in wrong),
+        "near_misses_above_threshold": sum(r["similarity"] >= threshold for r in wrong),
+        "wrong_hits_by_category": {c: n for c, n in sorted(per_category.items()) if n},
+        "paraphrases": len(para),
+        "paraphrases_served": sum(r["served"] for r in good),
+        "paraphrase_recall": round(sum(r["served"] for r in good) / len(para), 3) if para else None,
+    }

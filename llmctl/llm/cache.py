@@ -1,20 +1,37 @@
 """Response cache in SQLite: exact (hash of the canonical request) and opt-in semantic.
 
 Entries remember the chunks their prompt was built from; ``ingest`` invalidates the
-entries whose chunks it changed or deleted. Semantic hits need cosine similarity above
-a threshold *and* pass a structural guard: after dropping function words and stemming,
-the two questions must use the same content words, where a word may differ only for a
-known paraphrase (delete/remove, price/cost, "turn on"/enable ...). So "daily" vs
-"weekly", keep vs delete, before vs after, 10 GB vs 10 MB, S3 vs Azure are all refused,
-however close their embeddings are. Negations and numbers are checked as well.
+entries whose chunks it changed or deleted.
+
+A semantic hit means "the same question about the same sources", and errs toward a miss:
+
+* **Same sources.** An entry is only a candidate when the new question's prompt would be
+  built from exactly the same set of chunks (``retrieval_scope``): another ``--where``
+  filter, another ``k``, another context budget or a re-ingested document all change that
+  set, so the answer of one retrieval is never served for another.
+* **Same words in the same order.** Both questions are reduced to a token *sequence* by
+  safe normalisation only (``question_tokens``): case, punctuation, contractions, digit
+  grouping and number words, hyphenated and spaced spellings of a few compounds
+  ("back-up"/"back up"/"backup"), articles, a closed list of greetings and politeness
+  words, and a few question frames that ask the same thing ("how do I" / "how can I" /
+  "how to"; "can I" / "is it possible to"; "where do I" / "where can I"); "what" and
+  "which", "who" and "whom", and "turn on" / "switch on" → "enable" (and off → disable).
+  Everything else is content and must be equal *in position*: no synonym table and no
+  stemming (resolve/fix, remove/erase, operator/operation stay different), pronouns are
+  words (can you / can I), numbers are compared where they stand (7 daily and 4 weekly /
+  4 daily and 7 weekly), and word order carries roles and direction (to/from, a Linux
+  backup on Windows / a Windows backup on Linux, compression before encryption).
+* **Close embeddings** (cosine ≥ ``cache.semantic_threshold``) as well.
+
+Anything else is a miss. A hit reports the earlier question it reused (``CacheHit.question``).
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,31 +65,119 @@ CREATE TABLE IF NOT EXISTS stats (name TEXT PRIMARY KEY, value REAL NOT NULL);
 TIME_SENSITIVE = re.compile(
     r"\b(today|tonight|now|current(ly)?|latest|newest|recent(ly)?|this (week|month|year)|"
     r"yesterday|tomorrow)\b", re.I)
-NEGATIONS = {"not", "no", "never", "without", "cannot", "nor", "none", "neither"}
-NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
 
-# Words that do not change what is asked. Question words, modals other than can/could,
-# prepositions of time and place and quantifiers other than "all" are content: they do.
-FUNCTION_WORDS = frozenset("""
-a an the is are was were be been being am do does did done i me my we us our you your it its
-this that these those there of to in on at for by with from into onto as and or can could
-possible able please just exactly usually typically actually really all s
-""".split())
-# Phrases first (before single words), then groups of interchangeable stems.
-PHRASES = [(re.compile(p), r) for p, r in [
-    (r"\bturn(?:ed|ing|s)? on\b", "enable"), (r"\bswitch(?:ed|ing|es)? on\b", "enable"),
-    (r"\bturn(?:ed|ing|s)? off\b", "disable"), (r"\bswitch(?:ed|ing|es)? off\b", "disable"),
-    (r"\bset(?:ting|s)? up\b", "configure"), (r"\bback(?:ed|ing|s)? up\b", "backup"),
-    (r"\bwhat's\b", "what is"), (r"\bhow's\b", "how is"), (r"\bit's\b", "it is"),
-]]
-SYNONYMS = [
-    {"cost", "price", "pricing"}, {"delet", "remov", "eras"}, {"chang", "modifi", "alter"},
-    {"fix", "resolv", "solv"}, {"configur", "setup"}, {"list", "show", "display"},
-    {"creat", "make"}, {"start", "begin", "launch"}, {"stop", "halt"}, {"find", "locat"},
-    {"keep", "kept", "retain"}, {"which", "what"}, {"who", "whom"}, {"big", "larg"},
-    {"often", "frequent"}, {"requir", "need"},
-]
-_CANONICAL = {stem: sorted(group)[0] for group in SYNONYMS for stem in group}
+# -- safe normalisation of a question into a token sequence --------------------------------
+# Tokens: words, numbers (with decimals: 3.1 is not 31) and the symbols that carry meaning.
+_TOKEN = re.compile(r"\d+(?:\.\d+)*|[^\W\d_]+(?:'[^\W\d_]+)?|[$€£¥%#+&@/<>=]")
+# All-caps words that are other words in lower case (the US / us, IT / it, WHO / who).
+_KEEP_CASE = frozenset({"US", "IT", "WHO", "OR", "AS", "IS"})
+_CONTRACTIONS = {"can't": "can not", "cannot": "can not", "won't": "will not", "shan't": "shall not",
+                 "ain't": "is not", "let's": "let us"}
+_SUFFIXES = [("n't", " not"), ("'re", " are"), ("'ve", " have"), ("'ll", " will"), ("'m", " am"),
+             ("'d", " would")]
+_IS_AFTER = frozenset("what who where when why how it that there here".split())  # what's -> what is
+_NUMBER_WORDS = {w: str(i) for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+    "sixteen seventeen eighteen nineteen twenty".split())}
+_NUMBER_WORDS.update({"thirty": "30", "forty": "40", "fifty": "50", "sixty": "60", "seventy": "70",
+                      "eighty": "80", "ninety": "90"})
+# Spellings of one word (back-up / back up / backup), not synonyms.
+_COMPOUNDS = {("back", "up"): "backup", ("set", "up"): "setup", ("log", "in"): "login",
+              ("log", "on"): "logon", ("log", "out"): "logout", ("sign", "in"): "signin",
+              ("sign", "up"): "signup", ("sign", "out"): "signout", ("e", "mail"): "email"}
+# Phrasal verbs with a one-word equivalent in software settings.
+_PHRASAL = {("turn", "on"): "enable", ("switch", "on"): "enable", ("turn", "off"): "disable",
+            ("switch", "off"): "disable"}
+_VERB_FORMS = {"turn": ("turn", "turns", "turned", "turning"), "switch": ("switch", "switches", "switched",
+                                                                         "switching")}
+_FILLER = frozenset("please kindly hi hello hey thanks thx exactly a an the".split())
+# One word, two spellings (max is maximum; "min" is not here: it may be minutes).
+_SAME_WORD = {"which": "what", "whom": "who", "max": "maximum", "info": "information",
+              "repo": "repository", "repos": "repositories", "&": "and", "percent": "%", "vs": "versus"}
+# Openings that ask the same thing, longest first; matched at the start only.
+_FRAMES = [(tuple(f.split()), canon) for f, canon in sorted([
+    ("how do i", "how-i"), ("how can i", "how-i"), ("how could i", "how-i"), ("how would i", "how-i"),
+    ("how to", "how-i"), ("how do i go about", "how-i"),
+    ("where do i", "where-i"), ("where can i", "where-i"),
+    ("can i", "can-i"), ("could i", "can-i"), ("is it possible to", "can-i"),
+    ("is it possible for me to", "can-i"), ("am i able to", "can-i"),
+    ("tell me", ""), ("please tell me", ""), ("can you tell me", ""), ("could you tell me", ""),
+], key=lambda fc: -len(fc[0].split()))]
+
+
+def _words(text: str) -> list[str]:
+    text = unicodedata.normalize("NFKC", text).replace("\u2019", "'").replace("\u2018", "'")
+    text = re.sub(r"(?<=\d),(?=\d{3}\b)", "", text)            # 1,000 -> 1000
+    text = re.sub(r"(?<=\d)(?=[^\W\d_])|(?<=[^\W\d_])(?=\d)", " ", text)  # 5GB -> 5 GB, E1042 -> E 1042
+    out: list[str] = []
+    for n, tok in enumerate(_TOKEN.findall(text)):
+        if tok in _KEEP_CASE or (tok == "A" and n):  # "option A" is a name, not an article
+            out.append(tok)
+            continue
+        tok = tok.lower()
+        if tok in _CONTRACTIONS:
+            out += _CONTRACTIONS[tok].split()
+            continue
+        for suffix, full in _SUFFIXES:
+            if tok.endswith(suffix) and len(tok) > len(suffix):
+                stem = tok[:-len(suffix)]
+                out += [{"ca": "can", "wo": "will", "sha": "shall"}.get(stem, stem)] + full.split()
+                break
+        else:
+            if tok.endswith("'s"):
+                stem = tok[:-2]
+                out += [stem, "is"] if stem in _IS_AFTER else [stem, "'s"]  # possessive stays
+            else:
+                out.append(tok)
+    return out
+
+
+def _join_pairs(words: list[str], table: dict, forms: dict | None = None) -> list[str]:
+    out: list[str] = []
+    i = 0
+    while i < len(words):
+        if i + 1 < len(words):
+            first = words[i]
+            if forms:
+                first = next((base for base, fs in forms.items() if first in fs), first)
+            joined = table.get((first, words[i + 1]))
+            if joined:
+                out.append(joined)
+                i += 2
+                continue
+        out.append(words[i])
+        i += 1
+    return out
+
+
+def question_tokens(question: str) -> tuple[str, ...]:
+    """The question as a token sequence after safe normalisation only (see the module doc)."""
+    words = [_NUMBER_WORDS.get(w, w) for w in _words(question)]
+    words = _join_pairs(words, _COMPOUNDS)
+    words = _join_pairs(words, _PHRASAL, _VERB_FORMS)
+    words = [w for i, w in enumerate(words) if w not in _FILLER and w != "thank"
+             and not (w == "you" and i and words[i - 1] == "thank")]
+    for _ in range(2):  # "please tell me how to ..." -> "how-i ..."
+        for frame, canon in _FRAMES:
+            if tuple(words[:len(frame)]) == frame:
+                words = ([canon] if canon else []) + words[len(frame):]
+                break
+    return tuple(_SAME_WORD.get(w, w) for w in words)
+
+
+def guard(q1: str, q2: str) -> str | None:
+    """Why two questions must not share an answer, or None if they are the same question."""
+    a, b = question_tokens(q1), question_tokens(q2)
+    if a == b:
+        return None
+    i = next((n for n, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    return f"different questions from word {i + 1}: {' '.join(a[i:i + 4]) or '-'} / {' '.join(b[i:i + 4]) or '-'}"
+
+
+def retrieval_scope(scope: str, chunk_ids: list[str] | None) -> str:
+    """The semantic key: the model scope and the *set* of chunks the prompt is built from."""
+    ids = "\n".join(sorted(set(chunk_ids or [])))
+    return hashlib.sha256(f"{scope}\0{ids}".encode()).hexdigest()
 
 
 def request_key(base_url: str, model: str, messages: list[dict], params: dict) -> str:
@@ -83,50 +188,6 @@ def request_key(base_url: str, model: str, messages: list[dict], params: dict) -
 
 def is_time_sensitive(question: str) -> bool:
     return bool(TIME_SENSITIVE.search(question))
-
-
-def _negated(q: str) -> bool:
-    words = re.findall(r"[a-z']+", q.lower())
-    return any(w in NEGATIONS or w.endswith("n't") for w in words)
-
-
-def _entities(q: str) -> set[str]:
-    """Capitalised words not opening the sentence, and codes like KB-1042 or AES-256."""
-    tokens = re.findall(r"[A-Za-z][\w-]*", q)
-    out = {t for i, t in enumerate(tokens)
-           if i > 0 and t != "I" and (t[0].isupper() or any(c.isdigit() for c in t))}
-    return {t.lower() for t in out}
-
-
-@functools.cache
-def _stem_words():
-    import Stemmer
-
-    return Stemmer.Stemmer("english").stemWords
-
-
-def content_words(q: str) -> set[str]:
-    """Stemmed content words of a question, each paraphrase group mapped to one form."""
-    text = q.lower().replace("\u2019", "'")
-    for pattern, replacement in PHRASES:
-        text = pattern.sub(replacement, text)
-    words = [w for w in re.findall(r"[a-z0-9]+", text) if w not in FUNCTION_WORDS]
-    stems = _stem_words()(words)
-    return {_CANONICAL.get(s, s) for s in stems}
-
-
-def guard(q1: str, q2: str) -> str | None:
-    """Why two similar questions must not share an answer, or None if they may."""
-    if _negated(q1) != _negated(q2):
-        return "negation differs"
-    if set(NUMBER.findall(q1)) != set(NUMBER.findall(q2)):
-        return "different numbers"
-    if _entities(q1) != _entities(q2):
-        return "different named entities"
-    a, b = content_words(q1), content_words(q2)
-    if a != b:
-        return f"different content words: {', '.join(sorted(a - b)) or '-'} / {', '.join(sorted(b - a)) or '-'}"
-    return None
 
 
 @dataclass
@@ -140,6 +201,7 @@ class CacheHit:
     cost_usd: float | None
     sources: list[dict]
     similarity: float | None = None
+    question: str | None = None  # a semantic hit: the earlier question whose answer this is
 
 
 class ResponseCache:
@@ -158,7 +220,8 @@ class ResponseCache:
     def stats(self) -> dict[str, float]:
         return dict(self.db.execute("SELECT name, value FROM stats").fetchall())
 
-    def _hit(self, row, kind: str, now: float, similarity: float | None = None) -> CacheHit:
+    def _hit(self, row, kind: str, now: float, similarity: float | None = None,
+             question: str | None = None) -> CacheHit:
         key, provider, model, answer, usage, cost, sources = row
         usage_d = json.loads(usage)
         tokens = (usage_d.get("prompt_tokens") or 0) + (usage_d.get("completion_tokens") or 0)
@@ -166,7 +229,8 @@ class ResponseCache:
                         "saved_tokens = saved_tokens + ? WHERE key = ?", (cost or 0, tokens, key))
         self._bump(**{f"hits_{kind}": 1, "saved_usd": cost or 0, "saved_tokens": tokens,
                       "hits_unpriced": 1 if cost is None else 0})
-        return CacheHit(key, kind, answer, provider, model, usage_d, cost, json.loads(sources), similarity)
+        return CacheHit(key, kind, answer, provider, model, usage_d, cost, json.loads(sources), similarity,
+                        question)
 
     def get_exact(self, key: str, now: float) -> CacheHit | None:
         self._bump(lookups_exact=1)
@@ -176,16 +240,21 @@ class ResponseCache:
         return self._hit(row, "exact", now) if row else None
 
     def get_semantic(self, vector: np.ndarray, question: str, scope: str, threshold: float,
-                     now: float) -> tuple[CacheHit | None, dict]:
-        """Best entry above the threshold that passes the guard; the dict says what was seen."""
+                     now: float, chunk_ids: list[str] | None = None) -> tuple[CacheHit | None, dict]:
+        """The closest entry that asks the same question (``guard``) about the same set of chunks
+        (``chunk_ids``: those the new prompt is built from) with a cosine similarity of at least
+        ``threshold``; the dict says what was refused."""
         self._bump(lookups_semantic=1)
         rows = self.db.execute(
             "SELECT key, provider, model, answer, usage, cost_usd, sources, question, embedding "
-            "FROM entries WHERE scope = ? AND expires > ? AND embedding IS NOT NULL", (scope, now)
-        ).fetchall()
+            "FROM entries WHERE scope = ? AND expires > ? AND embedding IS NOT NULL",
+            (retrieval_scope(scope, chunk_ids), now)).fetchall()
         best, best_sim, rejected = None, -1.0, None
         for row in rows:
-            sim = float(np.dot(np.frombuffer(row[8], dtype=np.float32), vector))
+            stored = np.frombuffer(row[8], dtype=np.float32)
+            if stored.shape != vector.shape:  # another embedding model wrote it
+                continue
+            sim = float(np.dot(stored, vector))
             if sim < threshold or sim <= best_sim:
                 continue
             # Without the stored question (llm.store_prompts: false) the guard cannot run: no hit.
@@ -196,7 +265,7 @@ class ResponseCache:
             best, best_sim = row, sim
         if best is None:
             return None, {"rejected": rejected} if rejected else {}
-        return self._hit(best[:7], "semantic", now, best_sim), {}
+        return self._hit(best[:7], "semantic", now, best_sim, best[7]), {}
 
     def put(self, key: str, scope: str, now: float, ttl_s: float, hit: CacheHit, chunk_ids: list[str],
             question: str | None, vector: np.ndarray | None) -> None:
@@ -207,7 +276,7 @@ class ResponseCache:
             self.db.execute(
                 "INSERT OR REPLACE INTO entries (key, scope, created, expires, provider, model, answer, "
                 "usage, cost_usd, sources, question, embedding) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (key, scope, now, now + ttl_s, hit.provider, hit.model, hit.answer, json.dumps(hit.usage),
+                (key, retrieval_scope(scope, chunk_ids), now, now + ttl_s, hit.provider, hit.model, hit.answer, json.dumps(hit.usage),
                  hit.cost_usd, json.dumps(hit.sources), question, blob))
             self.db.executemany("INSERT INTO entry_chunks VALUES (?, ?)", [(key, c) for c in chunk_ids])
             self.db.execute("COMMIT")

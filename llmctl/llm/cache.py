@@ -10,7 +10,8 @@ A semantic hit means "the same question about the same sources", and errs toward
   filter, another ``k``, another context budget or a re-ingested document all change that
   set, so the answer of one retrieval is never served for another.
 * **Same words in the same order.** Both questions are reduced to a token *sequence* by
-  safe normalisation only (``question_tokens``): case, punctuation, contractions, digit
+  safe normalisation only (``question_tokens``): case (except where it is meaning: mixed
+  case such as MBps/Mbps, capitals of one or two letters such as MB or "option A"), punctuation, contractions, digit
   grouping and number words, hyphenated and spaced spellings of a few compounds
   ("back-up"/"back up"/"backup"), articles, a closed list of greetings and politeness
   words, and a few question frames that ask the same thing ("how do I" / "how can I" /
@@ -69,7 +70,7 @@ TIME_SENSITIVE = re.compile(
 # -- safe normalisation of a question into a token sequence --------------------------------
 # Tokens: words, numbers (with decimals: 3.1 is not 31) and the symbols that carry meaning.
 _TOKEN = re.compile(r"\d+(?:\.\d+)*|[^\W\d_]+(?:'[^\W\d_]+)?|[$€£¥%#+&@/<>=]")
-# All-caps words that are other words in lower case (the US / us, IT / it, WHO / who).
+# Capitalised words that are other words in lower case (the US / us, IT / it, WHO / who).
 _KEEP_CASE = frozenset({"US", "IT", "WHO", "OR", "AS", "IS"})
 _CONTRACTIONS = {"can't": "can not", "cannot": "can not", "won't": "will not", "shan't": "shall not",
                  "ain't": "is not", "let's": "let us"}
@@ -105,16 +106,25 @@ _FRAMES = [(tuple(f.split()), canon) for f, canon in sorted([
 ], key=lambda fc: -len(fc[0].split()))]
 
 
+def _case_matters(tok: str) -> bool:
+    """Case is meaning in mixed-case tokens (MBps / Mbps, macOS) and in short capitals (MB / mb,
+    "option A"), and in a few capitalised words (the US / us). Elsewhere it is folded."""
+    if tok == "I" or tok.islower():
+        return False
+    return tok in _KEEP_CASE or len(tok) <= 2 or not (tok.isupper() or tok.istitle())
+
+
 def _words(text: str) -> list[str]:
     text = unicodedata.normalize("NFKC", text).replace("\u2019", "'").replace("\u2018", "'")
     text = re.sub(r"(?<=\d),(?=\d{3}\b)", "", text)            # 1,000 -> 1000
     text = re.sub(r"(?<=\d)(?=[^\W\d_])|(?<=[^\W\d_])(?=\d)", " ", text)  # 5GB -> 5 GB, E1042 -> E 1042
     out: list[str] = []
-    for n, tok in enumerate(_TOKEN.findall(text)):
-        if tok in _KEEP_CASE or (tok == "A" and n):  # "option A" is a name, not an article
+    for m in _TOKEN.finditer(text):
+        tok, before = m.group(), text[:m.start()].rstrip()
+        if before and before[-1] not in ".?!:;," and _case_matters(tok):  # not a sentence's first word
             out.append(tok)
             continue
-        tok = tok.lower()
+        tok = "i" if tok == "I" else tok.lower()
         if tok in _CONTRACTIONS:
             out += _CONTRACTIONS[tok].split()
             continue

@@ -432,7 +432,7 @@ _CLICK_ERROR = typer.BadParameter.__mro__[2]
 
 def main() -> None:
     """Entry point: the one place that turns errors into a one-line message and an exit code."""
-    from llmctl.errors import Interrupted, LlmctlError, printable
+    from llmctl.errors import Interrupted, LlmctlError, UsageError, printable
     from llmctl.interrupts import terminate_as_interrupt
 
     debug = os.environ.get("LLMCTL_DEBUG") == "1"
@@ -445,7 +445,8 @@ def main() -> None:
     except LlmctlError as exc:
         if debug:
             raise
-        sys.stderr.write(f"Error: {printable(str(exc))}\n")  # always one line
+        message = exc.as_flag() if isinstance(exc, UsageError) else str(exc)
+        sys.stderr.write(f"Error: {printable(message)}\n")  # always one line
         sys.exit(exc.exit_code)
     except _USAGE_ERROR as exc:  # a bad flag or value: one line, exit 2 (help itself is shown whole)
         if type(exc).__name__ == "NoArgsIsHelpError":

@@ -27,9 +27,19 @@ class LlmctlError(Exception):
 
 
 class UsageError(LlmctlError):
-    """A value given to the API or a flag is invalid (the CLI's exit 2, serve's 400, an MCP tool error)."""
+    """A value given to the API or a flag is invalid (the CLI's exit 2, serve's 400, an MCP tool error).
+
+    ``param`` names the argument (``bm25_k``): the API reads "bm25_k: ...", the CLI "--bm25-k: ..."."""
 
     exit_code = 2
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(f"{param}: {message}" if param else message)
+        self.param, self.detail = param, message
+
+    def as_flag(self) -> str:
+        """The message as the CLI shows it, naming the flag."""
+        return f"--{self.param.replace('_', '-')}: {self.detail}" if self.param else str(self)
 
 
 class ConfigError(LlmctlError):

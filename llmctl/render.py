@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
+from rich.text import Text
 
 from llmctl.errors import printable
 from llmctl.money import money
@@ -216,10 +218,22 @@ def query_result(result, explain: bool = False) -> None:
                 stdout.print(f"   {hit.chunk['heading']}", markup=False, style="dim")
             if hit.chunk.get("also_in"):
                 stdout.print(f"   also in: {', '.join(hit.chunk['also_in'])}", markup=False, style="dim")
-            snippet = " ".join(hit.chunk.get("text", "").split())
-            stdout.print(f"   {snippet[:240]}{'…' if len(snippet) > 240 else ''}", markup=False)
+            stdout.print(_snippet(result.snippets[i - 1]) if i <= len(result.snippets)
+                         else Text(hit.chunk.get("text", "")[:240]))
+        if result.skipped == "no_model":
+            from llmctl.search.pipeline import SKIPPED
+
+            stderr.print(SKIPPED["no_model"], style="dim", markup=False, highlight=False)
     if explain:
         _explain(result)
+
+
+def _snippet(window: dict) -> Text:
+    """The lines of a hit that best match the question, indented, with its matched words in bold."""
+    text = Text("\n".join(f"   {line}" for line in window["text"].splitlines()))
+    if window["terms"]:
+        text.highlight_regex(r"\b(" + "|".join(map(re.escape, window["terms"])) + r")\b", "bold yellow")
+    return text
 
 
 def _explain(result) -> None:

@@ -246,7 +246,7 @@ class Workspace:
             raise UsageError("batch (--batch) answers through the provider's Batch API; it does not record or "
                              "replay a cassette")
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-            raise UsageError(f"limit={limit!r}: expected a whole number of cases, at least 1")
+            raise UsageError(f"expected a whole number of cases, at least 1, got {limit!r}", "limit")
         return run_eval(_path(suite), load=self._derived_config, beir=_path(beir), split=split, limit=limit,
                         tags=list(tags or []), baseline=_path(baseline), against=_path(against), answers=answers,
                         progress=progress, record=_path(record), replay=_path(replay), batch=batch)
@@ -258,7 +258,7 @@ class Workspace:
         from llmctl.evals.generate import Generator, suite_yaml
 
         if isinstance(cases, bool) or not isinstance(cases, int) or not 1 <= cases <= 10_000:
-            raise UsageError(f"cases={cases!r}: expected a whole number from 1 to 10,000")
+            raise UsageError(f"expected a whole number from 1 to 10,000, got {cases!r}", "cases")
         output = Path(output)
         if output.exists() and not force:
             raise InputError(f"--output {output} exists: choose another file, or add --force to replace it")

@@ -76,9 +76,18 @@ def test_failed_answer_still_prints_the_hits(tmp_path, data):
     assert doc["hits"] and doc["answer"] is None and doc["error"]["exit_code"] == 7
 
 
-def test_a_huge_question_is_an_input_error(tmp_path, sample_index):
+def test_a_huge_question_is_a_usage_error(tmp_path, sample_index):
     cfg = config(tmp_path, "http://127.0.0.1:9/v1")
-    question = "How are snapshots kept? " * 4000  # ~100 KB
+    question = "How are snapshots kept? " * 4000  # ~100 KB: over retrieval.max_query_chars
+    r = subprocess.run([sys.executable, "-m", "llmctl", "--config", cfg, "--data-dir", str(sample_index),
+                        "query", "-"], input=question, capture_output=True, text=True, timeout=300)
+    assert_clean_error(r, 2, "96,000 characters", "retrieval.max_query_chars")
+
+
+def test_a_question_too_long_for_the_model_is_an_input_error(tmp_path, sample_index):
+    """Under the length cap, but more than half of a small model's window."""
+    cfg = config(tmp_path, "http://127.0.0.1:9/v1", p={"context_window": 1024})
+    question = "How are snapshots kept? " * 100
     r = subprocess.run([sys.executable, "-m", "llmctl", "--config", cfg, "--data-dir", str(sample_index),
                         "query", "-"], input=question, capture_output=True, text=True, timeout=300)
     assert_clean_error(r, 4, "question is too long", "shorten the question")

@@ -21,6 +21,7 @@ from llmctl.search.fusion import fuse_rrf, fuse_weighted, fuse_zscore
 from llmctl.search.prompt import build_messages, cited_numbers, prompt_overhead
 from llmctl.search.rerank import Reranker, RerankUnavailable
 from llmctl.search.retrieve import Retriever, collapse_duplicates
+from llmctl.search.snippet import best_window
 
 if TYPE_CHECKING:
     from llmctl.llm.gateway import Gateway
@@ -57,15 +58,16 @@ class QueryOptions:
             _checked(RerankConfig, cfg.rerank, {"depth": self.depth})
             k = self.k if self.k is not None else cfg.retrieval.k
             if self.depth < k:
-                raise UsageError(f"depth={self.depth} is below k={k}: the reranker must see at least k candidates")
+                raise UsageError(f"{self.depth} is below k ({k}): the reranker must see at least k candidates",
+                                 "depth")
         for name in ("use_llm", "rerank", "skip_irrelevant"):
             value = getattr(self, name)
             if not (isinstance(value, bool) or (value is None and name != "use_llm")):
-                raise UsageError(f"{name}={value!r}: expected true or false")
+                raise UsageError(f"expected true or false, got {value!r}", name)
         if self.tag is not None and not isinstance(self.tag, str):
-            raise UsageError(f"tag={self.tag!r}: expected a string")
+            raise UsageError(f"expected a string, got {self.tag!r}", "tag")
         if not isinstance(self.where, list) or not all(isinstance(w, str) for w in self.where):
-            raise UsageError("where must be a list of 'field=value' strings")
+            raise UsageError("expected a list of 'field=value' strings", "where")
         try:
             parse_where(self.where)
         except InputError as exc:
@@ -80,8 +82,16 @@ def _checked(model, current, overrides: dict) -> None:
         model.model_validate(current.model_dump() | overrides, strict=True)
     except ValidationError as exc:
         err = exc.errors()[0]
-        name = ".".join(map(str, err["loc"]))
-        raise UsageError(f"{name}={err.get('input')!r}: {err['msg'][0].lower()}{err['msg'][1:]}") from None
+        raise UsageError(f"{err['msg'][0].lower()}{err['msg'][1:]}, got {err.get('input')!r}",
+                         ".".join(map(str, err["loc"]))) from None
+
+
+# Why no answer was written, in words (the CLI's last line, serve's and MCP's "skipped_reason").
+SKIPPED = {
+    "no_model": "retrieval only: no model configured (llm.providers); see `llmctl query --help`",
+    "low_confidence": "not answered: nothing relevant was found, so no model was called "
+                      "(llm.skip_when_irrelevant)",
+}
 
 
 @dataclass
@@ -97,7 +107,8 @@ class QueryResult:
     warnings: list[str] = field(default_factory=list)
     error: LlmctlError | None = None  # the answer failed after retrieval (the hits are still here)
     confidence: Confidence | None = None
-    skipped: str | None = None  # why no model was called although one is configured
+    skipped: str | None = None  # why no model was called: a key of SKIPPED
+    snippets: list[dict] = field(default_factory=list)  # per hit: the lines that best match (snippet.py)
 
     def to_dict(self) -> dict:
         c = self.completion
@@ -110,6 +121,7 @@ class QueryResult:
                 "stages": {s: {"rank": r, "score": round(v, 6)} for s, (r, v) in h.stages.items()},
                 "text": h.chunk.get("text", ""),
                 "also_in": h.chunk.get("also_in", []),
+                "snippet": self.snippets[i - 1]["text"] if i <= len(self.snippets) else None,
             } for i, h in enumerate(self.hits, start=1)],
             "rerank": self.rerank,
             "context": {
@@ -121,6 +133,7 @@ class QueryResult:
             "confidence": self.confidence.to_dict() if self.confidence else None,
             "answer": c.text if c else None,
             "skipped": self.skipped,
+            "skipped_reason": SKIPPED.get(self.skipped),
             "truncated": c.truncated if c else None,
             "error": None if self.error is None else {"message": str(self.error),
                                                       "exit_code": self.error.exit_code},
@@ -136,6 +149,7 @@ class QueryResult:
             "cost_usd": c.cost_usd if c else None,
             "cache": c.cache if c else None,
             "similarity": c.similarity if c else None,
+            "cached_question": c.cached_question if c else None,  # a semantic hit: the question reused
             "route": c.route if c else None,
             "attempts": c.attempts if c else [],
             "latency_ms": {k: round(v * 1000, 1) for k, v in self.timings.items()},
@@ -337,10 +351,10 @@ def prepare(question: str, cfg: Config, opts: QueryOptions, retriever: Retriever
         notes(confidence.warning())
     provider = cfg.llm.providers[0] if with_model else None
     skip = cfg.llm.skip_when_irrelevant if opts.skip_irrelevant is None else opts.skip_irrelevant
-    skipped = None
+    skipped = "no_model" if opts.use_llm and not cfg.llm.providers else None
     if provider and skip and confidence.low:
         provider, skipped = None, "low_confidence"
-        notes("not answered: nothing relevant was found, so no model was called (llm.skip_when_irrelevant)")
+        notes(SKIPPED[skipped])
 
     if provider:
         counter = counter_for(provider.model, provider.tokenizer, DataDir(cfg.data_dir).tiktoken)
@@ -351,7 +365,9 @@ def prepare(question: str, cfg: Config, opts: QueryOptions, retriever: Retriever
         packed = pack(final, budget, counter.count)
     result = QueryResult(question, final, clock.timings, got.rerank, packed,
                          {"name": counter.name, "exact": counter.exact}, warnings=notes.items,
-                         confidence=confidence, skipped=skipped)
+                         confidence=confidence, skipped=skipped,
+                         snippets=[best_window(h.chunk.get("text", ""), question, retriever.keyword.tokenize)
+                                   for h in final])
     messages = build_messages(question, packed, cfg.llm.system_prompt) if provider else []
     return Prepared(result, provider, messages, counter)
 

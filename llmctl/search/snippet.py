@@ -1,0 +1,48 @@
+"""The part of a hit that answers: the window of whole lines that holds most of the question's terms.
+
+Terms are compared as the BM25 index sees them (its tokenizer: lowercase, stemmed, no stopwords), so
+"snapshots" in the question finds "snapshot" in a table row. Lines are kept as lines: a Markdown
+table stays a table, a code block stays code.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+WORD = re.compile(r"\w+")
+
+
+def best_window(text: str, question: str, tokenize: Callable[[str], list[str]], max_chars: int = 240) -> dict:
+    """``{"text", "terms", "start_line", "end_line"}``: the lines (offsets within the chunk) that
+    cover the most distinct question terms in at most ``max_chars``; ties go to the earliest.
+    ``terms`` are the words of that window to highlight. A chunk with no match gives its start."""
+    wanted = set(tokenize(question))
+    lines = text.splitlines()
+    found = [set(tokenize(line)) & wanted for line in lines]
+    best = (-1, 0, 0)  # (distinct terms, first line, last line)
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        covered: set[str] = set()
+        length = 0
+        for j in range(i, len(lines)):
+            length += len(lines[j]) + 1
+            if length > max_chars and j > i:
+                break
+            covered |= found[j]
+            if len(covered) > best[0]:
+                best = (len(covered), i, j)
+    _, first, last = best if best[0] >= 0 else (0, 0, 0)
+    window = "\n".join(line.rstrip() for line in lines[first:last + 1] if line.strip())
+    if len(window) > max_chars:  # one long line: cut around its first matching word
+        window = _around(window, wanted, tokenize, max_chars)
+    words = sorted({w for w in WORD.findall(window) if set(tokenize(w)) & wanted})
+    return {"text": window, "terms": words, "start_line": first, "end_line": last}
+
+
+def _around(line: str, wanted: set[str], tokenize, max_chars: int) -> str:
+    at = next((m.start() for m in WORD.finditer(line) if set(tokenize(m.group())) & wanted), 0)
+    start = max(0, min(at - max_chars // 4, len(line) - max_chars))
+    cut = line[start:start + max_chars]
+    return ("…" if start else "") + cut + ("…" if start + max_chars < len(line) else "")

@@ -310,8 +310,13 @@ def test_a_batch_job_reserves_its_worst_case_and_settles_it_when_collected(tmp_p
         run_batch(items, llm, ledger, config_source="test", command="eval")
     assert fake_llm.requests == []  # refused before anything was uploaded
     ledger.release(other)
+    fake_llm.batch_outcome = "failed"
+    with pytest.raises(ProviderError, match="failed: scripted validation failure"):
+        run_batch(items, llm, ledger, config_source="test", command="eval")
+    assert reservations(tmp_path) == []  # a failed job costs nothing: released
+    fake_llm.batch_outcome = "completed"
     done = run_batch(items, llm, ledger, config_source="test", command="eval")
     assert [i.completion.text for i in done] == [ANSWER] * 4
-    assert reservations(tmp_path) == []
-    assert sum(r["cost_usd"] for r in calls(tmp_path)) == pytest.approx(2 * CALL_USD)
+    assert reservations(tmp_path) == []  # settled by the items' rows
+    assert [(r["status"], r["cost_usd"]) for r in calls(tmp_path)] == [("ok", pytest.approx(CALL_USD / 2))] * 4
     ledger.close()

@@ -90,9 +90,8 @@ def run_batch(items: list[BatchItem], cfg: LLMConfig, ledger: Ledger, *, config_
     for key, item in unique.items():
         _settle(item, results.get(key), batch.status, provider)
     if fresh:  # the items' rows replace the job's reservation
-        ledger.record_many([_row(item, provider, command, batch_id) for item in unique.values()], time.time(),
-                           settles=_reservation(fingerprint))
-        ledger.batch_status(batch_id, "collected")
+        ledger.collect_batch(batch_id, [_row(item, provider, command, batch_id) for item in unique.values()],
+                             time.time(), settles=_reservation(fingerprint))
     for key, i in zip(keys, items, strict=True):  # duplicates of one request share its result
         i.completion, i.error = unique[key].completion, unique[key].error
     return items

@@ -103,17 +103,17 @@ class Ledger:
 
     def record(self, row: Row, ts: float, settles: str | None = None) -> None:
         """Add ``row``; ``settles``: the reservation it replaces, in the same transaction."""
-        self.record_many([row], ts, settles)
-
-    def record_many(self, rows: list[Row], ts: float, settles: str | None = None) -> None:
         with self._transaction("the call was not recorded"):
             if settles is not None:
                 self.db.execute("DELETE FROM reservations WHERE id = ?", (settles,))
-            for row in rows:
-                data = asdict(row)
-                cols = ", ".join(["ts", "day", *data])
-                marks = ", ".join("?" * (len(data) + 2))
-                self.db.execute(f"INSERT INTO calls ({cols}) VALUES ({marks})", [ts, day_of(ts), *data.values()])
+            self._insert([row], ts)
+
+    def _insert(self, rows: list[Row], ts: float) -> None:
+        for row in rows:
+            data = asdict(row)
+            cols = ", ".join(["ts", "day", *data])
+            marks = ", ".join("?" * (len(data) + 2))
+            self.db.execute(f"INSERT INTO calls ({cols}) VALUES ({marks})", [ts, day_of(ts), *data.values()])
 
     def reserve(self, budget, cost_usd: float, now: float, *, expires: float, tag: str | None = None,
                 key: str | None = None, command: str | None = None,
@@ -220,6 +220,14 @@ class Ledger:
                    ts: float) -> None:
         self.db.execute("INSERT OR REPLACE INTO batches VALUES (?, ?, ?, ?, ?, 'submitted', ?)",
                         (batch_id, fingerprint, command, provider, ts, requests))
+
+    def collect_batch(self, batch_id: str, rows: list[Row], ts: float, settles: str | None) -> None:
+        """A finished job's items as rows, replacing its reservation, and the job marked collected:
+        one transaction, so a run stopped here records them again or not at all, never twice."""
+        with self._transaction("the batch job's results were not recorded; run again to collect them"):
+            self.db.execute("DELETE FROM reservations WHERE id = ?", (settles,))
+            self._insert(rows, ts)
+            self.db.execute("UPDATE batches SET status = 'collected' WHERE id = ?", (batch_id,))
 
     def batch_status(self, batch_id: str, status: str) -> None:
         self.db.execute("UPDATE batches SET status = ? WHERE id = ?", (status, batch_id))

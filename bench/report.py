@@ -244,12 +244,14 @@ def serve_bench_section(sb: dict | None) -> str:
     if not sb:
         return "Not run: `python bench/serve_bench.py`."
     rows = [[r["server"], r["clients"], f"{r['requests']:,}", r["queries_per_s"], r["p50_ms"], r["p99_ms"],
-             r["errors"]] for r in sb["rows"]]
+             r["errors"] if not r.get("error_kinds") else
+             f"{r['errors']} ({', '.join(f'{n} {kind}' for kind, n in r['error_kinds'].items())})"]
+            for r in sb["rows"]]
     return "\n\n".join([
-        f"POST /search on the sample_data index (reranker off), each server in its own process; every client keeps "
-        f"one connection and asks the {sb['questions']} questions of configs/sample-suite.yaml in turn; "
-        f"{sb['rounds']} rounds of {sb['seconds_per_run']:g} s per row, alternating which server goes first "
-        f"(the stdlib server is llmctl/serve.py at {sb['stdlib_rev']}).",
+        f"POST /search on the sample_data index (reranker off), each server in its own process, both up at once and "
+        f"taking turns under load: {sb['rounds']} turns of {sb['seconds_per_run']:g} s per row, alternating which "
+        f"goes first; every client keeps one connection per turn and asks the {sb['questions']} questions of "
+        f"configs/sample-suite.yaml in turn (the stdlib server is llmctl/serve.py at {sb['stdlib_rev']}).",
         table(["server", "clients", "requests", "queries/s", "p50 ms", "p99 ms", "errors"], rows)])
 
 

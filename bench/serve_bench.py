@@ -5,13 +5,14 @@ Measured, never asserted; written to bench/out/serve_bench.json for bench/report
 Both servers run the same Workspace code over the same index (sample_data/, ingested here
 once, reranker off as in bench/fast_warm.py), each in its own process, one after the other:
 the stdlib server is llmctl/serve.py as of ``--stdlib-rev`` (the last commit that had it),
-loaded from git; the other is the current one. For each number of concurrent clients, each
-client keeps one connection and POSTs /search with the 30 questions of
-configs/sample-suite.yaml in turn for ``--seconds``; rounds alternate which server goes first,
-and a round's figures are pooled with the others. An error is any answer that is not a 200
-with hits, or a failed connection.
+loaded from git; the other is the current one. Both are started (and warmed) first and stay
+up; then, for each number of concurrent clients, they take turns under load for ``--seconds``
+each, ``--rounds`` times, alternating which goes first, so that a busy machine weighs on both
+alike; a server's turns are pooled. Each client opens one connection per turn and POSTs
+/search with the 30 questions of configs/sample-suite.yaml in turn. An error is any answer
+that is not a 200 with hits, or a failed connection.
 
-    python bench/serve_bench.py [--clients 4 16] [--seconds 20] [--rounds 2] [--data DIR]
+    python bench/serve_bench.py [--clients 4 16] [--seconds 10] [--rounds 4] [--data DIR]
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import common
@@ -79,41 +81,45 @@ class Server:
         self.proc.wait(timeout=60)
 
 
-def search(conn: http.client.HTTPConnection, q: str) -> bool:
+def search(conn: http.client.HTTPConnection, q: str) -> str | None:
+    """None, or what went wrong: the status, or 'no hits'."""
     conn.request("POST", "/search", body=json.dumps({"query": q, "k": 5}),
                  headers={"Content-Type": "application/json"})
     r = conn.getresponse()
     body = r.read()
-    return r.status == 200 and bool(json.loads(body)["hits"])
+    if r.status != 200:
+        return f"HTTP {r.status}"
+    return None if json.loads(body)["hits"] else "no hits"
 
 
 def load(server: Server, clients: int, seconds: float, qs: list[str]) -> dict:
     """``clients`` threads, one connection each, asking in turn until the time is up."""
     latencies: list[float] = []
-    errors = [0]
+    errors: Counter[str] = Counter()
     lock = threading.Lock()
     start = threading.Barrier(clients + 1)
     stop_at = [0.0]
 
     def client(i: int) -> None:
-        conn, mine, failed = server.connect(), [], 0
+        conn, mine, failed = server.connect(), [], Counter()
         start.wait()
         n = i
         while time.perf_counter() < stop_at[0]:
             t = time.perf_counter()
             try:
-                ok = search(conn, qs[n % len(qs)])
-            except (OSError, http.client.HTTPException):
-                ok = False
+                problem = search(conn, qs[n % len(qs)])
+            except (OSError, http.client.HTTPException) as exc:
+                problem = type(exc).__name__
                 conn.close()
                 conn = server.connect()
             mine.append((time.perf_counter() - t) * 1000)
-            failed += not ok
+            if problem:
+                failed[problem] += 1
             n += 1
         conn.close()
         with lock:
             latencies.extend(mine)
-            errors[0] += failed
+            errors.update(failed)
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
     for th in threads:
@@ -123,25 +129,23 @@ def load(server: Server, clients: int, seconds: float, qs: list[str]) -> dict:
     start.wait()
     for th in threads:
         th.join()
-    return {"seconds": time.perf_counter() - t0, "latencies_ms": latencies, "errors": errors[0]}
+    return {"seconds": time.perf_counter() - t0, "latencies_ms": latencies, "errors": dict(errors)}
 
 
-def run(module: str, data: Path, clients: int, seconds: float, qs: list[str]) -> dict:
+def started(module: str, data: Path, qs: list[str]) -> Server:
     server = Server(module, data)
-    try:
-        conn = server.connect()
-        for q in qs:  # warm: every question's vector is remembered (queries.sqlite) by both alike
-            search(conn, q)
-        conn.close()
-        return load(server, clients, seconds, qs)
-    finally:
-        server.stop()
+    conn = server.connect()
+    for q in qs:  # warm: every question's vector is remembered (queries.sqlite) by both alike
+        search(conn, q)
+    conn.close()
+    return server
 
 
 def summary(runs: list[dict]) -> dict:
     lat = sorted(x for r in runs for x in r["latencies_ms"])
     seconds = sum(r["seconds"] for r in runs)
-    return {"requests": len(lat), "errors": sum(r["errors"] for r in runs),
+    errors = sum((Counter(r["errors"]) for r in runs), Counter())
+    return {"requests": len(lat), "errors": sum(errors.values()), "error_kinds": dict(errors),
             "queries_per_s": round(len(lat) / seconds, 1),
             "p50_ms": round(lat[len(lat) // 2], 1), "p99_ms": round(lat[min(len(lat) - 1, int(len(lat) * .99))], 1)}
 
@@ -149,8 +153,8 @@ def summary(runs: list[dict]) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--clients", type=int, nargs="+", default=[4, 16])
-    ap.add_argument("--seconds", type=float, default=20)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--stdlib-rev", default=STDLIB_REV)
     ap.add_argument("--data", type=Path, help="an index of sample_data/ (default: ingest one in a temp folder)")
     args = ap.parse_args()
@@ -160,15 +164,20 @@ def main() -> None:
         stdlib.write_text(subprocess.run(["git", "show", f"{args.stdlib_rev}:llmctl/serve.py"], cwd=common.REPO,
                                          check=True, capture_output=True, text=True).stdout)
         data = args.data or sample_index(Path(tmp))
-        servers = {"stdlib ThreadingHTTPServer": str(stdlib), "Starlette + uvicorn": "current"}
+        servers = {"stdlib ThreadingHTTPServer": started(str(stdlib), data, qs),
+                   "Starlette + uvicorn": started("current", data, qs)}
         runs: dict[tuple[str, int], list[dict]] = {}
-        for r in range(args.rounds):
+        try:
             for clients in args.clients:
-                order = list(servers.items()) if r % 2 == 0 else list(servers.items())[::-1]
-                for name, module in order:
-                    got = run(module, data, clients, args.seconds, qs)
-                    runs.setdefault((name, clients), []).append(got)
-                    print(f"round {r + 1}, {clients} clients, {name}: {summary([got])}", flush=True)
+                for r in range(args.rounds):
+                    order = list(servers.items()) if r % 2 == 0 else list(servers.items())[::-1]
+                    for name, server in order:
+                        got = load(server, clients, args.seconds, qs)
+                        runs.setdefault((name, clients), []).append(got)
+                        print(f"{clients} clients, round {r + 1}, {name}: {summary([got])}", flush=True)
+        finally:
+            for server in servers.values():
+                server.stop()
     rows = [{"server": name, "clients": clients, **summary(rs)} for (name, clients), rs in
             sorted(runs.items(), key=lambda kv: (kv[0][1], kv[0][0] != "stdlib ThreadingHTTPServer"))]
     out = {"stdlib_rev": args.stdlib_rev, "seconds_per_run": args.seconds, "rounds": args.rounds,

@@ -81,7 +81,8 @@ def build(ws):
                 raise ToolError(str(result.error))
             d = result.to_dict()
             return {"answer": d["answer"], "citations": d["citations"], "hits": [_hit(h) for h in d["hits"]],
-                    "cache": d["cache"], "cost_usd": d["cost_usd"], "warnings": d["warnings"]}
+                    "cache": d["cache"], "cached_question": d["cached_question"], "cost_usd": d["cost_usd"],
+                    "warnings": d["warnings"]}
 
     return server
 

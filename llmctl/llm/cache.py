@@ -180,7 +180,7 @@ def guard(q1: str, q2: str) -> str | None:
     a, b = question_tokens(q1), question_tokens(q2)
     if a == b:
         return None
-    i = next((n for n, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    i = next((n for n, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
     return f"different questions from word {i + 1}: {' '.join(a[i:i + 4]) or '-'} / {' '.join(b[i:i + 4]) or '-'}"
 
 
@@ -286,8 +286,8 @@ class ResponseCache:
             self.db.execute(
                 "INSERT OR REPLACE INTO entries (key, scope, created, expires, provider, model, answer, "
                 "usage, cost_usd, sources, question, embedding) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (key, retrieval_scope(scope, chunk_ids), now, now + ttl_s, hit.provider, hit.model, hit.answer, json.dumps(hit.usage),
-                 hit.cost_usd, json.dumps(hit.sources), question, blob))
+                (key, retrieval_scope(scope, chunk_ids), now, now + ttl_s, hit.provider, hit.model, hit.answer,
+                 json.dumps(hit.usage), hit.cost_usd, json.dumps(hit.sources), question, blob))
             self.db.executemany("INSERT INTO entry_chunks VALUES (?, ?)", [(key, c) for c in chunk_ids])
             self.db.execute("COMMIT")
         except BaseException:

@@ -33,6 +33,7 @@ class Completion:
     cost_usd: float | None = None
     cache: str | None = None  # "exact" / "semantic" when served from the cache
     similarity: float | None = None
+    cached_question: str | None = None  # a semantic cache hit: the earlier question it reused
     attempts: list[dict] = field(default_factory=list)
     route: dict | None = None
     interrupted: dict | None = None

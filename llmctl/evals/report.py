@@ -9,14 +9,22 @@ from llmctl.evals.runner import EvalResult
 from llmctl.money import money
 
 
-def to_dict(result: EvalResult, checks: list[dict], baseline: dict | None, passed: bool) -> dict:
+def to_dict(result: EvalResult, checks: list[dict], baseline: dict | None, passed: bool,
+            answer_gate: dict | None = None) -> dict:
     agg = result.aggregate()
+    if answer_gate is None:
+        from llmctl.evals.gate import answer_gate as gate_of
+
+        answer_gate = gate_of(result)
     return {
         "suite": result.suite.name,
         "passed": passed,
         "final_stage": result.final_stage,
         "metrics": agg,
         "thresholds": checks,
+        "answer_gate": answer_gate,  # mean pass rate vs min_pass_rate; flaky cases; errors
+        "flaky": answer_gate["flaky"],
+        "sequential": result.sequential,
         "baseline": baseline,
         "fingerprint": result.fingerprint,
         "extended_cases": result.extended_cases,
@@ -32,15 +40,66 @@ def to_dict(result: EvalResult, checks: list[dict], baseline: dict | None, passe
             "expected": sorted(c.qrels), "top": {s: r[:10] for s, r in c.ranked.items()},
             "metrics": c.metrics, "answer": c.answer, "answer_status": c.answer_status,
             "checks": c.checks, "error": c.error, "latency_ms": round(c.latency_ms, 1),
+            "group": c.case.group, "pass_rate": c.pass_rate, "repeats": len(c.runs), "flaky": c.flaky,
+            "runs": [{"answer": r["answer"], "passed": r["passed"],
+                      "failed": [x["check"] for x in r["checks"] if not x["passed"]]} for r in c.runs],
         } for c in result.cases],
     }
 
 
 def test_text(t: dict) -> str:
-    """A paired comparison in words: delta, 95% CI, p-value, per-case wins/losses/ties."""
+    """A paired comparison in words: delta, 95% CI, p-value (one-sided, for a drop; Holm-adjusted),
+    per-case wins/losses/ties."""
     lo, hi = t["ci95"]
-    return (f"{t['delta']:+.3f}, 95% CI [{lo:+.3f}, {hi:+.3f}], p {t['p_value']:.3g}; "
+    adj = f", Holm {t['p_adjusted']:.3g}" if "p_adjusted" in t else ""
+    return (f"{t['delta']:+.3f}, 95% CI [{lo:+.3f}, {hi:+.3f}], p {t['p_value']:.3g}{adj}; "
             f"{t['wins']} better, {t['losses']} worse, {t['ties']} same")
+
+
+def flaky_text(report: dict) -> str | None:
+    """The cases that both passed and failed when asked several times, with their pass rates."""
+    rate = {c["id"]: c for c in report["cases"]}
+    if not report.get("flaky"):
+        return None
+    return "Flaky (passed and failed): " + ", ".join(
+        f"{i} {sum(r['passed'] for r in rate[i]['runs'])}/{rate[i]['repeats']}" for i in report["flaky"])
+
+
+def power_lines(power: dict | None, clusters: int | None = None) -> list[str]:
+    """Per gated metric, the smallest drop detectable at 80% power; the warnings."""
+    if not power or not power.get("metrics"):
+        return []
+    head = (f"Power: smallest drop detectable at 80% power (one-sided, alpha {power['alpha_per_test']:g} per "
+            f"metric{f', {clusters} clusters' if clusters else ''}): ")
+    return [head + ", ".join(f"{r['metric']} {r['mde']:.3f}" for r in power["metrics"])] + [
+        f"warning: {w}" for w in power["warnings"]]
+
+
+def gate_lines(report: dict) -> list[str]:
+    """What the terminal adds after the tables: pass rate, flaky cases, clusters and power, stopping."""
+    out = []
+    a = report.get("answer_gate") or {}
+    if a.get("cases"):
+        out.append(f"Answers: pass rate {a['value']:.3f} over {a['cases']} case(s) x {a['repeats']} repeat(s) "
+                   f"(min_pass_rate {a['min_pass_rate']}): {'pass' if a['passed'] else 'FAIL'}")
+    if flaky_text(report):
+        out.append(flaky_text(report))
+    b = report.get("baseline") or {}
+    if b.get("comparable"):
+        out.append(f"Baseline test: {b.get('method')}, {b.get('clusters')} clusters (cases sharing an expected "
+                   "document or group are resampled together)")
+        out += power_lines(b.get("power"), None)
+    ab = report.get("ab")
+    if ab and ab.get("power"):
+        out.append(f"A/B test: clustered paired bootstrap, one-sided, Holm; {ab.get('clusters')} clusters")
+        out += power_lines(ab.get("power"))
+    s = report.get("sequential")
+    if s:
+        by = f" by {s['by']}" if s.get("by") else ""
+        out.append(f"Stopped when decided ({s['rule']}): {s['decided'] or 'not decided'}{by} after "
+                   f"{s['answered_cases']} of "
+                   f"{s['of']} answered cases; {s['calls_saved']} of {s['calls_full_run']} answer calls saved")
+    return out
 
 
 def shared_cases_text(b: dict) -> str:
@@ -59,7 +118,7 @@ def _case_failure(c) -> str | None:
 
 def junit(report: dict, result: EvalResult) -> str:
     cases = result.cases
-    failures = sum(1 for c in cases if _case_failure(c)) + sum(1 for t in report["thresholds"] if not t["passed"])
+    failures = sum(1 for t in report["thresholds"] if not t["passed"])
     suite = ET.Element("testsuite", name=f"llmctl eval: {report['suite']}",
                        tests=str(len(cases) + len(report["thresholds"])), failures=str(failures),
                        time=f"{report['seconds']:.2f}")
@@ -69,9 +128,20 @@ def junit(report: dict, result: EvalResult) -> str:
         final = c.metrics.get(result.final_stage, {})
         ET.SubElement(tc, "system-out").text = (
             f"query: {c.case.query}\n" + " ".join(f"{k}={v:.3f}" for k, v in final.items()))
+        if c.runs and len(c.runs) > 1:
+            tc.find("system-out").text += (f"\npass rate {c.pass_rate:.3f} ({sum(r['passed'] for r in c.runs)}/"
+                                           f"{len(c.runs)})" + (" FLAKY: passed and failed" if c.flaky else ""))
+            if c.flaky:
+                ET.SubElement(tc, "properties").append(ET.Element("property", name="flaky", value="true"))
         problem = _case_failure(c)
+        if problem and c.error is None and (report.get("answer_gate") or {}).get("passed", False) and c.runs \
+                and report["answer_gate"]["min_pass_rate"] < 1:
+            problem = None  # within min_pass_rate: the gate passed (system-out keeps the pass rate)
+        if c.flaky and problem and c.error is None:
+            problem = f"flaky ({sum(r['passed'] for r in c.runs)}/{len(c.runs)} passed): {problem}"
         if problem:
             ET.SubElement(tc, "failure", message=problem[:500]).text = problem
+            failures += 1
         elif c.answer_status == "skipped":
             ET.SubElement(tc, "skipped", message="answer checks need an LLM provider (llm.providers)")
     for t in report["thresholds"]:
@@ -86,6 +156,14 @@ def junit(report: dict, result: EvalResult) -> str:
         ET.SubElement(tc, "system-out").text = f"{r['baseline']:.4f} -> {r['value']:.4f} ({test_text(r)})"
         if r["regressed"]:
             ET.SubElement(tc, "failure", message=f"{r['metric']} dropped {test_text(r)}")
+            failures += 1
+    a = report.get("answer_gate") or {}
+    if a.get("cases"):
+        tc = ET.SubElement(suite, "testcase", classname=f"{report['suite']}.answers",
+                           name=f"answer pass rate >= {a['min_pass_rate']}")
+        ET.SubElement(tc, "system-out").text = "\n".join(gate_lines(report))
+        if not a["passed"]:
+            ET.SubElement(tc, "failure", message=f"answer pass rate {a['value']:.3f} < {a['min_pass_rate']}")
             failures += 1
     suite.set("tests", str(len(suite)))
     suite.set("failures", str(failures))
@@ -123,7 +201,11 @@ def markdown(report: dict) -> str:
                       "|---|---|---|---|---|---|---|"]
             lines += [f"| {r['metric']} | {r['baseline']:.3f} | {r['value']:.3f} | {r['delta']:+.3f}"
                       f"{' ⚠️' if r['regressed'] else ''} | [{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}] | "
-                      f"{r['p_value']:.3g} | {r['wins']} / {r['losses']} / {r['ties']} |" for r in b["metrics"]]
+                      f"{r['p_value']:.3g} (Holm {r.get('p_adjusted', r['p_value']):.3g}) | "
+                      f"{r['wins']} / {r['losses']} / {r['ties']} |" for r in b["metrics"]]
+    extra = gate_lines(report)
+    if extra:
+        lines += [""] + [f"- {x}" for x in extra]
     failed = [c for c in report["cases"] if not c["passed"]]
     if failed:
         lines += ["", "Failed cases:"]
@@ -163,7 +245,9 @@ def html_page(report: dict) -> str:
         rows.append(
             f"<tr class='{status.lower()}'><td>{e(c['id'])}</td><td>{e(c['query'])}</td>"
             + "".join(f"<td>{final.get(m, 0):.2f}</td>" for m in metrics)
-            + f"<td>{e(c['answer_status'])}</td><td>{status}</td></tr>")
+            + f"<td>{e(c['answer_status'])}{' (flaky)' if c.get('flaky') else ''}"
+            + (f" {c['pass_rate']:.2f}" if c.get("pass_rate") is not None and c.get("repeats", 0) > 1 else "")
+            + f"</td><td>{status}</td></tr>")
     thresholds = "".join(f"<li>{e(t['metric'])} ≥ {t['threshold']}: {t['value']:.3f} "
                          f"<b>{'pass' if t['passed'] else 'FAIL'}</b></li>" for t in report["thresholds"])
     b = report.get("baseline")
@@ -187,7 +271,19 @@ td,th{{border:1px solid #ccc;padding:3px 7px;font-size:13px}}tr.fail td{{backgro
 <line x1="28" y1="{10 + height}" x2="{width}" y2="{10 + height}" stroke="#999"/>{''.join(bars)}</svg>
 <h2>Thresholds</h2><ul>{thresholds or '<li>none</li>'}</ul>
 <h2>Against the baseline</h2>{baseline}
+<h2>Gate</h2><ul>{''.join(f'<li>{e(x)}</li>' for x in gate_lines(report)) or '<li>thresholds only</li>'}</ul>
 <h2>Coverage</h2><p>{e(coverage_text(report['coverage']))}</p>
 <h2>Cases</h2><table><tr><th>id</th><th>query</th>{''.join(f'<th>{e(m)}</th>' for m in metrics)}
 <th>answer</th><th>result</th></tr>{''.join(rows)}</table></body></html>
 """
+
+
+def plan_text(plan: dict) -> str:
+    """``eval --plan`` in words: what the suite can see before any paid call."""
+    lines = [f"Plan for '{plan['suite']}': {plan['cases']} cases in {plan['clusters']} clusters; "
+             f"{plan['answer_cases']} answered x {plan['repeats']} repeat(s) = {plan['answer_calls']} model calls; "
+             f"max_regression {plan['max_regression']}, significance {plan['significance']}."]
+    lines += [f"  {r['metric']}: smallest drop detectable at 80% power {r['mde']:.3f} "
+              f"(variance from {r['variance_from']})" for r in plan["metrics"]]
+    lines += [f"warning: {w}" for w in plan["warnings"]]
+    return "\n".join(lines)

@@ -37,10 +37,21 @@ class CaseResult:
     answer_status: str = "not run"  # not run | passed | failed | error | skipped
     error: str | None = None
     cost_usd: float | None = None
+    runs: list[dict] = field(default_factory=list)  # one per repeat: {"answer", "checks", "passed"}
 
     @property
     def passed(self) -> bool:
-        return self.error is None and self.answer_status in ("passed", "not run", "skipped")
+        return self.error is None and self.answer_status in ("passed", "not run", "skipped", "stopped")
+
+    @property
+    def pass_rate(self) -> float | None:
+        """Share of the answers (each repeat) whose checks all passed; None when not answered."""
+        return sum(r["passed"] for r in self.runs) / len(self.runs) if self.runs else None
+
+    @property
+    def flaky(self) -> bool:
+        """Asked several times, it both passed and failed."""
+        return any(r["passed"] for r in self.runs) and not all(r["passed"] for r in self.runs)
 
 
 @dataclass
@@ -56,11 +67,13 @@ class EvalResult:
     answer_seconds: float = 0.0  # wall time of the answer (and judge) calls, all cases together
     concurrency: int = 1  # answer calls that ran at once
     coverage: dict = field(default_factory=dict)  # see coverage()
+    sequential: dict | None = None  # --stop-when-decided: the rule, where it stopped, calls saved
 
     def answers(self) -> dict:
         statuses = [c.answer_status for c in self.cases]
         return {"concurrency": self.concurrency, "seconds": round(self.answer_seconds, 2),
-                **{s: statuses.count(s) for s in ("passed", "failed", "error", "skipped")}}
+                "repeats": self.suite.repeats, "calls": sum(len(c.runs) for c in self.cases),
+                **{s: statuses.count(s) for s in ("passed", "failed", "error", "skipped", "stopped")}}
 
     def aggregate(self) -> dict[str, dict[str, float]]:
         """Mean of each metric per stage over the cases that have relevance judgements."""
@@ -145,10 +158,10 @@ def check_answer(answer: str, check: AnswerCheck) -> list[dict]:
     return out
 
 
-def _judge_checks(cfg: Config, case: Case, q, cassette: Cassette | None) -> list[dict]:
+def _judge_checks(cfg: Config, case: Case, q, cassette, llm=None) -> list[dict]:
     from llmctl.search.prompt import format_sources
 
-    gw = Gateway(cfg.llm, cfg.data_dir, config_source=cfg.source, command="eval-judge", cassette=cassette)
+    gw = Gateway(llm or cfg.llm, cfg.data_dir, config_source=cfg.source, command="eval-judge", cassette=cassette)
     try:
         verdict = judge(gw, case.query, format_sources(q.packed), q.completion.text, case.reference)
     finally:
@@ -177,6 +190,8 @@ def run_suite(
     on_case: Callable[[CaseResult], None] | None = None,
     cassette: Cassette | None = None,
     batch: bool = False,
+    stop_when_decided: bool = False,
+    baseline_rates: dict[str, float] | None = None,
 ) -> EvalResult:
     """Evaluate every selected case; retrieval stages always, answers when a model is configured."""
     started = time.perf_counter()
@@ -222,10 +237,12 @@ def run_suite(
         if on_case:
             on_case(res)
     answering = time.perf_counter()
+    sequential = None
     if pending and batch:
         _answer_batch(pending, suite, cfg, on_case)
     elif pending:
-        _answer_all(pending, suite, cfg, retriever, on_case, cassette)
+        sequential = _answer_all(pending, suite, cfg, retriever, on_case, cassette, stop_when_decided,
+                                 baseline_rates)
     answer_seconds = time.perf_counter() - answering
     final = "reranked" if rerank_info.get("status") == "used" else "hybrid"
     fp = fingerprint(cfg, retriever, rerank_info, use_llm, bool(suite.judge))
@@ -236,7 +253,7 @@ def run_suite(
                    "tail_from_k": _deep_k(cfg, deepest)}
     return EvalResult(suite, final, results, fp, rerank_info, time.perf_counter() - started, extended, load,
                       answer_seconds, min(cfg.llm.concurrency, max(1, len(pending))),
-                      coverage([d for d, _ in docs], results, final, cfg.retrieval.k))
+                      coverage([d for d, _ in docs], results, final, cfg.retrieval.k), sequential)
 
 
 def coverage(doc_ids: list[str], results: list[CaseResult], final: str, k: int) -> dict:
@@ -254,39 +271,108 @@ def coverage(doc_ids: list[str], results: list[CaseResult], final: str, k: int) 
 
 
 def _answer_all(pending: list[tuple[CaseResult, Prepared]], suite: Suite, cfg: Config, retriever: Retriever,
-                on_case: Callable[[CaseResult], None] | None, cassette: Cassette | None) -> None:
+                on_case: Callable[[CaseResult], None] | None, cassette: Cassette | None,
+                stop_when_decided: bool = False, baseline_rates: dict[str, float] | None = None) -> dict | None:
     """Answer (and judge) the cases, ``llm.concurrency`` at a time; the providers' rate limits are
     shared by all of them. A case whose calls fail, rate limits included once retries are spent, is
-    an error: never skipped, never passed."""
-    from concurrent.futures import ThreadPoolExecutor, as_completed
+    an error: never skipped, never passed. With ``suite.repeats`` N > 1 each case is asked N times,
+    every time from the model (the response cache is neither read nor written: a cached answer is
+    one sample, not N; a cassette records each repeat under its own key).
 
-    def work(res: CaseResult, prep: Prepared) -> CaseResult:
-        gw = Gateway(cfg.llm, cfg.data_dir, config_source=cfg.source, command="eval", cassette=cassette)
+    With ``stop_when_decided`` the cases run in a seeded random order and their pass rates are fed,
+    in that order, to the sequential tests (evals/sequential.py); once the verdict is decided the
+    cases not started are not asked (status "stopped")."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from llmctl.evals.sequential import RULE, Sequential, SequentialComparison, answer_order
+    from llmctl.llm.cassette import Repeat
+
+    n = suite.repeats
+    llm = cfg.llm if n == 1 else cfg.llm.model_copy(
+        update={"cache": cfg.llm.cache.model_copy(update={"enabled": False})})
+
+    def ask(res: CaseResult, prep: Prepared, r: int) -> dict:
+        tape = Repeat(cassette, r) if cassette is not None and r else cassette
+        gw = Gateway(llm, cfg.data_dir, config_source=cfg.source, command="eval", cassette=tape)
         gw.count, gw.embed = prep.counter.count, retriever.embed
         try:
             q = answer(prep, gw)
             if q.error is not None:
                 raise q.error
-            res.answer, res.cost_usd = q.completion.text, q.completion.cost_usd
-            res.checks = check_answer(res.answer, res.case.answer)
+            checks = check_answer(q.completion.text, res.case.answer)
             if suite.judge:
-                res.checks += _judge_checks(cfg, res.case, q, cassette)
+                checks += _judge_checks(cfg, res.case, q, tape, llm)
+            return {"answer": q.completion.text, "cost_usd": q.completion.cost_usd, "checks": checks,
+                    "passed": all(c["passed"] for c in checks)}
+        finally:
+            gw.close()
+
+    def work(res: CaseResult, prep: Prepared) -> CaseResult:
+        try:
+            for r in range(n):
+                run = ask(res, prep, r)
+                res.runs.append({"answer": run["answer"], "checks": run["checks"], "passed": run["passed"]})
+                res.cost_usd = (res.cost_usd or 0.0) + (run["cost_usd"] or 0.0)
+            first_bad = next((x for x in res.runs if not x["passed"]), res.runs[0])
+            res.answer, res.checks = first_bad["answer"], first_bad["checks"]  # a failing one, if any
         except (ProviderError, BudgetExceeded) as exc:
             res.error = str(exc)
         except JudgeError as exc:
             res.error = f"judge failed: {exc}"
-        finally:
-            gw.close()
         return _settled(res)
 
+    if stop_when_decided:
+        order = {cid: k for k, cid in enumerate(answer_order([r.case.id for r, _ in pending], suite.seed))}
+        pending = sorted(pending, key=lambda p: order[p[0].case.id])
+    tests: dict[str, Sequential] = {}
+    if stop_when_decided:
+        tests["min_pass_rate"] = Sequential(len(pending), suite.min_pass_rate)
+        compared = [r.case.id for r, _ in pending if (baseline_rates or {}).get(r.case.id) is not None]
+        if compared and suite.significance is not None:
+            tests["baseline"] = SequentialComparison(len(compared), suite.max_regression)
     pool = ThreadPoolExecutor(max_workers=min(cfg.llm.concurrency, len(pending)), thread_name_prefix="eval")
+    futures = [pool.submit(work, res, prep) for res, prep in pending]  # FIFO: started in this order
+    decided, by, fed = None, None, 0
     try:
-        for done in as_completed([pool.submit(work, res, prep) for res, prep in pending]):
-            res = done.result()
+        for fut, (res, _) in zip(futures, pending, strict=True):
+            if fut.cancelled():
+                continue
+            fut.result()
             if on_case:
                 on_case(res)
+            if not tests or decided:
+                continue
+            fed += 1
+            if res.error is not None:
+                decided, by = "fail", "error"
+            else:
+                verdicts = {"min_pass_rate": tests["min_pass_rate"].observe(res.pass_rate)}
+                if "baseline" in tests and res.case.id in baseline_rates:
+                    verdicts["baseline"] = tests["baseline"].observe(res.pass_rate - baseline_rates[res.case.id])
+                elif "baseline" in tests:
+                    verdicts["baseline"] = tests["baseline"].decided
+                failing = [k for k, v in verdicts.items() if v == "fail"]
+                if failing:
+                    decided, by = "fail", failing[0]
+                elif all(t.decided == "pass" for t in tests.values()):
+                    decided, by = "pass", ", ".join(tests)
+            if decided:
+                for f in futures:
+                    f.cancel()  # those not started; the ones in flight finish and count
     finally:  # on Ctrl-C nothing new starts; calls in flight end within their timeout
         pool.shutdown(wait=False, cancel_futures=True)
+    if not tests:
+        return None
+    stopped = [res for f, (res, _) in zip(futures, pending, strict=True) if f.cancelled()]
+    for res in stopped:
+        res.answer_status = "stopped"
+        if on_case:
+            on_case(res)
+    per_case = n * (2 if suite.judge else 1)
+    return {"rule": RULE, "order_seed": suite.seed, "decided": decided, "by": by, "cases_fed": fed,
+            "answered_cases": len(pending) - len(stopped), "of": len(pending), "stopped_cases": len(stopped),
+            "calls_saved": len(stopped) * per_case, "calls_full_run": len(pending) * per_case,
+            "tests": {k: {"decided": t.decided, "seen": t.seen, "threshold": t.threshold} for k, t in tests.items()}}
 
 
 def _answer_batch(pending: list[tuple[CaseResult, Prepared]], suite: Suite, cfg: Config,
@@ -316,6 +402,7 @@ def _answer_batch(pending: list[tuple[CaseResult, Prepared]], suite: Suite, cfg:
                 continue
             res.answer, res.cost_usd = got.completion.text, got.completion.cost_usd
             res.checks = check_answer(res.answer, res.case.answer)
+            res.runs = [{"answer": res.answer, "checks": res.checks, "passed": True}]  # settled below
             if suite.judge:
                 messages = judge_messages(res.case.query, format_sources(prep.result.packed), res.answer,
                                           res.case.reference)
@@ -338,8 +425,12 @@ def _answer_batch(pending: list[tuple[CaseResult, Prepared]], suite: Suite, cfg:
 
 
 def _settled(res: CaseResult) -> CaseResult:
-    """An answered case's status: an error if a call failed, else whether every check passed."""
-    res.answer_status = "error" if res.error else ("passed" if all(c["passed"] for c in res.checks) else "failed")
+    """An answered case's status: an error if a call failed, else whether every check of every
+    repeat passed (a flaky case is "failed"; its pass rate says how often)."""
+    if res.runs and len(res.runs) == 1:
+        res.runs[0]["checks"], res.runs[0]["passed"] = res.checks, all(c["passed"] for c in res.checks)
+    res.answer_status = "error" if res.error else (
+        "passed" if all(c["passed"] for c in res.checks) and all(r["passed"] for r in res.runs) else "failed")
     return res
 
 

@@ -27,10 +27,13 @@ class EvalOutcome:
         parts = [f"{t['metric']} {t['value']:.3f} < {t['threshold']}" for t in r["thresholds"] if not t["passed"]]
         b = r.get("baseline")
         if b and b.get("comparable"):
-            parts += [f"{m['metric']} dropped {m['delta']:+.3f} (allowed -{b['max_regression']}; p {m['p_value']:.3g})"
-                      for m in b["metrics"] if m["regressed"]]
+            parts += [f"{m['metric']} dropped {m['delta']:+.3f} (allowed -{b['max_regression']}; p {m['p_value']:.3g}, "
+                      f"Holm-adjusted {m['p_adjusted']:.3g})" for m in b["metrics"] if m["regressed"]]
+        a = r["answer_gate"]
+        if not a["passed"] and a["min_pass_rate"] < 1:
+            parts.append(f"answer pass rate {a['value']:.3f} < {a['min_pass_rate']} (min_pass_rate)")
         failed = [c["id"] for c in r["cases"] if not c["passed"]]
-        if failed:
+        if failed and (not a["passed"] or a["errors"]):
             parts.append(f"{len(failed)} case(s) failed: {', '.join(failed[:5])}")
         return f"eval '{r['suite']}' failed its quality gate: " + "; ".join(parts)
 
@@ -61,6 +64,8 @@ def run_eval(
     record: Path | None = None,
     replay: Path | None = None,
     batch: bool = False,
+    repeats: int | None = None,
+    stop_when_decided: bool = False,
 ) -> EvalOutcome:
     if beir is not None:
         corpus, suite = load_beir(beir, split)
@@ -70,34 +75,57 @@ def run_eval(
     else:
         suite = load_suite(suite_path)
         cfg = load(flatten(suite.config))
+    if repeats is not None:
+        suite = suite.model_copy(update={"repeats": repeats})
     cassette = None
     if record or replay:
         from llmctl.llm.cassette import Cassette
 
         cassette = Cassette(record or replay, "record" if record else "replay", cfg.llm.store_prompts)
-    result = _run(suite, cfg, limit, tags, answers, progress, cassette, batch)
+    base = gate.load_baseline(baseline) if baseline else None
+    rates = {c["id"]: c.get("pass_rate") for c in (base or {}).get("cases", []) if not c.get("error")}
+    result = _run(suite, cfg, limit, tags, answers, progress, cassette, batch, stop_when_decided, rates)
     checks = gate.thresholds(result)
-    comparison = gate.compare(result, gate.load_baseline(baseline)) if baseline else None
-    passed = gate.gate_passed(result, checks, comparison)
-    outcome = EvalOutcome(result, report.to_dict(result, checks, comparison, passed), passed)
+    comparison = gate.compare(result, base) if base else None
+    answered = gate.answer_gate(result)
+    passed = gate.gate_passed(result, checks, comparison, answered)
+    outcome = EvalOutcome(result, report.to_dict(result, checks, comparison, passed, answered), passed)
     if against is not None:
         other_cfg = load(flatten(suite.config), against)
         if beir is not None:
             other_cfg.data_dir = DataDir(other_cfg.data_dir).beir(beir)
         other = _run(suite, other_cfg, limit, tags, answers, progress, cassette, batch)
+        paired = gate.paired(result, other)
         a, b = result.aggregate()[result.final_stage], other.aggregate()[other.final_stage]
         outcome.ab = {"a": {"config": cfg.source, "stage": result.final_stage, "metrics": a},
                       "b": {"config": other_cfg.source, "stage": other.final_stage, "metrics": b},
-                      "delta": {m: round(b[m] - a[m], 6) for m in a}, "paired": gate.paired(result, other)}
+                      "delta": {m: round(b[m] - a[m], 6) for m in a},
+                      "paired": {r["metric"]: r for r in paired["metrics"]}, "power": paired["power"],
+                      "clusters": paired["clusters"]}
         outcome.report["ab"] = outcome.ab
     return outcome
 
 
-def _run(suite: Suite, cfg: Config, limit, tags, answers, progress, cassette, batch) -> EvalResult:
+def run_plan(suite_path: Path, *, load: Callable[..., Config], limit: int | None = None,
+             tags: list[str] | None = None, baseline: Path | None = None, repeats: int | None = None,
+             progress=None) -> dict:
+    """``eval --plan``: a retrieval-only run (free) and, per gated metric, the smallest drop the suite
+    can detect, before any paid call."""
+    suite = load_suite(suite_path)
+    if repeats is not None:
+        suite = suite.model_copy(update={"repeats": repeats})
+    cfg = load(flatten(suite.config))
+    result = _run(suite, cfg, limit, tags, False, progress, None, False)
+    return gate.plan(result, gate.load_baseline(baseline) if baseline else None)
+
+
+def _run(suite: Suite, cfg: Config, limit, tags, answers, progress, cassette, batch, stop_when_decided=False,
+         baseline_rates=None) -> EvalResult:
     total = min(limit or len(suite.cases), len(suite.cases))
     task = progress.task(f"Evaluating {suite.name}", total) if progress else None
     result = run_suite(suite, cfg, limit=limit, tags=tags, answers=answers, cassette=cassette, batch=batch,
-                       on_case=(lambda _: task.advance(1)) if task else None)
+                       on_case=(lambda _: task.advance(1)) if task else None, stop_when_decided=stop_when_decided,
+                       baseline_rates=baseline_rates)
     if task:
         task.done()
     return result

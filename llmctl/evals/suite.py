@@ -40,6 +40,9 @@ class Case(_Model):
     answer: AnswerCheck | None = None
     reference: str | None = None  # a reference answer for the LLM judge's correctness check
     tags: list[str] = Field(default_factory=list)
+    # Cases of one group are resampled together by the gate's bootstrap (see gate.py); without it,
+    # cases sharing an expected document are one group. `llmctl generate` writes the source document.
+    group: str | None = None
 
     @field_validator("query")
     @classmethod
@@ -59,9 +62,14 @@ class Suite(_Model):
     metrics: list[str] = Field(default_factory=lambda: list(DEFAULT_METRICS))
     thresholds: dict[str, float] = Field(default_factory=dict)
     max_regression: float = Field(0.0, ge=0)
-    # Gate on significance too: a drop beyond max_regression fails only when the paired bootstrap
-    # p-value is under this level. None: any drop beyond max_regression fails.
-    significance: float | None = Field(None, gt=0, lt=1)
+    # The family-wise error of the baseline/A-B gate: a metric regresses when it dropped beyond
+    # max_regression and its one-sided clustered-bootstrap p-value, Holm-adjusted over the gated
+    # metrics, is under this level. None (null): any drop beyond max_regression fails (no test).
+    significance: float | None = Field(0.05, gt=0, lt=1)
+    repeats: int = Field(1, ge=1, le=100)  # each answer (and verdict) asked this many times
+    # A run passes its answer checks when the mean pass rate over the answered cases (each case:
+    # passes / repeats) is at least this. 1.0: every answer passes every time.
+    min_pass_rate: float = Field(1.0, ge=0, le=1)
     seed: int = 0  # the bootstrap's resampling seed
     judge: bool = False  # also grade answers with the LLM: faithful to sources, agrees with reference
     cases_file: str | None = None

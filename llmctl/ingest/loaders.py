@@ -52,6 +52,7 @@ def load_documents(path: Path, source: str, data: bytes, notes: list[str] | None
         yield from _load_pdf(data, source)
         return
     text, guessed = decode(data, html=kind == "html")
+    del data  # the text is all that is needed now: a large file is not held twice
     if guessed and notes is not None:
         notes.append(guessed)
     if kind == "jsonl":

@@ -440,9 +440,13 @@ def _dry_run(run: _Run, paths: list[Path], check: bool) -> None:
         check_settings(manifest.settings(), run.settings, run.cfg)
         _check_reader(run)
     scan = _scan(run, paths)
-    planned = [p for window in _plan(run, scan) for p in window]
-    old_ids = manifest.chunk_ids_of_docs(d for p in planned for d in p.update.changed_chunks)
-    new_ids = {c.id for p in planned for cs in p.update.changed_chunks.values() for c in cs}
+    docs: list[str] = []
+    new_ids: set[str] = set()
+    for window in _plan(run, scan):  # only ids are kept, never a window's chunks
+        for p in window:
+            docs += p.update.changed_chunks
+            new_ids.update(c.id for cs in p.update.changed_chunks.values() for c in cs)
+    old_ids = manifest.chunk_ids_of_docs(docs)
     deleted = sum(1 for ids in old_ids.values() for i in ids if i not in new_ids)
     run.report.chunks_deleted = deleted + len(manifest.chunk_ids_of_files(scan.removed))
     run.report.chunks_total = manifest.chunk_count()  # the index as it is now
@@ -594,7 +598,9 @@ def _plan_file(path: Path, rec: FileRecord, manifest: Manifest, chunker, report,
     reader = json.dumps(reader_identity(chunker.cfg))  # a document read differently is chunked again
     documents: dict[str, tuple[str, str]] = {}
     todo = []
-    for doc in load_documents(path, rec.source, data, guessed):
+    loaded = load_documents(path, rec.source, data, guessed)
+    del data  # the loader drops the bytes once decoded: a large file is not held twice
+    for doc in loaded:
         if doc.doc_id in documents:
             continue  # duplicate id in a JSONL file: the first record wins
         digest = hashlib.sha256(f"{reader}\0{doc.title}\0{doc.text}".encode()).hexdigest()

@@ -8,6 +8,7 @@ from typing import Protocol
 
 class Task(Protocol):
     def advance(self, n: int) -> None: ...
+    def set_total(self, total: int | None) -> None: ...  # a total known (or estimated better) later
     def done(self) -> None: ...
 
 
@@ -18,6 +19,9 @@ class Progress(Protocol):
 
 class _NullTask:
     def advance(self, n: int) -> None:
+        pass
+
+    def set_total(self, total: int | None) -> None:
         pass
 
     def done(self) -> None:

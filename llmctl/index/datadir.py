@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llmctl.errors import BusyError, InputError
+from llmctl.errors import BusyError, InputError, LlmctlError
 
 POINTER = "INDEX"
 LEGACY_ITEMS = ("manifest.sqlite", "manifest.sqlite-wal", "manifest.sqlite-shm", "chroma", "bm25")
@@ -108,23 +108,61 @@ class DataDir:
         """Hold the data dir for one writer; a second one waits up to wait_seconds, then stops."""
         from filelock import FileLock, Timeout
 
-        self.create()
-        lock = FileLock(str(self.lock_file))
         owner = self.root / "ingest.pid"
-        try:
-            lock.acquire(timeout=wait_seconds)
-        except Timeout:
-            pid = owner.read_text().strip() if owner.exists() else "unknown"
-            raise BusyError(
-                f"Another ingest (pid {pid}) is writing to {self.root}: wait for it to finish, "
-                "or pass --wait SECONDS"
-            ) from None
+        for _ in range(3):
+            self.create()
+            lock = FileLock(str(self.lock_file))
+            try:
+                lock.acquire(timeout=wait_seconds)
+            except Timeout:
+                pid = owner.read_text().strip() if owner.exists() else "unknown"
+                raise BusyError(
+                    f"Another ingest (pid {pid}) is writing to {self.root}: wait for it to finish, "
+                    "or pass --wait SECONDS"
+                ) from None
+            if self.lock_file.exists():
+                break
+            lock.release()  # the writer before us discarded the folder it made (discard_if_unwritten)
         try:
             owner.write_text(str(os.getpid()))
             yield
         finally:
             owner.unlink(missing_ok=True)
             lock.release()
+
+    @contextmanager
+    def discard_if_unwritten(self):
+        """Around a writer: if the data dir did not exist and the writer fails before writing
+        anything (a missing path, nothing to ingest, a bad file under --strict), remove what it
+        made, so a failed command leaves no empty data dir behind."""
+        made = [f for f in (self.root, *self.root.absolute().parents) if not f.exists()]  # mkdir's parents too
+        try:
+            yield
+        except BaseException:
+            if made:
+                self._discard_unwritten(made)
+            raise
+
+    def _discard_unwritten(self, made: list[Path]) -> None:
+        ours = {"manifest.sqlite", "manifest.sqlite-wal", "manifest.sqlite-shm", "ingest.lock", "ingest.pid"}
+        try:
+            if {p.name for p in self.root.iterdir()} - ours:
+                return  # something else is in it: keep it all
+            if self.manifest.exists():
+                from llmctl.index.manifest import Manifest
+
+                m = Manifest(self.manifest, readonly=True)
+                try:
+                    if m.settings() is not None or m.chunk_count():
+                        return  # written to
+                finally:
+                    m.close()
+            for name in ours:
+                (self.root / name).unlink(missing_ok=True)
+            for folder in made:
+                folder.rmdir()
+        except (OSError, LlmctlError):
+            pass  # kept: it is only an empty folder
 
     def staging(self) -> DataDir:
         """A new, empty index folder beside the current one (for a rebuild); not yet published."""

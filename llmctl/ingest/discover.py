@@ -22,7 +22,7 @@ from pathlib import Path
 
 from llmctl.config import IngestConfig
 from llmctl.errors import InputError
-from llmctl.ingest.loaders import kind_of
+from llmctl.ingest.loaders import PLAIN, kind_of, sniff
 from llmctl.records import SkippedFile
 
 
@@ -82,6 +82,13 @@ UNSUPPORTED = "unsupported type"
 CANNOT_LIST = "cannot list folder"  # the start of the reason: what is indexed under it is kept
 
 
+def check_paths(paths: list[Path]) -> None:
+    """Raise InputError for the first path that does not exist."""
+    for given in paths:
+        if not given.exists() and not given.is_symlink():
+            raise InputError(f"Path {given} does not exist: check the path given to 'llmctl ingest'")
+
+
 def discover(paths: list[Path], cfg: IngestConfig, skipped: list[SkippedFile],
              ignore: Path | None = None) -> Iterator[Found]:
     """Yield files to ingest, sorted within each folder; record why others were passed over.
@@ -90,9 +97,8 @@ def discover(paths: list[Path], cfg: IngestConfig, skipped: list[SkippedFile],
     followed unless ``follow_symlinks``; loops are detected either way. The folder
     ``ignore`` (llmctl's own data dir) is never walked into.
     """
+    check_paths(paths)
     for given in paths:
-        if not given.exists() and not given.is_symlink():
-            raise InputError(f"Path {given} does not exist: check the path given to 'llmctl ingest'")
         root = given.resolve() if given.exists() else given.absolute()
         if given.is_file():
             yield Found(root, root.parent)
@@ -138,7 +144,8 @@ def _walk(root: Path, cfg: IngestConfig, skipped: list[SkippedFile], ignore: Pat
             if not _taken(rel, cfg):
                 continue
             path = here / name
-            if kind_of(path) is None:
+            kind = kind_of(path)
+            if kind is None:
                 skipped.append(SkippedFile(str(path), UNSUPPORTED))
                 continue
             if path.is_symlink():
@@ -152,4 +159,7 @@ def _walk(root: Path, cfg: IngestConfig, skipped: list[SkippedFile], ignore: Pat
                 if not target.is_relative_to(root):
                     skipped.append(SkippedFile(str(path), "symlink points outside the ingest root"))
                     continue
+            if kind == PLAIN and not sniff(path):  # no extension: README is text, a program is not
+                skipped.append(SkippedFile(str(path), UNSUPPORTED))
+                continue
             yield Found(path.absolute(), root)

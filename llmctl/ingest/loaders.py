@@ -4,50 +4,127 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import io
 import json
 import re
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
+from pathlib import Path, PurePath
 
 from llmctl.config import CODE_EXTENSIONS
 from llmctl.ingest.chunking import markdown_headings
 from llmctl.ingest.html import html_to_text
-from llmctl.ingest.markup import clean_rst, front_matter
+from llmctl.ingest.markup import clean_myst, clean_rst, front_matter
 from llmctl.records import Document
 
 TEXT_KINDS = {".md": "markdown", ".markdown": "markdown", ".rst": "rst", ".txt": "text"}
 HTML_EXTENSIONS = {".html", ".htm"}
+# What each file name ending is read as (the loader of each kind: LOADERS, at the end).
+KINDS: dict[str, str] = {**TEXT_KINDS, **dict.fromkeys(HTML_EXTENSIONS, "html"), ".pdf": "pdf",
+                         ".jsonl": "jsonl", **dict.fromkeys(CODE_EXTENSIONS, "code")}
+# A compressed file is read as the format under its compression suffix: page.md.gz as Markdown,
+# changelog.Debian.gz as text; decompressed in a stream, refused past the size cap.
+COMPRESSED = {".gz": "gzip", ".bz2": "bzip2", ".xz": "xz"}
+# A file with no extension (README, AUTHORS, copyright), or named like one with a qualifier
+# (README.Debian, changelog.Debian.amd64, README.source), is read as text when its first KB is
+# text: PLAIN. Dot files (.env, .gitignore) are not documents and are never read.
+PLAIN = "plain"
+DOC_NAMES = {"readme", "news", "changes", "changelog", "authors", "copying", "copyright", "install", "history",
+             "todo", "thanks", "faq", "contributing", "contributors", "credits", "license", "licence", "notice",
+             "acks", "maintainers", "hacking", "bugs", "notes", "release-notes", "releasenotes"}
+SNIFF_BYTES = 1024
+DEFAULT_MAX_BYTES = 50 * 1024 * 1024  # ingest.max_file_mb's default
 
 
 class SkipFile(Exception):
     """This file cannot be ingested; the message is the per-file skip reason."""
 
 
+def uncompressed_name(name: str) -> str:
+    """The name under a compression suffix: page.md.gz -> page.md (others unchanged)."""
+    suffix = PurePath(name).suffix.lower()
+    return name[:-len(suffix)] if suffix in COMPRESSED and len(name) > len(suffix) else name
+
+
 def kind_of(path: Path) -> str | None:
-    ext = path.suffix.lower()
-    if ext in TEXT_KINDS:
-        return TEXT_KINDS[ext]
-    if ext in HTML_EXTENSIONS:
-        return "html"
-    if ext == ".pdf":
-        return "pdf"
-    if ext == ".jsonl":
-        return "jsonl"
-    if ext in CODE_EXTENSIONS:
-        return "code"
+    """The kind a file is read as, from its name (PLAIN: text if its first KB is; see sniff)."""
+    name = uncompressed_name(path.name)
+    ext = PurePath(name).suffix.lower()
+    if ext in KINDS:
+        return KINDS[ext]
+    if name.startswith(".") or ext in COMPRESSED:
+        return None
+    if not ext or name.split(".", 1)[0].lower() in DOC_NAMES:
+        return PLAIN
     return None
+
+
+def looks_like_text(head: bytes) -> bool:
+    """Whether the first bytes of a file are text: a byte order mark, or no NUL byte and almost
+    no control characters (UTF-8 or a one-byte encoding; decode() then tells which)."""
+    if any(head.startswith(bom) for bom, _ in BOMS):
+        return True
+    if b"\x00" in head:
+        return False
+    controls = sum(1 for b in head if b < 32 and b not in (9, 10, 12, 13, 27))
+    return controls * 100 <= len(head)
+
+
+def sniff(path: Path) -> bool:
+    """For a PLAIN file: whether its first KB (decompressed) is text. Unreadable: False; not a
+    regular file (a FIFO would block the read): True, for ingest to skip it with its reason."""
+    import stat
+
+    codec = COMPRESSED.get(path.suffix.lower())
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            return True
+        with open(path, "rb") as raw, (_opener(codec)(raw) if codec else raw) as f:
+            return looks_like_text(f.read(SNIFF_BYTES))
+    except Exception:  # noqa: BLE001 -- damaged archive, permissions...: not a text file to offer
+        return False
+
+
+def _opener(codec: str) -> Callable:
+    import bz2
+    import gzip
+    import lzma
+
+    return {"gzip": lambda f: gzip.GzipFile(fileobj=f), "bzip2": bz2.BZ2File, "xz": lzma.LZMAFile}[codec]
+
+
+def decompress(path: Path, data: bytes, max_bytes: int | None = DEFAULT_MAX_BYTES) -> bytes:
+    """The bytes of a .gz/.bz2/.xz file decompressed (others unchanged), read as a stream and
+    refused past ``max_bytes``: a compression bomb stops at the cap, with a reason."""
+    codec = COMPRESSED.get(path.suffix.lower())
+    if codec is None:
+        return data
+    import lzma
+    import zlib
+
+    try:
+        with _opener(codec)(io.BytesIO(data)) as f:
+            out = f.read() if max_bytes is None else f.read(max_bytes + 1)
+    except (OSError, EOFError, lzma.LZMAError, zlib.error, ValueError) as exc:
+        raise SkipFile(f"not a valid {codec} file ({exc or type(exc).__name__})") from None
+    if max_bytes is not None and len(out) > max_bytes:
+        raise SkipFile(f"decompresses to more than ingest.max_file_mb ({max_bytes / 2**20:g} MB); stopped "
+                       "there (a compression bomb?)")
+    return out
 
 
 def file_digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def load_documents(path: Path, source: str, data: bytes, notes: list[str] | None = None) -> Iterator[Document]:
-    """Parse the bytes of one file. Raises SkipFile with a reason the user can act on.
-    ``notes`` gets the encoding of a text that was not UTF-8 and declared none (see decode)."""
+def load_documents(path: Path, source: str, data: bytes, notes: list[str] | None = None, *,
+                   max_bytes: int | None = DEFAULT_MAX_BYTES) -> Iterator[Document]:
+    """Parse the bytes of one file (a compressed one decompressed, up to ``max_bytes``). Raises
+    SkipFile with a reason the user can act on. ``notes`` gets the encoding of a text that was
+    not UTF-8 and declared none (see decode)."""
     kind = kind_of(path)
     if kind is None:
         raise SkipFile(f"unsupported file type '{path.suffix or path.name}'")
+    data = decompress(path, data, max_bytes)
     if kind == "pdf":
         yield from _load_pdf(data, source)
         return
@@ -60,23 +137,35 @@ def load_documents(path: Path, source: str, data: bytes, notes: list[str] | None
         return
     if not text.strip():
         raise SkipFile("empty file")
-    if kind == "html":
-        title, body = html_to_text(text)
-        if not body.strip():
-            raise SkipFile("no main text (only navigation, scripts, styles or markup)")
-        yield Document(source, source, body, "html", title=title)
-    elif kind == "code":
-        yield Document(source, source, text, "code", title=path.name,
-                       language=CODE_EXTENSIONS[path.suffix.lower()])
-    elif kind == "markdown":
-        fields, text = front_matter(text)
-        title = _first_heading(text, kind) or str(fields.get("title") or "")
-        yield Document(source, source, text, kind, title=title,
-                       fields=tuple((str(k), _scalar(v)) for k, v in fields.items()))
-    else:
-        if kind == "rst":
-            text = clean_rst(text)
-        yield Document(source, source, text, kind, title=_first_heading(text, kind))
+    yield from LOADERS[kind](PurePath(uncompressed_name(path.name)), path.name, source, text)
+
+
+def _load_html(name: PurePath, filename: str, source: str, text: str) -> Iterator[Document]:
+    title, body = html_to_text(text)
+    if not body.strip():
+        raise SkipFile("no main text (only navigation, scripts, styles or markup)")
+    yield Document(source, source, body, "html", title=title)
+
+
+def _load_code(name: PurePath, filename: str, source: str, text: str) -> Iterator[Document]:
+    yield Document(source, source, text, "code", title=filename, language=CODE_EXTENSIONS[name.suffix.lower()])
+
+
+def _load_markdown(name: PurePath, filename: str, source: str, text: str) -> Iterator[Document]:
+    fields, text = front_matter(text)
+    text = clean_myst(text)
+    title = _first_heading(text, "markdown") or str(fields.get("title") or "")
+    yield Document(source, source, text, "markdown", title=title,
+                   fields=tuple((str(k), _scalar(v)) for k, v in fields.items()))
+
+
+def _load_rst(name: PurePath, filename: str, source: str, text: str) -> Iterator[Document]:
+    text = clean_rst(text)
+    yield Document(source, source, text, "rst", title=_first_heading(text, "rst"))
+
+
+def _load_text(name: PurePath, filename: str, source: str, text: str) -> Iterator[Document]:
+    yield Document(source, source, text, "text", title="")
 
 
 def _scalar(value) -> str:
@@ -223,3 +312,10 @@ def _load_pdf(data: bytes, source: str) -> Iterator[Document]:
     if not text.strip():
         raise SkipFile("PDF has no extractable text (scanned? run OCR first)")
     yield Document(source, source, text, "pdf", title=str(title), pages=tuple(pages))
+
+
+# kind -> loader of its decoded text (pdf and jsonl are read from bytes, in load_documents).
+LOADERS: dict[str, Callable[[PurePath, str, str, str], Iterator[Document]]] = {
+    "html": _load_html, "code": _load_code, "markdown": _load_markdown, "rst": _load_rst, "text": _load_text,
+    PLAIN: _load_text,
+}

@@ -94,6 +94,82 @@ def clean_rst(text: str) -> str:
     return "\n".join(out)
 
 
+# MyST (Sphinx in Markdown): ```{name} args / :::{name} args directive fences, {role}`text`
+# roles and (label)= targets, read as clean_rst reads their reST forms.
+MYST_FENCE = re.compile(r"^([ \t]*)(`{3,}|:{3,})\{([\w:.+-]+)\}[ \t]*(.*)$")
+CODE_FENCE = re.compile(r"^[ \t]*(`{3,}|~{3,})")
+MYST_ROLE = re.compile(r"\{[\w:+.-]+\}`([^`]+)`")
+MYST_LABEL = re.compile(r"^[ \t]*\([^()\s]+\)=[ \t]*$")
+CODE_DIRECTIVES = {"code-block", "sourcecode", "code", "code-cell"}
+
+
+def _closes(line: str, fence: str) -> bool:
+    s = line.strip()
+    return len(s) >= len(fence) and set(s) == {fence[0]}
+
+
+def clean_myst(text: str) -> str:
+    """Markdown with MyST markup as readable text: toctree/index (and other navigation) blocks
+    emptied, admonitions read "Note: ...", other directives keep their content (code blocks
+    become ordinary fenced code), {eval-rst} content is cleaned as reST, options, labels and
+    roles are reduced as in clean_rst. Line structure is kept."""
+    if "{" not in text and ")=" not in text:
+        return text
+    lines = text.split("\n")
+    out: list[str] = []
+    stack: list[tuple[str, bool]] = []  # open directive fences and whether their content is dropped
+    code: str | None = None  # the fence of an open ordinary code block: nothing in it is markup
+    i = 0
+    while i < len(lines):
+        line, i = lines[i], i + 1
+        dropping = any(drop for _, drop in stack)
+        if code is not None:
+            if _closes(line, code):
+                code = None
+            out.append("" if dropping else line)
+            continue
+        if stack and _closes(line, stack[-1][0]):
+            stack.pop()
+            out.append("")
+            continue
+        d = MYST_FENCE.match(line)
+        if d:
+            indent, fence, name, args = d.group(1), d.group(2), d.group(3).split(":")[-1].lower(), d.group(4)
+            if name in CODE_DIRECTIVES:
+                code = fence
+                out.append("" if dropping else f"{indent}{fence}{args}")
+                continue
+            drop = dropping or name in NO_CONTENT
+            if drop or name in NO_TEXT or name == "eval-rst":
+                out.append("")
+            elif ADMONITION.get(name):
+                out.append(f"{indent}{ADMONITION[name]}: {_inline(args)}".rstrip(": "))
+            else:  # generic admonition, tab, API directives...: the argument is text
+                out.append(indent + _inline(args))
+            if i < len(lines) and lines[i].strip() == "---":  # options as a YAML block
+                end = next((j for j in range(i + 1, len(lines)) if lines[j].strip() == "---"), i)
+                out += [""] * (end + 1 - i)
+                i = end + 1
+            while i < len(lines) and OPTION.match(" " + lines[i]):  # the directive's :options:
+                out.append("")
+                i += 1
+            if name == "eval-rst" and not drop:  # its content is reST
+                end = next((j for j in range(i, len(lines)) if _closes(lines[j], fence)), len(lines))
+                out += clean_rst("\n".join(lines[i:end])).split("\n") if end > i else []
+                i = end
+            stack.append((fence, drop))
+            continue
+        c = CODE_FENCE.match(line)
+        if c:
+            code = c.group(1)
+            out.append("" if dropping else line)
+        elif dropping or MYST_LABEL.match(line):
+            out.append("")
+        else:
+            out.append(MYST_ROLE.sub(_role_text, line) if "`" in line else line)
+    return "\n".join(out)
+
+
 def _indented(line: str, than: int) -> bool:
     return bool(line.strip()) and len(line) - len(line.lstrip()) > than
 

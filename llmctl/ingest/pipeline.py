@@ -32,7 +32,7 @@ from llmctl.index.embedder import Embedder
 from llmctl.index.manifest import FORMAT_VERSION, FileRecord, FileUpdate, Manifest
 from llmctl.index.vectors import store_identity
 from llmctl.ingest.chunking import reader_identity
-from llmctl.ingest.discover import CANNOT_LIST, UNSUPPORTED, discover, is_taken
+from llmctl.ingest.discover import CANNOT_LIST, UNSUPPORTED, check_paths, discover, is_taken
 from llmctl.ingest.loaders import SkipFile, file_digest, load_documents
 from llmctl.interrupts import StopFlag, stop_requests
 from llmctl.llm.embeddings import make_embedder
@@ -122,6 +122,8 @@ class _Run:
     committed_files: int = 0
     committed_chunks: int = 0
     guessed: dict[str, list[str]] = field(default_factory=dict)  # encoding -> files read in it (a guess)
+    work_bytes: int = 0  # the size of the files to read, and of those read so far: the embedding
+    read_bytes: int = 0  # bar's total is estimated from them until every file is chunked
 
     def skip(self, path: Path | str, reason: str) -> None:
         self.report.files_skipped.append(SkippedFile(str(path), reason))
@@ -189,6 +191,7 @@ def ingest(
     started = time.perf_counter()
     if not paths:
         raise InputError("No path given: llmctl ingest PATH [PATH...]")
+    check_paths(paths)  # before anything is loaded or made
     report = IngestReport(dry_run=dry_run)
     embedder = embedder or make_embedder(cfg, command="ingest", export=True)
     max_tokens = cfg.chunking.max_tokens or embedder.max_chunk_tokens
@@ -212,7 +215,7 @@ def ingest(
             finally:
                 manifest.close()
         else:
-            with data.write_lock(wait_seconds):
+            with data.discard_if_unwritten(), data.write_lock(wait_seconds):
                 data.remove_unused()
                 target = _rebuild_target(cfg, data) if rebuild else data
                 manifest = Manifest(target.manifest)
@@ -393,13 +396,15 @@ def _plan(run: _Run, scan: _Scan) -> Iterator[list[_Planned]]:
     window: list[_Planned] = []
     size, limit = 0, WINDOW_GROUPS * run.cfg.ingest.commit_every
     task = run.progress.task("Reading", len(scan.work))
+    run.work_bytes = sum(max(0, rec.size) for _, rec in scan.work)
     for path, rec in scan.work:
         task.advance(1)
         run.check_stop()
+        run.read_bytes += max(0, rec.size)
         guessed: list[str] = []
         try:
             plan = list(_plan_file(path, rec, run.manifest, chunker, run.report, run.cfg.ingest.commit_every,
-                                   guessed))
+                                   guessed, max_bytes=int(run.cfg.ingest.max_file_mb * 1024 * 1024)))
         except SkipFile as exc:
             run.skip(path, str(exc))
             continue
@@ -524,12 +529,23 @@ def _commit(run: _Run, windows: Iterator[list[_Planned]], removed: list[str], fr
 
 def _rebuild_bm25(run: _Run, generation: str) -> None:
     """BM25 over the whole manifest, its texts streamed (never all in memory at once)."""
-    with run.progress.status("Building BM25 index"):
+    with run.progress.status("Loading chunks for BM25"):
         ids = run.manifest.keyword_ids()
         arrays = {"dense_sample": _dense_sample(run, ids)} if ids else None
         run.release_store()
-        texts = (text for _, text in run.manifest.keyword_corpus())
-        keyword.build_and_save(run.data.bm25, run.cfg.bm25, ids, texts, generation, arrays)
+    task = run.progress.task("Building BM25 index", len(ids))
+
+    def texts() -> Iterator[str]:  # read once, as BM25 tokenizes them
+        n = 0
+        for _, text in run.manifest.keyword_corpus():
+            n += 1
+            if n % 256 == 0:
+                task.advance(256)
+            yield text
+        task.advance(n % 256)
+
+    keyword.build_and_save(run.data.bm25, run.cfg.bm25, ids, texts(), generation, arrays)
+    task.done()
 
 
 def _dense_sample(run: _Run, ids: list[str], size: int = 2000):
@@ -553,6 +569,8 @@ def _embed_and_commit(run: _Run, windows: Iterable[list[_Planned]]) -> tuple[lis
 
     deleted: list[str] = []
     for window in windows:
+        if task is not None:
+            task.set_total(_embedding_total(run))
         for batch in _batches(window, run.cfg.ingest.commit_every):
             run.check_stop()
             new_chunks = [c for p in batch for c in p.new_chunks]
@@ -586,11 +604,21 @@ def _start_embedding(run: _Run):
         run.report.embedding = embedder.load()
     run.manifest.set_meta("runtime", json.dumps({k: v for k, v in run.report.embedding.items() if k != "note"}))
     embedder.expect_dimension(int(run.manifest.get_meta("dimension") or 0) or None)
-    return run.progress.task("Embedding", None)
+    return run.progress.task("Embedding", _embedding_total(run))
+
+
+def _embedding_total(run: _Run) -> int:
+    """Chunks this run embeds: those of the files chunked so far, and while files remain to be
+    read, an estimate for them at the chunks per byte seen so far (exact once all are read)."""
+    planned = run.report.chunks_added
+    if run.read_bytes >= run.work_bytes or not run.read_bytes:
+        return planned
+    return max(planned, round(planned * run.work_bytes / run.read_bytes))
 
 
 def _plan_file(path: Path, rec: FileRecord, manifest: Manifest, chunker, report,
-               commit_every: int, guessed: list[str] | None = None) -> Iterator[_Planned]:
+               commit_every: int, guessed: list[str] | None = None, *,
+               max_bytes: int | None = None) -> Iterator[_Planned]:
     """The manifest update for one changed file, split every ~commit_every new chunks."""
     data = path.read_bytes()
     rec = FileRecord(rec.path, rec.source, rec.size, rec.mtime_ns, file_digest(data))
@@ -598,7 +626,7 @@ def _plan_file(path: Path, rec: FileRecord, manifest: Manifest, chunker, report,
     reader = json.dumps(reader_identity(chunker.cfg))  # a document read differently is chunked again
     documents: dict[str, tuple[str, str]] = {}
     todo = []
-    loaded = load_documents(path, rec.source, data, guessed)
+    loaded = load_documents(path, rec.source, data, guessed, max_bytes=max_bytes)
     del data  # the loader drops the bytes once decoded: a large file is not held twice
     for doc in loaded:
         if doc.doc_id in documents:

@@ -219,6 +219,12 @@ def eval_(
         help="Answer from a recorded cassette: no provider, key or network.", metavar="FILE")] = None,
     batch: Annotated[bool, typer.Option(
         "--batch", help="Send answers (and judge calls) as one Batch API job: half the price, slower.")] = False,
+    repeats: Annotated[int | None, typer.Option(
+        help="Ask each answer (and verdict) N times: pass rates, flaky cases (suite: repeats).", metavar="N")] = None,
+    stop_when_decided: Annotated[bool, typer.Option(
+        "--stop-when-decided", help="Answer in a seeded random order; stop paying once the verdict is decided.")] = False,
+    plan: Annotated[bool, typer.Option(
+        "--plan", help="Retrieval only (free): the smallest drop each gated metric can show, then exit.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Run a golden-query suite or a BEIR dataset; exit 9 when a quality gate fails.
@@ -228,10 +234,20 @@ def eval_(
     from llmctl import render
 
     suite, json_out = _eval_targets(suites or [], beir, as_json, json_file)
+    if plan:
+        from llmctl.evals.report import plan_text
+
+        if suite is None:
+            raise typer.BadParameter("--plan needs a suite file", param_hint="--plan")
+        with render.RichProgress(enabled=not quiet and json_out != "-") as progress:
+            planned = _workspace().plan(suite, limit=limit, tags=list(tag or []), baseline=baseline,
+                                        repeats=repeats, progress=progress)
+        return render.print_json(planned) if json_out == "-" else print(plan_text(planned))
     with render.RichProgress(enabled=not quiet and json_out != "-") as progress:
         outcome = _workspace().evaluate(
             suite, beir=beir, split=split, limit=limit, tags=list(tag or []), baseline=baseline,
-            answers=not no_answers, progress=progress, against=against, record=record, replay=replay, batch=batch)
+            answers=not no_answers, progress=progress, against=against, record=record, replay=replay, batch=batch,
+            repeats=repeats, stop_when_decided=stop_when_decided)
     render.eval_outputs(outcome, json_out=json_out, junit_out=junit_out, md_out=md_out, html_out=html_out,
                         stages=stages)
     if not outcome.passed:

@@ -393,6 +393,8 @@ def eval_outputs(outcome, *, json_out, junit_out, md_out, html_out, stages: bool
         why = c["error"] or "; ".join(x["check"] for x in c["checks"] if not x["passed"])
         stdout.print(f"  FAIL {c['id']}: {why}", markup=False)
     stdout.print(f"Coverage: {rep.coverage_text(r['coverage'])}.", markup=False)
+    for line in rep.gate_lines(r):  # pass rate, flaky cases, clusters, power, sequential stopping
+        (warn(line[9:]) if line.startswith("warning: ") else stdout.print(line, markup=False))
     b = r.get("baseline")
     if b:
         if not b["comparable"]:

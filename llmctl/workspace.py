@@ -231,7 +231,8 @@ class Workspace:
     def evaluate(self, suite: Path | str | None = None, *, beir: Path | str | None = None, split: str = "test",
                  limit: int | None = None, tags: list[str] | None = None, baseline: Path | str | None = None,
                  against: Path | str | None = None, answers: bool = True, record: Path | str | None = None,
-                 replay: Path | str | None = None, batch: bool = False, progress=None):
+                 replay: Path | str | None = None, batch: bool = False, progress=None,
+                 repeats: int | None = None, stop_when_decided: bool = False):
         """Run a golden suite (or ``beir=DIR``); returns an EvalOutcome (see ``llmctl eval``).
 
         Contradictory arguments raise UsageError before anything runs."""
@@ -247,9 +248,29 @@ class Workspace:
                              "replay a cassette")
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
             raise UsageError(f"expected a whole number of cases, at least 1, got {limit!r}", "limit")
+        if repeats is not None and (isinstance(repeats, bool) or not isinstance(repeats, int)
+                                    or not 1 <= repeats <= 100):
+            raise UsageError(f"expected a whole number of repeats from 1 to 100, got {repeats!r}", "repeats")
+        if batch and repeats and repeats > 1:
+            raise UsageError("batch (--batch) sends each answer once; it does not repeat (--repeats)")
+        if stop_when_decided and batch:
+            raise UsageError("stop_when_decided (--stop-when-decided) needs answers one by one, not a --batch job")
         return run_eval(_path(suite), load=self._derived_config, beir=_path(beir), split=split, limit=limit,
                         tags=list(tags or []), baseline=_path(baseline), against=_path(against), answers=answers,
-                        progress=progress, record=_path(record), replay=_path(replay), batch=batch)
+                        progress=progress, record=_path(record), replay=_path(replay), batch=batch,
+                        repeats=repeats, stop_when_decided=stop_when_decided)
+
+    def plan(self, suite: Path | str, *, limit: int | None = None, tags: list[str] | None = None,
+             baseline: Path | str | None = None, repeats: int | None = None, progress=None) -> dict:
+        """``llmctl eval --plan``: per gated metric, the smallest drop the suite can detect (80% power),
+        from a retrieval-only run: no model is called."""
+        from llmctl.errors import UsageError
+        from llmctl.evals.service import run_plan
+
+        if repeats is not None and (isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1):
+            raise UsageError(f"expected a whole number of repeats, at least 1, got {repeats!r}", "repeats")
+        return run_plan(Path(suite), load=self._derived_config, limit=limit, tags=list(tags or []),
+                        baseline=_path(baseline), repeats=repeats, progress=progress)
 
     def generate(self, cases: int, output: Path | str, *, seed: int = 0, max_overlap: float = 0.9,
                  force: bool = False, on_candidate: Callable[[], None] | None = None):

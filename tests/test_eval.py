@@ -58,7 +58,7 @@ def test_baseline_regression_and_incomparable_runs(tmp_path, data):
     base = tmp_path / "base.json"
     assert eval_cli(data, SUITE, "--json-file", base).returncode == 0
     same = eval_cli(data, SUITE, "--baseline", base)
-    assert same.returncode == 0 and "(+0.000, 95% CI [+0.000, +0.000], p 1; 0 better, 0 worse" in same.stdout
+    assert same.returncode == 0 and "(+0.000, 95% CI [+0.000, +0.000], p 1, Holm 1; 0 better, 0 worse" in same.stdout
     judged = sum(1 for c in json.loads(base.read_text())["cases"] if c["expected"])  # no-answer cases have none
     assert 20 < judged < 30
     assert (f"Baseline: compared on the {judged} cases both runs scored (0 only in this run, 0 only in the "
@@ -71,7 +71,7 @@ def test_baseline_regression_and_incomparable_runs(tmp_path, data):
     r = eval_cli(data, SUITE, "--baseline", tmp_path / "better.json", "--junit", junit, "--markdown", md,
                  "--html", page)
     assert_gate_failed(r, "mrr@10 dropped -0.100")
-    assert re.search(r"mrr@10: [\d.]+ -> [\d.]+ \(-0\.100, 95% CI \[-0\.100, -0\.100\], p 0\.0001; 0 better, "
+    assert re.search(r"mrr@10: [\d.]+ -> [\d.]+ \(-0\.100, 95% CI \[-0\.100, -0\.100\], p 0\.0001, Holm [\d.]+; 0 better, "
                      rf"{judged} worse, 0 same\)  REGRESSED", r.stdout)
     failure = ET.parse(junit).getroot().find("testcase[@name='mrr@10 vs baseline']/failure")
     assert failure is not None and "95% CI" in failure.get("message")
@@ -81,7 +81,9 @@ def test_baseline_regression_and_incomparable_runs(tmp_path, data):
     noisy = json.loads(base.read_text())
     noisy["cases"][0]["metrics"][noisy["final_stage"]]["mrr@10"] += 2.0
     (tmp_path / "noisy.json").write_text(json.dumps(noisy))
-    assert_gate_failed(eval_cli(data, SUITE, "--baseline", tmp_path / "noisy.json"), "mrr@10 dropped")
+    untested = tmp_path / "untested.yaml"
+    untested.write_text(SUITE.read_text() + "\nsignificance: null\n")
+    assert_gate_failed(eval_cli(data, untested, "--baseline", tmp_path / "noisy.json"), "mrr@10 dropped")
     gated = tmp_path / "significant.yaml"
     gated.write_text(SUITE.read_text() + "\nsignificance: 0.05\n")
     r = eval_cli(data, gated, "--baseline", tmp_path / "noisy.json", "--json")
@@ -119,7 +121,8 @@ def test_tags_limit_and_ab(tmp_path, data):
     r = eval_cli(data, SUITE, "--limit", "10", "--against", b)
     assert r.returncode == 0 and "A/B:" in r.stdout and "b.yaml" in r.stdout
     num = r"[+-]?[\d.]+"
-    assert re.search(rf"  mrr@10: {num} vs {num} \({num}, 95% CI \[{num}, {num}\], p [\d.e-]+; \d+ better", r.stdout)
+    assert re.search(rf"  mrr@10: {num} vs {num} \({num}, 95% CI \[{num}, {num}\], p [\d.e-]+, Holm [\d.e-]+; \d+ better",
+                     r.stdout)
 
 
 def test_json_prints_on_stdout_and_the_old_file_form_says_what_to_use(tmp_path, data):

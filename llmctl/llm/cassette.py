@@ -23,9 +23,11 @@ from llmctl.llm.cache import request_key
 from llmctl.llm.client import Completion
 
 
-def request_hash(messages: list[dict], temperature: float, max_tokens: int) -> str:
-    """The response cache's key with no endpoint and no model: what is sent, wherever it goes."""
-    return request_key("", "", messages, {"temperature": temperature, "max_tokens": max_tokens})
+def request_hash(messages: list[dict], temperature: float, max_tokens: int, repeat: int = 0) -> str:
+    """The response cache's key with no endpoint and no model: what is sent, wherever it goes; the
+    2nd, 3rd... asking of the same request (``eval --repeats``) is an entry of its own."""
+    params = {"temperature": temperature, "max_tokens": max_tokens, **({"repeat": repeat} if repeat else {})}
+    return request_key("", "", messages, params)
 
 
 class Cassette:
@@ -61,8 +63,9 @@ class Cassette:
                                  "'key' and 'response'); record the file again with --record") from None
         return out
 
-    def replay(self, messages: list[dict], temperature: float, max_tokens: int, question: str) -> Completion:
-        key = request_hash(messages, temperature, max_tokens)
+    def replay(self, messages: list[dict], temperature: float, max_tokens: int, question: str,
+               repeat: int = 0) -> Completion:
+        key = request_hash(messages, temperature, max_tokens, repeat)
         entry = self.entries.get(key)
         if entry is None:
             raise ProviderError(f"not in the cassette {self.path.name}: the request for {question[:80]!r} "
@@ -73,9 +76,10 @@ class Cassette:
                           r.get("completion_tokens"), r.get("usage_reported", False), r.get("finish_reason"),
                           cost_usd=0.0, cache="replay")
 
-    def record(self, messages: list[dict], temperature: float, max_tokens: int, comp: Completion) -> None:
-        key = request_hash(messages, temperature, max_tokens)
-        entry = {"key": key,
+    def record(self, messages: list[dict], temperature: float, max_tokens: int, comp: Completion,
+               repeat: int = 0) -> None:
+        key = request_hash(messages, temperature, max_tokens, repeat)
+        entry = {"key": key, **({"repeat": repeat} if repeat else {}),
                  "request": ({"messages": messages, "temperature": temperature, "max_tokens": max_tokens}
                              if self.store_prompts else None),
                  "response": {"text": comp.text, "provider": comp.provider, "model": comp.model,
@@ -87,3 +91,16 @@ class Cassette:
             self.entries[key] = entry
             with self.path.open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
+
+
+class Repeat:
+    """The cassette as one repeat of an ``eval --repeats`` run sees it (what a Gateway is given)."""
+
+    def __init__(self, cassette: Cassette, repeat: int):
+        self.cassette, self.repeat, self.mode = cassette, repeat, cassette.mode
+
+    def replay(self, messages: list[dict], temperature: float, max_tokens: int, question: str) -> Completion:
+        return self.cassette.replay(messages, temperature, max_tokens, question, self.repeat)
+
+    def record(self, messages: list[dict], temperature: float, max_tokens: int, comp: Completion) -> None:
+        self.cassette.record(messages, temperature, max_tokens, comp, self.repeat)

@@ -78,7 +78,8 @@ def ingest(
         "--strict", help="Stop at the first file that cannot be ingested.")] = False,
     include: Annotated[list[str] | None, typer.Option(
         "--include", metavar="GLOB",
-        help="Only look at files matching GLOB (repeatable; replaces ingest.include). "
+        help="Only look at files matching GLOB (repeatable; replaces ingest.include). A GLOB with '/' "
+             "matches the path under the folder: 'guides/*.md', 'guides/**/*.md'. "
              "Indexed files it leaves out are kept.")] = None,
     exclude: Annotated[list[str] | None, typer.Option(
         "--exclude", metavar="GLOB",

@@ -320,6 +320,8 @@ def cost_report(
     until: Annotated[str | None, typer.Option(help="Before YYYY-MM-DD (exclusive).", metavar="DATE")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="Print the breakdowns as CSV.")] = False,
+    shared: Annotated[bool, typer.Option(
+        "--shared", help="The whole team's ledger rows (state.backend: redis), per machine too.")] = False,
 ) -> None:
     """Show LLM spend, tokens, errors and latency from the call ledger.
 
@@ -329,7 +331,7 @@ def cost_report(
     from llmctl.errors import InputError
 
     try:
-        report = _workspace().cost_report(since, until)
+        report = _workspace().cost_report(since, until, shared=shared)
     except InputError as exc:  # a date flag: a usage error
         raise typer.BadParameter(str(exc)) from None
     if as_json:

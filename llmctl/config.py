@@ -256,6 +256,18 @@ class ServeConfig(_Section):
     read_timeout: float = Field(30, gt=0, le=3600)
 
 
+class StateConfig(_Section):
+    # Where the LLM layer's shared state lives (llmctl/llm/state.py): sqlite (files in data_dir, one
+    # machine) or redis (one server for the team: answer cache, budgets, rate limits, the team's ledger).
+    backend: Literal["sqlite", "redis"] = "sqlite"
+    url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = Field("llmctl:", max_length=100)
+    password_env: str | None = None  # the variable's *name*; the password is read at connect time
+    # Redis unreachable: refuse calls under a budget or rate limit (exit 7), or keep limits per machine.
+    on_unavailable: Literal["refuse", "local"] = "refuse"
+    timeout: float = Field(2.0, gt=0, le=60)
+
+
 class Config(_Section):
     data_dir: Path = Path(".llmctl")
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
@@ -268,6 +280,7 @@ class Config(_Section):
     context: ContextConfig = Field(default_factory=ContextConfig)
     llm: LLMConfig = Field(default_factory=LLMConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
+    state: StateConfig = Field(default_factory=StateConfig)
 
     # Where the values came from, for error messages; not part of the YAML schema.
     source: str = Field("built-in defaults", exclude=True)

@@ -11,7 +11,8 @@ Exit codes (also in the README):
     4  InputError
     5  IndexStateError (no index, or built with other settings)
     6  BusyError (another ingest holds the data dir)
-    7  ProviderError (the LLM endpoint failed, refused the key, or is unreachable)
+    7  ProviderError (the LLM endpoint failed, refused the key, or is unreachable; or the shared
+       state (state.backend: redis) is, under a budget or rate limit)
     8  BudgetExceeded (a configured spend limit would be exceeded)
     9  EvalGateFailed (quality below a threshold, or regressed beyond the allowed drop)
   130  Interrupted (Ctrl-C or SIGTERM; what was finished is kept: run again to continue)
@@ -70,6 +71,12 @@ class ProviderError(LlmctlError):
     """The language model provider could not give an answer."""
 
     exit_code = 7
+
+
+class SharedStateUnavailable(ProviderError):
+    """state.backend: redis is unreachable, so a budget or rate limit cannot be held across machines
+    (state.on_unavailable: refuse). Exit 7 like any dependency of the model call that is down: the
+    budget was not found exceeded, it could not be checked."""
 
 
 class BudgetExceeded(LlmctlError):

@@ -276,8 +276,8 @@ def cost_report(report: dict) -> None:
     )
     if t["latency_ms_p50"] is not None:
         stdout.print(f"Latency p50 {t['latency_ms_p50']:.0f} ms  p95 {t['latency_ms_p95']:.0f} ms")
-    for dim in ("day", "provider", "model", "command", "tag"):
-        groups = report["by"][dim]
+    for dim in ("machine", "day", "provider", "model", "command", "tag"):
+        groups = report["by"].get(dim)
         if not groups:
             continue
         table = Table(title=f"by {dim}", title_justify="left")

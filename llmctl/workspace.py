@@ -290,8 +290,9 @@ class Workspace:
         tmp.replace(output)
         return report
 
-    def cost_report(self, since: str | None = None, until: str | None = None) -> dict:
-        """Spend, tokens, errors and latency from the ledger; dates as YYYY-MM-DD, 'today', '7d'."""
+    def cost_report(self, since: str | None = None, until: str | None = None, shared: bool = False) -> dict:
+        """Spend, tokens, errors and latency from the ledger; dates as YYYY-MM-DD, 'today', '7d'.
+        ``shared``: every machine's rows from the shared state (state.backend: redis)."""
         from llmctl.errors import InputError
         from llmctl.llm.report import cost_report, parse_when
 
@@ -299,7 +300,8 @@ class Workspace:
         start, end = parse_when(since, now, "--since"), parse_when(until, now, "--until")
         if start is not None and end is not None and start >= end:
             raise InputError(f"--since {since} is not before --until {until}")
-        return cost_report(self.cfg.data_dir, self.cfg.llm, start, end, now)
+        return cost_report(self.cfg.data_dir, self.cfg.llm, start, end, now,
+                           shared=self.cfg.state if shared else None)
 
     def cache_stats(self, *, clear: bool = False, prune: bool = False) -> dict:
         from llmctl.llm.report import cache_stats
@@ -351,15 +353,15 @@ class Workspace:
 
     def _invalidate_cache(self, chunk_ids: list[str]) -> int:
         """Drop cached answers built from chunks an ingest changed or deleted."""
-        if not chunk_ids or not self.data.cache.exists():
-            return 0
-        from llmctl.llm.cache import ResponseCache
+        from llmctl.llm.state import invalidate_answers
 
-        cache = ResponseCache(self.data.cache)
-        try:
-            return cache.invalidate_chunks(chunk_ids)
-        finally:
-            cache.close()
+        return invalidate_answers(self.cfg.state, self.cfg.data_dir, chunk_ids, self._warn_state)
+
+    @staticmethod
+    def _warn_state(message: str) -> None:
+        import sys
+
+        sys.stderr.write(f"warning: {message}\n")
 
 
 def _path(p: Path | str | None) -> Path | None:

@@ -172,7 +172,8 @@ class Generator:
             if len(c.text.split()) < MIN_WORDS:
                 c.dropped = f"passage too short: {len(c.text.split())} words (< {MIN_WORDS})"
                 return
-            gw = Gateway(self.cfg.llm, self.cfg.data_dir, config_source=self.cfg.source, command="generate")
+            gw = Gateway(self.cfg.llm, self.cfg.data_dir, config_source=self.cfg.source, command="generate",
+                         state=self.cfg.state)
             try:
                 messages = [{"role": "system", "content": PROMPT}, {"role": "user", "content": c.text}]
                 comp = gw.complete(messages, question=f"generate a question for chunk {c.chunk_id}",

@@ -161,7 +161,8 @@ def check_answer(answer: str, check: AnswerCheck) -> list[dict]:
 def _judge_checks(cfg: Config, case: Case, q, cassette, llm=None) -> list[dict]:
     from llmctl.search.prompt import format_sources
 
-    gw = Gateway(llm or cfg.llm, cfg.data_dir, config_source=cfg.source, command="eval-judge", cassette=cassette)
+    gw = Gateway(llm or cfg.llm, cfg.data_dir, config_source=cfg.source, command="eval-judge", cassette=cassette,
+                 state=cfg.state)
     try:
         verdict = judge(gw, case.query, format_sources(q.packed), q.completion.text, case.reference)
     finally:
@@ -293,7 +294,8 @@ def _answer_all(pending: list[tuple[CaseResult, Prepared]], suite: Suite, cfg: C
 
     def ask(res: CaseResult, prep: Prepared, r: int) -> dict:
         tape = Repeat(cassette, r) if cassette is not None and r else cassette
-        gw = Gateway(llm, cfg.data_dir, config_source=cfg.source, command="eval", cassette=tape)
+        gw = Gateway(llm, cfg.data_dir, config_source=cfg.source, command="eval", cassette=tape,
+                     state=cfg.state)
         gw.count, gw.embed = prep.counter.count, retriever.embed
         try:
             q = answer(prep, gw)

@@ -29,16 +29,14 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from llmctl.config import LLMConfig, ProviderConfig
-from llmctl.errors import BudgetExceeded, ProviderError
-from llmctl.index.datadir import DataDir
+from llmctl.config import LLMConfig, ProviderConfig, StateConfig
+from llmctl.errors import BudgetExceeded, ProviderError, SharedStateUnavailable
 from llmctl.llm import policy
-from llmctl.llm.cache import CacheHit, ResponseCache, is_time_sensitive, request_key
+from llmctl.llm.cache import CacheHit, is_time_sensitive, request_key
 from llmctl.llm.cassette import Cassette
 from llmctl.llm.client import AttemptFailed, Completion, api_key, attempt
-from llmctl.llm.ledger import Ledger, Row
-from llmctl.llm.ratelimit import limiter_for
-from llmctl.llm.store import CorruptFile
+from llmctl.llm.ledger import Row
+from llmctl.llm.state import open_state
 from llmctl.money import money
 
 log = logging.getLogger("llmctl.llm")
@@ -97,7 +95,7 @@ class Gateway:
                  command: str = "query", tag: str | None = None, clock: Clock | None = None,
                  rng: random.Random | None = None, count_tokens: Callable[[str], int] | None = None,
                  embed: Callable[[str], object] | None = None, warn: Callable[[str], None] | None = None,
-                 cassette: Cassette | None = None):
+                 cassette: Cassette | None = None, state: StateConfig | None = None):
         self.cfg = cfg
         self.data_dir = Path(data_dir)
         self.source = config_source
@@ -108,25 +106,15 @@ class Gateway:
         self.count = count_tokens or (lambda text: len(text) // 4 + 1)
         self.embed = embed
         self.warn = warn or (lambda msg: log.warning(msg))
-        self.ledger = Ledger(DataDir(self.data_dir).ledger)
+        # The one place the state backend is chosen (state.backend: sqlite files or a shared Redis):
+        # the ledger, cache, budget reservations and rate limiters below all come from it.
+        self.state = open_state(state, self.data_dir, self.warn)
+        self.ledger = self.state.ledger  # this machine's, always complete
         self.cassette = cassette  # record or replay (eval): answers come from the model or the cassette only
-        self.cache = self._open_cache() if cfg.cache.enabled and cassette is None else None
-
-    def _open_cache(self) -> ResponseCache | None:
-        path = DataDir(self.data_dir).cache
-        try:
-            return ResponseCache(path)
-        except CorruptFile:
-            aside = path.with_name(f"cache.sqlite.corrupt-{int(self.clock.now())}")
-            path.rename(aside)
-            for suffix in ("-wal", "-shm"):
-                Path(str(path) + suffix).unlink(missing_ok=True)
-            self.warn(f"the response cache {path} was unreadable; moved it to {aside.name} "
-                      "and started an empty one")
-            return ResponseCache(path)
+        self.cache = self.state.open_cache(self.clock.now()) if cfg.cache.enabled and cassette is None else None
 
     def close(self) -> None:
-        self.ledger.close()
+        self.state.close()
         if self.cache:
             self.cache.close()
 
@@ -137,7 +125,7 @@ class Gateway:
         row = Row(command=self.command, request_id=request_id, status=status, tag=self.tag, **kw)
         if not self.cfg.store_prompts:
             row.question = None
-        self.ledger.record(row, self.clock.now(), settles=settles)
+        self.state.record(row, self.clock.now(), settles=settles)
         log.info("llm %s provider=%s model=%s tokens=%s/%s cost=%s latency_ms=%s cache=%s%s",
                  status, row.provider, row.model, row.tokens_in, row.tokens_out,
                  "unknown" if row.cost_usd is None and status == "ok" else row.cost_usd,
@@ -172,7 +160,7 @@ class Gateway:
         estimate = self._estimate(provider, prompt_tokens)
         if estimate is None:
             return _unpriced(provider)
-        over = self.ledger.over_budget(self.cfg.budget, estimate, self.clock.now(), self.tag)
+        over = self.state.over_budget(self.cfg.budget, estimate, self.clock.now(), self.tag)
         return over and f"{over}; a call to '{provider.name}' would add about {money(estimate)}"
 
     def _reserve(self, provider: ProviderConfig, prompt_tokens: int) -> tuple[str | None, str | None]:
@@ -186,8 +174,8 @@ class Gateway:
         if estimate is None:
             return None, _unpriced(provider)
         now = self.clock.now()
-        held, over = self.ledger.reserve(self.cfg.budget, estimate, now, expires=now + self._hold_for(provider),
-                                         tag=self.tag, command=self.command, provider=provider.name)
+        held, over = self.state.reserve(self.cfg.budget, estimate, now, expires=now + self._hold_for(provider),
+                                        tag=self.tag, command=self.command, provider=provider.name)
         return held, over and f"{over}; a call to '{provider.name}' would add about {money(estimate)}"
 
     def _hold_for(self, provider: ProviderConfig) -> float:
@@ -196,7 +184,12 @@ class Gateway:
         return self.cfg.deadline + provider.timeout + provider.stall_timeout + RESERVATION_MARGIN_S
 
     def _release(self, reservation: str | None) -> None:
-        self.ledger.release(reservation)
+        self.state.release(reservation)
+
+    def _refused_unshared(self, request_id: str, provider: ProviderConfig, n: int, question: str,
+                          held: str | None) -> None:
+        self._row(request_id, "refused", settles=held, provider=provider.name, model=provider.model,
+                  error_class="state_unavailable", attempt=n, question=question)
 
     def usable_providers(self) -> list[ProviderConfig]:
         return usable_providers(self.cfg, self.source)
@@ -253,10 +246,14 @@ class Gateway:
                 attempts.append({"provider": provider.name, "skipped": f"{provider.api_key_env} is not set"})
                 self.warn(f"provider '{provider.name}' skipped: {provider.api_key_env} is not set")
                 continue
-            limiter = limiter_for(provider, self.clock)
+            limiter = self.state.limiter(provider, self.clock)
             needed = prompt_tokens + self.cfg.max_answer_tokens  # what providers count against a limit
             for n in range(1, provider.retries + 2):
-                held, problem = self._reserve(provider, prompt_tokens)  # before every attempt
+                try:
+                    held, problem = self._reserve(provider, prompt_tokens)  # before every attempt
+                except SharedStateUnavailable:  # the budget could not be held across machines
+                    self._refused_unshared(request_id, provider, n, question, None)
+                    raise
                 if problem:
                     self._row(request_id, "refused", provider=provider.name, model=provider.model,
                               error_class="budget", attempt=n, question=question)
@@ -304,6 +301,9 @@ class Gateway:
                     self.warn(f"{f}; retrying in {delay:.1f} s (attempt {n + 1} of {provider.retries + 1})")
                     self.clock.sleep(delay)
                     continue
+                except SharedStateUnavailable:  # the shared rate limit could not be taken: nothing was sent
+                    self._refused_unshared(request_id, provider, n, question, held)
+                    raise
                 except BaseException:  # e.g. the rate limiter gave up before sending: nothing was spent
                     self._release(held)
                     raise

@@ -67,6 +67,10 @@ CREATE TABLE IF NOT EXISTS reservations (
     command TEXT,
     provider TEXT
 );
+CREATE TABLE IF NOT EXISTS meta (
+    name TEXT PRIMARY KEY,        -- uid: this ledger's id among the team's; published: rows up to this id
+    value TEXT NOT NULL           -- were published to the shared state (state.backend: redis)
+);
 """
 
 
@@ -101,19 +105,40 @@ class Ledger:
         self.path = path
         self.db = connect(path, SCHEMA, "ledger", shared=shared)  # shared: the caller serialises threads
 
-    def record(self, row: Row, ts: float, settles: str | None = None) -> None:
-        """Add ``row``; ``settles``: the reservation it replaces, in the same transaction."""
+    def record(self, row: Row, ts: float, settles: str | None = None) -> int:
+        """Add ``row``; ``settles``: the reservation it replaces, in the same transaction. Returns its id."""
         with self._transaction("the call was not recorded"):
             if settles is not None:
                 self.db.execute("DELETE FROM reservations WHERE id = ?", (settles,))
-            self._insert([row], ts)
+            return self._insert([row], ts)
 
-    def _insert(self, rows: list[Row], ts: float) -> None:
+    def _insert(self, rows: list[Row], ts: float) -> int:
+        rowid = 0
         for row in rows:
             data = asdict(row)
             cols = ", ".join(["ts", "day", *data])
             marks = ", ".join("?" * (len(data) + 2))
-            self.db.execute(f"INSERT INTO calls ({cols}) VALUES ({marks})", [ts, day_of(ts), *data.values()])
+            rowid = self.db.execute(f"INSERT INTO calls ({cols}) VALUES ({marks})",
+                                    [ts, day_of(ts), *data.values()]).lastrowid
+        return rowid
+
+    # -- publishing to the shared state (llmctl/llm/state.py) --------------------------
+    def uid(self) -> str:
+        """This ledger's id, made once: its rows are told apart from other machines' by it."""
+        self.db.execute("INSERT OR IGNORE INTO meta VALUES ('uid', ?)", (uuid.uuid4().hex,))
+        return self.db.execute("SELECT value FROM meta WHERE name = 'uid'").fetchone()[0]
+
+    def unpublished(self, limit: int = 500) -> list[dict]:
+        """The oldest rows not yet published to the shared state, oldest first."""
+        done = self.db.execute("SELECT value FROM meta WHERE name = 'published'").fetchone()
+        cur = self.db.execute("SELECT * FROM calls WHERE id > ? ORDER BY id LIMIT ?",
+                              (int(done[0]) if done else 0, limit))
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+    def mark_published(self, upto: int) -> None:
+        self.db.execute("INSERT INTO meta VALUES ('published', ?) ON CONFLICT(name) DO UPDATE SET "
+                        "value = MAX(CAST(value AS INTEGER), excluded.value)", (upto,))
 
     def reserve(self, budget, cost_usd: float, now: float, *, expires: float, tag: str | None = None,
                 key: str | None = None, command: str | None = None,

@@ -8,7 +8,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from llmctl.config import LLMConfig
+from llmctl.config import LLMConfig, StateConfig
 from llmctl.errors import InputError
 from llmctl.index.datadir import DataDir
 from llmctl.llm.cache import ResponseCache
@@ -16,6 +16,7 @@ from llmctl.llm.ledger import Ledger
 from llmctl.stats import day_start, month_start, percentile
 
 DIMENSIONS = ("day", "provider", "model", "command", "tag")
+SHARED_DIMENSIONS = ("machine", *DIMENSIONS)  # cost-report --shared: the team's rows, per machine too
 
 
 def parse_when(value: str | None, now: float, flag: str) -> float | None:
@@ -65,7 +66,10 @@ def _summary(rows: list[dict]) -> dict:
 
 
 def cost_report(data_dir: Path, cfg: LLMConfig, since: float | None, until: float | None,
-                now: float) -> dict:
+                now: float, shared: StateConfig | None = None) -> dict:
+    """This machine's ledger; ``shared`` (a redis state section): every machine's published rows."""
+    if shared is not None:
+        return _shared_report(data_dir, cfg, shared, since, until, now)
     path = DataDir(data_dir).ledger
     rows: list[dict] = []
     if path.exists():
@@ -92,6 +96,47 @@ def cost_report(data_dir: Path, cfg: LLMConfig, since: float | None, until: floa
         "budget": {
             "daily": {"spent_usd": round(spent_today, 10), "limit_usd": b.daily_usd},
             "monthly": {"spent_usd": round(spent_month, 10), "limit_usd": b.monthly_usd},
+            "on_exceed": b.on_exceed,
+        },
+    }
+
+
+def _breakdowns(rows: list[dict], dims: tuple[str, ...]) -> dict[str, dict[str, dict]]:
+    out: dict[str, dict[str, dict]] = {}
+    for dim in dims:
+        groups: dict[str, list[dict]] = defaultdict(list)
+        for r in rows:
+            groups[str(r[dim] if r.get(dim) is not None else "-")].append(r)
+        out[dim] = {k: _summary(v) for k, v in sorted(groups.items())}
+    return out
+
+
+def _shared_report(data_dir: Path, cfg: LLMConfig, state: StateConfig, since: float | None,
+                   until: float | None, now: float) -> dict:
+    """The team's spend from the shared state (state.backend: redis): this machine's unpublished
+    rows are published first; the budget block is the team's (the shared counters)."""
+    import sys
+
+    from llmctl.llm.state import RedisState
+
+    if state.backend != "redis":
+        raise InputError("--shared reports the team's ledger from the shared state: set state.backend: redis")
+    store = RedisState(state, data_dir, lambda m: sys.stderr.write(f"warning: {m}\n"))
+    try:
+        rows = store.shared_rows(since, until, now)
+        b = cfg.budget
+        spent = {p: sum(r["cost_usd"] or 0 for r in store.shared_rows(start(now), None, now) if r["status"] == "ok")
+                 for p, start in (("daily", day_start), ("monthly", month_start))}
+    finally:
+        store.close()
+    return {
+        "since": since, "until": until, "shared": store.where, "machines": len({r["machine"] for r in rows}),
+        "ledgers": len({r["ledger"] for r in rows}),
+        "totals": _summary(rows),
+        "by": _breakdowns(rows, SHARED_DIMENSIONS),
+        "budget": {
+            "daily": {"spent_usd": round(spent["daily"], 10), "limit_usd": b.daily_usd},
+            "monthly": {"spent_usd": round(spent["monthly"], 10), "limit_usd": b.monthly_usd},
             "on_exceed": b.on_exceed,
         },
     }

@@ -318,7 +318,7 @@ def run_query(
         from llmctl.llm.gateway import Gateway
 
         gateway = Gateway(cfg.llm, cfg.data_dir, config_source=cfg.source, command=command, tag=opts.tag,
-                          warn=notes)
+                          warn=notes, state=cfg.state)
     try:
         if wants_model:  # provider settings are checked before anything is loaded
             gateway.usable_providers()

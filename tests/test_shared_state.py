@@ -1,0 +1,236 @@
+"""state.backend: redis -- the answer cache, budgets, rate limits and the team's ledger shared
+through one real redis-server (tests/redis_server.py), which a test kills and starts again.
+
+The processes are driven line by line (tests/state_child.py): each step waits for the answers
+it caused, so nothing here depends on timing except the rate limit itself, which is checked at
+the server (its receipt times), never as a speed.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import sqlite3
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+from cli import child_env, run_cli
+from openai_server import Reply
+from redis_server import PASSWORD_ENV, RedisServer
+
+from llmctl.config import LLMConfig, StateConfig
+from llmctl.errors import SharedStateUnavailable
+from llmctl.llm.gateway import Gateway
+from llmctl.llm.state import invalidate_answers
+
+pytestmark = pytest.mark.slow
+
+MAX_TOKENS = 10
+ANSWER = "one two three four five six seven eight nine ten"  # the server counts 10 completion tokens
+CALL_USD = MAX_TOKENS * 1000.0 / 1e6  # output at $1000 per 1M tokens, input free: $0.01 a call
+PATIENCE = 600
+TESTS = Path(__file__).parent
+
+
+@pytest.fixture
+def redis_srv(tmp_path, monkeypatch):
+    server = RedisServer(tmp_path / "redis").start()
+    monkeypatch.setenv(PASSWORD_ENV, server.password)
+    yield server
+    server.stop()
+
+
+def provider(server, **kw) -> dict:
+    return {"name": "paid", "base_url": server.base_url, "model": "paid-model", "retries": 0,
+            "timeout": PATIENCE, "stall_timeout": PATIENCE, "context_window": 4096,
+            "price_input_per_1m": 0.0, "price_output_per_1m": 1000.0, **kw}
+
+
+def chat_times(server) -> list[float]:
+    return sorted(r["at"] for r in server.requests if r["path"].endswith("/chat/completions"))
+
+
+def ledger_rows(data: Path) -> list[dict]:
+    with sqlite3.connect(data / "ledger.sqlite") as conn:
+        conn.row_factory = sqlite3.Row
+        return [dict(r) for r in conn.execute("SELECT * FROM calls ORDER BY id")]
+
+
+class Child:
+    """One llmctl process (tests/state_child.py) in its own working dir."""
+
+    def __init__(self, name: str, cwd: Path, config: Path, data: Path, password: str):
+        self.name = name
+        self.proc = subprocess.Popen([sys.executable, str(TESTS / "state_child.py"), str(config), str(data)],
+                                     cwd=cwd, env=child_env({PASSWORD_ENV: password}), stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.replies: queue.Queue = queue.Queue()
+        self.stderr: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+        threading.Thread(target=lambda: self.stderr.extend(self.proc.stderr), daemon=True).start()
+        assert self.next().get("ready"), self.name
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.replies.put(json.loads(line))
+
+    def send(self, rid: str, question: str) -> None:
+        self.proc.stdin.write(json.dumps({"id": rid, "ask": question}) + "\n")
+        self.proc.stdin.flush()
+
+    def next(self) -> dict:
+        return self.replies.get(timeout=PATIENCE)
+
+    def ask(self, question: str) -> dict:
+        self.send(question, question)
+        return self.next()
+
+    def finish(self) -> int:
+        self.proc.stdin.close()
+        return self.proc.wait(PATIENCE)
+
+
+def test_four_processes_share_the_cache_the_budget_and_the_rate_limit_and_outlive_a_redis_restart(
+        tmp_path, redis_srv, fake_llm):
+    fake_llm.responder = lambda body: Reply(text=ANSWER)
+    llm = {"providers": [provider(fake_llm, requests_per_minute=3)], "max_answer_tokens": MAX_TOKENS,
+           "deadline": 400, "budget": {"daily_usd": 5.5 * CALL_USD}}  # exactly 5 calls
+    config = {"llm": llm, "state": redis_srv.state()}
+    dirs = {d: tmp_path / d for d in ("a", "b", "c")}  # P1 and P2 share a; P3 and P4 have their own
+    for d in dirs.values():
+        d.mkdir()
+        (d / "llmctl.yaml").write_text(yaml.safe_dump(config))
+    layout = [("P1", "a"), ("P2", "a"), ("P3", "b"), ("P4", "c")]
+    kids = {name: Child(name, dirs[d], dirs[d] / "llmctl.yaml", dirs[d] / "data", redis_srv.password)
+            for name, d in layout}
+    try:
+        # The second asker of a question, in another working dir and data dir, gets the first one's answer.
+        first = kids["P1"].ask("Which backups are kept?")
+        assert first == {"id": "Which backups are kept?", "text": ANSWER, "cache": None, "provider": "paid"}
+        second = kids["P3"].ask("Which backups are kept?")
+        assert second["text"] == ANSWER and second["cache"] == "exact"
+        assert len(chat_times(fake_llm)) == 1
+
+        # 8 calls at once from 4 processes, with room for 4 more: exactly 4 reach the provider.
+        for name in kids:
+            for j in range(2):
+                kids[name].send(f"{name}-{j}", f"Question {j} from {name}")
+        replies = [kid.next() for kid in kids.values() for _ in range(2)]
+        answered = [r for r in replies if r.get("text") == ANSWER]
+        refused = [r for r in replies if r.get("type") == "BudgetExceeded"]
+        assert len(answered) == 4 and len(refused) == 4, replies
+        assert all(r["exit_code"] == 8 and "daily budget" in r["error"] for r in refused)
+        times = chat_times(fake_llm)
+        assert len(times) == 5
+        # requests_per_minute 3, counted where the provider counts: never 4 requests within 60 s.
+        assert all(later - earlier >= 60 for earlier, later in zip(times, times[3:])), times
+
+        # Redis dies: nothing is served from a cache that cannot be read, nothing is spent unchecked.
+        redis_srv.kill()
+        down = kids["P1"].ask("Which backups are kept?")
+        assert down["type"] == "SharedStateUnavailable" and down["exit_code"] == 7, down
+        assert "Shared state unreachable" in down["error"] and "\n" not in down["error"]
+        down = kids["P3"].ask("A new question while Redis is down")
+        assert down["type"] == "SharedStateUnavailable", down
+        assert len(chat_times(fake_llm)) == 5
+        refusal = [r for r in ledger_rows(dirs["a"] / "data") if r["error_class"] == "state_unavailable"]
+        assert [r["status"] for r in refusal] == ["refused"]  # the local ledger has the refusal
+
+        # It comes back (same port, its data kept): the same processes use it again, unrestarted.
+        redis_srv.start()
+        back = kids["P2"].ask("Which backups are kept?")
+        assert back["text"] == ANSWER and back["cache"] == "exact", back
+        over = kids["P4"].ask("One question too many")
+        assert over["type"] == "BudgetExceeded" and "spent $0.0500 of $0.0550" in over["error"], over
+        assert len(chat_times(fake_llm)) == 5
+    finally:
+        codes = {name: kid.finish() for name, kid in kids.items()}
+    assert codes == dict.fromkeys(kids, 0)
+    for kid in kids.values():
+        assert not any("Traceback" in line for line in kid.stderr), kid.stderr
+    warnings = "".join(kids["P1"].stderr)
+    assert warnings.count("shared answer cache unreachable") == 1  # said once, not at every lookup
+
+    # The team's report: every row of the three ledgers (b's are published by this report).
+    report = run_cli("--config", dirs["b"] / "llmctl.yaml", "--data-dir", dirs["b"] / "data",
+                     "cost-report", "--shared", "--json", env={PASSWORD_ENV: redis_srv.password})
+    assert report.returncode == 0, report.stderr
+    shared = json.loads(report.stdout)
+    local = [r for d in dirs.values() for r in ledger_rows(d / "data")]
+    assert shared["ledgers"] == 3 and shared["totals"]["attempts"] == 5
+    assert shared["totals"]["cache_hits"] == 2 and shared["totals"]["refused"] == 4 + 2 + 1
+    assert sum(s["requests"] for s in shared["by"]["machine"].values()) == len({r["request_id"] for r in local})
+    assert shared["totals"]["cost_usd"] == pytest.approx(5 * CALL_USD)
+    assert shared["by"]["tag"]["team"]["ok"] == 5
+
+
+def test_unreachable_redis_with_on_unavailable_local_says_so_once_and_keeps_limits_per_machine(tmp_path,
+                                                                                               fake_llm):
+    fake_llm.responder = lambda body: Reply(text=ANSWER)
+    from redis_server import free_port
+
+    state = StateConfig(backend="redis", url=f"redis://127.0.0.1:{free_port()}/0", on_unavailable="local",
+                        timeout=1)  # nothing listens there
+    llm = LLMConfig.model_validate({"providers": [provider(fake_llm, requests_per_minute=600)],
+                                    "max_answer_tokens": MAX_TOKENS, "budget": {"daily_usd": 1.5 * CALL_USD}})
+    said: list[str] = []
+    for question in ("first", "second"):
+        gw = Gateway(llm, tmp_path, warn=said.append, state=state)
+        try:
+            if question == "first":
+                assert gw.complete([{"role": "user", "content": question}], question=question, chunk_ids=[],
+                                   sources=[]).text == ANSWER
+            else:  # the budget still holds, on this machine's ledger
+                with pytest.raises(Exception, match="daily budget: spent"):
+                    gw.complete([{"role": "user", "content": question}], question=question, chunk_ids=[],
+                                sources=[])
+        finally:
+            gw.close()
+    per_machine = [m for m in said if "budgets and rate limits are per machine" in m]
+    assert len(per_machine) == 1, said
+    assert len(chat_times(fake_llm)) == 1
+    assert [r["status"] for r in ledger_rows(tmp_path)] == ["ok", "refused"]
+
+
+def test_unreachable_redis_refuses_with_one_line_and_a_ledger_row(tmp_path, fake_llm):
+    from redis_server import free_port
+
+    state = StateConfig(backend="redis", url=f"redis://:secret@127.0.0.1:{free_port()}/0", timeout=1)
+    llm = LLMConfig.model_validate({"providers": [provider(fake_llm)], "max_answer_tokens": MAX_TOKENS,
+                                    "budget": {"daily_usd": 1.0}})
+    gw = Gateway(llm, tmp_path, warn=lambda m: None, state=state)
+    try:
+        with pytest.raises(SharedStateUnavailable) as info:
+            gw.complete([{"role": "user", "content": "q"}], question="q", chunk_ids=[], sources=[])
+    finally:
+        gw.close()
+    message = str(info.value)
+    assert info.value.exit_code == 7 and "\n" not in message and "secret" not in message
+    assert "state.on_unavailable: local" in message
+    assert fake_llm.requests == []
+    [row] = ledger_rows(tmp_path)
+    assert (row["status"], row["error_class"]) == ("refused", "state_unavailable")
+
+
+def test_an_ingest_on_one_machine_invalidates_the_shared_answers_built_from_its_chunks(tmp_path, redis_srv,
+                                                                                       fake_llm):
+    fake_llm.responder = lambda body: Reply(text=ANSWER)
+    state = StateConfig.model_validate(redis_srv.state())
+    llm = LLMConfig.model_validate({"providers": [provider(fake_llm)], "max_answer_tokens": MAX_TOKENS})
+
+    def ask(data: Path, chunks: list[str]):
+        gw = Gateway(llm, data, warn=lambda m: None, state=state)
+        try:
+            return gw.complete([{"role": "user", "content": "q"}], question="q", chunk_ids=chunks, sources=[])
+        finally:
+            gw.close()
+
+    assert ask(tmp_path / "a", ["c1", "c2"]).cache is None
+    assert ask(tmp_path / "b", ["c1", "c2"]).cache == "exact"  # another machine's answer
+    assert invalidate_answers(state, tmp_path / "b", ["c2", "c9"], lambda m: None) == 1
+    assert ask(tmp_path / "a", ["c1", "c2"]).cache is None  # gone for everyone
+    assert len(chat_times(fake_llm)) == 2

@@ -451,36 +451,43 @@ _CLICK_ERROR = typer.BadParameter.__mro__[2]
 
 def main() -> None:
     """Entry point: the one place that turns errors into a one-line message and an exit code."""
+    sys.exit(run())
+
+
+def run(args: list[str] | None = None, prog_name: str | None = None) -> int:
+    """``main`` without ``sys.exit``: run the command line ``args`` (default: ``sys.argv[1:]``)
+    and return its exit code, having written any error as one line on stderr (the tests call
+    this in-process)."""
     from llmctl.errors import Interrupted, LlmctlError, UsageError, printable
     from llmctl.interrupts import terminate_as_interrupt
 
     debug = os.environ.get("LLMCTL_DEBUG") == "1"
     terminate_as_interrupt()
     try:
-        code = app(standalone_mode=False)
+        code = app(args=args, prog_name=prog_name, standalone_mode=False)
     except Interrupted as exc:
         sys.stderr.write(f"{printable(str(exc))}\n")
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except LlmctlError as exc:
         if debug:
             raise
         message = exc.as_flag() if isinstance(exc, UsageError) else str(exc)
         sys.stderr.write(f"Error: {printable(message)}\n")  # always one line
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except _USAGE_ERROR as exc:  # a bad flag or value: one line, exit 2 (help itself is shown whole)
         if type(exc).__name__ == "NoArgsIsHelpError":
             exc.show()
-            sys.exit(exc.exit_code)
+            return exc.exit_code
         command = f"llmctl {exc.ctx.info_name}" if exc.ctx and exc.ctx.parent else "llmctl"
         sys.stderr.write(f"Error: {printable(' '.join(exc.format_message().split()))} "
                          f"(see '{command} --help')\n")
-        sys.exit(2)
+        return 2
     except _CLICK_ERROR as exc:
         exc.show()
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except (typer.Abort, KeyboardInterrupt):
         code = 130
     if code == 130:  # Typer turns Ctrl-C into exit code 130 before llmctl sees it
         sys.stderr.write("Interrupted: stopped before finishing; what was finished is kept, run again "
                          "to continue\n")
-    sys.exit(code if isinstance(code, int) else 0)
+    return code if isinstance(code, int) else 0

@@ -1,10 +1,15 @@
-"""Run the real ``llmctl`` entry point in a subprocess, as a user would."""
+"""Run the ``llmctl`` command line as a user would: in this process (``invoke``, milliseconds)
+or in a new one (``run_cli``, about a second: for exit codes end to end, signals, crashes,
+processes side by side, and start-up itself)."""
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 
@@ -21,6 +26,90 @@ def run_cli(*args: str | Path, cwd: Path | None = None, env: dict | None = None,
         [sys.executable, "-m", "llmctl", *map(str, args)], cwd=cwd, env=full_env,
         capture_output=True, text=True, timeout=timeout,
     )
+
+
+def invoke(*args: str | Path, cwd: Path | None = None, env: dict | None = None,
+           input: str | None = None) -> subprocess.CompletedProcess:
+    """``run_cli`` in this process: the same arguments, environment (LLMCTL_* removed, then
+    ``env``), cwd and result (returncode, stdout, stderr apart), through ``llmctl.cli.run``,
+    the entry point's own error handling and exit codes, inside typer's CliRunner isolation
+    (its own stdin, stdout, stderr and environment).
+
+    What a new process would start without is put back after the call: the environment, the
+    cwd, SIGTERM's handler (``main`` installs its own), the ``llmctl`` logger (-v adds a
+    handler), render's streamed-line flag; the Workspaces the command opened are closed and
+    the Chroma clients it opened dropped, as at exit. An exception that escapes ``main`` is a
+    traceback on stderr and exit 1, as the interpreter would print it. stdin is ``input``
+    (empty when None)."""
+    from typer.testing import CliRunner
+
+    from llmctl import cli, render
+
+    overrides: dict[str, str | None] = {
+        k: None for k in os.environ if k.startswith("LLMCTL_") and k != "LLMCTL_CACHE_DIR"}
+    overrides.update({k: str(v) for k, v in (env or {}).items()})
+    opened = []
+    make_workspace = cli._workspace
+
+    def tracked(**overrides):
+        ws = make_workspace(**overrides)
+        opened.append(ws)
+        return ws
+
+    runner = CliRunner()
+    logger = logging.getLogger("llmctl")
+    handlers, level = list(logger.handlers), logger.level
+    sigterm = signal.getsignal(signal.SIGTERM)
+    old_cwd = os.getcwd()
+    systems = set(_chroma_systems())
+    render._mid_line = False  # as in a new process: no streamed answer on screen
+    cli._workspace = tracked
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with runner.isolation(input=input, env=overrides) as (out, err, _):
+            try:
+                code = cli.run([str(a) for a in args], prog_name="llmctl")
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            except Exception:  # noqa: BLE001 - what the interpreter would print, and its exit code
+                sys.stderr.write(traceback.format_exc())
+                code = 1
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            stdout, stderr = (s.getvalue().decode(runner.charset, "replace") for s in (out, err))
+    finally:
+        cli._workspace = make_workspace
+        os.chdir(old_cwd)
+        signal.signal(signal.SIGTERM, sigterm)
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
+        for ws in opened:
+            ws.close()
+        _drop_chroma_systems(keep=systems)
+    return subprocess.CompletedProcess(["llmctl", *map(str, args)], code, stdout, stderr)
+
+
+def _chroma_systems() -> dict:
+    """Chroma's in-process clients, by data folder (it reuses one per folder while the process lives)."""
+    if "chromadb" not in sys.modules:
+        return {}
+    from chromadb.api.client import SharedSystemClient
+
+    return SharedSystemClient._identifier_to_system
+
+
+def _drop_chroma_systems(keep: set) -> None:
+    """Forget the clients a command opened, as its process exit would (a folder deleted or rebuilt
+    since must not be read through a stale one); those the test held before stay usable."""
+    if "chromadb" not in sys.modules:
+        return
+    from chromadb.api.client import SharedSystemClient
+
+    for key in set(SharedSystemClient._identifier_to_system) - keep:
+        SharedSystemClient._identifier_to_system.pop(key, None)
+        SharedSystemClient._identifier_to_refcount.pop(key, None)
 
 
 def assert_clean_error(result: subprocess.CompletedProcess, code: int, *words: str) -> None:

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 import yaml
-from cli import assert_clean_error, run_cli
+from cli import assert_clean_error, invoke
 from conftest import REPO
 from consistency import assert_consistent
 
@@ -30,7 +30,7 @@ def test_bad_config_files(tmp_path, name):
     text, words = BAD_CONFIGS[name]
     path = tmp_path / "llmctl.yaml"
     path.write_bytes(text)
-    r = run_cli("--config", path, "query", "--no-llm", "anything")
+    r = invoke("--config", path, "query", "--no-llm", "anything")
     assert_clean_error(r, 3, "llmctl.yaml", *words)
     assert path.read_bytes() == text
 
@@ -49,7 +49,7 @@ def test_bad_suite_files(tmp_path, data, name):
     text, words = BAD_SUITES[name]
     path = tmp_path / "suite.yaml"
     path.write_text(text)
-    r = run_cli("--data-dir", data, "eval", "-q", path, cwd=REPO)
+    r = invoke("--data-dir", data, "eval", "-q", path, cwd=REPO)
     assert_clean_error(r, 3, *words)
 
 
@@ -58,10 +58,10 @@ def test_broken_cases_file_and_baseline(tmp_path, data):
     cases.write_text('{"id": "a", "query": "restore a file"}\n{"id": "b", "query": \n')
     suite = tmp_path / "suite.yaml"
     suite.write_text(yaml.safe_dump({"name": "x", "cases_file": str(cases)}))
-    assert_clean_error(run_cli("--data-dir", data, "eval", "-q", suite, cwd=REPO), 3, "cases.jsonl", "line 2")
+    assert_clean_error(invoke("--data-dir", data, "eval", "-q", suite, cwd=REPO), 3, "cases.jsonl", "line 2")
     baseline = tmp_path / "base.json"
     baseline.write_text('{"metrics": {"hybrid": ')
-    r = run_cli("--data-dir", data, "eval", "-q", SUITE, "--baseline", baseline, cwd=REPO)
+    r = invoke("--data-dir", data, "eval", "-q", SUITE, "--baseline", baseline, cwd=REPO)
     assert_clean_error(r, 3, "base.json")
 
 
@@ -75,27 +75,27 @@ def test_damaged_manifest_is_explained_and_left_untouched(tmp_path, data, damage
     before = manifest.read_bytes()
     for args in (["query", "--no-llm", "restore"], ["ingest", "-q", REPO / "sample_data"],
                  ["eval", "-q", SUITE]):
-        r = run_cli("--data-dir", data, *args, cwd=REPO)
+        r = invoke("--data-dir", data, *args, cwd=REPO)
         assert_clean_error(r, 5, "manifest.sqlite")
         assert manifest.read_bytes() == before
 
 
 def test_damaged_bm25_and_vectors_are_repaired_by_ingest(tmp_path, data):
     ask = ("--data-dir", data, "query", "--no-llm", "--json", "How do I restore a single file?")
-    good = json.loads(run_cli(*ask, cwd=REPO).stdout)["hits"]
+    good = json.loads(invoke(*ask, cwd=REPO).stdout)["hits"]
     current = (data / "bm25" / "CURRENT").read_text().strip()
     (data / "bm25" / current / "ids.json").write_text("[1, 2")
-    assert_clean_error(run_cli(*ask, cwd=REPO), 5, "BM25", "llmctl ingest")
-    r = run_cli("--data-dir", data, "ingest", "-q", "sample_data", cwd=REPO)
+    assert_clean_error(invoke(*ask, cwd=REPO), 5, "BM25", "llmctl ingest")
+    r = invoke("--data-dir", data, "ingest", "-q", "sample_data", cwd=REPO)
     assert r.returncode == 0, r.stderr
-    assert json.loads(run_cli(*ask, cwd=REPO).stdout)["hits"] == good
+    assert json.loads(invoke(*ask, cwd=REPO).stdout)["hits"] == good
 
     shutil.rmtree(data / "chroma")  # the vectors are gone, the manifest still lists every chunk
-    assert_clean_error(run_cli(*ask, cwd=REPO), 5, "--repair")
-    r = run_cli("--data-dir", data, "ingest", "-q", "--repair", "sample_data", cwd=REPO)
+    assert_clean_error(invoke(*ask, cwd=REPO), 5, "--repair")
+    r = invoke("--data-dir", data, "ingest", "-q", "--repair", "sample_data", cwd=REPO)
     assert r.returncode == 0, r.stderr
     assert_consistent(data)
-    hits = json.loads(run_cli(*ask, cwd=REPO).stdout)["hits"]
+    hits = json.loads(invoke(*ask, cwd=REPO).stdout)["hits"]
     assert [h["location"] for h in hits] == [h["location"] for h in good]
 
 
@@ -104,7 +104,7 @@ def test_damaged_ledger_and_cache(tmp_path, data, fake_llm):
     cfg.write_text(yaml.safe_dump({"rerank": {"enabled": False}, "llm": {"providers": [
         {"name": "main", "base_url": fake_llm.base_url, "model": "m", "retries": 0}]}}))
     (data / "cache.sqlite").write_bytes(b"not sqlite at all" * 50)
-    r = run_cli("--config", cfg, "--data-dir", data, "query", "--json", "How do I restore a single file?")
+    r = invoke("--config", cfg, "--data-dir", data, "query", "--json", "How do I restore a single file?")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["answer"] and any("cache" in w and "moved" in w for w in out["warnings"])
@@ -113,6 +113,6 @@ def test_damaged_ledger_and_cache(tmp_path, data, fake_llm):
     ledger = data / "ledger.sqlite"
     ledger.write_bytes(b"garbage" * 100)
     for args in (["cost-report"], ["query", "restore"]):
-        r = run_cli("--config", cfg, "--data-dir", data, *args)
+        r = invoke("--config", cfg, "--data-dir", data, *args)
         assert_clean_error(r, 5, "ledger.sqlite")
     assert ledger.read_bytes() == b"garbage" * 100

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cli import assert_clean_error, child_env, run_cli
+from cli import assert_clean_error, child_env, invoke, run_cli
 from openai_server import Reply
 
 
@@ -31,15 +31,15 @@ def config(tmp_path, base_url=None, **llm) -> str:
                                   ["--depth", "-1"], ["--where", "foo=bar"], ["--where", "source"],
                                   ["--fusion", "best"]])
 def test_bad_query_flags_are_usage_errors(tmp_path, args):
-    r = run_cli("--data-dir", tmp_path / "none", "query", *args, "question")
+    r = invoke("--data-dir", tmp_path / "none", "query", *args, "question")
     assert_clean_error(r, 2, args[0])
 
 
 def test_cost_report_dates_and_version(tmp_path):
-    r = run_cli("--data-dir", tmp_path, "cost-report", "--since", "2026-12-02", "--until", "2026-12-01")
+    r = invoke("--data-dir", tmp_path, "cost-report", "--since", "2026-12-02", "--until", "2026-12-01")
     assert_clean_error(r, 2, "--since", "not before --until")
-    r = run_cli("--version")
-    assert r.returncode == 0 and r.stdout.startswith("llmctl ")
+    r = run_cli("--version")  # the real interpreter start-up, once: no traceback, the version
+    assert r.returncode == 0 and r.stdout.startswith("llmctl ") and r.stderr == ""
 
 
 @pytest.mark.parametrize("name,value,code,words", [
@@ -48,29 +48,29 @@ def test_cost_report_dates_and_version(tmp_path):
     ("LLMCTL_DATA_DIRR", "x", 3, ["LLMCTL_DATA_DIRR", "did you mean LLMCTL_DATA_DIR"]),
 ])
 def test_environment_variables_are_checked(tmp_path, name, value, code, words):
-    r = run_cli("--data-dir", tmp_path, "cost-report", env={name: value})
+    r = invoke("--data-dir", tmp_path, "cost-report", env={name: value})
     assert_clean_error(r, code, *words)
 
 
 def test_a_key_variable_named_in_the_config_is_not_a_typo(tmp_path):
     cfg = config(tmp_path, "http://127.0.0.1:9/v1", p={"api_key_env": "LLMCTL_OPENAI_KEY"})
-    r = run_cli("--config", cfg, "--data-dir", tmp_path, "cost-report", env={"LLMCTL_OPENAI_KEY": "sk-x"})
+    r = invoke("--config", cfg, "--data-dir", tmp_path, "cost-report", env={"LLMCTL_OPENAI_KEY": "sk-x"})
     assert r.returncode == 0, r.stderr
 
 
 def test_missing_key_is_reported_before_anything_is_loaded(tmp_path):
     cfg = config(tmp_path, "http://127.0.0.1:9/v1", p={"api_key_env": "SOME_UNSET_KEY_VAR"})
-    r = run_cli("--config", cfg, "--data-dir", tmp_path / "no-index", "query", "anything")
+    r = invoke("--config", cfg, "--data-dir", tmp_path / "no-index", "query", "anything")
     assert_clean_error(r, 7, "SOME_UNSET_KEY_VAR")  # not exit 5 'no index': checked first
 
 
 def test_failed_answer_still_prints_the_hits(tmp_path, data):
     cfg = config(tmp_path, "http://127.0.0.1:9/v1")
-    r = run_cli("--config", cfg, "--data-dir", data, "query", "How many daily snapshots are kept?")
+    r = invoke("--config", cfg, "--data-dir", data, "query", "How many daily snapshots are kept?")
     assert r.returncode == 7
     assert "1. sample_data/" in r.stdout and "retention-policies.md" in r.stdout
     assert r.stderr.strip().splitlines()[-1].startswith("Error: ") and "cannot reach" in r.stderr
-    r = run_cli("--config", cfg, "--data-dir", data, "query", "--json", "daily snapshots")
+    r = invoke("--config", cfg, "--data-dir", data, "query", "--json", "daily snapshots")
     assert r.returncode == 7
     doc = json.loads(r.stdout)
     assert doc["hits"] and doc["answer"] is None and doc["error"]["exit_code"] == 7
@@ -79,8 +79,7 @@ def test_failed_answer_still_prints_the_hits(tmp_path, data):
 def test_a_huge_question_is_a_usage_error(tmp_path, sample_index):
     cfg = config(tmp_path, "http://127.0.0.1:9/v1")
     question = "How are snapshots kept? " * 4000  # ~100 KB: over retrieval.max_query_chars
-    r = subprocess.run([sys.executable, "-m", "llmctl", "--config", cfg, "--data-dir", str(sample_index),
-                        "query", "-"], input=question, capture_output=True, text=True, timeout=300)
+    r = invoke("--config", cfg, "--data-dir", sample_index, "query", "-", input=question)
     assert_clean_error(r, 2, "96,000 characters", "retrieval.max_query_chars")
 
 
@@ -88,25 +87,26 @@ def test_a_question_too_long_for_the_model_is_an_input_error(tmp_path, sample_in
     """Under the length cap, but more than half of a small model's window."""
     cfg = config(tmp_path, "http://127.0.0.1:9/v1", p={"context_window": 1024})
     question = "How are snapshots kept? " * 100
-    r = subprocess.run([sys.executable, "-m", "llmctl", "--config", cfg, "--data-dir", str(sample_index),
-                        "query", "-"], input=question, capture_output=True, text=True, timeout=300)
+    r = invoke("--config", cfg, "--data-dir", sample_index, "query", "-", input=question)
     assert_clean_error(r, 4, "question is too long", "shorten the question")
 
 
 def test_default_config_does_not_warn_about_the_missing_reranker(tmp_path, sample_index):
-    r = run_cli("--data-dir", sample_index, "query", "How many daily snapshots are kept?")
-    assert r.returncode == 0 and r.stderr == ""
-    r = run_cli("--data-dir", sample_index, "query", "--json", "daily snapshots")
+    from llmctl.search.pipeline import SKIPPED
+
+    r = invoke("--data-dir", sample_index, "query", "How many daily snapshots are kept?")
+    assert r.returncode == 0 and r.stderr.splitlines() == [SKIPPED["no_model"]]  # only: no model configured
+    r = invoke("--data-dir", sample_index, "query", "--json", "daily snapshots")
     assert json.loads(r.stdout)["rerank"]["status"] == "unavailable"
-    r = run_cli("--data-dir", sample_index, "query", "daily snapshots", env={"LLMCTL_RERANK__ENABLED": "true"})
+    r = invoke("--data-dir", sample_index, "query", "daily snapshots", env={"LLMCTL_RERANK__ENABLED": "true"})
     assert r.returncode == 0 and "reranker" in r.stderr  # asked for explicitly: warned
 
 
 def test_dry_run_json_reports_the_real_chunk_total(tmp_path, corpus):
     data = tmp_path / "data"
-    r = run_cli("--data-dir", data, "ingest", corpus / "guides", "--json")
+    r = invoke("--data-dir", data, "ingest", corpus / "guides", "--json")
     total = json.loads(r.stdout)["chunks"]["total"]
-    r = run_cli("--data-dir", data, "ingest", corpus / "guides", "--dry-run", "--json")
+    r = invoke("--data-dir", data, "ingest", corpus / "guides", "--dry-run", "--json")
     assert json.loads(r.stdout)["chunks"]["total"] == total > 0
 
 
@@ -146,18 +146,18 @@ def _ignores_sigint(pid: int) -> bool:
 def test_money_keeps_significant_digits_and_cache_stats_speak_iso(tmp_path, data, fake_llm):
     cfg = config(tmp_path, fake_llm.base_url, p={"price_input_per_1m": 0.5, "price_output_per_1m": 1.0},
                  budget={"daily_usd": 0.000001})
-    r = run_cli("--config", cfg, "--data-dir", data, "cost-report")
+    r = invoke("--config", cfg, "--data-dir", data, "cost-report")
     assert "of $0.000001" in r.stdout and "$0.0000 " not in r.stdout
-    r = run_cli("--config", cfg, "--data-dir", data, "query", "--json", "daily snapshots")
+    r = invoke("--config", cfg, "--data-dir", data, "query", "--json", "daily snapshots")
     assert r.returncode == 8 and json.loads(r.stdout)["hits"]
     assert "spent $0.00 of $0.000001" in r.stderr and "would add about $0.000" in r.stderr
-    r = run_cli("--config", config(tmp_path, fake_llm.base_url), "--data-dir", data, "query", "daily snapshots")
+    r = invoke("--config", config(tmp_path, fake_llm.base_url), "--data-dir", data, "query", "daily snapshots")
     assert r.returncode == 0, r.stderr
-    r = run_cli("--config", cfg, "--data-dir", data, "cache-stats", "--json")
+    r = invoke("--config", cfg, "--data-dir", data, "cache-stats", "--json")
     stats = json.loads(r.stdout)
     assert stats["entries"] == 1 and dt.datetime.fromisoformat(stats["newest"]).tzinfo is not None
-    r = run_cli("--config", config(tmp_path, fake_llm.base_url), "--data-dir", data, "query", "daily snapshots")
+    r = invoke("--config", config(tmp_path, fake_llm.base_url), "--data-dir", data, "query", "daily snapshots")
     assert r.returncode == 0, r.stderr
-    r = run_cli("--config", cfg, "--data-dir", data, "cache-stats")
+    r = invoke("--config", cfg, "--data-dir", data, "cache-stats")
     assert "exact 33.3% (1/3)" in r.stdout
     assert "Saved" in r.stdout and "unknown" in r.stdout  # the provider has no price: savings unknown

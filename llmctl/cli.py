@@ -322,16 +322,18 @@ def cost_report(
     as_csv: Annotated[bool, typer.Option("--csv", help="Print the breakdowns as CSV.")] = False,
     shared: Annotated[bool, typer.Option(
         "--shared", help="The whole team's ledger rows (state.backend: redis), per machine too.")] = False,
+    alerts: Annotated[bool, typer.Option(
+        "--alerts", help="Flag days/hours far above their trailing baseline (llm.budget.alerts); exit 10.")] = False,
 ) -> None:
     """Show LLM spend, tokens, errors and latency from the call ledger.
 
     Example: llmctl cost-report --since 7d
     """
     from llmctl import render
-    from llmctl.errors import InputError
+    from llmctl.errors import InputError, SpendAlert
 
     try:
-        report = _workspace().cost_report(since, until, shared=shared)
+        report = _workspace().cost_report(since, until, shared=shared, alerts=alerts)
     except InputError as exc:  # a date flag: a usage error
         raise typer.BadParameter(str(exc)) from None
     if as_json:
@@ -340,6 +342,11 @@ def cost_report(
         render.cost_report_csv(report)
     else:
         render.cost_report(report)
+        render.spend_alerts(report)  # one line each on stderr
+    if report.get("alerts"):
+        found = report["alerts"]
+        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        raise SpendAlert(f"{len(found)} spend alert(s): {found[0]['message']}{more}")
 
 
 @app.command()

@@ -190,11 +190,27 @@ class TagBudget(_Section):
     monthly_usd: float | None = Field(None, ge=0)
 
 
+class AlertsConfig(_Section):
+    # Spend alerts (cost-report --alerts, llmctl/llm/alerts.py): a day or hour whose spend, calls or
+    # error rate is above max(factor x trailing median, median + mad_k x MAD, a floor) of the
+    # baseline_days before it, per provider and tag. enabled: every cost-report checks.
+    enabled: bool = False
+    baseline_days: int = Field(14, ge=3, le=90)
+    factor: float = Field(3.0, gt=1)
+    mad_k: float = Field(4.0, gt=0)
+    min_daily_usd: float = Field(1.0, ge=0)
+    min_hourly_usd: float = Field(0.25, ge=0)
+    min_calls: int = Field(50, ge=1)  # per day or hour: fewer calls never alert
+    min_error_rate: float = Field(0.2, gt=0, le=1)
+    min_attempts: int = Field(20, ge=1)  # an error rate over fewer attempts is not judged
+
+
 class BudgetConfig(_Section):
     daily_usd: float | None = Field(None, ge=0)
     monthly_usd: float | None = Field(None, ge=0)
     tags: dict[str, TagBudget] = Field(default_factory=dict)
     on_exceed: Literal["refuse", "cheaper", "cache_only"] = "refuse"
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
 
     @property
     def limited(self) -> bool:

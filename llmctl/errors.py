@@ -15,6 +15,7 @@ Exit codes (also in the README):
        state (state.backend: redis) is, under a budget or rate limit)
     8  BudgetExceeded (a configured spend limit would be exceeded)
     9  EvalGateFailed (quality below a threshold, or regressed beyond the allowed drop)
+   10  SpendAlert (cost-report --alerts: spend, calls or error rate far above the trailing baseline)
   130  Interrupted (Ctrl-C or SIGTERM; what was finished is kept: run again to continue)
 """
 
@@ -89,6 +90,12 @@ class EvalGateFailed(LlmctlError):
     """An eval suite ran, and its quality gate failed."""
 
     exit_code = 9
+
+
+class SpendAlert(LlmctlError):
+    """cost-report --alerts found a day or hour far above its trailing baseline (after the report)."""
+
+    exit_code = 10
 
 
 class Interrupted(LlmctlError):

@@ -303,6 +303,11 @@ def cost_report(report: dict) -> None:
                      f"{'no limit' if limit is None else money(limit)}")
 
 
+def spend_alerts(report: dict) -> None:
+    for a in report.get("alerts") or []:
+        stderr.print(f"ALERT {a['message']}", style="bold red", markup=False, highlight=False)
+
+
 def cost_report_csv(report: dict) -> None:
     import csv
 

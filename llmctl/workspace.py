@@ -290,9 +290,11 @@ class Workspace:
         tmp.replace(output)
         return report
 
-    def cost_report(self, since: str | None = None, until: str | None = None, shared: bool = False) -> dict:
+    def cost_report(self, since: str | None = None, until: str | None = None, shared: bool = False,
+                    alerts: bool = False) -> dict:
         """Spend, tokens, errors and latency from the ledger; dates as YYYY-MM-DD, 'today', '7d'.
-        ``shared``: every machine's rows from the shared state (state.backend: redis)."""
+        ``shared``: every machine's rows from the shared state (state.backend: redis); ``alerts``
+        (or llm.budget.alerts.enabled): the spend alerts too (``report["alerts"]``)."""
         from llmctl.errors import InputError
         from llmctl.llm.report import cost_report, parse_when
 
@@ -300,8 +302,10 @@ class Workspace:
         start, end = parse_when(since, now, "--since"), parse_when(until, now, "--until")
         if start is not None and end is not None and start >= end:
             raise InputError(f"--since {since} is not before --until {until}")
+        rules = self.cfg.llm.budget.alerts
         return cost_report(self.cfg.data_dir, self.cfg.llm, start, end, now,
-                           shared=self.cfg.state if shared else None)
+                           shared=self.cfg.state if shared else None,
+                           alerts=rules if alerts or rules.enabled else None)
 
     def cache_stats(self, *, clear: bool = False, prune: bool = False) -> dict:
         from llmctl.llm.report import cache_stats

@@ -8,9 +8,10 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from llmctl.config import LLMConfig, StateConfig
+from llmctl.config import AlertsConfig, LLMConfig, StateConfig
 from llmctl.errors import InputError
 from llmctl.index.datadir import DataDir
+from llmctl.llm.alerts import spend_alerts
 from llmctl.llm.cache import ResponseCache
 from llmctl.llm.ledger import Ledger
 from llmctl.stats import day_start, month_start, percentile
@@ -66,18 +67,22 @@ def _summary(rows: list[dict]) -> dict:
 
 
 def cost_report(data_dir: Path, cfg: LLMConfig, since: float | None, until: float | None,
-                now: float, shared: StateConfig | None = None) -> dict:
-    """This machine's ledger; ``shared`` (a redis state section): every machine's published rows."""
+                now: float, shared: StateConfig | None = None, alerts: AlertsConfig | None = None) -> dict:
+    """This machine's ledger; ``shared`` (a redis state section): every machine's published rows.
+    ``alerts``: also the spend alerts of the days and hours in the range (default: yesterday and today)."""
     if shared is not None:
-        return _shared_report(data_dir, cfg, shared, since, until, now)
+        return _shared_report(data_dir, cfg, shared, since, until, now, alerts)
     path = DataDir(data_dir).ledger
     rows: list[dict] = []
+    found: list[dict] = []
     if path.exists():
         ledger = Ledger(path)
         try:
             rows = ledger.rows(since, until)
             spent_today = ledger.spent(day_start(now))
             spent_month = ledger.spent(month_start(now))
+            if alerts is not None:
+                found = _alerts(lambda a, b: ledger.rows(a, b), alerts, since, until, now)
         finally:
             ledger.close()
     else:
@@ -98,7 +103,16 @@ def cost_report(data_dir: Path, cfg: LLMConfig, since: float | None, until: floa
             "monthly": {"spent_usd": round(spent_month, 10), "limit_usd": b.monthly_usd},
             "on_exceed": b.on_exceed,
         },
+        **({"alerts": found} if alerts is not None else {}),
     }
+
+
+def _alerts(fetch, cfg: AlertsConfig, since: float | None, until: float | None, now: float) -> list[dict]:
+    """Spend alerts for the periods in [since, until) (default: yesterday and today), each judged
+    against the ``baseline_days`` before it (``alerts.py``)."""
+    start = since if since is not None else day_start(now) - 86400
+    end = until if until is not None else now + 1
+    return spend_alerts(fetch(start - cfg.baseline_days * 86400, end), cfg, start, end)
 
 
 def _breakdowns(rows: list[dict], dims: tuple[str, ...]) -> dict[str, dict[str, dict]]:
@@ -112,7 +126,7 @@ def _breakdowns(rows: list[dict], dims: tuple[str, ...]) -> dict[str, dict[str, 
 
 
 def _shared_report(data_dir: Path, cfg: LLMConfig, state: StateConfig, since: float | None,
-                   until: float | None, now: float) -> dict:
+                   until: float | None, now: float, alerts: AlertsConfig | None) -> dict:
     """The team's spend from the shared state (state.backend: redis): this machine's unpublished
     rows are published first; the budget block is the team's (the shared counters)."""
     import sys
@@ -127,6 +141,8 @@ def _shared_report(data_dir: Path, cfg: LLMConfig, state: StateConfig, since: fl
         b = cfg.budget
         spent = {p: sum(r["cost_usd"] or 0 for r in store.shared_rows(start(now), None, now) if r["status"] == "ok")
                  for p, start in (("daily", day_start), ("monthly", month_start))}
+        found = (_alerts(lambda a, b: store.shared_rows(a, b, now), alerts, since, until, now)
+                 if alerts is not None else None)
     finally:
         store.close()
     return {
@@ -139,6 +155,7 @@ def _shared_report(data_dir: Path, cfg: LLMConfig, state: StateConfig, since: fl
             "monthly": {"spent_usd": round(spent["monthly"], 10), "limit_usd": b.monthly_usd},
             "on_exceed": b.on_exceed,
         },
+        **({"alerts": found} if found is not None else {}),
     }
 
 

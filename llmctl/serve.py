@@ -279,28 +279,16 @@ async def read_json(request: Request) -> dict:
 
 
 def parse_search(body: dict, keys: set[str]) -> dict:
-    """Validated arguments for Workspace.search/query from a JSON body."""
+    """A JSON body as Workspace.query's arguments. Only the transport is checked here (unknown
+    fields; ``where`` may be an object); the Workspace validates the values (UsageError: 400)."""
     unknown = sorted(set(body) - keys)
     if unknown:
         raise BadRequest(f"unknown field(s) {unknown}; accepted: {sorted(keys)}")
-    text = body.get("query", body.get("question"))
-    if not isinstance(text, str) or not text.strip():
-        raise BadRequest("'query' must be a non-empty string")
-    k = body.get("k")
-    if k is not None and (not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 1000):
-        raise BadRequest("'k' must be an integer from 1 to 1000")
-    where = body.get("where") or []
+    where = body.get("where")
     if isinstance(where, dict):
         where = [f"{f}={v}" for f, v in where.items()]
-    if not isinstance(where, list) or not all(isinstance(w, str) for w in where):
-        raise BadRequest("'where' must be a list of 'field=value' strings or an object {field: value}")
-    rerank = body.get("rerank")
-    if rerank is not None and not isinstance(rerank, bool):
-        raise BadRequest("'rerank' must be true or false")
-    from llmctl.search.filters import parse_where
-
-    parse_where(where)
-    return {"text": text, "k": k, "where": where, "rerank": rerank}
+    return {"text": body.get("query", body.get("question")), "k": body.get("k"), "where": where,
+            "rerank": body.get("rerank")}
 
 
 def search_payload(ws: Workspace, args: dict) -> dict:

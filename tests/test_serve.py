@@ -137,9 +137,12 @@ def test_search_status_documents_and_bad_requests(ws):
         assert code == 200 and st["index"]["chunks"] > 0 and st["index"]["embedded_with"]["backend"] == "onnx"
         assert "POST /search" in s.json("GET", "/")[1]["endpoints"]
 
-        for body, words in [({"query": ""}, "non-empty"), ({"query": "x", "k": 0}, "'k'"),
+        # the Workspace's own checks (UsageError), as for the CLI and MCP (tests/test_api_validation.py)
+        for body, words in [({"query": ""}, "question is empty"), ({"query": "x", "k": 0}, "k: input should be"),
+                            ({"query": "x", "fusion": "rff"}, "unknown field"),
                             ({"query": "x", "kk": 3}, "unknown field"), ({"query": "x", "where": ["size=3"]}, "size"),
-                            ({"query": "x", "where": 5}, "'where'")]:
+                            ({"query": "x", "where": 5}, "where: expected a list"),
+                            ({"query": "x", "k": True}, "k: input should be a valid integer")]:
             code, err = s.json("POST", "/search", body)
             assert code == 400 and words in err["error"]["message"], (body, err)
         assert s.json("POST", "/search", raw=b"{not json")[0] == 400

@@ -343,7 +343,15 @@ class SpanCounter:
         return self.starts[i] >= cut and not self.joined[i]
 
     def __call__(self, s: str) -> int:
-        pos = self.text.find(s, self.hint)
+        # Near the last string first: the splitter asks about what follows, and again about
+        # earlier pieces (for the overlap). A search through the whole text each time would make
+        # a large text quadratic. (Any occurrence gives the same count: see _clean.)
+        near = self.hint + len(s) + SPAN_WINDOW
+        pos = self.text.find(s, self.hint, near)
+        if pos < 0:
+            pos = self.text.rfind(s, max(0, self.hint - SPAN_WINDOW), self.hint + len(s))
+        if pos < 0:
+            pos = self.text.find(s, near - len(s))
         if pos < 0:
             pos = self.text.find(s)
         if pos < 0 or not s or not (self._clean(pos) and self._clean(pos + len(s))):

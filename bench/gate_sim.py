@@ -209,8 +209,8 @@ def main() -> None:
               f"{rate(res, keys[-1]):.1%}, today's per-metric bootstrap {rate(res, keys[-2]):.1%}")
     print()
     print(f"(c) --stop-when-decided, pass-rate gate min_pass_rate {THRESHOLD} (delta {gate.SEQUENTIAL_DELTA}):")
-    for label, drop in (("clear pass (true mean pass rate %.2f)" % POP_PASS, 0.0),
-                        ("clear regression (true mean %.2f)" % (POP_PASS - 0.3), 0.3)):
+    for label, drop in ((f"clear pass (true mean pass rate {POP_PASS:.2f})", 0.0),
+                        (f"clear regression (true mean {POP_PASS - 0.3:.2f})", 0.3)):
         s = simulate_sequential(args.runs, args.seed + 20_000, drop, THRESHOLD)
         print(f"  {label}: answer calls {s['calls_used']:.0f} of {s['calls_full']:.0f} "
               f"({s['saved']:.1%} fewer); same verdict as the full run in {s['same']:.1%} of runs "

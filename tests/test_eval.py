@@ -71,7 +71,8 @@ def test_baseline_regression_and_incomparable_runs(tmp_path, data):
     r = eval_cli(data, SUITE, "--baseline", tmp_path / "better.json", "--junit", junit, "--markdown", md,
                  "--html", page)
     assert_gate_failed(r, "mrr@10 dropped -0.100")
-    assert re.search(r"mrr@10: [\d.]+ -> [\d.]+ \(-0\.100, 95% CI \[-0\.100, -0\.100\], p 0\.0001, Holm [\d.]+; 0 better, "
+    assert re.search(r"mrr@10: [\d.]+ -> [\d.]+ \(-0\.100, 95% CI \[-0\.100, -0\.100\], p 0\.0001, Holm [\d.]+; "
+                     r"0 better, "
                      rf"{judged} worse, 0 same\)  REGRESSED", r.stdout)
     failure = ET.parse(junit).getroot().find("testcase[@name='mrr@10 vs baseline']/failure")
     assert failure is not None and "95% CI" in failure.get("message")
@@ -121,8 +122,8 @@ def test_tags_limit_and_ab(tmp_path, data):
     r = eval_cli(data, SUITE, "--limit", "10", "--against", b)
     assert r.returncode == 0 and "A/B:" in r.stdout and "b.yaml" in r.stdout
     num = r"[+-]?[\d.]+"
-    assert re.search(rf"  mrr@10: {num} vs {num} \({num}, 95% CI \[{num}, {num}\], p [\d.e-]+, Holm [\d.e-]+; \d+ better",
-                     r.stdout)
+    assert re.search(rf"  mrr@10: {num} vs {num} \({num}, 95% CI \[{num}, {num}\], p [\d.e-]+, Holm [\d.e-]+; "
+                     r"\d+ better", r.stdout)
 
 
 def test_json_prints_on_stdout_and_the_old_file_form_says_what_to_use(tmp_path, data):

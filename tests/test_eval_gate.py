@@ -9,6 +9,7 @@ from xml.etree import ElementTree as ET
 
 import pytest
 import yaml
+from cli import invoke
 from conftest import REPO
 from openai_server import Reply
 
@@ -132,27 +133,22 @@ def _suite(tmp_path, base_url, **extra):
 
 
 def test_repeats_report_a_flaky_case_everywhere_and_the_ledger_has_every_call(tmp_path, data, fake_llm):
-    from typer.testing import CliRunner
-
-    from llmctl.cli import app
-
     fake_llm.on("How many daily snapshots", Reply(text="It keeps 14 [1]."), Reply(text="It keeps 7 [1]."),
                 Reply(text="It keeps 14 [1]."))
     fake_llm.on("Team edition", *[Reply(text="12 dollars [1].")] * 3)
     suite = _suite(tmp_path, fake_llm.base_url)
     out = {k: tmp_path / f"r.{k}" for k in ("json", "xml", "md", "html")}
     tape = tmp_path / "tape.jsonl"
-    r = CliRunner().invoke(app, ["--data-dir", str(data), "eval", "-q", str(suite), "--repeats", "3",
-                                 "--json-file", str(out["json"]), "--junit", str(out["xml"]), "--markdown",
-                                 str(out["md"]), "--html", str(out["html"]), "--record", str(tape)])
-    assert r.exit_code == 9, r.output  # min_pass_rate 1.0 (the default): every answer, every time
+    r = invoke("--data-dir", data, "eval", "-q", suite, "--repeats", "3", "--json-file", out["json"], "--junit",
+               out["xml"], "--markdown", out["md"], "--html", out["html"], "--record", tape)
+    assert r.returncode == 9, r.stdout + r.stderr  # min_pass_rate 1.0 (the default): every answer, every time
     report = json.loads(out["json"].read_text())
     cases = {c["id"]: c for c in report["cases"]}
     assert report["flaky"] == ["snapshots"] and cases["snapshots"]["flaky"]
     assert cases["snapshots"]["pass_rate"] == pytest.approx(2 / 3) and cases["price"]["pass_rate"] == 1.0
     assert [x["passed"] for x in cases["snapshots"]["runs"]] == [True, False, True]
     assert report["answer_gate"]["value"] == pytest.approx(5 / 6) and report["answers"]["calls"] == 6
-    assert "Flaky (passed and failed): snapshots 2/3" in r.output
+    assert "Flaky (passed and failed): snapshots 2/3" in r.stdout
     junit = ET.parse(out["xml"]).getroot()
     tc = junit.find("testcase[@name='snapshots']")
     assert tc.find("properties/property[@name='flaky']").get("value") == "true"
@@ -161,38 +157,27 @@ def test_repeats_report_a_flaky_case_everywhere_and_the_ledger_has_every_call(tm
     assert "snapshots 2/3" in out["html"].read_text() and "(flaky)" in out["html"].read_text()
     db = sqlite3.connect(data / "ledger.sqlite")
     rows = db.execute("SELECT count(*) FROM calls WHERE command = 'eval' AND question LIKE 'How many daily%' "
-                      "AND status = 'success'").fetchone()[0]
+                      "AND status = 'ok'").fetchone()[0]
     db.close()
     assert rows == 3  # the cache was bypassed: three real calls
     assert len(tape.read_text().splitlines()) == 6  # the cassette keeps every repeat
 
     # the same run with a tolerance: passes, still lists the flaky case
     tolerant = _suite(tmp_path, fake_llm.base_url, min_pass_rate=0.8)
-    r = CliRunner().invoke(app, ["--data-dir", str(data), "eval", "-q", str(tolerant), "--repeats", "3",
-                                 "--replay", str(tape), "--json"])
-    assert r.exit_code == 0, r.output
+    r = invoke("--data-dir", data, "eval", "-q", tolerant, "--repeats", "3", "--replay", tape, "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
     replayed = json.loads(r.stdout)
     assert replayed["flaky"] == ["snapshots"] and replayed["answer_gate"]["passed"]
 
 
 def test_bad_repeats_is_a_usage_error(tmp_path, data):
-    from typer.testing import CliRunner
-
-    from llmctl.cli import app
-
-    r = CliRunner().invoke(app, ["--data-dir", str(data), "eval", "-q", str(REPO / "configs" / "sample-suite.yaml"),
-                                 "--repeats", "0"])
-    assert r.exit_code == 2 and "repeats" in r.output
+    r = invoke("--data-dir", data, "eval", "-q", REPO / "configs" / "sample-suite.yaml", "--repeats", "0")
+    assert r.returncode == 2 and "--repeats" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
 def test_plan_states_the_detectable_drop_without_a_model(tmp_path, data):
-    from typer.testing import CliRunner
-
-    from llmctl.cli import app
-
-    r = CliRunner().invoke(app, ["--data-dir", str(data), "eval", "-q", str(REPO / "configs" / "sample-suite.yaml"),
-                                 "--plan", "--json"])
-    assert r.exit_code == 0, r.output
+    r = invoke("--data-dir", data, "eval", "-q", REPO / "configs" / "sample-suite.yaml", "--plan", "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
     plan = json.loads(r.stdout)
     assert plan["clusters"] < plan["cases"] and {m["metric"] for m in plan["metrics"]} >= {"mrr@10", "hit@3"}
     assert plan["warnings"] and "it needs ~" in plan["warnings"][0]  # 0.03 is below what 30 cases can see

@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 import yaml
-from cli import assert_clean_error, child_env, run_cli
+from cli import assert_clean_error, child_env, invoke, run_cli
 
 
 def write_config(tmp_path, base_url: str | None = None, **llm) -> str:
@@ -19,14 +19,14 @@ def write_config(tmp_path, base_url: str | None = None, **llm) -> str:
 
 def test_retrieval_only_output_and_json(tmp_path, sample_index):
     cfg = write_config(tmp_path)
-    r = run_cli("--config", cfg, "--data-dir", sample_index, "query", "What does the Team edition cost?")
+    r = invoke("--config", cfg, "--data-dir", sample_index, "query", "What does the Team edition cost?")
     assert r.returncode == 0, r.stderr
     ranked = [line for line in r.stdout.splitlines() if re.match(r"^\d+\. ", line)]
     assert len(ranked) == 5
     assert re.fullmatch(r"1\. sample_data/\S+:\d+-\d+  score \d\.\d{3}", ranked[0])
     assert any("policies/pricing.md" in line for line in ranked[:3])
-    r = run_cli("--config", cfg, "--data-dir", sample_index, "query", "--json", "-k", "3",
-                "What does the Team edition cost?")
+    r = invoke("--config", cfg, "--data-dir", sample_index, "query", "--json", "-k", "3",
+               "What does the Team edition cost?")
     doc = json.loads(r.stdout)
     assert len(doc["hits"]) == 3 and doc["answer"] is None
     assert set(doc["hits"][0]["stages"]) >= {"bm25", "dense", "fused"}
@@ -34,12 +34,8 @@ def test_retrieval_only_output_and_json(tmp_path, sample_index):
 
 
 def test_question_from_stdin(tmp_path, sample_index):
-    import subprocess
-    import sys
-
-    r = subprocess.run([sys.executable, "-m", "llmctl", "--config", write_config(tmp_path), "--data-dir",
-                        str(sample_index), "query", "--json", "-"], input="Is Windows supported?\n",
-                       capture_output=True, text=True, timeout=300)
+    r = invoke("--config", write_config(tmp_path), "--data-dir", sample_index, "query", "--json", "-",
+               input="Is Windows supported?\n")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["question"] == "Is Windows supported?"
 
@@ -49,12 +45,12 @@ def test_streamed_answer_and_citations_through_the_cli(tmp_path, sample_index, f
 
     fake_llm.script.append(Reply(text="Kestrel keeps 14 daily snapshots by default [1]."))
     cfg = write_config(tmp_path, fake_llm.base_url)
-    r = run_cli("--config", cfg, "--data-dir", sample_index, "query", "How many daily snapshots are kept?")
+    r = invoke("--config", cfg, "--data-dir", sample_index, "query", "How many daily snapshots are kept?")
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("Kestrel keeps 14 daily snapshots by default [1].\n")
     assert "Sources:\n  [1] sample_data/guides/retention-policies.md:" in r.stdout
     fake_llm.script.append(Reply(text="Fourteen [1].", usage=False))
-    r = run_cli("--config", cfg, "--data-dir", sample_index, "query", "--json", "daily snapshots kept?")
+    r = invoke("--config", cfg, "--data-dir", sample_index, "query", "--json", "daily snapshots kept?")
     doc = json.loads(r.stdout)
     assert doc["answer"] == "Fourteen [1]." and doc["usage"]["source"] == "estimated"
     assert doc["citations"][0]["source"].endswith("retention-policies.md")
@@ -62,10 +58,11 @@ def test_streamed_answer_and_citations_through_the_cli(tmp_path, sample_index, f
 
 
 def test_query_errors_are_one_line_with_exit_codes(tmp_path, sample_index):
+    """Through a real process: the exit codes as a shell sees them, no traceback from start-up."""
     cfg = write_config(tmp_path)
     assert_clean_error(run_cli("--config", cfg, "--data-dir", tmp_path / "none", "query", "hi"),
                        5, "No index", "llmctl ingest")
-    assert_clean_error(run_cli("--config", cfg, "--data-dir", sample_index, "query", "  "), 4, "empty")
+    assert_clean_error(run_cli("--config", cfg, "--data-dir", sample_index, "query", "  "), 2, "empty")
     assert_clean_error(run_cli("--config", cfg, "--data-dir", sample_index, "query", "--where", "size=3",
                                "x"), 2, "unknown field 'size'")
     down = write_config(tmp_path, "http://127.0.0.1:9/v1")
@@ -78,18 +75,18 @@ def test_a_question_the_corpus_does_not_cover_is_flagged_and_can_skip_the_model(
 
     cfg = write_config(tmp_path, fake_llm.base_url)
     absent = "What is the capital of Mongolia?"
-    r = run_cli("--config", cfg, "--data-dir", sample_index, "query", "--no-llm", "--json", absent)
+    r = invoke("--config", cfg, "--data-dir", sample_index, "query", "--no-llm", "--json", absent)
     doc = json.loads(r.stdout)
     assert doc["confidence"]["low"] is True and doc["hits"]  # the hits are still shown
     assert any(w.startswith("low confidence: nothing retrieved looks relevant") for w in doc["warnings"])
-    r = run_cli("--config", cfg, "--data-dir", sample_index, "query", "--skip-irrelevant", absent)
+    r = invoke("--config", cfg, "--data-dir", sample_index, "query", "--skip-irrelevant", absent)
     assert r.returncode == 0 and "not answered: nothing relevant was found" in r.stderr
     assert fake_llm.requests == []  # no model call, no cost
-    r = run_cli("--config", cfg, "--data-dir", sample_index, "query", "--skip-irrelevant", "--json", absent)
+    r = invoke("--config", cfg, "--data-dir", sample_index, "query", "--skip-irrelevant", "--json", absent)
     assert json.loads(r.stdout)["skipped"] == "low_confidence" and json.loads(r.stdout)["answer"] is None
     fake_llm.script.append(Reply(text="Fourteen [1]."))
-    r = run_cli("--config", cfg, "--data-dir", sample_index, "query", "--skip-irrelevant", "--json",
-                "How many daily snapshots are kept?")
+    r = invoke("--config", cfg, "--data-dir", sample_index, "query", "--skip-irrelevant", "--json",
+               "How many daily snapshots are kept?")
     doc = json.loads(r.stdout)
     assert doc["confidence"]["low"] is False and doc["answer"] == "Fourteen [1]." and doc["skipped"] is None
     assert len(fake_llm.requests) == 1

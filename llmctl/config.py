@@ -284,6 +284,14 @@ class StateConfig(_Section):
     timeout: float = Field(2.0, gt=0, le=60)
 
 
+class TelemetryConfig(_Section):
+    # OpenTelemetry traces (llmctl/telemetry.py): one per query, over OTLP/HTTP protobuf to this
+    # endpoint (a collector's base URL; /v1/traces is added). None: off, and nothing is imported.
+    otlp_endpoint: str | None = None
+    service_name: str = "llmctl"
+    timeout: float = Field(5.0, gt=0, le=60)
+
+
 class Config(_Section):
     data_dir: Path = Path(".llmctl")
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
@@ -297,6 +305,7 @@ class Config(_Section):
     llm: LLMConfig = Field(default_factory=LLMConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     state: StateConfig = Field(default_factory=StateConfig)
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
 
     # Where the values came from, for error messages; not part of the YAML schema.
     source: str = Field("built-in defaults", exclude=True)

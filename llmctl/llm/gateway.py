@@ -29,6 +29,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from llmctl import telemetry
 from llmctl.config import LLMConfig, ProviderConfig, StateConfig
 from llmctl.errors import BudgetExceeded, ProviderError, SharedStateUnavailable
 from llmctl.llm import policy
@@ -125,7 +126,9 @@ class Gateway:
         row = Row(command=self.command, request_id=request_id, status=status, tag=self.tag, **kw)
         if not self.cfg.store_prompts:
             row.question = None
-        self.state.record(row, self.clock.now(), settles=settles)
+        ts = self.clock.now()
+        self.state.record(row, ts, settles=settles)
+        telemetry.attempt(row, ts)  # a span of the query's trace when telemetry is on
         log.info("llm %s provider=%s model=%s tokens=%s/%s cost=%s latency_ms=%s cache=%s%s",
                  status, row.provider, row.model, row.tokens_in, row.tokens_out,
                  "unknown" if row.cost_usd is None and status == "ok" else row.cost_usd,

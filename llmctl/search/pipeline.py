@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from llmctl import telemetry
 from llmctl.config import Config, ProviderConfig, RerankConfig, RetrievalConfig
 from llmctl.errors import BudgetExceeded, ConfigError, InputError, LlmctlError, ProviderError, UsageError
 from llmctl.index.datadir import DataDir
@@ -166,12 +167,22 @@ class _Clock:
 
         class _Stage:
             def __enter__(self):
+                self.span = telemetry.span(name)  # the stage's span when a trace is on
+                self.span.__enter__()
                 self.t = time.perf_counter()
 
             def __exit__(self, *exc):
                 clock.timings[name] = clock.timings.get(name, 0.0) + time.perf_counter() - self.t
+                self.span.__exit__(*exc)
 
         return _Stage()
+
+
+def _retrieval_attrs(k: int, ranked: list[tuple[str, float]], **extra) -> None:
+    """Retrieval attributes of the current stage's span (nothing without a trace): no text, ids only."""
+    telemetry.annotate(llmctl__retrieval__k=k, llmctl__retrieval__hits=len(ranked),
+                       llmctl__retrieval__top_scores=[float(s) for _, s in ranked[:3]],
+                       **{f"llmctl__retrieval__{n}": v for n, v in extra.items()})
 
 
 def _ranked_stage(hits: dict[str, Hit], name: str, ranked: list[tuple[str, float]]) -> None:
@@ -212,9 +223,11 @@ def retrieve(question: str, cfg: Config, opts: QueryOptions, retriever: Retrieve
             vector = retriever.embed(question)
     with clock.stage("dense"):
         dense = retriever.dense(vector, opts.dense_k or r.dense_k, flt)
+        _retrieval_attrs(opts.dense_k or r.dense_k, dense)
     with clock.stage("bm25"):
         bm25_scores = retriever.sparse_scores(question, flt)  # every chunk's: z-score fusion uses them too
         sparse = retriever.top(bm25_scores, opts.bm25_k or r.bm25_k)
+        _retrieval_attrs(opts.bm25_k or r.bm25_k, sparse)
     _ranked_stage(hits, "dense", dense)
     _ranked_stage(hits, "bm25", sparse)
     with clock.stage("fusion"):
@@ -228,6 +241,7 @@ def retrieve(question: str, cfg: Config, opts: QueryOptions, retriever: Retrieve
         else:  # weighted, or zscore on an index written before its corpus statistics
             w = r.weight_of_bm25("weighted")
             fused = fuse_weighted(lists, {"bm25": w, "dense": 1 - w}, r.normalization)
+        _retrieval_attrs(k, fused, fusion=fusion)
     _ranked_stage(hits, "fused", fused)
     order = [cid for cid, _ in fused]
     with clock.stage("fetch"):
@@ -248,6 +262,7 @@ def retrieve(question: str, cfg: Config, opts: QueryOptions, retriever: Retrieve
             with clock.stage("rerank"):
                 head = order[:depth]
                 scores = reranker.score(question, [chunks[c]["embed_text"] for c in head])
+                _retrieval_attrs(depth, sorted(zip(head, scores, strict=True), key=lambda kv: -kv[1]))
         except RerankUnavailable as exc:
             if cfg.rerank.required:
                 raise ConfigError(f"{exc}; rerank.required is true, so llmctl will not answer without it "
@@ -320,13 +335,17 @@ def run_query(
         gateway = Gateway(cfg.llm, cfg.data_dir, config_source=cfg.source, command=command, tag=opts.tag,
                           warn=notes, state=cfg.state)
     try:
-        if wants_model:  # provider settings are checked before anything is loaded
-            gateway.usable_providers()
-        retriever = retriever or Retriever(cfg)
-        prep = prepare(question, cfg, opts, retriever, reranker, notes, with_model=wants_model)
-        if own:
-            gateway.count, gateway.embed = prep.counter.count, retriever.embed
-        return answer(prep, gateway, on_token)
+        with telemetry.trace(cfg, "llmctl.query", question, **{"llmctl.command": command, "llmctl.tag": opts.tag}):
+            if wants_model:  # provider settings are checked before anything is loaded
+                gateway.usable_providers()
+            retriever = retriever or Retriever(cfg)
+            prep = prepare(question, cfg, opts, retriever, reranker, notes, with_model=wants_model)
+            if own:
+                gateway.count, gateway.embed = prep.counter.count, retriever.embed
+            result = answer(prep, gateway, on_token)
+            telemetry.annotate(llmctl__retrieval__k=opts.k or cfg.retrieval.k, llmctl__retrieval__hits=len(result.hits),
+                               llmctl__error=type(result.error).__name__ if result.error else None)
+            return result
     finally:
         if own:
             gateway.close()

@@ -85,13 +85,8 @@ class VectorStore:
         # ef_search: Chroma's default (100) finds only ~98% of the exact top 50 on SciFact, and
         # which ones it misses depends on the order vectors were added; 400 finds 99.97%
         # for ~1 ms more (bench/ann_recall.py).
-        # Chroma's first open of a new store can fail at once with "database is locked" while its
-        # own connections set the file up (seen on a loaded machine). Its error type is matched by
-        # message: importing chromadb.errors costs ~0.7 s.
-        self.collection = while_locked(lambda: client.get_or_create_collection(
-            collection, configuration={"hnsw": {"space": "cosine", "ef_search": ef_search}},
-            embedding_function=None,
-        ), lambda exc: "database is locked" in str(exc), first_pause=0.05, max_pause=1.0)
+        self.collection = _retried(client.get_or_create_collection, collection, embedding_function=None,
+                                   configuration={"hnsw": {"space": "cosine", "ef_search": ef_search}})
         self.max_batch = max(1, client.get_max_batch_size())
 
     def apply_search_settings(self) -> None:
@@ -106,7 +101,8 @@ class VectorStore:
         import chromadb
 
         path.mkdir(parents=True, exist_ok=True)
-        return cls(chromadb.PersistentClient(path=str(path), settings=_settings()), collection, ef_search)
+        client = _retried(chromadb.PersistentClient, path=str(path), settings=_settings())
+        return cls(client, collection, ef_search)
 
     @classmethod
     def server(cls, vs: VectorStoreConfig, source: str) -> VectorStore:
@@ -136,13 +132,13 @@ class VectorStore:
         self.client.delete_collection(self.collection.name)
 
     def count(self) -> int:
-        return self.collection.count()
+        return _retried(self.collection.count)
 
     def all_ids(self) -> set[str]:
         out: set[str] = set()
         offset, page = 0, 10_000
         while True:
-            got = self.collection.get(include=[], limit=page, offset=offset)["ids"]
+            got = _retried(self.collection.get, include=[], limit=page, offset=offset)["ids"]
             out.update(got)
             if len(got) < page:
                 return out
@@ -151,33 +147,37 @@ class VectorStore:
     def upsert(self, chunks: list[Chunk], vectors) -> None:
         for i in range(0, len(chunks), self.max_batch):
             part = chunks[i:i + self.max_batch]
-            self.collection.upsert(
-                ids=[c.id for c in part],
-                embeddings=vectors[i:i + self.max_batch],
-                metadatas=[filter_fields(c) for c in part],
-            )
+            _retried(self.collection.upsert, ids=[c.id for c in part], embeddings=vectors[i:i + self.max_batch],
+                     metadatas=[filter_fields(c) for c in part])
 
     def delete(self, ids: list[str]) -> None:
         for i in range(0, len(ids), self.max_batch):
-            self.collection.delete(ids=ids[i:i + self.max_batch])
+            _retried(self.collection.delete, ids=ids[i:i + self.max_batch])
 
     def query(self, vector, k: int, where: dict | None = None, ids: list[str] | None = None) -> list[tuple[str, float]]:
         """(chunk id, cosine similarity), best first; ``ids``: only among these."""
         n = self.count()
         if n == 0:
             return []
-        res = self.collection.query(
-            query_embeddings=[vector], n_results=min(k, n), where=where or None, ids=ids, include=["distances"]
-        )
+        res = _retried(self.collection.query, query_embeddings=[vector], n_results=min(k, n), where=where or None,
+                       ids=ids, include=["distances"])
         return [(i, 1.0 - float(d)) for i, d in zip(res["ids"][0], res["distances"][0], strict=True)]
 
     def vectors(self, ids: list[str]):
         """The stored vectors of ``ids``, in that order."""
         import numpy as np
 
-        got = self.collection.get(ids=ids, include=["embeddings"])
+        got = _retried(self.collection.get, ids=ids, include=["embeddings"])
         by_id = dict(zip(got["ids"], got["embeddings"], strict=True))
         return np.asarray([by_id[i] for i in ids], dtype=np.float32)
+
+
+def _retried(call, *args, **kwargs):
+    """``call(*args, **kwargs)``, tried again while Chroma's SQLite says "database is locked": another process
+    (an ingest, a server's reader) holds the file for a moment, and that error comes at once, more
+    often on a loaded machine. Matched by message: importing chromadb.errors costs ~0.7 s."""
+    return while_locked(lambda: call(*args, **kwargs), lambda exc: "database is locked" in str(exc),
+                        first_pause=0.05, max_pause=1.0)
 
 
 def _settings():

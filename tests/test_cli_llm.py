@@ -6,7 +6,7 @@ import json
 
 import pytest
 import yaml
-from cli import assert_clean_error, run_cli
+from cli import assert_clean_error, invoke, run_cli
 
 
 def config(tmp_path, server, **llm):
@@ -22,42 +22,43 @@ def config(tmp_path, server, **llm):
 def test_second_identical_question_is_served_from_cache_and_reported(tmp_path, data, fake_llm):
     cfg = config(tmp_path, fake_llm)
     q = ("--config", cfg, "--data-dir", data, "query", "--tag", "docs", "Is Windows supported?")
-    first = run_cli(*q[:-1], "--json", q[-1])
-    second = run_cli(*q[:-1], "--json", q[-1])
+    first = invoke(*q[:-1], "--json", q[-1])
+    second = invoke(*q[:-1], "--json", q[-1])
     assert first.returncode == second.returncode == 0, first.stderr + second.stderr
     a, b = json.loads(first.stdout), json.loads(second.stdout)
     assert a["cache"] is None and b["cache"] == "exact" and a["answer"] == b["answer"]
     assert a["cost_usd"] > 0 and len(fake_llm.requests) == 1
 
-    report = json.loads(run_cli("--config", cfg, "--data-dir", data, "cost-report", "--json").stdout)
+    report = json.loads(invoke("--config", cfg, "--data-dir", data, "cost-report", "--json").stdout)
     t = report["totals"]
     assert (t["requests"], t["ok"], t["cache_hits"], t["errors"]) == (2, 1, 1, 0)
     assert t["cost_usd"] == pytest.approx(a["cost_usd"])
     assert t["saved_by_cache_usd"] == pytest.approx(a["cost_usd"])
     assert list(report["by"]["tag"]) == ["docs"] and list(report["by"]["command"]) == ["query"]
 
-    rows = list(csv.DictReader(io.StringIO(run_cli("--config", cfg, "--data-dir", data, "cost-report",
-                                                   "--csv").stdout)))
+    rows = list(csv.DictReader(io.StringIO(invoke("--config", cfg, "--data-dir", data, "cost-report",
+                                                  "--csv").stdout)))
     assert {r["dimension"] for r in rows} == {"day", "provider", "model", "command", "tag"}
 
-    human = run_cli("--config", cfg, "--data-dir", data, "cost-report", "--since", "7d")
+    human = invoke("--config", cfg, "--data-dir", data, "cost-report", "--since", "7d")
     assert human.returncode == 0 and "Cost per day:" in human.stdout and "by provider" in human.stdout
 
-    stats = json.loads(run_cli("--config", cfg, "--data-dir", data, "cache-stats", "--json").stdout)
+    stats = json.loads(invoke("--config", cfg, "--data-dir", data, "cache-stats", "--json").stdout)
     assert stats["entries"] == 1 and stats["hit_rate"]["exact"] == 0.5 and stats["size_bytes"] > 0
-    cleared = json.loads(run_cli("--config", cfg, "--data-dir", data, "cache-stats", "--clear",
-                                 "--json").stdout)
+    cleared = json.loads(invoke("--config", cfg, "--data-dir", data, "cache-stats", "--clear",
+                                "--json").stdout)
     assert cleared["cleared"] == 1 and cleared["entries"] == 0
 
 
 def test_verbose_logs_each_call_to_stderr(tmp_path, data, fake_llm):
     cfg = config(tmp_path, fake_llm)
-    r = run_cli("-v", "--config", cfg, "--data-dir", data, "query", "Is Windows supported?")
+    r = invoke("-v", "--config", cfg, "--data-dir", data, "query", "Is Windows supported?")
     assert r.returncode == 0
     assert "llm ok provider=local model=fake-model tokens=" in r.stderr and "cost=" in r.stderr
 
 
 def test_budget_exit_code(tmp_path, data, fake_llm):
+    """Through a real process: exit 8 as a shell sees it."""
     cfg = config(tmp_path, fake_llm, budget={"daily_usd": 0.000001})
     r = run_cli("--config", cfg, "--data-dir", data, "query", "Is Windows supported?")
     assert_clean_error(r, 8, "Budget exceeded", "daily budget", "of $0.00")
@@ -66,7 +67,7 @@ def test_budget_exit_code(tmp_path, data, fake_llm):
 
 def test_bad_dates_are_clean_errors(tmp_path, data, fake_llm):
     cfg = config(tmp_path, fake_llm)
-    r = run_cli("--config", cfg, "--data-dir", data, "cost-report", "--since", "last week")
+    r = invoke("--config", cfg, "--data-dir", data, "cost-report", "--since", "last week")
     assert_clean_error(r, 2, "--since", "YYYY-MM-DD")
 
 
@@ -74,13 +75,13 @@ def test_ingest_invalidates_cached_answers_built_from_changed_chunks(tmp_path, f
     data = tmp_path / "fresh"
     cfg = config(tmp_path, fake_llm)
     docs = corpus / "guides"
-    assert run_cli("--config", cfg, "--data-dir", data, "ingest", "-q", docs).returncode == 0
+    assert invoke("--config", cfg, "--data-dir", data, "ingest", "-q", docs).returncode == 0
     q = ("--config", cfg, "--data-dir", data, "query", "--json", "How many daily snapshots are kept?")
-    assert json.loads(run_cli(*q).stdout)["cache"] is None
-    assert json.loads(run_cli(*q).stdout)["cache"] == "exact"
+    assert json.loads(invoke(*q).stdout)["cache"] is None
+    assert json.loads(invoke(*q).stdout)["cache"] == "exact"
     policy = docs / "retention-policies.md"
     policy.write_text(policy.read_text().replace("| daily | 14 |", "| daily | 21 |"))
-    report = json.loads(run_cli("--config", cfg, "--data-dir", data, "ingest", "--json", docs).stdout)
+    report = json.loads(invoke("--config", cfg, "--data-dir", data, "ingest", "--json", docs).stdout)
     assert report["cache_entries_invalidated"] == 1
-    again = json.loads(run_cli(*q).stdout)
+    again = json.loads(invoke(*q).stdout)
     assert again["cache"] is None and len(fake_llm.requests) == 2

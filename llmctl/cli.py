@@ -113,7 +113,8 @@ def ingest(
 
         with stop_requests() as stop:
             ws.watch(paths, stop=stop, on_report=lambda r: render.sync_line(r, as_json), on_error=render.warn,
-                     strict=strict or None, wait_seconds=wait)
+                     strict=strict or None, wait_seconds=wait, on_start=lambda: render.stderr.print(
+                         f"watching {', '.join(map(str, paths))}… (Ctrl-C to stop)", markup=False, highlight=False))
         render.stderr.print("Stopped watching.", markup=False)
         return
     with render.RichProgress(enabled=not quiet and not as_json) as progress:
@@ -274,13 +275,22 @@ def generate(
     Example: llmctl generate --cases 30 --output suite.yaml && llmctl eval suite.yaml
     """
     from llmctl import render
-    from llmctl.evals.generate import NothingGenerated
+    from llmctl.evals.generate import TRIES_PER_CASE, NothingGenerated
 
     with render.RichProgress(enabled=not quiet and not as_json) as progress:
-        task = progress.task("Generating questions", None)
+        # candidates asked: 1.5 per case at first, more when too many are dropped (at most TRIES_PER_CASE)
+        total, asked = -(-cases * 3 // 2), [0]
+        task = progress.task("Generating questions", total)
+
+        def on_candidate() -> None:
+            asked[0] += 1
+            if asked[0] > total:
+                task.set_total(min(asked[0] + -(-cases // 2), TRIES_PER_CASE * cases))
+            task.advance(1)
+
         try:
             report = _workspace().generate(cases, output, seed=seed, max_overlap=max_overlap, force=force,
-                                           on_candidate=lambda: task.advance(1))
+                                           on_candidate=on_candidate)
         except NothingGenerated as exc:
             if as_json:  # every candidate's reason, then the error
                 render.print_json(exc.report.to_dict())

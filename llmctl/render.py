@@ -43,19 +43,11 @@ class RichProgress:
 
     def __enter__(self):
         if self.enabled:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                SpinnerColumn,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
+            from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
             self._progress = Progress(
                 SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                _count_column(), TimeElapsedColumn(), _eta_column(),
                 console=stderr, transient=True,
             )
             self._progress.__enter__()
@@ -80,19 +72,70 @@ class RichProgress:
             self._progress.remove_task(task)
 
 
+def _count_column():
+    """"n/N" for a task with a total, "n" for a count with none (scanning), nothing for a status."""
+    from rich.progress import ProgressColumn
+
+    class Count(ProgressColumn):
+        def render(self, task) -> Text:
+            if task.total is None:
+                return Text(f"{int(task.completed):,}" if task.completed else "", style="progress.download")
+            total = f"{int(task.total):,}"
+            return Text(f"{int(task.completed):,}".rjust(len(total)) + f"/{total}", style="progress.download")
+
+    return Count()
+
+
+def _eta_column():
+    """"ETA 0:01:05" while a task with a total runs (its remaining time at the current speed)."""
+    from rich.progress import ProgressColumn
+
+    class Eta(ProgressColumn):
+        max_refresh = 0.5  # a steadier estimate than every frame's
+
+        def render(self, task) -> Text:
+            if task.total is None or task.finished:
+                return Text("")
+            left = task.time_remaining
+            if left is None:
+                return Text("ETA -:--:--", style="progress.remaining")
+            minutes, seconds = divmod(int(left), 60)
+            return Text(f"ETA {minutes // 60}:{minutes % 60:02d}:{seconds:02d}", style="progress.remaining")
+
+    return Eta()
+
+
 class _RichTask:
+    """One bar; when it ends, one line on stderr says what it did and how long it took."""
+
     def __init__(self, progress, description: str, total: int | None):
+        import time
+
         self.progress = progress
+        self.description, self.started = description, time.perf_counter()
         self.id = progress.add_task(description, total=total) if progress is not None else None
 
     def advance(self, n: int) -> None:
         if self.id is not None:
             self.progress.advance(self.id, n)
 
+    def set_total(self, total: int | None) -> None:
+        if self.id is not None:
+            self.progress.update(self.id, total=total)
+
     def done(self) -> None:
         if self.id is not None:
+            import time
+
+            task = self.progress.tasks[[t.id for t in self.progress.tasks].index(self.id)]
             self.progress.remove_task(self.id)
             self.id = None
+            if task.completed:
+                seconds = time.perf_counter() - self.started
+                rate = f", {task.completed / seconds:,.0f}/s" if seconds >= 1 else ""
+                # a styled Text, not style=: that would also dim the bars redrawn below it
+                self.progress.console.print(Text(f"{self.description}: {int(task.completed):,} in {seconds:.1f} s"
+                                                 f"{rate}", style="dim"))
 
 
 def ingest_report(report) -> None:

@@ -148,10 +148,12 @@ class Workspace:
             wait_seconds=wait_seconds, progress=progress, embedder=self.embedder, release_vectors=release_vectors))
 
     def watch(self, paths: list[Path | str], *, stop, on_report: Callable[[IngestReport], None],
-              on_error: Callable[[Exception], None], debounce_ms: int = 1000, **ingest_options) -> None:
+              on_error: Callable[[Exception], None], debounce_ms: int = 1000,
+              on_start: Callable[[], None] | None = None, **ingest_options) -> None:
         """Ingest ``paths``, then again after every burst of file changes under them, until
         ``stop.is_set()``. Each sync is an ordinary incremental ingest (crash-safe, unchanged
-        files skipped). A busy index or a bad file is reported and retried on the next change."""
+        files skipped). A busy index or a bad file is reported and retried on the next change.
+        ``on_start`` is called once the watcher is up (changes from then on are seen)."""
         import watchfiles
 
         from llmctl.errors import BusyError, InputError
@@ -176,6 +178,8 @@ class Workspace:
                                         raise_interrupt=False, rust_timeout=1000, yield_on_timeout=True):
             if changes or not watching:
                 sync(always=False)
+            if not watching and on_start is not None:
+                on_start()
             watching = True
 
     def remove(self, paths: list[Path | str], *, dry_run: bool = False, wait_seconds: float = 0) -> IngestReport:

@@ -395,7 +395,7 @@ def _plan(run: _Run, scan: _Scan) -> Iterator[list[_Planned]]:
                        run.embedder.token_spans) if scan.work else None)
     window: list[_Planned] = []
     size, limit = 0, WINDOW_GROUPS * run.cfg.ingest.commit_every
-    task = run.progress.task("Reading", len(scan.work))
+    task = run.progress.task("Reading and chunking", len(scan.work))
     run.work_bytes = sum(max(0, rec.size) for _, rec in scan.work)
     for path, rec in scan.work:
         task.advance(1)

@@ -9,7 +9,7 @@ import re
 
 import anyio
 import pytest
-from cli import assert_clean_error, run_cli
+from cli import assert_clean_error, invoke
 
 from llmctl import Workspace
 from llmctl.errors import UsageError
@@ -68,14 +68,14 @@ def test_evaluate_and_generate_refuse_contradictions(ws, tmp_path):
 @pytest.mark.parametrize(("kwargs", "flags", "word"), BAD, ids=IDS)
 def test_cli_exit_2_with_one_line(tmp_path, kwargs, flags, word):
     """The same message, naming the flag (--dense-k) where the API names the argument (dense_k)."""
-    r = run_cli("--data-dir", tmp_path / "data", "query", "--no-llm", "How many daily snapshots?", *flags)
+    r = invoke("--data-dir", tmp_path / "data", "query", "--no-llm", "How many daily snapshots?", *flags)
     param, _, rest = word.partition(": ")
     assert_clean_error(r, 2, f"--{param.replace('_', '-')}: {rest}" if rest else word)
     assert not (tmp_path / "data").exists()
 
 
 def test_cli_over_long_question_is_a_usage_error(tmp_path):
-    assert_clean_error(run_cli("--data-dir", tmp_path / "data", "query", "--no-llm", "x" * 4001), 2,
+    assert_clean_error(invoke("--data-dir", tmp_path / "data", "query", "--no-llm", "x" * 4001), 2,
                        "retrieval.max_query_chars")
 
 

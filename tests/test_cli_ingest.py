@@ -1,27 +1,29 @@
 import json
 
-from cli import assert_clean_error, run_cli
+from cli import assert_clean_error, invoke, run_cli
 
 from llmctl.index.datadir import DataDir
 
 
 def test_help_lists_every_command():
-    r = run_cli("--help")
+    r = invoke("--help")
     assert r.returncode == 0
-    for cmd in ("ingest", "query", "eval", "cost-report", "cache-stats"):
-        assert cmd in r.stdout
+    listed = r.stdout.split("\nCommands:\n", 1)[1]  # the app's description names some commands too
+    names = {line.split()[0] for line in listed.splitlines() if line.startswith("  ") and line.strip()}
+    assert {"ingest", "remove", "query", "eval", "generate", "cost-report", "cache-stats", "status", "serve",
+            "mcp", "trust"} <= names
 
 
 def test_ingest_json_report_then_noop(tmp_path, corpus):
     data = tmp_path / "data"
     docs = corpus / "guides"
-    r = run_cli("--data-dir", data, "ingest", docs, "--json", cwd=tmp_path)
+    r = invoke("--data-dir", data, "ingest", docs, "--json", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert report["files"]["seen"] == report["files"]["added"] == 8
     assert report["chunks"]["added"] == report["chunks"]["total"] > 8
     assert r.stderr == ""  # no progress bars when stderr is not a terminal
-    r = run_cli("--data-dir", data, "ingest", docs, cwd=tmp_path)
+    r = invoke("--data-dir", data, "ingest", docs, cwd=tmp_path)
     assert r.returncode == 0
     assert "0 added, 0 changed, 8 unchanged" in r.stdout
 
@@ -29,35 +31,36 @@ def test_ingest_json_report_then_noop(tmp_path, corpus):
 def test_skipped_files_are_warnings_not_failures(tmp_path):
     (tmp_path / "ok.md").write_text("# Fine\n\nA normal document.\n")
     (tmp_path / "bad.md").write_bytes("na\xefve caf\xe9 ".encode() + b"\xff\xfa")  # damaged UTF-8
-    r = run_cli("--data-dir", tmp_path / "data", "ingest", tmp_path, cwd=tmp_path)
+    r = invoke("--data-dir", tmp_path / "data", "ingest", tmp_path, cwd=tmp_path)
     assert r.returncode == 0
     assert "skipped" in r.stderr and "bad.md" in r.stderr and "not valid UTF-8" in r.stderr
-    r = run_cli("--data-dir", tmp_path / "data2", "ingest", "--strict", tmp_path, cwd=tmp_path)
+    r = invoke("--data-dir", tmp_path / "data2", "ingest", "--strict", tmp_path, cwd=tmp_path)
     assert_clean_error(r, 4, "bad.md", "--strict")
 
 
 def test_missing_path(tmp_path):
+    """Through a real process: exit 4 as a shell sees it."""
     assert_clean_error(run_cli("ingest", tmp_path / "nope", cwd=tmp_path), 4, "nope", "does not exist")
 
 
 def test_malformed_config(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("chunking:\n  max_tokens: lots\n")
-    r = run_cli("--config", cfg, "ingest", tmp_path, cwd=tmp_path)
+    r = run_cli("--config", cfg, "ingest", tmp_path, cwd=tmp_path)  # a real process: exit 3 as a shell sees it
     assert_clean_error(r, 3, str(cfg), "chunking.max_tokens")
-    r = run_cli("ingest", tmp_path, cwd=tmp_path, env={"LLMCTL_CONFIG": str(tmp_path / "missing.yaml")})
+    r = invoke("ingest", tmp_path, cwd=tmp_path, env={"LLMCTL_CONFIG": str(tmp_path / "missing.yaml")})
     assert_clean_error(r, 3, "missing.yaml")
 
 
 def test_chunk_size_over_the_model_window_is_refused(tmp_path):
     (tmp_path / "a.md").write_text("# A\n\ntext\n")
-    r = run_cli("ingest", tmp_path, cwd=tmp_path, env={"LLMCTL_CHUNKING__MAX_TOKENS": "400"})
+    r = invoke("ingest", tmp_path, cwd=tmp_path, env={"LLMCTL_CHUNKING__MAX_TOKENS": "400"})
     assert_clean_error(r, 3, "chunking.max_tokens", "254")
 
 
 def test_busy_data_dir_exit_code(tmp_path):
     (tmp_path / "a.md").write_text("# A\n\ntext\n")
-    with DataDir(tmp_path / "data").write_lock():
+    with DataDir(tmp_path / "data").write_lock():  # held by this process: the CLI runs in another
         r = run_cli("--data-dir", tmp_path / "data", "ingest", tmp_path, cwd=tmp_path)
     assert_clean_error(r, 6, "Another ingest", "--wait")
 
@@ -67,5 +70,5 @@ def test_corrupt_manifest_is_explained(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     (data / "manifest.sqlite").write_bytes(b"this is not a database" * 100)
-    r = run_cli("--data-dir", data, "ingest", tmp_path, cwd=tmp_path)
+    r = invoke("--data-dir", data, "ingest", tmp_path, cwd=tmp_path)
     assert_clean_error(r, 5, "manifest.sqlite", "--rebuild")

@@ -4,7 +4,7 @@ import json
 import re
 
 import yaml
-from cli import run_cli
+from cli import invoke
 
 SECRET = "sk-live-never-store-me-7731"
 INJECTION = (
@@ -25,14 +25,14 @@ def setup(tmp_path, server, **llm):
                                   "api_key_env": "MY_PROVIDER_KEY", "retries": 0}], **llm}}
     path = tmp_path / "llmctl.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    r = run_cli("--config", path, "ingest", "-q", docs)
+    r = invoke("--config", path, "ingest", "-q", docs)
     assert r.returncode == 0, r.stderr
     return path
 
 
 def test_instructions_inside_a_document_stay_inside_the_sources_block(tmp_path, fake_llm):
     cfg = setup(tmp_path, fake_llm)
-    r = run_cli("--config", cfg, "query", "--json", QUESTION, env={"MY_PROVIDER_KEY": SECRET})
+    r = invoke("--config", cfg, "query", "--json", QUESTION, env={"MY_PROVIDER_KEY": SECRET})
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     messages = fake_llm.requests[0]["body"]["messages"]
@@ -59,11 +59,11 @@ def test_api_key_never_reaches_the_data_dir_logs_or_json(tmp_path, fake_llm):
     outputs = []
     for args in (("-vv", "query", "--json", QUESTION), ("-vv", "query", "Is there a restore command?"),
                  ("cost-report", "--json"), ("cache-stats", "--json"), ("eval", "--help")):
-        r = run_cli("--config", cfg, *args, env=env)
+        r = invoke("--config", cfg, *args, env=env)
         assert r.returncode == 0, r.stderr
         outputs.append(r.stdout + r.stderr)
     assert fake_llm.requests[0]["headers"]["authorization"] == f"Bearer {SECRET}"  # it was used
-    assert "POST" in outputs[0] or "main" in outputs[0]  # -vv logged the calls
+    assert "llm ok provider=main model=m " in outputs[0]  # -vv logged the calls (and still no key)
     for text in outputs:
         assert SECRET not in text
     files = [p for p in (tmp_path / "data").rglob("*") if p.is_file()]
@@ -74,7 +74,7 @@ def test_api_key_never_reaches_the_data_dir_logs_or_json(tmp_path, fake_llm):
 def test_store_prompts_false_keeps_questions_out_of_ledger_and_cache(tmp_path, fake_llm):
     cfg = setup(tmp_path, fake_llm, store_prompts=False)
     question = "Which zebra-unicorn-417 procedure restores one file?"
-    r = run_cli("--config", cfg, "query", "--json", question, env={"MY_PROVIDER_KEY": SECRET})
+    r = invoke("--config", cfg, "query", "--json", question, env={"MY_PROVIDER_KEY": SECRET})
     assert r.returncode == 0, r.stderr
     files = [p for p in (tmp_path / "data").rglob("*") if p.is_file()]
     assert any(p.name.startswith("cache") for p in files)

@@ -43,7 +43,7 @@ def invoke(*args: str | Path, cwd: Path | None = None, env: dict | None = None,
     (empty when None)."""
     from typer.testing import CliRunner
 
-    from llmctl import cli, render
+    from llmctl import cli
 
     overrides: dict[str, str | None] = {
         k: None for k in os.environ if k.startswith("LLMCTL_") and k != "LLMCTL_CACHE_DIR"}
@@ -62,12 +62,16 @@ def invoke(*args: str | Path, cwd: Path | None = None, env: dict | None = None,
     sigterm = signal.getsignal(signal.SIGTERM)
     old_cwd = os.getcwd()
     systems = set(_chroma_systems())
-    render._mid_line = False  # as in a new process: no streamed answer on screen
     cli._workspace = tracked
     try:
         if cwd is not None:
             os.chdir(cwd)
         with runner.isolation(input=input, env=overrides) as (out, err, _):
+            # render's Consoles write to sys.stdout/stderr as they are at each call; imported first
+            # here, they also see no terminal, as in a process with its output piped.
+            from llmctl import render
+
+            render._mid_line = False  # as in a new process: no streamed answer on screen
             try:
                 code = cli.run([str(a) for a in args], prog_name="llmctl")
             except SystemExit as exc:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from cli import assert_clean_error, child_env, run_cli
+from cli import assert_clean_error, child_env, invoke
 from conftest import REPO
 from consistency import assert_consistent
 
@@ -112,19 +112,19 @@ def test_bad_files_are_skipped_with_reasons_and_memory_stays_bounded(tmp_path):
     state = assert_consistent(tmp_path / "data")
 
     # the index has the good files, including odd names; script text never reached BM25
-    r = run_cli("--data-dir", tmp_path / "data", "query", "--no-llm", "--json", "--k", "10", "zebrafile")
+    r = invoke("--data-dir", tmp_path / "data", "query", "--no-llm", "--json", "--k", "10", "zebrafile")
     sources = {h["source"].rsplit("/", 1)[-1] for h in json.loads(r.stdout)["hits"]}
     assert {"with space.md", "ünïcödé 名前.md", "new\nline.md", "deep.md", "scripts-and-text.html"} <= sources
-    r = run_cli("--data-dir", tmp_path / "data", "query", "--no-llm", "--json", "zqxscriptword")
+    r = invoke("--data-dir", tmp_path / "data", "query", "--no-llm", "--json", "zqxscriptword")
     assert all("zqxscriptword" not in h["text"] for h in json.loads(r.stdout)["hits"])
 
     # --strict: one line naming a bad file (newline in a name shown escaped), exit 4, index untouched
-    r = run_cli("--data-dir", tmp_path / "data", "ingest", "--strict", corpus)
+    r = invoke("--data-dir", tmp_path / "data", "ingest", "--strict", corpus)
     assert_clean_error(r, 4, "--strict")
     assert assert_consistent(tmp_path / "data")["manifest"] == state["manifest"]
     # human output: one warning line per skipped file, even for a name with a newline
     (corpus / "new\nline.md").write_bytes("na\xefve caf\xe9 ".encode() + b"\xff not utf-8")
-    r = run_cli("--data-dir", tmp_path / "data", "ingest", "-q", corpus)
+    r = invoke("--data-dir", tmp_path / "data", "ingest", "-q", corpus)
     assert r.returncode == 0 and "Traceback" not in r.stderr
     assert "skipped new\\nline.md" in r.stderr.replace(str(corpus) + "/", "")
 

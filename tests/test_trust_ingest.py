@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from cli import assert_clean_error, child_env, run_cli
+from cli import assert_clean_error, child_env, invoke
 from consistency import assert_consistent
 
 from llmctl.errors import IndexStateError, InputError
@@ -65,7 +65,7 @@ def test_remove_command_drops_a_subtree(tmp_path, corpus, make_config, embedder)
     cfg = make_config()
     ingest([corpus], cfg, embedder=embedder)
     before = _count(cfg.data_dir, "SELECT count(*) FROM chunks")
-    r = run_cli("--data-dir", cfg.data_dir, "remove", corpus / "guides", "--dry-run", "--json", cwd=tmp_path)
+    r = invoke("--data-dir", cfg.data_dir, "remove", corpus / "guides", "--dry-run", "--json", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     dry = json.loads(r.stdout)
     assert dry["files"]["removed"] == 8 and dry["chunks"]["deleted"] > 0
@@ -75,7 +75,7 @@ def test_remove_command_drops_a_subtree(tmp_path, corpus, make_config, embedder)
     assert report.chunks_total == before - dry["chunks"]["deleted"]
     state = assert_consistent(cfg.data_dir)
     assert not any("/guides/" in p for p in state["files"])
-    assert_clean_error(run_cli("--data-dir", cfg.data_dir, "remove", corpus / "guides", cwd=tmp_path),
+    assert_clean_error(invoke("--data-dir", cfg.data_dir, "remove", corpus / "guides", cwd=tmp_path),
                        4, "Nothing indexed")
 
 
@@ -86,7 +86,7 @@ def test_unsupported_files_are_listed_as_skipped(tmp_path):
     (docs / "img.png").write_bytes(b"\x89PNG\r\n")
     (docs / "data.gz").write_bytes(b"\x1f\x8b\x08")
     (docs / "graph.dot").write_text("digraph { a -> b }")
-    r = run_cli("--data-dir", tmp_path / "data", "ingest", docs, "--json", cwd=tmp_path)
+    r = invoke("--data-dir", tmp_path / "data", "ingest", docs, "--json", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     files = json.loads(r.stdout)["files"]
     assert files["added"] == 1 and files["skipped"] == 3
@@ -96,7 +96,7 @@ def test_unsupported_files_are_listed_as_skipped(tmp_path):
     only_bad = tmp_path / "bad"
     only_bad.mkdir()
     (only_bad / "x.png").write_bytes(b"\x89PNG")
-    assert_clean_error(run_cli("--data-dir", tmp_path / "data", "ingest", only_bad, cwd=tmp_path), 4,
+    assert_clean_error(invoke("--data-dir", tmp_path / "data", "ingest", only_bad, cwd=tmp_path), 4,
                        "unsupported type")
 
 
@@ -132,7 +132,7 @@ def test_interrupt_commits_what_is_embedded(tmp_path, sig):
     committed = int(lines[0].split()[1])
     assert committed >= 3
     assert _count(data, "SELECT count(*) FROM files WHERE sha256 != ''") == committed
-    r = run_cli("ingest", docs, "--json", env={"LLMCTL_DATA_DIR": str(data)})
+    r = invoke("ingest", docs, "--json", env={"LLMCTL_DATA_DIR": str(data)})
     assert r.returncode == 0, r.stderr
     again = json.loads(r.stdout)
     assert again["files"]["unchanged"] == committed  # nothing committed was embedded twice
@@ -154,14 +154,14 @@ def test_one_big_document_commits_in_parts_and_resumes(tmp_path):
     kept = _count(data, "SELECT count(*) FROM chunks")
     assert kept >= 32
     assert _count(data, "SELECT count(*) FROM documents WHERE sha256 = ''") == 1  # marked incomplete
-    r = run_cli("ingest", docs, "--json", env={"LLMCTL_DATA_DIR": str(data)})
+    r = invoke("ingest", docs, "--json", env={"LLMCTL_DATA_DIR": str(data)})
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert report["chunks"]["added"] == report["chunks"]["total"] - kept  # only the rest was embedded
     assert _count(data, "SELECT count(*) FROM documents WHERE sha256 = ''") == 0
     state = assert_consistent(data)
     clean = tmp_path / "clean"
-    r = run_cli("ingest", docs, "--json", env={"LLMCTL_DATA_DIR": str(clean)})
+    r = invoke("ingest", docs, "--json", env={"LLMCTL_DATA_DIR": str(clean)})
     assert json.loads(r.stdout)["chunks"]["total"] == len(state["manifest"])
     assert assert_consistent(clean)["manifest"] == state["manifest"]
 
@@ -170,17 +170,17 @@ def test_one_big_document_commits_in_parts_and_resumes(tmp_path):
 def test_queries_keep_working_during_a_rebuild(tmp_path, corpus):
     data = tmp_path / "data"
     env = {"LLMCTL_DATA_DIR": str(data)}
-    assert run_cli("ingest", corpus, "--quiet", env=env).returncode == 0
+    assert invoke("ingest", corpus, "--quiet", env=env).returncode == 0
     proc = _start(["ingest", corpus, "--rebuild", "--quiet"], data, LLMCTL_INGEST__COMMIT_EVERY="8")
     _wait_for(lambda: _count(data, "SELECT count(*) FROM chunks", index=data / "index-1") > 0, proc)
-    r = run_cli("query", "--no-llm", "--json", "How many daily snapshots are kept?", env=env)
+    r = invoke("query", "--no-llm", "--json", "How many daily snapshots are kept?", env=env)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["hits"]
     assert proc.wait(400) == 0, proc.communicate()
     assert (data / "INDEX").read_text().strip() == "index-1"
-    r = run_cli("query", "--no-llm", "--json", "How many daily snapshots are kept?", env=env)
+    r = invoke("query", "--no-llm", "--json", "How many daily snapshots are kept?", env=env)
     assert r.returncode == 0 and json.loads(r.stdout)["hits"]
     assert (data / "manifest.sqlite").exists()  # the old index stays until the next writer
-    assert run_cli("ingest", corpus, "--quiet", env=env).returncode == 0
+    assert invoke("ingest", corpus, "--quiet", env=env).returncode == 0
     assert not (data / "manifest.sqlite").exists() and not (data / "chroma").exists()
     assert_consistent(data)

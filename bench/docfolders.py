@@ -6,7 +6,10 @@ copyright and changelog without an extension. Each folder is ingested into a fre
 with the real pipeline (Workspace.ingest) and the question asked through Workspace.search.
 
     python bench/docfolders.py                      # this checkout -> bench/out/docfolders.json "after"
-    python bench/docfolders.py --label before --src /tmp/llmctl-old   # an exported older llmctl
+    python bench/docfolders.py --label before --src /tmp/llmctl-old --dry-run  # an exported older llmctl
+
+(--dry-run reads and chunks, embeds nothing: enough to count the files an older llmctl skips,
+and a file it skips cannot answer the question.)
 
 The folders come from Debian packages: apt-get install valgrind python3-pip-whl bash (their
 docs must not be excluded by dpkg's path-exclude).
@@ -35,7 +38,7 @@ CASES = {
 }
 
 
-def run_folder(folder: Path, question: str, expected: str, data_dir: Path) -> dict:
+def run_folder(folder: Path, question: str, expected: str, data_dir: Path, dry_run: bool = False) -> dict:
     from llmctl import Workspace
     from llmctl.errors import LlmctlError
 
@@ -44,7 +47,7 @@ def run_folder(folder: Path, question: str, expected: str, data_dir: Path) -> di
     ws = Workspace(data_dir=data_dir)
     started = time.perf_counter()
     try:
-        report = ws.ingest([folder])
+        report = ws.ingest([folder], dry_run=dry_run)
     except LlmctlError as exc:  # e.g. no file it can read at all
         out.update(error=str(exc).replace(str(folder), folder.name), files_read=0, skipped=files,
                    seconds=round(time.perf_counter() - started, 1))
@@ -54,7 +57,11 @@ def run_folder(folder: Path, question: str, expected: str, data_dir: Path) -> di
         reasons[s.reason] = reasons.get(s.reason, 0) + 1
     skipped_files = sorted(Path(s.path).relative_to(folder).as_posix() for s in report.files_skipped)
     out.update(files_read=len(report.files_added), skipped=len(report.files_skipped), skip_reasons=reasons,
-               skipped_files=skipped_files, chunks=report.chunks_total, seconds=round(report.seconds, 1))
+               skipped_files=skipped_files, chunks=report.chunks_added, seconds=round(report.seconds, 1))
+    if dry_run:  # files read and skipped only: a skipped file cannot answer anything
+        rank = None if expected in skipped_files else "not measured (--dry-run)"
+        out.update(question=question, expected=expected, rank=rank)
+        return out
     hits = ws.search(question, k=10)
     sources = [h.chunk.get("source", "") for h in hits]
     rank = next((n for n, s in enumerate(sources, start=1) if s.endswith(expected)), None)
@@ -76,6 +83,8 @@ def main() -> None:
     ap.add_argument("--label", default="after")
     ap.add_argument("--src", type=Path, help="import llmctl from here (an exported older version)")
     ap.add_argument("--folders", nargs="*", default=list(CASES))
+    ap.add_argument("--dry-run", action="store_true",
+                    help="read and chunk, embed nothing: skipped files only (the question is not asked)")
     args = ap.parse_args()
     sys.path.insert(0, str(args.src or REPO))
     results = json.loads(OUT.read_text()) if OUT.exists() else {}
@@ -89,14 +98,14 @@ def main() -> None:
             if not folder.is_dir():
                 print(f"{name}: {folder} is missing; install its Debian package", file=sys.stderr)
                 continue
-            got = run_folder(folder, question, expected, work / name)
+            got = run_folder(folder, question, expected, work / name, dry_run=args.dry_run)
             results.setdefault(args.label, {})[name] = got
-            print(json.dumps({name: {k: v for k, v in got.items() if k != "skipped_files"}}))
+            print(json.dumps({name: {k: v for k, v in got.items() if k != "skipped_files"}}), flush=True)
+            OUT.parent.mkdir(parents=True, exist_ok=True)
+            OUT.write_text(json.dumps(results, indent=1))  # after each folder: a long run keeps what it did
     finally:
         os.chdir(here)
         shutil.rmtree(work, ignore_errors=True)
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(results, indent=1))
     print(f"wrote {OUT.relative_to(REPO)}")
 
 

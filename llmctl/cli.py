@@ -224,7 +224,8 @@ def eval_(
     repeats: Annotated[int | None, typer.Option(
         help="Ask each answer (and verdict) N times: pass rates, flaky cases (suite: repeats).", metavar="N")] = None,
     stop_when_decided: Annotated[bool, typer.Option(
-        "--stop-when-decided", help="Answer in a seeded random order; stop paying once the verdict is decided.")] = False,
+        "--stop-when-decided",
+        help="Answer in a seeded random order; stop paying once the verdict is decided.")] = False,
     plan: Annotated[bool, typer.Option(
         "--plan", help="Retrieval only (free): the smallest drop each gated metric can show, then exit.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,

@@ -101,6 +101,14 @@ class Workspace:
         _ = r.store, r.keyword
 
     @cached_property
+    def gateways(self):
+        """Every model call's gateway (ledger, answer cache, budgets, rate limits), opened once per
+        thread and handed to query, eval and generate (``GatewayPool.call``)."""
+        from llmctl.llm.gateway import GatewayPool
+
+        return GatewayPool(self.cfg.llm, self.cfg.data_dir, config_source=self.cfg.source, state=self.cfg.state)
+
+    @cached_property
     def reranker(self):
         from llmctl.search.rerank import Reranker
 
@@ -128,6 +136,8 @@ class Workspace:
             if self._retriever is not None:
                 self._retriever.close()
             self._retriever = None
+        if "gateways" in self.__dict__:
+            self.gateways.close()
 
     def __enter__(self) -> Workspace:
         return self
@@ -216,7 +226,7 @@ class Workspace:
 
             usable_providers(self.cfg.llm, self.cfg.source)
         return run_query(question, self.cfg, opts, on_token=on_token, retriever=self.retriever,
-                         reranker=self.reranker, notify=notify)
+                         reranker=self.reranker, gateways=self.gateways if use_llm else None, notify=notify)
 
     def chunk(self, chunk_id: str) -> dict | None:
         """One indexed chunk (text, source, lines, heading, doc_id), or None."""
@@ -262,7 +272,7 @@ class Workspace:
         return run_eval(_path(suite), load=self._derived_config, beir=_path(beir), split=split, limit=limit,
                         tags=list(tags or []), baseline=_path(baseline), against=_path(against), answers=answers,
                         progress=progress, record=_path(record), replay=_path(replay), batch=batch,
-                        repeats=repeats, stop_when_decided=stop_when_decided)
+                        repeats=repeats, stop_when_decided=stop_when_decided, gateways=self.gateways)
 
     def plan(self, suite: Path | str, *, limit: int | None = None, tags: list[str] | None = None,
              baseline: Path | str | None = None, repeats: int | None = None, progress=None) -> dict:
@@ -287,7 +297,7 @@ class Workspace:
         output = Path(output)
         if output.exists() and not force:
             raise InputError(f"--output {output} exists: choose another file, or add --force to replace it")
-        report = Generator(self.cfg, self.retriever, max_overlap=max_overlap,
+        report = Generator(self.cfg, self.retriever, self.gateways, max_overlap=max_overlap,
                            on_candidate=on_candidate).run(cases, seed, output)
         tmp = output.with_name(output.name + ".tmp")
         tmp.write_text(suite_yaml(report), encoding="utf-8")

@@ -36,6 +36,7 @@ import numpy as np
 
 from llmctl.config import Config
 from llmctl.errors import IndexStateError, ProviderError
+from llmctl.llm.gateway import GatewayPool
 from llmctl.search.retrieve import Retriever
 
 PROMPT = """You write evaluation questions for a documentation search system.
@@ -125,12 +126,13 @@ def clean_question(reply: str) -> str | None:
 
 
 class Generator:
-    def __init__(self, cfg: Config, retriever: Retriever, *, max_overlap: float = 0.9, margin: float = 0.02,
-                 on_candidate: Callable[[], None] | None = None):
+    def __init__(self, cfg: Config, retriever: Retriever, gateways: GatewayPool, *, max_overlap: float = 0.9,
+                 margin: float = 0.02, on_candidate: Callable[[], None] | None = None):
         if not cfg.llm.providers:
             raise ProviderError("llmctl generate needs a model: add one under llm.providers")
         self.cfg = cfg
         self.retriever = retriever
+        self.gateways = gateways
         self.max_overlap = max_overlap
         self.margin = margin
         self.on_candidate = on_candidate
@@ -166,20 +168,13 @@ class Generator:
         return report
 
     def _ask(self, batch: list[Candidate]) -> None:
-        from llmctl.llm.gateway import Gateway
-
         def ask(c: Candidate) -> None:
             if len(c.text.split()) < MIN_WORDS:
                 c.dropped = f"passage too short: {len(c.text.split())} words (< {MIN_WORDS})"
                 return
-            gw = Gateway(self.cfg.llm, self.cfg.data_dir, config_source=self.cfg.source, command="generate",
-                         state=self.cfg.state)
-            try:
-                messages = [{"role": "system", "content": PROMPT}, {"role": "user", "content": c.text}]
-                comp = gw.complete(messages, question=f"generate a question for chunk {c.chunk_id}",
-                                   chunk_ids=[c.chunk_id], sources=[])
-            finally:
-                gw.close()
+            messages = [{"role": "system", "content": PROMPT}, {"role": "user", "content": c.text}]
+            comp = self.gateways.call(command="generate").complete(
+                messages, question=f"generate a question for chunk {c.chunk_id}", chunk_ids=[c.chunk_id], sources=[])
             with self._lock:
                 self.cost = None if comp.cost_usd is None or self.cost is None else self.cost + comp.cost_usd
             c.question = clean_question(comp.text)

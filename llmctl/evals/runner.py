@@ -17,7 +17,7 @@ from llmctl.evals.judge import JudgeError, judge, judge_messages, parse_verdict
 from llmctl.evals.metrics import compute, parse_metric, rollup
 from llmctl.evals.suite import NO_ANSWER_PHRASE, AnswerCheck, Case, Suite, matches
 from llmctl.llm.cassette import Cassette
-from llmctl.llm.gateway import Gateway
+from llmctl.llm.gateway import GatewayPool
 from llmctl.search.pipeline import Notes, Prepared, QueryOptions, _Clock, answer, prepare, retrieve
 from llmctl.search.retrieve import Retriever
 from llmctl.stats import percentile
@@ -158,15 +158,11 @@ def check_answer(answer: str, check: AnswerCheck) -> list[dict]:
     return out
 
 
-def _judge_checks(cfg: Config, case: Case, q, cassette, llm=None) -> list[dict]:
+def _judge_checks(cfg: Config, case: Case, q, cassette, gateways: GatewayPool, llm=None) -> list[dict]:
     from llmctl.search.prompt import format_sources
 
-    gw = Gateway(llm or cfg.llm, cfg.data_dir, config_source=cfg.source, command="eval-judge", cassette=cassette,
-                 state=cfg.state)
-    try:
-        verdict = judge(gw, case.query, format_sources(q.packed), q.completion.text, case.reference)
-    finally:
-        gw.close()
+    gw = gateways.call(cfg=llm or cfg.llm, command="eval-judge", cassette=cassette)
+    verdict = judge(gw, case.query, format_sources(q.packed), q.completion.text, case.reference)
     return _verdict_checks(case, verdict)
 
 
@@ -193,6 +189,7 @@ def run_suite(
     batch: bool = False,
     stop_when_decided: bool = False,
     baseline_rates: dict[str, float] | None = None,
+    gateways: GatewayPool | None = None,
 ) -> EvalResult:
     """Evaluate every selected case; retrieval stages always, answers when a model is configured."""
     started = time.perf_counter()
@@ -242,8 +239,14 @@ def run_suite(
     if pending and batch:
         _answer_batch(pending, suite, cfg, on_case)
     elif pending:
-        sequential = _answer_all(pending, suite, cfg, retriever, on_case, cassette, stop_when_decided,
-                                 baseline_rates)
+        own = gateways is None  # a Workspace hands its gateways down; a script gets its own for the run
+        gateways = gateways or GatewayPool(cfg.llm, cfg.data_dir, config_source=cfg.source, state=cfg.state)
+        try:
+            sequential = _answer_all(pending, suite, cfg, retriever, on_case, cassette, gateways,
+                                     stop_when_decided, baseline_rates)
+        finally:
+            if own:
+                gateways.close()
     answer_seconds = time.perf_counter() - answering
     final = "reranked" if rerank_info.get("status") == "used" else "hybrid"
     fp = fingerprint(cfg, retriever, rerank_info, use_llm, bool(suite.judge))
@@ -272,7 +275,7 @@ def coverage(doc_ids: list[str], results: list[CaseResult], final: str, k: int) 
 
 
 def _answer_all(pending: list[tuple[CaseResult, Prepared]], suite: Suite, cfg: Config, retriever: Retriever,
-                on_case: Callable[[CaseResult], None] | None, cassette: Cassette | None,
+                on_case: Callable[[CaseResult], None] | None, cassette: Cassette | None, gateways: GatewayPool,
                 stop_when_decided: bool = False, baseline_rates: dict[str, float] | None = None) -> dict | None:
     """Answer (and judge) the cases, ``llm.concurrency`` at a time; the providers' rate limits are
     shared by all of them. A case whose calls fail, rate limits included once retries are spent, is
@@ -294,20 +297,16 @@ def _answer_all(pending: list[tuple[CaseResult, Prepared]], suite: Suite, cfg: C
 
     def ask(res: CaseResult, prep: Prepared, r: int) -> dict:
         tape = Repeat(cassette, r) if cassette is not None and r else cassette
-        gw = Gateway(llm, cfg.data_dir, config_source=cfg.source, command="eval", cassette=tape,
-                     state=cfg.state)
-        gw.count, gw.embed = prep.counter.count, retriever.embed
-        try:
-            q = answer(prep, gw)
-            if q.error is not None:
-                raise q.error
-            checks = check_answer(q.completion.text, res.case.answer)
-            if suite.judge:
-                checks += _judge_checks(cfg, res.case, q, tape, llm)
-            return {"answer": q.completion.text, "cost_usd": q.completion.cost_usd, "checks": checks,
-                    "passed": all(c["passed"] for c in checks)}
-        finally:
-            gw.close()
+        gw = gateways.call(cfg=llm, command="eval", cassette=tape, count_tokens=prep.counter.count,
+                           embed=retriever.embed)
+        q = answer(prep, gw)
+        if q.error is not None:
+            raise q.error
+        checks = check_answer(q.completion.text, res.case.answer)
+        if suite.judge:
+            checks += _judge_checks(cfg, res.case, q, tape, gateways, llm)
+        return {"answer": q.completion.text, "cost_usd": q.completion.cost_usd, "checks": checks,
+                "passed": all(c["passed"] for c in checks)}
 
     def work(res: CaseResult, prep: Prepared) -> CaseResult:
         try:

@@ -66,6 +66,7 @@ def run_eval(
     batch: bool = False,
     repeats: int | None = None,
     stop_when_decided: bool = False,
+    gateways=None,
 ) -> EvalOutcome:
     if beir is not None:
         corpus, suite = load_beir(beir, split)
@@ -84,7 +85,7 @@ def run_eval(
         cassette = Cassette(record or replay, "record" if record else "replay", cfg.llm.store_prompts)
     base = gate.load_baseline(baseline) if baseline else None
     rates = {c["id"]: c.get("pass_rate") for c in (base or {}).get("cases", []) if not c.get("error")}
-    result = _run(suite, cfg, limit, tags, answers, progress, cassette, batch, stop_when_decided, rates)
+    result = _run(suite, cfg, limit, tags, answers, progress, cassette, batch, stop_when_decided, rates, gateways)
     checks = gate.thresholds(result)
     comparison = gate.compare(result, base) if base else None
     answered = gate.answer_gate(result)
@@ -94,7 +95,7 @@ def run_eval(
         other_cfg = load(flatten(suite.config), against)
         if beir is not None:
             other_cfg.data_dir = DataDir(other_cfg.data_dir).beir(beir)
-        other = _run(suite, other_cfg, limit, tags, answers, progress, cassette, batch)
+        other = _run(suite, other_cfg, limit, tags, answers, progress, cassette, batch, gateways=gateways)
         paired = gate.paired(result, other)
         a, b = result.aggregate()[result.final_stage], other.aggregate()[other.final_stage]
         outcome.ab = {"a": {"config": cfg.source, "stage": result.final_stage, "metrics": a},
@@ -120,12 +121,12 @@ def run_plan(suite_path: Path, *, load: Callable[..., Config], limit: int | None
 
 
 def _run(suite: Suite, cfg: Config, limit, tags, answers, progress, cassette, batch, stop_when_decided=False,
-         baseline_rates=None) -> EvalResult:
+         baseline_rates=None, gateways=None) -> EvalResult:
     total = min(limit or len(suite.cases), len(suite.cases))
     task = progress.task(f"Evaluating {suite.name}", total) if progress else None
     result = run_suite(suite, cfg, limit=limit, tags=tags, answers=answers, cassette=cassette, batch=batch,
                        on_case=(lambda _: task.advance(1)) if task else None, stop_when_decided=stop_when_decided,
-                       baseline_rates=baseline_rates)
+                       baseline_rates=baseline_rates, gateways=gateways)
     if task:
         task.done()
     return result

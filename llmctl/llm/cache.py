@@ -215,9 +215,9 @@ class CacheHit:
 
 
 class ResponseCache:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, shared: bool = False):
         self.path = path
-        self.db = connect(path, SCHEMA, "response cache")
+        self.db = connect(path, SCHEMA, "response cache", shared=shared)
 
     def close(self) -> None:
         self.db.close()

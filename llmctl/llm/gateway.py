@@ -21,9 +21,11 @@ consumer (``--json``, eval), such failures are retried like any other.
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 import random
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -96,7 +98,7 @@ class Gateway:
                  command: str = "query", tag: str | None = None, clock: Clock | None = None,
                  rng: random.Random | None = None, count_tokens: Callable[[str], int] | None = None,
                  embed: Callable[[str], object] | None = None, warn: Callable[[str], None] | None = None,
-                 cassette: Cassette | None = None, state: StateConfig | None = None):
+                 cassette: Cassette | None = None, state: StateConfig | None = None, lazy_cache: bool = False):
         self.cfg = cfg
         self.data_dir = Path(data_dir)
         self.source = config_source
@@ -112,12 +114,41 @@ class Gateway:
         self.state = open_state(state, self.data_dir, self.warn)
         self.ledger = self.state.ledger  # this machine's, always complete
         self.cassette = cassette  # record or replay (eval): answers come from the model or the cassette only
-        self.cache = self.state.open_cache(self.clock.now()) if cfg.cache.enabled and cassette is None else None
+        wants_cache = cfg.cache.enabled and cassette is None and not lazy_cache
+        self.cache = self.state.open_cache(self.clock.now()) if wants_cache else None
 
     def close(self) -> None:
+        if self._view:
+            return  # a view's files belong to the gateway it was made from
         self.state.close()
         if self.cache:
             self.cache.close()
+
+    _view = False
+
+    def for_call(self, *, cfg: LLMConfig | None = None, command: str | None = None, tag: str | None = None,
+                 warn: Callable[[str], None] | None = None, cassette: Cassette | None = None,
+                 count_tokens: Callable[[str], int] | None = None,
+                 embed: Callable[[str], object] | None = None) -> Gateway:
+        """This gateway for one call's settings: the same ledger, cache and rate limiters (nothing is
+        opened again), with its own command, tag, warnings, token counter and, for eval, its own
+        LLM settings or cassette (which bypasses the cache). Closing it closes nothing."""
+        view = copy.copy(self)
+        view._view = True
+        view.cfg = cfg or self.cfg
+        view.command = command or self.command
+        view.tag = tag
+        view.warn = warn or self.warn
+        view.cassette = cassette
+        view.count = count_tokens or self.count
+        view.embed = embed or self.embed
+        if cassette is not None or not view.cfg.cache.enabled:
+            view.cache = None
+        elif self.cache is None:  # the first call here that wants the cache opens it, once
+            self.cache = view.cache = self.state.open_cache(self.clock.now())
+        self.state.warn = view.warn  # one call at a time uses a thread's gateway (GatewayPool)
+        return view
+
 
     # -- helpers ----------------------------------------------------------------------
     def _row(self, request_id: str, status: str, settles: str | None = None, **kw) -> None:
@@ -399,3 +430,33 @@ class Gateway:
         if self.cassette is not None:
             self.cassette.record(messages, self.cfg.temperature, self.cfg.max_answer_tokens, comp)
         return comp
+
+
+class GatewayPool:
+    """One Gateway per thread for a Workspace: its ledger, cache and rate limiters are opened once
+    per thread (SQLite connections stay in the thread that opened them) and shared by every call
+    made there, through ``Gateway.for_call``."""
+
+    def __init__(self, cfg: LLMConfig, data_dir: Path, *, config_source: str, state: StateConfig | None):
+        self.cfg, self.data_dir, self.source, self.state = cfg, Path(data_dir), config_source, state
+        self._local = threading.local()
+        self._all: list[Gateway] = []
+        self._lock = threading.Lock()
+
+    def call(self, **settings) -> Gateway:
+        """A gateway for one call (see ``Gateway.for_call`` for ``settings``)."""
+        root = getattr(self._local, "gateway", None)
+        if root is None:
+            root = Gateway(self.cfg, self.data_dir, config_source=self.source, state=self.state, lazy_cache=True)
+            self._local.gateway = root
+            with self._lock:
+                self._all.append(root)
+        return root.for_call(**settings)
+
+    def close(self) -> None:
+        """Close every thread's gateway (the Workspace does, when it closes)."""
+        with self._lock:
+            roots, self._all = self._all, []
+        for root in roots:
+            root.close()
+        self._local = threading.local()

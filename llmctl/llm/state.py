@@ -102,12 +102,14 @@ class LocalState:
     def __init__(self, data_dir: Path, warn):
         self.data = DataDir(Path(data_dir))
         self.warn = warn
-        self.ledger = Ledger(self.data.ledger)
+        # shared: a GatewayPool uses each thread's files from that thread only, and closes them
+        # all from the thread that closes the Workspace
+        self.ledger = Ledger(self.data.ledger, shared=True)
 
     def open_cache(self, now: float) -> ResponseCache:
         path = self.data.cache
         try:
-            return ResponseCache(path)
+            return ResponseCache(path, shared=True)
         except CorruptFile:
             aside = path.with_name(f"cache.sqlite.corrupt-{int(now)}")
             path.rename(aside)
@@ -115,7 +117,7 @@ class LocalState:
                 Path(str(path) + suffix).unlink(missing_ok=True)
             self.warn(f"the response cache {path} was unreadable; moved it to {aside.name} "
                       "and started an empty one")
-            return ResponseCache(path)
+            return ResponseCache(path, shared=True)
 
     def over_budget(self, budget, estimate, now, tag):
         return self.ledger.over_budget(budget, estimate, now, tag)

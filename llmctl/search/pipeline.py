@@ -25,7 +25,7 @@ from llmctl.search.retrieve import Retriever, collapse_duplicates
 from llmctl.search.snippet import best_window
 
 if TYPE_CHECKING:
-    from llmctl.llm.gateway import Gateway
+    from llmctl.llm.gateway import Gateway, GatewayPool
 
 
 @dataclass
@@ -317,7 +317,7 @@ def run_query(
     on_token: Callable[[str], None] | None = None,
     retriever: Retriever | None = None,
     reranker: Reranker | None = None,
-    gateway: Gateway | None = None,
+    gateways: GatewayPool | None = None,
     notify: Callable[[str], None] | None = None,
     command: str = "query",
 ) -> QueryResult:
@@ -328,19 +328,19 @@ def run_query(
         raise InputError("The question is empty: llmctl query \"your question\" (or '-' to read stdin)")
     notes = Notes(notify)
     wants_model = bool(cfg.llm.providers) and opts.use_llm
-    own = gateway is None and wants_model
+    own = gateways is None and wants_model  # a script calling run_query: gateways for this call only
     if own:
-        from llmctl.llm.gateway import Gateway
+        from llmctl.llm.gateway import GatewayPool
 
-        gateway = Gateway(cfg.llm, cfg.data_dir, config_source=cfg.source, command=command, tag=opts.tag,
-                          warn=notes, state=cfg.state)
+        gateways = GatewayPool(cfg.llm, cfg.data_dir, config_source=cfg.source, state=cfg.state)
+    gateway = gateways.call(command=command, tag=opts.tag, warn=notes) if wants_model else None
     try:
         with telemetry.trace(cfg, "llmctl.query", question, **{"llmctl.command": command, "llmctl.tag": opts.tag}):
             if wants_model:  # provider settings are checked before anything is loaded
                 gateway.usable_providers()
             retriever = retriever or Retriever(cfg)
             prep = prepare(question, cfg, opts, retriever, reranker, notes, with_model=wants_model)
-            if own:
+            if gateway is not None:
                 gateway.count, gateway.embed = prep.counter.count, retriever.embed
             result = answer(prep, gateway, on_token)
             telemetry.annotate(llmctl__retrieval__k=opts.k or cfg.retrieval.k, llmctl__retrieval__hits=len(result.hits),
@@ -348,7 +348,7 @@ def run_query(
             return result
     finally:
         if own:
-            gateway.close()
+            gateways.close()
 
 
 def prepare(question: str, cfg: Config, opts: QueryOptions, retriever: Retriever, reranker: Reranker | None,

@@ -275,6 +275,46 @@ def docs_section(before: dict | None, after: dict | None) -> str:
                   "content hit@1 (final)", "expected section in top 3 (final)", "files / chunks"], rows)
 
 
+def _skipped_kinds(files: list[str]) -> str:
+    """'6 .png, 1 .css' from skipped file names (by their last suffixes, .ps.gz whole)."""
+    kinds: dict[str, int] = {}
+    for f in files:
+        name = f.rsplit("/", 1)[-1]
+        parts = name.split(".")[1:]
+        kind = "." + ".".join(parts[-2:]) if parts and parts[-1] in ("gz", "bz2", "xz") else (
+            "." + parts[-1] if parts else "no extension")
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return ", ".join(f"{n} {k}" for k, n in sorted(kinds.items(), key=lambda kv: -kv[1]))
+
+
+def docfolders_section(d: dict | None) -> str:
+    if not d or "after" not in d:
+        return "Not run: `python bench/docfolders.py` (and `--label before --src DIR --dry-run` for an older llmctl)."
+    rows, questions = [], []
+    for name, a in d["after"].items():
+        b = d.get("before", {}).get(name, {})
+        before = f"{b['skipped']} of {b['files']}" if b else "-"
+        if b and b.get("skipped_files"):
+            before += f" ({_skipped_kinds(b['skipped_files'])})"
+        rows.append([f"`{name}`", a["files"], before, f"{a['skipped']} ({_skipped_kinds(a['skipped_files'])})",
+                     f"{b.get('chunks', 0):,} → {a['chunks']:,}" if b else f"{a['chunks']:,}"])
+        rank = a.get("rank")
+        questions.append([f"`{name}`", a["question"], f"`{a['expected']}`", "not read",
+                          f"#{rank}" if isinstance(rank, int) else "not in the top 10",
+                          ", ".join(f"`{s}`" for s in a.get("top3", []))])
+    return "\n\n".join([
+        "Debian's `/usr/share/doc` folders: pages gzipped (`page.md.gz`, `FAQ.txt.gz`), README, AUTHORS, "
+        "NEWS, copyright and changelogs without an extension. *Before*: llmctl just before 86adf08 (read and "
+        "chunked with `--dry-run`); *after*: compressed and extensionless files read. Each folder is ingested "
+        "into a fresh index; the question's answer is in a file the older llmctl skipped.",
+        table(["folder", "files", "skipped before", "skipped after", "chunks before → after"], rows),
+        table(["folder", "question", "answer in", "before", "after (rank)", "top 3 after"], questions),
+        *[f"`{name}`: the page is read and found, but not in the top 3 (#{a['rank']}): "
+          f"{', '.join(sorted(set(a.get('top3', []))))} outrank it; a changelog repeats the question's terms "
+          "in many entries (`--exclude 'changelog*'` leaves changelogs out)."
+          for name, a in d["after"].items() if isinstance(a.get("rank"), int) and a["rank"] > 3]])
+
+
 def fusion_section(f: dict | None) -> str:
     if not f:
         return "Not run: `python bench/fusion.py`."
@@ -391,6 +431,8 @@ def evals_sections() -> list[str]:
 def retrieval_sections() -> list[str]:
     return ["## Real documentation: the Python docs (`bench/docs_bench.py`)",
             docs_section(load("docs-before"), load("docs-after")),
+            "## Documentation folders as Debian ships them (`bench/docfolders.py`)",
+            docfolders_section(load("docfolders")),
             "## Fusion against the plain baseline, per half (`bench/fusion.py`)", fusion_section(load("fusion")),
             "## Knowing when nothing is relevant (`bench/confidence.py`)", confidence_section(load("confidence"))]
 

@@ -2,15 +2,15 @@
 
 ``ranked`` is a list of document ids, best first; ``qrels`` maps relevant document ids
 to a grade > 0. Gains are linear in the grade (trec_eval's ndcg_cut, as used by BEIR).
+
+``FUNCTIONS`` is the registry: a suite may name ``<name>@<k>`` for any of its keys. To add a
+metric, write ``def name(ranked, qrels, k) -> float`` here and add it to the table.
 """
 
 from __future__ import annotations
 
 import math
 import re
-
-METRICS = ("hit", "recall", "precision", "mrr", "ndcg")
-METRIC_NAME = re.compile(r"^(hit|recall|precision|mrr|ndcg)@(\d+)$")
 
 
 def hit(ranked: list[str], qrels: dict[str, int], k: int) -> float:
@@ -41,6 +41,7 @@ def ndcg(ranked: list[str], qrels: dict[str, int], k: int) -> float:
 
 
 FUNCTIONS = {"hit": hit, "recall": recall, "precision": precision, "mrr": mrr, "ndcg": ndcg}
+METRIC_NAME = re.compile(rf"^({'|'.join(FUNCTIONS)})@(\d+)$")
 
 
 def parse_metric(name: str) -> tuple[str, int]:

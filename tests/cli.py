@@ -4,6 +4,7 @@ processes side by side, and start-up itself)."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -91,7 +92,9 @@ def invoke(*args: str | Path, cwd: Path | None = None, env: dict | None = None,
         logger.setLevel(level)
         for ws in opened:
             ws.close()
+        del opened[:], tracked
         _drop_chroma_systems(keep=systems)
+        gc.collect()  # what the command built is in reference cycles: free its files and memory now
     return subprocess.CompletedProcess(["llmctl", *map(str, args)], code, stdout, stderr)
 
 

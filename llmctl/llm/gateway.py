@@ -142,11 +142,11 @@ class Gateway:
         view.cassette = cassette
         view.count = count_tokens or self.count
         view.embed = embed or self.embed
+        self.state.warn = view.warn  # one call at a time uses a thread's gateway (GatewayPool)
         if cassette is not None or not view.cfg.cache.enabled:
             view.cache = None
         elif self.cache is None:  # the first call here that wants the cache opens it, once
             self.cache = view.cache = self.state.open_cache(self.clock.now())
-        self.state.warn = view.warn  # one call at a time uses a thread's gateway (GatewayPool)
         return view
 
 

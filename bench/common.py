@@ -50,7 +50,7 @@ def split(qids: list[str]) -> tuple[list[str], list[str]]:
 
 def embedder():
     from llmctl.config import EmbeddingConfig
-    from llmctl.index.embedder import Embedder
+    from llmctl.embedding.local import Embedder
 
     return Embedder(EmbeddingConfig())
 

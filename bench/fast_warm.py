@@ -112,7 +112,7 @@ def cold_starts(pairs: int) -> dict:
 ENCODE = """
 import json, sys, time
 from llmctl.config import EmbeddingConfig
-from llmctl.index.embedder import Embedder
+from llmctl.embedding.local import Embedder
 texts = json.load(open(sys.argv[2]))
 emb = Embedder(EmbeddingConfig(backend=sys.argv[1]), export=True)
 emb.load()

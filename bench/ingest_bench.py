@@ -59,7 +59,7 @@ def main() -> None:
     from sentence_transformers import SentenceTransformer  # noqa: F401  (import outside timings)
 
     from llmctl.config import load_config
-    from llmctl.index.embedder import Embedder
+    from llmctl.embedding.local import Embedder
     from llmctl.index.manifest import Manifest
     from llmctl.ingest.pipeline import ingest
 

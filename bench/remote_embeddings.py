@@ -39,8 +39,8 @@ def throughput(base_url: str, n: int = 400) -> dict:
     import tempfile
 
     from llmctl.config import load_config
-    from llmctl.index.embedder import Embedder
-    from llmctl.llm.embeddings import make_embedder
+    from llmctl.embedding import make_embedder
+    from llmctl.embedding.local import Embedder
 
     docs = list(common.corpus().values())[:n]
     texts = [f"{d.get('title', '')}\n{d['text']}" for d in docs]

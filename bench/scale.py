@@ -72,7 +72,7 @@ class Timers:
 
 
 def reused_vectors_embedder(cfg, pool: np.ndarray):
-    from llmctl.index.embedder import Embedder
+    from llmctl.embedding.local import Embedder
 
     class ReusedVectors(Embedder):
         """The real tokenizer; vectors reused from the stored SciFact index instead of the model."""

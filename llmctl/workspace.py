@@ -26,7 +26,7 @@ from functools import cached_property
 from pathlib import Path
 
 from llmctl.config import Config, load_config
-from llmctl.index.datadir import DataDir
+from llmctl.datadir import DataDir
 from llmctl.progress import Progress
 from llmctl.records import IngestReport
 
@@ -69,7 +69,7 @@ class Workspace:
     # -- components, built once -------------------------------------------------------
     @cached_property
     def embedder(self):
-        from llmctl.llm.embeddings import make_embedder
+        from llmctl.embedding import make_embedder
 
         return make_embedder(self.cfg, command="ingest", export=True)
 

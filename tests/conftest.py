@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from llmctl.config import Config, load_config
-from llmctl.index.embedder import Embedder
+from llmctl.embedding.local import Embedder
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "sample_data"

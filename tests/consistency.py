@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from llmctl.config import Config
+from llmctl.datadir import DataDir
 from llmctl.index import keyword
-from llmctl.index.datadir import DataDir
 from llmctl.index.manifest import Manifest
 from llmctl.index.vectors import VectorStore, open_store
 

@@ -25,8 +25,8 @@ from cli import assert_clean_error, child_env
 from openai_server import Reply
 
 from llmctl.config import BudgetConfig, LLMConfig
+from llmctl.datadir import DataDir
 from llmctl.errors import BudgetExceeded, ProviderError
-from llmctl.index.datadir import DataDir
 from llmctl.llm.batch import BatchItem, run_batch
 from llmctl.llm.gateway import Gateway
 from llmctl.llm.ledger import Ledger

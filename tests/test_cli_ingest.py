@@ -2,7 +2,7 @@ import json
 
 from cli import assert_clean_error, invoke, run_cli
 
-from llmctl.index.datadir import DataDir
+from llmctl.datadir import DataDir
 
 
 def test_help_lists_every_command():

@@ -9,15 +9,15 @@ import sys
 from cli import assert_clean_error, run_cli
 from conftest import REPO
 
-from llmctl.index.device import resolve
+from llmctl.embedding.device import resolve
 
 
 def test_explicit_devices_are_kept_and_auto_needs_no_torch_without_a_gpu():
     assert resolve("cpu") == "cpu" and resolve("cuda:1") == "cuda:1" and resolve("mps") == "mps"
-    out = subprocess.run([sys.executable, "-c", "import sys; from llmctl.index.device import resolve; "
+    out = subprocess.run([sys.executable, "-c", "import sys; from llmctl.embedding.device import resolve; "
                           "print(resolve('auto'), 'torch' in sys.modules)"],
                          cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
-    from llmctl.index.device import _gpu_hint
+    from llmctl.embedding.device import _gpu_hint
 
     if _gpu_hint():  # a machine with a GPU driver: torch decides
         assert out[0] in ("cuda", "mps", "cpu")

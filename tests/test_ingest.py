@@ -4,10 +4,10 @@ import shutil
 import pytest
 from consistency import assert_consistent
 
+from llmctl.datadir import DataDir, drop_chroma_handles
+from llmctl.embedding.local import Embedder
 from llmctl.errors import BusyError, IndexStateError, InputError
 from llmctl.index import keyword
-from llmctl.index.datadir import DataDir, drop_chroma_handles
-from llmctl.index.embedder import Embedder
 from llmctl.index.manifest import Manifest
 from llmctl.index.vectors import VectorStore
 from llmctl.ingest.loaders import file_digest

@@ -78,7 +78,7 @@ def test_an_exact_cache_hit_imports_no_openai(tmp_path, sample_index, fake_llm):
 
 
 def test_rust_reader_returns_what_the_chroma_client_returns(sample_index, embedder):
-    from llmctl.index.datadir import DataDir
+    from llmctl.datadir import DataDir
 
     folder = DataDir(sample_index).chroma
     reader, client = Reader(folder, "llmctl_chunks"), VectorStore.embedded(folder)

@@ -17,8 +17,8 @@ import pytest
 from cli import assert_clean_error, child_env, invoke
 from consistency import assert_consistent
 
+from llmctl.datadir import DataDir
 from llmctl.errors import IndexStateError, InputError
-from llmctl.index.datadir import DataDir
 from llmctl.index.manifest import Manifest
 from llmctl.ingest.pipeline import ingest, remove
 

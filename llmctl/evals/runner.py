@@ -380,7 +380,7 @@ def _answer_batch(pending: list[tuple[CaseResult, Prepared]], suite: Suite, cfg:
                   on_case: Callable[[CaseResult], None] | None) -> None:
     """Answers as one Batch API job, then the judge's verdicts as a second one (they need the
     answers). Failed and expired items, or a job that failed as a whole, are case errors."""
-    from llmctl.index.datadir import DataDir
+    from llmctl.datadir import DataDir
     from llmctl.llm.batch import BatchItem, run_batch
     from llmctl.llm.ledger import Ledger
     from llmctl.search.prompt import format_sources

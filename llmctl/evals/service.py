@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from llmctl.config import Config
+from llmctl.datadir import DataDir
 from llmctl.evals import gate, report
 from llmctl.evals.beir import load_beir
 from llmctl.evals.runner import EvalResult, run_suite
 from llmctl.evals.suite import Suite, load_suite
-from llmctl.index.datadir import DataDir
 
 
 @dataclass

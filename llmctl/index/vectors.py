@@ -12,8 +12,8 @@ import os
 from pathlib import Path
 
 from llmctl.config import Config, VectorStoreConfig
+from llmctl.datadir import DataDir
 from llmctl.errors import ConfigError, IndexStateError
-from llmctl.index.datadir import DataDir
 from llmctl.records import Chunk
 from llmctl.retry import while_locked
 

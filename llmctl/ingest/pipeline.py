@@ -25,17 +25,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmctl.config import Config, VectorStoreConfig
+from llmctl.datadir import DataDir, drop_chroma_handles
+from llmctl.embedding import make_embedder
+from llmctl.embedding.local import Embedder
 from llmctl.errors import ConfigError, IndexStateError, InputError, Interrupted, printable
 from llmctl.index import keyword
-from llmctl.index.datadir import DataDir, drop_chroma_handles
-from llmctl.index.embedder import Embedder
 from llmctl.index.manifest import FORMAT_VERSION, FileRecord, FileUpdate, Manifest
 from llmctl.index.vectors import store_identity
 from llmctl.ingest.chunking import reader_identity
 from llmctl.ingest.discover import CANNOT_LIST, UNSUPPORTED, check_paths, discover, is_taken
 from llmctl.ingest.loaders import SkipFile, file_digest, load_documents
 from llmctl.interrupts import StopFlag, stop_requests
-from llmctl.llm.embeddings import make_embedder
 from llmctl.progress import NullProgress, Progress
 from llmctl.records import Chunk, IngestReport, SkippedFile
 

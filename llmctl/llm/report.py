@@ -9,8 +9,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from llmctl.config import AlertsConfig, LLMConfig, StateConfig
+from llmctl.datadir import DataDir
 from llmctl.errors import InputError
-from llmctl.index.datadir import DataDir
 from llmctl.llm.alerts import spend_alerts
 from llmctl.llm.cache import ResponseCache
 from llmctl.llm.ledger import Ledger

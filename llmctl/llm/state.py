@@ -40,8 +40,8 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 
 from llmctl.config import BudgetConfig, ProviderConfig, StateConfig
+from llmctl.datadir import DataDir
 from llmctl.errors import ConfigError, SharedStateUnavailable
-from llmctl.index.datadir import DataDir
 from llmctl.llm.cache import CacheHit, ResponseCache, guard, retrieval_scope
 from llmctl.llm.ledger import Ledger, Row, day_of
 from llmctl.llm.ratelimit import Limiter, limiter_for

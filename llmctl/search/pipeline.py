@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 
 from llmctl import telemetry
 from llmctl.config import Config, ProviderConfig, RerankConfig, RetrievalConfig
+from llmctl.datadir import DataDir
 from llmctl.errors import BudgetExceeded, ConfigError, InputError, LlmctlError, ProviderError, UsageError
-from llmctl.index.datadir import DataDir
 from llmctl.llm.client import Completion
 from llmctl.llm.tokens import TokenCounter, counter_for
 from llmctl.records import Hit

@@ -14,8 +14,8 @@ from functools import cached_property
 from pathlib import Path
 
 from llmctl.config import RerankConfig
+from llmctl.embedding.local import set_offline
 from llmctl.errors import ConfigError
-from llmctl.index.embedder import set_offline
 
 
 class RerankUnavailable(Exception):
@@ -71,7 +71,7 @@ def check_cross_encoder(folder: Path, name: str) -> None:
 
 class Reranker:
     def __init__(self, cfg: RerankConfig, device: str = "cpu"):
-        from llmctl.index.device import resolve
+        from llmctl.embedding.device import resolve
 
         self.cfg = cfg
         self.device = resolve(device)

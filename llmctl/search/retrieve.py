@@ -7,13 +7,13 @@ from functools import cached_property
 import numpy as np
 
 from llmctl.config import Config
+from llmctl.datadir import DataDir
+from llmctl.embedding import as_built, make_embedder
+from llmctl.embedding.local import Embedder
 from llmctl.errors import IndexStateError, InputError
 from llmctl.index import keyword
-from llmctl.index.datadir import DataDir
-from llmctl.index.embedder import Embedder
 from llmctl.index.manifest import Manifest
 from llmctl.index.querymemo import QueryMemo
-from llmctl.llm.embeddings import as_built, make_embedder
 from llmctl.records import Hit
 from llmctl.search.filters import FILTER_FIELDS, parse_where
 from llmctl.search.fusion import Ranked, collapse

@@ -72,7 +72,7 @@ class DataDir:
 
     @property
     def paid_vectors(self) -> Path:
-        """Vectors bought from an embedding endpoint, not yet committed (llm/embeddings.py)."""
+        """Vectors bought from an embedding endpoint, not yet committed (embedding/remote.py)."""
         return self.root / "embeddings.sqlite"
 
     @property

@@ -1,7 +1,7 @@
 """The embedding model: where it lives, how it counts tokens, how it embeds.
 
 Counting tokens needs only the model's tokenizer.json (fast, no torch). Vectors come from
-the model's verified ONNX copy when there is one (``index/onnx.py``: no torch at all), else
+the model's verified ONNX copy when there is one (``embedding/onnx.py``: no torch at all), else
 from sentence-transformers, loaded on the first ``embed`` call.
 """
 
@@ -13,8 +13,8 @@ from functools import cached_property, lru_cache
 from pathlib import Path
 
 from llmctl.config import EmbeddingConfig
+from llmctl.embedding.device import resolve as resolve_device
 from llmctl.errors import ConfigError
-from llmctl.index.device import resolve as resolve_device
 
 PACKAGED_MODELS = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
 PACKAGED_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -80,7 +80,7 @@ class Embedder:
     @cached_property
     def onnx(self):
         """The ONNX encoder, or None (then ``note`` says why, when it matters)."""
-        from llmctl.index import onnx
+        from llmctl.embedding import onnx
 
         if not self._onnx_wanted:
             return None
@@ -111,7 +111,7 @@ class Embedder:
     @property
     def export_pending(self) -> bool:
         """True when the next load would make the ONNX copy (a ~20 s child process)."""
-        from llmctl.index import onnx
+        from llmctl.embedding import onnx
 
         if not self.export or "onnx" in self.__dict__ or not self._onnx_wanted:
             return False
@@ -121,7 +121,7 @@ class Embedder:
     def backend(self) -> str:
         return "onnx" if self.onnx is not None else "sentence-transformers"
 
-    # What an endpoint's embedder (llm/embeddings.py) needs, and a local model does not.
+    # What an endpoint's embedder (embedding/remote.py) needs, and a local model does not.
     identity: dict = {}  # noqa: RUF012 - read only: index settings beyond the model's name
 
     def expect_dimension(self, dimension: int | None) -> None:

@@ -8,7 +8,7 @@ export is kept only if its vectors match sentence-transformers' on a probe set (
 >= 0.9999); its sha256 goes into ``meta.json`` and into the index settings. Models that
 are not a plain Transformer + mean/CLS pooling (+ Normalize) stay on sentence-transformers.
 
-Run as ``python -m llmctl.index.onnx MODEL_FOLDER OUT_FOLDER`` (what ingest does).
+Run as ``python -m llmctl.embedding.onnx MODEL_FOLDER OUT_FOLDER`` (what ingest does).
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def ensure_export(model_id: str, folder: Path, timeout: float = EXPORT_TIMEOUT_S
         if found := Export.find(out):  # another process made it while we waited
             return found
         try:
-            proc = subprocess.run([sys.executable, "-m", "llmctl.index.onnx", str(folder), str(out)],
+            proc = subprocess.run([sys.executable, "-m", "llmctl.embedding.onnx", str(folder), str(out)],
                                   capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             raise Unsupported(f"the export took longer than {timeout:.0f} s") from None

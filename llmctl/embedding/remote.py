@@ -27,8 +27,9 @@ from functools import cached_property
 import numpy as np
 
 from llmctl.config import Config, EmbeddingConfig
-from llmctl.errors import BudgetExceeded, ConfigError, ProviderError
-from llmctl.index.datadir import DataDir
+from llmctl.datadir import DataDir
+from llmctl.embedding import REMOTE_IDENTITY
+from llmctl.errors import BudgetExceeded, ProviderError
 from llmctl.llm import policy
 from llmctl.llm.client import AttemptFailed, api_key, status_failure
 from llmctl.llm.ledger import Ledger, Row
@@ -40,32 +41,6 @@ from llmctl.money import money
 PAID_SCHEMA = """
 CREATE TABLE IF NOT EXISTS vectors (key TEXT PRIMARY KEY, vector BLOB NOT NULL, ts REAL NOT NULL);
 """
-
-
-def make_embedder(cfg: Config, *, command: str, export: bool = False, embedding: EmbeddingConfig | None = None):
-    """The embedder ``embedding`` (default: the config's) asks for; ``command`` names its ledger rows."""
-    from llmctl.index.embedder import Embedder
-
-    e = embedding or cfg.embedding
-    if e.provider != "openai":
-        return Embedder(e, export=export)
-    if not e.base_url:
-        raise ConfigError(f"the index in {cfg.data_dir} was built with embeddings from an endpoint (model "
-                          f"{e.model}): set embedding.provider: openai and embedding.base_url (config: {cfg.source})")
-    return RemoteEmbedder(e, cfg, command)
-
-
-def as_built(cfg: Config, built: dict) -> EmbeddingConfig:
-    """The config's embedding section with what built the index (its recorded settings) put back:
-    queries must embed as the index was built, whatever the config says now."""
-    return cfg.embedding.model_copy(update={
-        "provider": built.get("provider", "sentence-transformers"),
-        **{k: built[k] for k in REMOTE_IDENTITY[1:] if k in built},
-        **{k: built[k] for k in ("model", "normalize", "query_prefix", "document_prefix")}})
-
-
-REMOTE_IDENTITY = ("provider", "dimensions", "query_model", "document_model", "query_input_type",
-                   "document_input_type")
 
 
 class PaidVectors:
@@ -100,7 +75,7 @@ class PaidVectors:
 
 
 class RemoteEmbedder:
-    """The embedder interface of ``index/embedder.py`` over an endpoint. Chunks are counted with
+    """The embedder interface of ``embedding/local.py`` over an endpoint. Chunks are counted with
     tiktoken (exact for OpenAI's models; for others an estimate, so chunks keep a 10% margin)."""
 
     backend = "openai"

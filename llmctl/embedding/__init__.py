@@ -1,0 +1,84 @@
+"""Embedding: one protocol, one table of providers (``embedding.provider``), two implementations.
+
+- ``local.py``: a sentence-transformers model on this machine (torch, or its verified ONNX copy
+  from ``onnx.py``; the device from ``device.py``).
+- ``remote.py``: an OpenAI-compatible ``/v1/embeddings`` endpoint, with the LLM layer's rate
+  limits, budgets, retries and ledger.
+
+To add a provider: implement ``Embedder`` in a module here, add a factory to ``PROVIDERS`` and
+the name to ``EmbeddingConfig.provider`` (``config.py``). Nothing outside this package changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from llmctl.config import Config, EmbeddingConfig
+from llmctl.errors import ConfigError
+
+
+class Embedder(Protocol):
+    """What ingest and search need from an embedding model. Vectors are float32 rows."""
+
+    backend: str  # "onnx", "torch" or "openai": what embeds (status, ledger, notes)
+    identity: dict  # index settings beyond the model's name (an index only matches its own)
+    note: str  # a one-time note for the user (a fallback, say), or ""
+
+    def load(self) -> dict: ...  # ready to embed; what was loaded (backend, device)
+
+    @property
+    def dimension(self) -> int: ...
+
+    def max_chunk_tokens(self) -> int: ...  # the longest chunk the model reads whole
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def embed_query(self, text: str): ...
+
+    def embed_documents(self, texts: list[str], on_batch=None): ...
+
+    def expect_dimension(self, dimension: int | None) -> None: ...  # the index's, when it has one
+
+    def forget(self, texts: list[str]) -> None: ...  # committed: paid vectors need not be kept
+
+
+def _local(e: EmbeddingConfig, cfg: Config, command: str, export: bool) -> Embedder:
+    from llmctl.embedding.local import Embedder as Local
+
+    return Local(e, export=export)
+
+
+def _remote(e: EmbeddingConfig, cfg: Config, command: str, export: bool) -> Embedder:
+    from llmctl.embedding.remote import RemoteEmbedder
+
+    if not e.base_url:
+        raise ConfigError(f"the index in {cfg.data_dir} was built with embeddings from an endpoint (model "
+                          f"{e.model}): set embedding.provider: openai and embedding.base_url (config: {cfg.source})")
+    return RemoteEmbedder(e, cfg, command)
+
+
+# embedding.provider -> a factory (embedding settings, config, command for ledger rows, export ONNX?)
+PROVIDERS: dict[str, Callable[[EmbeddingConfig, Config, str, bool], Embedder]] = {
+    "sentence-transformers": _local,
+    "openai": _remote,
+}
+
+REMOTE_IDENTITY = ("provider", "dimensions", "query_model", "document_model", "query_input_type",
+                   "document_input_type")
+
+
+def make_embedder(cfg: Config, *, command: str, export: bool = False,
+                  embedding: EmbeddingConfig | None = None) -> Embedder:
+    """The embedder ``embedding`` (default: the config's) asks for; ``command`` names its ledger rows."""
+    e = embedding or cfg.embedding
+    return PROVIDERS[e.provider](e, cfg, command, export)
+
+
+def as_built(cfg: Config, built: dict) -> EmbeddingConfig:
+    """The config's embedding section with what built the index (its recorded settings) put back:
+    queries must embed as the index was built, whatever the config says now."""
+    return cfg.embedding.model_copy(update={
+        "provider": built.get("provider", "sentence-transformers"),
+        **{k: built[k] for k in REMOTE_IDENTITY[1:] if k in built},
+        **{k: built[k] for k in ("model", "normalize", "query_prefix", "document_prefix")}})

@@ -154,18 +154,35 @@ CORPORA = {"scifact": corpus_scifact, "pydocs": corpus_pydocs, "postgresql": cor
            "apache": corpus_apache}
 
 
+CANDIDATES_FORMAT = 1  # bump when candidates() records something new
+REUSE = False
+
+
 # -- candidates, once per question ---------------------------------------------------------------
 def candidates(name: str, files: Path, questions: list[dict]) -> list[dict]:
     """Ingest (incremental: a no-op when nothing changed), then each question's candidates as the
     product retrieves them."""
+    import hashlib
+    import pickle
+
     from llmctl.workspace import Workspace
 
     ws = Workspace(data_dir=str(CACHE / name / "index"))
     ws.cfg.base_dir = files
+    saved = CACHE / name / "candidates.pkl"
+    if REUSE and saved.exists():  # --reuse: the candidates of the last run, whatever changed since
+        got = pickle.loads(saved.read_bytes())
+        if [(q["id"], q["q"], q["pages"]) for q in got["data"]] == [(q["id"], q["q"], q["pages"]) for q in questions]:
+            return got["data"]
     t = time.perf_counter()
-    report = ws.ingest([files])
-    print(f"{name}: ingest {time.perf_counter() - t:.0f}s, {len(os.listdir(files))} top-level entries, "
-          f"{getattr(report, 'chunks_total', '')}", flush=True)
+    ws.ingest([files], wait_seconds=3600)
+    print(f"{name}: ingest {time.perf_counter() - t:.0f}s", flush=True)
+    key = hashlib.sha256(json.dumps([ws.data.version(), [(q["id"], q["q"], q["pages"]) for q in questions],
+                                     CANDIDATES_FORMAT]).encode()).hexdigest()
+    if saved.exists():
+        got = pickle.loads(saved.read_bytes())
+        if got["key"] == key:
+            return got["data"]
     r = ws.retriever
     r.embedder.load()
     cfg = r.cfg.retrieval
@@ -188,7 +205,30 @@ def candidates(name: str, files: Path, questions: list[dict]) -> list[dict]:
         f"SELECT doc_id, title FROM documents WHERE doc_id IN ({','.join('?' * len(docs))})", sorted(docs)).fetchall())
     for q in out:
         q["titles"] = titles
+    # page evidence: each page's title and first lines (its one-line summary, where it has one)
+    # against the question, BM25 and dense, as z-scores over the corpus's pages
+    from llmctl.index.keyword import BM25sIndex
+
+    pages = sorted(d for d, _ in r.manifest.document_sources())
+    heads = []
+    for d in pages:
+        title, chunks = r.manifest.document(d)
+        first = chunks[0]["text"] if chunks else ""
+        lines = [ln.strip("# ").strip() for ln in first.splitlines() if ln.strip() and not ln.startswith("#")]
+        heads.append(f"{title}. {' '.join(lines)[:300]}")
+    index = BM25sIndex(r.cfg.bm25)
+    index.build(pages, heads)
+    pvec = np.asarray(r.embedder.embed_documents(heads), dtype=np.float32)
+    for q in out:
+        toks = index.tokenize(q["q"])
+        bm = index._scores(toks) if toks else np.zeros(len(pages), np.float32)
+        de = pvec @ np.asarray(r.embed(q["q"]), dtype=np.float32)
+        zb = (bm - bm.mean()) / max(float(bm.std()), 1e-9)
+        zd = (de - de.mean()) / max(float(de.std()), 1e-9)
+        want = {c["doc"] for c in q["chunks"].values()}
+        q["page_z"] = {d: (float(zb[i]), float(zd[i])) for i, d in enumerate(pages) if d in want}
     ws.close()
+    saved.write_bytes(pickle.dumps({"key": key, "data": out}))
     return out
 
 
@@ -208,7 +248,7 @@ def setting_fns():
     s = {"bm25": lambda q: q["bm25"], "dense": lambda q: q["dense"]}
     for w in (0.1, 0.2, 0.3, 0.4, 0.5):
         s[f"zscore w={w}"] = z(w)
-    for cap in (2.0, 3.0, 4.0):
+    for cap in (4.0, 6.0, 8.0):
         for w in (0.3, 0.4, 0.5):
             s[f"zscore w={w} cap={cap:g}"] = z(w, cap=cap)
     for w in (0.3, 0.4, 0.5):
@@ -226,15 +266,20 @@ DEFAULT = "zscore w=0.3"
 
 # -- what follows fusion -----------------------------------------------------------------------
 def page_slots(q: dict, ranked: list[tuple[str, float]], collapse: bool, page_bonus: float = 0.0,
-               title_weight: float = 0.0) -> list[set[str]]:
+               title_weight: float = 0.0, title_mode: str = "both") -> list[set[str]]:
     """The pages each of the first hits adds (in order, a page once), after the optional duplicate
     collapsing and page evidence."""
     from llmctl.search import fusion as F
 
     chunks = q["chunks"]
     ranked = [(c, s) for c, s in ranked if c in chunks]
-    if page_bonus or title_weight:
+    if page_bonus:
         ranked = F.page_evidence(ranked, {c: chunks[c]["doc"] for c, _ in ranked}, page_bonus)
+    if title_weight:
+        pz = q["page_z"]
+        wb = {"both": 0.3, "bm25": 1.0, "dense": 0.0}[title_mode]
+        ranked = sorted(((c, s + title_weight * (wb * pz[chunks[c]["doc"]][0] + (1 - wb) * pz[chunks[c]["doc"]][1]))
+                         for c, s in ranked), key=lambda kv: (-kv[1], kv[0]))
     order = [c for c, _ in ranked]
     if collapse:
         groups = F.collapse(order[:60], lambda c: chunks[c]["text"], 12)
@@ -267,14 +312,15 @@ def sign_test(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def evaluate(data: dict[str, list[dict]], variants: dict) -> dict:
-    """variants: name -> (fusion name, collapse, page_bonus) -> per corpus, per half, metrics and
-    per-question arrays."""
+    """variants: name -> (fusion name, collapse, page_bonus, title_weight) -> per corpus, per half,
+    metrics and per-question arrays."""
     fns = setting_fns()
     res: dict = {}
-    for vname, (fname, collapse, bonus) in variants.items():
+    for vname, (fname, collapse, bonus, title, *mode) in variants.items():
         res[vname] = {}
         for corpus, qs in data.items():
-            per = [metrics(page_slots(q, fns[fname](q), collapse, bonus), set(q["pages"])) for q in qs]
+            per = [metrics(page_slots(q, fns[fname](q), collapse, bonus, title, *mode), set(q["pages"]))
+                   for q in qs]
             res[vname][corpus] = {"per": per, "half": [q["half"] for q in qs]}
     return res
 
@@ -318,7 +364,10 @@ def choose(res: dict, corpora: list[str], candidates_: list[str], half: str = "t
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--corpora", default=",".join(CORPORA))
+    ap.add_argument("--reuse", action="store_true", help="the last run's candidates, without syncing the index")
     a = ap.parse_args()
+    global REUSE
+    REUSE = a.reuse
     names = a.corpora.split(",")
     data = {}
     for name in names:
@@ -328,16 +377,19 @@ def main() -> None:
         print(f"{name}: {len(questions)} questions retrieved in {time.perf_counter() - t:.0f}s", flush=True)
 
     fusions = list(setting_fns())
-    variants = {f: (f, False, 0.0) for f in fusions}
+    variants = {f: (f, False, 0.0, 0.0) for f in fusions}
     res = evaluate(data, variants)
     fused = [f for f in fusions if f not in ("bm25", "dense")]
     pick, why = choose(res, names, fused)
     # what follows fusion, on the default and on the pick
     extra = {}
     for base in dict.fromkeys((DEFAULT, pick)):
-        extra[f"{base} +collapse"] = (base, True, 0.0)
+        extra[f"{base} +collapse"] = (base, True, 0.0, 0.0)
         for bonus in (0.1, 0.25, 0.5):
-            extra[f"{base} +collapse +page {bonus:g}"] = (base, True, bonus)
+            extra[f"{base} +collapse +page {bonus:g}"] = (base, True, bonus, 0.0)
+        for title in (0.1, 0.2, 0.4):
+            extra[f"{base} +collapse +title {title:g}"] = (base, True, 0.0, title)
+            extra[f"{base} +collapse +title-bm25 {title:g}"] = (base, True, 0.0, title, "bm25")
     res.update(evaluate(data, extra))
 
     report = {"corpora": {n: {"questions": len(data[n]), "tune": sum(q["half"] == "tune" for q in data[n])}

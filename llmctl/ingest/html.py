@@ -198,8 +198,8 @@ def _tidy(text: str) -> str:
 def html_to_text(html: str) -> tuple[str, str]:
     """(title, main text) of an HTML page; headings rendered as Markdown '#' lines.
 
-    The title is the page's first ``<h1>``, or its ``<title>`` when that h1 is a numbered or
-    generic section heading (see ``page_title``)."""
+    The title is the page's first ``<h1>``, or its ``<title>`` when that h1 is a generic or
+    numbered section heading (see ``page_title``)."""
     parser = None
     for main_only in ((True, False) if MAIN.search(html) else (False,)):
         parser = _MainText(main_only)
@@ -227,19 +227,27 @@ def _clean(text: str) -> str:
     return " ".join(text.replace("\u00b6", "").split())
 
 
+def _bare(heading: str) -> str:
+    """The heading without its number: "2.3 Syntax" -> "syntax"."""
+    return NUMBERED.sub(lambda m: m.group(0)[-1], heading).strip(" :.-").lower()
+
+
 def _generic(heading: str) -> bool:
-    bare = NUMBERED.sub(lambda m: m.group(0)[-1], heading).strip(" :.-").lower()
-    return bare in GENERIC
+    return _bare(heading) in GENERIC
 
 
 def page_title(h1: str, title: str) -> str:
-    """The page's title for citations: its first ``<h1>``, unless that heading is numbered
-    ("1. Overview") or generic ("Introduction") and ``<title>`` is not — a numbered h1 is the
-    first section of a long page (SQLite's, DocBook's, texinfo's), whose ``<title>`` names the
-    page. A page with no h1 uses its ``<title>``; with neither, ""."""
+    """The page's title for citations: its first ``<h1>``, unless that heading is generic
+    ("1. Overview", "Introduction") or numbered and not what ``<title>`` names ("1. Syntax" on a
+    page titled "The WITH Clause"): then a numbered h1 is the first section of a long page
+    (SQLite's, texinfo's), and ``<title>`` names the page. A numbered chapter whose ``<title>``
+    repeats it (Sphinx's "4. More Control Flow Tools — Python documentation") keeps its h1. A
+    page with no h1 uses its ``<title>``; with neither, ""."""
     h1, title = _clean(h1), _clean(title)
     if not h1:
         return title
-    if title and (NUMBERED.match(h1) or _generic(h1)) and not _generic(title):
+    if not title or _generic(title):
+        return h1
+    if _generic(h1) or (NUMBERED.match(h1) and _bare(h1) not in title.lower()):
         return title
     return h1

@@ -61,8 +61,8 @@ def fuse_zscore(scores: dict[str, dict[str, float]], stats: dict[str, tuple[floa
     candidate's score per retriever where known; an unknown one counts as that retriever's
     lowest known score.
 
-    ``cap``: no z-score counts above it. BM25's distribution has a long tail (most chunks score
-    0), so one rare keyword gives z-scores of 10-30 that outvote any dense evidence.
+    ``cap``: no BM25 z-score counts above it. BM25's distribution has a long tail (most chunks
+    score 0), so one rare keyword gives z-scores of 10-30 that outvote any dense evidence.
     ``support``: BM25's part of a chunk's score is scaled by its dense z-score over ``support``
     (clipped to [0, 1]): a keyword match the embedding does not back up counts less."""
     ids = {cid for by_id in scores.values() for cid in by_id}
@@ -71,7 +71,7 @@ def fuse_zscore(scores: dict[str, dict[str, float]], stats: dict[str, tuple[floa
         mean, sd = stats[name]
         floor = min(by_id.values(), default=mean)
         zs = {cid: (by_id.get(cid, floor) - mean) / max(sd, 1e-9) for cid in ids}
-        z[name] = {cid: min(v, cap) for cid, v in zs.items()} if cap is not None else zs
+        z[name] = {cid: min(v, cap) for cid, v in zs.items()} if cap is not None and name == "bm25" else zs
     out = dict.fromkeys(ids, 0.0)
     for name, zs in z.items():
         w = weights.get(name, 0.0)

@@ -376,7 +376,9 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
     _check_unknown_env(unknown, cfg)
     cfg.source = source
     cfg.base_dir = base_dir
-    cfg.data_dir = _resolve(cfg.data_dir, base_dir)
+    # A path in the file is relative to the file; one from a flag or a variable, to the working
+    # directory (as in every CLI: `--data-dir d --config sub/x.yaml` means ./d, not sub/d).
+    cfg.data_dir = _resolve(cfg.data_dir, Path.cwd() if "data_dir" in sources else base_dir)
     for section in (cfg.embedding, cfg.rerank):  # assign only a change: fields_set says what the user set
         resolved = _resolve_model(section.model, base_dir)
         if resolved != section.model:

@@ -100,3 +100,14 @@ def test_single_underscore_env_typo_is_explained(monkeypatch):
     monkeypatch.setenv("LLMCTL_BM25_K1", "1.5")
     with pytest.raises(ConfigError, match="LLMCTL_BM25__K1"):
         load_config(None)
+
+
+def test_a_data_dir_flag_is_relative_to_the_working_directory_not_the_config(tmp_path, monkeypatch):
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "x.yaml").write_text("data_dir: from-file\n")
+    monkeypatch.chdir(tmp_path)
+    assert load_config(Path("sub/x.yaml")).data_dir == (sub / "from-file").resolve()
+    assert load_config(Path("sub/x.yaml"), {"data_dir": "d"}).data_dir == (tmp_path / "d").resolve()
+    monkeypatch.setenv("LLMCTL_DATA_DIR", "e")
+    assert load_config(Path("sub/x.yaml")).data_dir == (tmp_path / "e").resolve()

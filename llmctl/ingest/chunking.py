@@ -37,7 +37,7 @@ ASCII_PUNCTUATION = re.compile(r"[!-/:-@\[-`{-~]")
 
 # What a file yields (loaders and chunker). An index read with another version (or min_tokens)
 # re-reads every file on its next ingest and keeps the vectors of the chunks that come out the same.
-READER_VERSION = 2
+READER_VERSION = 3  # 3: MyST directives, HTML titles (generic or numbered <h1> -> <title>), declared charsets
 
 
 def reader_identity(cfg: ChunkingConfig) -> dict:

@@ -462,6 +462,39 @@ def trust(
     render.trust_report(entries, str(store.store_path()), listing=list_, as_json=as_json)
 
 
+models_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                         help="Fetch models into the local Hugging Face cache (the only command that goes online).")
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("pull")
+def models_pull(
+    name: Annotated[str | None, typer.Argument(
+        help="A hub repo id (default: the configured rerank.model).", show_default=False, metavar="[NAME]")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Download a model (a cross-encoder reranker or a sentence-transformers model) from the
+    Hugging Face Hub ($HF_ENDPOINT) into the local cache ($HF_HOME), check every file, load it
+    offline, and print its folder, size and sha256. Reranking then works offline.
+
+    Example: llmctl models pull cross-encoder/ms-marco-MiniLM-L-6-v2
+    """
+    from llmctl import render
+    from llmctl.models import pull
+
+    result = pull(name or _workspace().cfg.rerank.model)
+    if as_json:
+        render.print_json(result.to_dict())
+        return
+    mb = result.size_bytes / 1e6
+    sys.stdout.write(f"Pulled {result.name} ({result.kind}, loads offline)\n"
+                     f"  folder: {result.folder}\n"
+                     f"  size:   {mb:.1f} MB ({result.size_bytes} bytes, {result.files} files)\n"
+                     f"  sha256: {result.sha256}\n")
+    if result.note:
+        sys.stdout.write(f"  note:   {result.note}\n")
+
+
 # Typer vendors Click: reach its exception classes through the public BadParameter.
 _USAGE_ERROR = typer.BadParameter.__mro__[1]
 _CLICK_ERROR = typer.BadParameter.__mro__[2]

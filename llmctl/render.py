@@ -220,6 +220,8 @@ def status(st) -> None:
     r = st.reranker
     stdout.print(f"Reranker {r['model']}: {r['status']}" + (f" ({r['reason']}; results stay in fused order)"
                                                             if r.get("reason") else ""), markup=False)
+    if r.get("hint"):
+        stdout.print(f"  turn reranking on: {r['hint']}", markup=False)
     stdout.print(f"Cache: {st.cache['entries']} answer(s); spent today: {money(st.ledger['spent_today_usd'])}",
                  markup=False)
     for p in st.providers:
@@ -301,6 +303,10 @@ def _explain(result) -> None:
     rr = result.rerank
     stderr.print(f"Rerank: {rr['status']}" + (f" ({rr['reason']})" if rr.get("reason") else ""),
                  markup=False)
+    if rr.get("status") == "unavailable" and rr.get("model"):
+        from llmctl.models import pull_hint
+
+        stderr.print(f"  turn reranking on: {pull_hint(rr['model'])}", markup=False)
 
 
 def cost_report(report: dict) -> None:

@@ -366,7 +366,10 @@ class Workspace:
         try:
             locate(r.model, r.offline)
         except RerankUnavailable as exc:
-            return {**out, "status": "unavailable", "reason": str(exc), "fallback": "fused order"}
+            from llmctl.models import pull_hint
+
+            return {**out, "status": "unavailable", "reason": str(exc), "fallback": "fused order",
+                    "hint": pull_hint(r.model)}
         return {**out, "status": "available"}
 
     def _invalidate_cache(self, chunk_ids: list[str]) -> int:

@@ -43,7 +43,7 @@ def locate(name: str, offline: bool) -> Path:
     try:
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(name, local_files_only=offline))
+        return Path(snapshot_download(name, local_files_only=offline, cache_dir=str(_hub_cache())))
     except Exception:  # noqa: BLE001 - any hub failure means: not available here
         raise RerankUnavailable(f"reranker '{name}' was not found {where}") from None
 

@@ -437,10 +437,8 @@ def eval_outputs(outcome, *, json_out, junit_out, md_out, html_out, stages: bool
                       "-" if t is None else f"{t['threshold']:.3f}", verdict)
     stdout.print(table)
     failed = [c for c in r["cases"] if not c["passed"]]
-    skipped = sum(1 for c in r["cases"] if c["answer_status"] == "skipped")
     stdout.print(f"Cases: {len(r['cases']) - len(failed)} passed, {len(failed)} failed"
-                 + (f", {skipped} answer check(s) skipped (no llm.providers)" if skipped else "")
-                 + f". Latency p50 {r['latency_ms']['p50']} ms, p95 {r['latency_ms']['p95']} ms "
+                 f". Latency p50 {r['latency_ms']['p50']} ms, p95 {r['latency_ms']['p95']} ms "
                  f"(model loading {r['load_seconds']} s apart); "
                  f"cost {money(r['cost_usd'])}; {r['seconds']} s.", markup=False)
     for c in failed:
@@ -450,17 +448,14 @@ def eval_outputs(outcome, *, json_out, junit_out, md_out, html_out, stages: bool
     for line in rep.gate_lines(r):  # pass rate, flaky cases, clusters, power, sequential stopping
         (warn(line[9:]) if line.startswith("warning: ") else stdout.print(line, markup=False))
     b = r.get("baseline")
-    if b:
-        if not b["comparable"]:
-            warn(f"baseline {b['message']}; no regression check was made")
-        else:
-            stdout.print(f"Baseline: compared on the {rep.shared_cases_text(b)}.", markup=False)
-            for note in b.get("notes", []):
-                warn(f"baseline: {note}")
-            for row in b["metrics"]:
-                flag = "  REGRESSED" if row["regressed"] else ""
-                stdout.print(f"  {row['metric']}: {row['baseline']:.3f} -> {row['value']:.3f} "
-                             f"({rep.test_text(row)}){flag}", markup=False)
+    if b and b["comparable"]:
+        stdout.print(f"Baseline: compared on the {rep.shared_cases_text(b)}.", markup=False)
+        for note in b.get("notes", []):
+            warn(f"baseline: {note}")
+        for row in b["metrics"]:
+            flag = "  REGRESSED" if row["regressed"] else ""
+            stdout.print(f"  {row['metric']}: {row['baseline']:.3f} -> {row['value']:.3f} "
+                         f"({rep.test_text(row)}){flag}", markup=False)
     if outcome.ab:
         a, b2 = outcome.ab["a"], outcome.ab["b"]
         stdout.print(f"A/B: A={a['config']} ({a['stage']})  B={b2['config']} ({b2['stage']})", markup=False)
@@ -468,8 +463,8 @@ def eval_outputs(outcome, *, json_out, junit_out, md_out, html_out, stages: bool
             t = outcome.ab["paired"].get(m)
             said = rep.test_text(t) if t else f"{d:+.3f}"
             stdout.print(f"  {m}: {a['metrics'][m]:.3f} vs {b2['metrics'][m]:.3f} ({said})", markup=False)
-    if r["rerank"].get("status") == "unavailable":
-        warn(f"reranker unavailable ({r['rerank'].get('reason')}): the final stage is hybrid")
+    for notice in rep.notices(r):  # the same lines as in the JUnit and Markdown reports
+        warn(notice)
     for w in written:
         stdout.print(f"Wrote {w}", markup=False)
 

@@ -181,3 +181,22 @@ def test_plan_states_the_detectable_drop_without_a_model(tmp_path, data):
     plan = json.loads(r.stdout)
     assert plan["clusters"] < plan["cases"] and {m["metric"] for m in plan["metrics"]} >= {"mrr@10", "hit@3"}
     assert plan["warnings"] and "it needs ~" in plan["warnings"][0]  # 0.03 is below what 30 cases can see
+
+
+def test_every_report_format_says_what_the_run_did_not_do(data):
+    """A CI summary that omits 'answer checks skipped' reads as a full pass."""
+    import html
+    from pathlib import Path
+
+    from llmctl import Workspace
+    from llmctl.evals import report as rep
+
+    suite = Path(__file__).resolve().parent.parent / "configs" / "sample-suite.yaml"
+    with Workspace(data_dir=data) as ws:
+        outcome = ws.evaluate(suite)
+    said = rep.notices(outcome.report)
+    assert any(n.endswith("answer check(s) skipped: no model configured (llm.providers)") for n in said), said
+    for text in (rep.markdown(outcome.report), rep.junit(outcome.report, outcome.result)):
+        assert all(n in text for n in said)
+    page = rep.html_page(outcome.report)
+    assert all(html.escape(n) in page for n in said)

@@ -116,6 +116,22 @@ def _case_failure(c) -> str | None:
     return None
 
 
+def notices(report: dict) -> list[str]:
+    """What the run did not do, said the same way in every format (terminal, JUnit, Markdown,
+    HTML): a green gate must not read as a full pass when checks were skipped."""
+    out = []
+    skipped = sum(1 for c in report["cases"] if c["answer_status"] == "skipped")
+    if skipped:
+        out.append(f"{skipped} answer check(s) skipped: no model configured (llm.providers)")
+    rr = report["rerank"]
+    if rr.get("status") == "unavailable":
+        out.append(f"reranker unavailable ({rr.get('reason')}): the final stage is hybrid")
+    b = report.get("baseline")
+    if b and not b["comparable"]:
+        out.append(f"baseline {b['message']}; no regression check was made")
+    return out
+
+
 def junit(report: dict, result: EvalResult) -> str:
     cases = result.cases
     failures = sum(1 for t in report["thresholds"] if not t["passed"])
@@ -165,7 +181,10 @@ def junit(report: dict, result: EvalResult) -> str:
         if not a["passed"]:
             ET.SubElement(tc, "failure", message=f"answer pass rate {a['value']:.3f} < {a['min_pass_rate']}")
             failures += 1
-    suite.set("tests", str(len(suite)))
+    said = notices(report)
+    if said:
+        ET.SubElement(suite, "system-err").text = "\n".join(f"warning: {n}" for n in said)
+    suite.set("tests", str(sum(1 for e in suite if e.tag == "testcase")))
     suite.set("failures", str(failures))
     return ET.tostring(suite, encoding="unicode")
 
@@ -182,6 +201,9 @@ def coverage_text(cov: dict) -> str:
 def markdown(report: dict) -> str:
     icon = "✅" if report["passed"] else "❌"
     lines = [f"## {icon} llmctl eval: {report['suite']}", ""]
+    said = notices(report)
+    if said:
+        lines += [f"> ⚠️ {n}" for n in said] + [""]
     metrics = list(next(iter(report["metrics"].values()), {}).keys())
     lines += ["| stage | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
     for stage, vals in report["metrics"].items():
@@ -264,6 +286,7 @@ def html_page(report: dict) -> str:
 <style>body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:3px 7px;font-size:13px}}tr.fail td{{background:#fde2e2}}</style></head>
 <body><h1>{'✅' if report['passed'] else '❌'} {e(report['suite'])}</h1>
+{''.join(f'<p><b>⚠️ {e(n)}</b></p>' for n in notices(report))}
 <p>final stage: <b>{e(report['final_stage'])}</b>; {len(report['cases'])} cases; latency p50
 {report['latency_ms']['p50']} ms, p95 {report['latency_ms']['p95']} ms; cost {money(report['cost_usd'])}</p>
 <h2>Metrics per stage</h2><p>{legend}</p>

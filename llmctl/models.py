@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -107,6 +108,17 @@ def _drop_snapshot(cache: Path, name: str) -> None:
 
 
 def _file_of(exc: BaseException) -> str | None:
+    """The repo file a failed transfer was fetching: from the request's URL, else the message."""
+    for e in (exc, exc.__cause__, exc.__context__):
+        try:
+            url = str(e.request.url)  # httpx errors carry their request (a RuntimeError when not)
+        except Exception:  # noqa: BLE001
+            continue
+        m = re.search(r"/resolve/[^/]+/([^?#]+)", url)
+        if m:
+            from urllib.parse import unquote
+
+            return unquote(m.group(1))
     m = re.search(r"\(\(([^)]+)\)\)|resolve/[^/\s]+/([^\s'\"]+)", str(exc))
     return (m.group(1) or m.group(2)) if m else None
 
@@ -122,6 +134,9 @@ def _download(name: str, cache: Path, hub: str, progress: bool) -> Path:
     saved_offline = constants.HF_HUB_OFFLINE
     constants.HF_HUB_OFFLINE = False
     (enable_progress_bars if progress else disable_progress_bars)()
+    hub_log = logging.getLogger("huggingface_hub")
+    saved_level = hub_log.level
+    hub_log.setLevel(logging.ERROR)  # its "retrying" warnings: the outcome is ours to report, in one line
     try:
         return Path(snapshot_download(name, cache_dir=str(cache), endpoint=hub, revision="main"))
     except hf_errors.RepositoryNotFoundError:
@@ -146,6 +161,7 @@ def _download(name: str, cache: Path, hub: str, progress: bool) -> Path:
             raise InputError(f"models pull: cannot write the Hugging Face cache {cache}: {what}") from None
         raise ProviderError(f"models pull: downloading {file or name} from {hub} failed: {what}") from None
     finally:
+        hub_log.setLevel(saved_level)
         constants.HF_HUB_OFFLINE = saved_offline
         for k, v in saved_env.items():
             if v is not None:

@@ -12,7 +12,8 @@ Exit codes (also in the README):
     5  IndexStateError (no index, or built with other settings)
     6  BusyError (another ingest holds the data dir)
     7  ProviderError (the LLM endpoint failed, refused the key, or is unreachable; or the shared
-       state (state.backend: redis) is, under a budget or rate limit)
+       state (state.backend: redis) is, under a budget or rate limit; models pull: the Hugging Face
+       hub is unreachable, or a file arrived truncated or corrupt)
     8  BudgetExceeded (a configured spend limit would be exceeded)
     9  EvalGateFailed (quality below a threshold, or regressed beyond the allowed drop)
    10  SpendAlert (cost-report --alerts: spend, calls or error rate far above the trailing baseline)

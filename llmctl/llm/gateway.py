@@ -241,23 +241,9 @@ class Gateway:
         cacheable = self.cache is not None and (
             self.cfg.temperature == 0 or not self.cfg.cache.only_deterministic)
 
-        vector = None
-        if cacheable:
-            now = self.clock.now()
-            for p in order:
-                hit = self.cache.get_exact(keys[p.name], now)
-                if hit:
-                    return self._serve(hit, request_id, route_info, on_token, question)
-            if self.cfg.cache.semantic and self.embed is not None:
-                vector = self.embed(question)
-                for p in order:
-                    hit, seen = self.cache.get_semantic(vector, question, self._scope(p),
-                                                        self.cfg.cache.semantic_threshold, now,
-                                                        chunk_ids=chunk_ids)
-                    if hit:
-                        return self._serve(hit, request_id, route_info, on_token, question)
-                    if seen.get("rejected"):
-                        log.info("semantic cache: near miss %s", seen["rejected"])
+        hit, vector = self._lookup(order, keys, question, chunk_ids) if cacheable else (None, None)
+        if hit:
+            return self._serve(hit, request_id, route_info, on_token, question)
 
         order = self._cheaper_first(order, prompt_tokens)
         deadline = self.clock.monotonic() + self.cfg.deadline
@@ -348,17 +334,41 @@ class Gateway:
             if provider is not order[-1] and (last is not None or refusals):
                 why = last.kind if last is not None else "budget"
                 self.warn(f"provider '{provider.name}' failed ({why}); falling back to the next one")
+        raise self._give_up(refusals, last)
+
+    def _lookup(self, order: list[ProviderConfig], keys: dict[str, str], question: str,
+                chunk_ids: list[str]) -> tuple[CacheHit | None, object]:
+        """(a cached answer for any of the providers, exact first then semantic, or None; the
+        question's vector when one was computed, so a fresh answer is stored with it)."""
+        now = self.clock.now()
+        for p in order:
+            hit = self.cache.get_exact(keys[p.name], now)
+            if hit:
+                return hit, None
+        if not (self.cfg.cache.semantic and self.embed is not None):
+            return None, None
+        vector = self.embed(question)
+        for p in order:
+            hit, seen = self.cache.get_semantic(vector, question, self._scope(p), self.cfg.cache.semantic_threshold,
+                                                now, chunk_ids=chunk_ids)
+            if hit:
+                return hit, vector
+            if seen.get("rejected"):
+                log.info("semantic cache: near miss %s", seen["rejected"])
+        return None, vector
+
+    def _give_up(self, refusals: list[str], last: AttemptFailed | None) -> Exception:
+        """The error when no provider answered: a budget refusal wins (it is the user's to lift)."""
         if refusals:  # nothing answered, and at least one provider was not called for money
-            b = self.cfg.budget
             hint = ("only cached answers are allowed now (llm.budget.on_exceed: cache_only)"
-                    if b.on_exceed == "cache_only"
+                    if self.cfg.budget.on_exceed == "cache_only"
                     else "raise the limit in llm.budget or wait for the next period")
             more = f" (and {len(refusals) - 1} more refusal(s))" if len(refusals) > 1 else ""
             before = f" (after '{last}')" if last is not None else ""
-            raise BudgetExceeded(f"Budget exceeded: {refusals[0]}{more}{before}; {hint}")
+            return BudgetExceeded(f"Budget exceeded: {refusals[0]}{more}{before}; {hint}")
         if last is None:
-            raise ProviderError("No provider could take the request")
-        raise ProviderError(f"All providers failed; last error: {last}")
+            return ProviderError("No provider could take the request")
+        return ProviderError(f"All providers failed; last error: {last}")
 
     def _cheaper_first(self, order: list[ProviderConfig], prompt_tokens: int) -> list[ProviderConfig]:
         """llm.budget.on_exceed 'cheaper': when the first provider would break the budget, try the

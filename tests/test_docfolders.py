@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from cli import child_env
 from typer.testing import CliRunner
 
 from llmctl import Workspace
@@ -24,8 +25,6 @@ from llmctl.ingest.discover import UNSUPPORTED, discover
 from llmctl.ingest.loaders import PLAIN, SkipFile, kind_of, load_documents
 from llmctl.ingest.markup import clean_myst
 from llmctl.records import SkippedFile
-
-from cli import child_env
 
 PAGE_MD = """# Configuration
 

@@ -13,7 +13,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-
 from cli import assert_clean_error, invoke
 
 REPO = "test-org/tiny-reranker"

@@ -269,6 +269,10 @@ def query_result(result, explain: bool = False) -> None:
             from llmctl.search.pipeline import SKIPPED
 
             stderr.print(SKIPPED["no_model"], style="dim", markup=False, highlight=False)
+    rr = result.rerank
+    if rr.get("status") == "unavailable" and not explain:  # --explain says it in its trace
+        stderr.print(f"reranking did not run ({rr.get('reason')}); turn it on: llmctl models pull {rr.get('model')}",
+                     style="dim", markup=False, highlight=False)
     if explain:
         _explain(result)
 

@@ -60,10 +60,12 @@ def _tracer(cfg) -> Any:
 
 
 @contextlib.contextmanager
-def trace(cfg, name: str, question: str | None = None, **attrs) -> Iterator[None]:
-    """One trace (a root span) around a query or an eval case; nothing at all when telemetry is off."""
+def trace(cfg, name: str, question: str | None = None, **attrs) -> Iterator[Any]:
+    """One trace (a root span) around a query or an eval case; nothing at all when telemetry is off.
+    Yields a handle (None when off) that ``resume`` continues the trace with, on another thread
+    and after this block ended: an eval case's answer, asked later on a worker thread."""
     if not cfg.telemetry.otlp_endpoint:
-        yield
+        yield None
         return
     provider = _tracer(cfg)
     tracer = provider.get_tracer("llmctl")
@@ -74,13 +76,33 @@ def trace(cfg, name: str, question: str | None = None, **attrs) -> Iterator[None
     try:
         with tracer.start_as_current_span(name, attributes=_clean(attrs)) as span:
             try:
-                yield
+                from opentelemetry import context
+
+                yield (state, context.get_current(), provider, cfg.telemetry.timeout)
             except BaseException as exc:
                 span.set_attribute("error.type", type(exc).__name__)
                 raise
     finally:
         _active.reset(token)
         provider.force_flush(int(cfg.telemetry.timeout * 1000))
+
+
+@contextlib.contextmanager
+def resume(handle: Any) -> Iterator[None]:
+    """Continue the trace ``handle`` came from (``trace``'s): spans made here join it."""
+    if handle is None:
+        yield
+        return
+    from opentelemetry import context
+
+    state, ctx, provider, timeout = handle
+    token, attached = _active.set(state), context.attach(ctx)
+    try:
+        yield
+    finally:
+        context.detach(attached)
+        _active.reset(token)
+        provider.force_flush(int(timeout * 1000))
 
 
 @contextlib.contextmanager

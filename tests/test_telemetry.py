@@ -122,6 +122,36 @@ def test_a_query_is_one_trace_with_a_span_per_stage_and_per_model_attempt(tmp_pa
     assert any(QUESTION in t for t in texts) == store_prompts  # the question only when prompts are stored
 
 
+def test_each_eval_case_is_one_trace_with_its_retrieval_and_its_answer(tmp_path, data, fake_llm, receiver):
+    """The answer is asked later, on a worker thread: it still joins its case's trace."""
+    fake_llm.script.extend([Reply(text="Seven daily snapshots [1]."), Reply(text="Thirty days [1].")])
+    cfg = tmp_path / "llmctl.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "rerank": {"enabled": False}, "telemetry": {"otlp_endpoint": receiver.url},
+        "llm": {"cache": {"enabled": False}, "providers": [
+            {"name": "local", "base_url": fake_llm.base_url, "model": "tiny", "retries": 0}]}}))
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(yaml.safe_dump({"name": "two", "cases": [
+        {"id": "daily", "query": QUESTION, "expected": ["guides/retention-policies.md"],
+         "answer": {"contains": ["daily"]}},
+        {"id": "keys", "query": "How long are encryption keys kept?", "expected": ["guides/encryption.md"],
+         "answer": {"contains": ["days"]}}]}))
+    with Workspace(config_path=cfg, data_dir=data) as ws:
+        ws.evaluate(suite)
+
+    traces: dict[bytes, list] = {}
+    for s in receiver.spans:
+        traces.setdefault(s.trace_id, []).append(s)
+    assert len(traces) == 2
+    for spans in traces.values():
+        [root] = [s for s in spans if not s.parent_span_id]
+        assert root.name == "llmctl.eval_case" and attrs(root)["llmctl.suite"] == "two"
+        names = {s.name for s in spans if s.parent_span_id == root.span_id}
+        assert {"embed", "dense", "bm25", "fusion", "chat tiny"} <= names, sorted(names)
+    assert sorted(attrs(r)["llmctl.case"] for spans in traces.values() for r in spans if not r.parent_span_id) \
+        == ["daily", "keys"]
+
+
 def test_telemetry_off_imports_no_opentelemetry():
     code = ("import sys, llmctl.cli, llmctl.workspace, llmctl.search.pipeline, llmctl.llm.gateway, llmctl.telemetry; "
             "print(sorted(m for m in sys.modules if m.startswith('opentelemetry')))")

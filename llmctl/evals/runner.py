@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from llmctl import __version__
+from llmctl import __version__, telemetry
 from llmctl.config import Config
 from llmctl.errors import BudgetExceeded, ConfigError, ProviderError
 from llmctl.evals.judge import JudgeError, judge, judge_messages, parse_verdict
@@ -38,6 +38,7 @@ class CaseResult:
     error: str | None = None
     cost_usd: float | None = None
     runs: list[dict] = field(default_factory=list)  # one per repeat: {"answer", "checks", "passed"}
+    trace: object = field(default=None, repr=False, compare=False)  # telemetry.trace's handle, or None
 
     @property
     def passed(self) -> bool:
@@ -215,7 +216,9 @@ def run_suite(
     for case in cases:
         t = time.perf_counter()
         clock = _Clock()
-        got = retrieve(case.query, cfg, QueryOptions(), retriever, reranker, clock, [], fetch_all=True)
+        with telemetry.trace(cfg, "llmctl.eval_case", case.query, **{"llmctl.case": case.id,
+                                                                      "llmctl.suite": suite.name}) as traced:
+            got = retrieve(case.query, cfg, QueryOptions(), retriever, reranker, clock, [], fetch_all=True)
         load += clock.timings.get("load", 0.0)  # loading models is not answering this case
         rerank_info = got.rerank
         ranked = _doc_rankings(got)
@@ -225,6 +228,7 @@ def run_suite(
         metrics = {s: {m: compute(m, r, qrels) for m in suite.all_metrics()} for s, r in ranked.items()}
         res = CaseResult(case, qrels, {s: r[:20] for s, r in ranked.items()}, metrics,
                          (time.perf_counter() - t - clock.timings.get("load", 0.0)) * 1000)
+        res.trace = traced  # its answer, asked later on a worker thread, joins this case's trace
         results.append(res)
         if case.answer is not None and use_llm:  # answered below, concurrently, from this retrieval
             pending.append((res, prepare(case.query, cfg, QueryOptions(), retriever, reranker, Notes(),
@@ -299,12 +303,13 @@ def _answer_all(pending: list[tuple[CaseResult, Prepared]], suite: Suite, cfg: C
         tape = Repeat(cassette, r) if cassette is not None and r else cassette
         gw = gateways.call(cfg=llm, command="eval", cassette=tape, count_tokens=prep.counter.count,
                            embed=retriever.embed)
-        q = answer(prep, gw)
-        if q.error is not None:
-            raise q.error
-        checks = check_answer(q.completion.text, res.case.answer)
-        if suite.judge:
-            checks += _judge_checks(cfg, res.case, q, tape, gateways, llm)
+        with telemetry.resume(res.trace):  # the answer and its judge join the case's trace
+            q = answer(prep, gw)
+            if q.error is not None:
+                raise q.error
+            checks = check_answer(q.completion.text, res.case.answer)
+            if suite.judge:
+                checks += _judge_checks(cfg, res.case, q, tape, gateways, llm)
         return {"answer": q.completion.text, "cost_usd": q.completion.cost_usd, "checks": checks,
                 "passed": all(c["passed"] for c in checks)}
 

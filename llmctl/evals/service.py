@@ -70,9 +70,8 @@ def run_eval(
 ) -> EvalOutcome:
     if beir is not None:
         corpus, suite = load_beir(beir, split)
-        cfg = load({})
-        cfg.data_dir = DataDir(cfg.data_dir).beir(beir)
-        _ingest_beir(corpus, cfg, progress)
+        cfg = _beir_config(load({}), beir)
+        _ingest_beir(corpus, cfg.model_copy(update={"base_dir": corpus.parent.resolve()}), progress)
     else:
         suite = load_suite(suite_path)
         cfg = load(flatten(suite.config))
@@ -94,7 +93,7 @@ def run_eval(
     if against is not None:
         other_cfg = load(flatten(suite.config), against)
         if beir is not None:
-            other_cfg.data_dir = DataDir(other_cfg.data_dir).beir(beir)
+            other_cfg = _beir_config(other_cfg, beir)
         other = _run(suite, other_cfg, limit, tags, answers, progress, cassette, batch, gateways=gateways)
         paired = gate.paired(result, other)
         a, b = result.aggregate()[result.final_stage], other.aggregate()[other.final_stage]
@@ -132,9 +131,14 @@ def _run(suite: Suite, cfg: Config, limit, tags, answers, progress, cassette, ba
     return result
 
 
+def _beir_config(cfg: Config, beir: Path) -> Config:
+    """``cfg`` on the dataset's own index under its data dir (a copy: a loaded config never changes)."""
+    return cfg.model_copy(update={"data_dir": DataDir(cfg.data_dir).beir(beir)})
+
+
 def _ingest_beir(corpus: Path, cfg: Config, progress) -> None:
-    """The dataset gets its own index under the data dir; re-runs are a quick no-op sync."""
+    """The dataset gets its own index under the data dir; re-runs are a quick no-op sync.
+    ``cfg.base_dir``: the dataset's folder, so sources read 'corpus.jsonl'."""
     from llmctl.ingest.pipeline import ingest
 
-    cfg.base_dir = corpus.parent.resolve()
     ingest([corpus], cfg, progress=progress)

@@ -54,7 +54,7 @@ def test_tools_search_fetch_status_and_errors(tmp_path, index):
         doc = _json(await s.call_tool("get_document", {"doc_id": chunk["doc_id"]}))
         status = _json(await s.call_tool("status", {}))
         errors = [await s.call_tool("search", {"query": "x", "where": ["size=3"]}),
-                  await s.call_tool("search", {"query": "x", "k": 500}),
+                  await s.call_tool("search", {"query": "x", "k": 0}),  # the core's own check
                   await s.call_tool("get_chunk", {"id": "no-such-id"}),
                   await s.call_tool("search", {"k": 3})]
         after = _json(await s.call_tool("search", {"query": question, "k": 1}))["hits"]  # still serving

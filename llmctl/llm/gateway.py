@@ -94,6 +94,8 @@ class AnswerInterrupted(ProviderError):
 
 
 class Gateway:
+    _view = False  # a per-call view (for_call) shares its gateway's files and closes nothing
+
     def __init__(self, cfg: LLMConfig, data_dir: Path, *, config_source: str = "config",
                  command: str = "query", tag: str | None = None, clock: Clock | None = None,
                  rng: random.Random | None = None, count_tokens: Callable[[str], int] | None = None,
@@ -124,8 +126,6 @@ class Gateway:
         if self.cache:
             self.cache.close()
 
-    _view = False
-
     def for_call(self, *, cfg: LLMConfig | None = None, command: str | None = None, tag: str | None = None,
                  warn: Callable[[str], None] | None = None, cassette: Cassette | None = None,
                  count_tokens: Callable[[str], int] | None = None,
@@ -148,7 +148,6 @@ class Gateway:
         elif self.cache is None:  # the first call here that wants the cache opens it, once
             self.cache = view.cache = self.state.open_cache(self.clock.now())
         return view
-
 
     # -- helpers ----------------------------------------------------------------------
     def _row(self, request_id: str, status: str, settles: str | None = None, **kw) -> None:

@@ -112,3 +112,13 @@ def test_mcp_refuses_arguments_it_does_not_declare(ws):
 
     with pytest.raises(ToolError, match="top_k"):
         anyio.run(call)
+
+
+@pytest.mark.parametrize(("kwargs", "word"), MCP_BAD)
+def test_serve_http_400_with_the_same_message(ws, kwargs, word):
+    """The fourth door: serve passes the body to the Workspace, which refuses it (400, its message)."""
+    from test_serve import Running
+
+    with Running(ws) as server:
+        code, body = server.json("POST", "/search", {"query": "How many daily snapshots are kept?", **kwargs})
+    assert code == 400 and body["error"]["type"] == "UsageError" and word in body["error"]["message"], body

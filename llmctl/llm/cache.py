@@ -175,6 +175,31 @@ def question_tokens(question: str) -> tuple[str, ...]:
     return tuple(_SAME_WORD.get(w, w) for w in words)
 
 
+def same_question(candidates, vector: np.ndarray, question: str, threshold: float) -> tuple[tuple | None, dict]:
+    """The semantic cache's choice, for every store: among ``(entry, embedding bytes, the question it
+    answered or None)``, the most similar entry at ``threshold`` or above whose question ``guard``
+    accepts. ``((entry, similarity), {})``, or ``(None, {"rejected": ...})`` naming the closest
+    refusal. Without a stored question (llm.store_prompts: false) the guard cannot run: no hit."""
+    best, best_sim, rejected = None, -1.0, None
+    for entry, blob, asked in candidates:
+        if not blob:
+            continue  # stored without an embedding
+        stored = np.frombuffer(blob, dtype=np.float32)
+        if stored.shape != vector.shape:  # another embedding model wrote it
+            continue
+        sim = float(np.dot(stored, vector))
+        if sim < threshold or sim <= best_sim:
+            continue
+        reason = guard(question, asked) if asked is not None else "question not stored"
+        if reason:
+            rejected = {"similarity": round(sim, 4), "reason": reason}
+            continue
+        best, best_sim = entry, sim
+    if best is None:
+        return None, {"rejected": rejected} if rejected else {}
+    return (best, best_sim), {}
+
+
 def guard(q1: str, q2: str) -> str | None:
     """Why two questions must not share an answer, or None if they are the same question."""
     a, b = question_tokens(q1), question_tokens(q2)
@@ -259,23 +284,11 @@ class ResponseCache:
             "SELECT key, provider, model, answer, usage, cost_usd, sources, question, embedding "
             "FROM entries WHERE scope = ? AND expires > ? AND embedding IS NOT NULL",
             (retrieval_scope(scope, chunk_ids), now)).fetchall()
-        best, best_sim, rejected = None, -1.0, None
-        for row in rows:
-            stored = np.frombuffer(row[8], dtype=np.float32)
-            if stored.shape != vector.shape:  # another embedding model wrote it
-                continue
-            sim = float(np.dot(stored, vector))
-            if sim < threshold or sim <= best_sim:
-                continue
-            # Without the stored question (llm.store_prompts: false) the guard cannot run: no hit.
-            reason = guard(question, row[7]) if row[7] is not None else "question not stored"
-            if reason:
-                rejected = {"similarity": round(sim, 4), "reason": reason}
-                continue
-            best, best_sim = row, sim
-        if best is None:
-            return None, {"rejected": rejected} if rejected else {}
-        return self._hit(best[:7], "semantic", now, best_sim, best[7]), {}
+        match, refused = same_question(((row, row[8], row[7]) for row in rows), vector, question, threshold)
+        if match is None:
+            return None, refused
+        row, sim = match
+        return self._hit(row[:7], "semantic", now, sim, row[7]), {}
 
     def put(self, key: str, scope: str, now: float, ttl_s: float, hit: CacheHit, chunk_ids: list[str],
             question: str | None, vector: np.ndarray | None) -> None:

@@ -42,7 +42,7 @@ import numpy as np
 from llmctl.config import BudgetConfig, ProviderConfig, StateConfig
 from llmctl.datadir import DataDir
 from llmctl.errors import ConfigError, SharedStateUnavailable
-from llmctl.llm.cache import CacheHit, ResponseCache, guard, retrieval_scope
+from llmctl.llm.cache import CacheHit, ResponseCache, retrieval_scope, same_question
 from llmctl.llm.ledger import Ledger, Row, day_of
 from llmctl.llm.ratelimit import Limiter, limiter_for
 from llmctl.llm.store import CorruptFile
@@ -539,25 +539,16 @@ class RedisCache:
         except self.state.errors as exc:
             _warn_once(self.state.warn, _cache_off(self.state, exc))
             return None, {}
-        best, best_sim, rejected = None, -1.0, None
+        candidates = []
         for k, e in zip(keys, entries, strict=True):
-            if not e or not e.get(b"embedding"):
-                continue  # expired, invalidated, or stored without an embedding
-            stored = np.frombuffer(e[b"embedding"], dtype=np.float32)
-            if stored.shape != vector.shape:
-                continue
-            sim = float(np.dot(stored, vector))
-            if sim < threshold or sim <= best_sim:
-                continue
-            asked = e[b"question"].decode() if e.get(b"question") else None
-            reason = guard(question, asked) if asked is not None else "question not stored"
-            if reason:
-                rejected = {"similarity": round(sim, 4), "reason": reason}
-                continue
-            best, best_sim = (k, e, asked), sim
-        if best is None:
-            return None, {"rejected": rejected} if rejected else {}
-        return self._hit(best[0][len(self.p) + 2:], best[1], "semantic", best_sim, best[2]), {}
+            if e:  # an empty entry: expired or invalidated
+                asked = e[b"question"].decode() if e.get(b"question") else None
+                candidates.append(((k, e, asked), e.get(b"embedding"), asked))
+        match, refused = same_question(candidates, vector, question, threshold)
+        if match is None:
+            return None, refused
+        (k, e, asked), sim = match
+        return self._hit(k[len(self.p) + 2:], e, "semantic", sim, asked), {}
 
     def put(self, key, scope, now, ttl_s, hit, chunk_ids, question, vector):
         entry = self.p + "e:" + key

@@ -106,7 +106,7 @@ class Workspace:
         thread and handed to query, eval and generate (``GatewayPool.call``)."""
         from llmctl.llm.gateway import GatewayPool
 
-        return GatewayPool(self.cfg.llm, self.cfg.data_dir, config_source=self.cfg.source, state=self.cfg.state)
+        return GatewayPool(self.cfg)
 
     @cached_property
     def reranker(self):

@@ -244,7 +244,7 @@ def run_suite(
         _answer_batch(pending, suite, cfg, on_case)
     elif pending:
         own = gateways is None  # a Workspace hands its gateways down; a script gets its own for the run
-        gateways = gateways or GatewayPool(cfg.llm, cfg.data_dir, config_source=cfg.source, state=cfg.state)
+        gateways = gateways or GatewayPool(cfg)
         try:
             sequential = _answer_all(pending, suite, cfg, retriever, on_case, cassette, gateways,
                                      stop_when_decided, baseline_rates)

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from llmctl import telemetry
-from llmctl.config import LLMConfig, ProviderConfig, StateConfig
+from llmctl.config import Config, LLMConfig, ProviderConfig, StateConfig
 from llmctl.errors import BudgetExceeded, ProviderError, SharedStateUnavailable
 from llmctl.llm import policy
 from llmctl.llm.cache import CacheHit, is_time_sensitive, request_key
@@ -446,8 +446,8 @@ class GatewayPool:
     per thread (SQLite connections stay in the thread that opened them) and shared by every call
     made there, through ``Gateway.for_call``."""
 
-    def __init__(self, cfg: LLMConfig, data_dir: Path, *, config_source: str, state: StateConfig | None):
-        self.cfg, self.data_dir, self.source, self.state = cfg, Path(data_dir), config_source, state
+    def __init__(self, cfg: Config):
+        self.cfg, self.data_dir, self.source, self.state = cfg.llm, Path(cfg.data_dir), cfg.source, cfg.state
         self._local = threading.local()
         self._all: list[Gateway] = []
         self._lock = threading.Lock()

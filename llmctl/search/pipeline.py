@@ -332,7 +332,7 @@ def run_query(
     if own:
         from llmctl.llm.gateway import GatewayPool
 
-        gateways = GatewayPool(cfg.llm, cfg.data_dir, config_source=cfg.source, state=cfg.state)
+        gateways = GatewayPool(cfg)
     gateway = gateways.call(command=command, tag=opts.tag, warn=notes) if wants_model else None
     try:
         with telemetry.trace(cfg, "llmctl.query", question, **{"llmctl.command": command, "llmctl.tag": opts.tag}):

@@ -94,7 +94,7 @@ class VectorStore:
         to new ones). Writers call this; other processes see it when they next open the store."""
         current = (self.collection.configuration_json or {}).get("hnsw", {}).get("ef_search")
         if current != self.ef_search:
-            self.collection.modify(configuration={"hnsw": {"ef_search": self.ef_search}})
+            _retried(self.collection.modify, configuration={"hnsw": {"ef_search": self.ef_search}})
 
     @classmethod
     def embedded(cls, path: Path, collection: str = "llmctl_chunks", ef_search: int = 400) -> VectorStore:
@@ -129,7 +129,7 @@ class VectorStore:
 
     def drop(self) -> None:
         """Delete the collection (ingest --rebuild against a server)."""
-        self.client.delete_collection(self.collection.name)
+        _retried(self.client.delete_collection, self.collection.name)
 
     def count(self) -> int:
         return _retried(self.collection.count)
@@ -177,7 +177,7 @@ def _retried(call, *args, **kwargs):
     (an ingest, a server's reader) holds the file for a moment, and that error comes at once, more
     often on a loaded machine. Matched by message: importing chromadb.errors costs ~0.7 s."""
     return while_locked(lambda: call(*args, **kwargs), lambda exc: "database is locked" in str(exc),
-                        first_pause=0.05, max_pause=1.0)
+                        patience=30.0, first_pause=0.05, max_pause=1.0)
 
 
 def _settings():

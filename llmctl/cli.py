@@ -9,7 +9,39 @@ from typing import Annotated
 
 import typer
 
+
+class _PlainArgument(typer.core.TyperArgument):
+    """An argument shown as it is typed, in the usage line (``PATH...``, ``[SUITE]...``) and in
+    the argument list (``PATH...``), not as Typer shows it (``{PATH}...``, ``PATH <list[Path]>``)."""
+
+    def _plain_name(self) -> str:
+        return (self.metavar or (self.name or "").upper()) + ("..." if self.nargs != 1 else "")
+
+    def get_usage_pieces(self, ctx) -> list[str]:
+        name = self.metavar or (self.name or "").upper()
+        return [(name if self.required else f"[{name}]") + ("..." if self.nargs != 1 else "")]
+
+    def get_help_record(self, ctx):
+        record = super().get_help_record(ctx)
+        return None if record is None else (self._plain_name(), record[1])
+
+
+class _Group(typer.core.TyperGroup):
+    """The command group whose commands' (and subgroups' commands') arguments show as typed."""
+
+    def __init__(self, **attrs) -> None:
+        super().__init__(**attrs)
+        groups = [self]
+        while groups:
+            for command in groups.pop().commands.values():
+                groups.extend([command] if isinstance(command, typer.core.TyperGroup) else [])
+                for param in command.params:
+                    if type(param) is typer.core.TyperArgument:
+                        param.__class__ = _PlainArgument
+
+
 app = typer.Typer(
+    cls=_Group,
     no_args_is_help=True,
     add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
     pretty_exceptions_enable=False,
@@ -197,7 +229,7 @@ def query(
 @app.command(name="eval")
 def eval_(
     suites: Annotated[list[Path] | None, typer.Argument(
-        help="Golden-query suite (YAML).", show_default=False, metavar="[SUITE]")] = None,
+        help="Golden-query suite (YAML).", show_default=False, metavar="SUITE")] = None,
     beir: Annotated[Path | None, typer.Option(help="A BEIR dataset folder instead of a suite.", metavar="DIR")] = None,
     split: Annotated[str, typer.Option(help="BEIR qrels split (qrels/<split>.tsv).", metavar="NAME")] = "test",
     stages: Annotated[bool, typer.Option("--stages", help="Show BM25, dense, hybrid, reranked apart.")] = False,
@@ -438,7 +470,7 @@ def mcp() -> None:
 @app.command()
 def trust(
     file: Annotated[Path | None, typer.Argument(
-        help="The config file (default: ./llmctl.yaml).", show_default=False, metavar="[FILE]")] = None,
+        help="The config file (default: ./llmctl.yaml).", show_default=False, metavar="FILE")] = None,
     list_: Annotated[bool, typer.Option("--list", help="Show every trusted file and whether it changed.")] = False,
     revoke: Annotated[bool, typer.Option("--revoke", help="Stop trusting FILE.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
@@ -470,7 +502,7 @@ app.add_typer(models_app, name="models")
 @models_app.command("pull")
 def models_pull(
     name: Annotated[str | None, typer.Argument(
-        help="A hub repo id (default: the configured rerank.model).", show_default=False, metavar="[NAME]")] = None,
+        help="A hub repo id (default: the configured rerank.model).", show_default=False, metavar="NAME")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """Download a model (a cross-encoder reranker or a sentence-transformers model) from the

@@ -154,7 +154,7 @@ CORPORA = {"scifact": corpus_scifact, "pydocs": corpus_pydocs, "postgresql": cor
            "apache": corpus_apache}
 
 
-CANDIDATES_FORMAT = 1  # bump when candidates() records something new
+CANDIDATES_FORMAT = 2  # bump when candidates() records something new
 REUSE = False
 
 
@@ -205,28 +205,22 @@ def candidates(name: str, files: Path, questions: list[dict]) -> list[dict]:
         f"SELECT doc_id, title FROM documents WHERE doc_id IN ({','.join('?' * len(docs))})", sorted(docs)).fetchall())
     for q in out:
         q["titles"] = titles
-    # page evidence: each page's title and first lines (its one-line summary, where it has one)
-    # against the question, BM25 and dense, as z-scores over the corpus's pages
-    from llmctl.index.keyword import BM25sIndex
+    # page evidence: each page's head (title and first lines, the product's index/pages.py) against
+    # the question. BM25: the product's own page index and z-scores. Dense (not shipped: it needs a
+    # vector per page): the heads embedded here, as z-scores over the corpus's pages.
+    from llmctl.index.pages import PageScores, head
 
-    pages = sorted(d for d, _ in r.manifest.document_sources())
-    heads = []
-    for d in pages:
-        title, chunks = r.manifest.document(d)
-        first = chunks[0]["text"] if chunks else ""
-        lines = [ln.strip("# ").strip() for ln in first.splitlines() if ln.strip() and not ln.startswith("#")]
-        heads.append(f"{title}. {' '.join(lines)[:300]}")
-    index = BM25sIndex(r.cfg.bm25)
-    index.build(pages, heads)
+    page_scores = PageScores.load(ws.data.pages)
+    assert page_scores is not None, "ingest builds the page index"
+    rows = list(r.manifest.page_heads())
+    pages, heads = [d for d, _, _ in rows], [head(t, text) for _, t, text in rows]
     pvec = np.asarray(r.embedder.embed_documents(heads), dtype=np.float32)
     for q in out:
-        toks = index.tokenize(q["q"])
-        bm = index._scores(toks) if toks else np.zeros(len(pages), np.float32)
-        de = pvec @ np.asarray(r.embed(q["q"]), dtype=np.float32)
-        zb = (bm - bm.mean()) / max(float(bm.std()), 1e-9)
-        zd = (de - de.mean()) / max(float(de.std()), 1e-9)
         want = {c["doc"] for c in q["chunks"].values()}
-        q["page_z"] = {d: (float(zb[i]), float(zd[i])) for i, d in enumerate(pages) if d in want}
+        zb = page_scores.zscores(q["q"], want)
+        de = pvec @ np.asarray(r.embed(q["q"]), dtype=np.float32)
+        zd = (de - de.mean()) / max(float(de.std()), 1e-9)
+        q["page_z"] = {d: (zb.get(d, 0.0), float(zd[i])) for i, d in enumerate(pages) if d in want}
     ws.close()
     saved.write_bytes(pickle.dumps({"key": key, "data": out}))
     return out

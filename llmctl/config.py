@@ -133,6 +133,9 @@ class RetrievalConfig(_Section):
     normalization: Literal["max", "minmax"] = "max"
     rrf_k: int = Field(60, ge=1)
     bm25_weight: float | None = Field(None, ge=0, le=1)  # None: the fusion's own (zscore 0.2, weighted 0.4)
+    # z-score fusion adds this times each chunk's page-head z-score (its document's title and first
+    # lines against the question, index/pages.py); 0 turns it off. Chosen in bench/multi_bench.py.
+    page_weight: float = Field(0.2, ge=0, le=2)
 
     def weight_of_bm25(self, fusion: str) -> float:
         if self.bm25_weight is not None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from llmctl.errors import BusyError, InputError, LlmctlError
 
 POINTER = "INDEX"
-LEGACY_ITEMS = ("manifest.sqlite", "manifest.sqlite-wal", "manifest.sqlite-shm", "chroma", "bm25")
+LEGACY_ITEMS = ("manifest.sqlite", "manifest.sqlite-wal", "manifest.sqlite-shm", "chroma", "bm25", "pages")
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,11 @@ class DataDir:
     @property
     def bm25(self) -> Path:
         return self.index / "bm25"
+
+    @property
+    def pages(self) -> Path:
+        """BM25 over each document's title and first lines (index/pages.py)."""
+        return self.index / "pages"
 
     @property
     def cache(self) -> Path:

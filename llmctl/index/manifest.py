@@ -255,6 +255,20 @@ class Manifest:
         for cid, doc_id, source, body in self._chunks("id, doc_id, source, body"):
             yield cid, doc_id, source, _text(body)
 
+    def page_heads(self, doc_ids: Iterable[str] | None = None) -> Iterator[tuple[str, str, str]]:
+        """(document id, title, text of its first chunk) of every document with chunks, or of
+        those of ``doc_ids`` that have some; by document id, read as it is consumed."""
+        parts: Iterable[list[str] | None] = [None]
+        if doc_ids is not None:
+            wanted = sorted(set(doc_ids))
+            parts = (wanted[i:i + 500] for i in range(0, len(wanted), 500))
+        for part in parts:
+            where, args = ("", []) if part is None else (f"AND doc_id IN ({','.join('?' * len(part))})", part)
+            titles = dict(self.db.execute(f"SELECT doc_id, title FROM documents {where.replace('AND', 'WHERE', 1)}",
+                                          args))
+            for doc_id, body in self._chunks("doc_id, body", f"WHERE ordinal = 0 {where} ORDER BY doc_id", args):
+                yield doc_id, titles.get(doc_id, ""), _text(body)
+
     def keyword_ids(self) -> list[str]:
         """The chunk ids of ``keyword_corpus``, in its order."""
         return [i for (i,) in self._chunks("id", "ORDER BY doc_id, ordinal")]

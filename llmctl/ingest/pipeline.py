@@ -29,7 +29,7 @@ from llmctl.datadir import DataDir, drop_chroma_handles
 from llmctl.embedding import make_embedder
 from llmctl.embedding.local import Embedder
 from llmctl.errors import ConfigError, IndexStateError, InputError, Interrupted, printable
-from llmctl.index import keyword
+from llmctl.index import keyword, pages
 from llmctl.index.manifest import FORMAT_VERSION, FileRecord, FileUpdate, Manifest
 from llmctl.index.vectors import store_identity
 from llmctl.ingest.chunking import reader_identity
@@ -124,6 +124,7 @@ class _Run:
     guessed: dict[str, list[str]] = field(default_factory=dict)  # encoding -> files read in it (a guess)
     work_bytes: int = 0  # the size of the files to read, and of those read so far: the embedding
     read_bytes: int = 0  # bar's total is estimated from them until every file is chunked
+    touched_docs: set[str] = field(default_factory=set)  # documents written: their page heads change
 
     def skip(self, path: Path | str, reason: str) -> None:
         self.report.files_skipped.append(SkippedFile(str(path), reason))
@@ -465,6 +466,8 @@ def _write(run: _Run, windows: Iterator[list[_Planned]], scan: _Scan, bm25_stale
     first = next(windows, None)
     changed = bool(first or scan.removed)
     if not (changed or scan.touched or bm25_stale or bm25_missing):
+        if generation and not pages.current(run.data.pages, generation):  # an index from before page heads
+            pages.rebuild(run.data.pages, cfg.bm25, manifest, generation)
         return
     fresh = manifest.settings() is None
     manifest.set_settings(run.settings)
@@ -482,8 +485,10 @@ def _write(run: _Run, windows: Iterator[list[_Planned]], scan: _Scan, bm25_stale
     if changed or bm25_stale or bm25_missing:
         generation = str(int(generation or 0) + 1)
         incremental = changed and not (fresh or bm25_stale or bm25_missing) and added is not None
-        if not (incremental and keyword.update(run.data.bm25, cfg.bm25, _texts(manifest, added), report.deleted_ids,
-                                               generation, manifest.chunk_count())):
+        if incremental and keyword.update(run.data.bm25, cfg.bm25, _texts(manifest, added), report.deleted_ids,
+                                          generation, manifest.chunk_count()):
+            pages.publish(run.data.pages, cfg.bm25, manifest, generation, run.touched_docs)
+        else:
             _rebuild_bm25(run, generation)
             report.bm25_rebuilt = True
         manifest.set_meta("generation", generation)
@@ -545,6 +550,7 @@ def _rebuild_bm25(run: _Run, generation: str) -> None:
         task.advance(n % 256)
 
     keyword.build_and_save(run.data.bm25, run.cfg.bm25, ids, texts(), generation, arrays)
+    pages.rebuild(run.data.pages, run.cfg.bm25, run.manifest, generation)
     task.done()
 
 
@@ -581,6 +587,7 @@ def _embed_and_commit(run: _Run, windows: Iterable[list[_Planned]]) -> tuple[lis
                 manifest.set_meta("dimension", str(vectors.shape[1]))
                 store.upsert(new_chunks, vectors)
             stale = manifest.apply([p.update for p in batch])
+            run.touched_docs.update(d for p in batch for d in p.update.documents)
             if new_chunks:
                 embedder.forget(texts)  # committed: an endpoint's saved copies are not needed
             store.delete(stale)

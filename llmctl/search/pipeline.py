@@ -238,6 +238,7 @@ def retrieve(question: str, cfg: Config, opts: QueryOptions, retriever: Retrieve
         elif scored is not None:
             w = r.weight_of_bm25("zscore")
             fused = fuse_zscore(*scored, {"bm25": w, "dense": 1 - w})
+            fused = retriever.page_evidence(question, fused, r.page_weight)
         else:  # weighted, or zscore on an index written before its corpus statistics
             w = r.weight_of_bm25("weighted")
             fused = fuse_weighted(lists, {"bm25": w, "dense": 1 - w}, r.normalization)

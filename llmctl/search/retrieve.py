@@ -13,6 +13,7 @@ from llmctl.embedding.local import Embedder
 from llmctl.errors import IndexStateError, InputError
 from llmctl.index import keyword
 from llmctl.index.manifest import Manifest
+from llmctl.index.pages import PageScores, with_page_evidence
 from llmctl.index.querymemo import QueryMemo
 from llmctl.records import Hit
 from llmctl.search.filters import FILTER_FIELDS, parse_where
@@ -112,6 +113,20 @@ class Retriever:
 
     def sparse(self, question: str, k: int, flt: Filter | None) -> Ranked:
         return self.top(self.sparse_scores(question, flt), k)
+
+    @cached_property
+    def pages(self) -> PageScores | None:
+        return PageScores.load(self.data.pages)
+
+    def page_evidence(self, question: str, fused: Ranked, weight: float) -> Ranked:
+        """``fused`` with each chunk's page-head z-score added (see index/pages.py); unchanged
+        for an index written before page heads."""
+        if not weight or not fused or self.pages is None:
+            return fused
+        ids = [cid for cid, _ in fused]
+        page_of = dict(self.manifest.chunks_where(f"id IN ({','.join('?' * len(ids))})", ids))
+        page_z = self.pages.zscores(question, set(page_of.values()))
+        return with_page_evidence(fused, page_of, page_z, weight) if page_z else fused
 
     @cached_property
     def dense_sample(self) -> np.ndarray | None:

@@ -208,6 +208,19 @@ def query(
 ) -> None:
     """Ask a question: hybrid retrieval, reranking and a streamed, cited answer.
 
+    With no model configured, query shows the passages it found and says on its last line
+    "retrieval only: no model configured (llm.providers)". For written, cited answers, add an
+    OpenAI-compatible model (OpenAI, a llama.cpp or vLLM server...) to llmctl.yaml, export
+    the key, then run 'llmctl trust' once (or name the file with --config llmctl.yaml):
+
+    \b
+      llm:
+        providers:
+          - name: openai
+            base_url: https://api.openai.com/v1
+            model: gpt-4o-mini
+            api_key_env: OPENAI_API_KEY   # the variable's name, never the key
+
     Example: llmctl query "How many daily snapshots are kept?"
     """
     from llmctl import render

@@ -305,6 +305,33 @@ def eval_(
 
 
 @app.command()
+def tune(
+    suite: Annotated[Path, typer.Argument(
+        help="Golden-query suite (YAML) whose cases name expected sources.", show_default=False, metavar="SUITE")],
+    metric: Annotated[str | None, typer.Option(help="What to maximise (default: mrr@10).", metavar="NAME")] = None,
+    write: Annotated[bool, typer.Option(
+        "--write", help="Write a significant change into the config file in use.")] = False,
+    limit: Annotated[int | None, typer.Option(help="Only the first N cases.", metavar="N")] = None,
+    tag: Annotated[list[str] | None, typer.Option(
+        "--tag", help="Only cases with this tag (repeatable).", metavar="NAME")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report on stdout.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Choose fusion settings for this corpus: the best of a small grid on half the suite's cases,
+    kept only if the other half confirms it (paired bootstrap, p < 0.05). Retrieval only: free.
+
+    Example: llmctl tune my-suite.yaml --write
+    """
+    from llmctl import render
+    from llmctl.evals.tune import tune_text
+
+    with render.RichProgress(enabled=not quiet and not as_json) as progress:
+        report = _workspace().tune(suite, metric=metric, limit=limit, tags=list(tag or []), write=write,
+                                   progress=progress)
+    render.print_json(report) if as_json else print(tune_text(report))
+
+
+@app.command()
 def generate(
     cases: Annotated[int, typer.Option("--cases", "-n", help="Questions to keep.")] = 20,
     output: Annotated[Path, typer.Option("--output", "-o", help="The suite file to write.", metavar="FILE")] = Path(

@@ -286,6 +286,21 @@ class Workspace:
         return run_plan(Path(suite), load=self._derived_config, limit=limit, tags=list(tags or []),
                         baseline=_path(baseline), repeats=repeats, progress=progress)
 
+    def tune(self, suite: Path | str, *, metric: str | None = None, limit: int | None = None,
+             tags: list[str] | None = None, write: bool = False, progress=None) -> dict:
+        """``llmctl tune``: the fusion settings for this corpus, chosen on half of the suite's judged
+        cases and kept only when the other half confirms the gain (see evals/tune.py). ``write``
+        puts a significant change in the config file in use (./llmctl.yaml when there is none)."""
+        from llmctl.evals.tune import run_tune, write_change
+
+        report = run_tune(Path(suite), load=self._derived_config, metric=metric, limit=limit,
+                          tags=list(tags or []), progress=progress)
+        if write and report["decision"] == "change":
+            path = Path(self.cfg.source) if Path(self.cfg.source).is_file() else Path("llmctl.yaml")
+            write_change(path, report["change"])
+            report["written"] = str(path)
+        return report
+
     def generate(self, cases: int, output: Path | str, *, seed: int = 0, max_overlap: float = 0.9,
                  force: bool = False, on_candidate: Callable[[], None] | None = None):
         """Write a golden suite of ``cases`` questions generated from the index; a GenerateReport."""

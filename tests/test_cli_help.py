@@ -15,6 +15,7 @@ EXPECTED = {
     ("remove",): ("llmctl remove [OPTIONS] PATH...", ["PATH..."]),
     ("eval",): ("llmctl eval [OPTIONS] [SUITE]...", ["SUITE..."]),
     ("query",): ("llmctl query [OPTIONS] QUESTION", ["QUESTION"]),
+    ("tune",): ("llmctl tune [OPTIONS] SUITE", ["SUITE"]),
     ("trust",): ("llmctl trust [OPTIONS] [FILE]", ["FILE"]),
     ("models", "pull"): ("llmctl models pull [OPTIONS] [NAME]", ["NAME"]),
 }

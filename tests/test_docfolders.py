@@ -114,6 +114,11 @@ def test_extensionless_text_files_are_read_and_binaries_skipped(tmp_path):
     assert sorted((Path(s.path).name, s.reason) for s in skipped) == [
         (".env", UNSUPPORTED), ("image.png", UNSUPPORTED), ("valgrind-tool", UNSUPPORTED)]
     assert kind_of(folder / "README") == PLAIN and kind_of(folder / "changelog.Debian.gz") == PLAIN
+    # what follows the last dot is part of the name, not a type: offered as text too
+    for name in ("v2.13-ReleaseNotes.gz", "MORE.STUFF.gz", "descore.README.gz", "notes.txt~"):
+        assert kind_of(folder / name) == PLAIN, name
+    for name in ("photo.jpeg", "data.json.gz", "page.1", "archive.7z", "Thesis.PDF"):
+        assert kind_of(folder / name) != PLAIN, name
     [doc] = load_documents(folder / "AUTHORS", "AUTHORS", (folder / "AUTHORS").read_bytes())
     assert doc.kind == "text" and "Memcheck" in doc.text
     # named explicitly, a binary is still refused, with its reason

@@ -15,7 +15,7 @@ COMMANDS = sorted(BY_NAME)
 
 def test_every_command_exists():
     assert set(COMMANDS) == {"ingest", "remove", "query", "eval", "generate", "status", "cost-report",
-                             "cache-stats", "serve", "mcp", "trust"}
+                             "cache-stats", "serve", "mcp", "trust", "tune"}
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -53,9 +53,18 @@ def kind_of(path: Path) -> str | None:
         return KINDS[ext]
     if name.startswith(".") or ext in COMPRESSED:
         return None
-    if not ext or name.split(".", 1)[0].lower() in DOC_NAMES:
+    if not ext or name.split(".", 1)[0].lower() in DOC_NAMES or not _names_a_format(PurePath(name).suffix):
         return PLAIN
     return None
+
+
+def _names_a_format(suffix: str) -> bool:
+    """Whether what follows a name's last dot is a file type (.md, .png, .1): letters and digits,
+    not a word in capitals (MORE.STUFF, descore.README) and not part of a name
+    (v2.13-ReleaseNotes). Those files are offered as PLAIN: read when their first KB is text."""
+    body = suffix[1:]
+    return bool(re.fullmatch(r"[A-Za-z0-9]+", body)) and not (len(body) > 3 and body.isupper()) \
+        and body.lower() not in DOC_NAMES
 
 
 def looks_like_text(head: bytes) -> bool:

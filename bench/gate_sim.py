@@ -10,7 +10,7 @@ with its case's probability, asked `repeats` times). The real gate functions dec
   (c) --stop-when-decided (gate.Sequential) on a clear pass and a clear regression of the pass
       rate -> answer calls saved, and agreement with the full run's verdict.
 
-    .venv/bin/python bench/gate_sim.py [--runs 1000] [--resamples 2000] [--seed 0]
+    .venv/bin/python bench/gate_sim.py [--runs 1000] [--resamples 2000] [--seed 0] [--parts abc]
 """
 
 from __future__ import annotations
@@ -143,8 +143,9 @@ def simulate_regression(runs: int, resamples: int, seed: int, *, answer_drop: fl
     for k in range(runs):
         w = World(rng)
         then = per_case(w, w.retrieval(), w.answers())
-        # breaking a share f of documents lowers mrr@10 by about f * (its mean - 1/11)
-        broken = mrr_drop / (POP_MRR - 1 / 11) if mrr_drop else 0.0
+        # breaking a share f of documents (or questions) sends their ranks to 11, where mrr@10 is 0:
+        # the mean falls by f * its mean
+        broken = mrr_drop / POP_MRR if mrr_drop else 0.0
         rank = w.retrieval(broken_docs=broken) if by_document else w.retrieval(broken_cases=broken)
         now = per_case(w, rank, w.answers(answer_drop))
         out.append(one_comparison(w, then, now, resamples, seed + k))
@@ -181,12 +182,23 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=1000)
     ap.add_argument("--resamples", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--parts", default="abc", help="which of (a), (b), (c) to run; (b) needs (a)'s power report")
     args = ap.parse_args()
     t0 = time.perf_counter()
     n = DOCS * PER_DOC
     print(f"Suite: {DOCS} documents x {PER_DOC} questions = {n} cases, answers asked {REPEATS} times; "
           f"population mean pass rate {POP_PASS:.3f}, mrr@10 {POP_MRR:.3f}; max_regression {MAX_REGRESSION}, "
           f"significance {SIGNIFICANCE}; {args.runs} runs, {args.resamples} resamples per test.\n")
+    if "b" in args.parts and "a" not in args.parts:
+        ap.error("--parts: (b) takes its drop sizes from (a)'s power report")
+    if "a" in args.parts:
+        part_ab(args)
+    if "c" in args.parts:
+        part_c(args)
+    print(f"\n{time.perf_counter() - t0:.0f} s")
+
+
+def part_ab(args) -> None:
     null = simulate_null(args.runs, args.resamples, args.seed)
     keys = [k for k in null[0] if not k.startswith("_")]
     mde = {m: statistics.median(r["_mde"][m] for r in null) for m in ALL}
@@ -196,6 +208,8 @@ def main() -> None:
     print("    power report (median over the runs): smallest drop detectable at 80% power: "
           + ", ".join(f"{m} {v:.3f}" for m, v in mde.items()))
     print()
+    if "b" not in args.parts:
+        return
     print("(b) real regressions of the reported detectable size: share caught")
     for label, kw, metric in (
             ("answer pass rate", {"answer_drop": mde[gate.PASS_RATE]}, gate.PASS_RATE),
@@ -208,6 +222,9 @@ def main() -> None:
               f"({metric} itself flagged {metric_caught:.1%}); today's default "
               f"{rate(res, keys[-1]):.1%}, today's per-metric bootstrap {rate(res, keys[-2]):.1%}")
     print()
+
+
+def part_c(args) -> None:
     print(f"(c) --stop-when-decided, pass-rate gate min_pass_rate {THRESHOLD} (delta {gate.SEQUENTIAL_DELTA}):")
     for label, drop in ((f"clear pass (true mean pass rate {POP_PASS:.2f})", 0.0),
                         (f"clear regression (true mean {POP_PASS - 0.3:.2f})", 0.3)):
@@ -215,7 +232,6 @@ def main() -> None:
         print(f"  {label}: answer calls {s['calls_used']:.0f} of {s['calls_full']:.0f} "
               f"({s['saved']:.1%} fewer); same verdict as the full run in {s['same']:.1%} of runs "
               f"(full run failed in {s['full_fail_share']:.1%})")
-    print(f"\n{time.perf_counter() - t0:.0f} s")
 
 
 if __name__ == "__main__":

@@ -75,6 +75,43 @@ def test_mde_shrinks_with_more_cases_and_warns_below_max_regression():
     assert gate.power_row("hit@3", big, list(range(300)), 0.01, 0.5, "x")["detectable"]
 
 
+def test_mde_of_a_grouped_suite_counts_whole_documents_lost_together():
+    """Questions about one document pass or fail together: the same outcomes, grouped, have a larger
+    MDE (the SE per cluster, and a drop that takes whole documents spreads more than one per case);
+    each case its own cluster is exactly the per-case statement."""
+    rng = random.Random(1)
+    docs = [rng.random() < 0.8 for _ in range(20)]
+    levels = [float(ok) for ok in docs for _ in range(3)]  # 20 documents x 3 questions, correlated
+    grouped, ungrouped = [i // 3 for i in range(60)], list(range(60))
+    se = gate.clustered_se(levels, ungrouped)
+    # the drop's own spread alone (the same SE): whole documents lost together spread more
+    assert gate.mde(se, 0.01, levels=levels, clusters=grouped) > 1.3 * gate.mde(se, 0.01, levels=levels)
+    assert gate.mde(se, 0.01, levels=levels, clusters=ungrouped) == gate.mde(se, 0.01, levels=levels)
+    # a wider spread never makes a smaller drop detectable (the size is solved for, not iterated to)
+    for spread in ([i // 2 for i in range(60)], [i // 6 for i in range(60)], [i // 30 for i in range(60)]):
+        assert gate.mde(se, 0.01, levels=levels, clusters=spread) >= gate.mde(se, 0.01, levels=levels)
+    # a metric that never varied (hit@3 always 1) still cannot see a small drop: the drop spreads
+    assert gate.mde(0.0, 0.01, levels=[1.0] * 60) > 0.1
+    # the power statement, as compare_cases and --plan make it
+    g = gate.power_row("hit@3", levels, grouped, 0.01, 0.03, "the metric")
+    u = gate.power_row("hit@3", levels, ungrouped, 0.01, 0.03, "the metric")
+    assert g["mde"] > 1.5 * u["mde"] and (g["clusters"], u["clusters"]) == (20, 60)
+    assert g["cases_needed"] > u["cases_needed"]
+    assert "cases in ~" in g["warning"] and g["clusters_needed"] * 3 == pytest.approx(g["cases_needed"], abs=3)
+    assert "clusters" not in u["warning"]
+    # through the baseline comparison: paired differences within a document move together
+    then = {f"c{i}": {"m": y} for i, y in enumerate(levels)}
+    now = {f"c{i}": {"m": y - (0.5 if i // 3 % 4 == 0 else 0.0)} for i, y in enumerate(levels)}
+    ids = sorted(then)
+
+    def mde_of(clusters):
+        out = gate.compare_cases(now, then, ids, ["m"], clusters, significance=0.05, max_regression=0.03,
+                                 resamples=200)
+        return out["power"]["metrics"][0]["mde"]
+
+    assert mde_of({i: int(i[1:]) // 3 for i in ids}) > mde_of({i: int(i[1:]) for i in ids})
+
+
 def _run_seq(values, threshold, order, delta=gate.SEQUENTIAL_DELTA):
     seq = gate.Sequential(len(values), threshold, delta)
     for k, i in enumerate(order):

@@ -10,7 +10,8 @@
   the gated metrics, so the family-wise error of the gate is at most ``significance``.
 - **Power**: per gated metric, the smallest drop the suite detects with 80% power (one-sided, at the
   Bonferroni level of Holm's first step), from the clustered variance of the paired differences (or
-  of the metric itself without a baseline), and a warning when ``max_regression`` is below it.
+  of the metric itself without a baseline) plus the spread of a drop that takes whole clusters, and
+  a warning when ``max_regression`` is below it.
 - **Sequential stopping** (``--stop-when-decided``): an anytime-valid betting test for sampling
   without replacement (Waudby-Smith & Ramdas, 2020) on the answers, taken in a seeded random
   order, which also holds the exact bound "even if every remaining case passed (failed)".
@@ -140,24 +141,45 @@ def z(q: float) -> float:
     return statistics.NormalDist().inv_cdf(q)
 
 
-def mde(se: float, alpha: float, power: float = POWER, levels: Sequence[float] | None = None) -> float:
+def mde(se: float, alpha: float, power: float = POWER, levels: Sequence[float] | None = None,
+        clusters: Sequence[int] | None = None) -> float:
     """Smallest true drop a one-sided level-alpha test detects with this power: (z_1-a + z_power) SE.
 
     With ``levels`` (the metric's per-case values before the drop) the spread the drop itself adds
     is counted too (the bootstrap sees it in the data it resamples): a drop of d is taken as each
-    case losing its value with probability f = d / mean, independently, so the SE under the drop is
-    sqrt(SE^2 + f(1-f) sum(y^2) / n^2), and d = (z_1-a + z_power) SE_drop is solved by iteration. A
-    drop concentrated in whole documents spreads more and needs more than this."""
-    d = (z(1 - alpha) + z(power)) * se
+    *cluster* (``clusters``: a label per case; None, each case its own) losing its values with
+    probability f = d / mean, independently, so the SE under the drop is
+    sqrt(SE^2 + f(1-f) sum_c(T_c^2) / n^2), T_c the cluster's total, and d = (z_1-a + z_power)
+    SE_drop is solved for d. Whole clusters lost together is the widest spread a drop of d can add
+    when clusters are the independent units (a drop spread over single cases adds less), so the
+    stated size holds whichever way the drop falls; without clusters this is per case.
+
+    d - k SE_drop(d) is convex in d and negative at 0, so it has one root, and every larger drop
+    has at least this power: found by bisection on [0, mean] (a fixed-point iteration can
+    oscillate when the drop's spread is large). Beyond the mean the drop's spread is 0 (f = 1):
+    when even losing everything is not detectable the answer is k SE, larger than the mean."""
+    k = z(1 - alpha) + z(power)
+    d = k * se
     if not levels:
         return d
     n = len(levels)
     mean = sum(levels) / n
-    s2 = sum(y * y for y in levels) / n ** 2
-    for _ in range(100):
-        f = min(1.0, d / mean) if mean > 0 else 1.0
-        d = (z(1 - alpha) + z(power)) * math.sqrt(se * se + f * (1 - f) * s2)
-    return d
+    if mean <= 0 or d >= mean:
+        return d
+    totals: dict[int, float] = {}
+    for c, y in zip(range(n) if clusters is None else clusters, levels, strict=True):
+        totals[c] = totals.get(c, 0.0) + y
+    s2 = sum(t * t for t in totals.values()) / n ** 2
+
+    def short(x: float) -> bool:  # is a drop of x below what this power detects?
+        f = x / mean
+        return x < k * math.sqrt(se * se + f * (1 - f) * s2)
+
+    lo, hi = d, mean  # short(lo); not short(hi): at the mean the drop adds no spread and k SE < mean
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if short(mid) else (lo, mid)
+    return hi
 
 
 def test_alpha(significance: float | None, gated: int) -> float:
@@ -170,17 +192,22 @@ def power_row(metric: str, values: Sequence[float], clusters: Sequence[int], alp
               max_regression: float, source: str, levels: Sequence[float] | None = None) -> dict:
     """The power statement for one gated metric (``values``: paired differences, or the metric's
     per-case values when there is no baseline yet: ``source`` says which; ``levels``: the metric's
-    per-case values a drop would start from)."""
+    per-case values a drop would start from, in the order of ``clusters``). Both the SE and the
+    drop's own spread are per cluster, as the bootstrap resamples: the advice counts clusters
+    (more documents), since more questions about the same documents add little evidence."""
     se = clustered_se(values, clusters)
     n, g = len(values), len(set(clusters))
-    smallest = mde(se, alpha, levels=levels)
+    smallest = mde(se, alpha, levels=levels, clusters=clusters if levels is not None else None)
     row = {"metric": metric, "se": round(se, 6), "mde": round(smallest, 4), "variance_from": source,
            "cases": n, "clusters": g, "detectable": max_regression >= smallest - 1e-12}
     if not row["detectable"]:
         target = max_regression if max_regression > 0 else None
+        # the variance per cluster stays, so the MDE falls with the square root of the clusters
+        row["clusters_needed"] = math.ceil(g * (smallest / target) ** 2) if target else None
         row["cases_needed"] = math.ceil(n * (smallest / target) ** 2) if target else None
+        grouped = f" in ~{row['clusters_needed']} clusters of this size" if target and g < n else ""
         row["warning"] = (f"this suite cannot see a drop of {max_regression:g} in {metric}; it needs ~"
-                          f"{row['cases_needed']} cases (smallest drop seen at 80% power: {smallest:.3f})"
+                          f"{row['cases_needed']} cases{grouped} (smallest drop seen at 80% power: {smallest:.3f})"
                           if target else
                           f"drops in {metric} smaller than {smallest:.3f} go unseen at 80% power")
     return row

@@ -122,7 +122,7 @@ def _drop_chroma_systems(keep: set) -> None:
 def assert_clean_error(result: subprocess.CompletedProcess, code: int, *words: str) -> None:
     """One line on stderr starting 'Error:', the documented exit code, no traceback."""
     assert result.returncode == code, (result.returncode, result.stderr)
-    assert "Traceback" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr + result.stdout, result.stderr + result.stdout
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
     for w in words:
@@ -132,7 +132,7 @@ def assert_clean_error(result: subprocess.CompletedProcess, code: int, *words: s
 def assert_gate_failed(result: subprocess.CompletedProcess, *words: str) -> None:
     """Exit 9 after a report: the last stderr line is the one-line reason, no traceback."""
     assert result.returncode == 9, (result.returncode, result.stderr)
-    assert "Traceback" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr + result.stdout, result.stderr + result.stdout
     last = [line for line in result.stderr.splitlines() if line.strip()][-1]
     assert last.startswith("Error: eval "), result.stderr
     for w in words:

@@ -9,11 +9,23 @@ stops it after ``max_lifetime`` seconds so it can never outlive a test run.
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class _Server(ThreadingHTTPServer):
+    """A handler's error (a client that hung up mid-reply) goes to the test process's own stderr,
+    never into the output of a command under test running in this process (tests/cli.py's invoke)."""
+
+    def handle_error(self, request, client_address):
+        import traceback
+
+        print(f"fake OpenAI server: error handling a request from {client_address}", file=sys.__stderr__)
+        traceback.print_exc(file=sys.__stderr__)
 
 
 @dataclass
@@ -174,7 +186,7 @@ class FakeOpenAI:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = _Server(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.watchdog = threading.Timer(max_lifetime, self.stop)

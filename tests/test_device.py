@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from cli import assert_clean_error, run_cli
+from cli import assert_clean_error, invoke
 from conftest import REPO
 
 from llmctl.embedding.device import resolve
@@ -26,9 +26,9 @@ def test_explicit_devices_are_kept_and_auto_needs_no_torch_without_a_gpu():
 
 
 def test_the_device_used_is_in_status_and_a_bad_one_is_a_config_error(data, tmp_path):
-    r = run_cli("--data-dir", data, "status", "--json", cwd=REPO)
+    r = invoke("--data-dir", data, "status", "--json", cwd=REPO)
     assert json.loads(r.stdout)["index"]["embedded_with"]["device"] == resolve("auto")
-    assert f"on {resolve('auto')}" in run_cli("--data-dir", data, "status", cwd=REPO).stdout
+    assert f"on {resolve('auto')}" in invoke("--data-dir", data, "status", cwd=REPO).stdout
     cfg = tmp_path / "c.yaml"
     cfg.write_text("embedding:\n  device: 'gpu please'\n")
-    assert_clean_error(run_cli("--config", cfg, "--data-dir", data, "status", cwd=REPO), 3, "embedding.device")
+    assert_clean_error(invoke("--config", cfg, "--data-dir", data, "status", cwd=REPO), 3, "embedding.device")

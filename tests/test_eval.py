@@ -7,7 +7,7 @@ from xml.etree import ElementTree as ET
 
 import pytest
 import yaml
-from cli import assert_clean_error, assert_gate_failed, run_cli
+from cli import assert_clean_error, assert_gate_failed, invoke, run_cli
 
 REPO = Path(__file__).resolve().parent.parent
 SUITE = REPO / "configs" / "sample-suite.yaml"
@@ -15,7 +15,7 @@ SUITE = REPO / "configs" / "sample-suite.yaml"
 
 
 def eval_cli(data, *args, env=None):
-    return run_cli("--data-dir", data, "eval", "-q", *map(str, args), cwd=REPO, env=env)
+    return invoke("--data-dir", data, "eval", "-q", *map(str, args), cwd=REPO, env=env)
 
 
 def test_sample_suite_passes_and_writes_every_report(tmp_path, data):
@@ -50,7 +50,8 @@ def write_suite(tmp_path, **changes):
 
 
 def test_quality_below_threshold_exits_9_with_the_reason(tmp_path, data):
-    r = eval_cli(data, write_suite(tmp_path, thresholds={"precision@5": 0.9}))
+    """Through a real process: exit 9 as a CI step sees it."""
+    r = run_cli("--data-dir", data, "eval", "-q", write_suite(tmp_path, thresholds={"precision@5": 0.9}), cwd=REPO)
     assert_gate_failed(r, "precision@5", "< 0.9")
 
 
@@ -199,7 +200,7 @@ def make_beir(root: Path) -> Path:
 def test_beir_dataset_gets_its_own_index_and_standard_metrics(tmp_path):
     beir = make_beir(tmp_path / "tiny")
     data = tmp_path / "data"
-    r = run_cli("--data-dir", data, "eval", "-q", "--beir", beir, "--stages", "--json")
+    r = invoke("--data-dir", data, "eval", "-q", "--beir", beir, "--stages", "--json")
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert report["suite"] == "beir:tiny:test" and len(report["cases"]) == 4
@@ -208,9 +209,9 @@ def test_beir_dataset_gets_its_own_index_and_standard_metrics(tmp_path):
     assert report["metrics"]["dense"]["mrr@10"] == 1.0
     assert (data / "beir-tiny" / "manifest.sqlite").exists()
     mtime = (data / "beir-tiny" / "bm25" / "CURRENT").stat().st_mtime_ns
-    assert run_cli("--data-dir", data, "eval", "-q", "--beir", beir).returncode == 0
+    assert invoke("--data-dir", data, "eval", "-q", "--beir", beir).returncode == 0
     assert (data / "beir-tiny" / "bm25" / "CURRENT").stat().st_mtime_ns == mtime  # index reused
-    assert_clean_error(run_cli("--data-dir", data, "eval", "--beir", beir, "--split", "dev"), 4, "qrels/dev.tsv")
+    assert_clean_error(invoke("--data-dir", data, "eval", "--beir", beir, "--split", "dev"), 4, "qrels/dev.tsv")
 
 
 def test_llm_judge_grades_answers_and_a_broken_judge_is_an_error(tmp_path, data, fake_llm):
@@ -265,14 +266,14 @@ def test_beir_eval_scores_the_depth_users_get(tmp_path):
     beir = make_beir(tmp_path / "tiny")
     data = tmp_path / "data"
     env = {"LLMCTL_RETRIEVAL__DENSE_K": "1", "LLMCTL_RETRIEVAL__BM25_K": "1", "LLMCTL_RERANK__ENABLED": "false"}
-    r = run_cli("--data-dir", data, "eval", "-q", "--beir", beir, "--stages", "--json", env=env)
+    r = invoke("--data-dir", data, "eval", "-q", "--beir", beir, "--stages", "--json", env=env)
     report = json.loads(r.stdout)
     depth = report["fingerprint"]["depth"]
     assert (depth["dense_k"], depth["bm25_k"], depth["tail_from_k"]) == (1, 1, 300)
     assert report["fingerprint"]["retrieval"]["dense_k"] == 1 and report["extended_cases"] == 4
     assert report["metrics"]["hybrid"]["recall@100"] == 1.0  # from the lengthened tail
     for case in report["cases"][:2]:
-        r = run_cli("--data-dir", data / "beir-tiny", "query", "--no-llm", "--json", "-k", "1", case["query"],
+        r = invoke("--data-dir", data / "beir-tiny", "query", "--no-llm", "--json", "-k", "1", case["query"],
                     env=env, cwd=beir)
         record = json.loads(r.stdout)["hits"][0]["location"].split("(record ")[1].rstrip(")")
         assert case["top"]["hybrid"][0] == f"corpus.jsonl#{record}"  # eval's first = what query returns

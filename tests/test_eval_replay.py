@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 
 import yaml
-from cli import assert_clean_error, assert_gate_failed, run_cli
+from cli import assert_clean_error, assert_gate_failed, invoke
 from conftest import REPO
 from openai_server import Reply
 
@@ -16,7 +16,7 @@ SUITE = REPO / "configs" / "sample-suite.yaml"
 
 
 def eval_cli(data, *args, env=None):
-    return run_cli("--data-dir", data, "eval", "-q", *map(str, args), cwd=REPO, env=env)
+    return invoke("--data-dir", data, "eval", "-q", *map(str, args), cwd=REPO, env=env)
 
 
 def write_suite(path: Path, base_url: str, snapshots_question: str) -> Path:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cli import assert_clean_error, run_cli
+from cli import assert_clean_error, invoke
 from conftest import REPO
 from openai_server import Reply
 
@@ -41,7 +41,7 @@ def config(tmp_path, fake_llm) -> Path:
 
 
 def generate(data, cfg, *args):
-    return run_cli("--config", cfg, "--data-dir", data, "generate", "-q", *map(str, args), cwd=REPO)
+    return invoke("--config", cfg, "--data-dir", data, "generate", "-q", *map(str, args), cwd=REPO)
 
 
 def test_generated_suite_runs_in_eval_and_every_candidate_is_kept_or_dropped_with_a_reason(tmp_path, data, fake_llm):
@@ -75,7 +75,7 @@ def test_generated_suite_runs_in_eval_and_every_candidate_is_kept_or_dropped_wit
         assert case["expected"] == [source[kept["chunk"]]]  # the chunk's own document, by construction
     assert len({c["query"].lower() for c in suite["cases"]}) == 4
 
-    e = run_cli("--data-dir", data, "eval", "-q", out, "--json", cwd=REPO)
+    e = invoke("--data-dir", data, "eval", "-q", out, "--json", cwd=REPO)
     assert e.returncode in (0, 9), e.stderr  # a valid suite: only its quality can fail it
     assert len(json.loads(e.stdout)["cases"]) == 4
 
@@ -89,7 +89,7 @@ def test_generated_suite_runs_in_eval_and_every_candidate_is_kept_or_dropped_wit
 
 
 def test_generate_refuses_without_a_model_or_over_an_existing_file(tmp_path, data, fake_llm):
-    r = run_cli("--data-dir", data, "generate", "-q", "--output", tmp_path / "s.yaml", cwd=REPO)
+    r = invoke("--data-dir", data, "generate", "-q", "--output", tmp_path / "s.yaml", cwd=REPO)
     assert_clean_error(r, 7, "needs a model", "llm.providers")
     existing = tmp_path / "mine.yaml"
     existing.write_text("name: hand-written\n")

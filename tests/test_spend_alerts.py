@@ -8,7 +8,7 @@ import random
 import time
 
 import pytest
-from cli import run_cli
+from cli import invoke, run_cli
 
 from llmctl.config import AlertsConfig
 from llmctl.llm.alerts import spend_alerts
@@ -80,12 +80,13 @@ def test_a_floor_keeps_small_numbers_quiet(tmp_path):
 def test_cost_report_alerts_exits_10_naming_the_rule(tmp_path):
     seed(tmp_path / "data" / "ledger.sqlite")
     since = time.strftime("%Y-%m-%d", time.gmtime(day_start(NOW) - 6 * DAY))
-    plain = run_cli("--data-dir", tmp_path / "data", "cost-report", "--since", since, "--json")
+    plain = invoke("--data-dir", tmp_path / "data", "cost-report", "--since", since, "--json")
     assert plain.returncode == 0 and "alerts" not in json.loads(plain.stdout)
-    got = run_cli("--data-dir", tmp_path / "data", "cost-report", "--since", since, "--alerts", "--json")
+    got = run_cli(  # a real process: exit 10 as a shell sees it
+        "--data-dir", tmp_path / "data", "cost-report", "--since", since, "--alerts", "--json")
     assert got.returncode == 10, got.stderr
     assert len(json.loads(got.stdout)["alerts"]) == 12
     [line] = got.stderr.strip().splitlines()
     assert line.startswith("Error: 12 spend alert(s): ") and "over the 14 days before" in line
-    text = run_cli("--data-dir", tmp_path / "data", "cost-report", "--since", since, "--alerts")
+    text = invoke("--data-dir", tmp_path / "data", "cost-report", "--since", since, "--alerts")
     assert text.returncode == 10 and text.stderr.count("ALERT ") == 12

@@ -11,7 +11,7 @@ import sys
 import time
 
 import yaml
-from cli import assert_gate_failed, child_env, run_cli
+from cli import assert_gate_failed, child_env, invoke
 from conftest import REPO
 from openai_server import Reply
 
@@ -31,7 +31,7 @@ def suite_file(tmp_path, fake_llm, judge=False):
 
 
 def batch_eval(data, suite, *args):
-    r = run_cli("--data-dir", data, "eval", "-q", suite, "--batch", "--json", *args, cwd=REPO)
+    r = invoke("--data-dir", data, "eval", "-q", suite, "--batch", "--json", *args, cwd=REPO)
     return r, json.loads(r.stdout) if r.stdout.strip() else None
 
 

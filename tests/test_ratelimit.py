@@ -7,7 +7,7 @@ import json
 
 import pytest
 import yaml
-from cli import assert_gate_failed, run_cli
+from cli import assert_gate_failed, invoke
 from openai_server import Reply
 
 from llmctl.config import ProviderConfig
@@ -97,7 +97,7 @@ def answer_suite(tmp_path, fake_llm, questions, *, concurrency, retries=2, **pro
 
 
 def run_eval(data, path, *args):
-    r = run_cli("--data-dir", data, "eval", "-q", path, "--json", *args)
+    r = invoke("--data-dir", data, "eval", "-q", path, "--json", *args)
     return r, (json.loads(r.stdout) if r.stdout.strip() else None)
 
 

@@ -1,9 +1,10 @@
-"""Server mode: ingest, query and eval against a real `chroma run` equal embedded mode."""
+"""Server mode: ingest, query and eval against a real `chroma run` equal embedded mode (the server is
+a real process; the commands run in this one)."""
 
 import json
 
 import pytest
-from cli import assert_clean_error, run_cli
+from cli import assert_clean_error, invoke
 from conftest import REPO
 from consistency import assert_consistent
 
@@ -20,7 +21,7 @@ def server_config(tmp_path, port, collection="llmctl_test"):
 
 
 def query_hits(config_args, cwd):
-    r = run_cli(*config_args, "query", "--no-llm", "--json", "--k", "8", "How do I restore a single file?", cwd=cwd,
+    r = invoke(*config_args, "query", "--no-llm", "--json", "--k", "8", "How do I restore a single file?", cwd=cwd,
                 env={"TEST_CHROMA_TOKEN": "not-checked-by-this-server"})
     assert r.returncode == 0, r.stderr
     hits = json.loads(r.stdout)["hits"]
@@ -33,7 +34,7 @@ def test_ingest_query_and_eval_against_a_chroma_server_match_embedded(tmp_path, 
     cfg_file = server_config(tmp_path, chroma_server)
     env = {"TEST_CHROMA_TOKEN": "not-checked-by-this-server"}
     monkeypatch.setenv("TEST_CHROMA_TOKEN", env["TEST_CHROMA_TOKEN"])
-    r = run_cli("--config", cfg_file, "ingest", "-q", "sample_data", cwd=REPO, env=env)
+    r = invoke("--config", cfg_file, "ingest", "-q", "sample_data", cwd=REPO, env=env)
     assert r.returncode == 0, r.stderr
     cfg = load_config(cfg_file)
     state = assert_consistent(tmp_path / "data", cfg)
@@ -47,7 +48,7 @@ def test_ingest_query_and_eval_against_a_chroma_server_match_embedded(tmp_path, 
     reports = []
     for args in (["--config", cfg_file], ["--data-dir", sample_index]):
         out = tmp_path / f"report{len(reports)}.json"
-        r = run_cli(*args, "eval", "-q", SUITE, "--json-file", out, cwd=REPO, env=env)
+        r = invoke(*args, "eval", "-q", SUITE, "--json-file", out, cwd=REPO, env=env)
         assert r.returncode == 0, r.stderr
         reports.append(json.loads(out.read_text())["metrics"])
     assert reports[0] == reports[1]
@@ -56,10 +57,10 @@ def test_ingest_query_and_eval_against_a_chroma_server_match_embedded(tmp_path, 
     other = tmp_path / "other"
     other.mkdir()
     clash = server_config(other, chroma_server)
-    r = run_cli("--config", clash, "ingest", "-q", "sample_data/guides", cwd=REPO, env=env)
+    r = invoke("--config", clash, "ingest", "-q", "sample_data/guides", cwd=REPO, env=env)
     assert_clean_error(r, 5, "llmctl_test", "vector_store.collection")
     # moving an index to another store needs a rebuild, said with the exact setting
-    r = run_cli("--data-dir", tmp_path / "data", "ingest", "-q", "sample_data", cwd=REPO)
+    r = invoke("--data-dir", tmp_path / "data", "ingest", "-q", "sample_data", cwd=REPO)
     assert_clean_error(r, 5, "vector_store.mode: 'server' -> 'embedded'", "--rebuild")
 
 
@@ -70,8 +71,8 @@ def test_unreachable_server_and_missing_token_are_clean_errors(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # nothing listens here once the socket closes
     cfg_file = server_config(tmp_path, port)
-    r = run_cli("--config", cfg_file, "ingest", "-q", REPO / "sample_data" / "guides",
+    r = invoke("--config", cfg_file, "ingest", "-q", REPO / "sample_data" / "guides",
                 env={"TEST_CHROMA_TOKEN": "x"})
     assert_clean_error(r, 5, f"127.0.0.1:{port}", "chroma run")
-    r = run_cli("--config", cfg_file, "ingest", "-q", REPO / "sample_data" / "guides")
+    r = invoke("--config", cfg_file, "ingest", "-q", REPO / "sample_data" / "guides")
     assert_clean_error(r, 3, "TEST_CHROMA_TOKEN", "vector_store.token_env")

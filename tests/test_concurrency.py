@@ -1,4 +1,4 @@
-"""Several processes at once: readers during an ingest, two ingests, two ledger/cache writers."""
+"""Several processes at once: readers (this process) during an ingest, two ingests, two ledger/cache writers."""
 
 import json
 import random
@@ -9,7 +9,7 @@ import textwrap
 import time
 
 import pytest
-from cli import child_env, run_cli
+from cli import child_env, invoke
 from consistency import assert_consistent
 from crash_trials import Corpus
 
@@ -24,7 +24,7 @@ QUESTIONS = ["restore snapshot policy", "repository key daemon", "Document 7", "
 def test_readers_during_an_ingest_see_a_whole_index_and_two_ingests_queue(tmp_path, embedder):
     corpus = Corpus(tmp_path / "docs", random.Random(3), n_docs=120)
     data = tmp_path / "data"
-    first = run_cli("ingest", "-q", corpus.root, env={"LLMCTL_DATA_DIR": str(data)})
+    first = invoke("ingest", "-q", corpus.root, env={"LLMCTL_DATA_DIR": str(data)})
     assert first.returncode == 0, first.stderr
     old_ids = assert_consistent(data)["manifest"]
     for _ in range(3):
@@ -62,7 +62,7 @@ def test_readers_during_an_ingest_see_a_whole_index_and_two_ingests_queue(tmp_pa
         {"id": f"q{i}", "query": q} for i, q in enumerate(QUESTIONS)]}))
     writer = subprocess.Popen(cmd, env=full_env, stderr=subprocess.PIPE, text=True)
     time.sleep(1.0)
-    r = run_cli("--data-dir", data, "eval", "-q", suite, "--json")
+    r = invoke("--data-dir", data, "eval", "-q", suite, "--json")
     assert r.returncode == 0, r.stderr
     assert len(json.loads(r.stdout)["cases"]) == len(QUESTIONS)
     assert writer.wait(600) == 0, writer.stderr.read()

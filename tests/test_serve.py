@@ -327,3 +327,33 @@ def test_cli_serve_needs_a_token_beyond_loopback_and_stops_on_sigterm(docs_index
     finally:
         assert s.stop() == 0
     assert "Traceback" not in s.proc.stderr.read()
+
+
+def test_many_queries_open_the_ledger_and_cache_once_per_worker_thread_not_per_request(data, fake_llm, monkeypatch):
+    """serve's Workspace hands one gateway per thread to every request (GatewayPool): the answer
+    cache and the ledger are opened when a thread first needs them, never per request."""
+    from collections import Counter
+
+    from llmctl.llm import store
+
+    opened: Counter = Counter()
+    real = store._open
+
+    def counting(path, *args, **kwargs):
+        opened[Path(path).name] += 1
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(store, "_open", counting)
+    provider = {"name": "local", "base_url": fake_llm.base_url, "model": "fake-model", "context_window": 4096,
+                "timeout": 5, "retries": 0}
+    questions = ["How many daily snapshots are kept?", "Which port does the server use?", "Is Windows supported?"]
+    requests = 60
+    with Workspace(data_dir=data, **{"rerank.enabled": False, "llm.providers": [provider]}) as ws, \
+            Running(ws) as s:
+        for n in range(requests):
+            code, doc = s.json("POST", "/query", {"question": questions[n % len(questions)]})
+            assert code == 200 and doc["answer"] == fake_llm.default_text
+        threads = len(ws.gateways._all)
+    assert 1 <= threads <= 40  # Starlette's worker threads at most, whatever the number of requests
+    assert 1 <= opened["ledger.sqlite"] <= threads and opened["cache.sqlite"] <= threads, (opened, threads)
+    assert opened["ledger.sqlite"] + opened["cache.sqlite"] <= 2 * threads < requests / 2, (opened, threads)

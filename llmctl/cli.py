@@ -333,12 +333,14 @@ def tune(
 
 @app.command()
 def generate(
-    cases: Annotated[int, typer.Option("--cases", "-n", help="Questions to keep.")] = 20,
+    cases: Annotated[int, typer.Option("--cases", "-n", help="Questions to keep.", metavar="N")] = 20,
     output: Annotated[Path, typer.Option("--output", "-o", help="The suite file to write.", metavar="FILE")] = Path(
         "generated-suite.yaml"),
-    seed: Annotated[int, typer.Option(help="Sampling seed: the same seed asks the same questions.")] = 0,
+    seed: Annotated[int, typer.Option(
+        help="Sampling seed: the same seed asks the same questions.", metavar="N")] = 0,
     max_overlap: Annotated[float, typer.Option(
-        help="Drop questions with this share of their terms in the passage.", min=0.0, max=1.0)] = 0.9,
+        help="Drop questions with this share of their terms in the passage (0-1).", min=0.0, max=1.0,
+        metavar="SHARE")] = 0.9,
     force: Annotated[bool, typer.Option("--force", help="Replace --output if it exists.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report, every dropped candidate too.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,

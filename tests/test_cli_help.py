@@ -77,6 +77,8 @@ def test_every_command_with_arguments_is_checked_and_none_shows_typer_artefacts(
             assert re.fullmatch(r"[A-Z][A-Z_]*(\.\.\.)?|\[[A-Z][A-Z_]*\](\.\.\.)?", piece), (path, usage)
         for name in _arguments(text):
             assert re.fullmatch(r"[A-Z][A-Z_]*(\.\.\.)?", name), (path, name)
+        # options show a plain placeholder too (--cases N), never Typer's type label (--cases <int>)
+        assert not re.search(r"^\s+(-\w, )?--[\w-]+ <[a-z]", text, re.M), (path, text)
 
 
 # -- make demo: the missing model, and the way to add one ----------------------------------

@@ -177,8 +177,13 @@ def test_a_one_shot_ingest_frees_the_vector_index_before_building_bm25(small, tm
 
     loaded = []
     build = keyword.build_and_save
-    monkeypatch.setattr(keyword, "build_and_save", lambda *a, **k: loaded.append(
-        str(data.chroma) in SharedSystemClient._identifier_to_system) or build(*a, **k))
+
+    def recording(root, *args, **kwargs):  # at the chunks' BM25 build (the page heads' follows it)
+        if root == data.bm25:
+            loaded.append(str(data.chroma) in SharedSystemClient._identifier_to_system)
+        return build(root, *args, **kwargs)
+
+    monkeypatch.setattr(keyword, "build_and_save", recording)
     for release in (True, False):
         cfg = make_config(data_dir=tmp_path / f"release-{release}")
         data = DataDir(cfg.data_dir)

@@ -134,8 +134,10 @@ class RetrievalConfig(_Section):
     rrf_k: int = Field(60, ge=1)
     bm25_weight: float | None = Field(None, ge=0, le=1)  # None: the fusion's own (zscore 0.2, weighted 0.4)
     # z-score fusion adds this times each chunk's page-head z-score (its document's title and first
-    # lines against the question, index/pages.py); 0 turns it off. Chosen in bench/multi_bench.py.
-    page_weight: float = Field(0.2, ge=0, le=2)
+    # lines against the question, index/pages.py). Off by default: 0.2 won on the benchmark's tune
+    # halves but not on its check halves, and cost SciFact's full training set 0.014 nDCG@10
+    # (docs/benchmarks.md, "Across corpora"); `llmctl tune` tries it on a user's own suite.
+    page_weight: float = Field(0.0, ge=0, le=2)
 
     def weight_of_bm25(self, fusion: str) -> float:
         if self.bm25_weight is not None:

@@ -1,12 +1,13 @@
 """Page-level evidence: a BM25 index over each document's *head*, its title and first lines.
 
 A page's head says what the page is about ("git-cherry-pick - Apply the changes introduced by
-some existing commits", "CREATE TABLE — define a new table", an abstract's title). At query
-time every candidate chunk gets its page's head score, as a z-score over all pages, added to
-its fused score (``retrieval.page_weight``), so the section that explains a page's subject is
-not outranked by a chunk that only shares rare words with the question. Measured in
-bench/multi_bench.py (docs/benchmarks.md, "Across corpora"); the head is built here for both
-the index and the benchmark.
+some existing commits", "CREATE TABLE — define a new table", an abstract's title). With
+``retrieval.page_weight`` above 0, z-score fusion adds weight x the page's head z-score (over
+every page) to each candidate chunk, so the section of a page whose summary names the task can
+outrank a chunk elsewhere that only shares a rare word with the question. The weight is 0 by
+default: measured in bench/multi_bench.py and on SciFact (docs/benchmarks.md, "Across
+corpora"), it helps some corpora and costs others; ``llmctl tune`` chooses it per corpus. The
+head is built here for both the index and the benchmark.
 
 The index is published beside the chunks' BM25 index, with the same generation, and kept in
 step the same way: rebuilt with it, or updated in segments with the documents a run touched.
@@ -95,5 +96,3 @@ def with_page_evidence(fused: list[tuple[str, float]], page_of: dict[str, str], 
     out = [(cid, s + weight * page_z.get(page_of.get(cid, ""), 0.0)) for cid, s in fused]
     return sorted(out, key=lambda kv: (-kv[1], kv[0]))
 
-
-__all__ = ["HEAD_CHARS", "PageScores", "current", "head", "publish", "rebuild", "with_page_evidence"]

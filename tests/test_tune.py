@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from cli import invoke
 
 from llmctl.config import load_config
 from llmctl.errors import InputError
 from llmctl.evals.tune import half_of, write_change
 from llmctl.workspace import Workspace
-from cli import invoke
 
 # Fifty pages that say the same thing except for their error code: only BM25 can tell them apart.
 CODES = [f"QX{n:04d}" for n in random.Random(7).sample(range(1000, 9999), 50)]

@@ -19,7 +19,6 @@ from llmctl.config import Config
 from llmctl.errors import ConfigError, InputError
 from llmctl.stats import paired_bootstrap
 
-KEYS = ("fusion", "bm25_weight", "page_weight")
 GRID: list[dict] = (
     [{"fusion": "zscore", "bm25_weight": w, "page_weight": p} for w in (0.1, 0.2, 0.3, 0.4) for p in (0.0, 0.2, 0.4)]
     + [{"fusion": "rrf", "bm25_weight": None, "page_weight": 0.0},

@@ -341,15 +341,17 @@ def build_and_save(root: Path, cfg: BM25Config, ids: list[str], texts: list[str]
 
 
 def update(root: Path, cfg: BM25Config, added: list[tuple[str, str]], deleted: list[str], generation: str,
-           expected: int) -> bool:
+           expected: int, index: KeywordIndex | None = None) -> bool:
     """Publish the current index with ``added`` (chunk id, text) and without ``deleted`` as a new
     generation, in segments (see the module docstring). False, with nothing written, when it
     must be rebuilt instead: another backend or settings, no index, a delta past the merge
-    threshold, or a count that is not ``expected`` (the index and the manifest disagree)."""
-    try:
-        index = load(root)
-    except IndexStateError:
-        return False
+    threshold, or a count that is not ``expected`` (the index and the manifest disagree).
+    ``index``: the published one, when the caller has loaded it already."""
+    if index is None:
+        try:
+            index = load(root)
+        except IndexStateError:
+            return False
     if not isinstance(index, BM25sIndex) or settings_of(cfg) != index.built_with or not index.base_size:
         return False
     n_base = index.base_size

@@ -255,6 +255,14 @@ class Manifest:
         for cid, doc_id, source, body in self._chunks("id, doc_id, source, body"):
             yield cid, doc_id, source, _text(body)
 
+    def documents_with_chunks(self) -> set[str]:
+        """The ids of the documents that have chunks: ``document_sources``'s, without grouping every
+        chunk (an index lookup per document in the layout writers use)."""
+        if self.layout != "slim":
+            return {d for d, _ in self.document_sources()}
+        return {r[0] for r in self.db.execute(
+            "SELECT doc_id FROM documents d WHERE EXISTS (SELECT 1 FROM chunks c WHERE c.doc = d.num)")}
+
     def page_heads(self, doc_ids: Iterable[str] | None = None) -> Iterator[tuple[str, str, str]]:
         """(document id, title, text of its first chunk) of every document with chunks, or of
         those of ``doc_ids`` that have some; by document id, read as it is consumed."""

@@ -41,22 +41,20 @@ def rebuild(root: Path, cfg: BM25Config, manifest: Manifest, generation: str) ->
     keyword.build_and_save(root, cfg, [d for d, _ in heads], [h for _, h in heads], generation)
 
 
-def publish(root: Path, cfg: BM25Config, manifest: Manifest, generation: str,
-            touched: set[str] | None) -> None:
+def publish(root: Path, cfg: BM25Config, manifest: Manifest, generation: str, touched: set[str]) -> None:
     """The page index for ``generation``: updated in segments with the heads of the documents in
-    ``touched`` (and without those gone from the manifest), or rebuilt when ``touched`` is None
-    or an update is refused."""
-    if touched is not None:
-        try:
-            before = set(keyword.load(root).live_ids())
-        except IndexStateError:
-            before = None
-        if before is not None:
-            now = {d for d, _ in manifest.document_sources()}
-            added = _heads(manifest, touched & now)
-            deleted = sorted((before - now) | (touched & before))
-            if keyword.update(root, cfg, added, deleted, generation, len(now)):
-                return
+    ``touched`` (and without those gone from the manifest), or rebuilt when there is no index to
+    update or the update is refused."""
+    try:
+        index = keyword.load(root)
+    except IndexStateError:
+        index = None
+    if index is not None:
+        before, now = set(index.live_ids()), manifest.documents_with_chunks()
+        added = _heads(manifest, touched & now)
+        deleted = sorted((before - now) | (touched & before))
+        if keyword.update(root, cfg, added, deleted, generation, len(now), index=index):
+            return
     rebuild(root, cfg, manifest, generation)
 
 

@@ -260,8 +260,7 @@ class Workspace:
         if batch and (record or replay):
             raise UsageError("batch (--batch) answers through the provider's Batch API; it does not record or "
                              "replay a cassette")
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-            raise UsageError(f"expected a whole number of cases, at least 1, got {limit!r}", "limit")
+        _check_limit(limit)
         if repeats is not None and (isinstance(repeats, bool) or not isinstance(repeats, int)
                                     or not 1 <= repeats <= 100):
             raise UsageError(f"expected a whole number of repeats from 1 to 100, got {repeats!r}", "repeats")
@@ -291,8 +290,16 @@ class Workspace:
         """``llmctl tune``: the fusion settings for this corpus, chosen on half of the suite's judged
         cases and kept only when the other half confirms the gain (see evals/tune.py). ``write``
         puts a significant change in the config file in use (./llmctl.yaml when there is none)."""
+        from llmctl.errors import UsageError
+        from llmctl.evals.suite import check_metric
         from llmctl.evals.tune import run_tune, write_change
 
+        _check_limit(limit)
+        if metric is not None:
+            try:
+                check_metric(metric)
+            except ValueError as exc:
+                raise UsageError(str(exc), "metric") from None
         report = run_tune(Path(suite), load=self._derived_config, metric=metric, limit=limit,
                           tags=list(tags or []), progress=progress)
         if write and report["decision"] == "change":
@@ -417,3 +424,11 @@ def _joined(chunks: list[dict]) -> str:
             out += text[end - start:]
         end = max(end, c.get("end_char") or 0)
     return out
+
+
+def _check_limit(limit) -> None:
+    """``limit`` (``--limit``): None, or a whole number of cases, at least 1."""
+    from llmctl.errors import UsageError
+
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise UsageError(f"expected a whole number of cases, at least 1, got {limit!r}", "limit")

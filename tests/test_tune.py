@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cli import invoke
+from cli import assert_clean_error, invoke
 
 from llmctl.config import load_config
 from llmctl.errors import InputError
@@ -89,3 +89,12 @@ def test_write_change_appends_a_block_or_refuses_an_inline_mapping(tmp_path):
     with pytest.raises(InputError, match="retrieval: on one line"):
         write_change(inline, {"bm25_weight": 0.3})
     assert inline.read_text() == "retrieval: {k: 3}\n"
+
+
+def test_a_bad_metric_or_limit_is_one_line_and_exit_2_before_any_work(tmp_path):
+    _, suite = _corpus(tmp_path)  # no index either: the arguments are checked first
+    assert_clean_error(invoke("--data-dir", tmp_path / "data", "tune", suite, "--metric", "bogus"), 2,
+                       "--metric", "unknown metric 'bogus'")
+    assert_clean_error(invoke("--data-dir", tmp_path / "data", "tune", suite, "--limit", "0"), 2,
+                       "--limit", "at least 1")
+    assert not (tmp_path / "data").exists()

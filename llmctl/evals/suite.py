@@ -79,14 +79,14 @@ class Suite(_Model):
     @classmethod
     def _known_metrics(cls, v: list[str]) -> list[str]:
         for name in v:
-            _check_metric(name)
+            check_metric(name)
         return v
 
     @field_validator("thresholds")
     @classmethod
     def _known_threshold_metrics(cls, v: dict[str, float]) -> dict[str, float]:
         for name, value in v.items():
-            _check_metric(name)
+            check_metric(name)
             if not 0 <= value <= 1:
                 raise ValueError(f"threshold for {name} must be between 0 and 1, got {value}")
         return v
@@ -95,7 +95,7 @@ class Suite(_Model):
         return list(dict.fromkeys([*self.metrics, *self.thresholds]))
 
 
-def _check_metric(name: str) -> None:
+def check_metric(name: str) -> None:
     try:
         parse_metric(name)
     except ValueError:

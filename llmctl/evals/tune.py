@@ -48,7 +48,6 @@ def half_of(case_id: str) -> str:
 
 def run_tune(suite_path: Path, *, load: Callable[..., Config], metric: str | None = None,
              limit: int | None = None, tags: list[str] | None = None, progress=None) -> dict:
-    from llmctl.evals.metrics import parse_metric
     from llmctl.evals.runner import run_suite
     from llmctl.evals.service import flatten
     from llmctl.evals.suite import load_suite
@@ -59,7 +58,6 @@ def run_tune(suite_path: Path, *, load: Callable[..., Config], metric: str | Non
     base = flatten(suite.config)
     cfg = load(base)
     metric = metric or ("mrr@10" if "mrr@10" in suite.all_metrics() else suite.all_metrics()[0])
-    parse_metric(metric)  # a typo is an error naming the metric, before any work
     if metric not in suite.all_metrics():
         suite = suite.model_copy(update={"metrics": [*suite.metrics, metric]})
     now = current_setting(cfg)

@@ -29,6 +29,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmctl import telemetry
@@ -91,6 +92,34 @@ class AnswerInterrupted(ProviderError):
     def __init__(self, message: str, partial: str):
         super().__init__(message)
         self.partial = partial
+
+
+@dataclass
+class _Call:
+    """One ``Gateway.complete`` call: what was asked, and what its steps have found so far."""
+
+    messages: list[dict]
+    question: str
+    chunk_ids: list[str]
+    sources: list[dict]
+    on_token: Callable[[str], None] | None
+    request_id: str
+    order: list[ProviderConfig]  # routed (llm.routing), before llm.budget.on_exceed: cheaper
+    route: dict | None
+    prompt_tokens: int
+    keys: dict[str, str]  # each provider's exact-cache key
+    cacheable: bool
+    vector: object = None  # the question's embedding, once the semantic cache computed it
+    deadline: float = 0.0  # monotonic: llm.deadline from the first attempt's start
+    shown: list[str] = field(default_factory=list)  # streamed text the user has seen
+    attempts: list[dict] = field(default_factory=list)
+    refusals: list[str] = field(default_factory=list)  # budget refusals
+    min_window: int = 0  # after a context-length error: only larger windows are tried
+    last: AttemptFailed | None = None
+
+    def emit(self, text: str) -> None:
+        self.shown.append(text)
+        self.on_token(text)
 
 
 class Gateway:
@@ -230,110 +259,134 @@ class Gateway:
     # -- the call ---------------------------------------------------------------------
     def complete(self, messages: list[dict], *, question: str, chunk_ids: list[str],
                  sources: list[dict], on_token: Callable[[str], None] | None = None) -> Completion:
+        """Answer from the cache, else from the providers in order (each tried until it answers,
+        refuses or runs out of retries), else raise why none answered."""
         if self.cassette is not None and self.cassette.mode == "replay":
             return self._replay(messages, question, on_token)
         self.usable_providers()
-        request_id = uuid.uuid4().hex[:12]
-        order, route_info = self._order(question)
-        prompt_tokens = sum(self.count(m["content"]) for m in messages)
-        keys = {p.name: request_key(p.base_url, p.model, messages, self._params()) for p in order}
-        cacheable = self.cache is not None and (
-            self.cfg.temperature == 0 or not self.cfg.cache.only_deterministic)
-
-        hit, vector = self._lookup(order, keys, question, chunk_ids) if cacheable else (None, None)
+        call = self._call(messages, question, chunk_ids, sources, on_token)
+        hit = self._cached(call)
         if hit:
-            return self._serve(hit, request_id, route_info, on_token, question)
-
-        order = self._cheaper_first(order, prompt_tokens)
-        deadline = self.clock.monotonic() + self.cfg.deadline
-        shown: list[str] = []
-
-        def emit(text: str) -> None:
-            shown.append(text)
-            on_token(text)
-
-        attempts: list[dict] = []
-        refusals: list[str] = []
-        min_window = 0
-        last: AttemptFailed | None = None
+            return hit
+        order = self._cheaper_first(call.order, call.prompt_tokens)
+        call.deadline = self.clock.monotonic() + self.cfg.deadline
         for provider in order:
-            if provider.context_window <= min_window:
-                attempts.append({"provider": provider.name, "skipped": "context window too small"})
-                continue
-            key = _key_or_none(provider)
+            key = self._usable_key(call, provider)
             if key is None:
-                attempts.append({"provider": provider.name, "skipped": f"{provider.api_key_env} is not set"})
-                self.warn(f"provider '{provider.name}' skipped: {provider.api_key_env} is not set")
                 continue
-            limiter = self.state.limiter(provider, self.clock)
-            needed = prompt_tokens + self.cfg.max_answer_tokens  # what providers count against a limit
-            for n in range(1, provider.retries + 2):
-                try:
-                    held, problem = self._reserve(provider, prompt_tokens)  # before every attempt
-                except SharedStateUnavailable:  # the budget could not be held across machines
-                    self._refused_unshared(request_id, provider, n, question, None)
-                    raise
-                if problem:
-                    self._row(request_id, "refused", provider=provider.name, model=provider.model,
-                              error_class="budget", attempt=n, question=question)
-                    attempts.append({"provider": provider.name, "attempt": n, "refused": problem})
-                    refusals.append(problem)
-                    break
-                started = time.perf_counter()
-                try:
-                    comp = attempt(provider, messages, temperature=self.cfg.temperature,
-                                   max_tokens=self.cfg.max_answer_tokens, key=key,
-                                   on_token=emit if on_token else None,
-                                   before_send=functools.partial(limiter.acquire, needed, deadline))
-                except KeyboardInterrupt:
-                    self._row(request_id, "error", settles=held, provider=provider.name, model=provider.model,
-                              latency_ms=(time.perf_counter() - started) * 1000, error_class="interrupted",
-                              attempt=n, route=route_info and route_info["class"], question=question)
-                    raise
-                except AttemptFailed as f:
-                    last = f
-                    latency = (time.perf_counter() - started) * 1000
-                    attempts.append({"provider": provider.name, "attempt": n, "error": f.kind,
-                                     "message": str(f)})
-                    self._row(request_id, "error", settles=held, provider=provider.name, model=provider.model,
-                              latency_ms=latency, error_class=f.kind, attempt=n,
-                              route=route_info and route_info["class"], question=question)
-                    if shown:
-                        raise AnswerInterrupted(
-                            f"Answer interrupted after {len(shown)} chunks: {f}. Not retried, so the "
-                            "text shown is not repeated; run again, or use --json to retry transparently",
-                            "".join(shown)) from None
-                    if f.kind == "context_length":
-                        min_window = provider.context_window
-                        break
-                    if not f.retryable:
-                        raise ProviderError(f"Provider {f}") from None
-                    if n > provider.retries:
-                        break
-                    delay = policy.backoff(n, self.cfg.backoff_base, self.cfg.backoff_cap,
-                                           f.retry_after, self.rng)
-                    if self.clock.monotonic() + delay > deadline:
-                        raise ProviderError(f"Gave up: llm.deadline ({self.cfg.deadline:g} s) reached; "
-                                            f"last error: {f}") from None
-                    if f.kind == "rate_limit":  # every caller of this provider holds off, not only this one
-                        limiter.pause(delay)
-                    self.warn(f"{f}; retrying in {delay:.1f} s (attempt {n + 1} of {provider.retries + 1})")
-                    self.clock.sleep(delay)
-                    continue
-                except SharedStateUnavailable:  # the shared rate limit could not be taken: nothing was sent
-                    self._refused_unshared(request_id, provider, n, question, held)
-                    raise
-                except BaseException:  # e.g. the rate limiter gave up before sending: nothing was spent
-                    self._release(held)
-                    raise
-                limiter.observe(comp.headers, needed)
-                return self._finish(comp, provider, messages, request_id, n, route_info, attempts,
-                                    keys[provider.name], chunk_ids, sources, question, vector, cacheable,
-                                    settles=held)
-            if provider is not order[-1] and (last is not None or refusals):
-                why = last.kind if last is not None else "budget"
+            comp = self._attempts(call, provider, key)
+            if comp is not None:
+                return comp
+            if provider is not order[-1] and (call.last is not None or call.refusals):
+                why = call.last.kind if call.last is not None else "budget"
                 self.warn(f"provider '{provider.name}' failed ({why}); falling back to the next one")
-        raise self._give_up(refusals, last)
+        raise self._give_up(call.refusals, call.last)
+
+    def _call(self, messages: list[dict], question: str, chunk_ids: list[str], sources: list[dict],
+              on_token: Callable[[str], None] | None) -> _Call:
+        order, route_info = self._order(question)
+        return _Call(messages, question, chunk_ids, sources, on_token, uuid.uuid4().hex[:12], order, route_info,
+                     sum(self.count(m["content"]) for m in messages),
+                     {p.name: request_key(p.base_url, p.model, messages, self._params()) for p in order},
+                     self.cache is not None and (self.cfg.temperature == 0 or not self.cfg.cache.only_deterministic))
+
+    def _cached(self, call: _Call) -> Completion | None:
+        """The cache lookup: a cached answer served (and its ledger row written), or None; the
+        question's vector, when one was computed, is kept on ``call`` to store a fresh answer with."""
+        if not call.cacheable:
+            return None
+        hit, call.vector = self._lookup(call.order, call.keys, call.question, call.chunk_ids)
+        return self._serve(hit, call.request_id, call.route, call.on_token, call.question) if hit else None
+
+    def _usable_key(self, call: _Call, provider: ProviderConfig) -> str | None:
+        """``provider``'s API key, or None when it is skipped (its window is too small for a
+        context-length error already met, or its key is not set)."""
+        if provider.context_window <= call.min_window:
+            call.attempts.append({"provider": provider.name, "skipped": "context window too small"})
+            return None
+        key = _key_or_none(provider)
+        if key is None:
+            call.attempts.append({"provider": provider.name, "skipped": f"{provider.api_key_env} is not set"})
+            self.warn(f"provider '{provider.name}' skipped: {provider.api_key_env} is not set")
+        return key
+
+    def _attempts(self, call: _Call, provider: ProviderConfig, key: str) -> Completion | None:
+        """One provider's attempts (1 + its retries, each after a budget reservation and its rate
+        limits): its answer, or None to fall back to the next provider (a budget refusal, a
+        context-length error, retries used up). Raises what ends the whole call."""
+        limiter = self.state.limiter(provider, self.clock)
+        needed = call.prompt_tokens + self.cfg.max_answer_tokens  # what providers count against a limit
+        route = call.route and call.route["class"]
+        for n in range(1, provider.retries + 2):
+            try:
+                held, problem = self._reserve(provider, call.prompt_tokens)  # before every attempt
+            except SharedStateUnavailable:  # the budget could not be held across machines
+                self._refused_unshared(call.request_id, provider, n, call.question, None)
+                raise
+            if problem:
+                self._row(call.request_id, "refused", provider=provider.name, model=provider.model,
+                          error_class="budget", attempt=n, question=call.question)
+                call.attempts.append({"provider": provider.name, "attempt": n, "refused": problem})
+                call.refusals.append(problem)
+                return None
+            started = time.perf_counter()
+            try:
+                comp = attempt(provider, call.messages, temperature=self.cfg.temperature,
+                               max_tokens=self.cfg.max_answer_tokens, key=key,
+                               on_token=call.emit if call.on_token else None,
+                               before_send=functools.partial(limiter.acquire, needed, call.deadline))
+            except KeyboardInterrupt:
+                self._row(call.request_id, "error", settles=held, provider=provider.name, model=provider.model,
+                          latency_ms=(time.perf_counter() - started) * 1000, error_class="interrupted",
+                          attempt=n, route=route, question=call.question)
+                raise
+            except AttemptFailed as f:
+                call.last = f
+                latency = (time.perf_counter() - started) * 1000
+                call.attempts.append({"provider": provider.name, "attempt": n, "error": f.kind, "message": str(f)})
+                self._row(call.request_id, "error", settles=held, provider=provider.name, model=provider.model,
+                          latency_ms=latency, error_class=f.kind, attempt=n, route=route, question=call.question)
+                delay = self._retry_delay(call, provider, n, f)
+                if delay is None:
+                    return None
+                if f.kind == "rate_limit":  # every caller of this provider holds off, not only this one
+                    limiter.pause(delay)
+                self.warn(f"{f}; retrying in {delay:.1f} s (attempt {n + 1} of {provider.retries + 1})")
+                self.clock.sleep(delay)
+                continue
+            except SharedStateUnavailable:  # the shared rate limit could not be taken: nothing was sent
+                self._refused_unshared(call.request_id, provider, n, call.question, held)
+                raise
+            except BaseException:  # e.g. the rate limiter gave up before sending: nothing was spent
+                self._release(held)
+                raise
+            limiter.observe(comp.headers, needed)
+            return self._finish(comp, provider, call.messages, call.request_id, n, call.route, call.attempts,
+                                call.keys[provider.name], call.chunk_ids, call.sources, call.question, call.vector,
+                                call.cacheable, settles=held)
+        return None
+
+    def _retry_delay(self, call: _Call, provider: ProviderConfig, n: int, f: AttemptFailed) -> float | None:
+        """After failed attempt ``n``: seconds to wait before the next one, None to move on to the
+        next provider; raises when the call must stop (text already shown, a non-retryable
+        error, llm.deadline)."""
+        if call.shown:
+            raise AnswerInterrupted(
+                f"Answer interrupted after {len(call.shown)} chunks: {f}. Not retried, so the "
+                "text shown is not repeated; run again, or use --json to retry transparently",
+                "".join(call.shown)) from None
+        if f.kind == "context_length":
+            call.min_window = provider.context_window
+            return None
+        if not f.retryable:
+            raise ProviderError(f"Provider {f}") from None
+        if n > provider.retries:
+            return None
+        delay = policy.backoff(n, self.cfg.backoff_base, self.cfg.backoff_cap, f.retry_after, self.rng)
+        if self.clock.monotonic() + delay > call.deadline:
+            raise ProviderError(f"Gave up: llm.deadline ({self.cfg.deadline:g} s) reached; "
+                                f"last error: {f}") from None
+        return delay
 
     def _lookup(self, order: list[ProviderConfig], keys: dict[str, str], question: str,
                 chunk_ids: list[str]) -> tuple[CacheHit | None, object]:

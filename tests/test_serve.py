@@ -357,3 +357,27 @@ def test_many_queries_open_the_ledger_and_cache_once_per_worker_thread_not_per_r
     assert 1 <= threads <= 40  # Starlette's worker threads at most, whatever the number of requests
     assert 1 <= opened["ledger.sqlite"] <= threads and opened["cache.sqlite"] <= threads, (opened, threads)
     assert opened["ledger.sqlite"] + opened["cache.sqlite"] <= 2 * threads < requests / 2, (opened, threads)
+
+
+def test_a_thousand_queries_without_a_model_open_each_file_once_per_worker_thread(data, monkeypatch):
+    """Retrieval-only /query: the manifest, the remembered question vectors, the ledger and the
+    cache are opened at most once per worker thread, never per request (1,000 requests)."""
+    import sqlite3
+    from collections import Counter
+
+    opened: Counter = Counter()
+    real = sqlite3.connect
+
+    def counting(path, *args, **kwargs):
+        opened[Path(str(path)).name.split("?")[0]] += 1
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(sqlite3, "connect", counting)
+    questions = ["How many daily snapshots are kept?", "Which port does the server use?", "Is Windows supported?"]
+    requests = 1000
+    with Workspace(data_dir=data, **{"rerank.enabled": False}) as ws, Running(ws) as s:
+        for n in range(requests):
+            code, doc = s.json("POST", "/query", {"question": questions[n % len(questions)]})
+            assert code == 200 and doc["hits"] and doc["skipped"] == "no_model", doc
+    assert opened["manifest.sqlite"] >= 1 and opened["queries.sqlite"] >= 1, opened  # the counter sees them
+    assert max(opened.values()) <= 40 + 2, opened  # Starlette's worker threads at most, not 1,000

@@ -167,6 +167,8 @@ class Retriever:
 
     def close(self) -> None:
         self.manifest.close()
+        if "memo" in self.__dict__:
+            self.memo.close()
 
 
 def collapse_duplicates(order: list[str], chunks: dict[str, dict], threshold: float = 0.9) -> list[str]:

@@ -109,6 +109,15 @@ class FileUpdate:
     appended: dict[str, list[Chunk]] = field(default_factory=dict)
 
 
+# ``--where FIELD=VALUE``: each field's condition on COLUMNS (the value is the one parameter). A new
+# field is one line here; search/filters.py takes the names from this table.
+FILTERS = {
+    "source": "source GLOB ?",
+    "ext": "source GLOB '*.' || ?",
+    "kind": "kind = ?",
+    "doc_id": "doc_id GLOB ?",
+}
+
 class Manifest:
     def __init__(self, path: Path, readonly: bool = False):
         self.path = path
@@ -235,9 +244,17 @@ class Manifest:
         """(document id, source) of every document with chunks."""
         return self._chunks("doc_id, source", "GROUP BY doc_id").fetchall()
 
-    def chunks_where(self, condition: str, args: list) -> list[tuple[str, str]]:
-        """(chunk id, document id) of the chunks meeting an SQL condition on COLUMNS."""
-        return self._chunks("id, doc_id", f"WHERE {condition}", args).fetchall()
+    def chunks_matching(self, conditions: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """(chunk id, document id) of the chunks meeting every ``--where`` condition, (field of
+        FILTERS, value); no condition: every chunk."""
+        where = " AND ".join(FILTERS[f] for f, _ in conditions)
+        return self._chunks("id, doc_id", f"WHERE {where}" if where else "", [v for _, v in conditions]).fetchall()
+
+    def pages_of(self, chunk_ids: list[str]) -> dict[str, str]:
+        """{chunk id: its document id} for those of ``chunk_ids`` in the index."""
+        if not chunk_ids:
+            return {}
+        return dict(self._chunks("id, doc_id", f"WHERE id IN ({','.join('?' * len(chunk_ids))})", chunk_ids))
 
     def chunk_ids(self) -> set[str]:
         return {r[0] for r in self.db.execute("SELECT id FROM chunks")}

@@ -1,16 +1,11 @@
-"""``--where FIELD=VALUE`` conditions: parsed without importing any index code (the CLI
-checks them before loading anything)."""
+"""``--where FIELD=VALUE`` conditions, parsed and checked before anything is opened or loaded (the
+manifest module is plain SQLite: importing it loads no model or vector store). The fields and their
+SQL are the manifest's table (index/manifest.py, FILTERS)."""
 
 from __future__ import annotations
 
 from llmctl.errors import InputError
-
-FILTER_FIELDS = {
-    "source": "source GLOB ?",
-    "ext": "source GLOB '*.' || ?",
-    "kind": "kind = ?",
-    "doc_id": "doc_id GLOB ?",
-}
+from llmctl.index.manifest import FILTERS
 
 
 def parse_where(conditions: list[str]) -> list[tuple[str, str]]:
@@ -20,9 +15,9 @@ def parse_where(conditions: list[str]) -> list[tuple[str, str]]:
         field = field.strip()
         if not sep or not value.strip():
             raise InputError(f"--where '{cond}': expected FIELD=VALUE, e.g. source=docs/*.md")
-        if field not in FILTER_FIELDS:
+        if field not in FILTERS:
             raise InputError(
-                f"--where '{cond}': unknown field '{field}'; use one of {', '.join(FILTER_FIELDS)}"
+                f"--where '{cond}': unknown field '{field}'; use one of {', '.join(FILTERS)}"
             )
         out.append((field, value.strip()))
     return out

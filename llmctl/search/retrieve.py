@@ -16,7 +16,7 @@ from llmctl.index.manifest import Manifest
 from llmctl.index.pages import PageScores, with_page_evidence
 from llmctl.index.querymemo import QueryMemo
 from llmctl.records import Hit
-from llmctl.search.filters import FILTER_FIELDS, parse_where
+from llmctl.search.filters import parse_where
 from llmctl.search.fusion import Ranked, collapse
 
 
@@ -76,8 +76,7 @@ class Retriever:
         conds = parse_where(where)
         if not conds:
             return None
-        sql = " AND ".join(FILTER_FIELDS[f] for f, _ in conds)
-        rows = self.manifest.chunks_where(sql, [v for _, v in conds])
+        rows = self.manifest.chunks_matching(conds)
         if not rows:
             raise InputError(f"No indexed chunk matches --where {' '.join(where)}")
         return Filter({r[0] for r in rows}, {r[1] for r in rows})
@@ -123,8 +122,7 @@ class Retriever:
         for an index written before page heads."""
         if not weight or not fused or self.pages is None:
             return fused
-        ids = [cid for cid, _ in fused]
-        page_of = dict(self.manifest.chunks_where(f"id IN ({','.join('?' * len(ids))})", ids))
+        page_of = self.manifest.pages_of([cid for cid, _ in fused])
         page_z = self.pages.zscores(question, set(page_of.values()))
         return with_page_evidence(fused, page_of, page_z, weight) if page_z else fused
 

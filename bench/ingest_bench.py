@@ -59,6 +59,7 @@ def main() -> None:
     from sentence_transformers import SentenceTransformer  # noqa: F401  (import outside timings)
 
     from llmctl.config import load_config
+    from llmctl.datadir import DataDir
     from llmctl.embedding.local import Embedder
     from llmctl.index.manifest import Manifest
     from llmctl.ingest.pipeline import ingest
@@ -68,7 +69,7 @@ def main() -> None:
     embedder = Embedder(cfg.embedding)
     _ = embedder.model  # load weights outside the timing (both sides use the loaded model)
     t = time.perf_counter()
-    report = ingest([corpus], cfg, embedder=embedder)
+    report = ingest([corpus], cfg, DataDir(cfg.data_dir), embedder=embedder)
     t_ingest = time.perf_counter() - t
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     docs = report.documents_changed

@@ -74,6 +74,7 @@ def main() -> None:
         sys.exit("no SciFact index: run `python bench/ingest_bench.py` first")
 
     from llmctl.config import load_config
+    from llmctl.datadir import DataDir
     from llmctl.search.pipeline import QueryOptions, run_query
     from llmctl.search.rerank import Reranker
     from llmctl.search.retrieve import Retriever
@@ -81,7 +82,7 @@ def main() -> None:
 
     questions = [json.loads(line)["text"] for line in (SCIFACT / "queries.jsonl").open()][:args.queries]
     cfg = load_config(None, {"data_dir": str(INDEX)})
-    retriever = Retriever(cfg)
+    retriever = Retriever(cfg, DataDir(cfg.data_dir))
     ce = build_latency_cross_encoder(REPO / "bench" / "out" / "latency-cross-encoder",
                                      retriever.embedder.folder)
     cfg.rerank.model = str(ce)

@@ -39,6 +39,7 @@ def throughput(base_url: str, n: int = 400) -> dict:
     import tempfile
 
     from llmctl.config import load_config
+    from llmctl.datadir import DataDir
     from llmctl.embedding import make_embedder
     from llmctl.embedding.local import Embedder
 
@@ -49,7 +50,7 @@ def throughput(base_url: str, n: int = 400) -> dict:
         cfg = load_config(None, {"data_dir": tmp, "embedding.provider": "openai", "embedding.base_url": base_url,
                                  "embedding.model": "multilingual-e5-small", "embedding.batch_size": 32,
                                  "embedding.document_input_type": "passage", "embedding.concurrency": 2})
-        remote = make_embedder(cfg, command="bench")
+        remote = make_embedder(cfg, DataDir(cfg.data_dir), command="bench")
         local = Embedder(load_config(None, {"data_dir": tmp}).embedding)
         local.load()
         local.embed_documents(texts[:32])  # warm

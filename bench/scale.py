@@ -123,6 +123,7 @@ def measure(factor: int, work: Path, server: bool = False, keep: bool = False) -
     """One size, in this process (run by main() in a fresh subprocess per size). ``server``: vectors
     in a `chroma run` process, so this process's memory is llmctl's own."""
     from llmctl.config import load_config
+    from llmctl.datadir import DataDir
     from llmctl.index import keyword
     from llmctl.index.manifest import Manifest
     from llmctl.index.vectors import VectorStore
@@ -164,7 +165,8 @@ def measure(factor: int, work: Path, server: bool = False, keep: bool = False) -
 
     keyword.build_and_save = build_and_save
     t = time.perf_counter()
-    report = ingest([work / "corpus"], cfg, embedder=embedder, release_vectors=True)  # as `llmctl ingest` does
+    # release_vectors: as `llmctl ingest` does
+    report = ingest([work / "corpus"], cfg, DataDir(data), embedder=embedder, release_vectors=True)
     total = time.perf_counter() - t
     out["chunks"] = report.chunks_total
     out["ingest_seconds_without_embedding"] = round(total, 1)
@@ -174,20 +176,21 @@ def measure(factor: int, work: Path, server: bool = False, keep: bool = False) -
 
     # manifest sync: a no-op run (stat only) and a run with one changed document
     t = time.perf_counter()
-    ingest([work / "corpus"], cfg, embedder=embedder)
+    ingest([work / "corpus"], cfg, DataDir(data), embedder=embedder)
     out["noop_reingest_seconds"] = round(time.perf_counter() - t, 2)
     change_one_document(work / "corpus" / "copy000.jsonl")
-    ingest([work / "corpus"], cfg, embedder=embedder)  # loads the vector index the first ingest released
+    # loads the vector index the first ingest released
+    ingest([work / "corpus"], cfg, DataDir(data), embedder=embedder)
     change_one_document(work / "corpus" / "copy000.jsonl")  # timed: a process that stays up (serve --watch)
     timers.seconds.clear()
     t = time.perf_counter()
-    ingest([work / "corpus"], cfg, embedder=embedder)
+    ingest([work / "corpus"], cfg, DataDir(data), embedder=embedder)
     out["one_doc_change_seconds"] = round(time.perf_counter() - t, 1)
     out["one_doc_change_inside"] = {k: round(v, 2) for k, v in timers.seconds.items()}
 
     from llmctl.index.vectors import open_store
 
-    store = open_store(cfg) if server else VectorStore.embedded(data / "chroma")
+    store = open_store(cfg, data / "chroma") if server else VectorStore.embedded(data / "chroma")
     for v in qvecs[:5]:
         store.query(v, 50)
     lat = []
@@ -241,6 +244,7 @@ def cold_change(work: Path, port: int) -> dict:
     and configure, then inside ``ingest``."""
     t = time.perf_counter()
     from llmctl.config import load_config
+    from llmctl.datadir import DataDir
     from llmctl.ingest.pipeline import ingest
 
     overrides: dict = {"data_dir": str(work / "data")}
@@ -250,7 +254,7 @@ def cold_change(work: Path, port: int) -> dict:
     embedder = reused_vectors_embedder(cfg.embedding, common.cached("chunk_vectors", None))
     setup = time.perf_counter() - t
     t = time.perf_counter()
-    report = ingest([work / "corpus"], cfg, embedder=embedder)
+    report = ingest([work / "corpus"], cfg, DataDir(cfg.data_dir), embedder=embedder)
     return {"imports_seconds": round(setup, 2), "ingest_seconds": round(time.perf_counter() - t, 2),
             "documents_changed": report.documents_changed}
 

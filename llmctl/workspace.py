@@ -57,7 +57,7 @@ class Workspace:
             config = load_config(Path(config_path) if config_path else None,
                                  {"data_dir": str(data_dir) if data_dir else None, **overrides})
         self.cfg = config
-        self.data = DataDir(config.data_dir)
+        self.data = self._published()
         self._lock = threading.Lock()
         self._retriever = None
         self._version: tuple[str, str] | None = None
@@ -71,7 +71,7 @@ class Workspace:
     def embedder(self):
         from llmctl.embedding import make_embedder
 
-        return make_embedder(self.cfg, command="ingest", export=True)
+        return make_embedder(self.cfg, self.data, command="ingest", export=True)
 
     @property
     def retriever(self):
@@ -83,7 +83,7 @@ class Workspace:
         with self._lock:
             old = self._retriever
             if old is None or version != self._version:
-                new = Retriever(self.cfg)
+                new = Retriever(self.cfg, self._published())
                 # a model already loaded here (the last reader's, or ingest's) embeds queries too
                 donor = (old.__dict__.get("embedder") if old is not None else None) or self.__dict__.get("embedder")
                 if (donor is not None and not donor.note  # a fallback note is ingest's to give, not every search's
@@ -106,7 +106,7 @@ class Workspace:
         thread and handed to query, eval and generate (``GatewayPool.call``)."""
         from llmctl.llm.gateway import GatewayPool
 
-        return GatewayPool(self.cfg)
+        return GatewayPool(self.cfg, self.data)
 
     @cached_property
     def reranker(self):
@@ -129,7 +129,12 @@ class Workspace:
         reader is dropped, not closed: a search on another thread (serve --watch) may use it."""
         with self._lock:
             self._retriever = None
-        self.data = DataDir(self.cfg.data_dir)
+        self.data = self._published()
+
+    def _published(self) -> DataDir:
+        """The data dir, with the index published last (a ``DataDir`` resolves ``INDEX`` once, when
+        made). The one place a config's ``data_dir`` becomes the ``DataDir`` every component takes."""
+        return DataDir(self.cfg.data_dir)
 
     def close(self) -> None:
         with self._lock:
@@ -154,8 +159,9 @@ class Workspace:
         from llmctl.ingest.pipeline import ingest
 
         return self._written(dry_run, lambda: ingest(
-            [Path(p) for p in paths], self.cfg, dry_run=dry_run, rebuild=rebuild, repair=repair, strict=strict,
-            wait_seconds=wait_seconds, progress=progress, embedder=self.embedder, release_vectors=release_vectors))
+            [Path(p) for p in paths], self.cfg, self._published(), dry_run=dry_run, rebuild=rebuild, repair=repair,
+            strict=strict, wait_seconds=wait_seconds, progress=progress, embedder=self.embedder,
+            release_vectors=release_vectors))
 
     def watch(self, paths: list[Path | str], *, stop, on_report: Callable[[IngestReport], None],
               on_error: Callable[[Exception], None], debounce_ms: int = 1000,
@@ -196,8 +202,8 @@ class Workspace:
         """Drop every indexed file under ``paths`` from the index."""
         from llmctl.ingest.pipeline import remove
 
-        return self._written(dry_run, lambda: remove([Path(p) for p in paths], self.cfg, dry_run=dry_run,
-                                                     wait_seconds=wait_seconds))
+        return self._written(dry_run, lambda: remove([Path(p) for p in paths], self.cfg, self._published(),
+                                                     dry_run=dry_run, wait_seconds=wait_seconds))
 
     def search(self, query: str, *, k: int | None = None, where: list[str] | None = None,
                rerank: bool | None = None, dense_k: int | None = None, bm25_k: int | None = None,
@@ -268,10 +274,11 @@ class Workspace:
             raise UsageError("batch (--batch) sends each answer once; it does not repeat (--repeats)")
         if stop_when_decided and batch:
             raise UsageError("stop_when_decided (--stop-when-decided) needs answers one by one, not a --batch job")
-        return run_eval(_path(suite), load=self._derived_config, beir=_path(beir), split=split, limit=limit,
-                        tags=list(tags or []), baseline=_path(baseline), against=_path(against), answers=answers,
-                        progress=progress, record=_path(record), replay=_path(replay), batch=batch,
-                        repeats=repeats, stop_when_decided=stop_when_decided, gateways=self.gateways)
+        return run_eval(_path(suite), load=self._derived_config, data=self._published(), beir=_path(beir),
+                        split=split, limit=limit, tags=list(tags or []), baseline=_path(baseline),
+                        against=_path(against), answers=answers, progress=progress, record=_path(record),
+                        replay=_path(replay), batch=batch, repeats=repeats, stop_when_decided=stop_when_decided,
+                        gateways=self.gateways)
 
     def plan(self, suite: Path | str, *, limit: int | None = None, tags: list[str] | None = None,
              baseline: Path | str | None = None, repeats: int | None = None, progress=None) -> dict:
@@ -282,8 +289,8 @@ class Workspace:
 
         if repeats is not None and (isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1):
             raise UsageError(f"expected a whole number of repeats, at least 1, got {repeats!r}", "repeats")
-        return run_plan(Path(suite), load=self._derived_config, limit=limit, tags=list(tags or []),
-                        baseline=_path(baseline), repeats=repeats, progress=progress)
+        return run_plan(Path(suite), load=self._derived_config, data=self._published(), limit=limit,
+                        tags=list(tags or []), baseline=_path(baseline), repeats=repeats, progress=progress)
 
     def tune(self, suite: Path | str, *, metric: str | None = None, limit: int | None = None,
              tags: list[str] | None = None, write: bool = False, progress=None) -> dict:
@@ -300,7 +307,7 @@ class Workspace:
                 check_metric(metric)
             except ValueError as exc:
                 raise UsageError(str(exc), "metric") from None
-        report = run_tune(Path(suite), load=self._derived_config, metric=metric, limit=limit,
+        report = run_tune(Path(suite), load=self._derived_config, data=self._published(), metric=metric, limit=limit,
                           tags=list(tags or []), progress=progress)
         if write and report["decision"] == "change":
             path = Path(self.cfg.source) if Path(self.cfg.source).is_file() else Path("llmctl.yaml")
@@ -339,20 +346,20 @@ class Workspace:
         if start is not None and end is not None and start >= end:
             raise InputError(f"--since {since} is not before --until {until}")
         rules = self.cfg.llm.budget.alerts
-        return cost_report(self.cfg.data_dir, self.cfg.llm, start, end, now,
+        return cost_report(self.data, self.cfg.llm, start, end, now,
                            shared=self.cfg.state if shared else None,
                            alerts=rules if alerts or rules.enabled else None)
 
     def cache_stats(self, *, clear: bool = False, prune: bool = False) -> dict:
         from llmctl.llm.report import cache_stats
 
-        return cache_stats(self.cfg.data_dir, time.time(), clear=clear, prune=prune)
+        return cache_stats(self.data, time.time(), clear=clear, prune=prune)
 
     def status(self) -> Status:
         """The index, reranker, cache and ledger of this workspace, without loading any model."""
         from llmctl.index.manifest import Manifest
 
-        data = DataDir(self.cfg.data_dir)
+        data = self._published()
         index: dict = {"exists": data.exists(), "folder": str(data.index)}
         if data.exists():
             m = Manifest(data.manifest, readonly=True)
@@ -398,7 +405,7 @@ class Workspace:
         """Drop cached answers built from chunks an ingest changed or deleted."""
         from llmctl.llm.state import invalidate_answers
 
-        return invalidate_answers(self.cfg.state, self.cfg.data_dir, chunk_ids, self._warn_state)
+        return invalidate_answers(self.cfg.state, self.data, chunk_ids, self._warn_state)
 
     @staticmethod
     def _warn_state(message: str) -> None:

@@ -65,12 +65,13 @@ def corpus(tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def sample_index(tmp_path_factory, embedder) -> Path:
     """sample_data ingested once for the session (sources read 'sample_data/...')."""
+    from llmctl.datadir import DataDir
     from llmctl.ingest.pipeline import ingest
 
     data = tmp_path_factory.mktemp("sample-index")
     cfg = load_config(None, {"data_dir": str(data)})
     cfg.base_dir = REPO
-    ingest([SAMPLE], cfg, embedder=embedder)
+    ingest([SAMPLE], cfg, DataDir(data), embedder=embedder)
     return data
 
 

@@ -21,7 +21,7 @@ def index_state(data_dir: Path, cfg: Config | None = None) -> dict:
         files = m.files()
     finally:
         m.close()
-    store = open_store(cfg) if cfg else VectorStore.embedded(data.chroma)
+    store = open_store(cfg, data.chroma) if cfg else VectorStore.embedded(data.chroma)
     chroma_ids = store.all_ids()
     bm25 = keyword.load(data.bm25, None)
     return {"manifest": manifest_ids, "chroma": chroma_ids, "bm25": bm25.live_ids(), "dirty": dirty,

@@ -16,6 +16,7 @@ import traceback
 from pathlib import Path
 
 from llmctl.config import load_config
+from llmctl.datadir import DataDir
 from llmctl.errors import LlmctlError
 from llmctl.llm.gateway import Gateway
 
@@ -36,7 +37,7 @@ def warn(message: str) -> None:
 
 def ask(rid, question: str) -> None:
     try:
-        gw = Gateway(cfg.llm, cfg.data_dir, config_source=cfg.source, command="query", tag="team",
+        gw = Gateway(cfg.llm, DataDir(cfg.data_dir), config_source=cfg.source, command="query", tag="team",
                      warn=warn, state=cfg.state)
         try:
             comp = gw.complete([{"role": "user", "content": question}], question=question,

@@ -127,7 +127,7 @@ def ask(gw: Gateway, question: str):
 
 
 def gateway(llm: dict, folder, clock=None) -> Gateway:
-    return Gateway(LLMConfig.model_validate(llm), folder, clock=clock, warn=lambda m: None)
+    return Gateway(LLMConfig.model_validate(llm), DataDir(folder), clock=clock, warn=lambda m: None)
 
 
 def test_8_processes_and_8_serve_threads_get_exactly_the_3_calls_the_budget_fits(tmp_path, data, fake_llm,
@@ -203,8 +203,9 @@ def test_8_processes_and_8_serve_threads_get_exactly_the_3_calls_the_budget_fits
 CRASHING_CHILD = """
 import json, sys
 from llmctl.config import LLMConfig
+from llmctl.datadir import DataDir
 from llmctl.llm.gateway import Gateway
-gw = Gateway(LLMConfig.model_validate(json.loads(sys.argv[1])), sys.argv[2])
+gw = Gateway(LLMConfig.model_validate(json.loads(sys.argv[1])), DataDir(sys.argv[2]))
 gw.complete([{"role": "user", "content": "killed"}], question="killed", chunk_ids=[], sources=[])
 """
 

@@ -14,8 +14,10 @@ from consistency import assert_consistent
 from crash_trials import Corpus
 
 from llmctl.config import load_config
+from llmctl.datadir import DataDir
 from llmctl.errors import LlmctlError
 from llmctl.search.pipeline import QueryOptions, run_query
+from llmctl.search.retrieve import Retriever
 
 QUESTIONS = ["restore snapshot policy", "repository key daemon", "Document 7", "prune schedule"]
 
@@ -40,7 +42,7 @@ def test_readers_during_an_ingest_see_a_whole_index_and_two_ingests_queue(tmp_pa
     while any(w.poll() is None for w in writers) and time.monotonic() < deadline:
         for q in QUESTIONS:
             try:
-                result = run_query(q, cfg, QueryOptions(use_llm=False, k=8))
+                result = run_query(q, cfg, QueryOptions(use_llm=False, k=8), retriever=Retriever(cfg, DataDir(data)))
             except LlmctlError as exc:
                 errors.append(str(exc))
                 continue
@@ -73,11 +75,12 @@ WRITER = textwrap.dedent("""
     import random, sys
     from pathlib import Path
     from llmctl.config import LLMConfig
+    from llmctl.datadir import DataDir
     from llmctl.llm.gateway import Gateway
     base_url, data, who, n = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
     llm = LLMConfig.model_validate({"providers": [{"name": "main", "base_url": base_url, "model": "m",
                                                    "retries": 0, "price_input_per_1m": 1.0}]})
-    gw = Gateway(llm, data, rng=random.Random(0))
+    gw = Gateway(llm, DataDir(data), rng=random.Random(0))
     for i in range(n):
         q = f"question {i} from writer {who}"
         gw.complete([{"role": "user", "content": q}], question=q, chunk_ids=[f"c{who}{i}"],

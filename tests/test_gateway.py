@@ -7,6 +7,7 @@ import pytest
 from openai_server import Reply
 
 from llmctl.config import LLMConfig
+from llmctl.datadir import DataDir
 from llmctl.errors import BudgetExceeded, IndexStateError, ProviderError
 from llmctl.llm.gateway import AnswerInterrupted, Gateway
 from llmctl.llm.report import cache_stats, cost_report
@@ -50,7 +51,7 @@ def make(tmp_path, fake_llm):
         warnings: list[str] = []
         clock = FakeClock()
         llm = LLMConfig.model_validate({"providers": list(providers) or [provider(fake_llm)], **cfg})
-        gw = Gateway(llm, tmp_path, clock=clock, rng=random.Random(0), warn=warnings.append,
+        gw = Gateway(llm, DataDir(tmp_path), clock=clock, rng=random.Random(0), warn=warnings.append,
                      tag=cfg.pop("tag", None) if "tag" in cfg else None)
         gw.warnings, gw.fake_clock = warnings, clock
         made.append(gw)
@@ -187,7 +188,7 @@ def test_unknown_price_is_unknown_never_zero(make, fake_llm, tmp_path):
     out = ask(gw)
     assert out.cost_usd is None and ledger(tmp_path)[-1]["cost_usd"] is None
     assert any("no price configured" in w for w in gw.warnings)
-    report = cost_report(tmp_path, gw.cfg, None, None, NOON)
+    report = cost_report(DataDir(tmp_path), gw.cfg, None, None, NOON)
     assert report["totals"]["unknown_cost_calls"] == 1
 
 
@@ -206,10 +207,10 @@ def test_exact_cache_hit_saves_a_call_and_is_reported(make, fake_llm, tmp_path):
     assert len(fake_llm.requests) == 1
     rows = ledger(tmp_path)
     assert rows[-1]["status"] == "cache_hit" and rows[-1]["saved_usd"] == pytest.approx(first.cost_usd)
-    stats = cache_stats(tmp_path, NOON)
+    stats = cache_stats(DataDir(tmp_path), NOON)
     assert stats["entries"] == 1 and stats["hit_rate"]["exact"] == 0.5
     assert stats["saved"]["usd"] == pytest.approx(first.cost_usd)
-    report = cost_report(tmp_path, gw.cfg, None, None, NOON)
+    report = cost_report(DataDir(tmp_path), gw.cfg, None, None, NOON)
     assert report["totals"]["saved_by_cache_usd"] == pytest.approx(first.cost_usd)
     assert report["totals"]["requests"] == 2 and report["totals"]["cache_hits"] == 1
 
@@ -229,7 +230,7 @@ def test_ingest_style_invalidation_drops_entries_built_from_changed_chunks(make,
     ask(gw, chunks=("c1", "c2"))
     assert gw.cache.invalidate_chunks(["c2", "zzz"]) == 1
     assert ask(gw, chunks=("c1", "c2")).cache is None
-    assert cache_stats(tmp_path, NOON)["invalidations"] == 1
+    assert cache_stats(DataDir(tmp_path), NOON)["invalidations"] == 1
 
 
 def test_semantic_cache_hits_similar_questions_but_guards_false_hits(make, fake_llm, embedder):
@@ -275,11 +276,11 @@ def test_per_tag_budget(tmp_path, fake_llm):
     llm = LLMConfig.model_validate({"providers": [provider(fake_llm, price_input_per_1m=1000.0,
                                                            price_output_per_1m=1000.0)],
                                     "budget": {"tags": {"ci": {"daily_usd": 0.0001}}}})
-    gw = Gateway(llm, tmp_path, clock=FakeClock(), tag="ci", warn=lambda m: None)
+    gw = Gateway(llm, DataDir(tmp_path), clock=FakeClock(), tag="ci", warn=lambda m: None)
     with pytest.raises(BudgetExceeded, match=r"daily \(tag ci\)"):
         ask(gw)
     gw.close()
-    other = Gateway(llm, tmp_path, clock=FakeClock(), tag="dev", warn=lambda m: None)
+    other = Gateway(llm, DataDir(tmp_path), clock=FakeClock(), tag="dev", warn=lambda m: None)
     assert ask(other).text
     other.close()
 
@@ -307,7 +308,7 @@ def test_corrupt_cache_is_moved_aside_and_corrupt_ledger_is_explained(tmp_path, 
     (tmp_path / "cache.sqlite").write_bytes(b"garbage" * 200)
     warnings = []
     llm = LLMConfig.model_validate({"providers": [provider(fake_llm)]})
-    gw = Gateway(llm, tmp_path, clock=FakeClock(), warn=warnings.append)
+    gw = Gateway(llm, DataDir(tmp_path), clock=FakeClock(), warn=warnings.append)
     assert ask(gw).text and "moved it to cache.sqlite.corrupt-" in warnings[0]
     gw.close()
     assert list(tmp_path.glob("cache.sqlite.corrupt-*"))[0].read_bytes() == b"garbage" * 200
@@ -316,7 +317,7 @@ def test_corrupt_cache_is_moved_aside_and_corrupt_ledger_is_explained(tmp_path, 
         (tmp_path / f"ledger.sqlite{suffix}").unlink(missing_ok=True)
     (tmp_path / "ledger.sqlite").write_bytes(b"not a ledger" * 200)
     with pytest.raises(IndexStateError, match=r"ledger .* is unreadable.*mv .*deleted nothing"):
-        Gateway(llm, tmp_path, clock=FakeClock())
+        Gateway(llm, DataDir(tmp_path), clock=FakeClock())
     assert (tmp_path / "ledger.sqlite").read_bytes() == b"not a ledger" * 200
 
 

@@ -10,8 +10,13 @@ from llmctl.errors import BusyError, IndexStateError, InputError
 from llmctl.index import keyword
 from llmctl.index.manifest import Manifest
 from llmctl.index.vectors import VectorStore
+from llmctl.ingest import pipeline
 from llmctl.ingest.loaders import file_digest
-from llmctl.ingest.pipeline import ingest
+
+
+def ingest(paths, cfg, **options):
+    """``pipeline.ingest`` on the data dir ``cfg`` names, as the Workspace calls it."""
+    return pipeline.ingest(paths, cfg, DataDir(cfg.data_dir), **options)
 
 
 @pytest.fixture

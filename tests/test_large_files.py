@@ -65,6 +65,7 @@ def test_pieces_are_cut_after_whitespace_else_punctuation_else_anywhere():
 def test_a_dry_run_over_a_large_file_tokenizes_it_in_pieces(tmp_path, make_config, embedder, monkeypatch):
     """The streaming behaviour, end to end at a small scale: a ~1 MB file is never handed to the
     tokenizer whole (that alone took ~250 bytes a token: 6 GB for a 49 MB file)."""
+    from llmctl.datadir import DataDir
     from llmctl.ingest.pipeline import ingest
 
     docs = tmp_path / "docs"
@@ -81,6 +82,7 @@ def test_a_dry_run_over_a_large_file_tokenizes_it_in_pieces(tmp_path, make_confi
         return real(texts)
 
     monkeypatch.setattr(type(embedder), "token_spans", property(lambda self: token_spans))
-    r = ingest([docs], make_config(), dry_run=True, embedder=embedder)
+    cfg = make_config()
+    r = ingest([docs], cfg, DataDir(cfg.data_dir), dry_run=True, embedder=embedder)
     assert r.files_added == ["docs/big.txt"] and r.chunks_added > 1000
     assert max(sizes) <= chunking.SPAN_WINDOW < (docs / "big.txt").stat().st_size // 10

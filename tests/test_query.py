@@ -1,6 +1,7 @@
 import pytest
 
 from llmctl.config import load_config
+from llmctl.datadir import DataDir
 from llmctl.errors import ConfigError, IndexStateError, InputError, ProviderError
 from llmctl.search.fusion import by_max, fuse_weighted, fuse_zscore, minmax
 from llmctl.search.pipeline import QueryOptions, run_query
@@ -14,7 +15,7 @@ def cfg(sample_index):
 
 @pytest.fixture
 def retriever(cfg, embedder):
-    r = Retriever(cfg, embedder)
+    r = Retriever(cfg, DataDir(cfg.data_dir), embedder)
     yield r
     r.close()
 
@@ -101,7 +102,7 @@ def test_empty_question_and_missing_index(cfg, tmp_path, retriever):
     with pytest.raises(InputError, match="empty"):
         run_query("   ", cfg, retriever=retriever)
     with pytest.raises(IndexStateError, match="run 'llmctl ingest"):
-        run_query("anything", load_config(None, {"data_dir": str(tmp_path / "none")}))
+        Retriever(load_config(None, {"data_dir": str(tmp_path / "none")}), DataDir(tmp_path / "none"))
 
 
 def test_cross_encoder_reorders_candidates(sample_index, retriever, faq_cross_encoder):
@@ -217,14 +218,14 @@ def test_provider_errors_are_one_line(sample_index, retriever, fake_llm, monkeyp
         answer("snapshots", llm_config(sample_index, fake_llm.base_url))
 
 
-def test_a_semantic_cache_hit_cites_the_sources_it_was_written_from(tmp_path, sample_index, retriever,
-                                                                    fake_llm):
+def test_a_semantic_cache_hit_cites_the_sources_it_was_written_from(tmp_path, sample_index, embedder, fake_llm):
     from openai_server import Reply
 
     fake_llm.script.append(Reply(text="The default policy keeps 14 daily snapshots [1]."))
     cfg = llm_config(sample_index, fake_llm.base_url)
-    cfg.data_dir = tmp_path  # a fresh cache and ledger; the index is read through `retriever`
     cfg.llm.cache.semantic = True
+    # the sample index, read from a data dir of its own: a fresh cache and ledger
+    retriever = Retriever(cfg, DataDir(tmp_path, DataDir(sample_index).index), embedder)
     first = run_query("How many daily snapshots does the default retention policy keep?", cfg,
                       QueryOptions(k=3), retriever=retriever)
     cited = first.citations[0].location()
@@ -235,6 +236,7 @@ def test_a_semantic_cache_hit_cites_the_sources_it_was_written_from(tmp_path, sa
     assert second.completion.cache == "semantic" and len(fake_llm.requests) == 1
     assert [c.location() for c in second.citations] == [cited]
     assert second.to_dict()["citations"][0]["location"] == cited
+    retriever.close()
 
 
 def test_zscore_fusion_weighs_each_score_against_the_whole_corpus():
@@ -275,12 +277,12 @@ def test_zscore_is_the_default_and_an_index_without_statistics_falls_back(tmp_pa
     shutil.copytree(sample_index, data)
     cfg = load_config(None, {"data_dir": str(data), "rerank.enabled": False})
     question = "Which key derivation function protects the passphrase?"
-    z = run_query(question, cfg, QueryOptions(k=5, use_llm=False), retriever=Retriever(cfg, embedder))
+    z = run_query(question, cfg, QueryOptions(k=5, use_llm=False), retriever=Retriever(cfg, DataDir(data), embedder))
     w = run_query(question, cfg, QueryOptions(k=5, use_llm=False, fusion="weighted"),
-                  retriever=Retriever(cfg, embedder))
+                  retriever=Retriever(cfg, DataDir(data), embedder))
     assert cfg.retrieval.fusion == "zscore"
     assert [h.stages["fused"][1] for h in z.hits] != [h.stages["fused"][1] for h in w.hits]
     for f in (data / "bm25").glob("gen-*/dense_sample.npy"):
         f.unlink()  # an index written before the statistics existed
-    old = run_query(question, cfg, QueryOptions(k=5, use_llm=False), retriever=Retriever(cfg, embedder))
+    old = run_query(question, cfg, QueryOptions(k=5, use_llm=False), retriever=Retriever(cfg, DataDir(data), embedder))
     assert [(h.id, h.stages["fused"]) for h in old.hits] == [(h.id, h.stages["fused"]) for h in w.hits]

@@ -102,6 +102,7 @@ def test_switching_provider_needs_a_rebuild_and_an_endpoint_index_needs_its_endp
 ], ids=["429", "500", "malformed-json", "wrong-count", "dropped", "timeout"])
 def test_a_retryable_fault_is_retried_and_recorded(tmp_path, fake_llm, fault, kind):
     from llmctl.config import load_config
+    from llmctl.datadir import DataDir
     from llmctl.ingest.pipeline import ingest
 
     timeout = scaled_deadline(2.0)
@@ -109,7 +110,7 @@ def test_a_retryable_fault_is_retried_and_recorded(tmp_path, fake_llm, fault, ki
     fake_llm.script.append(fault or Reply("late", delay=timeout + 1.0))
     cfg = load_config(Path(write_config(tmp_path, fake_llm.base_url, timeout=timeout)))
     started = time.monotonic()
-    report = ingest([SAMPLE], cfg)
+    report = ingest([SAMPLE], cfg, DataDir(cfg.data_dir))
     assert report.chunks_added > 0
     rows = ledger(tmp_path)
     errors = [r for r in rows if r["status"] == "error"]

@@ -10,6 +10,7 @@ import pytest
 from semantic_pairs import DEV, evaluate, load_heldout
 
 from llmctl.config import CacheConfig, load_config
+from llmctl.datadir import DataDir
 from llmctl.llm.cache import CacheHit, ResponseCache, guard, question_tokens
 from llmctl.search.pipeline import QueryOptions, run_query
 from llmctl.search.retrieve import Retriever
@@ -98,8 +99,8 @@ def setup(tmp_path, sample_index, embedder, fake_llm):
         "llm.providers": [{"name": "local", "base_url": fake_llm.base_url, "model": "fake-model",
                            "context_window": 4096}],
     })
-    retriever = Retriever(cfg, embedder)
-    cfg.data_dir = tmp_path  # a fresh cache and ledger; the index is read through `retriever`
+    # the sample index, read from a data dir of its own: a fresh cache and ledger
+    retriever = Retriever(cfg, DataDir(tmp_path, DataDir(sample_index).index), embedder)
     yield cfg, retriever, fake_llm
     retriever.close()
 

@@ -23,6 +23,7 @@ from openai_server import Reply
 from redis_server import PASSWORD_ENV, RedisServer
 
 from llmctl.config import LLMConfig, StateConfig
+from llmctl.datadir import DataDir
 from llmctl.errors import SharedStateUnavailable
 from llmctl.llm.gateway import Gateway
 from llmctl.llm.state import invalidate_answers
@@ -179,7 +180,7 @@ def test_unreachable_redis_with_on_unavailable_local_says_so_once_and_keeps_limi
                                     "max_answer_tokens": MAX_TOKENS, "budget": {"daily_usd": 1.5 * CALL_USD}})
     said: list[str] = []
     for question in ("first", "second"):
-        gw = Gateway(llm, tmp_path, warn=said.append, state=state)
+        gw = Gateway(llm, DataDir(tmp_path), warn=said.append, state=state)
         try:
             if question == "first":
                 assert gw.complete([{"role": "user", "content": question}], question=question, chunk_ids=[],
@@ -202,7 +203,7 @@ def test_unreachable_redis_refuses_with_one_line_and_a_ledger_row(tmp_path, fake
     state = StateConfig(backend="redis", url=f"redis://:secret@127.0.0.1:{free_port()}/0", timeout=1)
     llm = LLMConfig.model_validate({"providers": [provider(fake_llm)], "max_answer_tokens": MAX_TOKENS,
                                     "budget": {"daily_usd": 1.0}})
-    gw = Gateway(llm, tmp_path, warn=lambda m: None, state=state)
+    gw = Gateway(llm, DataDir(tmp_path), warn=lambda m: None, state=state)
     try:
         with pytest.raises(SharedStateUnavailable) as info:
             gw.complete([{"role": "user", "content": "q"}], question="q", chunk_ids=[], sources=[])
@@ -223,7 +224,7 @@ def test_an_ingest_on_one_machine_invalidates_the_shared_answers_built_from_its_
     llm = LLMConfig.model_validate({"providers": [provider(fake_llm)], "max_answer_tokens": MAX_TOKENS})
 
     def ask(data: Path, chunks: list[str]):
-        gw = Gateway(llm, data, warn=lambda m: None, state=state)
+        gw = Gateway(llm, DataDir(data), warn=lambda m: None, state=state)
         try:
             return gw.complete([{"role": "user", "content": "q"}], question="q", chunk_ids=chunks, sources=[])
         finally:
@@ -231,6 +232,6 @@ def test_an_ingest_on_one_machine_invalidates_the_shared_answers_built_from_its_
 
     assert ask(tmp_path / "a", ["c1", "c2"]).cache is None
     assert ask(tmp_path / "b", ["c1", "c2"]).cache == "exact"  # another machine's answer
-    assert invalidate_answers(state, tmp_path / "b", ["c2", "c9"], lambda m: None) == 1
+    assert invalidate_answers(state, DataDir(tmp_path / "b"), ["c2", "c9"], lambda m: None) == 1
     assert ask(tmp_path / "a", ["c1", "c2"]).cache is None  # gone for everyone
     assert len(chat_times(fake_llm)) == 2

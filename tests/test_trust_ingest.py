@@ -20,9 +20,18 @@ from consistency import assert_consistent
 from llmctl.datadir import DataDir
 from llmctl.errors import IndexStateError, InputError
 from llmctl.index.manifest import Manifest
-from llmctl.ingest.pipeline import ingest, remove
+from llmctl.ingest import pipeline
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_data"
+
+
+def ingest(paths, cfg, **options):
+    """``pipeline.ingest`` on the data dir ``cfg`` names, as the Workspace calls it."""
+    return pipeline.ingest(paths, cfg, DataDir(cfg.data_dir), **options)
+
+
+def remove(paths, cfg, **options):
+    return pipeline.remove(paths, cfg, DataDir(cfg.data_dir), **options)
 
 
 def _count(data: Path, sql: str, index: Path | None = None) -> int:

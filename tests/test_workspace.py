@@ -75,3 +75,32 @@ def test_mixed_script_documents_are_found_by_both_retrievers(tmp_path, embedder)
     assert chunk["fm_tags"] == '["ops", "retention"]' and "tags:" not in chunk["text"]
     assert chunk["start_line"] == 5  # the line of "# Backups" in the file
     ws.close()
+
+
+def test_only_the_workspace_makes_a_data_dir_from_a_config():
+    """Components take a ``DataDir`` (or one of its paths) from their caller: no module but the
+    Workspace (and config.py, which resolves ``data_dir``) builds one from a config's ``data_dir``,
+    or points a config at another data dir (a BEIR run gets its own ``DataDir``: ``DataDir.beir``)."""
+    import ast
+    from pathlib import Path
+
+    import llmctl
+
+    package = Path(llmctl.__file__).parent
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        rel = path.relative_to(package).as_posix()
+        if rel in ("workspace.py", "config.py"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), rel)):
+            names = set()
+            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) == "DataDir":
+                names = {getattr(n, "attr", getattr(n, "id", None)) for a in node.args for n in ast.walk(a)}
+            elif isinstance(node, ast.Assign | ast.AugAssign | ast.AnnAssign):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                names = {t.attr for t in targets if isinstance(t, ast.Attribute)}
+            elif isinstance(node, ast.Dict):  # cfg.model_copy(update={"data_dir": ...})
+                names = {k.value for k in node.keys if isinstance(k, ast.Constant)}
+            if "data_dir" in names:
+                found.append(f"llmctl/{rel}:{node.lineno}")
+    assert not found, "build the DataDir in the Workspace and pass it down: " + ", ".join(found)

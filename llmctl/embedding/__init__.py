@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from llmctl.config import Config, EmbeddingConfig
+from llmctl.datadir import DataDir
 from llmctl.errors import ConfigError
 
 
@@ -43,23 +44,24 @@ class Embedder(Protocol):
     def forget(self, texts: list[str]) -> None: ...  # committed: paid vectors need not be kept
 
 
-def _local(e: EmbeddingConfig, cfg: Config, command: str, export: bool) -> Embedder:
+def _local(e: EmbeddingConfig, cfg: Config, data: DataDir, command: str, export: bool) -> Embedder:
     from llmctl.embedding.local import Embedder as Local
 
     return Local(e, export=export)
 
 
-def _remote(e: EmbeddingConfig, cfg: Config, command: str, export: bool) -> Embedder:
+def _remote(e: EmbeddingConfig, cfg: Config, data: DataDir, command: str, export: bool) -> Embedder:
     from llmctl.embedding.remote import RemoteEmbedder
 
     if not e.base_url:
-        raise ConfigError(f"the index in {cfg.data_dir} was built with embeddings from an endpoint (model "
+        raise ConfigError(f"the index in {data.root} was built with embeddings from an endpoint (model "
                           f"{e.model}): set embedding.provider: openai and embedding.base_url (config: {cfg.source})")
-    return RemoteEmbedder(e, cfg, command)
+    return RemoteEmbedder(e, cfg, data, command)
 
 
-# embedding.provider -> a factory (embedding settings, config, command for ledger rows, export ONNX?)
-PROVIDERS: dict[str, Callable[[EmbeddingConfig, Config, str, bool], Embedder]] = {
+# embedding.provider -> a factory (embedding settings, config, data dir (ledger, paid vectors, tiktoken),
+# command for ledger rows, export ONNX?)
+PROVIDERS: dict[str, Callable[[EmbeddingConfig, Config, DataDir, str, bool], Embedder]] = {
     "sentence-transformers": _local,
     "openai": _remote,
 }
@@ -68,11 +70,12 @@ REMOTE_IDENTITY = ("provider", "dimensions", "query_model", "document_model", "q
                    "document_input_type")
 
 
-def make_embedder(cfg: Config, *, command: str, export: bool = False,
+def make_embedder(cfg: Config, data: DataDir, *, command: str, export: bool = False,
                   embedding: EmbeddingConfig | None = None) -> Embedder:
-    """The embedder ``embedding`` (default: the config's) asks for; ``command`` names its ledger rows."""
+    """The embedder ``embedding`` (default: the config's) asks for, for the index in ``data``;
+    ``command`` names its ledger rows."""
     e = embedding or cfg.embedding
-    return PROVIDERS[e.provider](e, cfg, command, export)
+    return PROVIDERS[e.provider](e, cfg, data, command, export)
 
 
 def as_built(cfg: Config, built: dict) -> EmbeddingConfig:

@@ -83,12 +83,12 @@ class RemoteEmbedder:
     export_pending = False
     token_spans = None  # tiktoken's counts do not add up between words (see Chunker)
 
-    def __init__(self, e: EmbeddingConfig, cfg: Config, command: str):
+    def __init__(self, e: EmbeddingConfig, cfg: Config, data: DataDir, command: str):
         self.cfg = e
         self.llm = cfg.llm
         self.provider = e.as_provider()
         self.model_id = e.model
-        self.data = DataDir(cfg.data_dir)
+        self.data = data
         self.command = command
         self.source = cfg.source
         self.expected_dimension = e.dimensions

@@ -9,9 +9,11 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from llmctl import __version__, telemetry
 from llmctl.config import Config
+from llmctl.datadir import DataDir
 from llmctl.errors import BudgetExceeded, ConfigError, ProviderError
 from llmctl.evals.judge import JudgeError, judge, judge_messages, parse_verdict
 from llmctl.evals.metrics import compute, parse_metric, rollup
@@ -179,6 +181,7 @@ def _verdict_checks(case: Case, verdict: dict) -> list[dict]:
 def run_suite(
     suite: Suite,
     cfg: Config,
+    data: DataDir,
     *,
     limit: int | None = None,
     tags: list[str] | None = None,
@@ -192,13 +195,14 @@ def run_suite(
     baseline_rates: dict[str, float] | None = None,
     gateways: GatewayPool | None = None,
 ) -> EvalResult:
-    """Evaluate every selected case; retrieval stages always, answers when a model is configured."""
+    """Evaluate every selected case against the index in ``data``; retrieval stages always, answers
+    when a model is configured."""
     started = time.perf_counter()
     cases = [c for c in suite.cases if not tags or set(tags) & set(c.tags)]
     cases = cases[:limit] if limit else cases
     if not cases:
         raise ConfigError(f"No case of suite '{suite.name}' matches --tag {' '.join(tags or [])}")
-    retriever = retriever or Retriever(cfg)
+    retriever = retriever or Retriever(cfg, data)
     if reranker is None:
         from llmctl.search.rerank import Reranker
 
@@ -241,10 +245,10 @@ def run_suite(
     answering = time.perf_counter()
     sequential = None
     if pending and batch:
-        _answer_batch(pending, suite, cfg, on_case)
+        _answer_batch(pending, suite, cfg, data.ledger, on_case)
     elif pending:
         own = gateways is None  # a Workspace hands its gateways down; a script gets its own for the run
-        gateways = gateways or GatewayPool(cfg)
+        gateways = gateways or GatewayPool(cfg, data)
         try:
             sequential = _answer_all(pending, suite, cfg, retriever, on_case, cassette, gateways,
                                      stop_when_decided, baseline_rates)
@@ -381,11 +385,10 @@ def _answer_all(pending: list[tuple[CaseResult, Prepared]], suite: Suite, cfg: C
             "tests": {k: {"decided": t.decided, "seen": t.seen, "threshold": t.threshold} for k, t in tests.items()}}
 
 
-def _answer_batch(pending: list[tuple[CaseResult, Prepared]], suite: Suite, cfg: Config,
+def _answer_batch(pending: list[tuple[CaseResult, Prepared]], suite: Suite, cfg: Config, ledger_path: Path,
                   on_case: Callable[[CaseResult], None] | None) -> None:
     """Answers as one Batch API job, then the judge's verdicts as a second one (they need the
     answers). Failed and expired items, or a job that failed as a whole, are case errors."""
-    from llmctl.datadir import DataDir
     from llmctl.llm.batch import BatchItem, run_batch
     from llmctl.llm.ledger import Ledger
     from llmctl.search.prompt import format_sources
@@ -397,7 +400,7 @@ def _answer_batch(pending: list[tuple[CaseResult, Prepared]], suite: Suite, cfg:
             for i in items:
                 i.error = str(exc)
 
-    ledger = Ledger(DataDir(cfg.data_dir).ledger)
+    ledger = Ledger(ledger_path)
     try:
         answers = [BatchItem(prep.messages, res.case.query) for res, prep in pending]
         run(answers, "eval")

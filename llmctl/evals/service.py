@@ -53,6 +53,7 @@ def run_eval(
     suite_path: Path | None,
     *,
     load: Callable[..., Config],
+    data: DataDir,
     beir: Path | None = None,
     split: str = "test",
     limit: int | None = None,
@@ -68,10 +69,12 @@ def run_eval(
     stop_when_decided: bool = False,
     gateways=None,
 ) -> EvalOutcome:
+    """``llmctl eval``: the suite (or the BEIR dataset, on its own index: ``data.beir``) run on the
+    index in ``data``, gated, and compared with a baseline or another config."""
     if beir is not None:
         corpus, suite = load_beir(beir, split)
-        cfg = _beir_config(load({}), beir)
-        _ingest_beir(corpus, cfg.model_copy(update={"base_dir": corpus.parent.resolve()}), progress)
+        cfg, data = load({}), data.beir(beir)
+        _ingest_beir(corpus, cfg.model_copy(update={"base_dir": corpus.parent.resolve()}), data, progress)
     else:
         suite = load_suite(suite_path)
         cfg = load(flatten(suite.config))
@@ -84,7 +87,8 @@ def run_eval(
         cassette = Cassette(record or replay, "record" if record else "replay", cfg.llm.store_prompts)
     base = gate.load_baseline(baseline) if baseline else None
     rates = {c["id"]: c.get("pass_rate") for c in (base or {}).get("cases", []) if not c.get("error")}
-    result = _run(suite, cfg, limit, tags, answers, progress, cassette, batch, stop_when_decided, rates, gateways)
+    result = _run(suite, cfg, data, limit, tags, answers, progress, cassette, batch, stop_when_decided, rates,
+                  gateways)
     checks = gate.thresholds(result)
     comparison = gate.compare(result, base) if base else None
     answered = gate.answer_gate(result)
@@ -92,9 +96,7 @@ def run_eval(
     outcome = EvalOutcome(result, report.to_dict(result, checks, comparison, passed, answered), passed)
     if against is not None:
         other_cfg = load(flatten(suite.config), against)
-        if beir is not None:
-            other_cfg = _beir_config(other_cfg, beir)
-        other = _run(suite, other_cfg, limit, tags, answers, progress, cassette, batch, gateways=gateways)
+        other = _run(suite, other_cfg, data, limit, tags, answers, progress, cassette, batch, gateways=gateways)
         paired = gate.paired(result, other)
         a, b = result.aggregate()[result.final_stage], other.aggregate()[other.final_stage]
         outcome.ab = {"a": {"config": cfg.source, "stage": result.final_stage, "metrics": a},
@@ -106,7 +108,7 @@ def run_eval(
     return outcome
 
 
-def run_plan(suite_path: Path, *, load: Callable[..., Config], limit: int | None = None,
+def run_plan(suite_path: Path, *, load: Callable[..., Config], data: DataDir, limit: int | None = None,
              tags: list[str] | None = None, baseline: Path | None = None, repeats: int | None = None,
              progress=None) -> dict:
     """``eval --plan``: a retrieval-only run (free) and, per gated metric, the smallest drop the suite
@@ -115,15 +117,15 @@ def run_plan(suite_path: Path, *, load: Callable[..., Config], limit: int | None
     if repeats is not None:
         suite = suite.model_copy(update={"repeats": repeats})
     cfg = load(flatten(suite.config))
-    result = _run(suite, cfg, limit, tags, False, progress, None, False)
+    result = _run(suite, cfg, data, limit, tags, False, progress, None, False)
     return gate.plan(result, gate.load_baseline(baseline) if baseline else None)
 
 
-def _run(suite: Suite, cfg: Config, limit, tags, answers, progress, cassette, batch, stop_when_decided=False,
-         baseline_rates=None, gateways=None) -> EvalResult:
+def _run(suite: Suite, cfg: Config, data: DataDir, limit, tags, answers, progress, cassette, batch,
+         stop_when_decided=False, baseline_rates=None, gateways=None) -> EvalResult:
     total = min(limit or len(suite.cases), len(suite.cases))
     task = progress.task(f"Evaluating {suite.name}", total) if progress else None
-    result = run_suite(suite, cfg, limit=limit, tags=tags, answers=answers, cassette=cassette, batch=batch,
+    result = run_suite(suite, cfg, data, limit=limit, tags=tags, answers=answers, cassette=cassette, batch=batch,
                        on_case=(lambda _: task.advance(1)) if task else None, stop_when_decided=stop_when_decided,
                        baseline_rates=baseline_rates, gateways=gateways)
     if task:
@@ -131,14 +133,9 @@ def _run(suite: Suite, cfg: Config, limit, tags, answers, progress, cassette, ba
     return result
 
 
-def _beir_config(cfg: Config, beir: Path) -> Config:
-    """``cfg`` on the dataset's own index under its data dir (a copy: a loaded config never changes)."""
-    return cfg.model_copy(update={"data_dir": DataDir(cfg.data_dir).beir(beir)})
-
-
-def _ingest_beir(corpus: Path, cfg: Config, progress) -> None:
+def _ingest_beir(corpus: Path, cfg: Config, data: DataDir, progress) -> None:
     """The dataset gets its own index under the data dir; re-runs are a quick no-op sync.
     ``cfg.base_dir``: the dataset's folder, so sources read 'corpus.jsonl'."""
     from llmctl.ingest.pipeline import ingest
 
-    ingest([corpus], cfg, progress=progress)
+    ingest([corpus], cfg, data, progress=progress)

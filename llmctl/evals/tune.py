@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from llmctl.config import Config
+from llmctl.datadir import DataDir
 from llmctl.errors import ConfigError, InputError
 from llmctl.stats import paired_bootstrap
 
@@ -46,7 +47,7 @@ def half_of(case_id: str) -> str:
     return "tune" if hashlib.sha256(case_id.encode()).digest()[0] % 2 == 0 else "check"
 
 
-def run_tune(suite_path: Path, *, load: Callable[..., Config], metric: str | None = None,
+def run_tune(suite_path: Path, *, load: Callable[..., Config], data: DataDir, metric: str | None = None,
              limit: int | None = None, tags: list[str] | None = None, progress=None) -> dict:
     from llmctl.evals.runner import run_suite
     from llmctl.evals.service import flatten
@@ -62,14 +63,14 @@ def run_tune(suite_path: Path, *, load: Callable[..., Config], metric: str | Non
         suite = suite.model_copy(update={"metrics": [*suite.metrics, metric]})
     now = current_setting(cfg)
     grid = [now] + [s for s in GRID if s != now]
-    retriever = Retriever(cfg)
+    retriever = Retriever(cfg, data)
     reranker = Reranker(cfg.rerank, cfg.embedding.device)
     task = progress.task(f"Tuning on {suite.name}", len(grid)) if progress else None
     per_setting: list[dict[str, float]] = []
     try:
         for s in grid:
             overrides = {f"retrieval.{k}": v for k, v in s.items() if v is not None}
-            result = run_suite(suite, load({**base, **overrides}), limit=limit, tags=tags, answers=False,
+            result = run_suite(suite, load({**base, **overrides}), data, limit=limit, tags=tags, answers=False,
                                retriever=retriever, reranker=reranker)
             per_setting.append({r.case.id: r.metrics[result.final_stage][metric] for r in result.cases if r.qrels})
             if task:

@@ -12,18 +12,16 @@ import os
 from pathlib import Path
 
 from llmctl.config import Config, VectorStoreConfig
-from llmctl.datadir import DataDir
 from llmctl.errors import ConfigError, IndexStateError
 from llmctl.records import Chunk
 from llmctl.retry import while_locked
 
 
-def open_store(cfg: Config, folder: Path | None = None, *, readonly: bool = False) -> VectorStore | Reader:
-    """The configured store: embedded files in ``folder`` (default: the data dir's current
-    index), or a Chroma server. ``readonly`` embedded stores open through ``Reader``."""
+def open_store(cfg: Config, folder: Path, *, readonly: bool = False) -> VectorStore | Reader:
+    """The configured store: embedded files in ``folder`` (an index's ``DataDir.chroma``), or a
+    Chroma server. ``readonly`` embedded stores open through ``Reader``."""
     vs = cfg.vector_store
     if vs.mode == "embedded":
-        folder = folder or DataDir(cfg.data_dir).chroma
         if readonly:
             try:
                 return Reader(folder, vs.collection)

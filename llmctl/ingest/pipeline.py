@@ -61,11 +61,11 @@ def index_settings(cfg: Config, embedder: Embedder, max_tokens: int) -> dict:
     }
 
 
-def check_settings(stored: dict | None, wanted: dict, cfg: Config) -> bool:
-    """Raise if the index cannot take vectors made with ``wanted``; True if only BM25 differs."""
+def check_settings(stored: dict | None, wanted: dict, cfg: Config, data: DataDir) -> bool:
+    """Raise if the index in ``data`` cannot take vectors made with ``wanted``; True if only BM25 differs."""
     if stored is None:
         return False
-    where = f"the index in {cfg.data_dir}"
+    where = f"the index in {data.root}"
     if stored.get("format_version") != wanted["format_version"]:
         raise IndexStateError(
             f"{where} has format version {stored.get('format_version')}, this llmctl writes "
@@ -169,6 +169,7 @@ class _Scan:
 def ingest(
     paths: list[Path],
     cfg: Config,
+    data: DataDir,
     *,
     dry_run: bool = False,
     rebuild: bool = False,
@@ -179,7 +180,7 @@ def ingest(
     embedder: Embedder | None = None,
     release_vectors: bool = False,
 ) -> IngestReport:
-    """Bring the index in line with the files under ``paths``; see the module docstring.
+    """Bring the index in ``data`` in line with the files under ``paths``; see the module docstring.
 
     ``release_vectors``: a process that ingests and exits (the CLI) frees the embedded vector
     index before a BM25 rebuild, which lowers its peak memory; a process that goes on searching
@@ -194,14 +195,13 @@ def ingest(
         raise InputError("No path given: llmctl ingest PATH [PATH...]")
     check_paths(paths)  # before anything is loaded or made
     report = IngestReport(dry_run=dry_run)
-    embedder = embedder or make_embedder(cfg, command="ingest", export=True)
+    embedder = embedder or make_embedder(cfg, data, command="ingest", export=True)
     max_tokens = cfg.chunking.max_tokens or embedder.max_chunk_tokens
     if max_tokens > embedder.max_chunk_tokens:
         raise ConfigError(
             f"chunking.max_tokens is {max_tokens} but {embedder.model_id} embeds at most "
             f"{embedder.max_chunk_tokens} tokens per chunk: lower it (or leave it unset) in {cfg.source}"
         )
-    data = DataDir(cfg.data_dir)
 
     def run_on(target: DataDir, manifest: Manifest, stop: StopFlag) -> _Run:
         return _Run(cfg, target, manifest, embedder, report, progress or NullProgress(), stop,
@@ -234,7 +234,7 @@ def ingest(
 
 def _sync(run: _Run, paths: list[Path], repair: bool) -> None:
     """Recover if needed, scan, plan, write: the whole of one writing run."""
-    bm25_stale = check_settings(run.manifest.settings(), run.settings, run.cfg)
+    bm25_stale = check_settings(run.manifest.settings(), run.settings, run.cfg, run.data)
     _check_reader(run)
     if run.manifest.dirty or repair:
         _recover(run)
@@ -265,20 +265,19 @@ def _rebuild_target(cfg: Config, data: DataDir) -> DataDir:
     if cfg.vector_store.mode == "server":  # a server collection cannot be built beside itself
         from llmctl.index.vectors import open_store
 
-        open_store(cfg).drop()
+        open_store(cfg, data.chroma).drop()
     return data.staging()
 
 
-def remove(paths: list[Path], cfg: Config, *, dry_run: bool = False, wait_seconds: float = 0,
+def remove(paths: list[Path], cfg: Config, data: DataDir, *, dry_run: bool = False, wait_seconds: float = 0,
            progress: Progress | None = None) -> IngestReport:
-    """Forget every indexed file under ``paths`` (which need not exist any more)."""
+    """Forget every indexed file under ``paths`` (which need not exist any more) from the index in ``data``."""
     started = time.perf_counter()
     report = IngestReport(dry_run=dry_run)
-    data = DataDir(cfg.data_dir)
     if not paths:
         raise InputError("No path given: llmctl remove PATH [PATH...]")
     if not data.exists():
-        raise IndexStateError(f"No index in {cfg.data_dir}: nothing to remove")
+        raise IndexStateError(f"No index in {data.root}: nothing to remove")
     with stop_requests() as stop, data.write_lock(wait_seconds) if not dry_run else nullcontext():
         manifest = Manifest(data.manifest)
         try:
@@ -443,7 +442,7 @@ def _counted(run: _Run, window: list[_Planned]) -> list[_Planned]:
 def _dry_run(run: _Run, paths: list[Path], check: bool) -> None:
     manifest = run.manifest
     if check:
-        check_settings(manifest.settings(), run.settings, run.cfg)
+        check_settings(manifest.settings(), run.settings, run.cfg, run.data)
         _check_reader(run)
     scan = _scan(run, paths)
     docs: list[str] = []

@@ -30,10 +30,10 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from llmctl import telemetry
 from llmctl.config import Config, LLMConfig, ProviderConfig, StateConfig
+from llmctl.datadir import DataDir
 from llmctl.errors import BudgetExceeded, ProviderError, SharedStateUnavailable
 from llmctl.llm import policy
 from llmctl.llm.cache import CacheHit, is_time_sensitive, request_key
@@ -125,13 +125,13 @@ class _Call:
 class Gateway:
     _view = False  # a per-call view (for_call) shares its gateway's files and closes nothing
 
-    def __init__(self, cfg: LLMConfig, data_dir: Path, *, config_source: str = "config",
+    def __init__(self, cfg: LLMConfig, data: DataDir, *, config_source: str = "config",
                  command: str = "query", tag: str | None = None, clock: Clock | None = None,
                  rng: random.Random | None = None, count_tokens: Callable[[str], int] | None = None,
                  embed: Callable[[str], object] | None = None, warn: Callable[[str], None] | None = None,
                  cassette: Cassette | None = None, state: StateConfig | None = None, lazy_cache: bool = False):
         self.cfg = cfg
-        self.data_dir = Path(data_dir)
+        self.data = data
         self.source = config_source
         self.command = command
         self.tag = tag
@@ -142,7 +142,7 @@ class Gateway:
         self.warn = warn or (lambda msg: log.warning(msg))
         # The one place the state backend is chosen (state.backend: sqlite files or a shared Redis):
         # the ledger, cache, budget reservations and rate limiters below all come from it.
-        self.state = open_state(state, self.data_dir, self.warn)
+        self.state = open_state(state, self.data, self.warn)
         self.ledger = self.state.ledger  # this machine's, always complete
         self.cassette = cassette  # record or replay (eval): answers come from the model or the cassette only
         wants_cache = cfg.cache.enabled and cassette is None and not lazy_cache
@@ -499,8 +499,8 @@ class GatewayPool:
     per thread (SQLite connections stay in the thread that opened them) and shared by every call
     made there, through ``Gateway.for_call``."""
 
-    def __init__(self, cfg: Config):
-        self.cfg, self.data_dir, self.source, self.state = cfg.llm, Path(cfg.data_dir), cfg.source, cfg.state
+    def __init__(self, cfg: Config, data: DataDir):
+        self.cfg, self.data, self.source, self.state = cfg.llm, data, cfg.source, cfg.state
         self._local = threading.local()
         self._all: list[Gateway] = []
         self._lock = threading.Lock()
@@ -509,7 +509,7 @@ class GatewayPool:
         """A gateway for one call (see ``Gateway.for_call`` for ``settings``)."""
         root = getattr(self._local, "gateway", None)
         if root is None:
-            root = Gateway(self.cfg, self.data_dir, config_source=self.source, state=self.state, lazy_cache=True)
+            root = Gateway(self.cfg, self.data, config_source=self.source, state=self.state, lazy_cache=True)
             self._local.gateway = root
             with self._lock:
                 self._all.append(root)

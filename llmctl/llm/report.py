@@ -6,7 +6,6 @@ import calendar
 import re
 import time
 from collections import defaultdict
-from pathlib import Path
 
 from llmctl.config import AlertsConfig, LLMConfig, StateConfig
 from llmctl.datadir import DataDir
@@ -66,13 +65,13 @@ def _summary(rows: list[dict]) -> dict:
     }
 
 
-def cost_report(data_dir: Path, cfg: LLMConfig, since: float | None, until: float | None,
+def cost_report(data: DataDir, cfg: LLMConfig, since: float | None, until: float | None,
                 now: float, shared: StateConfig | None = None, alerts: AlertsConfig | None = None) -> dict:
     """This machine's ledger; ``shared`` (a redis state section): every machine's published rows.
     ``alerts``: also the spend alerts of the days and hours in the range (default: yesterday and today)."""
     if shared is not None:
-        return _shared_report(data_dir, cfg, shared, since, until, now, alerts)
-    path = DataDir(data_dir).ledger
+        return _shared_report(data, cfg, shared, since, until, now, alerts)
+    path = data.ledger
     rows: list[dict] = []
     found: list[dict] = []
     if path.exists():
@@ -125,7 +124,7 @@ def _breakdowns(rows: list[dict], dims: tuple[str, ...]) -> dict[str, dict[str, 
     return out
 
 
-def _shared_report(data_dir: Path, cfg: LLMConfig, state: StateConfig, since: float | None,
+def _shared_report(data: DataDir, cfg: LLMConfig, state: StateConfig, since: float | None,
                    until: float | None, now: float, alerts: AlertsConfig | None) -> dict:
     """The team's spend from the shared state (state.backend: redis): this machine's unpublished
     rows are published first; the budget block is the team's (the shared counters)."""
@@ -135,7 +134,7 @@ def _shared_report(data_dir: Path, cfg: LLMConfig, state: StateConfig, since: fl
 
     if state.backend != "redis":
         raise InputError("--shared reports the team's ledger from the shared state: set state.backend: redis")
-    store = RedisState(state, data_dir, lambda m: sys.stderr.write(f"warning: {m}\n"))
+    store = RedisState(state, data, lambda m: sys.stderr.write(f"warning: {m}\n"))
     try:
         rows = store.shared_rows(since, until, now)
         b = cfg.budget
@@ -159,8 +158,8 @@ def _shared_report(data_dir: Path, cfg: LLMConfig, state: StateConfig, since: fl
     }
 
 
-def cache_stats(data_dir: Path, now: float, *, clear: bool = False, prune: bool = False) -> dict:
-    path = DataDir(data_dir).cache
+def cache_stats(data: DataDir, now: float, *, clear: bool = False, prune: bool = False) -> dict:
+    path = data.cache
     if not path.exists():
         return {"path": str(path), "exists": False, "entries": 0}
     cache = ResponseCache(path)

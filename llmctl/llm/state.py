@@ -89,18 +89,18 @@ class StateBackend(Protocol):
     def close(self) -> None: ...
 
 
-def open_state(cfg: StateConfig | None, data_dir: Path, warn) -> StateBackend:
+def open_state(cfg: StateConfig | None, data: DataDir, warn) -> StateBackend:
     """The configured backend (``state.backend``); the one place it is chosen."""
     if cfg is not None and cfg.backend == "redis":
-        return RedisState(cfg, data_dir, warn)
-    return LocalState(data_dir, warn)
+        return RedisState(cfg, data, warn)
+    return LocalState(data, warn)
 
 
 class LocalState:
     """SQLite files in the data dir and this process's rate limiters (one machine)."""
 
-    def __init__(self, data_dir: Path, warn):
-        self.data = DataDir(Path(data_dir))
+    def __init__(self, data: DataDir, warn):
+        self.data = data
         self.warn = warn
         # shared: a GatewayPool uses each thread's files from that thread only, and closes them
         # all from the thread that closes the Workspace
@@ -264,14 +264,14 @@ def _redacted(url: str) -> str:
 class RedisState:
     """One Redis server shared by the team; the ledger stays local (see the module doc)."""
 
-    def __init__(self, cfg: StateConfig, data_dir: Path, warn):
+    def __init__(self, cfg: StateConfig, data: DataDir, warn):
         import redis  # only with state.backend: redis
         from redis.backoff import NoBackoff
         from redis.retry import Retry
 
         self.cfg = cfg
         self.warn = warn
-        self.local = LocalState(data_dir, warn)  # the ledger, and limits when Redis is down (on_unavailable: local)
+        self.local = LocalState(data, warn)  # the ledger, and limits when Redis is down (on_unavailable: local)
         self.ledger = self.local.ledger
         self.errors = (redis.RedisError, OSError)
         password = None
@@ -601,14 +601,14 @@ def _cache_off(state: RedisState, exc: Exception) -> str:
             "not served from or saved to it until it is back")
 
 
-def invalidate_answers(cfg: StateConfig, data_dir: Path, chunk_ids: list[str], warn) -> int:
+def invalidate_answers(cfg: StateConfig, data: DataDir, chunk_ids: list[str], warn) -> int:
     """Drop the cached answers built from these chunks (an ingest changed or deleted them): the
     local cache file's and, with state.backend: redis, the team's. Chunk ids change with their
     text, so an entry missed here (Redis down) cannot be a wrong hit: it expires with its TTL."""
     if not chunk_ids:
         return 0
     dropped = 0
-    path = DataDir(Path(data_dir)).cache
+    path = data.cache
     if path.exists():
         cache = ResponseCache(path)
         try:
@@ -616,7 +616,7 @@ def invalidate_answers(cfg: StateConfig, data_dir: Path, chunk_ids: list[str], w
         finally:
             cache.close()
     if cfg.backend == "redis":
-        state = RedisState(cfg, data_dir, warn)
+        state = RedisState(cfg, data, warn)
         try:
             dropped += RedisCache(state).invalidate_chunks(chunk_ids)
         except state.errors as exc:

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 
 from llmctl import telemetry
 from llmctl.config import Config, ProviderConfig, RerankConfig, RetrievalConfig
-from llmctl.datadir import DataDir
 from llmctl.errors import BudgetExceeded, ConfigError, InputError, LlmctlError, ProviderError, UsageError
 from llmctl.llm.client import Completion
 from llmctl.llm.tokens import TokenCounter, counter_for
@@ -316,13 +315,13 @@ def run_query(
     opts: QueryOptions | None = None,
     *,
     on_token: Callable[[str], None] | None = None,
-    retriever: Retriever | None = None,
+    retriever: Retriever,
     reranker: Reranker | None = None,
     gateways: GatewayPool | None = None,
     notify: Callable[[str], None] | None = None,
     command: str = "query",
 ) -> QueryResult:
-    """Answer ``question`` from the index in ``cfg.data_dir``; see the module docstring."""
+    """Answer ``question`` from the index ``retriever`` reads; see the module docstring."""
     opts = opts or QueryOptions()
     question = question.strip()
     if not question:
@@ -333,13 +332,12 @@ def run_query(
     if own:
         from llmctl.llm.gateway import GatewayPool
 
-        gateways = GatewayPool(cfg)
+        gateways = GatewayPool(cfg, retriever.data)
     gateway = gateways.call(command=command, tag=opts.tag, warn=notes) if wants_model else None
     try:
         with telemetry.trace(cfg, "llmctl.query", question, **{"llmctl.command": command, "llmctl.tag": opts.tag}):
             if wants_model:  # provider settings are checked before anything is loaded
                 gateway.usable_providers()
-            retriever = retriever or Retriever(cfg)
             prep = prepare(question, cfg, opts, retriever, reranker, notes, with_model=wants_model)
             if gateway is not None:
                 gateway.count, gateway.embed = prep.counter.count, retriever.embed
@@ -377,7 +375,7 @@ def prepare(question: str, cfg: Config, opts: QueryOptions, retriever: Retriever
         notes(SKIPPED[skipped])
 
     if provider:
-        counter = counter_for(provider.model, provider.tokenizer, DataDir(cfg.data_dir).tiktoken)
+        counter = counter_for(provider.model, provider.tokenizer, retriever.data.tiktoken)
     else:  # no model reads the context: the embedding tokenizer (loaded already) sizes it
         counter = TokenCounter(retriever.embedder.model_id, False, retriever.embedder.count_tokens)
     with clock.stage("pack"):

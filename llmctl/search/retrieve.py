@@ -32,16 +32,16 @@ class Filter:
 class Retriever:
     """Read-only view of an index built by ``ingest``, queried with its own embedding model."""
 
-    def __init__(self, cfg: Config, embedder: Embedder | None = None):
+    def __init__(self, cfg: Config, data: DataDir, embedder: Embedder | None = None):
         self.cfg = cfg
-        self.data = DataDir(cfg.data_dir)
+        self.data = data
         hint = "run 'llmctl ingest <path>' first"
         if not self.data.exists():
-            raise IndexStateError(f"No index in {cfg.data_dir}: {hint}")
+            raise IndexStateError(f"No index in {data.root}: {hint}")
         self.manifest = Manifest(self.data.manifest, readonly=True)
         self.settings = self.manifest.settings()
         if not self.settings or self.manifest.chunk_count() == 0:
-            raise IndexStateError(f"The index in {cfg.data_dir} is empty: {hint}")
+            raise IndexStateError(f"The index in {data.root} is empty: {hint}")
         self._embedder = embedder
         self.embedding_cfg = as_built(cfg, self.settings["embedding"])
 
@@ -50,7 +50,7 @@ class Retriever:
         """The model that built the index, whatever the config says now."""
         if self._embedder is not None:
             return self._embedder
-        embedder = make_embedder(self.cfg, command="query", embedding=self.embedding_cfg)
+        embedder = make_embedder(self.cfg, self.data, command="query", embedding=self.embedding_cfg)
         embedder.expect_dimension(int(self.manifest.get_meta("dimension") or 0) or None)
         return embedder
 

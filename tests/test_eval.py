@@ -147,6 +147,7 @@ def test_json_prints_on_stdout_and_the_old_file_form_says_what_to_use(tmp_path, 
     ({"cases": [{"id": "x", "query": "q", "expected": ["guides/nope.md"]}]},
      ["case 'x'", "'guides/nope.md' matches no indexed document"]),
     ({"cases": [{"id": "x", "query": "q", "colour": "red"}]}, ["case 'x'", "'colour' is not a known field"]),
+    ({"config": {"data_dir": "elsewhere"}}, ["data_dir", "--data-dir"]),  # would be ignored: refused
 ])
 def test_bad_suites_name_the_case(tmp_path, data, change, words):
     assert_clean_error(eval_cli(data, write_suite(tmp_path, **change)), 3, *words)

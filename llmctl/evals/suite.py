@@ -75,6 +75,16 @@ class Suite(_Model):
     cases_file: str | None = None
     cases: list[Case] = Field(default_factory=list)
 
+    @field_validator("config")
+    @classmethod
+    def _no_data_dir(cls, v: dict[str, Any]) -> dict[str, Any]:
+        # A suite runs on the index it is given (--data-dir / the Workspace's); a key that would
+        # be ignored is refused rather than silently dropped.
+        if "data_dir" in v:
+            raise ValueError("a suite's config cannot set data_dir: the suite runs on the index it is "
+                             "given (llmctl --data-dir DIR eval SUITE)")
+        return v
+
     @field_validator("metrics")
     @classmethod
     def _known_metrics(cls, v: list[str]) -> list[str]:

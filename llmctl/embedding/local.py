@@ -2,13 +2,19 @@
 
 Counting tokens needs only the model's tokenizer.json (fast, no torch). Vectors come from
 the model's verified ONNX copy when there is one (``embedding/onnx.py``: no torch at all), else
-from sentence-transformers, loaded on the first ``embed`` call.
+from sentence-transformers, loaded on the first ``embed`` call. A loaded model is kept for the
+process (``shared``): every Embedder of the same model files, runtime and device uses it, so a
+second Workspace (serve, mcp, a test's next command) does not load it again.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import stat
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from functools import cached_property, lru_cache
 from pathlib import Path
 
@@ -62,6 +68,44 @@ def resolve_model(name: str, offline: bool) -> tuple[str, Path]:
     return name, folder
 
 
+# -- loaded models, one per process ------------------------------------------------------
+# Read-only once loaded (an ONNX session, a SentenceTransformer or CrossEncoder in inference), so
+# Embedders and Rerankers share them; nothing closes them: a closed Workspace leaves them to the
+# others. The few last used are kept; one dropped here lives on in whoever still holds it.
+_LOADED: OrderedDict[tuple, object] = OrderedDict()
+_LOADED_LOCK = threading.Lock()
+KEEP_LOADED = 4
+
+
+def files_signature(folder: Path) -> tuple:
+    """Each file of a model folder (links followed) with its size and mtime: a model changed on
+    disk is a different model and is loaded anew."""
+    out = []
+    for p in sorted(folder.rglob("*")):
+        try:
+            st = p.stat()
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode):
+            out.append((p.relative_to(folder).as_posix(), st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
+
+def shared(key: tuple, load: Callable[[], object]):
+    """The model ``key`` names, loaded by ``load()`` the first time in this process. ``key`` must hold
+    everything that identifies it (runtime, files, device, settings fixed at load). A failed load is
+    not kept: the next call tries again."""
+    with _LOADED_LOCK:
+        if key in _LOADED:
+            _LOADED.move_to_end(key)
+            return _LOADED[key]
+        model = load()
+        _LOADED[key] = model
+        while len(_LOADED) > KEEP_LOADED:
+            _LOADED.popitem(last=False)
+        return model
+
+
 class Embedder:
     """A sentence-transformers model with its tokenizer and window size.
 
@@ -95,7 +139,9 @@ class Embedder:
                                  f"({onnx.cache_root()}): loading sentence-transformers instead (slow start); "
                                  "'llmctl ingest <path>' makes it again")
                     return None
-            return onnx.OnnxEncoder(found, self.folder, self.max_seq_length)
+            key = ("onnx", str(found.folder), found.sha256, found.meta.get("size"), str(self.folder),
+                   self._files, self.max_seq_length)
+            return shared(key, lambda: onnx.OnnxEncoder(found, self.folder, self.max_seq_length))
         except onnx.Unsupported as exc:
             if self.export:
                 self.note = f"embedding with sentence-transformers: no ONNX copy of this model ({exc})"
@@ -190,10 +236,18 @@ class Embedder:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-        try:
+
+        def load():
             return SentenceTransformer(str(self.folder), device=self.device, local_files_only=True)
+
+        try:
+            return shared(("sentence-transformers", str(self.folder), self._files, self.device), load)
         except Exception as exc:  # noqa: BLE001
             raise ConfigError(f"embedding.model '{self.cfg.model}' could not be loaded: {exc}") from None
+
+    @cached_property
+    def _files(self) -> tuple:
+        return files_signature(self.folder)
 
     @property
     def dimension(self) -> int:

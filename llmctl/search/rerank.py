@@ -14,7 +14,7 @@ from functools import cached_property
 from pathlib import Path
 
 from llmctl.config import RerankConfig
-from llmctl.embedding.local import set_offline
+from llmctl.embedding.local import files_signature, set_offline, shared
 from llmctl.errors import ConfigError
 
 
@@ -92,8 +92,11 @@ class Reranker:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-        try:
+        def load():
             return CrossEncoder(str(folder), device=self.device, local_files_only=True)
+
+        try:  # loaded once per process: every Workspace's reranker of these files uses it
+            return shared(("cross-encoder", str(folder.resolve()), files_signature(folder), self.device), load)
         except Exception as exc:  # noqa: BLE001
             raise RerankUnavailable(f"reranker '{self.cfg.model}' failed to load: {exc}") from None
 

@@ -12,6 +12,7 @@ import hashlib
 import itertools
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -76,7 +77,37 @@ def counter_for(model: str, tokenizer: str, cache_dir: Path) -> TokenCounter:
     return TokenCounter(name, exact, lambda text: len(enc.encode(text, disallowed_special=())))
 
 
+# Encodings built in this process, by name, folder and the compact copy's files as they were:
+# a query, a serve request or an in-process command after the first reuses one (building it
+# takes ~0.1 s), and a copy changed on disk is read again. The last few are kept.
+_BUILT: OrderedDict[tuple, object] = OrderedDict()
+_BUILT_LOCK = threading.Lock()
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
 def _encoding(name: str, cache_dir: Path):
+    """tiktoken's encoding, built once per process for this folder's compact copy (``_load``)."""
+    key = name, str(cache_dir), _stamp(cache_dir / f"{name}.ranks"), _stamp(cache_dir / f"{name}.json")
+    with _BUILT_LOCK:
+        if key in _BUILT:
+            _BUILT.move_to_end(key)
+            return _BUILT[key]
+    enc = _load(name, cache_dir)  # the first load writes the compact copy: the next reads it, then it is kept
+    with _BUILT_LOCK:
+        _BUILT[key] = enc
+        while len(_BUILT) > 4:
+            _BUILT.popitem(last=False)
+    return enc
+
+
+def _load(name: str, cache_dir: Path):
     """tiktoken's encoding. Its .tiktoken file is base64 text that takes 0.2-0.4 s to parse
     on every cold start; the first load also writes the ranks as one byte string plus
     their lengths (<name>.ranks / <name>.json), which later loads read in ~30 ms."""

@@ -83,6 +83,29 @@ def data(tmp_path, sample_index) -> Path:
     return dest
 
 
+@pytest.fixture(scope="session")
+def docs_template(tmp_path_factory, model_cache) -> tuple[Path, Path]:
+    """(docs, data): sample_data copied once for the session, ingested as a user's own folder is
+    (absolute paths as sources, a Workspace with reranking off). Only through ``docs_data``."""
+    from llmctl import Workspace
+
+    root = tmp_path_factory.mktemp("docs-index")
+    docs, data = root / "docs", root / "data"
+    shutil.copytree(SAMPLE, docs)
+    with Workspace(data_dir=data, **{"rerank.enabled": False}) as ws:
+        ws.ingest([docs])
+    return docs, data
+
+
+@pytest.fixture
+def docs_data(tmp_path, docs_template) -> Path:
+    """A private copy of the index of ``corpus``-like documents that no test changes (they are
+    the session's: read them, never write them): for tests that ingested an unchanged ``corpus``."""
+    dest = tmp_path / "data"
+    shutil.copytree(docs_template[1], dest, ignore=shutil.ignore_patterns("ledger.sqlite*", "cache.sqlite*"))
+    return dest
+
+
 @pytest.fixture
 def fake_llm():
     from openai_server import FakeOpenAI

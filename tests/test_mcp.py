@@ -30,11 +30,8 @@ def _json(result) -> dict:
 
 
 @pytest.fixture
-def index(tmp_path, corpus):
-    data = tmp_path / "data"
-    with Workspace(data_dir=data, **{"rerank.enabled": False}) as ws:
-        ws.ingest([corpus])
-    return data
+def index(docs_data):
+    return docs_data  # sample_data ingested with its absolute paths (once for the session), this test's copy
 
 
 def test_tools_search_fetch_status_and_errors(tmp_path, index):

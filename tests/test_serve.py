@@ -109,10 +109,8 @@ def ws(data):
 
 
 @pytest.fixture
-def docs_index(tmp_path, corpus):
-    data = tmp_path / "data"
-    with Workspace(data_dir=data, **{"rerank.enabled": False}) as ws:
-        ws.ingest([corpus])
+def docs_index(tmp_path, docs_data):
+    data = docs_data  # sample_data ingested with its absolute paths (once for the session), this test's copy
     cfg = tmp_path / "llmctl.yaml"
     cfg.write_text(yaml.safe_dump({"rerank": {"enabled": False}}))
     return data, cfg

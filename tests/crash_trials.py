@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cli import child_env  # noqa: E402
+from cli import child_env, invoke  # noqa: E402
 from consistency import assert_consistent  # noqa: E402
 
 from llmctl.index.manifest import Manifest  # noqa: E402
@@ -142,9 +142,14 @@ def _check_files(data: Path, docs: Path) -> None:
 
 
 def _query(data: Path) -> list:
+    """`llmctl query --json` hits for each question, run in this process (``invoke``: the same entry
+    point, one model load for all): the processes that matter here are the ingests that are killed."""
     out = []
     for q in QUESTIONS:
-        hits = json.loads(_llmctl("query", "--no-llm", "--json", "--k", "10", q, data=data).stdout)["hits"]
+        r = invoke("query", "--no-llm", "--json", "--k", "10", q, env={"LLMCTL_DATA_DIR": str(data)})
+        if r.returncode != 0:
+            raise AssertionError(f"llmctl query {q!r} exited {r.returncode}: {r.stderr}")
+        hits = json.loads(r.stdout)["hits"]
         out.append([(h["id"], round(h["stages"]["fused"]["score"], 5)) for h in hits])
     return out
 

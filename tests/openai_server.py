@@ -69,6 +69,10 @@ class FakeOpenAI:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out as separate small writes: with Nagle's algorithm on, a client
+            # that keeps the connection alive (llmctl reuses its clients) waits ~40 ms for the delayed
+            # ACK on every reply. Real servers (uvicorn, nginx) set TCP_NODELAY too.
+            disable_nagle_algorithm = True
 
             def log_message(self, *args):
                 pass

@@ -31,7 +31,7 @@ from llmctl.datadir import DataDir
 from llmctl.embedding import REMOTE_IDENTITY
 from llmctl.errors import BudgetExceeded, ProviderError
 from llmctl.llm import policy
-from llmctl.llm.client import AttemptFailed, api_key, status_failure
+from llmctl.llm.client import AttemptFailed, api_key, openai_client, status_failure
 from llmctl.llm.ledger import Ledger, Row
 from llmctl.llm.ratelimit import limiter_for
 from llmctl.llm.store import connect
@@ -270,7 +270,7 @@ def _attempt(provider, key: str, model: str, texts: list[str], input_type: str |
     """One request: (vectors in input order, tokens the provider counted or None). Raises AttemptFailed."""
     import openai
 
-    client = openai.OpenAI(base_url=provider.base_url, api_key=key, timeout=provider.timeout, max_retries=0)
+    client = openai_client(provider.base_url, key, provider.timeout)
     extra = {"input_type": input_type} if input_type else None
     where = f"'{provider.base_url}'"
     before_send()

@@ -93,6 +93,9 @@ class FakeOpenAI:
             def do_POST(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
+                if len(raw) < length:  # the client went away mid-request (a kill -9): nothing to record
+                    self.close_connection = True
+                    return
                 if self.path.endswith("/files"):
                     with server.lock:
                         server.requests.append({"path": self.path, "at": time.monotonic()})

@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -21,6 +19,7 @@ from pathlib import Path
 from llmctl.config import EmbeddingConfig
 from llmctl.embedding.device import resolve as resolve_device
 from llmctl.errors import ConfigError
+from llmctl.kept import Kept
 
 PACKAGED_MODELS = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
 PACKAGED_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -72,9 +71,7 @@ def resolve_model(name: str, offline: bool) -> tuple[str, Path]:
 # Read-only once loaded (an ONNX session, a SentenceTransformer or CrossEncoder in inference), so
 # Embedders and Rerankers share them; nothing closes them: a closed Workspace leaves them to the
 # others. The few last used are kept; one dropped here lives on in whoever still holds it.
-_LOADED: OrderedDict[tuple, object] = OrderedDict()
-_LOADED_LOCK = threading.Lock()
-KEEP_LOADED = 4
+_LOADED = Kept(4)
 
 
 def files_signature(folder: Path) -> tuple:
@@ -95,15 +92,7 @@ def shared(key: tuple, load: Callable[[], object]):
     """The model ``key`` names, loaded by ``load()`` the first time in this process. ``key`` must hold
     everything that identifies it (runtime, files, device, settings fixed at load). A failed load is
     not kept: the next call tries again."""
-    with _LOADED_LOCK:
-        if key in _LOADED:
-            _LOADED.move_to_end(key)
-            return _LOADED[key]
-        model = load()
-        _LOADED[key] = model
-        while len(_LOADED) > KEEP_LOADED:
-            _LOADED.popitem(last=False)
-        return model
+    return _LOADED.get(key, load)
 
 
 class Embedder:

@@ -10,14 +10,13 @@ from __future__ import annotations
 import email.utils
 import hashlib
 import os
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from llmctl.config import ProviderConfig
 from llmctl.errors import ProviderError
+from llmctl.kept import Kept
 
 RETRYABLE = {"connection", "timeout", "stall", "rate_limit", "server", "malformed"}
 
@@ -100,29 +99,20 @@ def _is_context_error(message: str) -> bool:
     return "context" in m and any(w in m for w in ("exceed", "too long", "maximum", "length", "size"))
 
 
-KEEP_CLIENTS = 8
-_clients: OrderedDict[tuple[str, str, str], object] = OrderedDict()
-_clients_lock = threading.Lock()
+_clients = Kept(8)
 
 
 def openai_client(base_url: str, key: str, timeout):
     """The process's ``openai.OpenAI`` for this endpoint, key and timeout, with the client's own
     retries off. One client per endpoint keeps its connection pool (keep-alive, TLS sessions) and
     SSL context for every call, instead of a new handshake and a new SSL context (~37 ms here)
-    per attempt. The client is thread-safe; the last KEEP_CLIENTS are kept, an evicted one is
-    closed by the garbage collector once no call uses it."""
+    per attempt. The client is thread-safe; the last 8 are kept, an evicted one is closed by the
+    garbage collector once no call uses it."""
     import openai
 
     ident = (base_url, hashlib.sha256(key.encode()).hexdigest(), repr(timeout))  # no key kept as a key
-    with _clients_lock:
-        client = _clients.get(ident)
-        if client is None:
-            client = _clients[ident] = openai.OpenAI(base_url=base_url, api_key=key, timeout=timeout, max_retries=0)
-            while len(_clients) > KEEP_CLIENTS:
-                _clients.popitem(last=False)
-        else:
-            _clients.move_to_end(ident)
-    return client
+    return _clients.get(ident, lambda: openai.OpenAI(base_url=base_url, api_key=key, timeout=timeout,
+                                                     max_retries=0))
 
 
 def attempt(

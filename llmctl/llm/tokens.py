@@ -12,7 +12,6 @@ import hashlib
 import itertools
 import os
 import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -20,6 +19,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from llmctl.errors import ConfigError
+from llmctl.kept import Kept
 
 ENCODINGS = ("cl100k_base", "o200k_base")
 URL = "https://openaipublic.blob.core.windows.net/encodings/{name}.tiktoken"
@@ -80,8 +80,7 @@ def counter_for(model: str, tokenizer: str, cache_dir: Path) -> TokenCounter:
 # Encodings built in this process, by name, folder and the compact copy's files as they were:
 # a query, a serve request or an in-process command after the first reuses one (building it
 # takes ~0.1 s), and a copy changed on disk is read again. The last few are kept.
-_BUILT: OrderedDict[tuple, object] = OrderedDict()
-_BUILT_LOCK = threading.Lock()
+_BUILT = Kept(4)
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:
@@ -95,16 +94,8 @@ def _stamp(path: Path) -> tuple[int, int] | None:
 def _encoding(name: str, cache_dir: Path):
     """tiktoken's encoding, built once per process for this folder's compact copy (``_load``)."""
     key = name, str(cache_dir), _stamp(cache_dir / f"{name}.ranks"), _stamp(cache_dir / f"{name}.json")
-    with _BUILT_LOCK:
-        if key in _BUILT:
-            _BUILT.move_to_end(key)
-            return _BUILT[key]
-    enc = _load(name, cache_dir)  # the first load writes the compact copy: the next reads it, then it is kept
-    with _BUILT_LOCK:
-        _BUILT[key] = enc
-        while len(_BUILT) > 4:
-            _BUILT.popitem(last=False)
-    return enc
+    # the first load writes the compact copy: the next reads it (a new key), and that one is kept
+    return _BUILT.get(key, lambda: _load(name, cache_dir))
 
 
 def _load(name: str, cache_dir: Path):

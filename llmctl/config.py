@@ -65,6 +65,8 @@ class EmbeddingConfig(_Section):
     device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?|[a-z]+(:\d+)?)$")
     # auto: the model's verified ONNX copy on CPU (no torch); torch: always sentence-transformers
     backend: Literal["auto", "torch"] = "auto"
+    # CPU threads a model computes with; 0: one per CPU this process may use
+    threads: int = Field(0, ge=0, le=256)
     normalize: bool = True
     query_prefix: str = ""
     document_prefix: str = ""

@@ -41,6 +41,36 @@ def test_onnx_vectors_match_sentence_transformers(embedder):
     assert meta["parity_min_cosine"] >= 0.9999 and len(meta["sha256"]) == 64
 
 
+def test_embedding_threads_reach_the_onnx_session(embedder):
+    from llmctl.config import EmbeddingConfig
+    from llmctl.embedding.device import usable_cpus
+    from llmctl.embedding.local import Embedder
+
+    options = embedder.onnx.session.get_session_options()
+    assert embedder.cfg.threads == 0 and options.intra_op_num_threads == usable_cpus()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    three = Embedder(EmbeddingConfig(threads=3))
+    assert three.onnx.session.get_session_options().intra_op_num_threads == 3
+    assert three.onnx is not embedder.onnx  # a model loaded with other threads is another model
+
+
+def test_usable_cpus_are_the_affinity_capped_by_a_container_quota(tmp_path):
+    from llmctl.embedding.device import usable_cpus
+
+    mine = len(os.sched_getaffinity(0))
+    cpu_max = tmp_path / "cpu.max"
+    assert usable_cpus(cpu_max) == mine  # no cgroup v2 file
+    cpu_max.write_text("max 100000\n")
+    assert usable_cpus(cpu_max) == mine
+    cpu_max.write_text("50000 100000\n")  # --cpus 0.5
+    assert usable_cpus(cpu_max) == 1
+    cpu_max.write_text(f"{(mine + 7) * 100000} 100000\n")
+    assert usable_cpus(cpu_max) == mine
+    if mine > 1:
+        cpu_max.write_text("150000 100000\n")  # --cpus 1.5: two threads
+        assert usable_cpus(cpu_max) == min(mine, 2)
+
+
 def fresh(sample_index, tmp_path) -> Path:
     """A copy of the sample index with no question remembered (each must load the model)."""
     data = tmp_path / "data"

@@ -1,5 +1,6 @@
 """``embedding.device: auto``: a GPU when torch can use one, else the CPU, found without importing
-torch on machines that show no GPU (importing it costs ~1.4 s, and CPU queries never need it)."""
+torch on machines that show no GPU (importing it costs ~1.4 s, and CPU queries never need it);
+and ``embedding.threads: 0``: as many compute threads as this process may use CPUs."""
 
 from __future__ import annotations
 
@@ -30,6 +31,26 @@ def _detect() -> str:
         return "cuda"
     mps = getattr(torch.backends, "mps", None)
     return "mps" if mps is not None and mps.is_available() else "cpu"
+
+
+def usable_cpus(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """CPUs this process may run on: its affinity mask, capped by a cgroup v2 CPU quota (a container
+    started with --cpus 2 on a 64-core host gets 2). onnxruntime's own default counts the host's
+    cores and pins its threads to them, which oversubscribes such containers and collides with a
+    second process on the same cores (bench/onnx_threads.py)."""
+    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        if quota != "max":
+            count = min(count, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, count)
+
+
+def threads(configured: int) -> int:
+    """Compute threads for a model: ``embedding.threads``, or 0 for ``usable_cpus()``."""
+    return configured or usable_cpus()
 
 
 def resolve(device: str) -> str:

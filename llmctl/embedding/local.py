@@ -18,6 +18,7 @@ from pathlib import Path
 
 from llmctl.config import EmbeddingConfig
 from llmctl.embedding.device import resolve as resolve_device
+from llmctl.embedding.device import threads as resolve_threads
 from llmctl.errors import ConfigError
 from llmctl.kept import Kept
 
@@ -108,6 +109,7 @@ class Embedder:
         self.export = export
         self.model_id, self.folder = resolve_model(cfg.model, cfg.offline)
         self.device = resolve_device(cfg.device)
+        self.threads = resolve_threads(cfg.threads)
         self.note = ""
 
     @cached_property
@@ -129,8 +131,8 @@ class Embedder:
                                  "'llmctl ingest <path>' makes it again")
                     return None
             key = ("onnx", str(found.folder), found.sha256, found.meta.get("size"), str(self.folder),
-                   self._files, self.max_seq_length)
-            return shared(key, lambda: onnx.OnnxEncoder(found, self.folder, self.max_seq_length))
+                   self._files, self.max_seq_length, self.threads)
+            return shared(key, lambda: onnx.OnnxEncoder(found, self.folder, self.max_seq_length, self.threads))
         except onnx.Unsupported as exc:
             if self.export:
                 self.note = f"embedding with sentence-transformers: no ONNX copy of this model ({exc})"
@@ -227,6 +229,10 @@ class Embedder:
         hf_logging.disable_progress_bar()
 
         def load():
+            if self.device == "cpu":
+                import torch
+
+                torch.set_num_threads(self.threads)  # for the process: torch has no per-model setting
             return SentenceTransformer(str(self.folder), device=self.device, local_files_only=True)
 
         try:

@@ -136,7 +136,7 @@ def ensure_export(model_id: str, folder: Path, timeout: float = EXPORT_TIMEOUT_S
 class OnnxEncoder:
     """Sentence vectors from an export: tokenize, run the graph, pool, normalize."""
 
-    def __init__(self, export: Export, model_folder: Path, max_seq_length: int, threads: int = 0):
+    def __init__(self, export: Export, model_folder: Path, max_seq_length: int, threads: int):
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -150,6 +150,9 @@ class OnnxEncoder:
         self.tokenizer = tok
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
+        # Threads wait without spinning between operations: spinning burns the cores another
+        # process (a second ingest, a CI job, a test worker) needs; bench/onnx_threads.py.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.log_severity_level = 3
         self.session = ort.InferenceSession(str(export.folder / "model.onnx"), opts,
                                             providers=["CPUExecutionProvider"])

@@ -51,6 +51,7 @@ def test_readers_during_an_ingest_see_a_whole_index_and_two_ingests_queue(tmp_pa
                 if not (h.chunk.get("text") and h.source):
                     errors.append(f"broken hit {h.id}")
         while_writing += 1
+        time.sleep(0.25)  # readers, not a busy loop: the ingests need the cores
     outs = [w.communicate()[1] for w in writers]
     assert [w.returncode for w in writers] == [0, 0], outs  # the second waited for the first
     assert errors == [] and served >= 8 and while_writing >= 2, (errors, served, while_writing)

@@ -74,6 +74,7 @@ bench: install
 	$(PY) bench/fusion.py
 	$(PY) bench/docs_bench.py --label after
 	$(PY) bench/multi_bench.py
+	$(PY) bench/docfolder_questions.py
 	$(PY) bench/confidence.py
 	$(PY) bench/eval_ab.py
 	$(PY) bench/eval_concurrency.py

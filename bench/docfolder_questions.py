@@ -1,0 +1,103 @@
+"""Debian doc folders with 24 questions each: the default's page-level quality, and whether release
+notes (changelog, NEWS, CHANGES, *ReleaseNotes) should need more evidence to rank.
+
+Folders (as installed under /usr/share/doc: python3-pip, gnupg, util-linux, libxslt1-dev) are
+ingested with llmctl's defaults through the Workspace. The questions
+(bench/corpora/docfolders/*.yaml) were written by a helper who read the folders before any
+retrieval ran; a question counts as found at the first result whose file (or a collapsed
+duplicate's) is one of its accepted files. Halves by position: 1st, 3rd, ... tune.
+
+Variant measured: a hit whose files are all release notes (by name) has ``delta`` subtracted from
+its fused score before the list is read (z-score units; 0 = the default). Settings are read on the
+tune half; the check half is reported beside them. Measured, never asserted.
+
+    python bench/docfolder_questions.py [--data /tmp/docq]      # bench/out/docfolder_questions.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+OUT = REPO / "bench" / "out" / "docfolder_questions.json"
+QUESTIONS = REPO / "bench" / "corpora" / "docfolders"
+DOC = Path("/usr/share/doc")
+NOTES = re.compile(r"^(changelog|changes|news|history|release[-_ ]?notes?)([._-].*)?$|releasenotes", re.I)
+DELTAS = (0.0, 0.25, 0.5, 1.0, 2.0, 100.0)
+
+
+def is_notes(path: str) -> bool:
+    name = re.sub(r"\.(gz|bz2|xz)$", "", path.rsplit("/", 1)[-1])
+    return bool(NOTES.search(name))
+
+
+def candidates(folder: str, data: Path) -> list[dict]:
+    from llmctl import Workspace
+
+    spec = yaml.safe_load((QUESTIONS / f"{folder}.yaml").read_text())
+    root = f"{DOC / folder}/"
+    rows = []
+    with Workspace(data_dir=data / folder) as ws:
+        ws.ingest([DOC / folder])
+        for i, q in enumerate(spec["questions"]):
+            hits = ws.search(q["q"], k=40)
+            cand = [(h.stages["fused"][1], [s.split(root, 1)[-1] for s in [h.source, *h.chunk.get("also_in", [])]])
+                    for h in hits]
+            rows.append({"half": "tune" if i % 2 == 0 else "check", "files": set(q["files"]), "cand": cand})
+    return rows
+
+
+def scores(rows: list[dict], delta: float) -> list[dict]:
+    out = []
+    for r in rows:
+        ranked = sorted(r["cand"], key=lambda c: -(c[0] - (delta if all(map(is_notes, c[1])) else 0.0)))
+        seen: set[str] = set()
+        slots = []
+        for _, files in ranked:
+            new = set(files) - seen
+            if new:
+                seen |= new
+                slots.append(new)
+        rank = next((i for i, files in enumerate(slots[:10], 1) if files & r["files"]), None)
+        out.append({"half": r["half"], "hit@1": float(rank == 1), "hit@3": float(rank is not None and rank <= 3),
+                    "mrr@10": 1 / rank if rank else 0.0})
+    return out
+
+
+def main() -> None:
+    from llmctl.stats import paired_bootstrap
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=REPO / "bench" / "out" / "docfolders")
+    args = ap.parse_args()
+    folders = sorted(p.stem for p in QUESTIONS.glob("*.yaml"))
+    data = {f: candidates(f, args.data) for f in folders}
+    report: dict = {}
+    for half in ("tune", "check"):
+        for delta in DELTAS:
+            row = {}
+            for f in folders:
+                base = [s for s in scores(data[f], 0.0) if s["half"] == half]
+                mine = [s for s in scores(data[f], delta) if s["half"] == half]
+                t = paired_bootstrap(np.array([s["mrr@10"] for s in mine]) - np.array([s["mrr@10"] for s in base]))
+                row[f] = {m: round(float(np.mean([s[m] for s in mine])), 3) for m in ("hit@1", "hit@3", "mrr@10")}
+                row[f].update(delta_mrr=round(t["delta"], 3), p=round(t["p_value"], 3), n=len(mine))
+            report.setdefault(half, {})[str(delta)] = row
+            mean = np.mean([row[f]["mrr@10"] for f in folders])
+            cells = " | ".join(f"{f} {row[f]['hit@1']:.2f}/{row[f]['hit@3']:.2f}/{row[f]['mrr@10']:.3f} "
+                               f"(Δ{row[f]['delta_mrr']:+.3f} p{row[f]['p']:.2f})" for f in folders)
+            print(f"{half} delta {delta:g}: mean MRR@10 {mean:.3f} | {cells}", flush=True)
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

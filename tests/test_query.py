@@ -122,6 +122,24 @@ def test_cross_encoder_reorders_candidates(sample_index, retriever, faq_cross_en
     assert [h.id for h in only_best.hits] == [reranked.hits[0].id]
 
 
+def test_the_cross_encoder_computes_with_the_configured_threads(tmp_path, faq_cross_encoder):
+    import shutil
+
+    import torch
+
+    from llmctl.search.rerank import Reranker
+
+    folder = shutil.copytree(faq_cross_encoder, tmp_path / "ce")  # new files: loaded here, not shared
+    cfg = load_config(None, {"rerank.model": str(folder)})
+    before = torch.get_num_threads()
+    try:
+        reranker = Reranker(cfg.rerank, "cpu", threads=1)
+        assert len(reranker.score("How are keys derived?", ["Argon2id", "weekly"])) == 2
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_bi_encoder_given_as_cross_encoder_is_refused(sample_index, retriever, embedder):
     cfg = load_config(None, {"data_dir": str(sample_index), "rerank.model": str(embedder.folder)})
     with pytest.raises(ConfigError, match="not a cross-encoder"):

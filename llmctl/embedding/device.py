@@ -53,6 +53,14 @@ def threads(configured: int) -> int:
     return configured or usable_cpus()
 
 
+def torch_threads(count: int) -> None:
+    """torch's compute threads on CPU (``threads(configured)``): for the whole process, since torch
+    has no per-model setting. Its own default counts the host's cores, like onnxruntime's."""
+    import torch
+
+    torch.set_num_threads(count)
+
+
 def resolve(device: str) -> str:
     """The device to run on: ``device`` itself unless it is ``auto``."""
     return _detect() if device == "auto" else device

@@ -19,6 +19,7 @@ from pathlib import Path
 from llmctl.config import EmbeddingConfig
 from llmctl.embedding.device import resolve as resolve_device
 from llmctl.embedding.device import threads as resolve_threads
+from llmctl.embedding.device import torch_threads
 from llmctl.errors import ConfigError
 from llmctl.kept import Kept
 
@@ -230,9 +231,7 @@ class Embedder:
 
         def load():
             if self.device == "cpu":
-                import torch
-
-                torch.set_num_threads(self.threads)  # for the process: torch has no per-model setting
+                torch_threads(self.threads)
             return SentenceTransformer(str(self.folder), device=self.device, local_files_only=True)
 
         try:

@@ -70,11 +70,15 @@ def check_cross_encoder(folder: Path, name: str) -> None:
 
 
 class Reranker:
-    def __init__(self, cfg: RerankConfig, device: str = "cpu"):
+    def __init__(self, cfg: RerankConfig, device: str = "cpu", threads: int = 0):
+        """``device`` and ``threads``: the embedding section's (a cross-encoder runs where the
+        embedding model does, with as many CPU threads)."""
         from llmctl.embedding.device import resolve
+        from llmctl.embedding.device import threads as resolve_threads
 
         self.cfg = cfg
         self.device = resolve(device)
+        self.threads = resolve_threads(threads)
 
     _unavailable: RerankUnavailable | None = None
 
@@ -93,6 +97,10 @@ class Reranker:
 
         hf_logging.disable_progress_bar()
         def load():
+            if self.device == "cpu":
+                from llmctl.embedding.device import torch_threads
+
+                torch_threads(self.threads)
             return CrossEncoder(str(folder), device=self.device, local_files_only=True)
 
         try:  # loaded once per process: every Workspace's reranker of these files uses it

@@ -112,7 +112,7 @@ class Workspace:
     def reranker(self):
         from llmctl.search.rerank import Reranker
 
-        return Reranker(self.cfg.rerank, self.cfg.embedding.device, self.cfg.embedding.threads)
+        return Reranker(self.cfg.rerank, self.cfg.embedding)
 
     def _written(self, dry_run: bool, write: Callable[[], IngestReport]) -> IngestReport:
         """Run an index write; then reopen the index and drop cached answers built from what it deleted."""

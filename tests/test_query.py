@@ -127,13 +127,14 @@ def test_the_cross_encoder_computes_with_the_configured_threads(tmp_path, faq_cr
 
     import torch
 
+    from llmctl.config import EmbeddingConfig
     from llmctl.search.rerank import Reranker
 
     folder = shutil.copytree(faq_cross_encoder, tmp_path / "ce")  # new files: loaded here, not shared
     cfg = load_config(None, {"rerank.model": str(folder)})
     before = torch.get_num_threads()
     try:
-        reranker = Reranker(cfg.rerank, "cpu", threads=1)
+        reranker = Reranker(cfg.rerank, EmbeddingConfig(device="cpu", threads=1))
         assert len(reranker.score("How are keys derived?", ["Argon2id", "weekly"])) == 2
         assert torch.get_num_threads() == 1
     finally:

@@ -53,12 +53,14 @@ def threads(configured: int) -> int:
     return configured or usable_cpus()
 
 
-def torch_threads(count: int) -> None:
-    """torch's compute threads on CPU (``threads(configured)``): for the whole process, since torch
-    has no per-model setting. Its own default counts the host's cores, like onnxruntime's."""
-    import torch
+def torch_threads(device: str, count: int) -> None:
+    """torch's compute threads (``threads(configured)``) when a model of it runs on the CPU: for the
+    whole process, since torch has no per-model setting. Its own default counts the host's cores,
+    like onnxruntime's."""
+    if device == "cpu":
+        import torch
 
-    torch.set_num_threads(count)
+        torch.set_num_threads(count)
 
 
 def resolve(device: str) -> str:

@@ -230,8 +230,7 @@ class Embedder:
         hf_logging.disable_progress_bar()
 
         def load():
-            if self.device == "cpu":
-                torch_threads(self.threads)
+            torch_threads(self.device, self.threads)
             return SentenceTransformer(str(self.folder), device=self.device, local_files_only=True)
 
         try:

@@ -206,7 +206,7 @@ def run_suite(
     if reranker is None:
         from llmctl.search.rerank import Reranker
 
-        reranker = Reranker(cfg.rerank, cfg.embedding.device, cfg.embedding.threads)
+        reranker = Reranker(cfg.rerank, cfg.embedding)
     docs = retriever.manifest.document_sources()
     by_id = {d.rsplit("#", 1)[1]: d for d, _ in docs if "#" in d}
     qrels_of = {c.id: resolve_qrels(c, docs, by_id) for c in cases}  # all errors before any work

@@ -64,7 +64,7 @@ def run_tune(suite_path: Path, *, load: Callable[..., Config], data: DataDir, me
     now = current_setting(cfg)
     grid = [now] + [s for s in GRID if s != now]
     retriever = Retriever(cfg, data)
-    reranker = Reranker(cfg.rerank, cfg.embedding.device, cfg.embedding.threads)
+    reranker = Reranker(cfg.rerank, cfg.embedding)
     task = progress.task(f"Tuning on {suite.name}", len(grid)) if progress else None
     per_setting: list[dict[str, float]] = []
     try:

@@ -257,7 +257,7 @@ def retrieve(question: str, cfg: Config, opts: QueryOptions, retriever: Retrieve
     rerank_info: dict = {"model": cfg.rerank.model, "status": "disabled", "depth": depth}
     use_rerank = cfg.rerank.enabled if opts.rerank is None else opts.rerank
     if use_rerank and order:
-        reranker = reranker or Reranker(cfg.rerank, cfg.embedding.device, cfg.embedding.threads)
+        reranker = reranker or Reranker(cfg.rerank, cfg.embedding)
         try:
             with clock.stage("rerank"):
                 head = order[:depth]

@@ -13,7 +13,7 @@ import json
 from functools import cached_property
 from pathlib import Path
 
-from llmctl.config import RerankConfig
+from llmctl.config import EmbeddingConfig, RerankConfig
 from llmctl.embedding.local import files_signature, set_offline, shared
 from llmctl.errors import ConfigError
 
@@ -70,15 +70,15 @@ def check_cross_encoder(folder: Path, name: str) -> None:
 
 
 class Reranker:
-    def __init__(self, cfg: RerankConfig, device: str = "cpu", threads: int = 0):
-        """``device`` and ``threads``: the embedding section's (a cross-encoder runs where the
-        embedding model does, with as many CPU threads)."""
+    def __init__(self, cfg: RerankConfig, embedding: EmbeddingConfig | None = None):
+        """``embedding``: the cross-encoder runs on the embedding model's device, with as many CPU
+        threads (None: the CPU, ``usable_cpus()`` threads)."""
         from llmctl.embedding.device import resolve
         from llmctl.embedding.device import threads as resolve_threads
 
         self.cfg = cfg
-        self.device = resolve(device)
-        self.threads = resolve_threads(threads)
+        self.device = resolve(embedding.device if embedding else "cpu")
+        self.threads = resolve_threads(embedding.threads if embedding else 0)
 
     _unavailable: RerankUnavailable | None = None
 
@@ -97,10 +97,9 @@ class Reranker:
 
         hf_logging.disable_progress_bar()
         def load():
-            if self.device == "cpu":
-                from llmctl.embedding.device import torch_threads
+            from llmctl.embedding.device import torch_threads
 
-                torch_threads(self.threads)
+            torch_threads(self.device, self.threads)
             return CrossEncoder(str(folder), device=self.device, local_files_only=True)
 
         try:  # loaded once per process: every Workspace's reranker of these files uses it

@@ -27,6 +27,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 OUT = REPO / "bench" / "out" / "docfolder_questions.json"
 QUESTIONS = REPO / "bench" / "corpora" / "docfolders"
 DOC = Path("/usr/share/doc")
@@ -56,6 +57,8 @@ def candidates(folder: str, data: Path) -> list[dict]:
 
 
 def scores(rows: list[dict], delta: float) -> list[dict]:
+    from multi_bench import metrics  # the same page-level hit@1, hit@3 and MRR@10
+
     out = []
     for r in rows:
         ranked = sorted(r["cand"], key=lambda c: -(c[0] - (delta if all(map(is_notes, c[1])) else 0.0)))
@@ -66,9 +69,7 @@ def scores(rows: list[dict], delta: float) -> list[dict]:
             if new:
                 seen |= new
                 slots.append(new)
-        rank = next((i for i, files in enumerate(slots[:10], 1) if files & r["files"]), None)
-        out.append({"half": r["half"], "hit@1": float(rank == 1), "hit@3": float(rank is not None and rank <= 3),
-                    "mrr@10": 1 / rank if rank else 0.0})
+        out.append({"half": r["half"], **metrics(slots, r["files"])})
     return out
 
 

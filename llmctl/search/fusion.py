@@ -107,13 +107,14 @@ def shingles(text: str, n: int = 3) -> frozenset:
     words = _WORD.findall(text.lower())
     if len(words) < n:
         return frozenset(words)
-    return frozenset(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
+    return frozenset(zip(*(words[i:] for i in range(n))))
 
 
 def jaccard(a: frozenset, b: frozenset) -> float:
     if not a and not b:
         return 1.0
-    return len(a & b) / len(a | b)
+    both = len(a & b)
+    return both / (len(a) + len(b) - both)
 
 
 def collapse(order: list[str], text_of: Callable[[str], str], limit: int | None = None,

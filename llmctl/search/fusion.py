@@ -107,7 +107,7 @@ def shingles(text: str, n: int = 3) -> frozenset:
     words = _WORD.findall(text.lower())
     if len(words) < n:
         return frozenset(words)
-    return frozenset(zip(*(words[i:] for i in range(n))))
+    return frozenset(zip(*(words[i:] for i in range(n)), strict=False))  # the shorter tails end it
 
 
 def jaccard(a: frozenset, b: frozenset) -> float:

@@ -43,17 +43,28 @@ def test_onnx_vectors_match_sentence_transformers(embedder):
 
 
 def test_texts_of_mixed_lengths_run_in_padded_groups_and_come_back_in_order(embedder):
-    from llmctl.embedding.onnx import PADDED_TOKENS, _groups
+    from llmctl.embedding.onnx import PADDED_TOKENS, padded_groups
 
     texts = [TEXTS[i % len(TEXTS)] + f" {i}" * (i % 7) for i in range(40)]
     together = embedder.onnx.encode(texts, True)
     alone = np.stack([embedder.onnx.encode([t], True)[0] for t in texts])
     assert np.allclose(together, alone, atol=1e-5)  # padding changes nothing and order is kept
     lengths = [300, 256, 200, 120, 100, 90, 8, 5, 5, 3]
-    groups = _groups(list(range(len(lengths))), lengths)
+    groups = padded_groups(list(range(len(lengths))), lengths)
     assert groups == [[0, 1, 2], [3, 4, 5, 6, 7, 8, 9]]  # 3 x 300 fits in 1024, 4 x 300 does not
     assert all(len(g) * lengths[g[0]] <= PADDED_TOKENS for g in groups)
-    assert _groups([0], [5000]) == [[0]]  # a text over the budget still runs, alone
+    assert padded_groups([0], [5000]) == [[0]]  # a text over the budget still runs, alone
+
+
+def test_sentence_transformers_on_a_cpu_runs_the_same_groups_for_the_same_vectors(embedder):
+    from llmctl.config import EmbeddingConfig
+    from llmctl.embedding.local import Embedder
+
+    torch_embedder = Embedder(EmbeddingConfig(backend="torch"))
+    assert torch_embedder.backend == "sentence-transformers"
+    texts = [TEXTS[i % len(TEXTS)] + f" {i}" * (i % 7) for i in range(40)]
+    grouped = torch_embedder._embed(texts)
+    assert np.allclose(grouped, torch_embedder._encode(texts, 64), atol=1e-5)  # one call, batches of 64
 
 def test_embedding_threads_reach_the_onnx_session(embedder):
     from llmctl.config import EmbeddingConfig

@@ -278,10 +278,22 @@ class Embedder:
             size = self.cfg.batch_size
             parts = [self.onnx.encode(texts[i:i + size], self.cfg.normalize) for i in range(0, len(texts), size)]
             return parts[0] if len(parts) == 1 else np.concatenate(parts)
-        vecs = self.model.encode(
-            texts, batch_size=self.cfg.batch_size, normalize_embeddings=self.cfg.normalize,
-            convert_to_numpy=True, show_progress_bar=False,
-        )
+        if self.device != "cpu" or self._tokenizer is None:
+            return self._encode(texts, self.cfg.batch_size)
+        # On a CPU, the ONNX encoder's length groups: the same vectors for a third to half less work.
+        from llmctl.embedding.onnx import padded_groups
+
+        lengths = [min(len(e.ids), self.max_seq_length) for e in self._tokenizer.encode_batch(texts)]
+        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        for group in padded_groups(sorted(range(len(texts)), key=lambda i: -lengths[i]), lengths):
+            out[group] = self._encode([texts[i] for i in group], len(group))
+        return out
+
+    def _encode(self, texts: list[str], batch_size: int):
+        import numpy as np
+
+        vecs = self.model.encode(texts, batch_size=batch_size, normalize_embeddings=self.cfg.normalize,
+                                 convert_to_numpy=True, show_progress_bar=False)
         return np.asarray(vecs, dtype=np.float32)
 
 

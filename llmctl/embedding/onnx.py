@@ -170,7 +170,7 @@ class OnnxEncoder:
         enc = self.tokenizer.encode_batch(texts)
         order = sorted(range(len(texts)), key=lambda i: -len(enc[i].ids))
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
-        for group in _groups(order, [len(e.ids) for e in enc]):
+        for group in padded_groups(order, [len(e.ids) for e in enc]):
             width = len(enc[group[0]].ids)
             ids = np.full((len(group), width), self.pad_id, dtype=np.int64)
             mask = np.zeros((len(group), width), dtype=np.int64)
@@ -195,9 +195,9 @@ class OnnxEncoder:
         return (tokens * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
 
 
-def _groups(order: list[int], lengths: list[int]) -> list[list[int]]:
+def padded_groups(order: list[int], lengths: list[int]) -> list[list[int]]:
     """``order`` (longest first) cut into runs whose padded size (count x first length) stays
-    within PADDED_TOKENS; a text longer than that runs alone."""
+    within PADDED_TOKENS; a text longer than that runs alone. For a CPU: a GPU wants big batches."""
     groups: list[list[int]] = []
     for i in order:
         if groups and (len(groups[-1]) + 1) * lengths[groups[-1][0]] <= PADDED_TOKENS:

@@ -49,11 +49,11 @@ def test_texts_of_mixed_lengths_run_in_padded_groups_and_come_back_in_order(embe
     together = embedder.onnx.encode(texts, True)
     alone = np.stack([embedder.onnx.encode([t], True)[0] for t in texts])
     assert np.allclose(together, alone, atol=1e-5)  # padding changes nothing and order is kept
-    lengths = [300, 256, 200, 120, 100, 90, 8, 5, 5, 3]
-    groups = padded_groups(list(range(len(lengths))), lengths)
-    assert groups == [[0, 1, 2], [3, 4, 5, 6, 7, 8, 9]]  # 3 x 300 fits in 1024, 4 x 300 does not
+    lengths = [3, 5, 8, 90, 100, 120, 200, 256, 300]  # token counts, in input order
+    groups = padded_groups(lengths)
+    assert groups == [[8, 7, 6], [5, 4, 3, 2, 1, 0]]  # longest first; 3 x 300 fits in 1024, 4 x 300 does not
     assert all(len(g) * lengths[g[0]] <= PADDED_TOKENS for g in groups)
-    assert padded_groups([0], [5000]) == [[0]]  # a text over the budget still runs, alone
+    assert padded_groups([5000]) == [[0]]  # a text over the budget still runs, alone
 
 
 def test_sentence_transformers_on_a_cpu_runs_the_same_groups_for_the_same_vectors(embedder):

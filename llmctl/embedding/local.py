@@ -275,9 +275,7 @@ class Embedder:
         import numpy as np
 
         if self.onnx is not None:
-            size = self.cfg.batch_size
-            parts = [self.onnx.encode(texts[i:i + size], self.cfg.normalize) for i in range(0, len(texts), size)]
-            return parts[0] if len(parts) == 1 else np.concatenate(parts)
+            return self.onnx.encode(texts, self.cfg.normalize)
         if self.device != "cpu" or self._tokenizer is None:
             return self._encode(texts, self.cfg.batch_size)
         # On a CPU, the ONNX encoder's length groups: the same vectors for a third to half less work.
@@ -285,7 +283,7 @@ class Embedder:
 
         lengths = [min(len(e.ids), self.max_seq_length) for e in self._tokenizer.encode_batch(texts)]
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
-        for group in padded_groups(sorted(range(len(texts)), key=lambda i: -lengths[i]), lengths):
+        for group in padded_groups(lengths):
             out[group] = self._encode([texts[i] for i in group], len(group))
         return out
 

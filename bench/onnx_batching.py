@@ -2,8 +2,8 @@
 
 "before": the texts sorted by characters, cut into batches of ``embedding.batch_size`` (64),
 each padded to its longest text (what ingest did until 2026-12-07). "after":
-``OnnxEncoder.encode``, which sorts by tokens and runs groups of at most PADDED_TOKENS padded
-tokens. One thread, so CPU time is the cost; best of ``--repeats``. Texts: the chunks of an
+``OnnxEncoder.encode``, which sorts by tokens and runs groups of at most ``device.PADDED_TOKENS``
+padded tokens. One thread, so CPU time is the cost; best of ``--repeats``. Texts: the chunks of an
 ingest of sample_data/ and of /usr/share/doc/python3-pip (when installed), and 600 SciFact
 abstracts (../shared; the model reads their first 256 tokens). Measured, never asserted;
 bench/out/onnx_batching.json.
@@ -82,7 +82,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     from llmctl.config import Config
-    from llmctl.embedding import onnx
+    from llmctl.embedding import device
     from llmctl.embedding.local import Embedder
 
     cfg = Config().embedding.model_copy(update={"threads": 1})
@@ -104,7 +104,7 @@ def main() -> None:
                      "max_abs_diff": float(np.abs(old - new).max())})
         print(json.dumps(rows[-1]), flush=True)
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps({"padded_tokens": onnx.PADDED_TOKENS, "batch_size": cfg.batch_size, "rows": rows},
+    OUT.write_text(json.dumps({"padded_tokens": device.PADDED_TOKENS, "batch_size": cfg.batch_size, "rows": rows},
                               indent=1) + "\n")
 
 

@@ -21,6 +21,7 @@ from llmctl.index.vectors import Reader, VectorStore
 HEAVY = ("torch", "sentence_transformers", "transformers", "chromadb", "openai", "bm25s", "scipy", "sklearn")
 TEXTS = ["How many daily snapshots does the default retention policy keep?", "x", "word " * 400,
          "Résumé naïve café — 東京の天気は晴れです", "def f(x):\n    return x * 2\n", ""]
+MIXED = [TEXTS[i % len(TEXTS)] + f" {i}" * (i % 7) for i in range(40)]  # lengths 1 to 256 tokens, unsorted
 
 
 def imported(args: list[str], env: dict | None = None) -> tuple[subprocess.CompletedProcess, set[str]]:
@@ -41,13 +42,11 @@ def test_onnx_vectors_match_sentence_transformers(embedder):
     assert meta["parity_min_cosine"] >= 0.9999 and len(meta["sha256"]) == 64
 
 
-
 def test_texts_of_mixed_lengths_run_in_padded_groups_and_come_back_in_order(embedder):
-    from llmctl.embedding.onnx import PADDED_TOKENS, padded_groups
+    from llmctl.embedding.device import PADDED_TOKENS, padded_groups
 
-    texts = [TEXTS[i % len(TEXTS)] + f" {i}" * (i % 7) for i in range(40)]
-    together = embedder.onnx.encode(texts, True)
-    alone = np.stack([embedder.onnx.encode([t], True)[0] for t in texts])
+    together = embedder.onnx.encode(MIXED, True)
+    alone = np.stack([embedder.onnx.encode([t], True)[0] for t in MIXED])
     assert np.allclose(together, alone, atol=1e-5)  # padding changes nothing and order is kept
     lengths = [3, 5, 8, 90, 100, 120, 200, 256, 300]  # token counts, in input order
     groups = padded_groups(lengths)
@@ -62,9 +61,9 @@ def test_sentence_transformers_on_a_cpu_runs_the_same_groups_for_the_same_vector
 
     torch_embedder = Embedder(EmbeddingConfig(backend="torch"))
     assert torch_embedder.backend == "sentence-transformers"
-    texts = [TEXTS[i % len(TEXTS)] + f" {i}" * (i % 7) for i in range(40)]
-    grouped = torch_embedder._embed(texts)
-    assert np.allclose(grouped, torch_embedder._encode(texts, 64), atol=1e-5)  # one call, batches of 64
+    grouped = torch_embedder._embed(MIXED)
+    assert np.allclose(grouped, torch_embedder._encode(MIXED, 64), atol=1e-5)  # one call, batches of 64
+
 
 def test_embedding_threads_reach_the_onnx_session(embedder):
     from llmctl.config import EmbeddingConfig

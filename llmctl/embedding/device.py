@@ -1,6 +1,7 @@
 """``embedding.device: auto``: a GPU when torch can use one, else the CPU, found without importing
 torch on machines that show no GPU (importing it costs ~1.4 s, and CPU queries never need it);
-and ``embedding.threads: 0``: as many compute threads as this process may use CPUs."""
+``embedding.threads: 0``: as many compute threads as this process may use CPUs; and how texts are
+grouped for a CPU (``padded_groups``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import functools
 import os
 import platform
 from pathlib import Path
+
+PADDED_TOKENS = 1024  # per graph run on a CPU; bench/onnx_batching.py
 
 
 def _gpu_hint() -> bool:
@@ -66,3 +69,16 @@ def torch_threads(device: str, count: int) -> None:
 def resolve(device: str) -> str:
     """The device to run on: ``device`` itself unless it is ``auto``."""
     return _detect() if device == "auto" else device
+
+
+def padded_groups(lengths: list[int]) -> list[list[int]]:
+    """The texts of these token counts, longest first, cut into groups whose padded size (count x
+    longest) stays within PADDED_TOKENS; a text longer than that runs alone. For a CPU: a GPU
+    wants big batches."""
+    groups: list[list[int]] = []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        if groups and (len(groups[-1]) + 1) * lengths[groups[-1][0]] <= PADDED_TOKENS:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups

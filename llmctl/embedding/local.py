@@ -17,9 +17,9 @@ from functools import cached_property, lru_cache
 from pathlib import Path
 
 from llmctl.config import EmbeddingConfig
+from llmctl.embedding.device import padded_groups, torch_threads
 from llmctl.embedding.device import resolve as resolve_device
 from llmctl.embedding.device import threads as resolve_threads
-from llmctl.embedding.device import torch_threads
 from llmctl.errors import ConfigError
 from llmctl.kept import Kept
 
@@ -279,8 +279,6 @@ class Embedder:
         if self.device != "cpu" or self._tokenizer is None:
             return self._encode(texts, self.cfg.batch_size)
         # On a CPU, the ONNX encoder's length groups: the same vectors for a third to half less work.
-        from llmctl.embedding.onnx import padded_groups
-
         lengths = [min(len(e.ids), self.max_seq_length) for e in self._tokenizer.encode_batch(texts)]
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
         for group in padded_groups(lengths):

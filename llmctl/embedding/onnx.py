@@ -21,10 +21,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from llmctl.embedding.device import padded_groups
+
 MIN_COSINE = 0.9999
 FORMAT = "onnx/1"
 EXPORT_TIMEOUT_S = 900
-PADDED_TOKENS = 1024  # per graph run; bench/onnx_batching.py
 PROBES = [
     "How many daily snapshots does the default retention policy keep?",
     "x",
@@ -162,9 +163,9 @@ class OnnxEncoder:
 
     def encode(self, texts: list[str], normalize: bool):
         """One vector per text, in input order. Texts run longest first, in groups padded to at
-        most PADDED_TOKENS: on a CPU a padding token costs what a real one does and a bigger
-        batch saves nothing, so a 254-token chunk batched with 40-token ones tripled their cost
-        (bench/onnx_batching.py: the same vectors for 15-55% less CPU)."""
+        most PADDED_TOKENS (``padded_groups``): on a CPU a padding token costs what a real one
+        does and a bigger batch saves nothing, so a 254-token chunk batched with 40-token ones
+        tripled their cost (bench/onnx_batching.py: the same vectors for 15-55% less CPU)."""
         import numpy as np
 
         enc = self.tokenizer.encode_batch(texts)
@@ -192,19 +193,6 @@ class OnnxEncoder:
             return tokens[:, 0]
         m = mask[..., None].astype(np.float32)
         return (tokens * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
-
-
-def padded_groups(lengths: list[int]) -> list[list[int]]:
-    """The texts of these token counts, longest first, cut into groups whose padded size (count x
-    longest) stays within PADDED_TOKENS; a text longer than that runs alone. For a CPU: a GPU
-    wants big batches."""
-    groups: list[list[int]] = []
-    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
-        if groups and (len(groups[-1]) + 1) * lengths[groups[-1][0]] <= PADDED_TOKENS:
-            groups[-1].append(i)
-        else:
-            groups.append([i])
-    return groups
 
 
 # -- the export itself: runs in a child process, imports torch --------------------------

@@ -603,6 +603,12 @@ def run(args: list[str] | None = None, prog_name: str | None = None) -> int:
     terminate_as_interrupt()
     try:
         code = _click_command()(args=args, prog_name=prog_name, standalone_mode=False)
+    except SystemExit as exc:  # click's answer to EPIPE on stdout: exit 1, stdout wrapped to hush the last flush
+        if exc.code == 1 and type(sys.stdout).__name__.lstrip("_") == "PacifyFlushWrapper":
+            from llmctl.render import quiet_stdout
+
+            quiet_stdout()  # exit 141, as rich's output does when the pipe's reader left
+        raise
     except Interrupted as exc:
         sys.stderr.write(f"{printable(str(exc))}\n")
         return exc.exit_code

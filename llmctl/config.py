@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from llmctl.errors import ConfigError
 
@@ -291,6 +291,14 @@ class StateConfig(_Section):
     on_unavailable: Literal["refuse", "local"] = "refuse"
     timeout: float = Field(2.0, gt=0, le=60)
 
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, v: str) -> str:
+        if not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// (TLS) or unix:// (a socket), "
+                             "e.g. redis://127.0.0.1:6379/0")
+        return v
+
 
 class TelemetryConfig(_Section):
     # OpenTelemetry traces (llmctl/telemetry.py): one per query, over OTLP/HTTP protobuf to this
@@ -324,6 +332,22 @@ class Config(_Section):
     def discovered(self) -> bool:
         """The file was found in the working directory, not named: it was trust-checked."""
         return self._discovered
+
+
+def redacted_url(url: str) -> str:
+    """``url`` with any password in it masked (``password_env`` is the place for one): fit for
+    messages and logs."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+    except ValueError:  # a malformed port or host: keep only what follows the credentials
+        return url.rpartition("@")[2]
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
 
 
 SCHEMA_KEYS = [k for k in Config.model_fields if k not in ("source", "base_dir")]
@@ -516,8 +540,8 @@ def _explain(exc: ValidationError, source: str, sources: dict[str, str] | None =
         close = difflib.get_close_matches(loc[-1], known, n=1)
         hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(known)}"
         return f"{source}: unknown key '{key}' ({hint}){more}"
-    if err["type"] == "value_error":  # our own validators: the message names the keys and the fix
-        return f"{source}: {err['ctx']['error']}{more}"
+    if err["type"] == "value_error":  # our own validators: the message names the fix (a field's, not its key)
+        return f"{source}: {f'{key!r} ' if loc else ''}{err['ctx']['error']}{more}"
     got = err.get("input")
     got_text = f" (got {got!r})" if not isinstance(got, (dict, list)) else ""
     return f"{source}: '{key}': {err['msg'].lower()}{got_text}{more}"

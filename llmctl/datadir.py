@@ -10,12 +10,13 @@ switches ``INDEX`` atomically; the next writer deletes folders no longer named. 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llmctl.errors import BusyError, InputError, LlmctlError
+from llmctl.errors import BusyError, IndexStateError, InputError, LlmctlError
 
 POINTER = "INDEX"
 LEGACY_ITEMS = ("manifest.sqlite", "manifest.sqlite-wal", "manifest.sqlite-shm", "chroma", "bm25", "pages")
@@ -36,7 +37,8 @@ class DataDir:
             name = (self.root / POINTER).read_text().strip()
         except OSError:
             return self.root
-        return self.root / name if name else self.root
+        # only a folder of its own that a rebuild made (index-N): never a path out of the data dir
+        return self.root / name if re.fullmatch(r"index-\d+", name) else self.root
 
     def version(self) -> tuple[str, str]:
         """Changes whenever a writer publishes: the current index folder and its BM25
@@ -116,6 +118,7 @@ class DataDir:
         owner = self.root / "ingest.pid"
         for _ in range(3):
             self.create()
+            self._refuse_links()
             lock = FileLock(str(self.lock_file))
             try:
                 lock.acquire(timeout=wait_seconds)
@@ -129,11 +132,27 @@ class DataDir:
                 break
             lock.release()  # the writer before us discarded the folder it made (discard_if_unwritten)
         try:
-            owner.write_text(str(os.getpid()))
+            # A fresh file, never through a symlink left where it goes (it would overwrite the link's target).
+            owner.unlink(missing_ok=True)
+            fd = os.open(owner, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+            with os.fdopen(fd, "w") as out:
+                out.write(str(os.getpid()))
             yield
         finally:
             owner.unlink(missing_ok=True)
             lock.release()
+
+    def _refuse_links(self) -> None:
+        """A data dir that came with a cloned folder may hold a symlink where llmctl writes a file
+        (``ingest.pid -> ~/.bashrc``): a writer stops rather than write through it."""
+        for folder in dict.fromkeys((self.root, self.index)):
+            try:
+                links = sorted(p.name for p in folder.iterdir() if p.is_symlink())
+            except OSError:
+                continue
+            if links:
+                raise IndexStateError(f"{folder / links[0]} is a symbolic link: llmctl does not write through "
+                                      "links in its data dir; delete it and run again")
 
     @contextmanager
     def discard_if_unwritten(self):

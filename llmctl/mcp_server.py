@@ -41,7 +41,7 @@ def _strict(fn):
     tool = Tool.from_function(wrapper)
     loose = tool.fn_metadata.arg_model
     tool.fn_metadata.arg_model = type(loose.__name__, (loose,), {
-        "model_config": ConfigDict(**loose.model_config, extra="forbid")})
+        "model_config": ConfigDict(**loose.model_config, extra="forbid", strict=True)})  # "3" is no k, as in serve
     tool.parameters = tool.fn_metadata.arg_model.model_json_schema(by_alias=True)
     return tool
 

@@ -14,7 +14,26 @@ from rich.text import Text
 from llmctl.errors import printable
 from llmctl.money import money
 
-stdout = Console(highlight=False, soft_wrap=True)
+BROKEN_PIPE = 141  # the shell's code for a process that SIGPIPE stopped (128 + 13), as `git log | head` gets
+
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """stdout's reader stopped reading (``llmctl query ... | head -3``): no more output, no
+        traceback, exit 141, as a command that SIGPIPE stops (rich's own choice is exit 1, "a bug")."""
+        quiet_stdout()
+
+
+def quiet_stdout() -> None:
+    """Point stdout at /dev/null (Python's last flush must not fail again) and exit 141."""
+    import os
+
+    stdout.quiet = True
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    raise SystemExit(BROKEN_PIPE)
+
+
+stdout = _Console(highlight=False, soft_wrap=True)
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 

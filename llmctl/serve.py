@@ -273,6 +273,8 @@ async def read_json(request: Request) -> dict:
         body = json.loads(raw or b"{}")
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"the body is not JSON ({exc})") from None
+    except RecursionError:
+        raise BadRequest("the body nests JSON too deeply") from None
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
     return body
@@ -340,9 +342,13 @@ async def _by_id(request: Request, what: str, get: Callable[[str], dict | None])
 async def query(request: Request) -> Response:
     body = await read_json(request)
     args = parse_search(body, QUERY_KEYS)
-    stream = body.get("stream", False) or "text/event-stream" in request.headers.get("accept", "")
+    flags = {name: body.get(name, False) for name in ("stream", "no_llm")}
+    for name, value in flags.items():  # the transport's own fields: the Workspace never sees them
+        if not isinstance(value, bool):
+            raise BadRequest(f"{name}: expected true or false, got {value!r}")
+    stream = flags["stream"] or "text/event-stream" in request.headers.get("accept", "")
     kw = {"k": args["k"], "where": args["where"], "rerank": args["rerank"], "tag": body.get("tag"),
-          "use_llm": not body.get("no_llm", False)}
+          "use_llm": not flags["no_llm"]}
     ws = _ws(request)
     if stream:
         return EventStream(partial(_answer_events, ws, args["text"], kw))
@@ -354,10 +360,14 @@ Emit = Callable[[str, Any], None]
 
 
 def _answer_events(ws: Workspace, text: str, kw: dict, emit: Emit) -> None:
-    """A streamed answer as events: token*, warning*, then result."""
+    """A streamed answer as events: token*, warning*, error? (an answer refused or failed after
+    retrieval, as the status of a JSON reply would say), then result."""
     result = ws.query(text, on_token=lambda t: emit("token", {"text": t}),
                       notify=lambda w: emit("warning", {"message": w}), **kw)
-    emit("result", result.to_dict())
+    payload = result.to_dict()
+    if payload["error"]:
+        emit("error", payload["error"])
+    emit("result", payload)
 
 
 def _event(name: str, data: Any) -> bytes:

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llmctl.config import redacted_url
 from llmctl.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
@@ -217,6 +218,20 @@ def risky_settings(data: dict[str, Any], cfg: Config, overridden: set[str] = fro
             key = f" with ${vs.token_env}" if vs.token_env else ""
             out.append(f"{', '.join(keys)} (sends chunks and vectors to the Chroma server "
                        f"{'https' if vs.ssl else 'http'}://{vs.host}:{vs.port}{key})")
+    st = cfg.state
+    if st.backend == "redis":
+        keys = [f"state.{k}" for k in ("backend", "url", "password_env") if sets(f"state.{k}")]
+        if keys:
+            key = f" with ${st.password_env}" if st.password_env else ""
+            out.append(f"{', '.join(keys)} (sends questions, cached answers and spend to {redacted_url(st.url)}{key})")
+    if sets("telemetry.otlp_endpoint") and cfg.telemetry.otlp_endpoint:
+        out.append(f"telemetry.otlp_endpoint (sends each query's question and timings to "
+                   f"{redacted_url(cfg.telemetry.otlp_endpoint)})")
+    for key, what in (("allowed_origins", "lets web pages from {} read the index through llmctl serve"),
+                      ("allowed_hosts", "lets requests addressed to {} past llmctl serve's DNS-rebinding guard")):
+        values = getattr(cfg.serve, key)
+        if sets(f"serve.{key}") and values:
+            out.append(f"serve.{key} ({what.format(', '.join(values))})")
     if not any(o == "data_dir" for o in overridden):  # the file's data_dir, or the default .llmctl beside it
         folder = Path(cfg.base_dir).resolve()
         if not Path(cfg.data_dir).resolve().is_relative_to(folder):
@@ -224,3 +239,4 @@ def risky_settings(data: dict[str, Any], cfg: Config, overridden: set[str] = fro
     if sets("ingest.follow_symlinks") and cfg.ingest.follow_symlinks:
         out.append("ingest.follow_symlinks: true (indexes the files symlinks point to, anywhere on this machine)")
     return out
+

@@ -42,7 +42,9 @@ def test_workspace_refuses_before_loading_anything(ws, tmp_path, kwargs, flags, 
 
 
 def test_question_limits_and_types(ws):
-    for bad, word in [("", "empty"), ("   ", "empty"), ("x" * 4001, "4,001 characters")]:
+    for bad, word in [("", "empty"), ("   ", "empty"), ("x" * 4001, "4,001 characters"), (5, "as a string, got int"),
+                      ("a\udcffb", r"not valid Unicode text .*U\+DCFF, at character 2"),
+                      ("\ud800 retention", "U\\+D800, at character 1")]:
         with pytest.raises(UsageError, match=word):
             ws.search(bad)
     for kwargs in ({"k": True}, {"k": "3"}, {"k": 2.5}, {"rerank": "yes"}, {"where": "ext=md"}):

@@ -65,6 +65,11 @@ def make_corpus(root, big: bool):
         deep = deep / f"level{i}"
     deep.mkdir(parents=True)
     (deep / "deep.md").write_text("# Deep\n\nSixty folders down: zebrafile five.\n")
+    # names that are not UTF-8 (a Latin-1 "résumé" file and folder): skipped, named with \x escapes
+    os.makedirs(os.fsencode(root) + b"/dir-r\xe9sum\xe9")
+    for name in (b"/r\xe9sum\xe9.md", b"/dir-r\xe9sum\xe9/inside.md"):
+        with open(os.fsencode(root) + name, "w") as fh:
+            fh.write("# Resume\n\nzebrafile latin.\n")
     os.symlink(root, root / "loop")  # a loop: not followed
     outside = root.parent / "outside-secret.md"
     outside.write_text("# Outside\n\nzebrafile outside the root.\n")
@@ -104,6 +109,7 @@ def test_bad_files_are_skipped_with_reasons_and_memory_stays_bounded(tmp_path):
     for name, (_, reason) in BAD_FILES.items():
         assert reason in reasons.get(name, ""), (name, reasons.get(name))
     assert "larger than ingest.max_file_mb" in reasons["huge.log.txt"]
+    assert "not valid UTF-8" in reasons["r\\xe9sum\\xe9.md"] and "rename it" in reasons["dir-r\\xe9sum\\xe9"]
     assert "symlink not followed" in reasons["loop"] and "symlink not followed" in reasons["outside.md"]
     added = {p.rsplit("/", 1)[-1] for p in report["files"]["added_paths"]}
     assert set(GOOD_FILES) | {"deep.md"} <= added and not added & set(BAD_FILES)

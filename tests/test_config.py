@@ -36,6 +36,7 @@ def test_default_yaml_data_dir_resolves_against_the_file():
     ("chunking: [1, 2]\n", ["'chunking'"]),
     ("- just\n- a list\n", ["top level must be a mapping"]),
     ("bm25:\n  k1: [\n", ["line", "fix the YAML syntax"]),
+    ("state:\n  url: 'nope://'\n", ["'state.url'", "redis://"]),
 ])
 def test_bad_config_names_the_key_and_the_file(tmp_path, text, words):
     path = write(tmp_path, text)

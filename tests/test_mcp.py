@@ -53,7 +53,8 @@ def test_tools_search_fetch_status_and_errors(tmp_path, index):
         errors = [await s.call_tool("search", {"query": "x", "where": ["size=3"]}),
                   await s.call_tool("search", {"query": "x", "k": 0}),  # the core's own check
                   await s.call_tool("get_chunk", {"id": "no-such-id"}),
-                  await s.call_tool("search", {"k": 3})]
+                  await s.call_tool("search", {"k": 3}),
+                  await s.call_tool("search", {"query": "x", "k": "3"})]  # strict, as serve: "3" is no k
         after = _json(await s.call_tool("search", {"query": question, "k": 1}))["hits"]  # still serving
         return tools, hits, rst, chunk, doc, status, errors, after
 
@@ -70,6 +71,7 @@ def test_tools_search_fetch_status_and_errors(tmp_path, index):
     assert status["index"]["chunks"] > 0
     assert all(e.is_error for e in errors)
     assert "unknown field 'size'" in errors[0].content[0].text and "no-such-id" in errors[2].content[0].text
+    assert "valid integer" in errors[4].content[0].text
     assert after[0]["id"] == hits[0]["id"]
 
 

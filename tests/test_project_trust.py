@@ -100,6 +100,12 @@ def test_a_config_that_only_tunes_retrieval_runs_untrusted(tmp_path, data):
     ({"ingest": {"follow_symlinks": True}}, ["ingest.follow_symlinks"]),
     ({"rerank": {"offline": False}}, ["rerank.offline: false", "Hugging Face Hub"]),
     ({"embedding": {"offline": False, "model": "someone/model"}}, ["embedding.offline", "someone/model"]),
+    ({"state": {"backend": "redis", "url": "redis://:hunter2@203.0.113.9:6379/0", "password_env": "AWS_SECRET"}},
+     ["state.backend, state.url, state.password_env", "redis://:***@203.0.113.9:6379/0", "$AWS_SECRET"]),
+    ({"telemetry": {"otlp_endpoint": "http://203.0.113.9:4318"}},
+     ["telemetry.otlp_endpoint", "question", "http://203.0.113.9:4318"]),
+    ({"serve": {"allowed_origins": ["https://evil.example"]}}, ["serve.allowed_origins", "https://evil.example"]),
+    ({"serve": {"allowed_hosts": ["evil.example"]}}, ["serve.allowed_hosts", "DNS-rebinding", "evil.example"]),
 ])
 def test_every_setting_that_sends_data_elsewhere_needs_trust(tmp_path, cfg, words):
     write(tmp_path / "llmctl.yaml", cfg)
@@ -109,6 +115,7 @@ def test_every_setting_that_sends_data_elsewhere_needs_trust(tmp_path, cfg, word
     assert message.startswith("./llmctl.yaml is not trusted and sets ") and message.endswith("llmctl trust")
     for w in words:
         assert w in message
+    assert "hunter2" not in message  # a password written in a URL is not repeated
     assert load_config(tmp_path / "llmctl.yaml")  # named: trusted
     trust.trust()
     assert load_config(None).source == str(tmp_path / "llmctl.yaml")
@@ -187,3 +194,38 @@ def test_trust_errors(tmp_path):
     write(tmp_path / "llmctl.yaml", {"llm": {"providers": [{"name": "x", "base_url": "http://h/v1", "model": "m"}]}})
     with pytest.raises(ConfigError, match="trust store .* fix or delete it"):
         load_config(None)
+
+
+@pytest.mark.parametrize("name", ["ingest.pid", "ingest.lock", "manifest.sqlite"])
+def test_a_cloned_data_dir_cannot_make_llmctl_write_through_a_symlink(tmp_path, name):
+    """A repository may ship a .llmctl/ whose files are links to the user's own files."""
+    from cli import invoke as run
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (tmp_path / ".llmctl").mkdir()
+    (tmp_path / ".llmctl" / name).symlink_to(victim)
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.md").write_text("# A\n\nSome text about restores.\n")
+    r = run("ingest", "-q", "docs")
+    assert r.returncode == 5, (r.returncode, r.stderr)
+    assert f"{name} is a symbolic link" in r.stderr and "delete it" in r.stderr and "Traceback" not in r.stderr
+    assert victim.read_text() == "precious"
+
+
+def test_sqlite_files_and_the_index_pointer_stay_inside_the_data_dir(tmp_path):
+    from llmctl.datadir import DataDir
+    from llmctl.errors import IndexStateError
+    from llmctl.llm.ledger import Ledger
+
+    victim = tmp_path / "victim.txt"
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "ledger.sqlite").symlink_to(victim)  # dangling: SQLite would create the target
+    with pytest.raises(IndexStateError, match="ledger .* is a symbolic link"):
+        Ledger(root / "ledger.sqlite")
+    assert not victim.exists()
+    (root / "INDEX").write_text("../../elsewhere\n")
+    assert DataDir(root).index == root
+    (root / "INDEX").write_text("index-3\n")
+    assert DataDir(root).index == root / "index-3"

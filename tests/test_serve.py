@@ -140,10 +140,17 @@ def test_search_status_documents_and_bad_requests(ws):
                             ({"query": "x", "fusion": "rff"}, "unknown field"),
                             ({"query": "x", "kk": 3}, "unknown field"), ({"query": "x", "where": ["size=3"]}, "size"),
                             ({"query": "x", "where": 5}, "where: expected a list"),
-                            ({"query": "x", "k": True}, "k: input should be a valid integer")]:
+                            ({"query": "x", "k": True}, "k: input should be a valid integer"),
+                            ({"query": 5}, "as a string, got int"), ({"query": "\ud800 x"}, "not valid Unicode")]:
             code, err = s.json("POST", "/search", body)
             assert code == 400 and words in err["error"]["message"], (body, err)
+        for body, words in [({"question": "x", "stream": "no"}, "stream: expected true or false, got 'no'"),
+                            ({"question": "x", "no_llm": "false"}, "no_llm: expected true or false")]:
+            code, err = s.json("POST", "/query", body)
+            assert code == 400 and words in err["error"]["message"], (body, err)
         assert s.json("POST", "/search", raw=b"{not json")[0] == 400
+        code, err = s.json("POST", "/search", raw=b"[" * 200_000)
+        assert code == 400 and "too deeply" in err["error"]["message"]
         assert s.json("POST", "/search", raw=b"[1, 2]")[0] == 400
         assert s.json("GET", "/nowhere")[0] == 404
         assert s.json("GET", "/search") == (405, {"error": {"message": "/search takes POST", "type": "HTTPError"}})
@@ -308,6 +315,19 @@ def test_answers_json_and_streamed(data, fake_llm):
         assert streamed == json.loads(events[-1][1].removeprefix("data: "))["answer"]
         code, doc = s.json("POST", "/query", {"question": "x", "no_llm": True})
         assert code == 200 and doc["answer"] is None and doc["hits"]
+    # a refused answer: 402 with the documented error shape (and the hits); streamed, an error event
+    priced = {**provider, "price_input_per_1m": 5.0, "price_output_per_1m": 15.0}
+    with Workspace(data_dir=data, **{"rerank.enabled": False, "llm.providers": [priced],
+                                     "llm.budget.daily_usd": 1e-9}) as ws, Running(ws) as s:
+        calls = len(fake_llm.requests)
+        code, doc = s.json("POST", "/query", {"question": "Is Windows supported?"})  # not cached above
+        assert code == 402 and doc["error"]["type"] == "BudgetExceeded" and doc["error"]["exit_code"] == 8
+        assert doc["hits"] and doc["answer"] is None
+        code, text, _ = s.call("POST", "/query", {"question": "Is Windows supported?", "stream": True})
+        events = [block.split("\n") for block in text.strip().split("\n\n")]
+        assert [e[0] for e in events][-2:] == ["event: error", "event: result"], text
+        assert json.loads(events[-2][1].removeprefix("data: "))["type"] == "BudgetExceeded"
+        assert len(fake_llm.requests) == calls
 
 
 @pytest.mark.slow

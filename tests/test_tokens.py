@@ -33,3 +33,15 @@ def test_a_damaged_compact_copy_is_rebuilt(tmp_path, monkeypatch):
     (tmp_path / "o200k_base.ranks").write_bytes(b"truncated")
     assert counter_for("gpt-4o", "auto", tmp_path).count("hello world") == 2
     assert (tmp_path / "o200k_base.ranks").stat().st_size > 1_000_000
+
+
+@pytest.mark.parametrize("content", [None, "root:x:0:0:root:/root:/bin/bash\n", '{"not": "a tokenizer"}'])
+def test_a_tokenizer_that_is_not_a_tokenizer_json_is_a_config_error(tmp_path, content):
+    from llmctl.errors import ConfigError
+
+    path = tmp_path / "tok.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(ConfigError, match="tokenizer") as err:
+        counter_for("my-model", str(path), tmp_path)
+    assert "\n" not in str(err.value) and ("auto" in str(err.value))

@@ -164,3 +164,14 @@ def test_money_keeps_significant_digits_and_cache_stats_speak_iso(tmp_path, data
     r = invoke("--config", cfg, "--data-dir", data, "cache-stats")
     assert "exact 33.3% (1/3)" in r.stdout
     assert "Saved" in r.stdout and "unknown" in r.stdout  # the provider has no price: savings unknown
+
+
+@pytest.mark.parametrize("args", [["cost-report"], ["cost-report", "--json"]], ids=["rich", "json"])
+def test_a_reader_that_stops_reading_ends_the_command_quietly_with_141(tmp_path, args):
+    """`llmctl ... | head -3`: stdout's reader leaves; no traceback, the shell's code for SIGPIPE (141),
+    not exit 1 (a bug)."""
+    proc = subprocess.Popen([sys.executable, "-m", "llmctl", "--data-dir", str(tmp_path / "data"), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env())
+    proc.stdout.close()  # before the command writes anything
+    err = proc.stderr.read().decode()
+    assert proc.wait(60) == 141 and err == ""

@@ -79,7 +79,23 @@ def is_taken(path: Path, root: Path, cfg: IngestConfig) -> bool:
 
 
 UNSUPPORTED = "unsupported type"
+NOT_UTF8 = "its name is not valid UTF-8 (shown with \\x escapes): rename it, e.g. convmv -f latin1 -t utf-8"
 CANNOT_LIST = "cannot list folder"  # the start of the reason: what is indexed under it is kept
+
+
+def _utf8(name: str) -> bool:
+    """A name the OS gave as bytes that are not UTF-8 holds surrogate escapes: the manifest,
+    citations and JSON cannot carry it."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable(path: Path | str) -> str:
+    """``path`` as text, its non-UTF-8 bytes written as \\xNN."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def check_paths(paths: list[Path]) -> None:
@@ -100,6 +116,9 @@ def discover(paths: list[Path], cfg: IngestConfig, skipped: list[SkippedFile],
     check_paths(paths)
     for given in paths:
         root = given.resolve() if given.exists() else given.absolute()
+        if not _utf8(str(root)):
+            skipped.append(SkippedFile(printable(root), NOT_UTF8))
+            continue
         if given.is_file():
             yield Found(root, root.parent)
             continue
@@ -134,6 +153,9 @@ def _walk(root: Path, cfg: IngestConfig, skipped: list[SkippedFile], ignore: Pat
             rel = d if rel_dir == "." else f"{rel_dir}/{d}"
             if _matches(rel, cfg.exclude) or (here / d) == ignore:
                 continue
+            if not _utf8(d):
+                skipped.append(SkippedFile(printable(here / d), NOT_UTF8))
+                continue
             if (here / d).is_symlink() and not cfg.follow_symlinks:
                 skipped.append(SkippedFile(str(here / d), "symlink not followed (ingest.follow_symlinks)"))
                 continue
@@ -144,6 +166,9 @@ def _walk(root: Path, cfg: IngestConfig, skipped: list[SkippedFile], ignore: Pat
             if not _taken(rel, cfg):
                 continue
             path = here / name
+            if not _utf8(name):
+                skipped.append(SkippedFile(printable(path), NOT_UTF8))
+                continue
             kind = kind_of(path)
             if kind is None:
                 skipped.append(SkippedFile(str(path), UNSUPPORTED))

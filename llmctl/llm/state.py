@@ -35,11 +35,10 @@ import threading
 import uuid
 from pathlib import Path
 from typing import Protocol
-from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
-from llmctl.config import BudgetConfig, ProviderConfig, StateConfig
+from llmctl.config import BudgetConfig, ProviderConfig, StateConfig, redacted_url
 from llmctl.datadir import DataDir
 from llmctl.errors import ConfigError, SharedStateUnavailable
 from llmctl.llm.cache import CacheHit, ResponseCache, retrieval_scope, same_question
@@ -249,18 +248,6 @@ def _warn_once(warn, message: str) -> None:
     warn(message)
 
 
-def _redacted(url: str) -> str:
-    """The URL without a password (one may be written in it; ``password_env`` is the better place)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
-
-
 class RedisState:
     """One Redis server shared by the team; the ledger stays local (see the module doc)."""
 
@@ -286,7 +273,7 @@ class RedisState:
                                           socket_connect_timeout=cfg.timeout, retry=Retry(NoBackoff(), 1),
                                           health_check_interval=30)
         self.p = cfg.key_prefix
-        self.where = _redacted(cfg.url)
+        self.where = redacted_url(cfg.url)
         self._reserve = self.redis.register_script(_RESERVE)
         self._publish_row = self.redis.register_script(_PUBLISH)
         self._release = self.redis.register_script(_RELEASE)

@@ -71,7 +71,12 @@ def counter_for(model: str, tokenizer: str, cache_dir: Path) -> TokenCounter:
                 f"llm tokenizer '{tokenizer}' is neither 'auto', {' nor '.join(ENCODINGS)}, "
                 "nor a tokenizer.json file"
             )
-        return TokenCounter(str(path), True, _hf_counter(str(path)))
+        try:
+            return TokenCounter(str(path), True, _hf_counter(str(path)))
+        except Exception as exc:  # noqa: BLE001 - tokenizers raises a bare Exception for a file it cannot parse
+            why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ConfigError(f"llm tokenizer '{tokenizer}': {path} is not a tokenizer.json file that the "
+                              f"tokenizers library can read ({why}); give a tokenizer.json, or 'auto'") from None
     name, exact = encoding_for(model) if tokenizer == "auto" else (tokenizer, True)
     enc = _encoding(name, cache_dir)
     return TokenCounter(name, exact, lambda text: len(enc.encode(text, disallowed_special=())))

@@ -45,8 +45,14 @@ class QueryOptions:
     def validate(self, question: str, cfg: Config) -> None:
         """Reject what the config would reject, before anything is loaded: one UsageError that names
         the argument. The CLI, serve and MCP pass their inputs here instead of checking them."""
-        if not isinstance(question, str) or not question.strip():
+        if not isinstance(question, str):
+            raise UsageError(f"expected the question as a string, got {type(question).__name__}")
+        if not question.strip():
             raise UsageError("the question is empty")
+        bad = next((i for i, ch in enumerate(question) if "\ud800" <= ch <= "\udfff"), None)
+        if bad is not None:  # bytes that were not UTF-8 (a terminal's Latin-1), or a JSON "\ud800" escape
+            raise UsageError(f"the question is not valid Unicode text (an unpaired surrogate, "
+                             f"U+{ord(question[bad]):04X}, at character {bad + 1}): send it as UTF-8")
         limit = cfg.retrieval.max_query_chars
         if len(question) > limit:
             raise UsageError(f"the question is {len(question):,} characters; the limit is {limit:,} "
@@ -135,7 +141,7 @@ class QueryResult:
             "skipped": self.skipped,
             "skipped_reason": SKIPPED.get(self.skipped),
             "truncated": c.truncated if c else None,
-            "error": None if self.error is None else {"message": str(self.error),
+            "error": None if self.error is None else {"message": str(self.error), "type": type(self.error).__name__,
                                                       "exit_code": self.error.exit_code},
             "citations": [{"n": s.n, "source": s.source, "location": s.location(),
                            "start_line": s.start_line, "end_line": s.end_line, "page": s.page}

@@ -122,10 +122,28 @@ def test_small_sections_join_their_neighbour(count):
     assert all(count(ch.text) >= 48 for ch in chunks)
     # title, "## TLS" and its one line go with the subsection under them, keeping its path
     assert chunks[0].heading == "Guide > TLS > Verification" and chunks[0].text.startswith("# Guide\n\n## TLS")
-    # a short last section joins the one before it, under what the two share
-    assert chunks[-1].heading == "Guide" and chunks[-1].text.endswith("See the quickstart.")
+    # a short last section joins the one before it, under that one's heading (its own stays in the text)
+    assert chunks[-1].heading == "Guide > Proxies" and chunks[-1].text.endswith("## Stub\n\nSee the quickstart.")
     assert " ".join(ch.text for ch in chunks).split() == text.split()  # nothing lost or repeated
     assert len(chunker(count, min_tokens=0).chunk(doc)) == 5  # 0 keeps every section
+
+
+@pytest.mark.parametrize("kind", ["markdown", "rst"])
+def test_a_one_line_section_does_not_take_the_next_sections_heading_from_its_chunks(count, kind):
+    """"Options" (one line) before a long "Examples": every Examples chunk is still under Examples."""
+    desc = "The toolbox describes widgets and how they are configured for backups. " * 30
+    examples = "Run the toolbox with the nightly flag to prune old snapshots of the widgets. " * 60
+    if kind == "markdown":
+        text = f"# Toolbox\n\n## Description\n\n{desc}\n\n## Options\n\nOne line.\n\n## Examples\n\n{examples}\n"
+    else:
+        text = (f"Toolbox\n=======\n\nDescription\n-----------\n\n{desc}\n\nOptions\n-------\n\nOne line.\n\n"
+                f"Examples\n--------\n\n{examples}\n")
+    chunks = chunker(count).chunk(Document("t", f"t.{kind[:3]}", text, kind, title="Toolbox"))
+    headings = [ch.heading for ch in chunks]
+    assert headings[0] == "Toolbox > Description"
+    examples_chunks = [ch for ch in chunks if "nightly flag" in ch.text]
+    assert len(examples_chunks) >= 3 and all(ch.heading == "Toolbox > Examples" for ch in examples_chunks), headings
+    assert "Toolbox" not in headings  # no chunk lost its section
 
 
 def test_jsonl_record_chunks_cite_their_line_and_record(tmp_path, count):

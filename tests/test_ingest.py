@@ -482,3 +482,16 @@ def test_an_interrupted_first_ingest_can_be_searched(small, make_config, embedde
     assert again.chunks_added == again.chunks_total - committed > 0
     assert len(keyword.load(cfg.data_dir / "bm25").ids) == again.chunks_total
     assert_consistent(cfg.data_dir)
+
+
+def test_commit_groups_never_hold_more_than_commit_every_new_chunks():
+    """A group closes before the file that would take it over: Ctrl-C keeps all but one group's
+    work (before, a 378-chunk changelog after 500 chunks made one group of ~880, 92% of a run)."""
+    from llmctl.ingest.pipeline import _batches, _Planned
+
+    sizes = [3, 500, 378, 512, 0, 1, 511, 2, 40]  # a big file's parts are at most commit_every each
+    planned = [_Planned(update=None, new_chunks=[None] * n) for n in sizes]
+    groups = [[len(p.new_chunks) for p in g] for g in _batches(planned, 512)]
+    assert [n for g in groups for n in g] == sizes  # every file once, in order
+    assert all(sum(g) <= 512 for g in groups), groups
+    assert groups == [[3, 500], [378], [512, 0], [1, 511], [2, 40]]

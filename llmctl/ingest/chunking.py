@@ -37,7 +37,8 @@ ASCII_PUNCTUATION = re.compile(r"[!-/:-@\[-`{-~]")
 
 # What a file yields (loaders and chunker). An index read with another version (or min_tokens)
 # re-reads every file on its next ingest and keeps the vectors of the chunks that come out the same.
-READER_VERSION = 3  # 3: MyST directives, HTML titles (generic or numbered <h1> -> <title>), declared charsets
+READER_VERSION = 4  # 3: MyST directives, HTML titles (generic or numbered <h1> -> <title>), declared charsets;
+# 4: a small section joined to a sibling keeps the sibling's heading, not only their common parent
 
 
 def reader_identity(cfg: ChunkingConfig) -> dict:
@@ -103,19 +104,6 @@ def _rst_headings(text: str) -> list[tuple[int, int, str]]:
     return marks
 
 
-def _joined_path(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
-    """The heading path of two joined sections: the deeper one if it lies under the other,
-    else what they share."""
-    if b[:len(a)] == a:
-        return b
-    if a[:len(b)] == b:
-        return a
-    n = 0
-    while n < min(len(a), len(b)) and a[n] == b[n]:
-        n += 1
-    return a[:n]
-
-
 class Chunker:
     """Turns a Document into Chunks no longer than ``max_tokens`` model tokens."""
 
@@ -167,12 +155,15 @@ class Chunker:
     def merge_small(self, doc: Document, sections: list[Section], count: Callable[[str], int]) -> list[Section]:
         """Sections under ``min_tokens`` (a heading with a line under it, a one-line intro, a stub)
         joined to the next section, or the last one to the previous: alone they would be chunks
-        that BM25's length normalisation and their heading's words rank above the real text."""
+        that BM25's length normalisation and their heading's words rank above the real text.
+        The joined section keeps its neighbour's heading path: the chunks cut from it are the
+        neighbour's text (their common parent would take "Examples" from every chunk of a long
+        Examples section that a one-line "Options" came before); the stub's heading stays in the text."""
         out: list[Section] = []
         pending: Section | None = None
         for sec in sections:
             if pending is not None:
-                sec = Section(pending.start, sec.end, _joined_path(pending.path, sec.path))
+                sec = Section(pending.start, sec.end, sec.path)
                 pending = None
             if count(doc.text[sec.start:sec.end]) < self.cfg.min_tokens:
                 pending = sec
@@ -181,7 +172,7 @@ class Chunker:
         if pending is not None:
             if out:
                 last = out.pop()
-                pending = Section(last.start, pending.end, _joined_path(pending.path, last.path))
+                pending = Section(last.start, pending.end, last.path)
             out.append(pending)
         return out
 

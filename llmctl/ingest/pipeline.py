@@ -686,13 +686,16 @@ def _by_length(planned: list[_Planned]) -> list[_Planned]:
 
 
 def _batches(planned: list[_Planned], size: int) -> Iterator[list[_Planned]]:
+    """Commit groups of at most ``size`` new chunks (a part of a big document is at most ``size``
+    itself): a group closes before the file that would take it over, so Ctrl-C or a crash loses
+    at most one group's embedding, never nearly two."""
     batch: list[_Planned] = []
     count = 0
     for p in planned:
-        batch.append(p)
-        count += len(p.new_chunks)
-        if count >= size:
+        if batch and count + len(p.new_chunks) > size:
             yield batch
             batch, count = [], 0
+        batch.append(p)
+        count += len(p.new_chunks)
     if batch:
         yield batch

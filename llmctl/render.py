@@ -165,10 +165,12 @@ def ingest_report(report) -> None:
         warn(f"recovered: {line}")
     for line in report.notes:
         warn(line)
+    from llmctl.ingest.loaders import type_suffix
+
     unsupported: dict[str, int] = {}
     for s in report.files_skipped:
-        if s.reason == "unsupported type":  # one line for all of them, by extension
-            ext = s.path.rsplit("/", 1)[-1].rpartition(".")[2] if "." in s.path.rsplit("/", 1)[-1] else "(none)"
+        if s.reason == "unsupported type":  # one line for all of them, by type ('.ps.gz', not '.gz')
+            ext = type_suffix(s.path.rsplit("/", 1)[-1]).lstrip(".") or "(none)"
             unsupported[ext] = unsupported.get(ext, 0) + 1
         else:
             warn(f"skipped {printable(s.path)}: {s.reason}")
@@ -209,8 +211,15 @@ def sync_line(report, as_json: bool) -> None:
     stdout.print(f"{time.strftime('%H:%M:%S')} synced {f['seen']} file(s): {f['added']} added, {f['changed']} changed, "
                  f"{f['removed']} removed; {c['added']} chunk(s) embedded, {c['total']} in the index "
                  f"- {report.seconds:.1f} s", markup=False)
+    for skipped in report.files_skipped:  # a bad file once, when it first shows up (unsupported types: --json)
+        if skipped.reason != "unsupported type" and (skipped.path, skipped.reason) not in _warned_skips:
+            warn(f"skipped {printable(skipped.path)}: {skipped.reason}")
+            _warned_skips.add((skipped.path, skipped.reason))
     if report.embedding.get("note"):
         warn(report.embedding["note"])
+
+
+_warned_skips: set[tuple[str, str]] = set()  # --watch: skipped files already named
 
 
 def remove_report(report) -> None:

@@ -177,14 +177,18 @@ class Workspace:
         roots = [Path(p) for p in paths]
         ignore = watchfiles.DefaultFilter(ignore_paths=[str(Path(self.cfg.data_dir).resolve())])
 
+        reported: set[tuple[str, str]] = set()  # skipped files already in a report
+
         def sync(always: bool) -> None:
             try:
                 report = self.ingest(roots, **ingest_options)
             except (BusyError, InputError) as exc:
                 on_error(exc)
                 return
-            if always or report.files_added or report.files_changed or report.files_removed:
+            skips = {(s.path, s.reason) for s in report.files_skipped}
+            if always or report.files_added or report.files_changed or report.files_removed or skips - reported:
                 on_report(report)
+            reported.update(skips)
 
         sync(always=True)
         watching = False

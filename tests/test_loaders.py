@@ -49,6 +49,7 @@ def test_jsonl_one_document_per_line(tmp_path):
     ("a.jsonl", b'{"_id": 1, "text": "x"}\n{broken\n', "line 2: invalid JSON"),
     ("a.jsonl", b'{"title": "no id"}\n', "needs an '_id'"),
     ("a.xyz", b"hello", "unsupported file type"),
+    ("manual.ps.gz", b"\x1f\x8b", "unsupported file type '.ps.gz'"),  # the type, not the compression
 ])
 def test_bad_files_give_a_reason(tmp_path, name, data, reason):
     p = tmp_path / name

@@ -61,6 +61,10 @@ def test_ingest_watch_follows_changes_batches_a_burst_and_stops_on_ctrl_c(tmp_pa
         w.until(lambda r: r["files"]["changed"] == 1)
         (folder / "a.md").unlink()
         w.until(lambda r: r["files"]["removed"] == 1)
+        (folder / "bad.md").write_bytes(b"# Bad\n\ncaf\xc3\xa9 \xfe not UTF-8\n")  # nothing to index: still reported
+        bad = w.until(lambda r: any(s["path"].endswith("bad.md") for s in r["files"]["skipped_files"]))
+        assert bad["files"]["added"] == 0
+        (folder / "bad.md").unlink()
 
         before = len(w.syncs)
         burst = folder / "burst"
@@ -108,3 +112,20 @@ def test_serve_watch_serves_new_files_without_restart(tmp_path):
         assert got["hits"][0]["source"].endswith("q.md")
     finally:
         assert s.stop() == 0
+
+
+def test_a_watch_names_a_skipped_file_once_when_it_shows_up(capsys):
+    from llmctl import render
+    from llmctl.records import IngestReport, SkippedFile
+
+    def report(*skipped):
+        r = IngestReport()
+        r.files_skipped = list(skipped)
+        return r
+
+    bad = SkippedFile("/docs/bad.md", "not valid UTF-8 text (byte 6)")
+    png = SkippedFile("/docs/logo.png", "unsupported type")
+    render.sync_line(report(bad, png), as_json=False)
+    render.sync_line(report(bad, png), as_json=False)
+    err = capsys.readouterr().err
+    assert err.count("skipped /docs/bad.md: not valid UTF-8 text (byte 6)") == 1 and "logo.png" not in err

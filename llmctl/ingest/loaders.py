@@ -45,6 +45,12 @@ def uncompressed_name(name: str) -> str:
     return name[:-len(suffix)] if suffix in COMPRESSED and len(name) > len(suffix) else name
 
 
+def type_suffix(name: str) -> str:
+    """The suffix that names a file's type, with its compression: '.ps.gz', '.png', '' (none)."""
+    inner = PurePath(uncompressed_name(name)).suffix
+    return inner + name[len(uncompressed_name(name)):] if inner else PurePath(name).suffix
+
+
 def kind_of(path: Path) -> str | None:
     """The kind a file is read as, from its name (PLAIN: text if its first KB is; see sniff)."""
     name = uncompressed_name(path.name)
@@ -132,7 +138,7 @@ def load_documents(path: Path, source: str, data: bytes, notes: list[str] | None
     not UTF-8 and declared none (see decode)."""
     kind = kind_of(path)
     if kind is None:
-        raise SkipFile(f"unsupported file type '{path.suffix or path.name}'")
+        raise SkipFile(f"unsupported file type '{type_suffix(path.name) or path.name}'")
     data = decompress(path, data, max_bytes)
     if kind == "pdf":
         yield from _load_pdf(data, source)

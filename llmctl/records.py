@@ -20,6 +20,9 @@ class Document:
     line: int = 0  # a JSONL record: its line in the file (its text's own lines are not the file's)
     record: str = ""  # a JSONL record: its id
     fields: tuple[tuple[str, str], ...] = ()  # Markdown front matter
+    # (char_offset, line of the file) where each piece of text starts, when the text is not the
+    # file's own (HTML: its main text, extracted): citations then give the file's lines
+    line_marks: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ def load(path: Path, data: bytes | None = None):
 
 
 def test_html_keeps_title_headings_and_visible_text_only():
-    title, text = html_to_text((SAMPLE / "reference" / "error-codes.html").read_text())
+    title, text, _ = html_to_text((SAMPLE / "reference" / "error-codes.html").read_text())
     assert title == "Error codes"  # the page's h1; its <title> is for the browser tab
     assert "# Error codes" in text and "## Reporting a new error" in text
     assert "KB-1042" in text and "repository locked" in text
@@ -106,7 +106,7 @@ Up: <a href="u.html">Using libffi</a></p></div></div></body></html>"""
 
 
 def test_html_main_content_only_no_page_chrome():
-    title, text = html_to_text(SPHINX_PAGE)
+    title, text, _ = html_to_text(SPHINX_PAGE)
     assert title == "7. Input and Output"
     assert text.startswith("# 7. Input and Output\n\nThere are several ways")
     assert "## 7.1. Fancier Output Formatting" in text and "formatted string literals, begin" in text
@@ -117,7 +117,7 @@ def test_html_main_content_only_no_page_chrome():
 
 
 def test_html_without_a_main_element_drops_next_previous_bars_and_link_lists():
-    title, text = html_to_text(TEXINFO_PAGE)
+    title, text, _ = html_to_text(TEXINFO_PAGE)
     assert title == "The Closure API (libffi)"  # no h1: the <title>
     assert "generic function that can accept any arguments" in text
     assert "See ffi_prep_closure_loc for the details" in text  # one link in a sentence is text

@@ -63,7 +63,7 @@ def test_numbered_or_generic_h1_gives_way_to_the_title_element():
     page = ("<html><head><title>The Virtual Table Mechanism Of SQLite</title></head><body>"
             "<h1>1. Overview</h1><p>A virtual table is an object registered with a database connection.</p>"
             "<h1>2. Usage</h1><p>Create one with CREATE VIRTUAL TABLE.</p></body></html>")
-    title, text = html_to_text(page)
+    title, text, _ = html_to_text(page)
     assert title == "The Virtual Table Mechanism Of SQLite"
     assert "1. Overview" in text
     assert page_title("Introduction", "Foreign Key Support") == "Foreign Key Support"

@@ -38,7 +38,8 @@ ASCII_PUNCTUATION = re.compile(r"[!-/:-@\[-`{-~]")
 # What a file yields (loaders and chunker). An index read with another version (or min_tokens)
 # re-reads every file on its next ingest and keeps the vectors of the chunks that come out the same.
 READER_VERSION = 4  # 3: MyST directives, HTML titles (generic or numbered <h1> -> <title>), declared charsets;
-# 4: a small section joined to a sibling keeps the sibling's heading, not only their common parent
+# 4: a small section joined to a sibling keeps the sibling's heading, not only their common parent;
+# HTML chunks cite the page's own lines
 
 
 def reader_identity(cfg: ChunkingConfig) -> dict:
@@ -233,6 +234,8 @@ class Chunker:
                     page = doc.pages[bisect.bisect_right(page_offsets, abs_start) - 1][1]
                 if doc.line:  # a JSONL record: all of it is on its line of the file
                     lines = (doc.line, doc.line)
+                elif doc.line_marks:  # text extracted from the file (HTML): the file's own lines
+                    lines = _file_lines(doc, piece, abs_start, abs_end)
                 else:
                     lines = (lines_at(abs_start), lines_at(max(abs_start, abs_end - 1)))
                 chunks.append(Chunk(
@@ -300,6 +303,17 @@ class _Spans:
 
     def arrays(self) -> tuple[array, array, bytearray]:
         return self.starts, self.ends, self.joined
+
+
+def _file_lines(doc: Document, piece: str, start: int, end: int) -> tuple[int, int]:
+    """The file lines a piece of extracted text comes from: the line of the first mark at its
+    first visible character (else the mark before it), to the line of the last mark in it."""
+    offsets = [at for at, _ in doc.line_marks]
+    first = start + len(piece) - len(piece.lstrip(" \t\n#-|>`*"))  # past markup the extraction added
+    i = bisect.bisect_right(offsets, first) - 1
+    j = bisect.bisect_right(offsets, max(first, end - 1)) - 1
+    first_line = doc.line_marks[max(i, 0)][1]
+    return first_line, max(first_line, doc.line_marks[max(j, 0)][1])
 
 
 class _LineCounter:

@@ -143,11 +143,34 @@ class _MainText(HTMLParser):
         if self._in == "h1":
             self.h1 += data
         text = data if self.pre else re.sub(r"\s+", " ", data)
-        self._emit(text)
+        self._emit(self._marked(data, text))
         visible = len(text.strip())
         self.stack[-1].chars += visible
         if self.link:
             self.stack[-1].link_chars += visible
+
+    def _marked(self, data: str, text: str) -> str:
+        """``text`` (``data`` as it is emitted) with the file's line number marked before the
+        first word of each of its lines in the file (see ``_unmark``)."""
+        line = self.getpos()[0]
+        if self.pre:
+            out = []
+            for i, part in enumerate(text.split("\n")):
+                lead = len(part) - len(part.lstrip())
+                out.append(f"{part[:lead]}\x01{line + i}\x02{part[lead:]}" if part.strip() else part)
+            return "\n".join(out)
+        out: list[str] = []
+        marked = 0
+        for part in re.split(r"(\s+)", data):  # whitespace collapsed as in ``text``, a mark where a line starts
+            if part.isspace():
+                out.append(" ")
+                line += part.count("\n")
+            elif part:
+                if line != marked:
+                    out.append(f"\x01{line}\x02")
+                    marked = line
+                out.append(part)
+        return "".join(out)
 
     def _emit(self, text: str) -> None:
         self.stack[-1].parts.append(text)
@@ -186,7 +209,8 @@ def _is_navigation(b: _Block, text: str) -> bool:
 
 
 def _tidy(text: str) -> str:
-    parts = re.split(r"(\n```\n.*?\n```\n)", text.replace("¶", ""), flags=re.S)
+    text = re.sub("\x01\\d+\x02(?=[ \t]*(?:\n|$))", "", text.replace("¶", ""))  # a line mark whose word went
+    parts = re.split(r"(\n```\n.*?\n```\n)", text, flags=re.S)
     for i in range(0, len(parts), 2):  # outside code blocks, whose spacing is kept as it is
         t = re.sub(r"[ \t]+\n", "\n", parts[i])
         t = re.sub(r"\n[ \t]+", "\n", t)
@@ -195,23 +219,44 @@ def _tidy(text: str) -> str:
     return "".join(parts).strip()
 
 
-def html_to_text(html: str) -> tuple[str, str]:
-    """(title, main text) of an HTML page; headings rendered as Markdown '#' lines.
+MARK = re.compile("\x01(\\d+)\x02")
+
+
+def _unmark(text: str) -> tuple[str, tuple[tuple[int, int], ...]]:
+    """``text`` without its line marks, and (offset in that text, line of the file) for each."""
+    out: list[str] = []
+    marks: list[tuple[int, int]] = []
+    at = 0
+    for i, part in enumerate(MARK.split(text)):
+        if i % 2:
+            marks.append((at, int(part)))
+        else:
+            out.append(part)
+            at += len(part)
+    return "".join(out), tuple(marks)
+
+
+def html_to_text(html: str) -> tuple[str, str, tuple[tuple[int, int], ...]]:
+    """(title, main text, line marks) of an HTML page; headings rendered as Markdown '#' lines.
 
     The title is the page's first ``<h1>``, or its ``<title>`` when that h1 is a generic or
-    numbered section heading (see ``page_title``)."""
+    numbered section heading (see ``page_title``). The marks are (offset in the text, line of the
+    page) where each piece of the page's text starts: citations give the page's own lines."""
     parser = None
+    html = html.replace("\x01", "").replace("\x02", "")  # the marks' own characters
     for main_only in ((True, False) if MAIN.search(html) else (False,)):
         parser = _MainText(main_only)
         parser.feed(html)
         parser.close()
         text = _tidy(parser.text())
-        if text:
+        if MARK.sub("", text).strip():
             break
+    text, marks = _unmark(text)
     title = page_title(parser.h1, parser.title)
     if title and not text.startswith("# "):
-        text = f"# {title}\n\n{text}"
-    return title, text
+        head = f"# {title}\n\n"
+        text, marks = head + text, tuple((at + len(head), line) for at, line in marks)
+    return title, text, marks
 
 
 # A first <h1> that names a section of the page, not the page: "1. Overview", "2.3 Syntax",

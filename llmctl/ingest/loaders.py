@@ -156,10 +156,10 @@ def load_documents(path: Path, source: str, data: bytes, notes: list[str] | None
 
 
 def _load_html(name: PurePath, filename: str, source: str, text: str) -> Iterator[Document]:
-    title, body = html_to_text(text)
+    title, body, marks = html_to_text(text)
     if not body.strip():
         raise SkipFile("no main text (only navigation, scripts, styles or markup)")
-    yield Document(source, source, body, "html", title=title)
+    yield Document(source, source, body, "html", title=title, line_marks=marks)
 
 
 def _load_code(name: PurePath, filename: str, source: str, text: str) -> Iterator[Document]:

@@ -305,3 +305,22 @@ def test_zscore_is_the_default_and_an_index_without_statistics_falls_back(tmp_pa
         f.unlink()  # an index written before the statistics existed
     old = run_query(question, cfg, QueryOptions(k=5, use_llm=False), retriever=Retriever(cfg, DataDir(data), embedder))
     assert [(h.id, h.stages["fused"]) for h in old.hits] == [(h.id, h.stages["fused"]) for h in w.hits]
+
+
+def test_ext_names_the_format_under_a_compression_suffix():
+    """--where ext=md takes Debian's page.md.gz too (it is read as Markdown); ext=pdf a .pdf.gz."""
+    import sqlite3
+
+    from llmctl.index.manifest import FILTERS
+
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE chunks (source TEXT)")
+    db.executemany("INSERT INTO chunks VALUES (?)",
+                   [(s,) for s in ["a.md", "b.md.gz", "c.pdf.gz", "d.gz", "e.txt.bz2", "f.md.xz", "g.markdown"]])
+
+    def matching(ext):
+        return sorted(r[0] for r in db.execute(f"SELECT source FROM chunks WHERE {FILTERS['ext']}", (ext,)))
+
+    assert matching("md") == ["a.md", "b.md.gz", "f.md.xz"]
+    assert matching("pdf") == ["c.pdf.gz"] and matching("txt") == ["e.txt.bz2"]
+    assert matching("gz") == [] and matching("markdown") == ["g.markdown"]

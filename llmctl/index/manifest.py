@@ -113,7 +113,10 @@ class FileUpdate:
 # field is one line here; search/filters.py takes the names from this table.
 FILTERS = {
     "source": "source GLOB ?",
-    "ext": "source GLOB '*.' || ?",
+    # the format's extension, under any compression suffix: ext=md is page.md and page.md.gz
+    "ext": ("(CASE WHEN lower(source) GLOB '*.[gx]z' THEN substr(source, 1, length(source) - 3) "
+            "WHEN lower(source) GLOB '*.bz2' THEN substr(source, 1, length(source) - 4) ELSE source END) "
+            "GLOB '*.' || ?"),
     "kind": "kind = ?",
     "doc_id": "doc_id GLOB ?",
 }

@@ -11,6 +11,8 @@ import re
 from collections.abc import Callable
 
 WORD = re.compile(r"\w+")
+UNDERLINE = re.compile(r"^\s*([=\-~^*+#'\"._:])\1{2,}\s*$")  # reST's heading over/underlines: not text
+HEADING = re.compile(r"^\s*#{1,6}\s")
 
 
 def best_window(text: str, question: str, tokenize: Callable[[str], list[str]], max_chars: int = 240) -> dict:
@@ -18,11 +20,15 @@ def best_window(text: str, question: str, tokenize: Callable[[str], list[str]], 
     cover the most distinct question terms in at most ``max_chars``; ties go to the earliest.
     ``terms`` are the words of that window to highlight. A chunk with no match gives its start."""
     wanted = set(tokenize(question))
-    lines = text.splitlines()
+    raw = text.splitlines()
+    lines = ["" if UNDERLINE.match(line) else line for line in raw]
+    # a line of text, not a heading (Markdown's '#', or reST's: the line an underline follows)
+    prose = [bool(line.strip()) and not HEADING.match(line) and not (n + 1 < len(raw) and UNDERLINE.match(raw[n + 1]))
+             for n, line in enumerate(lines)]
     found = [set(tokenize(line)) & wanted for line in lines]
     best = (-1, 0, 0)  # (distinct terms, first line, last line)
-    for i, line in enumerate(lines):
-        if not line.strip():
+    for i in range(len(lines)):
+        if not found[i]:  # a window starts at a line that matches
             continue
         covered: set[str] = set()
         length = 0
@@ -34,6 +40,8 @@ def best_window(text: str, question: str, tokenize: Callable[[str], list[str]], 
             if len(covered) > best[0]:
                 best = (len(covered), i, j)
     _, first, last = best if best[0] >= 0 else (0, 0, 0)
+    while not any(prose[first:last + 1]) and last + 1 < len(lines):  # a heading alone answers nothing
+        last += 1
     window = "\n".join(line.rstrip() for line in lines[first:last + 1] if line.strip())
     if len(window) > max_chars:  # one long line: cut around its first matching word
         window = _around(window, wanted, tokenize, max_chars)

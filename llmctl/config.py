@@ -36,6 +36,21 @@ CODE_EXTENSIONS = {
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, v: Any, info) -> Any:
+        # pydantic takes `k: true` as 1; a YAML boolean where a number belongs is a mistake
+        if isinstance(v, bool) and cls.model_fields[info.field_name].annotation in (int, float, int | None,
+                                                                                   float | None):
+            raise ValueError(f"expected a number, not {str(v).lower()}")
+        return v
+
+
+def _http_url(v: str | None) -> str | None:
+    if v is not None and not v.lower().startswith(("http://", "https://")):
+        raise ValueError(f"must be an http:// or https:// URL, e.g. https://api.openai.com/v1 (got {v!r})")
+    return v
+
 
 class EmbeddingConfig(_Section):
     # sentence-transformers: a local model (below). openai: any OpenAI-compatible /v1/embeddings
@@ -71,6 +86,11 @@ class EmbeddingConfig(_Section):
     query_prefix: str = ""
     document_prefix: str = ""
     offline: bool = True
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, v: str | None) -> str | None:
+        return _http_url(v)
 
     @model_validator(mode="after")
     def _provider_keys(self):
@@ -182,6 +202,11 @@ class ProviderConfig(_Section):
     # Batch API prices (eval --batch); unset: half the prices above, as OpenAI charges.
     batch_price_input_per_1m: float | None = Field(None, ge=0)
     batch_price_output_per_1m: float | None = Field(None, ge=0)
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, v: str) -> str:
+        return _http_url(v)
 
 
 class CacheConfig(_Section):
@@ -445,13 +470,35 @@ def _read_bytes(file: Path) -> bytes:
         raise ConfigError(f"Cannot read config file {file}: {exc}") from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key written twice in one mapping is an error (plain
+    YAML keeps the last one silently: a second ``llm:`` would drop the first)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key '{key}' appears twice in one mapping (first on line "
+                    f"{seen[key].start_mark.line + 1}); keep one", key_node.start_mark)
+            seen[key] = key_node
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load``, refusing a key written twice in one mapping (llmctl's configs and suites)."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def _parse_yaml(file: Path, raw: bytes) -> dict[str, Any]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"Cannot read config file {file}: {exc}") from None
+        raise ConfigError(f"Cannot read config file {file}: it is not UTF-8 text ({exc.reason} at byte "
+                          f"{exc.start}); save it as UTF-8") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
@@ -544,7 +591,13 @@ def _explain(exc: ValidationError, source: str, sources: dict[str, str] | None =
         return f"{source}: {f'{key!r} ' if loc else ''}{err['ctx']['error']}{more}"
     got = err.get("input")
     got_text = f" (got {got!r})" if not isinstance(got, (dict, list)) else ""
-    return f"{source}: '{key}': {err['msg'].lower()}{got_text}{more}"
+    if err["type"] in ("model_type", "model_attributes_type", "dict_type"):
+        return f"{source}: '{key}' is a section: write its keys under it, e.g. {key.rsplit('.', 1)[-1]}: " \
+               f"{{...}}{got_text}{more}"
+    if err["type"] == "path_type":
+        return f"{source}: '{key}': expected a path{f' (got {got!r})' if got is not None else ''}{more}"
+    msg = err["msg"]
+    return f"{source}: '{key}': {msg[:1].lower() + msg[1:]}{got_text}{more}"
 
 
 def dump_defaults() -> dict[str, Any]:

@@ -37,6 +37,13 @@ def test_default_yaml_data_dir_resolves_against_the_file():
     ("- just\n- a list\n", ["top level must be a mapping"]),
     ("bm25:\n  k1: [\n", ["line", "fix the YAML syntax"]),
     ("state:\n  url: 'nope://'\n", ["'state.url'", "redis://"]),
+    ("retrieval:\n  k: 3\nllm:\n  temperature: 0\nretrieval:\n  k: 5\n",
+     ["line 5", "'retrieval' appears twice", "first on line 1"]),
+    ("retrieval: 5\n", ["'retrieval' is a section", "(got 5)"]),
+    ("data_dir: [1, 2]\n", ["'data_dir': expected a path"]),
+    ("retrieval:\n  k: true\n", ["'retrieval.k'", "expected a number, not true"]),
+    ("llm:\n  providers:\n    - {name: a, base_url: 'ftp:/x', model: m}\n",
+     ["'llm.providers.0.base_url'", "http:// or https://", "'ftp:/x'"]),
 ])
 def test_bad_config_names_the_key_and_the_file(tmp_path, text, words):
     path = write(tmp_path, text)

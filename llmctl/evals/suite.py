@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from llmctl.config import load_yaml
 from llmctl.errors import ConfigError
 from llmctl.evals.metrics import parse_metric
 
@@ -116,7 +117,7 @@ def check_metric(name: str) -> None:
 
 def load_suite(path: Path) -> Suite:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"Suite {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:

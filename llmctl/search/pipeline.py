@@ -88,8 +88,9 @@ def _checked(model, current, overrides: dict) -> None:
         model.model_validate(current.model_dump() | overrides, strict=True)
     except ValidationError as exc:
         err = exc.errors()[0]
-        raise UsageError(f"{err['msg'][0].lower()}{err['msg'][1:]}, got {err.get('input')!r}",
-                         ".".join(map(str, err["loc"]))) from None
+        msg = str(err["ctx"]["error"]) if err["type"] == "value_error" else err["msg"]  # a validator's own words
+        param = ".".join(map(str, err["loc"]))
+        raise UsageError(f"{msg[0].lower()}{msg[1:]}, got {err.get('input')!r}", param) from None
 
 
 # Why no answer was written, in words (the CLI's last line, serve's and MCP's "skipped_reason").

@@ -417,6 +417,8 @@ def cost_report(
     from llmctl import render
     from llmctl.errors import InputError, SpendAlert
 
+    if as_json and as_csv:
+        raise typer.BadParameter("give --json or --csv, not both", param_hint="--csv")
     try:
         report = _workspace().cost_report(since, until, shared=shared, alerts=alerts)
     except InputError as exc:  # a date flag: a usage error

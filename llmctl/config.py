@@ -30,6 +30,8 @@ CODE_EXTENSIONS = {
     ".cc": "cpp", ".cpp": "cpp", ".hpp": "cpp", ".cs": "csharp", ".rb": "ruby", ".php": "php",
     ".swift": "swift", ".sh": "bash", ".bash": "bash", ".sql": "sql", ".toml": "toml",
     ".yaml": "yaml", ".yml": "yaml", ".ini": "ini", ".cfg": "ini",
+    ".pl": "perl", ".pm": "perl", ".lua": "lua", ".r": "r", ".hs": "haskell", ".ex": "elixir",
+    ".exs": "elixir", ".ps1": "powershell", ".proto": "proto",
 }
 
 

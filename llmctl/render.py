@@ -182,13 +182,13 @@ def ingest_report(report) -> None:
         warn(f"skipped {sum(unsupported.values())} file(s) of unsupported type ({printable(kinds)}; "
              "--json lists them)")
     stdout.print(
-        f"{verb} {f['seen']} file(s): {f['added']} added, {f['changed']} changed, "
-        f"{f['unchanged']} unchanged, {f['removed']} removed, {f['skipped']} skipped"
+        f"{verb} {f['seen']:,} file(s): {f['added']:,} added, {f['changed']:,} changed, "
+        f"{f['unchanged']:,} unchanged, {f['removed']:,} removed, {f['skipped']:,} skipped"
     )
     stdout.print(
-        f"Chunks: {c['added']} {'to embed' if report.dry_run else 'embedded'} "
-        f"({report.tokens_embedded:,} tokens), {c['deleted']} {'to delete' if report.dry_run else 'deleted'}"
-        + ("" if report.dry_run else f", {c['total']} in the index")
+        f"Chunks: {c['added']:,} {'to embed' if report.dry_run else 'embedded'} "
+        f"({report.tokens_embedded:,} tokens), {c['deleted']:,} {'to delete' if report.dry_run else 'deleted'}"
+        + ("" if report.dry_run else f", {c['total']:,} in the index")
         + f" - {report.seconds:.1f} s"
     )
     if report.dry_run:
@@ -208,8 +208,9 @@ def sync_line(report, as_json: bool) -> None:
         return
     d = report.to_dict()
     f, c = d["files"], d["chunks"]
-    stdout.print(f"{time.strftime('%H:%M:%S')} synced {f['seen']} file(s): {f['added']} added, {f['changed']} changed, "
-                 f"{f['removed']} removed; {c['added']} chunk(s) embedded, {c['total']} in the index "
+    stdout.print(f"{time.strftime('%H:%M:%S')} synced {f['seen']:,} file(s): {f['added']:,} added, "
+                 f"{f['changed']:,} changed, {f['removed']:,} removed; {c['added']:,} chunk(s) embedded, "
+                 f"{c['total']:,} in the index "
                  f"- {report.seconds:.1f} s", markup=False)
     for skipped in report.files_skipped:  # a bad file once, when it first shows up (unsupported types: --json)
         if skipped.reason != "unsupported type" and (skipped.path, skipped.reason) not in _warned_skips:

@@ -355,7 +355,11 @@ class Workspace:
                            alerts=rules if alerts or rules.enabled else None)
 
     def cache_stats(self, *, clear: bool = False, prune: bool = False) -> dict:
+        from llmctl.errors import UsageError
         from llmctl.llm.report import cache_stats
+
+        if clear and prune:
+            raise UsageError("clear (--clear) deletes every answer, expired or not: give clear or prune, not both")
 
         return cache_stats(self.data, time.time(), clear=clear, prune=prune)
 

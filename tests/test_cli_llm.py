@@ -69,6 +69,12 @@ def test_bad_dates_are_clean_errors(tmp_path, data, fake_llm):
     cfg = config(tmp_path, fake_llm)
     r = invoke("--config", cfg, "--data-dir", data, "cost-report", "--since", "last week")
     assert_clean_error(r, 2, "--since", "YYYY-MM-DD")
+    r = invoke("--config", cfg, "--data-dir", data, "cost-report", "--since", "99999999d")
+    assert_clean_error(r, 2, "--since", "at most 36500d")
+    # contradictory flags: refused, not one silently chosen
+    assert_clean_error(invoke("--data-dir", data, "cost-report", "--json", "--csv"), 2, "--json or --csv")
+    assert_clean_error(invoke("--config", cfg, "--data-dir", data, "cache-stats", "--prune", "--clear"), 2,
+                       "clear or prune, not both")
 
 
 def test_ingest_invalidates_cached_answers_built_from_changed_chunks(tmp_path, fake_llm, corpus):

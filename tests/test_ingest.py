@@ -214,9 +214,16 @@ def test_missing_path_and_no_matching_files(tmp_path, make_config, embedder):
     cfg = make_config()
     with pytest.raises(InputError, match="does not exist"):
         ingest([tmp_path / "nope"], cfg, embedder=embedder)
-    (tmp_path / "only.png").write_bytes(b"\x89PNG")
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    with pytest.raises(InputError, match=r"No file to ingest under .*empty \(the folder holds no file\)"):
+        ingest([tmp_path / "empty"], cfg, embedder=embedder)
+    (tmp_path / "empty" / "sub" / "a.md").write_text("# A\n\ntext\n")
+    with pytest.raises(InputError, match="none matches include"):
+        ingest([tmp_path / "empty"], make_config(**{"ingest.include": ["*.rst"]}), embedder=embedder)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "only.png").write_bytes(b"\x89PNG")
     with pytest.raises(InputError, match="No file to ingest.*only.png: unsupported type"):
-        ingest([tmp_path], cfg, embedder=embedder)
+        ingest([tmp_path / "images"], cfg, embedder=embedder)
 
 
 def test_fifo_and_directories_with_text_names_do_not_hang(tmp_path, make_config, embedder):

@@ -245,3 +245,16 @@ def test_text_in_no_utf_is_read_as_windows_1252_and_noted(tmp_path):
     assert notes == ["Windows-1252"]
     [doc], notes = load_noting(tmp_path / "a.html", b"<p>d\xe9j\xe0 vu</p>")  # no charset declared
     assert "d\u00e9j\u00e0 vu" in doc.text and notes == ["Windows-1252"]
+
+
+@pytest.mark.parametrize("name, language", [("tool.pl", "perl"), ("Mod.pm", "perl"), ("init.lua", "lua"),
+                                            ("plot.R", "r"), ("api.proto", "proto")])
+def test_more_source_languages_are_read_as_code(tmp_path, name, language):
+    from llmctl.config import ChunkingConfig
+    from llmctl.ingest.chunking import Chunker
+
+    p = tmp_path / name
+    p.write_text("# a comment\nsub main { print 'backup'; }\n")
+    [doc] = load(p)
+    assert (doc.kind, doc.language) == ("code", language)
+    assert Chunker(ChunkingConfig(), lambda t: len(t.split()), 254).chunk(doc)  # perl: split as prose

@@ -19,7 +19,9 @@ from llmctl.records import Chunk, Document
 PROSE_SEPARATORS = ["\n\n", "\n", ". ", "? ", "! ", "; ", ": ", ", ", " ", ""]
 CODE_LANGUAGES = {"python": "python", "js": "js", "ts": "ts", "go": "go", "rust": "rust",
                   "java": "java", "kotlin": "kotlin", "scala": "scala", "c": "c", "cpp": "cpp",
-                  "csharp": "csharp", "ruby": "ruby", "php": "php", "swift": "swift"}
+                  "csharp": "csharp", "ruby": "ruby", "php": "php", "swift": "swift", "lua": "lua", "r": "r",
+                  "haskell": "haskell", "elixir": "elixir", "powershell": "powershell", "proto": "proto"}
+# (perl: langchain has no separators for it; its files are split as prose)
 MD_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t]*#*[ \t]*$")
 RST_UNDERLINE = re.compile(r"^([=\-~^\"'`#*+])\1{2,}[ \t]*$")
 FENCE = re.compile(r"^[ \t]*(```|~~~)")

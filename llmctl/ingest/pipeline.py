@@ -370,6 +370,8 @@ def _scan(run: _Run, paths: list[Path]) -> _Scan:
     if report.files_seen == 0 and not scan.removed:
         why = (f"{len(report.files_skipped)} skipped, e.g. {printable(report.files_skipped[0].path)}: "
                f"{report.files_skipped[0].reason}" if report.files_skipped
+               else "the folder holds no file" if all(p.is_dir() and not any(f.is_file() for f in p.rglob("*"))
+                                                       for p in paths)
                else f"none matches include {run.cfg.ingest.include} outside exclude; check --include / "
                     "--exclude or ingest.include / ingest.exclude")
         raise InputError(f"No file to ingest under {', '.join(map(str, paths))} ({why}); "

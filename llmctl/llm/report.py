@@ -27,6 +27,8 @@ def parse_when(value: str | None, now: float, flag: str) -> float | None:
     if v == "today":
         return day_start(now)
     if m := re.fullmatch(r"(\d+)d", v):
+        if int(m.group(1)) > 36500:  # before 1926: a typo, and a date out of range
+            raise InputError(f"{flag} '{value}': at most 36500d (100 years); or give YYYY-MM-DD")
         return day_start(now) - int(m.group(1)) * 86400
     try:
         return float(calendar.timegm(time.strptime(v, "%Y-%m-%d")))

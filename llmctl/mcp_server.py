@@ -24,12 +24,31 @@ def _hit(h: dict) -> dict:
                               "text")} | {"score": h["stages"].get("fused", {}).get("score")}
 
 
+def _one_line(exc) -> str:
+    """A pydantic ValidationError as serve's 400 says it: 'k: input should be a valid integer, got "3"'."""
+    err = exc.errors()[0]
+    where = ".".join(map(str, err["loc"])) or "arguments"
+    got = "" if err["type"] == "missing" else f", got {err.get('input')!r}"
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{where}: {err['msg'][:1].lower()}{err['msg'][1:]}{got}{more}"
+
+
 def _strict(fn):
     """An MCP tool for ``fn`` that refuses arguments it does not declare (the SDK ignores them, so
-    an agent's typo would go unnoticed); llmctl's errors become tool errors with their message."""
+    an agent's typo would go unnoticed), takes no '3' for 3 (as serve), and says what is wrong
+    with its arguments in one line; llmctl's errors become tool errors with their message."""
     from mcp.server.mcpserver.exceptions import ToolError
     from mcp.server.mcpserver.tools import Tool
-    from pydantic import ConfigDict
+    from pydantic import ConfigDict, ValidationError
+
+    class OneLineTool(Tool):
+        async def run(self, *args, **kwargs):
+            try:
+                return await super().run(*args, **kwargs)
+            except ToolError as exc:
+                if isinstance(exc.__cause__, ValidationError):  # the SDK's is a multi-line pydantic dump
+                    raise ToolError(f"{self.name}: {_one_line(exc.__cause__)}") from None
+                raise
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -38,7 +57,7 @@ def _strict(fn):
         except LlmctlError as exc:
             raise ToolError(str(exc)) from None
 
-    tool = Tool.from_function(wrapper)
+    tool = OneLineTool.from_function(wrapper)
     loose = tool.fn_metadata.arg_model
     tool.fn_metadata.arg_model = type(loose.__name__, (loose,), {
         "model_config": ConfigDict(**loose.model_config, extra="forbid", strict=True)})  # "3" is no k, as in serve

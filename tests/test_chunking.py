@@ -208,3 +208,21 @@ def test_counting_from_one_tokenization_per_document_gives_the_same_chunks(embed
     got = [seen(cs) for cs in fast.chunk_many(docs)]
     assert sum(map(len, want)) > 500
     assert got == want
+
+
+def test_plain_text_news_and_changelogs_have_sections():
+    """A release's version reaches its chunks' heading (and so their embedded text): 'What changed in
+    23.0?' can find it. Underlined titles (reST-like, or by eye in GNU NEWS) and Debian entries."""
+    news = ("Noteworthy changes in version 2.2.40 (2022-10-10)\n-----------------------------------------\n\n"
+            "  * gpg: Do not consider unknown public keys as non-compliant.\n\n"
+            "Noteworthy changes in version 2.2.39 (2022-09-02)\n-----------------------------------------\n\n"
+            "  * gpg: Fix a regression.\n")
+    paths = [s.path for s in split_sections(Document("n", "NEWS", news, "text"))]
+    assert paths == [("Noteworthy changes in version 2.2.40 (2022-10-10)",),
+                     ("Noteworthy changes in version 2.2.39 (2022-09-02)",)]
+    debian = ("util-linux (2.38.1-5) bookworm; urgency=medium\n\n  * Fix a thing.\n\n -- A <a@b.c>  Mon, 1 Jan 2024\n\n"
+              "util-linux (2.38.1-4) unstable; urgency=low\n\n  * Another.\n")
+    assert [s.path for s in split_sections(Document("c", "changelog.Debian", debian, "text"))] == [
+        ("util-linux (2.38.1-5)",), ("util-linux (2.38.1-4)",)]
+    plain = "Just some notes.\nA table:\nName   Value\n----   -----\nx      1\n"
+    assert [s.path for s in split_sections(Document("p", "README", plain, "text"))] == [()]

@@ -25,6 +25,8 @@ CODE_LANGUAGES = {"python": "python", "js": "js", "ts": "ts", "go": "go", "rust"
 MD_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t]*#*[ \t]*$")
 RST_UNDERLINE = re.compile(r"^([=\-~^\"'`#*+])\1{2,}[ \t]*$")
 FENCE = re.compile(r"^[ \t]*(```|~~~)")
+# a Debian changelog entry's first line: "util-linux (2.38.1-5) bookworm; urgency=medium"
+DEBIAN_ENTRY = re.compile(r"^([a-z0-9][a-z0-9.+-]* \([^()\s]+\)) [^;\n]+; urgency=\S+", re.M)
 
 
 # A text is tokenized for its token offsets in pieces of about this many characters, cut after
@@ -41,7 +43,7 @@ ASCII_PUNCTUATION = re.compile(r"[!-/:-@\[-`{-~]")
 # re-reads every file on its next ingest and keeps the vectors of the chunks that come out the same.
 READER_VERSION = 4  # 3: MyST directives, HTML titles (generic or numbered <h1> -> <title>), declared charsets;
 # 4: a small section joined to a sibling keeps the sibling's heading, not only their common parent;
-# HTML chunks cite the page's own lines
+# HTML chunks cite the page's own lines; plain text has headings (underlined titles, Debian changelog entries)
 
 
 def reader_identity(cfg: ChunkingConfig) -> dict:
@@ -61,6 +63,9 @@ def split_sections(doc: Document) -> list[Section]:
         marks = markdown_headings(doc.text)
     elif doc.kind == "rst":
         marks = _rst_headings(doc.text)
+    elif doc.kind == "text":  # README, NEWS, changelogs: underlined titles, or Debian changelog entries
+        marks = _rst_headings(doc.text, min_ratio=0.5) or [
+            (m.start(), 1, m.group(1)) for m in DEBIAN_ENTRY.finditer(doc.text)]
     else:
         marks = []
     sections: list[Section] = []
@@ -89,8 +94,10 @@ def markdown_headings(text: str) -> list[tuple[int, int, str]]:
     return marks
 
 
-def _rst_headings(text: str) -> list[tuple[int, int, str]]:
-    """RST titles: a line underlined (optionally overlined) by punctuation; level by first use."""
+def _rst_headings(text: str, min_ratio: float = 1.0) -> list[tuple[int, int, str]]:
+    """RST titles: a line underlined (optionally overlined) by punctuation; level by first use.
+    ``min_ratio``: how long the underline must be, as a share of the title's length (reST: all
+    of it; plain text such as GNU NEWS files underlines by eye, so half)."""
     lines = text.splitlines(keepends=True)
     starts = [0]
     for line in lines:
@@ -101,7 +108,7 @@ def _rst_headings(text: str) -> list[tuple[int, int, str]]:
         title, under = lines[i].rstrip("\n"), lines[i + 1].rstrip("\n")
         m = RST_UNDERLINE.match(under)
         is_title = title.strip() and not RST_UNDERLINE.match(title)
-        if m and is_title and len(under.strip()) >= len(title.strip()):
+        if m and is_title and len(under.strip()) >= min_ratio * len(title.strip()):
             level = levels.setdefault(m.group(1), len(levels) + 1)
             marks.append((starts[i], level, title.strip()))
     return marks

@@ -319,7 +319,7 @@ def _explain(result) -> None:
 
     table = Table(title="Stage trace", show_lines=False)
     for col in ("#", "chunk", "bm25", "dense", "fused", "rerank"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold" if col == "chunk" else "ellipsis")  # a long path wraps, whole
     for i, hit in enumerate(result.hits, start=1):
         cells = []
         for stage in ("bm25", "dense", "fused", "rerank"):

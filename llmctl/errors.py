@@ -106,5 +106,7 @@ class Interrupted(LlmctlError):
 
 
 def printable(text: str) -> str:
-    """A path or name safe for a one-line message: control characters shown escaped."""
-    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode() for ch in text)
+    """A path or name safe for a one-line message: control characters shown escaped, and a byte
+    that was not UTF-8 (a file name's, kept by the OS as a surrogate escape) as \\xNN."""
+    return "".join(ch if ch.isprintable() else f"\\x{ord(ch) - 0xDC00:02x}" if "\udc80" <= ch <= "\udcff"
+                   else ch.encode("unicode_escape").decode() for ch in text)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llmctl.config import IngestConfig
-from llmctl.errors import InputError
+from llmctl.errors import InputError, printable
 from llmctl.ingest.loaders import PLAIN, kind_of, sniff
 from llmctl.records import SkippedFile
 
@@ -93,11 +93,6 @@ def _utf8(name: str) -> bool:
     return True
 
 
-def printable(path: Path | str) -> str:
-    """``path`` as text, its non-UTF-8 bytes written as \\xNN."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
-
-
 def check_paths(paths: list[Path]) -> None:
     """Raise InputError for the first path that does not exist."""
     for given in paths:
@@ -117,7 +112,7 @@ def discover(paths: list[Path], cfg: IngestConfig, skipped: list[SkippedFile],
     for given in paths:
         root = given.resolve() if given.exists() else given.absolute()
         if not _utf8(str(root)):
-            skipped.append(SkippedFile(printable(root), NOT_UTF8))
+            skipped.append(SkippedFile(printable(str(root)), NOT_UTF8))
             continue
         if given.is_file():
             yield Found(root, root.parent)
@@ -154,7 +149,7 @@ def _walk(root: Path, cfg: IngestConfig, skipped: list[SkippedFile], ignore: Pat
             if _matches(rel, cfg.exclude) or (here / d) == ignore:
                 continue
             if not _utf8(d):
-                skipped.append(SkippedFile(printable(here / d), NOT_UTF8))
+                skipped.append(SkippedFile(printable(str(here / d)), NOT_UTF8))
                 continue
             if (here / d).is_symlink() and not cfg.follow_symlinks:
                 skipped.append(SkippedFile(str(here / d), "symlink not followed (ingest.follow_symlinks)"))
@@ -167,7 +162,7 @@ def _walk(root: Path, cfg: IngestConfig, skipped: list[SkippedFile], ignore: Pat
                 continue
             path = here / name
             if not _utf8(name):
-                skipped.append(SkippedFile(printable(path), NOT_UTF8))
+                skipped.append(SkippedFile(printable(str(path)), NOT_UTF8))
                 continue
             kind = kind_of(path)
             if kind is None:

@@ -197,3 +197,16 @@ def chroma_server(tmp_path_factory):
     yield port
     proc.terminate()
     proc.wait(10)
+
+
+
+def pytest_collection_modifyitems(items):
+    """Each of `make test`'s two workers starts on half of the slow tests (processes, real servers,
+    minutes of embedding), and the short tests fill in after them: a long test that started last
+    would hold the whole run, since --dist worksteal steals queued tests, never a running one. It
+    sends the first half of this list to one worker and the rest to the other."""
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    fast = [item for item in items if not item.get_closest_marker("slow")]
+    first = slow[0::2]
+    fill = max(0, len(items) // 2 - len(first))
+    items[:] = first + fast[:fill] + slow[1::2] + fast[fill:]

@@ -362,19 +362,22 @@ class Config(_Section):
 
 
 def redacted_url(url: str) -> str:
-    """``url`` with any password in it masked (``password_env`` is the place for one): fit for
-    messages and logs."""
+    """``url`` fit for messages and logs: any user:password (or a lone ``secret@``, which Redis
+    URLs also take) shown as ``***@``, and a ``password=`` query value as ``***``
+    (``password_env`` is the place for a password)."""
+    import re
     from urllib.parse import urlsplit, urlunsplit
 
     try:
         parts = urlsplit(url)
-        if parts.password is None:
-            return url
         host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
     except ValueError:  # a malformed port or host: keep only what follows the credentials
-        return url.rpartition("@")[2]
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
+        return re.sub(r"(?i)(password=)[^&#]*", r"\1***", url.rpartition("@")[2])
+    query = re.sub(r"(?i)(password=)[^&]*", r"\1***", parts.query)
+    if "@" not in parts.netloc and query == parts.query:
+        return url
+    netloc = f"***@{host}" if "@" in parts.netloc else parts.netloc
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 SCHEMA_KEYS = [k for k in Config.model_fields if k not in ("source", "base_dir")]

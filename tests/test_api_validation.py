@@ -47,6 +47,8 @@ def test_question_limits_and_types(ws):
                       ("\ud800 retention", "U\\+D800, at character 1")]:
         with pytest.raises(UsageError, match=word):
             ws.search(bad)
+    with pytest.raises(UsageError, match=r"where 'ext=m\\udcffd' is not valid Unicode text"):
+        ws.search("q", where=["ext=m\udcffd"])  # a --where from bytes that are not UTF-8
     for kwargs in ({"k": True}, {"k": "3"}, {"k": 2.5}, {"rerank": "yes"}, {"where": "ext=md"}):
         with pytest.raises(UsageError):
             ws.search("q", **kwargs)

@@ -101,7 +101,9 @@ def test_a_config_that_only_tunes_retrieval_runs_untrusted(tmp_path, data):
     ({"rerank": {"offline": False}}, ["rerank.offline: false", "Hugging Face Hub"]),
     ({"embedding": {"offline": False, "model": "someone/model"}}, ["embedding.offline", "someone/model"]),
     ({"state": {"backend": "redis", "url": "redis://:hunter2@203.0.113.9:6379/0", "password_env": "AWS_SECRET"}},
-     ["state.backend, state.url, state.password_env", "redis://:***@203.0.113.9:6379/0", "$AWS_SECRET"]),
+     ["state.backend, state.url, state.password_env", "redis://***@203.0.113.9:6379/0", "$AWS_SECRET"]),
+    ({"state": {"backend": "redis", "url": "rediss://hunter2@203.0.113.9:6379/0?password=hunter2"}},
+     ["state.backend, state.url", "rediss://***@203.0.113.9:6379/0?password=***"]),
     ({"telemetry": {"otlp_endpoint": "http://203.0.113.9:4318"}},
      ["telemetry.otlp_endpoint", "question", "http://203.0.113.9:4318"]),
     ({"serve": {"allowed_origins": ["https://evil.example"]}}, ["serve.allowed_origins", "https://evil.example"]),
@@ -229,3 +231,18 @@ def test_sqlite_files_and_the_index_pointer_stay_inside_the_data_dir(tmp_path):
     assert DataDir(root).index == root
     (root / "INDEX").write_text("index-3\n")
     assert DataDir(root).index == root / "index-3"
+
+
+def test_a_symlinked_manifest_is_not_read_through_either(tmp_path, sample_index):
+    """query and status only read, but a WAL-mode SQLite file gets -wal/-shm files beside it."""
+    from cli import invoke as run
+
+    data = tmp_path / "data"
+    data.mkdir()
+    victim = tmp_path / "elsewhere.sqlite"
+    victim.write_bytes((sample_index / "manifest.sqlite").read_bytes())
+    (data / "manifest.sqlite").symlink_to(victim)
+    for args in (["query", "--no-llm", "restore"], ["status"]):
+        r = run("--data-dir", data, *args)
+        assert r.returncode == 5 and "manifest.sqlite is a symbolic link" in r.stderr, (args, r.stderr)
+    assert not (tmp_path / "elsewhere.sqlite-wal").exists()

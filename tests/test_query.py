@@ -324,3 +324,6 @@ def test_ext_names_the_format_under_a_compression_suffix():
     assert matching("md") == ["a.md", "b.md.gz", "f.md.xz"]
     assert matching("pdf") == ["c.pdf.gz"] and matching("txt") == ["e.txt.bz2"]
     assert matching("gz") == [] and matching("markdown") == ["g.markdown"]
+    from llmctl.search.filters import parse_where
+
+    assert parse_where(["ext=.md"]) == [("ext", "md")]  # the dot some users write

@@ -124,6 +124,10 @@ FILTERS = {
 class Manifest:
     def __init__(self, path: Path, readonly: bool = False):
         self.path = path
+        for f in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            if f.is_symlink():  # a data dir from a cloned repository: not even read through a link
+                raise IndexStateError(f"{f} is a symbolic link: llmctl does not read or write through links "
+                                      "in its data dir; delete it and run again")
         if readonly and not path.exists():
             raise IndexStateError(f"No index in {path.parent}: run 'llmctl ingest <path>' first")
         try:

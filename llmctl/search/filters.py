@@ -19,5 +19,6 @@ def parse_where(conditions: list[str]) -> list[tuple[str, str]]:
             raise InputError(
                 f"--where '{cond}': unknown field '{field}'; use one of {', '.join(FILTERS)}"
             )
-        out.append((field, value.strip()))
+        value = value.strip()
+        out.append((field, value.lstrip(".") if field == "ext" else value))  # ext=.md is ext=md
     return out

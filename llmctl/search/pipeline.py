@@ -49,10 +49,7 @@ class QueryOptions:
             raise UsageError(f"expected the question as a string, got {type(question).__name__}")
         if not question.strip():
             raise UsageError("the question is empty")
-        bad = next((i for i, ch in enumerate(question) if "\ud800" <= ch <= "\udfff"), None)
-        if bad is not None:  # bytes that were not UTF-8 (a terminal's Latin-1), or a JSON "\ud800" escape
-            raise UsageError(f"the question is not valid Unicode text (an unpaired surrogate, "
-                             f"U+{ord(question[bad]):04X}, at character {bad + 1}): send it as UTF-8")
+        _unicode(question, "the question")
         limit = cfg.retrieval.max_query_chars
         if len(question) > limit:
             raise UsageError(f"the question is {len(question):,} characters; the limit is {limit:,} "
@@ -74,10 +71,21 @@ class QueryOptions:
             raise UsageError(f"expected a string, got {self.tag!r}", "tag")
         if not isinstance(self.where, list) or not all(isinstance(w, str) for w in self.where):
             raise UsageError("expected a list of 'field=value' strings", "where")
+        for w in self.where:
+            _unicode(w, f"where '{w.encode('utf-8', 'backslashreplace').decode()}'")
         try:
             parse_where(self.where)
         except InputError as exc:
             raise UsageError(str(exc)) from None
+
+
+def _unicode(text: str, what: str) -> None:
+    """UsageError for text no UTF-8 can carry: an unpaired surrogate, from bytes that were not
+    UTF-8 (a terminal's Latin-1, kept by Python as surrogate escapes) or a JSON "\\ud800" escape."""
+    bad = next((i for i, ch in enumerate(text) if "\ud800" <= ch <= "\udfff"), None)
+    if bad is not None:
+        raise UsageError(f"{what} is not valid Unicode text (an unpaired surrogate, U+{ord(text[bad]):04X}, "
+                         f"at character {bad + 1}): send it as UTF-8")
 
 
 def _checked(model, current, overrides: dict) -> None:
@@ -88,8 +96,10 @@ def _checked(model, current, overrides: dict) -> None:
         model.model_validate(current.model_dump() | overrides, strict=True)
     except ValidationError as exc:
         err = exc.errors()[0]
-        msg = str(err["ctx"]["error"]) if err["type"] == "value_error" else err["msg"]  # a validator's own words
         param = ".".join(map(str, err["loc"]))
+        if err["type"] == "value_error":  # a validator's own words, which say what it got
+            raise UsageError(str(err["ctx"]["error"]), param) from None
+        msg = err["msg"]
         raise UsageError(f"{msg[0].lower()}{msg[1:]}, got {err.get('input')!r}", param) from None
 
 

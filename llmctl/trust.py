@@ -200,30 +200,29 @@ def risky_settings(data: dict[str, Any], cfg: Config, overridden: set[str] = fro
         keys = [f"${p.api_key_env}" for p in cfg.llm.providers if p.api_key_env]
         out.append(f"llm.providers (sends questions and retrieved text to {', '.join(urls)}"
                    f"{' with ' + ', '.join(dict.fromkeys(keys)) if keys else ''})")
+    def endpoint(section: str, names: tuple[str, ...], sends: str, where: str, secret: str | None) -> None:
+        """One phrase for the keys of ``section`` the file sets among ``names``: what goes where."""
+        keys = [f"{section}.{k}" for k in names if sets(f"{section}.{k}")]
+        if keys:
+            out.append(f"{', '.join(keys)} ({sends} to {where}{f' with ${secret}' if secret else ''})")
+
     emb = cfg.embedding
     if emb.provider == "openai":
-        keys = [f"embedding.{k}" for k in ("provider", "base_url", "api_key_env") if sets(f"embedding.{k}")]
-        if keys:
-            key = f" with ${emb.api_key_env}" if emb.api_key_env else ""
-            out.append(f"{', '.join(keys)} (sends documents and questions to {emb.base_url}{key})")
+        endpoint("embedding", ("provider", "base_url", "api_key_env"), "sends documents and questions",
+                 str(emb.base_url), emb.api_key_env)
     elif sets("embedding.offline") and not emb.offline:
         out.append(f"embedding.offline: false (downloads {emb.model} from the Hugging Face Hub)")
     if sets("rerank.offline") and not cfg.rerank.offline and cfg.rerank.enabled:
         out.append(f"rerank.offline: false (downloads {cfg.rerank.model} from the Hugging Face Hub)")
     vs = cfg.vector_store
     if vs.mode == "server":
-        keys = [f"vector_store.{k}" for k in ("mode", "host", "port", "ssl", "token_env", "auth_header", "collection")
-                if sets(f"vector_store.{k}")]
-        if keys:
-            key = f" with ${vs.token_env}" if vs.token_env else ""
-            out.append(f"{', '.join(keys)} (sends chunks and vectors to the Chroma server "
-                       f"{'https' if vs.ssl else 'http'}://{vs.host}:{vs.port}{key})")
+        endpoint("vector_store", ("mode", "host", "port", "ssl", "token_env", "auth_header", "collection"),
+                 "sends chunks and vectors", f"the Chroma server {'https' if vs.ssl else 'http'}://{vs.host}:{vs.port}",
+                 vs.token_env)
     st = cfg.state
     if st.backend == "redis":
-        keys = [f"state.{k}" for k in ("backend", "url", "password_env") if sets(f"state.{k}")]
-        if keys:
-            key = f" with ${st.password_env}" if st.password_env else ""
-            out.append(f"{', '.join(keys)} (sends questions, cached answers and spend to {redacted_url(st.url)}{key})")
+        endpoint("state", ("backend", "url", "password_env"), "sends questions, cached answers and spend",
+                 redacted_url(st.url), st.password_env)
     if sets("telemetry.otlp_endpoint") and cfg.telemetry.otlp_endpoint:
         out.append(f"telemetry.otlp_endpoint (sends each query's question and timings to "
                    f"{redacted_url(cfg.telemetry.otlp_endpoint)})")

@@ -22,6 +22,14 @@ POINTER = "INDEX"
 LEGACY_ITEMS = ("manifest.sqlite", "manifest.sqlite-wal", "manifest.sqlite-shm", "chroma", "bm25", "pages")
 
 
+def refuse_link(path: Path, what: str = "") -> None:
+    """IndexStateError when ``path``, a file llmctl reads or writes by name in a data dir, is a
+    symlink: a data dir that came with a cloned repository may hold ``ingest.pid -> ~/.bashrc``."""
+    if path.is_symlink():
+        raise IndexStateError(f"{f'The {what} ' if what else ''}{path} is a symbolic link: llmctl does not read "
+                              "or write through links in its data dir; delete it and run again")
+
+
 @dataclass(frozen=True)
 class DataDir:
     root: Path
@@ -151,8 +159,7 @@ class DataDir:
             except OSError:
                 continue
             if links:
-                raise IndexStateError(f"{folder / links[0]} is a symbolic link: llmctl does not write through "
-                                      "links in its data dir; delete it and run again")
+                refuse_link(folder / links[0])
 
     @contextmanager
     def discard_if_unwritten(self):

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from llmctl.datadir import refuse_link
 from llmctl.errors import IndexStateError
 from llmctl.records import Chunk
 
@@ -125,9 +126,7 @@ class Manifest:
     def __init__(self, path: Path, readonly: bool = False):
         self.path = path
         for f in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-            if f.is_symlink():  # a data dir from a cloned repository: not even read through a link
-                raise IndexStateError(f"{f} is a symbolic link: llmctl does not read or write through links "
-                                      "in its data dir; delete it and run again")
+            refuse_link(f)  # not even read through one: SQLite would write -wal/-shm beside the target
         if readonly and not path.exists():
             raise IndexStateError(f"No index in {path.parent}: run 'llmctl ingest <path>' first")
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from llmctl.datadir import refuse_link
 from llmctl.errors import IndexStateError
 from llmctl.retry import while_locked
 
@@ -16,9 +17,7 @@ def connect(path: Path, schema: str, what: str, patience: float = 10.0, shared: 
     Switching a new file to WAL can fail at once with "locked" when another connection opens it
     at the same moment (SQLite does not wait for that lock): such opens are tried again.
     """
-    if path.is_symlink():  # e.g. a data dir committed to a repository: never write through it
-        raise IndexStateError(f"The {what} {path} is a symbolic link: llmctl does not write through links "
-                              "in its data dir; delete it and run again")
+    refuse_link(path, what)
     try:
         return while_locked(lambda: _open(path, schema, patience, shared), _is_locked, patience)
     except sqlite3.OperationalError as exc:

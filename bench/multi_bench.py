@@ -255,7 +255,7 @@ def setting_fns():
     return s
 
 
-DEFAULT = "zscore w=0.3"
+DEFAULT = "zscore w=0.2"  # the shipped default (retrieval.fusion zscore, BM25 weight 0.2)
 
 
 # -- what follows fusion -----------------------------------------------------------------------

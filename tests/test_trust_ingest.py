@@ -128,7 +128,7 @@ def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 400) -> None:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_commits_what_is_embedded(tmp_path, sig):
     docs = tmp_path / "docs"
-    for i in range(3):
+    for i in range(2):
         shutil.copytree(SAMPLE, docs / f"copy{i}")
     data = tmp_path / "data"
     proc = _start(["ingest", docs, "--quiet"], data, LLMCTL_INGEST__COMMIT_EVERY="8")

@@ -1,5 +1,6 @@
 """The LLM layer against a real loopback OpenAI-protocol server, with an injected clock."""
 
+import json
 import random
 import sqlite3
 
@@ -194,8 +195,34 @@ def test_unknown_price_is_unknown_never_zero(make, fake_llm, tmp_path):
 
 def test_deadline_stops_retries(make, fake_llm):
     fake_llm.script.extend([Reply(kind="status", status=429, headers={"Retry-After": "100"})])
-    with pytest.raises(ProviderError, match="deadline"):
+    with pytest.raises(ProviderError, match=r"next retry \(100 s away\) would pass llm.deadline \(30 s\).*HTTP 429"):
         ask(make(deadline=30))
+
+
+def test_a_wait_past_the_deadline_moves_on_to_the_fallback_at_once(make, fake_llm, tmp_path):
+    fake_llm.script.extend([Reply(kind="status", status=503, headers={"Retry-After": "600"}),
+                            Reply(text="From the backup [1].")])
+    gw = make(provider(fake_llm, "primary"), provider(fake_llm, "backup"), deadline=20)
+    out = ask(gw)
+    assert out.provider == "backup" and out.text == "From the backup [1]."
+    assert gw.fake_clock.sleeps == []  # no wait for the primary: the backup at once
+    assert [(r["provider"], r["status"]) for r in ledger(tmp_path)] == [("primary", "error"), ("backup", "ok")]
+
+
+@pytest.mark.parametrize("usage", [{"prompt_tokens": -5_000_000, "completion_tokens": 3},
+                                   {"prompt_tokens": "many", "completion_tokens": 3},
+                                   {"prompt_tokens": 12, "completion_tokens": 2.5},
+                                   {"prompt_tokens": True, "completion_tokens": 3}])
+def test_usage_that_is_not_a_count_is_not_trusted(make, fake_llm, tmp_path, usage):
+    chunk = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "m"}
+    stream = (f'data: {json.dumps({**chunk, "choices": [{"index": 0, "delta": {"content": "Fine [1]."}}]})}\n\n'
+              f'data: {json.dumps({**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})}\n\n'
+              f'data: {json.dumps({**chunk, "choices": [], "usage": usage})}\n\ndata: [DONE]\n\n')
+    fake_llm.script.append(Reply(kind="raw", raw=stream.encode()))
+    out = ask(make())
+    row = ledger(tmp_path)[-1]
+    assert out.text == "Fine [1]." and row["status"] == "ok" and row["usage_source"] == "estimated"
+    assert row["tokens_in"] > 0 and row["cost_usd"] > 0  # counted here: never a negative spend
 
 
 def test_exact_cache_hit_saves_a_call_and_is_reported(make, fake_llm, tmp_path):
@@ -354,6 +381,10 @@ MALFORMED = {
     "non-UTF-8 bytes": b'data: {"choices":[{"index":0,"delta":{"content":"\xff\xfe"},'
                        b'"finish_reason":null}]}\n\ndata: [DONE]\n\n',
     "empty 200 stream": b"",
+    "content not text": b'data: {"id":"x","choices":[{"index":0,"delta":{"content":42},"finish_reason":null}]}'
+                        b'\n\ndata: [DONE]\n\n',
+    "content a list": b'data: {"id":"x","choices":[{"index":0,"delta":{"content":["a"]},"finish_reason":null}]}'
+                      b'\n\ndata: [DONE]\n\n',
 }
 
 

@@ -154,11 +154,14 @@ def attempt(
                 raise AttemptFailed("timeout", f"'{name}' exceeded its {provider.timeout:g} s timeout",
                                     partial="".join(parts))
             if chunk.usage is not None:
-                out.prompt_tokens = chunk.usage.prompt_tokens
-                out.completion_tokens = chunk.usage.completion_tokens
-                out.usage_reported = True
+                counts = (_count(chunk.usage, "prompt_tokens"), _count(chunk.usage, "completion_tokens"))
+                if None not in counts:  # else the tokens are counted here, as for a reply without usage
+                    out.prompt_tokens, out.completion_tokens = counts
+                    out.usage_reported = True
             for choice in chunk.choices or []:
                 delta = choice.delta.content if choice.delta else None
+                if delta is not None and not isinstance(delta, str):
+                    raise TypeError(f"delta.content is {type(delta).__name__}, not text")
                 if delta:
                     if out.first_token_s is None:
                         out.first_token_s = time.perf_counter() - started
@@ -202,6 +205,13 @@ def attempt(
                             f"such as llama.cpp do this when the prompt exceeds their context: check that "
                             f"context_window ({provider.context_window}) is not larger than the server's)")
     return out
+
+
+def _count(usage, field: str) -> int | None:
+    """A token count from the provider's usage: a whole number >= 0, else None (not trusted: a
+    negative or non-numeric count would make the ledger's cost, and so the budget, wrong)."""
+    value = getattr(usage, field, None)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def status_failure(exc, provider: ProviderConfig) -> AttemptFailed:

@@ -116,6 +116,7 @@ class _Call:
     refusals: list[str] = field(default_factory=list)  # budget refusals
     min_window: int = 0  # after a context-length error: only larger windows are tried
     last: AttemptFailed | None = None
+    past_deadline: tuple[float, AttemptFailed] | None = None  # a wait llm.deadline did not allow, after what
 
     def emit(self, text: str) -> None:
         self.shown.append(text)
@@ -280,7 +281,7 @@ class Gateway:
             if provider is not order[-1] and (call.last is not None or call.refusals):
                 why = call.last.kind if call.last is not None else "budget"
                 self.warn(f"provider '{provider.name}' failed ({why}); falling back to the next one")
-        raise self._give_up(call.refusals, call.last)
+        raise self._give_up(call)
 
     def _call(self, messages: list[dict], question: str, chunk_ids: list[str], sources: list[dict],
               on_token: Callable[[str], None] | None) -> _Call:
@@ -383,9 +384,9 @@ class Gateway:
         if n > provider.retries:
             return None
         delay = policy.backoff(n, self.cfg.backoff_base, self.cfg.backoff_cap, f.retry_after, self.rng)
-        if self.clock.monotonic() + delay > call.deadline:
-            raise ProviderError(f"Gave up: llm.deadline ({self.cfg.deadline:g} s) reached; "
-                                f"last error: {f}") from None
+        if self.clock.monotonic() + delay > call.deadline:  # no time for this provider: the next one may answer
+            call.past_deadline = delay, f
+            return None
         return delay
 
     def _lookup(self, order: list[ProviderConfig], keys: dict[str, str], question: str,
@@ -409,8 +410,9 @@ class Gateway:
                 log.info("semantic cache: near miss %s", seen["rejected"])
         return None, vector
 
-    def _give_up(self, refusals: list[str], last: AttemptFailed | None) -> Exception:
+    def _give_up(self, call: _Call) -> Exception:
         """The error when no provider answered: a budget refusal wins (it is the user's to lift)."""
+        refusals, last = call.refusals, call.last
         if refusals:  # nothing answered, and at least one provider was not called for money
             hint = ("only cached answers are allowed now (llm.budget.on_exceed: cache_only)"
                     if self.cfg.budget.on_exceed == "cache_only"
@@ -420,6 +422,11 @@ class Gateway:
             return BudgetExceeded(f"Budget exceeded: {refusals[0]}{more}{before}; {hint}")
         if last is None:
             return ProviderError("No provider could take the request")
+        if call.past_deadline is not None and call.past_deadline[1] is last:
+            wait = call.past_deadline[0]
+            return ProviderError(f"Gave up: the next retry ({wait:.0f} s away) would pass llm.deadline "
+                                 f"({self.cfg.deadline:g} s); last error: {last}; raise llm.deadline, or add a "
+                                 "fallback provider")
         return ProviderError(f"All providers failed; last error: {last}")
 
     def _cheaper_first(self, order: list[ProviderConfig], prompt_tokens: int) -> list[ProviderConfig]:

@@ -60,6 +60,12 @@ def test_heldout_pairs_have_no_wrong_hits(tmp_path, embedder):
     ("Is the bandwidth capped at 100 Mbps?", "Is the bandwidth capped at 100 MBps?"),
     ("Why is the backup running?", "Why is the backup not running?"),
     ("Is Windows supported?", "Is Windows supported on ARM?"),
+    # signs and operators are meaning (a stranger's probe got these served at 0.956-0.997)
+    ("How many are kept if keep_daily is set to 1?", "How many are kept if keep_daily is set to -1?"),
+    ("What happens if keep_daily = 0?", "What happens if keep_daily != 0?"),
+    ("What if keep_weekly is .5?", "What if keep_weekly is 5?"),
+    ("What if keep_daily = 30 * 2?", "What if keep_daily = 30 - 2?"),
+    ("What if keep_daily = 30 * 2?", "What if keep_daily = 30 2?"),
 ])
 def test_guard_refuses_what_a_set_of_words_cannot_see(cached, new):
     assert guard(new, cached) is not None
@@ -73,6 +79,7 @@ def test_guard_refuses_what_a_set_of_words_cannot_see(cached, new):
     ("Can I keep seven daily snapshots?", "Can I keep 7 daily snapshots?"),
     ("How do I turn on compression?", "How do I enable compression?"),
     ("Which ports does the daemon use?", "What ports does the daemon use?"),
+    ("Is it on?!", "Is it on?"),
 ])
 def test_guard_lets_safe_rewordings_through(cached, new):
     assert guard(new, cached) is None, (question_tokens(cached), question_tokens(new))

@@ -68,8 +68,11 @@ TIME_SENSITIVE = re.compile(
     r"yesterday|tomorrow)\b", re.I)
 
 # -- safe normalisation of a question into a token sequence --------------------------------
-# Tokens: words, numbers (with decimals: 3.1 is not 31) and the symbols that carry meaning.
-_TOKEN = re.compile(r"\d+(?:\.\d+)*|[^\W\d_]+(?:'[^\W\d_]+)?|[$€£¥%#+&@/<>=]")
+# Tokens: words, numbers (with decimals: 3.1 is not 31, .5 is not 5) and the symbols that carry
+# meaning, operators included (!= is not =, 30 * 2 is not 30 - 2). A hyphen inside a word is not a
+# token (back-up is backup); one that is not (-1, 30 - 2, --flag) is a minus, and is.
+_TOKEN = re.compile(r"\.?\d+(?:\.\d+)*|[^\W\d_]+(?:'[^\W\d_]+)?|[!=<>]=|[$€£¥%#+&@/<>=*^~|]"
+                    r"|(?<![^\W\d_])-(?![^\W\d_])")
 # Capitalised words that are other words in lower case (the US / us, IT / it, WHO / who).
 _KEEP_CASE = frozenset({"US", "IT", "WHO", "OR", "AS", "IS"})
 _CONTRACTIONS = {"can't": "can not", "cannot": "can not", "won't": "will not", "shan't": "shall not",

@@ -251,8 +251,10 @@ def status(st) -> None:
                                                             if r.get("reason") else ""), markup=False)
     if r.get("hint"):
         stdout.print(f"  turn reranking on: {r['hint']}", markup=False)
-    stdout.print(f"Cache: {st.cache['entries']} answer(s); spent today: {money(st.ledger['spent_today_usd'])}",
-                 markup=False)
+    entries = "unknown" if st.cache["entries"] is None else st.cache["entries"]
+    spent = money(st.ledger["spent_today_usd"]) + (" by this data dir (the team's: llmctl cost-report --shared)"
+                                                    if st.ledger.get("shared") else "")
+    stdout.print(f"Cache ({st.cache['path']}): {entries} answer(s); spent today: {spent}", markup=False)
     for p in st.providers:
         notes = [n for n, bad in ((f"{p['key_env']} is not set", not p["key_set"]),
                                   ("no price configured", not p["priced"])) if bad]
@@ -414,8 +416,9 @@ def cache_stats(stats: dict) -> None:
     def pct(v):
         return "-" if v is None else f"{v:.1%}"
 
-    stdout.print(f"Entries {stats['entries']} ({stats['live']} live, {stats['expired']} expired, "
-                 f"{stats['semantic_entries']} with embeddings), {stats['size_bytes'] / 1024:.1f} KiB")
+    size = "" if stats["size_bytes"] is None else f", {stats['size_bytes'] / 1024:.1f} KiB"
+    stdout.print(f"Cache {stats['path']}: {stats['entries']} entries ({stats['live']} live, {stats['expired']} "
+                 f"expired, {stats['semantic_entries']} with embeddings){size}")
     stdout.print(f"Hit rate: exact {pct(stats['hit_rate']['exact'])} "
                  f"({stats['hits']['exact']}/{stats['lookups']['exact']}), "
                  f"semantic {pct(stats['hit_rate']['semantic'])} "

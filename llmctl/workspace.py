@@ -361,10 +361,12 @@ class Workspace:
         if clear and prune:
             raise UsageError("clear (--clear) deletes every answer, expired or not: give clear or prune, not both")
 
-        return cache_stats(self.data, time.time(), clear=clear, prune=prune)
+        return cache_stats(self.data, time.time(), clear=clear, prune=prune, shared=self.cfg.state,
+                           warn=self._warn_state)
 
     def status(self) -> Status:
         """The index, reranker, cache and ledger of this workspace, without loading any model."""
+        from llmctl.errors import SharedStateUnavailable
         from llmctl.index.manifest import Manifest
 
         data = self._published()
@@ -376,15 +378,19 @@ class Workspace:
                              embedded_with=json.loads(m.get_meta("runtime") or "{}"))
             finally:
                 m.close()
-        cache = self.cache_stats()
+        try:
+            cache = self.cache_stats()
+        except SharedStateUnavailable as exc:  # status still shows everything else
+            cache = {"entries": None, "path": str(exc).split(":", 1)[0]}
         spend = self.cost_report()["budget"]
         providers = [{"name": p.name, "model": p.model, "base_url": p.base_url, "key_env": p.api_key_env,
                       "key_set": not p.api_key_env or bool(os.environ.get(p.api_key_env)),
                       "priced": p.price_input_per_1m is not None and p.price_output_per_1m is not None}
                      for p in self.cfg.llm.providers]
         return Status(str(self.cfg.data_dir), index, self._reranker_status(),
-                      {"entries": cache.get("entries", 0), "path": str(data.cache)},
-                      {"spent_today_usd": spend["daily"]["spent_usd"], "path": str(data.ledger)}, providers)
+                      {"entries": cache.get("entries", 0), "path": cache["path"]},
+                      {"spent_today_usd": spend["daily"]["spent_usd"], "path": str(data.ledger),
+                       "shared": self.cfg.state.backend == "redis"}, providers)
 
     # -- helpers ----------------------------------------------------------------------
     def _derived_config(self, overrides: dict, path: Path | None = None) -> Config:

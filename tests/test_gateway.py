@@ -227,7 +227,7 @@ def test_usage_that_is_not_a_count_is_not_trusted(make, fake_llm, tmp_path, usag
 
 def test_exact_cache_hit_saves_a_call_and_is_reported(make, fake_llm, tmp_path):
     fake_llm.script.append(Reply(text="cached answer [1]."))
-    gw = make()
+    gw = make(provider(fake_llm), provider(fake_llm, "backup"))  # one lookup per call, not per provider
     first = ask(gw)
     second = ask(gw)
     assert second.text == first.text and second.cache == "exact"

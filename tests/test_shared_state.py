@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cli import child_env, run_cli
+from cli import child_env, invoke, run_cli
 from openai_server import Reply
 from redis_server import PASSWORD_ENV, RedisServer
 
@@ -235,3 +235,36 @@ def test_an_ingest_on_one_machine_invalidates_the_shared_answers_built_from_its_
     assert invalidate_answers(state, DataDir(tmp_path / "b"), ["c2", "c9"], lambda m: None) == 1
     assert ask(tmp_path / "a", ["c1", "c2"]).cache is None  # gone for everyone
     assert len(chat_times(fake_llm)) == 2
+
+
+def test_cache_stats_and_clear_act_on_the_shared_cache_and_a_wrong_password_says_so(tmp_path, redis_srv,
+                                                                                    fake_llm, monkeypatch):
+    fake_llm.responder = lambda body: Reply(text=ANSWER)
+    shared = redis_srv.state()  # one key prefix for both
+    config = tmp_path / "llmctl.yaml"
+    config.write_text(yaml.safe_dump({"llm": {"providers": [provider(fake_llm)], "max_answer_tokens": MAX_TOKENS},
+                                      "state": shared}))
+    state = StateConfig.model_validate(shared)
+    llm = LLMConfig.model_validate({"providers": [provider(fake_llm)], "max_answer_tokens": MAX_TOKENS})
+    gw = Gateway(llm, DataDir(tmp_path / "other"), warn=lambda m: None, state=state)  # another machine
+    try:
+        gw.complete([{"role": "user", "content": "q"}], question="q", chunk_ids=["c1"], sources=[])
+    finally:
+        gw.close()
+    data = ["--config", config, "--data-dir", tmp_path / "data"]
+
+    r = invoke(*data, "cache-stats", "--json")
+    assert r.returncode == 0, r.stderr
+    stats = json.loads(r.stdout)
+    assert stats["exists"] and stats["entries"] == 1 and stats["size_bytes"] is None, stats
+    assert stats["lookups"]["exact"] == 1 and "cache:*" in stats["path"] and redis_srv.password not in r.stdout
+    r = invoke(*data, "status")
+    assert r.returncode == 0 and "1 answer(s)" in r.stdout and "cost-report --shared" in r.stdout, r.stdout
+    r = invoke(*data, "cache-stats", "--clear")
+    assert r.returncode == 0 and "Removed 1 (clear)" in r.stdout, r.stdout
+    assert json.loads(invoke(*data, "cache-stats", "--json").stdout)["entries"] == 0
+
+    monkeypatch.setenv(PASSWORD_ENV, "not-the-password")
+    r = invoke(*data, "cache-stats")
+    assert r.returncode == 3 and r.stderr.count("\n") == 1, r.stderr
+    assert f"check the password in ${PASSWORD_ENV} (state.password_env)" in r.stderr

@@ -270,19 +270,23 @@ class ResponseCache:
         return CacheHit(key, kind, answer, provider, model, usage_d, cost, json.loads(sources), similarity,
                         question)
 
-    def get_exact(self, key: str, now: float) -> CacheHit | None:
-        self._bump(lookups_exact=1)
+    def get_exact(self, key: str, now: float, count: bool = True) -> CacheHit | None:
+        """The answer stored under ``key``; ``count``: this is a new lookup for the hit rate (a
+        call's other providers' keys are the same lookup)."""
+        if count:
+            self._bump(lookups_exact=1)
         row = self.db.execute(
             "SELECT key, provider, model, answer, usage, cost_usd, sources FROM entries "
             "WHERE key = ? AND expires > ?", (key, now)).fetchone()
         return self._hit(row, "exact", now) if row else None
 
-    def get_semantic(self, vector: np.ndarray, question: str, scope: str, threshold: float,
-                     now: float, chunk_ids: list[str] | None = None) -> tuple[CacheHit | None, dict]:
+    def get_semantic(self, vector: np.ndarray, question: str, scope: str, threshold: float, now: float,
+                     chunk_ids: list[str] | None = None, count: bool = True) -> tuple[CacheHit | None, dict]:
         """The closest entry that asks the same question (``guard``) about the same set of chunks
         (``chunk_ids``: those the new prompt is built from) with a cosine similarity of at least
         ``threshold``; the dict says what was refused."""
-        self._bump(lookups_semantic=1)
+        if count:
+            self._bump(lookups_semantic=1)
         rows = self.db.execute(
             "SELECT key, provider, model, answer, usage, cost_usd, sources, question, embedding "
             "FROM entries WHERE scope = ? AND expires > ? AND embedding IS NOT NULL",

@@ -394,16 +394,16 @@ class Gateway:
         """(a cached answer for any of the providers, exact first then semantic, or None; the
         question's vector when one was computed, so a fresh answer is stored with it)."""
         now = self.clock.now()
-        for p in order:
-            hit = self.cache.get_exact(keys[p.name], now)
+        for i, p in enumerate(order):  # one lookup for the hit rate, however many providers
+            hit = self.cache.get_exact(keys[p.name], now, count=i == 0)
             if hit:
                 return hit, None
         if not (self.cfg.cache.semantic and self.embed is not None):
             return None, None
         vector = self.embed(question)
-        for p in order:
+        for i, p in enumerate(order):
             hit, seen = self.cache.get_semantic(vector, question, self._scope(p), self.cfg.cache.semantic_threshold,
-                                                now, chunk_ids=chunk_ids)
+                                                now, chunk_ids=chunk_ids, count=i == 0)
             if hit:
                 return hit, vector
             if seen.get("rejected"):

@@ -160,20 +160,38 @@ def _shared_report(data: DataDir, cfg: LLMConfig, state: StateConfig, since: flo
     }
 
 
-def cache_stats(data: DataDir, now: float, *, clear: bool = False, prune: bool = False) -> dict:
+def cache_stats(data: DataDir, now: float, *, clear: bool = False, prune: bool = False,
+                shared: StateConfig | None = None, warn=lambda message: None) -> dict:
+    """The answer cache's report; with ``shared`` (state.backend: redis) the team's cache in Redis,
+    the one queries use (or, state.on_unavailable: local while Redis is down, this machine's)."""
+    if shared is not None and shared.backend == "redis":
+        from llmctl.llm.state import RedisCache, RedisState
+
+        state = RedisState(shared, data, warn)
+        try:
+            return _cache_report(RedisCache(state), now, clear, prune,
+                                 f"{state.where} (keys {shared.key_prefix}cache:*)", None)
+        except state.errors as exc:
+            state.unavailable("answer cache", exc)  # raises, or on_unavailable: local says so
+        finally:
+            state.redis.close()
+            state.local.close()
     path = data.cache
     if not path.exists():
         return {"path": str(path), "exists": False, "entries": 0}
     cache = ResponseCache(path)
     try:
-        removed = {"cleared": cache.clear() if clear else 0,
-                   "pruned": cache.prune_expired(now) if prune else 0}
-        stats = cache.stats()
-        summary = cache.summary(now)
+        size = sum(p.stat().st_size for p in path.parent.glob("cache.sqlite*") if p.is_file()
+                   and "corrupt" not in p.name)
+        return _cache_report(cache, now, clear, prune, str(path), size)
     finally:
         cache.close()
-    size = sum(p.stat().st_size for p in path.parent.glob("cache.sqlite*") if p.is_file()
-               and "corrupt" not in p.name)
+
+
+def _cache_report(cache, now: float, clear: bool, prune: bool, where: str, size: int | None) -> dict:
+    removed = {"cleared": cache.clear() if clear else 0, "pruned": cache.prune_expired(now) if prune else 0}
+    stats = cache.stats()
+    summary = cache.summary(now)
 
     def rate(kind: str) -> float | None:
         lookups = stats.get(f"lookups_{kind}", 0)
@@ -182,7 +200,7 @@ def cache_stats(data: DataDir, now: float, *, clear: bool = False, prune: bool =
     for field in ("oldest", "newest"):  # ISO 8601, UTC
         summary[field] = iso(summary[field])
     return {
-        "path": str(path), "exists": True, **summary, "size_bytes": size,
+        "path": where, "exists": True, **summary, "size_bytes": size,
         "lookups": {"exact": int(stats.get("lookups_exact", 0)),
                     "semantic": int(stats.get("lookups_semantic", 0))},
         "hits": {"exact": int(stats.get("hits_exact", 0)), "semantic": int(stats.get("hits_semantic", 0))},

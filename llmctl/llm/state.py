@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import socket
 import threading
 import uuid
@@ -56,10 +57,10 @@ SHARED_MINUTE_S = 60.5
 
 
 class AnswerCache(Protocol):
-    def get_exact(self, key: str, now: float) -> CacheHit | None: ...
+    def get_exact(self, key: str, now: float, count: bool = True) -> CacheHit | None: ...
 
     def get_semantic(self, vector, question: str, scope: str, threshold: float, now: float,
-                     chunk_ids: list[str] | None = None) -> tuple[CacheHit | None, dict]: ...
+                     chunk_ids: list[str] | None = None, count: bool = True) -> tuple[CacheHit | None, dict]: ...
 
     def put(self, key: str, scope: str, now: float, ttl_s: float, hit: CacheHit, chunk_ids: list[str],
             question: str | None, vector) -> None: ...
@@ -285,7 +286,16 @@ class RedisState:
 
     # -- when Redis is down --------------------------------------------------------------
     def unavailable(self, what: str, exc: Exception) -> None:
-        """Raise, or (on_unavailable: local) say once that limits are per machine and return."""
+        """Raise, or (on_unavailable: local) say once that limits are per machine and return. A
+        refused password is a config error whatever on_unavailable says: Redis is up, the key is wrong."""
+        from redis import exceptions as rx
+
+        if isinstance(exc, (rx.AuthenticationError, rx.AuthorizationError, rx.NoPermissionError)) or (
+                isinstance(exc, rx.ResponseError) and str(exc).startswith(("WRONGPASS", "NOAUTH", "NOPERM"))):
+            where = (f"the password in ${self.cfg.password_env} (state.password_env)" if self.cfg.password_env
+                     else "state.password_env (name the variable that holds the Redis password)")
+            raise ConfigError(f"Redis at {self.where} refused llmctl's credentials ({type(exc).__name__}: "
+                              f"{' '.join(str(exc).split())[:120]}): check {where}")
         why = f"{type(exc).__name__}: {exc}".rstrip(": ")
         if self.cfg.on_unavailable == "local":
             _warn_once(self.warn, f"shared state unreachable (Redis at {self.where}): budgets and rate limits "
@@ -506,18 +516,20 @@ class RedisCache:
         return CacheHit(key, kind, e[b"answer"].decode(), e[b"provider"].decode(), e[b"model"].decode(), usage,
                         cost, json.loads(e[b"sources"]), similarity, question)
 
-    def get_exact(self, key, now):
+    def get_exact(self, key, now, count=True):
         try:
-            self.r.hincrbyfloat(self.p + "stats", "lookups_exact", 1)
+            if count:
+                self.r.hincrbyfloat(self.p + "stats", "lookups_exact", 1)
             e = self.r.hgetall(self.p + "e:" + key)
         except self.state.errors as exc:
             _warn_once(self.state.warn, _cache_off(self.state, exc))
             return None
         return self._hit(key, e, "exact") if e else None
 
-    def get_semantic(self, vector, question, scope, threshold, now, chunk_ids=None):
+    def get_semantic(self, vector, question, scope, threshold, now, chunk_ids=None, count=True):
         try:
-            self.r.hincrbyfloat(self.p + "stats", "lookups_semantic", 1)
+            if count:
+                self.r.hincrbyfloat(self.p + "stats", "lookups_semantic", 1)
             keys = sorted(k.decode() for k in self.r.smembers(self.p + "s:" + retrieval_scope(scope, chunk_ids)))
             pipe = self.r.pipeline(transaction=False)
             for k in keys:
@@ -578,6 +590,38 @@ class RedisCache:
         if dropped:
             self.r.hincrbyfloat(self.p + "stats", "invalidations", dropped)
         return dropped
+
+    # -- llmctl cache-stats: the same report as the local file's -------------------------------
+    def _keys(self, kind: str) -> list[bytes]:
+        pattern = re.sub(r"([*?\[\]\\])", r"\\\1", self.p) + kind + ":*"  # the prefix taken literally
+        return list(self.r.scan_iter(match=pattern, count=1000))
+
+    def stats(self) -> dict[str, float]:
+        return {k.decode(): float(v) for k, v in self.r.hgetall(self.p + "stats").items()}
+
+    def summary(self, now: float) -> dict:
+        """Entries live in Redis only until their TTL: none is ever expired but still stored."""
+        keys = self._keys("e")
+        pipe = self.r.pipeline(transaction=False)
+        for k in keys:
+            pipe.hget(k, "created")
+            pipe.hstrlen(k, "embedding")
+        got = pipe.execute() if keys else []
+        created = [float(c) for c in got[0::2] if c]
+        return {"entries": len(keys), "live": len(keys), "expired": 0,
+                "semantic_entries": sum(1 for n in got[1::2] if n), "oldest": min(created, default=None),
+                "newest": max(created, default=None)}
+
+    def clear(self) -> int:
+        """Every cached answer of the team, with the chunk and scope sets that point to them."""
+        entries = self._keys("e")
+        for keys in (entries, self._keys("c"), self._keys("s")):
+            for i in range(0, len(keys), 500):
+                self.r.delete(*keys[i:i + 500])
+        return len(entries)
+
+    def prune_expired(self, now: float) -> int:
+        return 0  # Redis drops an entry when its TTL ends
 
     def close(self):
         pass

@@ -48,9 +48,9 @@ class _Section(BaseModel):
         return v
 
 
-def _http_url(v: str | None) -> str | None:
+def _http_url(v: str | None, example: str = "https://api.openai.com/v1") -> str | None:
     if v is not None and not v.lower().startswith(("http://", "https://")):
-        raise ValueError(f"must be an http:// or https:// URL, e.g. https://api.openai.com/v1 (got {v!r})")
+        raise ValueError(f"must be an http:// or https:// URL, e.g. {example} (got {v!r})")
     return v
 
 
@@ -333,6 +333,11 @@ class TelemetryConfig(_Section):
     otlp_endpoint: str | None = None
     service_name: str = "llmctl"
     timeout: float = Field(5.0, gt=0, le=60)
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        return _http_url(v, "http://127.0.0.1:4318")
 
 
 class Config(_Section):

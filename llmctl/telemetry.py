@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import logging
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -53,10 +55,39 @@ def _tracer(cfg) -> Any:
             endpoint = t.otlp_endpoint.rstrip("/")
             if not endpoint.endswith("/v1/traces"):
                 endpoint += "/v1/traces"
+            _one_line_warnings(endpoint)
             provider = TracerProvider(resource=Resource.create({"service.name": t.service_name}))
             provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, timeout=t.timeout)))
             _providers[key] = provider
         return _providers[key]
+
+
+class _OneLine(logging.Handler):
+    """The SDK's export warnings (one per retry, with the HTTP library's whole error) as one line
+    on stderr, once per process: a collector that is down must not bury the answer."""
+
+    def __init__(self, endpoint: str):
+        super().__init__(logging.WARNING)
+        self.endpoint, self.said = endpoint, False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.said:
+            self.said = True
+            why = "connection refused" if "refused" in record.getMessage().lower() else \
+                " ".join(record.getMessage().split())[:160]
+            sys.stderr.write(f"warning: telemetry: traces are not reaching {self.endpoint} ({why}); answers are "
+                             f"not affected, but each run waits up to telemetry.timeout for it\n")
+
+
+def _one_line_warnings(endpoint: str) -> None:
+    """Route the SDK's warnings through one _OneLine handler, which speaks once for each new endpoint."""
+    log = logging.getLogger("opentelemetry")
+    handler = next((h for h in log.handlers if isinstance(h, _OneLine)), None)
+    if handler is None:
+        log.addHandler(_OneLine(endpoint))
+        log.propagate = False
+    else:
+        handler.endpoint, handler.said = endpoint, False
 
 
 @contextlib.contextmanager

@@ -3,6 +3,7 @@ opentelemetry-proto) and the test checks the span tree and its attributes."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import threading
@@ -10,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import yaml
+from cli import invoke
 from openai_server import Reply
 
 from llmctl.workspace import Workspace
@@ -157,3 +159,20 @@ def test_telemetry_off_imports_no_opentelemetry():
             "print(sorted(m for m in sys.modules if m.startswith('opentelemetry')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_collector_that_is_down_costs_one_warning_line_and_no_answer(tmp_path, data):
+    with socket.socket() as s:  # a port nothing listens on: connection refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = tmp_path / "llmctl.yaml"
+    cfg.write_text(yaml.safe_dump({"rerank": {"enabled": False},
+                                   "telemetry": {"otlp_endpoint": f"http://127.0.0.1:{port}", "timeout": 1}}))
+    r = invoke("--config", cfg, "--data-dir", data, "query", "--no-llm", QUESTION)
+    assert r.returncode == 0 and "retention-policies.md" in r.stdout, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if "telemetry" in ln.lower() or "export" in ln.lower()]
+    assert len(lines) == 1 and "traces are not reaching" in lines[0] and "Traceback" not in r.stderr, r.stderr
+
+    cfg.write_text(yaml.safe_dump({"telemetry": {"otlp_endpoint": f"127.0.0.1:{port}"}}))
+    r = invoke("--config", cfg, "--data-dir", data, "query", "--no-llm", QUESTION)
+    assert r.returncode == 3 and "'telemetry.otlp_endpoint' must be an http:// or https:// URL" in r.stderr

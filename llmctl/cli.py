@@ -282,6 +282,7 @@ def eval_(
     from llmctl import render
 
     suite, json_out = _eval_targets(suites or [], beir, as_json, json_file)
+    _writable(("--json-file", json_file), ("--junit", junit_out), ("--markdown", md_out), ("--html", html_out))
     if plan:
         from llmctl.evals.report import plan_text
 
@@ -352,6 +353,7 @@ def generate(
     from llmctl import render
     from llmctl.evals.generate import TRIES_PER_CASE, NothingGenerated
 
+    _writable(("--output", output))
     with render.RichProgress(enabled=not quiet and not as_json) as progress:
         # candidates asked: 1.5 per case at first, more when too many are dropped (at most TRIES_PER_CASE)
         total, asked = -(-cases * 3 // 2), [0]
@@ -376,6 +378,23 @@ def generate(
         render.print_json(report.to_dict())
     else:
         render.generate_report(report)
+
+
+def _writable(*flags: tuple[str, Path | None]) -> None:
+    """Each report file can be written: checked (its folder made) before any paid work, so a typo
+    in a path is a usage error at the start, not a traceback after the run."""
+    for flag, path in flags:
+        if path is None or str(path) == "-":
+            continue
+        if path.is_dir():
+            raise typer.BadParameter(f"{path} is a folder: give a file name", param_hint=flag)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise typer.BadParameter(f"cannot make the folder {path.parent} ({exc.strerror})",
+                                     param_hint=flag) from None
+        if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+            raise typer.BadParameter(f"{path} is not writable", param_hint=flag)
 
 
 def _eval_targets(paths: list[Path], beir: Path | None, as_json: bool,

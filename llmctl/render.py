@@ -450,8 +450,11 @@ def eval_outputs(outcome, *, json_out, junit_out, md_out, html_out, stages: bool
             written.append(str(path))
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
-        with open(summary, "a", encoding="utf-8") as fh:
-            fh.write(rep.markdown(r))
+        try:
+            with open(summary, "a", encoding="utf-8") as fh:
+                fh.write(rep.markdown(r))
+        except OSError as exc:  # the CI's file, not the user's flag: the run's results still count
+            warn(f"GITHUB_STEP_SUMMARY {summary} could not be written ({exc.strerror}); the summary is skipped")
     if json_out == "-":
         print_json(r)
         return
@@ -460,6 +463,7 @@ def eval_outputs(outcome, *, json_out, junit_out, md_out, html_out, stages: bool
         written.append(json_out)
     shown = list(r["metrics"]) if stages else [r["final_stage"]]
     thresholds = {t["metric"]: t for t in r["thresholds"]}
+    unjudged = r.get("coverage", {}).get("judged_cases") == 0
     table = Table(title=f"llmctl eval: {r['suite']} ({len(r['cases'])} cases)", title_justify="left")
     table.add_column("metric")
     for s in shown:
@@ -468,12 +472,15 @@ def eval_outputs(outcome, *, json_out, junit_out, md_out, html_out, stages: bool
     table.add_column("result")
     for m in next(iter(r["metrics"].values())):
         t = thresholds.get(m)
-        verdict = "" if t is None else ("[green]pass[/]" if t["passed"] else "[red]FAIL[/]")
-        table.add_row(m, *(f"{r['metrics'][s][m]:.3f}" for s in shown),
+        verdict = "" if t is None else ("[yellow]n/a[/]" if t.get("skipped") else
+                                        "[green]pass[/]" if t["passed"] else "[red]FAIL[/]")
+        table.add_row(m, *("-" if unjudged else f"{r['metrics'][s][m]:.3f}" for s in shown),
                       "-" if t is None else f"{t['threshold']:.3f}", verdict)
     stdout.print(table)
     failed = [c for c in r["cases"] if not c["passed"]]
-    stdout.print(f"Cases: {len(r['cases']) - len(failed)} passed, {len(failed)} failed"
+    unchecked = sum(1 for c in r["cases"] if c["passed"] and c["answer_status"] in ("skipped", "stopped"))
+    stdout.print(f"Cases: {len(r['cases']) - len(failed) - unchecked} passed, {len(failed)} failed"
+                 + (f", {unchecked} with answer checks not run" if unchecked else "") +
                  f". Latency p50 {r['latency_ms']['p50']} ms, p95 {r['latency_ms']['p95']} ms "
                  f"(model loading {r['load_seconds']} s apart); "
                  f"cost {money(r['cost_usd'])}; {r['seconds']} s.", markup=False)

@@ -2,6 +2,7 @@
 
 import json
 import re
+import sqlite3
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
@@ -219,7 +220,8 @@ def test_llm_judge_grades_answers_and_a_broken_judge_is_an_error(tmp_path, data,
     from openai_server import Reply
 
     suite = {"name": "judged", "judge": True, "config": {"rerank": {"enabled": False}, "llm": {
-        "providers": [{"name": "local", "base_url": fake_llm.base_url, "model": "m", "retries": 0}]}},
+        "providers": [{"name": "local", "base_url": fake_llm.base_url, "model": "m", "retries": 0,
+                       "price_input_per_1m": 1.0, "price_output_per_1m": 2.0}]}},
         "cases": [
             {"id": "ok", "query": "How many daily snapshots are kept?", "reference": "14",
              "expected": ["guides/retention-policies.md"], "answer": {"contains": ["14"]}},
@@ -241,6 +243,10 @@ def test_llm_judge_grades_answers_and_a_broken_judge_is_an_error(tmp_path, data,
     assert cases["ok"]["answer_status"] == "passed"
     assert [c["check"] for c in cases["ok"]["checks"]] == [
         "contains '14'", "judge: faithful to the sources", "judge: agrees with the reference answer"]
+    ledger = sqlite3.connect(data / "ledger.sqlite").execute(
+        "SELECT command, cost_usd FROM calls WHERE status = 'ok' AND question LIKE 'How many daily%'").fetchall()
+    assert sorted(c for c, _ in ledger) == ["eval", "eval-judge"]  # the answer and its grading
+    assert cases["ok"]["cost_usd"] == pytest.approx(sum(cost for _, cost in ledger))  # both are the run's cost
     assert cases["broken-judge"]["answer_status"] == "error"
     assert cases["broken-judge"]["error"].startswith("judge failed: the judge did not return")
     judged = [r["body"]["messages"] for r in fake_llm.requests if "You grade" in r["body"]["messages"][0]["content"]]
@@ -278,3 +284,22 @@ def test_beir_eval_scores_the_depth_users_get(tmp_path):
                     env=env, cwd=beir)
         record = json.loads(r.stdout)["hits"][0]["location"].split("(record ")[1].rstrip(")")
         assert case["top"]["hybrid"][0] == f"corpus.jsonl#{record}"  # eval's first = what query returns
+
+
+def test_report_paths_are_checked_before_the_run_and_a_run_with_nothing_judged_skips_thresholds(tmp_path, data):
+    # a report in a folder that does not exist yet: made, like --record's
+    r = eval_cli(data, SUITE, "--tag", "unanswerable", "--junit", tmp_path / "reports" / "junit.xml",
+                 "--markdown", tmp_path / "reports" / "md" / "summary.md", "--no-answers")
+    assert r.returncode == 0, r.stderr  # nothing judged: the retrieval thresholds are skipped, not failed
+    junit = ET.parse(tmp_path / "reports" / "junit.xml").getroot()
+    assert junit.get("failures") == "0"
+    skipped = [s.get("message") for s in junit.iter("skipped")]
+    assert skipped.count("no case in this run has expected sources") == 4, skipped
+    assert all("--no-answers was given" in m for m in skipped if m.startswith("answer checks"))
+    md = (tmp_path / "reports" / "md" / "summary.md").read_text()
+    assert "| hit@3 ≥ 0.95 | - | skipped: no case in this run has expected sources |" in md
+    assert "answer check(s) skipped: --no-answers was given" in md and "0.000" not in md
+    # a report path that is a folder: a usage error before any work, naming the flag
+    r = eval_cli(data, SUITE, "--json-file", tmp_path)
+    assert_clean_error(r, 2, "--json-file")
+    assert "is a folder" in r.stderr

@@ -250,6 +250,12 @@ def compare_cases(now: dict[str, dict[str, float]], then: dict[str, dict[str, fl
 
 # -- the run's own checks ------------------------------------------------------------------------
 def thresholds(result: EvalResult) -> list[dict]:
+    """Each threshold against the final stage's mean; with no case that names expected sources
+    (e.g. --tag picked only unanswerable ones) a retrieval threshold has nothing to measure: it is
+    skipped, never failed on a mean of nothing."""
+    if not any(c.qrels and c.error is None for c in result.cases):
+        return [{"metric": m, "threshold": t, "value": None, "passed": True,
+                 "skipped": "no case in this run has expected sources"} for m, t in result.suite.thresholds.items()]
     final = result.aggregate().get(result.final_stage, {})
     return [{"metric": m, "threshold": t, "value": final.get(m, 0.0), "passed": final.get(m, 0.0) >= t}
             for m, t in result.suite.thresholds.items()]
@@ -276,7 +282,7 @@ def load_baseline(path: Path) -> dict:
         data = json.loads(path.read_text())
         data["fingerprint"], data["metrics"]  # noqa: B018
     except FileNotFoundError:
-        raise ConfigError(f"Baseline {path} does not exist: write one with --json {path}") from None
+        raise ConfigError(f"Baseline {path} does not exist: write one with --json-file {path}") from None
     except (ValueError, KeyError, TypeError):
         raise ConfigError(f"Baseline {path} is not an llmctl eval --json report") from None
     return data

@@ -42,6 +42,7 @@ def parse_verdict(reply: str, reference: str | None) -> dict:
 
 
 def judge(gateway: Gateway, question: str, sources: str, answer: str, reference: str | None) -> dict:
+    """The verdict, with ``cost_usd``: what the judge's call cost (None: unpriced; 0 from the cache)."""
     messages = judge_messages(question, sources, answer, reference)
-    reply = gateway.complete(messages, question=question, chunk_ids=[], sources=[]).text
-    return parse_verdict(reply, reference)
+    reply = gateway.complete(messages, question=question, chunk_ids=[], sources=[])
+    return {**parse_verdict(reply.text, reference), "cost_usd": reply.cost_usd}

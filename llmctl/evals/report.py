@@ -9,6 +9,14 @@ from llmctl.evals.runner import EvalResult
 from llmctl.money import money
 
 
+def threshold_value(t: dict) -> str:
+    return "-" if t["value"] is None else f"{t['value']:.3f}"
+
+
+def threshold_result(t: dict) -> str:
+    return f"skipped: {t['skipped']}" if t.get("skipped") else ("pass" if t["passed"] else "FAIL")
+
+
 def to_dict(result: EvalResult, checks: list[dict], baseline: dict | None, passed: bool,
             answer_gate: dict | None = None) -> dict:
     agg = result.aggregate()
@@ -39,7 +47,7 @@ def to_dict(result: EvalResult, checks: list[dict], baseline: dict | None, passe
             "id": c.case.id, "query": c.case.query, "tags": c.case.tags, "passed": c.passed,
             "expected": sorted(c.qrels), "top": {s: r[:10] for s, r in c.ranked.items()},
             "metrics": c.metrics, "answer": c.answer, "answer_status": c.answer_status,
-            "checks": c.checks, "error": c.error, "latency_ms": round(c.latency_ms, 1),
+            "checks": c.checks, "error": c.error, "latency_ms": round(c.latency_ms, 1), "cost_usd": c.cost_usd,
             "group": c.case.group, "pass_rate": c.pass_rate, "repeats": len(c.runs), "flaky": c.flaky,
             "runs": [{"answer": r["answer"], "passed": r["passed"],
                       "failed": [x["check"] for x in r["checks"] if not x["passed"]]} for r in c.runs],
@@ -122,7 +130,9 @@ def notices(report: dict) -> list[str]:
     out = []
     skipped = sum(1 for c in report["cases"] if c["answer_status"] == "skipped")
     if skipped:
-        out.append(f"{skipped} answer check(s) skipped: no model configured (llm.providers)")
+        out.append(f"{skipped} answer check(s) skipped: {report['answers'].get('skip_reason')}")
+    if any(t.get("skipped") for t in report["thresholds"]):
+        out.append("no case in this run has expected sources: the retrieval thresholds are skipped, not passed")
     rr = report["rerank"]
     if rr.get("status") == "unavailable":
         out.append(f"reranker unavailable ({rr.get('reason')}): the final stage is hybrid")
@@ -159,11 +169,15 @@ def junit(report: dict, result: EvalResult) -> str:
             ET.SubElement(tc, "failure", message=problem[:500]).text = problem
             failures += 1
         elif c.answer_status == "skipped":
-            ET.SubElement(tc, "skipped", message="answer checks need an LLM provider (llm.providers)")
+            ET.SubElement(tc, "skipped", message=f"answer checks skipped: {result.skip_reason}")
+        elif c.answer_status == "stopped":
+            ET.SubElement(tc, "skipped", message="answer not asked: --stop-when-decided had a verdict")
     for t in report["thresholds"]:
         tc = ET.SubElement(suite, "testcase", classname=f"{report['suite']}.thresholds",
                            name=f"{t['metric']} >= {t['threshold']}")
-        if not t["passed"]:
+        if t.get("skipped"):
+            ET.SubElement(tc, "skipped", message=t["skipped"])
+        elif not t["passed"]:
             ET.SubElement(tc, "failure", message=f"{t['metric']} = {t['value']:.4f} < {t['threshold']}")
     b = report.get("baseline") or {}
     for r in b.get("metrics", []) if b.get("comparable") else []:
@@ -205,13 +219,15 @@ def markdown(report: dict) -> str:
     if said:
         lines += [f"> ⚠️ {n}" for n in said] + [""]
     metrics = list(next(iter(report["metrics"].values()), {}).keys())
+    unjudged = report.get("coverage", {}).get("judged_cases") == 0  # no mean to show
     lines += ["| stage | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
     for stage, vals in report["metrics"].items():
         mark = " (final)" if stage == report["final_stage"] else ""
-        lines.append(f"| {stage}{mark} | " + " | ".join(f"{vals[m]:.3f}" for m in metrics) + " |")
+        cells = ("-" if unjudged else f"{vals[m]:.3f}" for m in metrics)
+        lines.append(f"| {stage}{mark} | " + " | ".join(cells) + " |")
     if report["thresholds"]:
         lines += ["", "| threshold | value | result |", "|---|---|---|"]
-        lines += [f"| {t['metric']} ≥ {t['threshold']} | {t['value']:.3f} | {'pass' if t['passed'] else 'FAIL'} |"
+        lines += [f"| {t['metric']} ≥ {t['threshold']} | {threshold_value(t)} | {threshold_result(t)} |"
                   for t in report["thresholds"]]
     b = report.get("baseline")
     if b:
@@ -270,8 +286,8 @@ def html_page(report: dict) -> str:
             + f"<td>{e(c['answer_status'])}{' (flaky)' if c.get('flaky') else ''}"
             + (f" {c['pass_rate']:.2f}" if c.get("pass_rate") is not None and c.get("repeats", 0) > 1 else "")
             + f"</td><td>{status}</td></tr>")
-    thresholds = "".join(f"<li>{e(t['metric'])} ≥ {t['threshold']}: {t['value']:.3f} "
-                         f"<b>{'pass' if t['passed'] else 'FAIL'}</b></li>" for t in report["thresholds"])
+    thresholds = "".join(f"<li>{e(t['metric'])} ≥ {t['threshold']}: {threshold_value(t)} "
+                         f"<b>{e(threshold_result(t))}</b></li>" for t in report["thresholds"])
     b = report.get("baseline")
     if not b:
         baseline = "<p>none</p>"

@@ -71,10 +71,12 @@ class EvalResult:
     concurrency: int = 1  # answer calls that ran at once
     coverage: dict = field(default_factory=dict)  # see coverage()
     sequential: dict | None = None  # --stop-when-decided: the rule, where it stopped, calls saved
+    skip_reason: str = "no model configured (llm.providers)"  # why answer checks were skipped, if they were
 
     def answers(self) -> dict:
         statuses = [c.answer_status for c in self.cases]
         return {"concurrency": self.concurrency, "seconds": round(self.answer_seconds, 2),
+                "skip_reason": self.skip_reason if "skipped" in statuses else None,
                 "repeats": self.suite.repeats, "calls": sum(len(c.runs) for c in self.cases),
                 **{s: statuses.count(s) for s in ("passed", "failed", "error", "skipped", "stopped")}}
 
@@ -161,12 +163,14 @@ def check_answer(answer: str, check: AnswerCheck) -> list[dict]:
     return out
 
 
-def _judge_checks(cfg: Config, case: Case, q, cassette, gateways: GatewayPool, llm=None) -> list[dict]:
+def _judge_checks(cfg: Config, case: Case, q, cassette, gateways: GatewayPool,
+                  llm=None) -> tuple[list[dict], float | None]:
+    """The judge's checks and what its call cost."""
     from llmctl.search.prompt import format_sources
 
     gw = gateways.call(cfg=llm or cfg.llm, command="eval-judge", cassette=cassette)
     verdict = judge(gw, case.query, format_sources(q.packed), q.completion.text, case.reference)
-    return _verdict_checks(case, verdict)
+    return _verdict_checks(case, verdict), verdict["cost_usd"]
 
 
 def _verdict_checks(case: Case, verdict: dict) -> list[dict]:
@@ -265,7 +269,8 @@ def run_suite(
                    "tail_from_k": _deep_k(cfg, deepest)}
     return EvalResult(suite, final, results, fp, rerank_info, time.perf_counter() - started, extended, load,
                       answer_seconds, min(cfg.llm.concurrency, max(1, len(pending))),
-                      coverage([d for d, _ in docs], results, final, cfg.retrieval.k), sequential)
+                      coverage([d for d, _ in docs], results, final, cfg.retrieval.k), sequential,
+                      "--no-answers was given" if not answers else "no model configured (llm.providers)")
 
 
 def coverage(doc_ids: list[str], results: list[CaseResult], final: str, k: int) -> dict:
@@ -312,9 +317,12 @@ def _answer_all(pending: list[tuple[CaseResult, Prepared]], suite: Suite, cfg: C
             if q.error is not None:
                 raise q.error
             checks = check_answer(q.completion.text, res.case.answer)
-            if suite.judge:
-                checks += _judge_checks(cfg, res.case, q, tape, gateways, llm)
-        return {"answer": q.completion.text, "cost_usd": q.completion.cost_usd, "checks": checks,
+            cost = q.completion.cost_usd
+            if suite.judge:  # the run's cost includes its judge's
+                judged, judge_cost = _judge_checks(cfg, res.case, q, tape, gateways, llm)
+                checks += judged
+                cost = None if cost is None and judge_cost is None else (cost or 0.0) + (judge_cost or 0.0)
+        return {"answer": q.completion.text, "cost_usd": cost, "checks": checks,
                 "passed": all(c["passed"] for c in checks)}
 
     def work(res: CaseResult, prep: Prepared) -> CaseResult:

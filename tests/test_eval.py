@@ -126,6 +126,11 @@ def test_tags_limit_and_ab(tmp_path, data):
     num = r"[+-]?[\d.]+"
     assert re.search(rf"  mrr@10: {num} vs {num} \({num}, 95% CI \[{num}, {num}\], p [\d.e-]+, Holm [\d.e-]+; "
                      r"\d+ better", r.stdout)
+    # a config whose difference the index fixes at ingest would run on the same index: refused, not a tie
+    c = tmp_path / "c.yaml"
+    c.write_text("chunking:\n  max_tokens: 128\ndata_dir: elsewhere\n")
+    r = eval_cli(data, SUITE, "--against", c)
+    assert_clean_error(r, 3, "--against", "chunking.max_tokens", "data_dir ('elsewhere')", "--baseline A.json")
 
 
 def test_json_prints_on_stdout_and_the_old_file_form_says_what_to_use(tmp_path, data):

@@ -9,6 +9,7 @@ from typing import Any
 
 from llmctl.config import Config
 from llmctl.datadir import DataDir
+from llmctl.errors import ConfigError
 from llmctl.evals import gate, report
 from llmctl.evals.beir import load_beir
 from llmctl.evals.runner import EvalResult, run_suite
@@ -96,6 +97,7 @@ def run_eval(
     outcome = EvalOutcome(result, report.to_dict(result, checks, comparison, passed, answered), passed)
     if against is not None:
         other_cfg = load(flatten(suite.config), against)
+        _same_index(cfg, other_cfg, against)
         other = _run(suite, other_cfg, data, limit, tags, answers, progress, cassette, batch, gateways=gateways)
         paired = gate.paired(result, other)
         a, b = result.aggregate()[result.final_stage], other.aggregate()[other.final_stage]
@@ -106,6 +108,32 @@ def run_eval(
                       "clusters": paired["clusters"]}
         outcome.report["ab"] = outcome.ab
     return outcome
+
+
+# What an index is built with: an A/B on one index cannot vary it (its queries use what built it).
+INDEX_SECTIONS = ("embedding", "chunking", "bm25", "vector_store")
+
+
+def _same_index(cfg: Config, other: Config, path: Path) -> None:
+    """Refuse an --against config whose difference is fixed at ingest: both sides would run on the
+    same index, so the A/B would compare the index with itself and call it a tie."""
+    from llmctl.config import load_yaml
+
+    changed = [f"{section}.{k} ({getattr(getattr(cfg, section), k)!r} -> {v!r})"
+               for section in INDEX_SECTIONS
+               for k, v in getattr(other, section).model_dump().items() if getattr(getattr(cfg, section), k) != v]
+    try:
+        raw = load_yaml(path.read_text(encoding="utf-8")) or {}
+    except Exception:  # noqa: BLE001 - load() read the file already; this only looks for data_dir
+        raw = {}
+    if isinstance(raw, dict) and "data_dir" in raw:
+        changed.append(f"data_dir ({raw['data_dir']!r})")
+    if changed:
+        raise ConfigError(
+            f"--against {path} changes {', '.join(changed[:3])}{' and more' if len(changed) > 3 else ''}, which "
+            "the index fixes when it is built: --against compares query-time settings (retrieval, rerank, llm) on "
+            "one index. To compare indexes, ingest with each config into its own --data-dir, run eval on one "
+            "with --json-file A.json, then on the other with --baseline A.json")
 
 
 def run_plan(suite_path: Path, *, load: Callable[..., Config], data: DataDir, limit: int | None = None,

@@ -54,6 +54,11 @@ def test_a_recorded_run_replays_without_keys_or_server_and_a_changed_request_is_
         (c["id"], c["answer"], c["checks"]) for c in before["cases"]]
     assert len(fake_llm.requests) == calls
     assert before["cost_usd"] > 0 and after["cost_usd"] == 0  # a replay spends nothing
+    bare = yaml.safe_load(suite.read_text())
+    del bare["config"]["llm"]  # no llm.providers: the tape cannot be read (it was skipped in silence)
+    (tmp_path / "bare.yaml").write_text(yaml.safe_dump(bare))
+    r = eval_cli(data, tmp_path / "bare.yaml", "--replay", tape, "--json")
+    assert_clean_error(r, 3, "--replay", "needs the llm.providers entry the tape was recorded with")
 
     changed = write_suite(tmp_path / "s.yaml", fake_llm.base_url, "How many daily snapshots does it keep?")
     r = eval_cli(data, changed, "--replay", tape, "--json")

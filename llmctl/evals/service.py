@@ -82,6 +82,9 @@ def run_eval(
     if repeats is not None:
         suite = suite.model_copy(update={"repeats": repeats})
     cassette = None
+    if replay and answers and not cfg.llm.providers:
+        raise ConfigError(f"--replay {replay} needs the llm.providers entry the tape was recorded with: it sizes "
+                          "and builds the prompts the tape is keyed by (no key, server or network is used)")
     if record or replay:
         from llmctl.llm.cassette import Cassette
 

@@ -82,13 +82,13 @@ def run_eval(
     if repeats is not None:
         suite = suite.model_copy(update={"repeats": repeats})
     cassette = None
-    if replay and answers and not cfg.llm.providers:
-        raise ConfigError(f"--replay {replay} needs the llm.providers entry the tape was recorded with: it sizes "
-                          "and builds the prompts the tape is keyed by (no key, server or network is used)")
     if record or replay:
         from llmctl.llm.cassette import Cassette
 
         cassette = Cassette(record or replay, "record" if record else "replay", cfg.llm.store_prompts)
+    if replay and answers and not cfg.llm.providers:  # the tape is read: now what it needs
+        raise ConfigError(f"--replay {replay} needs the llm.providers entry the tape was recorded with: it sizes "
+                          "and builds the prompts the tape is keyed by (no key, server or network is used)")
     base = gate.load_baseline(baseline) if baseline else None
     rates = {c["id"]: c.get("pass_rate") for c in (base or {}).get("cases", []) if not c.get("error")}
     result = _run(suite, cfg, data, limit, tags, answers, progress, cassette, batch, stop_when_decided, rates,

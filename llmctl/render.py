@@ -273,10 +273,10 @@ def stream_token(text: str) -> None:
 def query_result(result, explain: bool = False) -> None:
     """Warnings were already shown as they happened (run_query's notify)."""
     global _mid_line
+    if _mid_line:  # the end of a streamed answer, or of one cut short: what follows starts on its own line
+        sys.stdout.write("\n")
+        _mid_line = False
     if result.completion is not None:
-        if _mid_line:
-            sys.stdout.write("\n")
-            _mid_line = False
         if result.citations:
             stdout.print("\nSources:")
             for s in result.citations:

@@ -175,3 +175,13 @@ def test_a_reader_that_stops_reading_ends_the_command_quietly_with_141(tmp_path,
     proc.stdout.close()  # before the command writes anything
     err = proc.stderr.read().decode()
     assert proc.wait(60) == 141 and err == ""
+
+
+def test_an_answer_cut_mid_stream_ends_its_line_before_the_hits(tmp_path, data, fake_llm):
+    fake_llm.script.append(Reply(kind="stall", text="Fourteen daily snapshots", stall_after=2, stall_for=3))
+    cfg = config(tmp_path, fake_llm.base_url, p={"stall_timeout": 0.5})
+    r = invoke("--config", cfg, "--data-dir", data, "query", "How many daily snapshots are kept?")
+    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+    shown = r.stdout.splitlines()
+    assert shown and shown[0].strip() in ("Fourteen", "Fourteen daily"), r.stdout  # the cut answer, alone
+    assert all(not line.startswith("Fourteen") or not line.rstrip().endswith(".md") for line in shown)

@@ -9,7 +9,7 @@ from openai_server import Reply
 
 from llmctl.config import LLMConfig
 from llmctl.datadir import DataDir
-from llmctl.errors import BudgetExceeded, IndexStateError, ProviderError
+from llmctl.errors import BudgetExceeded, ConfigError, IndexStateError, ProviderError
 from llmctl.llm.gateway import AnswerInterrupted, Gateway
 from llmctl.llm.report import cache_stats, cost_report
 
@@ -358,6 +358,12 @@ def test_budget_is_checked_before_every_attempt_with_that_providers_prices(make,
     with pytest.raises(BudgetExceeded, match=r"no price configured"):
         ask(gw)
     assert fake_llm.requests == []  # under a budget, an unpriced provider is not called at all
+    # only unpriced providers: nothing was spent, the fix is a price (a config error, not "raise the limit")
+    gw = make(provider(fake_llm, "free", price_input_per_1m=None, price_output_per_1m=None),
+              budget={"daily_usd": 5.0})
+    with pytest.raises(ConfigError, match=r"'free' has no price configured.*set price_input_per_1m") as err:
+        ask(gw)
+    assert "raise the limit" not in str(err.value) and fake_llm.requests == []
     assert {r["status"] for r in ledger(tmp_path)} == {"refused"}
     # A cheap primary failing into an expensive fallback: the fallback is refused, nothing is spent.
     fake_llm.script.clear()

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from llmctl import telemetry
 from llmctl.config import Config, LLMConfig, ProviderConfig, StateConfig
 from llmctl.datadir import DataDir
-from llmctl.errors import BudgetExceeded, ProviderError, SharedStateUnavailable
+from llmctl.errors import BudgetExceeded, ConfigError, ProviderError, SharedStateUnavailable
 from llmctl.llm import policy
 from llmctl.llm.cache import CacheHit, is_time_sensitive, request_key
 from llmctl.llm.cassette import Cassette
@@ -413,6 +413,9 @@ class Gateway:
     def _give_up(self, call: _Call) -> Exception:
         """The error when no provider answered: a budget refusal wins (it is the user's to lift)."""
         refusals, last = call.refusals, call.last
+        if refusals and set(refusals) <= {_unpriced(p) for p in self.cfg.providers}:
+            # not money spent: providers the budget cannot count (the message says what to set)
+            return ConfigError(refusals[0] + (f" (after '{last}')" if last is not None else ""))
         if refusals:  # nothing answered, and at least one provider was not called for money
             hint = ("only cached answers are allowed now (llm.budget.on_exceed: cache_only)"
                     if self.cfg.budget.on_exceed == "cache_only"

@@ -71,6 +71,17 @@ def test_only_the_anomalous_day_and_hour_and_the_error_spike_alert(tmp_path):
     assert "over the 14 days before" in spend["rule"]
 
 
+def test_a_job_at_the_same_hour_every_day_is_its_own_baseline(tmp_path):
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    for d in range(15, 0, -1):  # $0.50 at noon, every day: no incident, ever
+        ledger.record(Row(command="eval", request_id=f"r{d}", status="ok", provider="openai", model="m",
+                          cost_usd=0.5), day_start(NOW) - d * DAY + 12 * 3600 + 60)
+    rows = ledger.rows()
+    ledger.close()
+    cfg = AlertsConfig(min_hourly_usd=0.1)  # a floor under the job's spend: the baseline must decide
+    assert spend_alerts(rows, cfg, day_start(NOW) - 3 * DAY, NOW + 1) == []
+
+
 def test_a_floor_keeps_small_numbers_quiet(tmp_path):
     rows = seed(tmp_path / "ledger.sqlite")
     quiet = AlertsConfig(min_daily_usd=100, min_hourly_usd=100, min_calls=1000, min_error_rate=0.9)

@@ -2,7 +2,8 @@
 
 For every day and hour checked, per provider and tag (and for all calls together when several
 providers or tags were active), three metrics are compared with the same period's values over
-the ``baseline_days`` before it (an hour with the hours before it):
+the ``baseline_days`` before it (an hour with the same hour of each of those days, so a job that
+runs at noon every day is its own baseline at noon):
 
 * ``spend_usd`` (priced successful calls), ``calls`` (attempts: successes and errors),
   ``error_rate`` (errors / attempts; only periods with ``min_attempts`` count, in the baseline
@@ -71,7 +72,7 @@ def spend_alerts(rows: list[dict], cfg: AlertsConfig, start: float, end: float) 
     for period, size in PERIODS.items():
         floors = {"spend_usd": cfg.min_daily_usd if period == "day" else cfg.min_hourly_usd,
                   "calls": float(cfg.min_calls), "error_rate": cfg.min_error_rate}
-        n_base = cfg.baseline_days * 86400 // size
+        per_day = 86400 // size  # the same period of each earlier day: a day is 1 back, an hour 24
         table = _bucket_values(rows, size)
         for scope, buckets in table.items():
             if scope == ("*", "*") and len(table) <= 2:
@@ -83,8 +84,8 @@ def spend_alerts(rows: list[dict], cfg: AlertsConfig, start: float, end: float) 
                     value = _metric(buckets[b], metric, cfg.min_attempts)
                     if value is None:
                         continue
-                    base = [x for i in range(b - n_base, b)
-                            if (x := _metric(buckets.get(i), metric, cfg.min_attempts)) is not None]
+                    base = [x for d in range(1, cfg.baseline_days + 1)
+                            if (x := _metric(buckets.get(b - d * per_day), metric, cfg.min_attempts)) is not None]
                     med = statistics.median(base) if base else 0.0
                     mad = statistics.median(abs(x - med) for x in base) if base else 0.0
                     bars = (cfg.factor * med, med + cfg.mad_k * mad, floors[metric])

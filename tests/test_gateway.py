@@ -404,7 +404,7 @@ def test_malformed_streams_are_retried_then_fall_back_with_a_ledger_row(make, fa
         ("primary", "error", "malformed"), ("primary", "error", "malformed"), ("backup", "ok", None)]
 
 
-def test_empty_stream_hints_at_context_window_and_a_dropped_stream_says_so(make, fake_llm):
+def test_empty_stream_hints_at_context_window_and_a_dropped_stream_says_so(make, fake_llm, tmp_path):
     fake_llm.script.extend([Reply(kind="raw", raw=b"")])
     gw = make(provider(fake_llm, retries=0))
     with pytest.raises(ProviderError, match=r"no answer.*context_window \(8192\)"):
@@ -414,6 +414,11 @@ def test_empty_stream_hints_at_context_window_and_a_dropped_stream_says_so(make,
     with pytest.raises(ProviderError, match="dropped mid-stream") as err:
         ask(gw, question="q2", messages=[MESSAGES[0], {"role": "user", "content": "q2"}])
     assert "cannot reach" not in str(err.value)
+    rows = ledger(tmp_path)  # nothing came back from the empty stream; the cut one was billed
+    assert rows[0]["cost_usd"] is None and rows[0]["tokens_in"] is None
+    cut = rows[1]
+    assert cut["tokens_in"] > 0 and cut["tokens_out"] > 0 and cut["usage_source"] == "estimated"
+    assert cut["cost_usd"] == pytest.approx((cut["tokens_in"] * 1.0 + cut["tokens_out"] * 2.0) / 1e6)
 
 
 def test_truncated_answer_is_flagged_and_not_cached(make, fake_llm, tmp_path):

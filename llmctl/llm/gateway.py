@@ -339,14 +339,16 @@ class Gateway:
             except KeyboardInterrupt:
                 self._row(call.request_id, "error", settles=held, provider=provider.name, model=provider.model,
                           latency_ms=(time.perf_counter() - started) * 1000, error_class="interrupted",
-                          attempt=n, route=route, question=call.question)
+                          attempt=n, route=route, question=call.question,
+                          **self._billed(provider, call.prompt_tokens, "".join(call.shown)))
                 raise
             except AttemptFailed as f:
                 call.last = f
                 latency = (time.perf_counter() - started) * 1000
                 call.attempts.append({"provider": provider.name, "attempt": n, "error": f.kind, "message": str(f)})
                 self._row(call.request_id, "error", settles=held, provider=provider.name, model=provider.model,
-                          latency_ms=latency, error_class=f.kind, attempt=n, route=route, question=call.question)
+                          latency_ms=latency, error_class=f.kind, attempt=n, route=route, question=call.question,
+                          **self._billed(provider, call.prompt_tokens, f.partial))
                 delay = self._retry_delay(call, provider, n, f)
                 if delay is None:
                     return None
@@ -366,6 +368,15 @@ class Gateway:
                                 call.keys[provider.name], call.chunk_ids, call.sources, call.question, call.vector,
                                 call.cacheable, settles=held)
         return None
+
+    def _billed(self, provider: ProviderConfig, prompt_tokens: int, partial: str) -> dict:
+        """A stream cut after text arrived was billed: the prompt, and the text sent. Its tokens,
+        counted here, and its cost go in the row, so budgets see repeated mid-stream failures."""
+        if not partial:
+            return {}
+        out = self.count(partial)
+        return {"tokens_in": prompt_tokens, "tokens_out": out, "usage_source": "estimated",
+                "cost_usd": policy.cost(provider, prompt_tokens, out)}
 
     def _retry_delay(self, call: _Call, provider: ProviderConfig, n: int, f: AttemptFailed) -> float | None:
         """After failed attempt ``n``: seconds to wait before the next one, None to move on to the

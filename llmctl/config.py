@@ -405,12 +405,13 @@ def discovered_config_file() -> Path | None:
 
 
 def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None, *,
-                discovered: bool = False) -> Config:
+                discovered: bool = False, overrides_from: str = "command line") -> Config:
     """Load, merge and validate the configuration.
 
     Args:
         path: explicit config file (``--config``); see the module docstring for lookup.
         overrides: dotted keys set by command-line flags, e.g. ``{"data_dir": "x"}``.
+        overrides_from: where ``overrides`` came from, for error messages (an eval suite's config:).
         discovered: treat ``path`` as found rather than named (a reload of a discovered file).
             A discovered file that sends data or secrets elsewhere must be trusted
             (``llmctl trust``), else ConfigError; see ``llmctl.trust``.
@@ -433,8 +434,8 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
         _set_dotted(data, key, value, source=sources[key])
     for key, value in (overrides or {}).items():
         if value is not None:
-            sources[key] = "command line"
-            _set_dotted(data, key, value, source="command line")
+            sources[key] = overrides_from
+            _set_dotted(data, key, value, source=overrides_from)
     try:
         cfg = Config.model_validate(data)
     except ValidationError as exc:

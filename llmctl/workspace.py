@@ -393,11 +393,13 @@ class Workspace:
                        "shared": self.cfg.state.backend == "redis"}, providers)
 
     # -- helpers ----------------------------------------------------------------------
-    def _derived_config(self, overrides: dict, path: Path | None = None) -> Config:
-        """The config an eval suite (or an A/B config file) asks for, on this data dir."""
+    def _derived_config(self, overrides: dict, path: Path | None = None, *, source: str = "command line") -> Config:
+        """The config an eval suite (or an A/B config file) asks for, on this data dir; ``source``
+        names where ``overrides`` were written (a suite's config: section), for error messages."""
         return load_config(path or (Path(self.cfg.source) if Path(self.cfg.source).is_file() else None),
                            {"data_dir": str(self.cfg.data_dir), **overrides},
-                           discovered=path is None and self.cfg.discovered)  # still trust-checked
+                           discovered=path is None and self.cfg.discovered,  # still trust-checked
+                           overrides_from=source)
 
     def _reranker_status(self) -> dict:
         r = self.cfg.rerank

@@ -154,6 +154,7 @@ def test_json_prints_on_stdout_and_the_old_file_form_says_what_to_use(tmp_path, 
      ["case 'x'", "'guides/nope.md' matches no indexed document"]),
     ({"cases": [{"id": "x", "query": "q", "colour": "red"}]}, ["case 'x'", "'colour' is not a known field"]),
     ({"config": {"data_dir": "elsewhere"}}, ["data_dir", "--data-dir"]),  # would be ignored: refused
+    ({"config": {"retrieval": {"fusoin": "rrf"}}}, ["suite.yaml (its config: section)", "retrieval.fusoin"]),
 ])
 def test_bad_suites_name_the_case(tmp_path, data, change, words):
     assert_clean_error(eval_cli(data, write_suite(tmp_path, **change)), 3, *words)
@@ -304,6 +305,10 @@ def test_report_paths_are_checked_before_the_run_and_a_run_with_nothing_judged_s
     md = (tmp_path / "reports" / "md" / "summary.md").read_text()
     assert "| hit@3 ≥ 0.95 | - | skipped: no case in this run has expected sources |" in md
     assert "answer check(s) skipped: --no-answers was given" in md and "0.000" not in md
+    r = eval_cli(data, SUITE, "--tag", "unanswerable", "--json")  # --json readers get the warnings too
+    warned = json.loads(r.stdout)["warnings"]
+    assert any("retrieval thresholds are skipped" in w for w in warned), warned
+    assert any("answer check(s) skipped: no model configured" in w for w in warned), warned
     # a report path that is a folder: a usage error before any work, naming the flag
     r = eval_cli(data, SUITE, "--json-file", tmp_path)
     assert_clean_error(r, 2, "--json-file")

@@ -24,7 +24,7 @@ def to_dict(result: EvalResult, checks: list[dict], baseline: dict | None, passe
         from llmctl.evals.gate import answer_gate as gate_of
 
         answer_gate = gate_of(result)
-    return {
+    out = {
         "suite": result.suite.name,
         "passed": passed,
         "final_stage": result.final_stage,
@@ -53,6 +53,8 @@ def to_dict(result: EvalResult, checks: list[dict], baseline: dict | None, passe
                       "failed": [x["check"] for x in r["checks"] if not x["passed"]]} for r in c.runs],
         } for c in result.cases],
     }
+    out["warnings"] = notices(out)  # what the terminal warns about, for --json readers too
+    return out
 
 
 def test_text(t: dict) -> str:

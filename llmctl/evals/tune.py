@@ -57,7 +57,8 @@ def run_tune(suite_path: Path, *, load: Callable[..., Config], data: DataDir, me
 
     suite = load_suite(suite_path)
     base = flatten(suite.config)
-    cfg = load(base)
+    where = f"{suite_path} (its config: section)"
+    cfg = load(base, source=where)
     metric = metric or ("mrr@10" if "mrr@10" in suite.all_metrics() else suite.all_metrics()[0])
     if metric not in suite.all_metrics():
         suite = suite.model_copy(update={"metrics": [*suite.metrics, metric]})
@@ -70,8 +71,8 @@ def run_tune(suite_path: Path, *, load: Callable[..., Config], data: DataDir, me
     try:
         for s in grid:
             overrides = {f"retrieval.{k}": v for k, v in s.items() if v is not None}
-            result = run_suite(suite, load({**base, **overrides}), data, limit=limit, tags=tags, answers=False,
-                               retriever=retriever, reranker=reranker)
+            result = run_suite(suite, load({**base, **overrides}, source=where), data, limit=limit, tags=tags,
+                               answers=False, retriever=retriever, reranker=reranker)
             per_setting.append({r.case.id: r.metrics[result.final_stage][metric] for r in result.cases if r.qrels})
             if task:
                 task.advance(1)

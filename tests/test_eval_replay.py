@@ -45,6 +45,12 @@ def test_a_recorded_run_replays_without_keys_or_server_and_a_changed_request_is_
     assert len(entries) == 4 == len(fake_llm.requests)  # two answers, two verdicts
     assert {e["response"]["text"] for e in entries} >= {"14 daily snapshots [1].", "12 dollars per seat [1]."}
     calls = len(fake_llm.requests)
+    # recording again onto the tape resumes it (an interrupted run re-run): nothing is asked twice
+    again = eval_cli(data, suite, "--record", tape, "--json", env={"LLMCTL_TEST_KEY": "sk-test"})
+    assert again.returncode == 0, again.stderr
+    assert len(fake_llm.requests) == calls and len(tape.read_text().splitlines()) == 4
+    assert [c["answer"] for c in json.loads(again.stdout)["cases"]] == [c["answer"] for c in json.loads(
+        recorded.stdout)["cases"]]
     fake_llm.stop()  # replay needs neither the server nor the key
 
     replayed = eval_cli(data, suite, "--replay", tape, "--json")
@@ -96,3 +102,21 @@ def test_coverage_counts_unretrieved_documents_and_lexical_cases(data):
     assert cov["judged_cases"] == sum(1 for c in report["cases"] if c["expected"])
     said = f"{len(docs - seen)} of {len(docs)} documents are in no case's top {k}; {len(lexical)} of"
     assert said in eval_cli(data, SUITE).stdout.replace("\n", " ")
+
+
+def test_a_finished_recording_keeps_exactly_its_own_requests(tmp_path):
+    from llmctl.llm.cassette import Cassette
+    from llmctl.llm.client import Completion
+
+    tape = tmp_path / "t.jsonl"
+    first = Cassette(tape, "record")
+    for q in ("old", "kept"):
+        first.record([{"role": "user", "content": q}], 0.0, 64, Completion(q.upper(), "p", "m"))
+    first.finish()
+    resumed = Cassette(tape, "record")  # a later run asks "kept" (from the tape) and "new" (a call)
+    assert resumed.has([{"role": "user", "content": "kept"}], 0.0, 64)
+    assert resumed.replay([{"role": "user", "content": "kept"}], 0.0, 64, "kept").text == "KEPT"
+    resumed.record([{"role": "user", "content": "new"}], 0.0, 64, Completion("NEW", "p", "m"))
+    assert len(tape.read_text().splitlines()) == 3  # interrupted here, the tape would keep all three
+    resumed.finish()
+    assert sorted(json.loads(line)["response"]["text"] for line in tape.read_text().splitlines()) == ["KEPT", "NEW"]

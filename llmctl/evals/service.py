@@ -110,6 +110,8 @@ def run_eval(
                       "paired": {r["metric"]: r for r in paired["metrics"]}, "power": paired["power"],
                       "clusters": paired["clusters"]}
         outcome.report["ab"] = outcome.ab
+    if cassette is not None:
+        cassette.finish()
     return outcome
 
 

@@ -8,8 +8,10 @@ endpoint serving the same prompts replays the same answers; any change to what w
 case, never a silent pass.
 
 The file is JSON Lines, one entry per request, appended as answers arrive (a crash keeps what
-was recorded). With ``llm.store_prompts: false`` the messages are left out; the key still
-addresses them.
+was recorded). Recording onto an existing tape resumes it: a request already on the tape is
+answered from it (no call, nothing paid), the others are called and appended, and a run that
+finishes leaves exactly its own requests on the tape. With ``llm.store_prompts: false`` the
+messages are left out; the key still addresses them.
 """
 
 from __future__ import annotations
@@ -38,18 +40,22 @@ class Cassette:
         self.mode = mode
         self.store_prompts = store_prompts
         self.entries: dict[str, dict] = {}
+        self.used: set[str] = set()  # the keys this run asked for
         self._lock = threading.Lock()
-        if mode == "replay":
+        if mode == "replay" or self.path.exists():  # --record onto a tape: resume it
             self.entries = self._read()
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.write_text("")  # a recording starts empty: it holds exactly one run's calls
+            self.path.write_text("")
 
     def _read(self) -> dict[str, dict]:
+        flag = f"--{self.mode}"
         try:
             lines = self.path.read_text(encoding="utf-8").splitlines()
         except FileNotFoundError:
             raise InputError(f"--replay {self.path}: no such file (record one with --record)") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"{flag} {self.path}: cannot be read ({exc}); give another file") from None
         out = {}
         for n, line in enumerate(lines, start=1):
             if not line.strip():
@@ -59,14 +65,31 @@ class Cassette:
                 out[entry["key"]] = entry
                 entry["response"]["text"]  # noqa: B018
             except (ValueError, KeyError, TypeError):
-                raise InputError(f"--replay {self.path}:{n}: not a cassette entry (a JSON object with "
-                                 "'key' and 'response'); record the file again with --record") from None
+                raise InputError(f"{flag} {self.path}:{n}: not a cassette entry (a JSON object with "
+                                 "'key' and 'response'); record into a new file with --record") from None
         return out
+
+    def has(self, messages: list[dict], temperature: float, max_tokens: int, repeat: int = 0) -> bool:
+        return request_hash(messages, temperature, max_tokens, repeat) in self.entries
+
+    def finish(self) -> None:
+        """A finished recording keeps exactly this run's requests (a resumed tape drops the ones
+        no longer asked); a replay changes nothing."""
+        if self.mode != "record":
+            return
+        with self._lock:
+            kept = [e for k, e in self.entries.items() if k in self.used]
+            if len(kept) == len(self.entries):
+                return
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in kept), encoding="utf-8")
+            tmp.replace(self.path)
 
     def replay(self, messages: list[dict], temperature: float, max_tokens: int, question: str,
                repeat: int = 0) -> Completion:
         key = request_hash(messages, temperature, max_tokens, repeat)
         entry = self.entries.get(key)
+        self.used.add(key)
         if entry is None:
             raise ProviderError(f"not in the cassette {self.path.name}: the request for {question[:80]!r} "
                                 "changed since it was recorded (or was never recorded); record it again "
@@ -86,6 +109,7 @@ class Cassette:
                               "prompt_tokens": comp.prompt_tokens, "completion_tokens": comp.completion_tokens,
                               "usage_reported": comp.usage_reported, "finish_reason": comp.finish_reason}}
         with self._lock:
+            self.used.add(key)
             if key in self.entries:
                 return
             self.entries[key] = entry
@@ -98,6 +122,9 @@ class Repeat:
 
     def __init__(self, cassette: Cassette, repeat: int):
         self.cassette, self.repeat, self.mode = cassette, repeat, cassette.mode
+
+    def has(self, messages: list[dict], temperature: float, max_tokens: int) -> bool:
+        return self.cassette.has(messages, temperature, max_tokens, self.repeat)
 
     def replay(self, messages: list[dict], temperature: float, max_tokens: int, question: str) -> Completion:
         return self.cassette.replay(messages, temperature, max_tokens, question, self.repeat)

@@ -262,7 +262,8 @@ class Gateway:
                  sources: list[dict], on_token: Callable[[str], None] | None = None) -> Completion:
         """Answer from the cache, else from the providers in order (each tried until it answers,
         refuses or runs out of retries), else raise why none answered."""
-        if self.cassette is not None and self.cassette.mode == "replay":
+        if self.cassette is not None and (self.cassette.mode == "replay" or self.cassette.has(
+                messages, self.cfg.temperature, self.cfg.max_answer_tokens)):  # recorded already: resumed
             return self._replay(messages, question, on_token)
         self.usable_providers()
         call = self._call(messages, question, chunk_ids, sources, on_token)

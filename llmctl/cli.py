@@ -653,6 +653,6 @@ def run(args: list[str] | None = None, prog_name: str | None = None) -> int:
     except (typer.Abort, KeyboardInterrupt):
         code = 130
     if code == 130:  # Typer turns Ctrl-C into exit code 130 before llmctl sees it
-        sys.stderr.write("Interrupted: stopped before finishing; what was finished is kept, run again "
-                         "to continue\n")
+        sys.stderr.write("Interrupted: stopped before finishing; nothing was left half-written (work already "
+                         "committed is kept), run again to continue\n")
     return code if isinstance(code, int) else 0

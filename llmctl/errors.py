@@ -17,7 +17,7 @@ Exit codes (also in the README):
     8  BudgetExceeded (a configured spend limit would be exceeded)
     9  EvalGateFailed (quality below a threshold, or regressed beyond the allowed drop)
    10  SpendAlert (cost-report --alerts: spend, calls or error rate far above the trailing baseline)
-  130  Interrupted (Ctrl-C or SIGTERM; what was finished is kept: run again to continue)
+  130  Interrupted (Ctrl-C or SIGTERM; nothing is left half-written, committed work is kept: run again)
 """
 
 from __future__ import annotations

@@ -150,6 +150,7 @@ def test_json_prints_on_stdout_and_the_old_file_form_says_what_to_use(tmp_path, 
     ({"cases": [{"id": "x"}]}, ["case 'x'", "'query' is required"]),
     ({"cases": [{"id": "x", "query": "q", "expected": "not-a-list"}]}, ["case 'x'", "expected"]),
     ({"thresholds": {"map@10": 0.5}}, ["unknown metric 'map@10'"]),
+    ({"thresholds": {"HIT@3": 0.5, "hit@3 ": 0.6}}, ["'hit@3 ' is hit@3 again"]),  # one metric, two spellings
     ({"cases": [{"id": "x", "query": "q", "expected": ["guides/nope.md"]}]},
      ["case 'x'", "'guides/nope.md' matches no indexed document"]),
     ({"cases": [{"id": "x", "query": "q", "colour": "red"}]}, ["case 'x'", "'colour' is not a known field"]),

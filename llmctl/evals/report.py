@@ -214,9 +214,28 @@ def coverage_text(cov: dict) -> str:
             + (f" ({shown})" if lexical else ""))
 
 
+def gate_failures(r: dict) -> list[str]:
+    """Why the gate failed, one phrase per reason (the CLI's error line, the Markdown summary)."""
+    parts = [f"{t['metric']} {t['value']:.3f} < {t['threshold']}" for t in r["thresholds"] if not t["passed"]]
+    b = r.get("baseline")
+    if b and b.get("comparable"):
+        parts += [f"{m['metric']} dropped {m['delta']:+.3f} (allowed -{b['max_regression']}; p {m['p_value']:.3g}, "
+                  f"Holm-adjusted {m['p_adjusted']:.3g})" for m in b["metrics"] if m["regressed"]]
+    a = r["answer_gate"]
+    if not a["passed"] and a["min_pass_rate"] < 1:
+        parts.append(f"answer pass rate {a['value']:.3f} < {a['min_pass_rate']} (min_pass_rate)")
+    failed = [c["id"] for c in r["cases"] if not c["passed"]]
+    if failed and (not a["passed"] or a["errors"]):
+        more = f" and {len(failed) - 5} more (see the report)" if len(failed) > 5 else ""
+        parts.append(f"{len(failed)} case(s) failed: {', '.join(failed[:5])}{more}")
+    return parts
+
+
 def markdown(report: dict) -> str:
     icon = "✅" if report["passed"] else "❌"
     lines = [f"## {icon} llmctl eval: {report['suite']}", ""]
+    if not report["passed"]:
+        lines += [f"**Gate failed:** {'; '.join(gate_failures(report))}", ""]
     said = notices(report)
     if said:
         lines += [f"> ⚠️ {n}" for n in said] + [""]
@@ -240,7 +259,7 @@ def markdown(report: dict) -> str:
             lines += ["", "| metric | baseline | now | delta | 95% CI | p | better / worse / same |",
                       "|---|---|---|---|---|---|---|"]
             lines += [f"| {r['metric']} | {r['baseline']:.3f} | {r['value']:.3f} | {r['delta']:+.3f}"
-                      f"{' ⚠️' if r['regressed'] else ''} | [{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}] | "
+                      f"{' ❌ REGRESSED' if r['regressed'] else ''} | [{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}] | "
                       f"{r['p_value']:.3g} (Holm {r.get('p_adjusted', r['p_value']):.3g}) | "
                       f"{r['wins']} / {r['losses']} / {r['ties']} |" for r in b["metrics"]]
     extra = gate_lines(report)

@@ -25,18 +25,7 @@ class EvalOutcome:
 
     def failure_summary(self) -> str:
         r = self.report
-        parts = [f"{t['metric']} {t['value']:.3f} < {t['threshold']}" for t in r["thresholds"] if not t["passed"]]
-        b = r.get("baseline")
-        if b and b.get("comparable"):
-            parts += [f"{m['metric']} dropped {m['delta']:+.3f} (allowed -{b['max_regression']}; p {m['p_value']:.3g}, "
-                      f"Holm-adjusted {m['p_adjusted']:.3g})" for m in b["metrics"] if m["regressed"]]
-        a = r["answer_gate"]
-        if not a["passed"] and a["min_pass_rate"] < 1:
-            parts.append(f"answer pass rate {a['value']:.3f} < {a['min_pass_rate']} (min_pass_rate)")
-        failed = [c["id"] for c in r["cases"] if not c["passed"]]
-        if failed and (not a["passed"] or a["errors"]):
-            parts.append(f"{len(failed)} case(s) failed: {', '.join(failed[:5])}")
-        return f"eval '{r['suite']}' failed its quality gate: " + "; ".join(parts)
+        return f"eval '{r['suite']}' failed its quality gate: " + "; ".join(report.gate_failures(r))
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

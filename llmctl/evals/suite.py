@@ -18,6 +18,10 @@ DEFAULT_METRICS = ["hit@3", "recall@5", "precision@5", "mrr@10", "ndcg@5"]
 NO_ANSWER_PHRASE = "do not contain the answer"
 
 
+
+def _canonical(metric: str) -> str:
+    return metric.strip().lower()
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -91,16 +95,20 @@ class Suite(_Model):
     def _known_metrics(cls, v: list[str]) -> list[str]:
         for name in v:
             check_metric(name)
-        return v
+        return list(dict.fromkeys(_canonical(name) for name in v))  # HIT@3 and 'hit@3 ' are hit@3
 
     @field_validator("thresholds")
     @classmethod
     def _known_threshold_metrics(cls, v: dict[str, float]) -> dict[str, float]:
+        out: dict[str, float] = {}
         for name, value in v.items():
             check_metric(name)
             if not 0 <= value <= 1:
                 raise ValueError(f"threshold for {name} must be between 0 and 1, got {value}")
-        return v
+            if _canonical(name) in out:
+                raise ValueError(f"'{name}' is {_canonical(name)} again: give each metric one threshold")
+            out[_canonical(name)] = value
+        return out
 
     def all_metrics(self) -> list[str]:
         return list(dict.fromkeys([*self.metrics, *self.thresholds]))

@@ -111,6 +111,9 @@ def test_baseline_regression_and_incomparable_runs(tmp_path, data):
     (tmp_path / "other.json").write_text(json.dumps(other))
     r = eval_cli(data, SUITE, "--baseline", tmp_path / "other.json")
     assert r.returncode == 0 and "not comparable: corpus differ" in r.stderr
+    strict = write_suite(tmp_path, require_comparable_baseline=True)  # a CI gate that must compare
+    r = eval_cli(data, strict, "--baseline", tmp_path / "other.json")
+    assert_gate_failed(r, "baseline not comparable: corpus differ", "require_comparable_baseline: true")
 
 
 def test_tags_limit_and_ab(tmp_path, data):

@@ -388,4 +388,6 @@ def plan(result: EvalResult, baseline: dict | None = None) -> dict:
 def gate_passed(result: EvalResult, checks: list[dict], baseline: dict | None, answers: dict | None = None) -> bool:
     answers = answers if answers is not None else answer_gate(result)
     regressed = bool(baseline and baseline.get("comparable") and any(r["regressed"] for r in baseline["metrics"]))
-    return answers["passed"] and not answers["errors"] and all(c["passed"] for c in checks) and not regressed
+    unchecked = bool(baseline and not baseline.get("comparable") and result.suite.require_comparable_baseline)
+    return (answers["passed"] and not answers["errors"] and all(c["passed"] for c in checks) and not regressed
+            and not unchecked)

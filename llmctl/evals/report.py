@@ -34,6 +34,7 @@ def to_dict(result: EvalResult, checks: list[dict], baseline: dict | None, passe
         "flaky": answer_gate["flaky"],
         "sequential": result.sequential,
         "baseline": baseline,
+        "require_comparable_baseline": result.suite.require_comparable_baseline,
         "fingerprint": result.fingerprint,
         "extended_cases": result.extended_cases,
         "load_seconds": round(result.load_seconds, 3),  # model loading, not in the latencies
@@ -218,6 +219,8 @@ def gate_failures(r: dict) -> list[str]:
     """Why the gate failed, one phrase per reason (the CLI's error line, the Markdown summary)."""
     parts = [f"{t['metric']} {t['value']:.3f} < {t['threshold']}" for t in r["thresholds"] if not t["passed"]]
     b = r.get("baseline")
+    if b and not b.get("comparable") and r.get("require_comparable_baseline"):
+        parts.append(f"baseline {b['message']} (require_comparable_baseline: true)")
     if b and b.get("comparable"):
         parts += [f"{m['metric']} dropped {m['delta']:+.3f} (allowed -{b['max_regression']}; p {m['p_value']:.3g}, "
                   f"Holm-adjusted {m['p_adjusted']:.3g})" for m in b["metrics"] if m["regressed"]]

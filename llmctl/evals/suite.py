@@ -71,6 +71,9 @@ class Suite(_Model):
     # max_regression and its one-sided clustered-bootstrap p-value, Holm-adjusted over the gated
     # metrics, is under this level. None (null): any drop beyond max_regression fails (no test).
     significance: float | None = Field(0.05, gt=0, lt=1)
+    # true: a --baseline this run cannot be compared with (another corpus, other retrieval settings,
+    # no shared case) fails the gate; false: a warning, and no regression check is made.
+    require_comparable_baseline: bool = False
     repeats: int = Field(1, ge=1, le=100)  # each answer (and verdict) asked this many times
     # A run passes its answer checks when the mean pass rate over the answered cases (each case:
     # passes / repeats) is at least this. 1.0: every answer passes every time.

@@ -408,9 +408,9 @@ def _eval_targets(paths: list[Path], beir: Path | None, as_json: bool,
     allowed = 0 if beir else 1
     if len(paths) > allowed:
         extra = paths[allowed]
-        fix = f"use --json-file {extra} to write the report to a file" if as_json else "give one suite per run"
-        raise typer.BadParameter(f"unexpected argument {str(extra)!r}: {fix} (--json prints it on stdout)",
-                                 param_hint="SUITE")
+        fix = (f"use --json-file {extra} to write the report to a file (--json prints it on stdout)" if as_json
+               else "give one suite per run" if not beir else "--beir DIR runs without a suite file")
+        raise typer.BadParameter(f"unexpected argument {str(extra)!r}: {fix}", param_hint="SUITE")
     if as_json and json_file:
         raise typer.BadParameter("give --json (stdout) or --json-file FILE, not both", param_hint="--json")
     if not paths and beir is None:

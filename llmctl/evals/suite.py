@@ -185,6 +185,11 @@ def _explain(exc: ValidationError, data: dict, path: Path) -> str:
         msg = "is required"
     elif err["type"] == "extra_forbidden":
         msg = "is not a known field"
+    elif err["type"] == "value_error":  # our own message, without pydantic's label
+        return f"{path}: {where}: {msg.removeprefix('Value error, ')}"
+    else:  # "Input should be a valid string" -> "should be a valid string, got [1]"
+        msg = msg[0].lower() + msg[1:] if msg else msg
+        msg = msg.removeprefix("input ") + (f", got {err['input']!r}" if "input" in err else "")
     return f"{path}: {where} {msg}"
 
 

@@ -310,6 +310,9 @@ def test_per_tag_budget(tmp_path, fake_llm):
     other = Gateway(llm, DataDir(tmp_path), clock=FakeClock(), tag="dev", warn=lambda m: None)
     assert ask(other).text
     other.close()
+    said: list[str] = []
+    Gateway(llm, DataDir(tmp_path), clock=FakeClock(), tag="CI", warn=said.append).close()
+    assert said == ["tag 'CI' has no budget; llm.budget.tags has 'ci' (tags are case-sensitive)"]
 
 
 def test_routing_sends_simple_questions_to_the_cheap_model(make, fake_llm, tmp_path):

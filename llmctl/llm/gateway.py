@@ -141,6 +141,9 @@ class Gateway:
         self.count = count_tokens or (lambda text: len(text) // 4 + 1)
         self.embed = embed
         self.warn = warn or (lambda msg: log.warning(msg))
+        near = [t for t in cfg.budget.tags if tag and t != tag and t.casefold() == tag.casefold()]
+        if near:  # tags are exact: --tag CI is not under the 'ci' budget
+            self.warn(f"tag '{tag}' has no budget; llm.budget.tags has '{near[0]}' (tags are case-sensitive)")
         # The one place the state backend is chosen (state.backend: sqlite files or a shared Redis):
         # the ledger, cache, budget reservations and rate limiters below all come from it.
         self.state = open_state(state, self.data, self.warn)

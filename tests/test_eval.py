@@ -134,6 +134,9 @@ def test_tags_limit_and_ab(tmp_path, data):
     c.write_text("chunking:\n  max_tokens: 128\ndata_dir: elsewhere\n")
     r = eval_cli(data, SUITE, "--against", c)
     assert_clean_error(r, 3, "--against", "chunking.max_tokens", "data_dir ('elsewhere')", "--baseline A.json")
+    c.write_text(f"data_dir: {data}\nretrieval:\n  fusion: rrf\n")  # the same index named again: an A/B
+    r = eval_cli(data, SUITE, "--against", c)
+    assert r.returncode == 0 and "A/B:" in r.stdout, r.stderr
 
 
 def test_json_prints_on_stdout_and_the_old_file_form_says_what_to_use(tmp_path, data):

@@ -120,8 +120,10 @@ def _same_index(cfg: Config, other: Config, path: Path) -> None:
         raw = load_yaml(path.read_text(encoding="utf-8")) or {}
     except Exception:  # noqa: BLE001 - load() read the file already; this only looks for data_dir
         raw = {}
-    if isinstance(raw, dict) and "data_dir" in raw:
-        changed.append(f"data_dir ({raw['data_dir']!r})")
+    if isinstance(raw, dict) and isinstance(raw.get("data_dir"), str):  # relative to the file, as load_config reads it
+        theirs = (path.resolve().parent / Path(raw["data_dir"]).expanduser()).resolve()
+        if theirs != Path(cfg.data_dir).resolve():
+            changed.append(f"data_dir ({raw['data_dir']!r})")
     if changed:
         raise ConfigError(
             f"--against {path} changes {', '.join(changed[:3])}{' and more' if len(changed) > 3 else ''}, which "

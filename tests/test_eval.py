@@ -195,6 +195,29 @@ def test_answer_checks_against_a_model(tmp_path, data, fake_llm):
     assert "contains '12'" in failure.get("message")
 
 
+def test_a_question_declined_for_low_confidence_is_checked_not_crashed(tmp_path, data, fake_llm):
+    from openai_server import Reply
+
+    suite = {"name": "declined", "config": {"rerank": {"enabled": False}, "llm": {
+        "skip_when_irrelevant": True, "providers": [
+            {"name": "local", "base_url": fake_llm.base_url, "model": "m", "retries": 0}]}},
+        "cases": [
+            {"id": "good", "query": "How many daily snapshots are kept?", "answer": {"contains": ["14"]}},
+            {"id": "mongolia", "query": "What is the capital city of Mongolia?", "answer": {"no_answer": True}},
+            {"id": "wants-text", "query": "What is the capital city of Mongolia?",
+             "answer": {"contains": ["Ulaanbaatar"]}},
+        ]}
+    path = tmp_path / "declined.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    fake_llm.on("How many daily snapshots", Reply(text="It keeps 14 daily snapshots [1]."))
+    r = eval_cli(data, path, "--json-file", tmp_path / "d.json")
+    assert_gate_failed(r, "1 case(s) failed: wants-text")  # declined: no text to contain anything
+    cases = {c["id"]: c for c in json.loads((tmp_path / "d.json").read_text())["cases"]}
+    assert cases["mongolia"]["answer_status"] == "passed" and "no model was called" in cases["mongolia"]["answer"]
+    assert cases["good"]["answer_status"] == "passed"
+    assert not any("Mongolia" in str(q["body"]) for q in fake_llm.requests)
+
+
 def make_beir(root: Path) -> Path:
     topics = {"d1": "Cats are small domesticated felines that purr.",
               "d2": "The Eiffel Tower is a wrought-iron tower in Paris.",

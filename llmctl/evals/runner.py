@@ -20,7 +20,7 @@ from llmctl.evals.metrics import compute, parse_metric, rollup
 from llmctl.evals.suite import NO_ANSWER_PHRASE, AnswerCheck, Case, Suite, matches
 from llmctl.llm.cassette import Cassette
 from llmctl.llm.gateway import GatewayPool
-from llmctl.search.pipeline import Notes, Prepared, QueryOptions, _Clock, answer, prepare, retrieve
+from llmctl.search.pipeline import SKIPPED, Notes, Prepared, QueryOptions, _Clock, answer, prepare, retrieve
 from llmctl.search.retrieve import Retriever
 from llmctl.stats import percentile
 
@@ -148,7 +148,9 @@ def resolve_qrels(case: Case, docs: list[tuple[str, str]], by_id: dict[str, str]
     return out
 
 
-def check_answer(answer: str, check: AnswerCheck) -> list[dict]:
+def check_answer(answer: str, check: AnswerCheck, declined: bool = False) -> list[dict]:
+    """The case's answer checks. ``declined``: no model was asked because nothing relevant was
+    found (llm.skip_when_irrelevant): the sources not containing the answer is what it said."""
     low = answer.lower()
     out = []
     for s in check.contains:
@@ -159,7 +161,7 @@ def check_answer(answer: str, check: AnswerCheck) -> list[dict]:
         out.append({"check": f"matches /{rx}/", "passed": re.search(rx, answer, re.I | re.S) is not None})
     if check.no_answer:
         out.append({"check": "says the sources do not contain the answer",
-                    "passed": NO_ANSWER_PHRASE in low})
+                    "passed": declined or NO_ANSWER_PHRASE in low})
     return out
 
 
@@ -316,6 +318,10 @@ def _answer_all(pending: list[tuple[CaseResult, Prepared]], suite: Suite, cfg: C
             q = answer(prep, gw)
             if q.error is not None:
                 raise q.error
+            if q.completion is None:  # llm.skip_when_irrelevant: declined, no model asked, nothing to judge
+                checks = check_answer("", res.case.answer, declined=True)
+                return {"answer": SKIPPED[q.skipped or "low_confidence"], "cost_usd": 0.0, "checks": checks,
+                        "passed": all(c["passed"] for c in checks)}
             checks = check_answer(q.completion.text, res.case.answer)
             cost = q.completion.cost_usd
             if suite.judge:  # the run's cost includes its judge's

@@ -209,10 +209,25 @@ def test_a_wait_past_the_deadline_moves_on_to_the_fallback_at_once(make, fake_ll
     assert [(r["provider"], r["status"]) for r in ledger(tmp_path)] == [("primary", "error"), ("backup", "ok")]
 
 
+def test_a_rate_limit_that_would_hold_past_the_deadline_moves_on_to_the_fallback(make, fake_llm, tmp_path):
+    fake_llm.script.extend([Reply(text="From the primary [1]."), Reply(text="From the backup [1].")])
+    gw = make(provider(fake_llm, "primary", requests_per_minute=1), provider(fake_llm, "backup"), deadline=10)
+    assert ask(gw).provider == "primary"
+    out = ask(gw, question="q2", messages=[MESSAGES[0], {"role": "user", "content": "q2"}])
+    assert out.provider == "backup" and out.text == "From the backup [1]."  # not a 60 s wait, not an error
+    assert [r["body"]["model"] for r in fake_llm.requests] == ["primary-model", "backup-model"]
+    alone = make(provider(fake_llm, "primary", requests_per_minute=1), deadline=10)
+    fake_llm.script.append(Reply(text="Once [1]."))
+    ask(alone, question="q3", messages=[MESSAGES[0], {"role": "user", "content": "q3"}])
+    with pytest.raises(ProviderError, match=r"rate limited for \d+ s more, past llm.deadline: raise llm.deadline"):
+        ask(alone, question="q4", messages=[MESSAGES[0], {"role": "user", "content": "q4"}])
+
+
 @pytest.mark.parametrize("usage", [{"prompt_tokens": -5_000_000, "completion_tokens": 3},
                                    {"prompt_tokens": "many", "completion_tokens": 3},
                                    {"prompt_tokens": 12, "completion_tokens": 2.5},
-                                   {"prompt_tokens": True, "completion_tokens": 3}])
+                                   {"prompt_tokens": True, "completion_tokens": 3},
+                                   {"prompt_tokens": 10**20, "completion_tokens": 3}])  # does not fit the ledger
 def test_usage_that_is_not_a_count_is_not_trusted(make, fake_llm, tmp_path, usage):
     chunk = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "m"}
     stream = (f'data: {json.dumps({**chunk, "choices": [{"index": 0, "delta": {"content": "Fine [1]."}}]})}\n\n'

@@ -40,6 +40,7 @@ from llmctl.llm.cache import CacheHit, is_time_sensitive, request_key
 from llmctl.llm.cassette import Cassette
 from llmctl.llm.client import AttemptFailed, Completion, api_key, attempt
 from llmctl.llm.ledger import Row
+from llmctl.llm.ratelimit import RateLimitWait
 from llmctl.llm.state import open_state
 from llmctl.money import money
 
@@ -117,6 +118,7 @@ class _Call:
     min_window: int = 0  # after a context-length error: only larger windows are tried
     last: AttemptFailed | None = None
     past_deadline: tuple[float, AttemptFailed] | None = None  # a wait llm.deadline did not allow, after what
+    rate_wait: RateLimitWait | None = None  # a provider's rate limit held the request past llm.deadline
 
     def emit(self, text: str) -> None:
         self.shown.append(text)
@@ -354,6 +356,8 @@ class Gateway:
                           latency_ms=latency, error_class=f.kind, attempt=n, route=route, question=call.question,
                           **self._billed(provider, call.prompt_tokens, f.partial))
                 delay = self._retry_delay(call, provider, n, f)
+                if f.kind == "rate_limit" and f.retry_after and delay is None:
+                    limiter.pause(f.retry_after)  # moving on: other callers still hold off this provider
                 if delay is None:
                     return None
                 if f.kind == "rate_limit":  # every caller of this provider holds off, not only this one
@@ -364,6 +368,11 @@ class Gateway:
             except SharedStateUnavailable:  # the shared rate limit could not be taken: nothing was sent
                 self._refused_unshared(call.request_id, provider, n, call.question, held)
                 raise
+            except RateLimitWait as wait:  # held past llm.deadline before sending: the next provider may answer
+                self._release(held)
+                call.attempts.append({"provider": provider.name, "attempt": n, "skipped": str(wait)})
+                call.rate_wait = wait
+                return None
             except BaseException:  # e.g. the rate limiter gave up before sending: nothing was spent
                 self._release(held)
                 raise
@@ -439,7 +448,7 @@ class Gateway:
             before = f" (after '{last}')" if last is not None else ""
             return BudgetExceeded(f"Budget exceeded: {refusals[0]}{more}{before}; {hint}")
         if last is None:
-            return ProviderError("No provider could take the request")
+            return call.rate_wait or ProviderError("No provider could take the request")
         if call.past_deadline is not None and call.past_deadline[1] is last:
             wait = call.past_deadline[0]
             return ProviderError(f"Gave up: the next retry ({wait:.0f} s away) would pass llm.deadline "

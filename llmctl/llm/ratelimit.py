@@ -22,6 +22,15 @@ from collections.abc import Mapping
 from llmctl.errors import ProviderError
 
 
+class RateLimitWait(ProviderError):
+    """A provider's rate limit would hold the request past llm.deadline: nothing was sent, and the
+    gateway moves on to the next provider; with none left, this is the error."""
+
+    def __init__(self, provider: str, wait: float):
+        super().__init__(f"Gave up: provider '{provider}' is rate limited for {wait:.0f} s more, past llm.deadline: "
+                         "raise llm.deadline, lower the request rate, or add a fallback provider")
+        self.provider, self.wait = provider, wait
+
 class _Bucket:
     def __init__(self, per_minute: float, now: float):
         self.rate = per_minute / 60
@@ -64,8 +73,7 @@ class Limiter:
                     return
                 self.waited += min(wait, 1.0)
             if now + wait > deadline:
-                raise ProviderError(f"Gave up: provider '{self.name}' is rate limited for {wait:.0f} s more, "
-                                    "past llm.deadline")
+                raise RateLimitWait(self.name, wait)
             self.clock.sleep(min(wait, 1.0))  # short naps: a pause or another thread may change the wait
 
     def pause(self, seconds: float) -> None:

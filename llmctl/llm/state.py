@@ -44,7 +44,7 @@ from llmctl.datadir import DataDir
 from llmctl.errors import ConfigError, SharedStateUnavailable
 from llmctl.llm.cache import CacheHit, ResponseCache, retrieval_scope, same_question
 from llmctl.llm.ledger import Ledger, Row, day_of
-from llmctl.llm.ratelimit import Limiter, limiter_for
+from llmctl.llm.ratelimit import Limiter, RateLimitWait, limiter_for
 from llmctl.llm.store import CorruptFile
 from llmctl.money import money
 
@@ -471,7 +471,7 @@ class SharedLimiter(Limiter):
             now = self.clock.monotonic()
             self.waited += min(wait, 1.0)
             if now + wait > deadline:
-                raise _rate_limited(self.name, wait)
+                raise RateLimitWait(self.name, wait)
             self.clock.sleep(min(wait, 1.0))
 
     def pause(self, seconds: float) -> None:
@@ -481,10 +481,6 @@ class SharedLimiter(Limiter):
             limiter_for(self.provider, self.clock).pause(seconds)  # this machine holds off at least
 
 
-def _rate_limited(name: str, wait: float):
-    from llmctl.errors import ProviderError
-
-    return ProviderError(f"Gave up: provider '{name}' is rate limited for {wait:.0f} s more, past llm.deadline")
 
 
 class RedisCache:

@@ -112,3 +112,26 @@ def test_a_run_killed_while_its_job_runs_resumes_the_same_job(tmp_path, data, fa
     assert len(calls) == 3 and jobs == [("batch_1", "collected", 3)]
     again, _ = batch_eval(data, suite)  # a collected job is read again: no new job, no new ledger rows
     assert again.returncode == 0 and paths(fake_llm).count("/v1/batches") == 1 and len(ledger(data)[0]) == 3
+
+
+def test_a_batch_item_with_untrusted_usage_or_content_is_counted_here_or_an_error():
+    from llmctl.config import ProviderConfig
+    from llmctl.llm.batch import BatchItem, _settle
+
+    provider = ProviderConfig(name="paid", base_url="http://127.0.0.1:9/v1", model="m",
+                              price_input_per_1m=2.0, price_output_per_1m=4.0)
+
+    def settle(content, usage):
+        item = BatchItem([{"role": "user", "content": "How many daily snapshots are kept?"}], "q")
+        body = {"choices": [{"message": {"content": content}, "finish_reason": "stop"}], "usage": usage}
+        _settle(item, {"response": {"status_code": 200, "body": body}}, "completed", provider)
+        return item
+
+    bad = settle("Fourteen [1].", {"prompt_tokens": -5_000_000, "completion_tokens": 4})
+    c = bad.completion  # a negative count would be a negative cost, lowering the day's spend
+    assert not c.usage_reported and c.prompt_tokens > 0 and c.cost_usd > 0
+    assert settle("Fourteen [1].", {"prompt_tokens": 10**20, "completion_tokens": 4}).completion.cost_usd < 1
+    good = settle("Fourteen [1].", {"prompt_tokens": 100, "completion_tokens": 4}).completion
+    assert good.usage_reported and good.cost_usd == (100 * 1.0 + 4 * 2.0) / 1e6  # batch: half price
+    number = settle(12345, {"prompt_tokens": 100, "completion_tokens": 4})
+    assert number.completion is None and "malformed" in number.error

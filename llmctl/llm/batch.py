@@ -28,7 +28,7 @@ from llmctl.config import LLMConfig, ProviderConfig
 from llmctl.errors import BudgetExceeded, ProviderError
 from llmctl.llm import policy
 from llmctl.llm.cache import request_key
-from llmctl.llm.client import Completion, api_key
+from llmctl.llm.client import Completion, api_key, token_count
 from llmctl.llm.ledger import Ledger, Row
 from llmctl.money import money
 
@@ -167,19 +167,24 @@ def _settle(item: BatchItem, entry: dict | None, status: str, provider: Provider
     try:
         body = response["body"]
         choice = body["choices"][0]
+        text = choice["message"]["content"] or ""
+        if not isinstance(text, str):
+            raise TypeError(text)
         usage = body.get("usage") or {}
-        item.completion = Completion(choice["message"]["content"] or "", provider.name, provider.model,
-                                     usage.get("prompt_tokens"), usage.get("completion_tokens"), bool(usage),
+        counts = (token_count(usage.get("prompt_tokens")), token_count(usage.get("completion_tokens")))
+        reported = None not in counts
+        if not reported:  # no usage, or counts not to be trusted: counted here, roughly (4 characters a token)
+            counts = (sum(len(str(m.get("content", ""))) // 4 + 1 for m in item.messages), len(text) // 4 + 1)
+        item.completion = Completion(text, provider.name, provider.model, *counts, reported,
                                      choice.get("finish_reason"))
-        item.completion.cost_usd = policy.batch_cost(provider, item.completion.prompt_tokens,
-                                                     item.completion.completion_tokens)
-    except (KeyError, IndexError, TypeError):
-        item.error = "batch item malformed: no choices[0].message.content"
+        item.completion.cost_usd = policy.batch_cost(provider, *counts)
+    except (KeyError, IndexError, TypeError, AttributeError):
+        item.error = "batch item malformed: no choices[0].message.content as text"
 
 
 def _row(item: BatchItem, provider: ProviderConfig, command: str, batch_id: str) -> Row:
     c = item.completion
     return Row(command=command, request_id=batch_id, status="ok" if c else "error", provider=provider.name,
                model=provider.model, tokens_in=c and c.prompt_tokens, tokens_out=c and c.completion_tokens,
-               usage_source="provider" if c and c.usage_reported else None, cost_usd=c and c.cost_usd,
-               error_class=None if c else "batch_item", attempt=1, question=item.question)
+               usage_source=("provider" if c.usage_reported else "estimated") if c else None,
+               cost_usd=c and c.cost_usd, error_class=None if c else "batch_item", attempt=1, question=item.question)

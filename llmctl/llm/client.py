@@ -210,12 +210,15 @@ def attempt(
 MAX_TOKENS = 10**9  # no request is billed for more: a larger count is a broken reply
 
 
-def _count(usage, field: str) -> int | None:
-    """A token count from the provider's usage: a whole number from 0 to a billion, else None (not
+def token_count(value) -> int | None:
+    """A token count a provider reported: a whole number from 0 to a billion, else None (not
     trusted: a negative, absurd or non-numeric count would make the ledger's cost, and so the
     budget, wrong, or not fit the ledger at all)."""
-    value = getattr(usage, field, None)
     return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TOKENS else None
+
+
+def _count(usage, field: str) -> int | None:
+    return token_count(getattr(usage, field, None))
 
 
 def status_failure(exc, provider: ProviderConfig) -> AttemptFailed:

@@ -49,8 +49,18 @@ class _Section(BaseModel):
 
 
 def _http_url(v: str | None, example: str = "https://api.openai.com/v1") -> str | None:
-    if v is not None and not v.lower().startswith(("http://", "https://")):
-        raise ValueError(f"must be an http:// or https:// URL, e.g. {example} (got {v!r})")
+    """An http(s) URL with a host (and a port that is a number, if any)."""
+    if v is None:
+        return v
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(v)
+        ok = parts.scheme.lower() in ("http", "https") and bool(parts.hostname) and (parts.port or 1) > 0
+    except ValueError:  # a port that is not a number, an unclosed [ipv6
+        ok = False
+    if not ok:
+        raise ValueError(f"must be an http:// or https:// URL with a host, e.g. {example} (got {v!r})")
     return v
 
 

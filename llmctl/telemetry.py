@@ -57,9 +57,34 @@ def _tracer(cfg) -> Any:
                 endpoint += "/v1/traces"
             _one_line_warnings(endpoint)
             provider = TracerProvider(resource=Resource.create({"service.name": t.service_name}))
-            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, timeout=t.timeout)))
+            provider.add_span_processor(BatchSpanProcessor(_resting(OTLPSpanExporter)(endpoint=endpoint,
+                                                                                      timeout=t.timeout)))
             _providers[key] = provider
         return _providers[key]
+
+
+REST_S = 60.0  # after a failed export, traces are dropped for this long instead of waiting again
+
+
+def _resting(exporter_class):
+    """The exporter, made to rest after a failure: a collector that is down costs one wait
+    (telemetry.timeout) per minute, not one per trace (an eval flushes once per case)."""
+    import time
+
+    from opentelemetry.sdk.trace.export import SpanExportResult
+
+    class Resting(exporter_class):
+        until = 0.0
+
+        def export(self, spans):
+            if time.monotonic() < self.until:
+                return SpanExportResult.FAILURE
+            result = super().export(spans)
+            if result != SpanExportResult.SUCCESS:
+                self.until = time.monotonic() + REST_S
+            return result
+
+    return Resting
 
 
 class _OneLine(logging.Handler):
@@ -76,7 +101,7 @@ class _OneLine(logging.Handler):
             why = "connection refused" if "refused" in record.getMessage().lower() else \
                 " ".join(record.getMessage().split())[:160]
             sys.stderr.write(f"warning: telemetry: traces are not reaching {self.endpoint} ({why}); answers are "
-                             f"not affected, but each run waits up to telemetry.timeout for it\n")
+                             f"not affected; traces are dropped for a minute at a time while it is down\n")
 
 
 def _one_line_warnings(endpoint: str) -> None:

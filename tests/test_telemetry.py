@@ -176,3 +176,24 @@ def test_a_collector_that_is_down_costs_one_warning_line_and_no_answer(tmp_path,
     cfg.write_text(yaml.safe_dump({"telemetry": {"otlp_endpoint": f"127.0.0.1:{port}"}}))
     r = invoke("--config", cfg, "--data-dir", data, "query", "--no-llm", QUESTION)
     assert r.returncode == 3 and "'telemetry.otlp_endpoint' must be an http:// or https:// URL" in r.stderr
+    for bad in ("http://", "http://127.0.0.1:notaport", "http://[::1"):
+        cfg.write_text(yaml.safe_dump({"telemetry": {"otlp_endpoint": bad}}))
+        r = invoke("--config", cfg, "--data-dir", data, "query", "--no-llm", QUESTION)
+        assert r.returncode == 3 and "with a host" in r.stderr, (bad, r.stderr)
+
+
+def test_after_a_failed_export_traces_rest_instead_of_waiting_on_every_trace():
+    from opentelemetry.sdk.trace.export import SpanExportResult
+
+    from llmctl.telemetry import _resting
+
+    class Dead:  # an exporter whose collector is down: every try costs telemetry.timeout
+        tries = 0
+
+        def export(self, spans):
+            Dead.tries += 1
+            return SpanExportResult.FAILURE
+
+    exporter = _resting(Dead)()
+    assert [exporter.export([]) for _ in range(5)] == [SpanExportResult.FAILURE] * 5
+    assert Dead.tries == 1  # one wait, then a minute of dropped traces

@@ -366,6 +366,7 @@ class Workspace:
 
     def status(self) -> Status:
         """The index, reranker, cache and ledger of this workspace, without loading any model."""
+        from llmctl.config import redacted_url
         from llmctl.errors import SharedStateUnavailable
         from llmctl.index.manifest import Manifest
 
@@ -380,8 +381,8 @@ class Workspace:
                 m.close()
         try:
             cache = self.cache_stats()
-        except SharedStateUnavailable as exc:  # status still shows everything else
-            cache = {"entries": None, "path": str(exc).split(":", 1)[0]}
+        except SharedStateUnavailable:  # status still shows everything else
+            cache = {"entries": None, "path": f"{redacted_url(self.cfg.state.url)}, unreachable"}
         spend = self.cost_report()["budget"]
         providers = [{"name": p.name, "model": p.model, "base_url": p.base_url, "key_env": p.api_key_env,
                       "key_set": not p.api_key_env or bool(os.environ.get(p.api_key_env)),

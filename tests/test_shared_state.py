@@ -24,7 +24,7 @@ from redis_server import PASSWORD_ENV, RedisServer
 
 from llmctl.config import LLMConfig, StateConfig
 from llmctl.datadir import DataDir
-from llmctl.errors import SharedStateUnavailable
+from llmctl.errors import ConfigError, SharedStateUnavailable
 from llmctl.llm.gateway import Gateway
 from llmctl.llm.state import invalidate_answers
 
@@ -264,7 +264,24 @@ def test_cache_stats_and_clear_act_on_the_shared_cache_and_a_wrong_password_says
     assert r.returncode == 0 and "Removed 1 (clear)" in r.stdout, r.stdout
     assert json.loads(invoke(*data, "cache-stats", "--json").stdout)["entries"] == 0
 
-    monkeypatch.setenv(PASSWORD_ENV, "not-the-password")
+    monkeypatch.setenv(PASSWORD_ENV, "not-the-password")  # every command that reads Redis says so, once
+    fake_llm.responder = lambda body: Reply(text="[1] an answer that must not be paid for")
+    for args in (["cache-stats"], ["cost-report", "--shared"]):
+        r = invoke(*data, *args)
+        assert r.returncode == 3 and r.stderr.strip().splitlines()[-1].startswith("Error: Redis at"), (args, r.stderr)
+        assert f"check the password in ${PASSWORD_ENV} (state.password_env)" in r.stderr
+    gw = Gateway(llm, DataDir(tmp_path / "other"), warn=lambda m: None, state=state)
+    try:  # no budget, so only the cache reads Redis: still not a 'cache unreachable' warning and a paid call
+        with pytest.raises(ConfigError, match="refused llmctl's credentials"):
+            gw.complete([{"role": "user", "content": "never asked"}], question="never asked", chunk_ids=["c1"],
+                        sources=[])
+    finally:
+        gw.close()
+    assert not any("never asked" in str(q["body"]) for q in fake_llm.requests)
+
+    monkeypatch.setenv(PASSWORD_ENV, redis_srv.password)
+    redis_srv.kill()  # down: status still answers, naming where the cache is
+    r = invoke(*data, "status")
+    assert r.returncode == 0 and "Cache (redis://127.0.0.1:" in r.stdout and ", unreachable): unknown" in r.stdout
     r = invoke(*data, "cache-stats")
-    assert r.returncode == 3 and r.stderr.count("\n") == 1, r.stderr
-    assert f"check the password in ${PASSWORD_ENV} (state.password_env)" in r.stderr
+    assert r.returncode == 7 and "cannot report the team's answer cache" in r.stderr, r.stderr

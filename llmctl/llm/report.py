@@ -172,7 +172,15 @@ def cache_stats(data: DataDir, now: float, *, clear: bool = False, prune: bool =
             return _cache_report(RedisCache(state), now, clear, prune,
                                  f"{state.where} (keys {shared.key_prefix}cache:*)", None)
         except state.errors as exc:
-            state.unavailable("answer cache", exc)  # raises, or on_unavailable: local says so
+            state.refused_credentials(exc)
+            if shared.on_unavailable != "local":
+                from llmctl.errors import SharedStateUnavailable
+
+                raise SharedStateUnavailable(
+                    f"Shared state unreachable (Redis at {state.where}, {type(exc).__name__}): cannot report the "
+                    "team's answer cache; start Redis, or set state.on_unavailable: local to see this machine's "
+                    "cache file") from None
+            warn(f"shared state unreachable (Redis at {state.where}): this machine's cache file is shown")
         finally:
             state.redis.close()
             state.local.close()

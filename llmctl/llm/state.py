@@ -285,9 +285,9 @@ class RedisState:
         self.machine = socket.gethostname()
 
     # -- when Redis is down --------------------------------------------------------------
-    def unavailable(self, what: str, exc: Exception) -> None:
-        """Raise, or (on_unavailable: local) say once that limits are per machine and return. A
-        refused password is a config error whatever on_unavailable says: Redis is up, the key is wrong."""
+    def refused_credentials(self, exc: Exception) -> None:
+        """Raise a config error if Redis refused the password: Redis is up, the password is wrong, so
+        neither waiting nor on_unavailable: local is the fix (the cache, budgets and reports alike)."""
         from redis import exceptions as rx
 
         if isinstance(exc, (rx.AuthenticationError, rx.AuthorizationError, rx.NoPermissionError)) or (
@@ -295,7 +295,11 @@ class RedisState:
             where = (f"the password in ${self.cfg.password_env} (state.password_env)" if self.cfg.password_env
                      else "state.password_env (name the variable that holds the Redis password)")
             raise ConfigError(f"Redis at {self.where} refused llmctl's credentials ({type(exc).__name__}: "
-                              f"{' '.join(str(exc).split())[:120]}): check {where}")
+                              f"{' '.join(str(exc).split())[:120]}): check {where}") from None
+
+    def unavailable(self, what: str, exc: Exception) -> None:
+        """Raise, or (on_unavailable: local) say once that limits are per machine and return."""
+        self.refused_credentials(exc)
         why = f"{type(exc).__name__}: {exc}".rstrip(": ")
         if self.cfg.on_unavailable == "local":
             _warn_once(self.warn, f"shared state unreachable (Redis at {self.where}): budgets and rate limits "
@@ -423,6 +427,7 @@ class RedisState:
                 pipe.hvals(f"{self.p}ledger:{d}")
             out = [json.loads(v) for vals in pipe.execute() for v in vals]
         except self.errors as exc:
+            self.refused_credentials(exc)
             raise SharedStateUnavailable(f"Shared state unreachable (Redis at {self.where}, {exc}): cannot "
                                          "report the team's spend; `cost-report` without --shared reports "
                                          "this machine's ledger") from None
@@ -624,6 +629,7 @@ class RedisCache:
 
 
 def _cache_off(state: RedisState, exc: Exception) -> str:
+    state.refused_credentials(exc)  # a wrong password is not an outage to wait out
     return (f"shared answer cache unreachable (Redis at {state.where}: {type(exc).__name__}); answers are "
             "not served from or saved to it until it is back")
 

@@ -66,6 +66,11 @@ def test_heldout_pairs_have_no_wrong_hits(tmp_path, embedder):
     ("What if keep_weekly is .5?", "What if keep_weekly is 5?"),
     ("What if keep_daily = 30 * 2?", "What if keep_daily = 30 - 2?"),
     ("What if keep_daily = 30 * 2?", "What if keep_daily = 30 2?"),
+    # ... any symbol, not a list of them (the re-probe's variants of the list above)
+    ("What if x is 1e-5?", "What if x is 1e5?"), ("Is it \u22121?", "Is it 1?"), ("Is it \u20131?", "Is it 1?"),
+    ("What is 14 \u00d7 2?", "What is 14 \u00f7 2?"), ("Keep \u2265 30 days?", "Keep \u2264 30 days?"),
+    ("Is x \u2260 14?", "Is x \u2248 14?"), ("What is 10\u00b2?", "What is 102?"),
+    ("What is (2 + 3) * 4?", "What is 2 + (3 * 4)?"), ("Mbps limit?", "MBps limit?"),
 ])
 def test_guard_refuses_what_a_set_of_words_cannot_see(cached, new):
     assert guard(new, cached) is not None

@@ -69,10 +69,13 @@ TIME_SENSITIVE = re.compile(
 
 # -- safe normalisation of a question into a token sequence --------------------------------
 # Tokens: words, numbers (with decimals: 3.1 is not 31, .5 is not 5) and the symbols that carry
-# meaning, operators included (!= is not =, 30 * 2 is not 30 - 2). A hyphen inside a word is not a
-# token (back-up is backup); one that is not (-1, 30 - 2, --flag) is a minus, and is.
-_TOKEN = re.compile(r"\.?\d+(?:\.\d+)*|[^\W\d_]+(?:'[^\W\d_]+)?|[!=<>]=|[$€£¥%#+&@/<>=*^~|]"
-                    r"|(?<![^\W\d_])-(?![^\W\d_])")
+# meaning, operators included (!= is not =, 30 * 2 is not 30 - 2, ≥ is not ≤). A hyphen between two
+# letters is not a token (back-up is backup); any other (-1, 1e-5, 30 - 2, --flag) is, and is kept.
+_TOKEN = re.compile(r"\.?\d+(?:\.\d+)*|[^\W\d_]+(?:'[^\W\d_]+)?|[!=<>]=|-(?![^\W\d_])|(?<![^\W\d_])-"
+                    r"|[^\w\s.,;:?!'\"`‘’“”…\-]")  # every other symbol is a token: ≥, ×, −, (, $ ...
+# Superscript and subscript digits are exponents and indices, not digits: 10² is not 102 (NFKC would fold them).
+_SCRIPTS = str.maketrans({**{c: f"^{i}" for i, c in enumerate("⁰¹²³⁴⁵⁶⁷⁸⁹")},
+                          **{c: f"_{i}" for i, c in enumerate("₀₁₂₃₄₅₆₇₈₉")}})
 # Capitalised words that are other words in lower case (the US / us, IT / it, WHO / who).
 _KEEP_CASE = frozenset({"US", "IT", "WHO", "OR", "AS", "IS"})
 _CONTRACTIONS = {"can't": "can not", "cannot": "can not", "won't": "will not", "shan't": "shall not",
@@ -118,14 +121,15 @@ def _case_matters(tok: str) -> bool:
 
 
 def _words(text: str) -> list[str]:
-    text = unicodedata.normalize("NFKC", text).replace("\u2019", "'").replace("\u2018", "'")
+    text = unicodedata.normalize("NFKC", text.translate(_SCRIPTS)).replace("\u2019", "'").replace("\u2018", "'")
     text = re.sub(r"(?<=\d),(?=\d{3}\b)", "", text)            # 1,000 -> 1000
     text = re.sub(r"(?<=\d)(?=[^\W\d_])|(?<=[^\W\d_])(?=\d)", " ", text)  # 5GB -> 5 GB, E1042 -> E 1042
     out: list[str] = []
     for m in _TOKEN.finditer(text):
         tok, before = m.group(), text[:m.start()].rstrip()
-        if before and before[-1] not in ".?!:;," and _case_matters(tok):  # not a sentence's first word
-            out.append(tok)
+        stem = tok.split("'")[0]  # What's: the case of "What"
+        if _case_matters(stem) and (not stem.istitle() or (before and before[-1] not in ".?!:;,")):
+            out.append(tok)  # a sentence's first word is folded only when it is merely capitalised (MBps stays)
             continue
         tok = "i" if tok == "I" else tok.lower()
         if tok in _CONTRACTIONS:

@@ -282,7 +282,8 @@ def eval_(
     from llmctl import render
 
     suite, json_out = _eval_targets(suites or [], beir, as_json, json_file)
-    _writable(("--json-file", json_file), ("--junit", junit_out), ("--markdown", md_out), ("--html", html_out))
+    _writable(("--json-file", json_file), ("--junit", junit_out), ("--markdown", md_out), ("--html", html_out),
+              inputs=[p for p in (suite, baseline, against, replay) if p is not None])
     if plan:
         from llmctl.evals.report import plan_text
 
@@ -380,12 +381,18 @@ def generate(
         render.generate_report(report)
 
 
-def _writable(*flags: tuple[str, Path | None]) -> None:
+def _writable(*flags: tuple[str, Path | None], inputs: list[Path] = ()) -> None:
     """Each report file can be written: checked (its folder made) before any paid work, so a typo
-    in a path is a usage error at the start, not a traceback after the run."""
+    in a path is a usage error at the start, not a traceback after the run; no two reports share a
+    file and none overwrites a file the run reads (``inputs``: the suite, the baseline...)."""
+    seen: dict[Path, str] = {p.resolve(): "an input of this run" for p in inputs}
     for flag, path in flags:
         if path is None or str(path) == "-":
             continue
+        if path.resolve() in seen:
+            raise typer.BadParameter(f"{path} is also {seen[path.resolve()]}: give each report its own file",
+                                     param_hint=flag)
+        seen[path.resolve()] = flag
         if path.is_dir():
             raise typer.BadParameter(f"{path} is a folder: give a file name", param_hint=flag)
         try:

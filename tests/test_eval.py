@@ -343,3 +343,9 @@ def test_report_paths_are_checked_before_the_run_and_a_run_with_nothing_judged_s
     r = eval_cli(data, SUITE, "--json-file", tmp_path)
     assert_clean_error(r, 2, "--json-file")
     assert "is a folder" in r.stderr
+    suite = tmp_path / "suite.yaml"  # a report over the suite it ran, or two reports in one file: refused
+    suite.write_text(SUITE.read_text())
+    assert_clean_error(eval_cli(data, suite, "--json-file", suite), 2, "--json-file", "an input of this run")
+    assert suite.read_text() == SUITE.read_text()
+    r = eval_cli(data, SUITE, "--json-file", tmp_path / "same.txt", "--junit", tmp_path / "same.txt")
+    assert_clean_error(r, 2, "--junit", "is also --json-file")

@@ -120,3 +120,7 @@ def test_a_finished_recording_keeps_exactly_its_own_requests(tmp_path):
     assert len(tape.read_text().splitlines()) == 3  # interrupted here, the tape would keep all three
     resumed.finish()
     assert sorted(json.loads(line)["response"]["text"] for line in tape.read_text().splitlines()) == ["KEPT", "NEW"]
+    with tape.open("a") as fh:  # killed while writing a line: the recording resumes before it
+        fh.write('{"key": "cut", "respo')
+    again = Cassette(tape, "record")
+    assert len(again.entries) == 2 and tape.read_text().endswith("\n") and "cut" not in tape.read_text()

@@ -199,6 +199,12 @@ def test_deadline_stops_retries(make, fake_llm):
         ask(make(deadline=30))
 
 
+def test_retry_after_ms_is_read_before_retry_after(make, fake_llm):
+    fake_llm.script.extend([Reply(kind="status", status=429, headers={"retry-after-ms": "60000", "Retry-After": "1"})])
+    with pytest.raises(ProviderError, match=r"next retry \(60 s away\)"):
+        ask(make(deadline=30))
+
+
 def test_a_wait_past_the_deadline_moves_on_to_the_fallback_at_once(make, fake_llm, tmp_path):
     fake_llm.script.extend([Reply(kind="status", status=503, headers={"Retry-After": "600"}),
                             Reply(text="From the backup [1].")])

@@ -65,6 +65,9 @@ class Cassette:
                 out[entry["key"]] = entry
                 entry["response"]["text"]  # noqa: B018
             except (ValueError, KeyError, TypeError):
+                if self.mode == "record" and n == len(lines):  # a recording killed mid-line: resume before it
+                    self.path.write_text("".join(line + "\n" for line in lines[:n - 1]), encoding="utf-8")
+                    break
                 raise InputError(f"{flag} {self.path}:{n}: not a cassette entry (a JSON object with "
                                  "'key' and 'response'); record into a new file with --record") from None
         return out

@@ -79,8 +79,17 @@ def api_key(provider: ProviderConfig, config_source: str) -> str:
 
 
 def retry_after_seconds(headers, now: float | None = None) -> float | None:
-    """Retry-After as seconds: delta-seconds or an HTTP date."""
-    value = headers.get("retry-after") if headers is not None else None
+    """Retry-After as seconds: ``retry-after-ms`` (OpenAI and Azure send it, more precise), else
+    ``retry-after`` as delta-seconds or an HTTP date."""
+    if headers is None:
+        return None
+    try:
+        ms = float(headers.get("retry-after-ms") or "nan")
+        if ms >= 0:
+            return ms / 1000
+    except ValueError:
+        pass
+    value = headers.get("retry-after")
     if not value:
         return None
     try:

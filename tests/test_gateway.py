@@ -199,6 +199,15 @@ def test_deadline_stops_retries(make, fake_llm):
         ask(make(deadline=30))
 
 
+def test_an_answer_costs_the_cut_attempts_before_it_too(make, fake_llm, tmp_path):
+    fake_llm.script.extend([Reply(kind="cut", text="one two three four", stall_after=2),
+                            Reply(text="Fourteen daily snapshots [1].")])
+    out = ask(make(provider(fake_llm, retries=1)))
+    rows = ledger(tmp_path)
+    assert [r["status"] for r in rows] == ["error", "ok"] and rows[0]["cost_usd"] > 0
+    assert out.cost_usd == pytest.approx(rows[0]["cost_usd"] + rows[1]["cost_usd"])  # what the question cost
+
+
 def test_retry_after_ms_is_read_before_retry_after(make, fake_llm):
     fake_llm.script.extend([Reply(kind="status", status=429, headers={"retry-after-ms": "60000", "Retry-After": "1"})])
     with pytest.raises(ProviderError, match=r"next retry \(60 s away\)"):

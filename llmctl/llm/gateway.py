@@ -119,6 +119,7 @@ class _Call:
     last: AttemptFailed | None = None
     past_deadline: tuple[float, AttemptFailed] | None = None  # a wait llm.deadline did not allow, after what
     rate_wait: RateLimitWait | None = None  # a provider's rate limit held the request past llm.deadline
+    billed: float = 0.0  # what failed attempts that were billed (cut streams) cost
 
     def emit(self, text: str) -> None:
         self.shown.append(text)
@@ -352,9 +353,11 @@ class Gateway:
                 call.last = f
                 latency = (time.perf_counter() - started) * 1000
                 call.attempts.append({"provider": provider.name, "attempt": n, "error": f.kind, "message": str(f)})
+                billed = self._billed(provider, call.prompt_tokens, f.partial)
+                call.billed += billed.get("cost_usd") or 0.0
                 self._row(call.request_id, "error", settles=held, provider=provider.name, model=provider.model,
                           latency_ms=latency, error_class=f.kind, attempt=n, route=route, question=call.question,
-                          **self._billed(provider, call.prompt_tokens, f.partial))
+                          **billed)
                 delay = self._retry_delay(call, provider, n, f)
                 if f.kind == "rate_limit" and f.retry_after and delay is None:
                     limiter.pause(f.retry_after)  # moving on: other callers still hold off this provider
@@ -377,9 +380,12 @@ class Gateway:
                 self._release(held)
                 raise
             limiter.observe(comp.headers, needed)
-            return self._finish(comp, provider, call.messages, call.request_id, n, call.route, call.attempts,
+            comp = self._finish(comp, provider, call.messages, call.request_id, n, call.route, call.attempts,
                                 call.keys[provider.name], call.chunk_ids, call.sources, call.question, call.vector,
                                 call.cacheable, settles=held)
+            if call.billed and comp.cost_usd is not None:  # the answer's cost includes the cut attempts before it
+                comp.cost_usd += call.billed
+            return comp
         return None
 
     def _billed(self, provider: ProviderConfig, prompt_tokens: int, partial: str) -> dict:

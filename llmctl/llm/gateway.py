@@ -376,7 +376,7 @@ class Gateway:
                 call.attempts.append({"provider": provider.name, "attempt": n, "skipped": str(wait)})
                 call.rate_wait = wait
                 return None
-            except BaseException:  # e.g. the rate limiter gave up before sending: nothing was spent
+            except BaseException:  # e.g. an error while the rate limiter waited: nothing was sent or spent
                 self._release(held)
                 raise
             limiter.observe(comp.headers, needed)

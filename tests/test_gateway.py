@@ -208,6 +208,21 @@ def test_an_answer_costs_the_cut_attempts_before_it_too(make, fake_llm, tmp_path
     assert out.cost_usd == pytest.approx(rows[0]["cost_usd"] + rows[1]["cost_usd"])  # what the question cost
 
 
+def test_a_reader_that_goes_away_mid_answer_still_leaves_the_billed_call_in_the_ledger(make, fake_llm, tmp_path):
+    fake_llm.script.append(Reply(text="Fourteen daily snapshots are kept [1]."))
+    got: list[str] = []
+
+    def closed_pipe(token: str) -> None:  # `llmctl query ... | head -c 3`, or a serve client that hung up
+        got.append(token)
+        if len(got) == 2:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    with pytest.raises(BrokenPipeError):
+        ask(make(), on_token=closed_pipe)
+    [row] = ledger(tmp_path)
+    assert row["status"] == "error" and row["error_class"] == "client_gone" and row["cost_usd"] > 0
+
+
 def test_retry_after_ms_is_read_before_retry_after(make, fake_llm):
     fake_llm.script.extend([Reply(kind="status", status=429, headers={"retry-after-ms": "60000", "Retry-After": "1"})])
     with pytest.raises(ProviderError, match=r"next retry \(60 s away\)"):

@@ -376,8 +376,14 @@ class Gateway:
                 call.attempts.append({"provider": provider.name, "attempt": n, "skipped": str(wait)})
                 call.rate_wait = wait
                 return None
-            except BaseException:  # e.g. an error while the rate limiter waited: nothing was sent or spent
-                self._release(held)
+            except BaseException:
+                if call.shown:  # text had arrived (the reader went away: a closed pipe, a dropped client): billed
+                    self._row(call.request_id, "error", settles=held, provider=provider.name, model=provider.model,
+                              latency_ms=(time.perf_counter() - started) * 1000, error_class="client_gone",
+                              attempt=n, route=route, question=call.question,
+                              **self._billed(provider, call.prompt_tokens, "".join(call.shown)))
+                else:  # e.g. an error while the rate limiter waited: nothing was sent or spent
+                    self._release(held)
                 raise
             limiter.observe(comp.headers, needed)
             comp = self._finish(comp, provider, call.messages, call.request_id, n, call.route, call.attempts,

@@ -56,7 +56,8 @@ def _http_url(v: str | None, example: str = "https://api.openai.com/v1") -> str 
 
     try:
         parts = urlsplit(v)
-        ok = parts.scheme.lower() in ("http", "https") and bool(parts.hostname) and (parts.port or 1) > 0
+        parts.port  # noqa: B018 - reading it raises ValueError for a port that is not a number
+        ok = parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
     except ValueError:  # a port that is not a number, an unclosed [ipv6
         ok = False
     if not ok:

@@ -463,7 +463,7 @@ def eval_outputs(outcome, *, json_out, junit_out, md_out, html_out, stages: bool
         written.append(json_out)
     shown = list(r["metrics"]) if stages else [r["final_stage"]]
     thresholds = {t["metric"]: t for t in r["thresholds"]}
-    unjudged = r.get("coverage", {}).get("judged_cases") == 0
+    unjudged = rep.unjudged(r)
     table = Table(title=f"llmctl eval: {r['suite']} ({len(r['cases'])} cases)", title_justify="left")
     table.add_column("metric")
     for s in shown:

@@ -9,6 +9,11 @@ from llmctl.evals.runner import EvalResult
 from llmctl.money import money
 
 
+def unjudged(report: dict) -> bool:
+    """No case of the run names expected sources: its retrieval means are of nothing."""
+    return report.get("coverage", {}).get("judged_cases") == 0
+
+
 def threshold_value(t: dict) -> str:
     return "-" if t["value"] is None else f"{t['value']:.3f}"
 
@@ -243,11 +248,10 @@ def markdown(report: dict) -> str:
     if said:
         lines += [f"> ⚠️ {n}" for n in said] + [""]
     metrics = list(next(iter(report["metrics"].values()), {}).keys())
-    unjudged = report.get("coverage", {}).get("judged_cases") == 0  # no mean to show
     lines += ["| stage | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
     for stage, vals in report["metrics"].items():
         mark = " (final)" if stage == report["final_stage"] else ""
-        cells = ("-" if unjudged else f"{vals[m]:.3f}" for m in metrics)
+        cells = ("-" if unjudged(report) else f"{vals[m]:.3f}" for m in metrics)
         lines.append(f"| {stage}{mark} | " + " | ".join(cells) + " |")
     if report["thresholds"]:
         lines += ["", "| threshold | value | result |", "|---|---|---|"]

@@ -28,6 +28,11 @@ class EvalOutcome:
         return f"eval '{r['suite']}' failed its quality gate: " + "; ".join(report.gate_failures(r))
 
 
+def suite_source(path: Path) -> str:
+    """Where a suite's ``config:`` overrides come from, for config error messages."""
+    return f"{path} (its config: section)"
+
+
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():
@@ -67,7 +72,7 @@ def run_eval(
         _ingest_beir(corpus, cfg.model_copy(update={"base_dir": corpus.parent.resolve()}), data, progress)
     else:
         suite = load_suite(suite_path)
-        cfg = load(flatten(suite.config), source=f"{suite_path} (its config: section)")
+        cfg = load(flatten(suite.config), source=suite_source(suite_path))
     if repeats is not None:
         suite = suite.model_copy(update={"repeats": repeats})
     cassette = None
@@ -88,7 +93,7 @@ def run_eval(
     passed = gate.gate_passed(result, checks, comparison, answered)
     outcome = EvalOutcome(result, report.to_dict(result, checks, comparison, passed, answered), passed)
     if against is not None:
-        other_cfg = load(flatten(suite.config), against, source=f"{suite_path} (its config: section)")
+        other_cfg = load(flatten(suite.config), against, source=suite_source(suite_path))
         _same_index(cfg, other_cfg, against)
         other = _run(suite, other_cfg, data, limit, tags, answers, progress, cassette, batch, gateways=gateways)
         paired = gate.paired(result, other)
@@ -140,7 +145,7 @@ def run_plan(suite_path: Path, *, load: Callable[..., Config], data: DataDir, li
     suite = load_suite(suite_path)
     if repeats is not None:
         suite = suite.model_copy(update={"repeats": repeats})
-    cfg = load(flatten(suite.config), source=f"{suite_path} (its config: section)")
+    cfg = load(flatten(suite.config), source=suite_source(suite_path))
     result = _run(suite, cfg, data, limit, tags, False, progress, None, False)
     return gate.plan(result, gate.load_baseline(baseline) if baseline else None)
 

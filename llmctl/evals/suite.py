@@ -18,9 +18,9 @@ DEFAULT_METRICS = ["hit@3", "recall@5", "precision@5", "mrr@10", "ndcg@5"]
 NO_ANSWER_PHRASE = "do not contain the answer"
 
 
-
 def _canonical(metric: str) -> str:
     return metric.strip().lower()
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")

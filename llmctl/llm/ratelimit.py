@@ -31,6 +31,7 @@ class RateLimitWait(ProviderError):
                          "raise llm.deadline, lower the request rate, or add a fallback provider")
         self.provider, self.wait = provider, wait
 
+
 class _Bucket:
     def __init__(self, per_minute: float, now: float):
         self.rate = per_minute / 60

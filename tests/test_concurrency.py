@@ -24,7 +24,7 @@ QUESTIONS = ["restore snapshot policy", "repository key daemon", "Document 7", "
 
 @pytest.mark.slow
 def test_readers_during_an_ingest_see_a_whole_index_and_two_ingests_queue(tmp_path, embedder):
-    corpus = Corpus(tmp_path / "docs", random.Random(3), n_docs=60)
+    corpus = Corpus(tmp_path / "docs", random.Random(3), n_docs=60, words=(40, 120))
     data = tmp_path / "data"
     first = invoke("ingest", "-q", corpus.root, env={"LLMCTL_DATA_DIR": str(data)})
     assert first.returncode == 0, first.stderr

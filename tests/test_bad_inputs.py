@@ -104,6 +104,7 @@ def test_bad_files_are_skipped_with_reasons_and_memory_stays_bounded(tmp_path):
     code, out, err, rss = run_measured(corpus, tmp_path / "data")
     assert code == 0, err
     assert "Traceback" not in err
+    assert [ln for ln in err.splitlines() if not ln.startswith("Warning: skipped ")] == []  # nothing bare, e.g. pypdf's
     report = json.loads(out)
     reasons = {s["path"].rsplit("/", 1)[-1]: s["reason"] for s in report["files"]["skipped_files"]}
     for name, (_, reason) in BAD_FILES.items():

@@ -209,7 +209,7 @@ def test_ingest_in_a_terminal_shows_totals_and_an_eta_while_embedding(tmp_path):
     docs = tmp_path / "docs"
     docs.mkdir()
     words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi".split()
-    for n in range(300):
+    for n in range(150):
         body = " ".join(words[(n + i) % len(words)] for i in range(60))
         (docs / f"page{n:03d}.md").write_text(f"# Page {n}\n\n{body} {n}.\n\n## More\n\n{body} again {n}.\n")
     primary, secondary = pty.openpty()
@@ -240,7 +240,7 @@ def test_ingest_in_a_terminal_shows_totals_and_an_eta_while_embedding(tmp_path):
     assert "/?" not in " ".join(embedding)
     assert any(re.search(r"ETA \d+:\d\d:\d\d", ln) for ln in embedding), embedding[-5:]
     assert re.search(r"Embedding: [\d,]+ in \d+\.\d s", out)  # the one-line summary
-    assert "Ingested 300 file(s)" in out
+    assert "Ingested 150 file(s)" in out
 
 
 def test_no_progress_without_a_terminal_or_with_quiet(tmp_path, embedder):

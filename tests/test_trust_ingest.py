@@ -153,7 +153,7 @@ def test_interrupt_commits_what_is_embedded(tmp_path, sig):
 def test_one_big_document_commits_in_parts_and_resumes(tmp_path):
     docs = tmp_path / "docs"
     docs.mkdir()
-    words = [f"word{i % 997} topic{i % 13}" for i in range(5000)]  # ~90 chunks
+    words = [f"word{i % 997} topic{i % 13}" for i in range(3000)]  # ~55 chunks
     (docs / "big.txt").write_text(" ".join(words))  # one line, no paragraph breaks
     data = tmp_path / "data"
     proc = _start(["ingest", docs, "--quiet"], data, LLMCTL_INGEST__COMMIT_EVERY="16")

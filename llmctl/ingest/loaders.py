@@ -6,6 +6,7 @@ import codecs
 import hashlib
 import io
 import json
+import logging
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePath
@@ -301,11 +302,12 @@ def _load_jsonl(text: str, source: str) -> Iterator[Document]:
 
 
 def _load_pdf(data: bytes, source: str) -> Iterator[Document]:
-    import io
-
     from pypdf import PdfReader
     from pypdf.errors import PdfReadError
 
+    # pypdf logs what it repairs or gives up on ("EOF marker not found"): with no handler, Python
+    # printed those lines bare among llmctl's own; the skip reason below names the problem.
+    logging.getLogger("pypdf").setLevel(logging.ERROR)
     try:
         reader = PdfReader(io.BytesIO(data))
         if reader.is_encrypted:

@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from llmctl.index.manifest import FILTERS
+
 
 class _PlainArgument(typer.core.TyperArgument):
     """An argument shown as it is typed, in the usage line (``PATH...``, ``[SUITE]...``) and in
@@ -193,7 +195,7 @@ def query(
         help="zscore, weighted or rrf (retrieval.fusion).", metavar="zscore|weighted|rrf")] = None,
     where: Annotated[list[str] | None, typer.Option(
         "--where", metavar="FIELD=VALUE",
-        help="Filter: source=GLOB, ext=md, kind=pdf, doc_id=GLOB (repeatable).",
+        help=f"Filter (repeatable): FIELD is {', '.join(FILTERS)}; e.g. ext=md, source='docs/*'.",
     )] = None,
     no_llm: Annotated[bool, typer.Option(
         "--no-llm", help="Retrieval only, even if a model is configured.")] = False,

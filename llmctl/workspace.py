@@ -346,9 +346,9 @@ class Workspace:
         from llmctl.llm.report import cost_report, parse_when
 
         now = time.time()
-        start, end = parse_when(since, now, "--since"), parse_when(until, now, "--until")
+        start, end = parse_when(since, now, "since (--since)"), parse_when(until, now, "until (--until)")
         if start is not None and end is not None and start >= end:
-            raise InputError(f"--since {since} is not before --until {until}")
+            raise InputError(f"since (--since) {since} is not before until (--until) {until}")
         rules = self.cfg.llm.budget.alerts
         return cost_report(self.data, self.cfg.llm, start, end, now,
                            shared=self.cfg.state if shared else None,

@@ -13,10 +13,16 @@ import sys
 import traceback
 from pathlib import Path
 
+CHECKOUT = Path(__file__).resolve().parent.parent
+
 
 def child_env(env: dict | None = None) -> dict:
-    """This process's environment without LLMCTL_* settings (the test run's model cache stays), plus ``env``."""
+    """This process's environment without LLMCTL_* settings (the test run's model cache stays), plus ``env``.
+
+    PYTHONPATH starts with this checkout, so a child runs the code under test even where the venv's
+    editable install points at another checkout (a second clone sharing one venv)."""
     keep = {k: v for k, v in os.environ.items() if not k.startswith("LLMCTL_") or k == "LLMCTL_CACHE_DIR"}
+    keep["PYTHONPATH"] = os.pathsep.join([str(CHECKOUT), *filter(None, [os.environ.get("PYTHONPATH")])])
     return {**keep, **(env or {})}
 
 

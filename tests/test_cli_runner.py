@@ -29,7 +29,7 @@ def test_invoke_puts_back_what_it_changes(tmp_path, monkeypatch):
 
 def test_an_escaping_exception_is_a_traceback_and_exit_1(tmp_path):
     r = invoke("--data-dir", tmp_path, "cost-report", "--since", "2026-12-02", "--until", "2026-12-01")
-    assert_clean_error(r, 2, "not before --until")
+    assert_clean_error(r, 2, "not before until (--until)")
     r = invoke("--data-dir", tmp_path / "none", "query", "hi", env={"LLMCTL_DEBUG": "1"})  # main re-raises
     assert r.returncode == 1 and "Traceback (most recent call last)" in r.stderr and "No index" in r.stderr
 

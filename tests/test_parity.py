@@ -44,10 +44,12 @@ def ws(data, fake_llm):
 
 
 class Calls:
-    """Every Workspace method call of DOORS, recorded as (method, first argument, options)."""
+    """Every Workspace method call of DOORS that a door made, recorded as (method, first argument,
+    options); a call one of them makes to another (status reads the cost report) is not a door's."""
 
     def __init__(self, ws: Workspace):
         self.seen: list[tuple[str, str | None, dict]] = []
+        self.depth = 0
         for name in {method for _, _, method in DOORS.values()}:
             real = getattr(ws, name)
             setattr(ws, name, self._spy(name, real))
@@ -63,8 +65,13 @@ class Calls:
             options = {k: given[k] for k in COMPARED if k in given}
             if "where" in options:
                 options["where"] = options["where"] or []  # None and [] both mean no filter
-            self.seen.append((name, args[0] if args else None, options))
-            return real(*args, **kwargs)
+            if not self.depth:
+                self.seen.append((name, args[0] if args else None, options))
+            self.depth += 1
+            try:
+                return real(*args, **kwargs)
+            finally:
+                self.depth -= 1
         return spy
 
     def take(self) -> list:

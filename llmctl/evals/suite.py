@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from llmctl.config import load_yaml
 from llmctl.errors import ConfigError
-from llmctl.evals.metrics import parse_metric
+from llmctl.evals.metrics import FUNCTIONS, parse_metric
 
 DEFAULT_METRICS = ["hit@3", "recall@5", "precision@5", "mrr@10", "ndcg@5"]
 NO_ANSWER_PHRASE = "do not contain the answer"
@@ -121,9 +121,7 @@ def check_metric(name: str) -> None:
     try:
         parse_metric(name)
     except ValueError:
-        raise ValueError(
-            f"unknown metric '{name}': use hit@k, recall@k, precision@k, mrr@k or ndcg@k"
-        ) from None
+        raise ValueError(f"unknown metric '{name}': use {', '.join(f'{m}@k' for m in FUNCTIONS)}") from None
 
 
 def load_suite(path: Path) -> Suite:

@@ -57,17 +57,15 @@ class Section:
     path: tuple[str, ...]
 
 
+def _text_headings(text: str) -> list[tuple[int, int, str]]:
+    """README, NEWS, changelogs: underlined titles, or Debian changelog entries."""
+    return _rst_headings(text, min_ratio=0.5) or [(m.start(), 1, m.group(1)) for m in DEBIAN_ENTRY.finditer(text)]
+
+
 def split_sections(doc: Document) -> list[Section]:
-    """Sections of a document between headings, each with its heading path."""
-    if doc.kind in ("markdown", "html"):
-        marks = markdown_headings(doc.text)
-    elif doc.kind == "rst":
-        marks = _rst_headings(doc.text)
-    elif doc.kind == "text":  # README, NEWS, changelogs: underlined titles, or Debian changelog entries
-        marks = _rst_headings(doc.text, min_ratio=0.5) or [
-            (m.start(), 1, m.group(1)) for m in DEBIAN_ENTRY.finditer(doc.text)]
-    else:
-        marks = []
+    """Sections of a document between headings (HEADINGS of its kind), each with its heading path."""
+    find = HEADINGS.get(doc.kind)
+    marks = find(doc.text) if find else []
     sections: list[Section] = []
     stack: list[tuple[int, str]] = []
     first = marks[0][0] if marks else len(doc.text)
@@ -112,6 +110,11 @@ def _rst_headings(text: str, min_ratio: float = 1.0) -> list[tuple[int, int, str
             level = levels.setdefault(m.group(1), len(levels) + 1)
             marks.append((starts[i], level, title.strip()))
     return marks
+
+
+# kind -> its heading finder: text -> [(offset, level, title)]. A kind with none is one section.
+HEADINGS: dict[str, Callable[[str], list[tuple[int, int, str]]]] = {
+    "markdown": markdown_headings, "html": markdown_headings, "rst": _rst_headings, "text": _text_headings}
 
 
 class Chunker:

@@ -105,7 +105,7 @@ def ingest(
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Report what would change; write nothing.")] = False,
     rebuild: Annotated[bool, typer.Option(
-        "--rebuild", help="Drop the index and re-embed everything.")] = False,
+        "--rebuild", help="Re-embed everything into a new index; the paths must cover every indexed file.")] = False,
     repair: Annotated[bool, typer.Option(
         "--repair", help="Check the vector store against the manifest; re-embed only what is missing.")] = False,
     strict: Annotated[bool, typer.Option(

@@ -72,3 +72,28 @@ def test_corrupt_manifest_is_explained(tmp_path):
     (data / "manifest.sqlite").write_bytes(b"this is not a database" * 100)
     r = invoke("--data-dir", data, "ingest", tmp_path, cwd=tmp_path)
     assert_clean_error(r, 5, "manifest.sqlite", "--rebuild")
+
+
+def test_a_rebuild_of_some_folders_never_drops_the_others(tmp_path, corpus):
+    """A rebuild makes a new index of the paths it is given: one that would leave indexed files out
+    is refused before anything is read, and its --dry-run plans every chunk again."""
+    env = {"LLMCTL_DATA_DIR": str(tmp_path / "data")}
+    assert invoke("ingest", "-q", corpus / "guides", env=env).returncode == 0
+    assert invoke("ingest", "-q", corpus / "policies", env=env).returncode == 0
+    before = json.loads(invoke("status", "--json", env=env).stdout)
+    for extra in ([], ["--dry-run"]):
+        r = invoke("ingest", "--rebuild", *extra, corpus / "guides", env=env)
+        assert_clean_error(r, 4, "--rebuild would drop", "policies/", "llmctl remove")
+    assert json.loads(invoke("status", "--json", env=env).stdout) == before
+
+    plan = invoke("ingest", "--rebuild", "--dry-run", "--json", corpus / "guides", corpus / "policies", env=env)
+    assert plan.returncode == 0, plan.stderr
+    total = before["index"]["chunks"]
+    assert json.loads(plan.stdout)["chunks"]["added"] == total > 0  # every chunk is embedded again
+    done = invoke("ingest", "--rebuild", "--json", corpus / "guides", corpus / "policies", env=env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["chunks"]["total"] == total
+    # a manifest that cannot be read is what a rebuild replaces
+    DataDir(tmp_path / "data").manifest.write_bytes(b"this is not a database" * 100)
+    r = invoke("ingest", "-q", "--rebuild", corpus / "guides", env=env)
+    assert r.returncode == 0, r.stderr

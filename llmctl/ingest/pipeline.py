@@ -17,6 +17,7 @@ import hashlib
 import itertools
 import json
 import os
+import sqlite3
 import stat
 import time
 from collections.abc import Iterable, Iterator
@@ -208,9 +209,11 @@ def ingest(
                     cfg.ingest.strict if strict is None else strict,
                     index_settings(cfg, embedder, max_tokens), max_tokens, release_vectors=release_vectors)
 
+    if rebuild:
+        _refuse_a_partial_rebuild(data, paths, cfg)
     with stop_requests() as stop:
-        if dry_run:
-            manifest = Manifest(data.manifest if data.exists() else Path(":memory:"))
+        if dry_run:  # a rebuild embeds everything again: planned against an empty index
+            manifest = Manifest(data.manifest if data.exists() and not rebuild else Path(":memory:"))
             try:
                 _dry_run(run_on(data, manifest, stop), paths, check=not rebuild)
             finally:
@@ -230,6 +233,30 @@ def ingest(
                     target.publish()
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _refuse_a_partial_rebuild(data: DataDir, paths: list[Path], cfg: Config) -> None:
+    """A rebuild makes a new index of ``paths`` alone: an indexed file they do not take (another
+    folder, or one that --include/--exclude leave out) would be dropped with the old index. Refused,
+    as an ingest's filters never delete (``remove`` does). An index that cannot be read is what a
+    rebuild replaces: nothing to keep."""
+    try:
+        manifest = Manifest(data.manifest, readonly=True)
+    except IndexStateError:
+        return
+    try:
+        known = manifest.files()
+    except sqlite3.DatabaseError:
+        return
+    finally:
+        manifest.close()
+    roots = _roots(paths)
+    left = sorted(p for p in known if not any(is_taken(Path(p), root, cfg.ingest) for root in roots))
+    if left:
+        raise InputError(
+            f"--rebuild would drop {len(left)} indexed file(s) that {', '.join(map(str, paths))} does not cover "
+            f"(e.g. {printable(known[left[0]].source)}): give every folder the index holds, or "
+            "'llmctl remove' those files first; nothing was changed")
 
 
 def _sync(run: _Run, paths: list[Path], repair: bool) -> None:

@@ -100,8 +100,8 @@ def main_options(
 
 @app.command()
 def ingest(
-    paths: Annotated[list[Path], typer.Argument(
-        help="Files or folders to ingest.", show_default=False, metavar="PATH")],
+    paths: Annotated[list[Path], typer.Argument(  # readable=False: an unreadable path is the core's
+        help="Files or folders to ingest.", show_default=False, metavar="PATH", readable=False)],  # (exit 4)
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Report what would change; write nothing.")] = False,
     rebuild: Annotated[bool, typer.Option(
@@ -164,7 +164,7 @@ def ingest(
 def remove(
     paths: Annotated[list[Path], typer.Argument(
         help="Files or folders whose indexed files to drop (they may no longer exist).",
-        show_default=False, metavar="PATH")],
+        show_default=False, metavar="PATH", readable=False)],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would be removed; write nothing.")] = False,
     wait: Annotated[float, typer.Option(
         help="Seconds to wait for another ingest to finish.", min=0, metavar="SECONDS")] = 0,

@@ -157,4 +157,8 @@ def test_unreadable_file_is_skipped_and_keeps_its_old_chunks(tmp_path):
     reasons = [(s["path"].rsplit("/", 1)[-1], s["reason"]) for s in skipped]
     assert reasons == [("b.md", "cannot read: Permission denied")]
     assert json.loads(second.stdout)["chunks"]["deleted"] == 0  # its earlier chunks are kept
+    # named on its own, it is the same path problem: exit 4 naming the reason, not a usage error (2)
+    alone = subprocess.run(cmd[:-1] + [str(corpus / "b.md")], env=env, capture_output=True, text=True)
+    assert alone.returncode == 4 and "cannot read: Permission denied" in alone.stderr, alone.stderr
+    assert "Traceback" not in alone.stderr and "Invalid value" not in alone.stderr
     (corpus / "b.md").chmod(0o644)

@@ -394,7 +394,8 @@ def _scan(run: _Run, paths: list[Path]) -> _Scan:
                           and any(is_taken(Path(p), root, cfg.ingest) for root in roots))
     _count_kept(report, unlisted, known)
     report.files_removed = [known[p].source for p in scan.removed]
-    if report.files_seen == 0 and not scan.removed:
+    # nothing to read (none found, or every one found could not be: unreadable, too big, a FIFO)
+    if not (scan.work or scan.touched or report.files_unchanged or scan.removed):
         why = (f"{len(report.files_skipped)} skipped, e.g. {printable(report.files_skipped[0].path)}: "
                f"{report.files_skipped[0].reason}" if report.files_skipped
                else "the folder holds no file" if all(p.is_dir() and not any(f.is_file() for f in p.rglob("*"))

@@ -28,6 +28,7 @@ import ipaddress
 import json
 import math
 import os
+import re
 import socket
 import sys
 import threading
@@ -468,7 +469,9 @@ ROUTES = [Route("/", index, methods=["GET"]), Route("/health", health, methods=[
           Route("/status", status, methods=["GET"]), Route("/search", search, methods=["POST"]),
           Route("/query", query, methods=["POST"]), Route("/chunks/{key:path}", chunk, methods=["GET"]),
           Route("/documents/{key:path}", document, methods=["GET"])]
-ENDPOINTS = sorted(f"{m} {r.path.split('/{')[0] or '/'}" for r in ROUTES for m in r.methods or () if m != "HEAD")
+# As a client writes them, the converter left out: "GET /chunks/{key}" (GET /chunks alone is a 404).
+ENDPOINTS = sorted(f"{m} " + re.sub(r"{(\w+):\w+}", r"{\1}", r.path) for r in ROUTES for m in r.methods or ()
+                   if m != "HEAD")
 
 
 def build_app(ws: Workspace, *, host: str = "127.0.0.1", token: str | None = None, quiet: bool = True) -> ASGIApp:

@@ -24,8 +24,8 @@ QUESTION = "How many daily snapshots are kept?"
 DOORS = {
     "search": ("search", "POST /search", "query"),  # query with use_llm=False: hits, confidence, warnings
     "query": ("query", "POST /query", "query"),
-    "chunk": ("get_chunk", "GET /chunks", "chunk"),
-    "document": ("get_document", "GET /documents", "document"),
+    "chunk": ("get_chunk", "GET /chunks/{key}", "chunk"),
+    "document": ("get_document", "GET /documents/{key}", "document"),
     "status": ("status", "GET /status", "status"),
 }
 SERVER_ONLY = {"GET /", "GET /health"}

@@ -37,7 +37,7 @@ def test_bad_query_flags_are_usage_errors(tmp_path, args):
 
 def test_cost_report_dates_and_version(tmp_path):
     r = invoke("--data-dir", tmp_path, "cost-report", "--since", "2026-12-02", "--until", "2026-12-01")
-    assert_clean_error(r, 2, "--since", "not before --until")
+    assert_clean_error(r, 2, "--since", "not before until (--until)")
     r = run_cli("--version")  # the real interpreter start-up, once: no traceback, the version
     assert r.returncode == 0 and r.stdout.startswith("llmctl ") and r.stderr == ""
 

@@ -14,10 +14,10 @@ def parse_where(conditions: list[str]) -> list[tuple[str, str]]:
         field, sep, value = cond.partition("=")
         field = field.strip()
         if not sep or not value.strip():
-            raise InputError(f"--where '{cond}': expected FIELD=VALUE, e.g. source=docs/*.md")
+            raise InputError(f"where (--where) '{cond}': expected FIELD=VALUE, e.g. source=docs/*.md")
         if field not in FILTERS:
             raise InputError(
-                f"--where '{cond}': unknown field '{field}'; use one of {', '.join(FILTERS)}"
+                f"where (--where) '{cond}': unknown field '{field}'; use one of {', '.join(FILTERS)}"
             )
         value = value.strip()
         out.append((field, value.lstrip(".") if field == "ext" else value))  # ext=.md is ext=md

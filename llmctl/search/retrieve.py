@@ -78,7 +78,15 @@ class Retriever:
             return None
         rows = self.manifest.chunks_matching(conds)
         if not rows:
-            raise InputError(f"No indexed chunk matches --where {' '.join(where)}")
+            hint = ""
+            if any(f == "source" for f, _ in conds):
+                example = next((r.source for r in self.manifest.files().values()), None)
+                if example:
+                    hint = (f": indexed sources look like {example!r}, and the glob must match the whole of one "
+                            "('*' matches across folders)")
+            elif any(f == "ext" for f, _ in conds):
+                hint = ": ext is the format's extension, under any compression suffix (ext=md matches page.md.gz)"
+            raise InputError(f"No indexed chunk matches where (--where) {' '.join(where)}{hint}")
         return Filter({r[0] for r in rows}, {r[1] for r in rows})
 
     @cached_property

@@ -479,9 +479,12 @@ def eval_outputs(outcome, *, json_out, junit_out, md_out, html_out, stages: bool
     stdout.print(table)
     failed = [c for c in r["cases"] if not c["passed"]]
     unchecked = sum(1 for c in r["cases"] if c["passed"] and c["answer_status"] in ("skipped", "stopped"))
-    stdout.print(f"Cases: {len(r['cases']) - len(failed) - unchecked} passed, {len(failed)} failed"
-                 + (f", {unchecked} with answer checks not run" if unchecked else "") +
-                 f". Latency p50 {r['latency_ms']['p50']} ms, p95 {r['latency_ms']['p95']} ms "
+    if all(c["answer_status"] == "not run" and not c["error"] for c in r["cases"]):  # retrieval only
+        cases = f"Cases: {len(r['cases'])}, none with answer checks (the thresholds above are the verdict)"
+    else:
+        cases = (f"Cases: {len(r['cases']) - len(failed) - unchecked} passed, {len(failed)} failed"
+                 + (f", {unchecked} with answer checks not run" if unchecked else ""))
+    stdout.print(f"{cases}. Latency p50 {r['latency_ms']['p50']} ms, p95 {r['latency_ms']['p95']} ms "
                  f"(model loading {r['load_seconds']} s apart); "
                  f"cost {money(r['cost_usd'])}; {r['seconds']} s.", markup=False)
     for c in failed:

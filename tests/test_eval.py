@@ -56,6 +56,18 @@ def test_quality_below_threshold_exits_9_with_the_reason(tmp_path, data):
     assert_gate_failed(r, "precision@5", "< 0.9")
 
 
+def test_a_retrieval_only_suite_never_reads_as_all_cases_passed_when_its_gate_fails(tmp_path, data):
+    suite = yaml.safe_load(SUITE.read_text())
+    cases = [{k: v for k, v in c.items() if k in ("id", "query", "expected")} for c in suite["cases"][:4]]
+    cases[0]["expected"] = ["sample_data/examples/jobs.toml"]  # not what its question finds first
+    path = tmp_path / "retrieval.yaml"
+    path.write_text(yaml.safe_dump({"name": "r", "metrics": ["hit@1"], "thresholds": {"hit@1": 1.0}, "cases": cases}))
+    r = invoke("--data-dir", data, "eval", path, cwd=REPO)
+    assert r.returncode == 9, r.stderr
+    assert "Cases: 4, none with answer checks (the thresholds above are the verdict)" in r.stdout
+    assert "4 passed" not in r.stdout
+
+
 def test_baseline_regression_and_incomparable_runs(tmp_path, data):
     base = tmp_path / "base.json"
     assert eval_cli(data, SUITE, "--json-file", base).returncode == 0

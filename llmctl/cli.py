@@ -100,8 +100,9 @@ def main_options(
 
 @app.command()
 def ingest(
-    paths: Annotated[list[Path], typer.Argument(  # readable=False: an unreadable path is the core's
-        help="Files or folders to ingest.", show_default=False, metavar="PATH", readable=False)],  # (exit 4)
+    # readable=False here and in remove: an unreadable path is the core's to report (exit 4, not 2)
+    paths: Annotated[list[Path], typer.Argument(
+        help="Files or folders to ingest.", show_default=False, metavar="PATH", readable=False)],
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Report what would change; write nothing.")] = False,
     rebuild: Annotated[bool, typer.Option(

@@ -254,7 +254,7 @@ def _refuse_a_partial_rebuild(data: DataDir, paths: list[Path], cfg: Config) -> 
     left = sorted(p for p in known if not any(is_taken(Path(p), root, cfg.ingest) for root in roots))
     if left:
         raise InputError(
-            f"--rebuild would drop {len(left)} indexed file(s) that {', '.join(map(str, paths))} does not cover "
+            f"--rebuild would drop {len(left)} indexed file(s) outside {', '.join(map(str, paths))} "
             f"(e.g. {printable(known[left[0]].source)}): give every folder the index holds, or "
             "'llmctl remove' those files first; nothing was changed")
 

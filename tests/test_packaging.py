@@ -38,6 +38,10 @@ def test_wheel_installed_outside_the_repo_ingests_and_queries(tmp_path):
 
     The fresh venv sees this venv's third-party packages through a path entry (installing torch
     again would take minutes and the network), not llmctl: its editable install is not on that path."""
+    # The new venv's commands run without PYTHONPATH: with a checkout on it, pip would take llmctl
+    # as installed already (and skip the wheel) and the import would find the checkout.
+    env = {k: v for k, v in os.environ.items()
+           if (not k.startswith("LLMCTL_") or k == "LLMCTL_CACHE_DIR") and k != "PYTHONPATH"}
     dist = tmp_path / "dist"
     r = subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist)],
                        cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -48,23 +52,22 @@ def test_wheel_installed_outside_the_repo_ingests_and_queries(tmp_path):
     venv.create(env_dir, with_pip=True)
     py = env_dir / "bin" / "python"
     site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+                          env=env, capture_output=True, text=True, check=True).stdout.strip()
     Path(site, "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     r = subprocess.run([str(py), "-m", "pip", "install", "--quiet", "--no-index", "--no-deps", str(wheel)],
-                       capture_output=True, text=True, timeout=300)
+                       env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
 
     work = tmp_path / "elsewhere"
     (work / "docs").mkdir(parents=True)
     (work / "docs" / "retention.md").write_text(
         "# Retention\n\nThe default retention policy keeps 14 daily snapshots and 8 weekly ones.\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMCTL_") or k == "LLMCTL_CACHE_DIR"}
     llmctl = env_dir / "bin" / "llmctl"
 
     def run(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([str(llmctl), *args], cwd=work, env=env, capture_output=True, text=True, timeout=600)
 
-    where = subprocess.run([str(py), "-c", "import llmctl; print(llmctl.__file__)"], cwd=work,
+    where = subprocess.run([str(py), "-c", "import llmctl; print(llmctl.__file__)"], cwd=work, env=env,
                            capture_output=True, text=True, check=True).stdout
     assert where.startswith(site), where  # the wheel's copy, not the checkout
     version = run("--version")

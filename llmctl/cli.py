@@ -392,10 +392,10 @@ def _writable(*flags: tuple[str, Path | None], inputs: list[Path] = ()) -> None:
     for flag, path in flags:
         if path is None or str(path) == "-":
             continue
-        if path.resolve() in seen:
-            raise typer.BadParameter(f"{path} is also {seen[path.resolve()]}: give each report its own file",
-                                     param_hint=flag)
-        seen[path.resolve()] = flag
+        where = path.resolve()
+        if where in seen:
+            raise typer.BadParameter(f"{path} is also {seen[where]}: give each report its own file", param_hint=flag)
+        seen[where] = flag
         if path.is_dir():
             raise typer.BadParameter(f"{path} is a folder: give a file name", param_hint=flag)
         try:

@@ -28,7 +28,7 @@ from llmctl.config import LLMConfig, ProviderConfig
 from llmctl.errors import BudgetExceeded, ProviderError
 from llmctl.llm import policy
 from llmctl.llm.cache import request_key
-from llmctl.llm.client import Completion, api_key, token_count
+from llmctl.llm.client import Completion, api_key, rough_tokens, token_count
 from llmctl.llm.ledger import Ledger, Row
 from llmctl.money import money
 
@@ -110,7 +110,7 @@ def _reserve_budget(items, cfg: LLMConfig, provider: ProviderConfig, ledger: Led
     if b.daily_usd is None and b.monthly_usd is None:
         return None
     items = list(items)
-    tokens_in = sum(len(m["content"]) // 4 + 1 for i in items for m in i.messages)
+    tokens_in = sum(rough_tokens(m["content"]) for i in items for m in i.messages)
     estimate = policy.batch_cost(provider, tokens_in, cfg.max_answer_tokens * len(items))
     if estimate is None:
         raise BudgetExceeded(f"provider '{provider.name}' has no price configured, so a batch job cannot be "
@@ -173,8 +173,8 @@ def _settle(item: BatchItem, entry: dict | None, status: str, provider: Provider
         usage = body.get("usage") or {}
         counts = (token_count(usage.get("prompt_tokens")), token_count(usage.get("completion_tokens")))
         reported = None not in counts
-        if not reported:  # no usage, or counts not to be trusted: counted here, roughly (4 characters a token)
-            counts = (sum(len(str(m.get("content", ""))) // 4 + 1 for m in item.messages), len(text) // 4 + 1)
+        if not reported:  # no usage, or counts not to be trusted: counted here, roughly
+            counts = (sum(rough_tokens(str(m.get("content", ""))) for m in item.messages), rough_tokens(text))
         item.completion = Completion(text, provider.name, provider.model, *counts, reported,
                                      choice.get("finish_reason"))
         item.completion.cost_usd = policy.batch_cost(provider, *counts)

@@ -226,6 +226,11 @@ def token_count(value) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TOKENS else None
 
 
+def rough_tokens(text: str) -> int:
+    """Tokens estimated without a tokenizer: about four characters each."""
+    return len(text) // 4 + 1
+
+
 def _count(usage, field: str) -> int | None:
     return token_count(getattr(usage, field, None))
 

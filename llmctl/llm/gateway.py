@@ -38,7 +38,7 @@ from llmctl.errors import BudgetExceeded, ConfigError, ProviderError, SharedStat
 from llmctl.llm import policy
 from llmctl.llm.cache import CacheHit, is_time_sensitive, request_key
 from llmctl.llm.cassette import Cassette
-from llmctl.llm.client import AttemptFailed, Completion, api_key, attempt
+from llmctl.llm.client import AttemptFailed, Completion, api_key, attempt, rough_tokens
 from llmctl.llm.ledger import Row
 from llmctl.llm.ratelimit import RateLimitWait
 from llmctl.llm.state import open_state
@@ -141,7 +141,7 @@ class Gateway:
         self.tag = tag
         self.clock = clock or SYSTEM_CLOCK
         self.rng = rng or random.Random()
-        self.count = count_tokens or (lambda text: len(text) // 4 + 1)
+        self.count = count_tokens or rough_tokens
         self.embed = embed
         self.warn = warn or (lambda msg: log.warning(msg))
         near = [t for t in cfg.budget.tags if tag and t != tag and t.casefold() == tag.casefold()]

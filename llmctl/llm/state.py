@@ -486,8 +486,6 @@ class SharedLimiter(Limiter):
             limiter_for(self.provider, self.clock).pause(seconds)  # this machine holds off at least
 
 
-
-
 class RedisCache:
     """The answer cache's entries in Redis: a hash per entry with a TTL, a set per chunk (so an
     ingest anywhere invalidates them) and per retrieval scope (the semantic candidates)."""

@@ -181,8 +181,9 @@ def ingest_report(report) -> None:
                           for e, n in sorted(unsupported.items(), key=lambda kv: -kv[1]))
         warn(f"skipped {sum(unsupported.values())} file(s) of unsupported type ({printable(kinds)}; "
              "--json lists them)")
+    read = f["added"] + f["changed"] + f["unchanged"]  # skipped files are not ingested
     stdout.print(
-        f"{verb} {f['seen']:,} file(s): {f['added']:,} added, {f['changed']:,} changed, "
+        f"{verb} {read:,} file(s): {f['added']:,} added, {f['changed']:,} changed, "
         f"{f['unchanged']:,} unchanged, {f['removed']:,} removed, {f['skipped']:,} skipped"
     )
     stdout.print(
@@ -208,7 +209,7 @@ def sync_line(report, as_json: bool) -> None:
         return
     d = report.to_dict()
     f, c = d["files"], d["chunks"]
-    stdout.print(f"{time.strftime('%H:%M:%S')} synced {f['seen']:,} file(s): {f['added']:,} added, "
+    stdout.print(f"{time.strftime('%H:%M:%S')} synced {f['added'] + f['changed'] + f['unchanged']:,} file(s): {f['added']:,} added, "
                  f"{f['changed']:,} changed, {f['removed']:,} removed; {c['added']:,} chunk(s) embedded, "
                  f"{c['total']:,} in the index "
                  f"- {report.seconds:.1f} s", markup=False)

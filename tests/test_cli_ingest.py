@@ -34,6 +34,7 @@ def test_skipped_files_are_warnings_not_failures(tmp_path):
     r = invoke("--data-dir", tmp_path / "data", "ingest", tmp_path, cwd=tmp_path)
     assert r.returncode == 0
     assert "skipped" in r.stderr and "bad.md" in r.stderr and "not valid UTF-8" in r.stderr
+    assert "Ingested 1 file(s): 1 added, 0 changed, 0 unchanged, 0 removed, 1 skipped" in r.stdout  # not 2
     r = invoke("--data-dir", tmp_path / "data2", "ingest", "--strict", tmp_path, cwd=tmp_path)
     assert_clean_error(r, 4, "bad.md", "--strict")
 

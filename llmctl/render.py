@@ -209,7 +209,8 @@ def sync_line(report, as_json: bool) -> None:
         return
     d = report.to_dict()
     f, c = d["files"], d["chunks"]
-    stdout.print(f"{time.strftime('%H:%M:%S')} synced {f['added'] + f['changed'] + f['unchanged']:,} file(s): {f['added']:,} added, "
+    read = f["added"] + f["changed"] + f["unchanged"]  # skipped files are not synced
+    stdout.print(f"{time.strftime('%H:%M:%S')} synced {read:,} file(s): {f['added']:,} added, "
                  f"{f['changed']:,} changed, {f['removed']:,} removed; {c['added']:,} chunk(s) embedded, "
                  f"{c['total']:,} in the index "
                  f"- {report.seconds:.1f} s", markup=False)

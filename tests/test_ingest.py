@@ -502,3 +502,32 @@ def test_commit_groups_never_hold_more_than_commit_every_new_chunks():
     assert [n for g in groups for n in g] == sizes  # every file once, in order
     assert all(sum(g) <= 512 for g in groups), groups
     assert groups == [[3, 500], [378], [512, 0], [1, 511], [2, 40]]
+
+
+def test_a_run_after_a_kill_between_publishing_bm25_and_recording_it_never_deletes_what_readers_use(
+        small, make_config, embedder, monkeypatch):
+    """Killed after BM25 generation N+1 was published but before the manifest recorded it, the
+    next run must write N+2 beside it: rewriting N+1 in place deleted the folder CURRENT names,
+    and a query in that moment found no BM25 index."""
+    cfg = make_config()
+    ingest([small], cfg, embedder=embedder)
+    m = Manifest(cfg.data_dir / "manifest.sqlite")
+    published = m.get_meta("generation")
+    m.set_meta("generation", str(int(published) - 1))  # the state such a kill leaves
+    m.close()
+    removed_while_current = []
+    rmtree = shutil.rmtree
+
+    def spy(path, *args, **kwargs):
+        for root in (cfg.data_dir / "bm25", cfg.data_dir / "pages"):
+            current = root / "CURRENT"
+            if current.exists() and root / current.read_text().strip() == path:
+                removed_while_current.append(path)
+        return rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "rmtree", spy)
+    (small / "faq.html").unlink()
+    ingest([small], cfg, embedder=embedder)
+    assert removed_while_current == [], removed_while_current
+    assert int(keyword.current_generation(cfg.data_dir / "bm25")) > int(published)
+    assert_consistent(cfg.data_dir)

@@ -512,7 +512,7 @@ def _write(run: _Run, windows: Iterator[list[_Planned]], scan: _Scan, bm25_stale
             raise
     report.chunks_kept = manifest.chunk_count() - report.chunks_added
     if changed or bm25_stale or bm25_missing:
-        generation = str(int(generation or 0) + 1)
+        generation = _next_generation(run, generation)
         incremental = changed and not (fresh or bm25_stale or bm25_missing) and added is not None
         if incremental and keyword.update(run.data.bm25, cfg.bm25, _texts(manifest, added), report.deleted_ids,
                                           generation, manifest.chunk_count()):
@@ -528,9 +528,17 @@ def _searchable_after_stop(run: _Run, generation: str | None) -> None:
     """A stopped run that found no BM25 index (a first ingest): build it over what was committed,
     so that can be searched. The index stays marked dirty: the next run checks it and rebuilds."""
     if run.manifest.chunk_count():
-        generation = str(int(generation or 0) + 1)
+        generation = _next_generation(run, generation)
         _rebuild_bm25(run, generation)
         run.manifest.set_meta("generation", generation)
+
+
+def _next_generation(run: _Run, generation: str | None) -> str:
+    """The generation to publish: past the manifest's and past the published ones. A run killed
+    after publishing, before the manifest recorded it, left a newer one that readers use now;
+    writing its number again would delete that folder under them."""
+    published = (keyword.current_generation(run.data.bm25), keyword.current_generation(run.data.pages))
+    return str(max(int(g) for g in (generation or 0, *filter(None, published))) + 1)
 
 
 def _texts(manifest: Manifest, ids: list[str]) -> list[tuple[str, str]]:

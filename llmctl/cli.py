@@ -620,6 +620,9 @@ def _click_command():
 
 def main() -> None:
     """Entry point: the one place that turns errors into a one-line message and an exit code."""
+    from llmctl.render import GuardedStream
+
+    sys.stdout, sys.stderr = GuardedStream(sys.stdout, "stdout"), GuardedStream(sys.stderr, "stderr")
     sys.exit(run())
 
 
@@ -627,7 +630,17 @@ def run(args: list[str] | None = None, prog_name: str | None = None) -> int:
     """``main`` without ``sys.exit``: run the command line ``args`` (default: ``sys.argv[1:]``)
     and return its exit code, having written any error as one line on stderr (the tests call
     this in-process)."""
-    from llmctl.errors import Interrupted, LlmctlError, UsageError, printable
+    try:
+        return _run(args, prog_name)
+    except BrokenPipeError:  # written to directly (not through rich) after the reader left
+        from llmctl.render import quiet_stdout
+
+        quiet_stdout()
+        raise  # not reached: quiet_stdout exits 141
+
+
+def _run(args: list[str] | None, prog_name: str | None) -> int:
+    from llmctl.errors import Interrupted, LlmctlError, OutputError, UsageError, printable
     from llmctl.interrupts import terminate_as_interrupt
 
     debug = os.environ.get("LLMCTL_DEBUG") == "1"
@@ -644,10 +657,15 @@ def run(args: list[str] | None = None, prog_name: str | None = None) -> int:
         sys.stderr.write(f"{printable(str(exc))}\n")
         return exc.exit_code
     except LlmctlError as exc:
-        if debug:
-            raise
+        if debug:  # the traceback too; the exit code stays the documented one
+            import traceback
+
+            traceback.print_exc()
         message = exc.as_flag() if isinstance(exc, UsageError) else str(exc)
-        sys.stderr.write(f"Error: {printable(message)}\n")  # always one line
+        try:
+            sys.stderr.write(f"Error: {printable(message)}\n")  # always one line
+        except OutputError:
+            pass  # stderr itself cannot be written: the exit code is all that is left
         return exc.exit_code
     except _USAGE_ERROR as exc:  # a bad flag or value: one line, exit 2 (help itself is shown whole)
         if type(exc).__name__ == "NoArgsIsHelpError":

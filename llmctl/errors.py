@@ -57,6 +57,10 @@ class InputError(LlmctlError):
     exit_code = 4
 
 
+class OutputError(InputError):
+    """stdout, stderr or a report file could not be written (disk full, closed, I/O error)."""
+
+
 class IndexStateError(LlmctlError):
     """The index is missing, or was built with settings that differ from the config."""
 

@@ -19,22 +19,74 @@ BROKEN_PIPE = 141  # the shell's code for a process that SIGPIPE stopped (128 + 
 
 class _Console(Console):
     def on_broken_pipe(self) -> None:
-        """stdout's reader stopped reading (``llmctl query ... | head -3``): no more output, no
+        """stdout's (or stderr's) reader stopped reading (``llmctl query ... | head -3``): no more output, no
         traceback, exit 141, as a command that SIGPIPE stops (rich's own choice is exit 1, "a bug")."""
         quiet_stdout()
 
 
 def quiet_stdout() -> None:
-    """Point stdout at /dev/null (Python's last flush must not fail again) and exit 141."""
+    """Point stdout and stderr at /dev/null (Python's last flush must not fail again) and exit 141.
+    Either may be the pipe whose reader left (``llmctl query ... 2>&1 | head``)."""
     import os
 
-    stdout.quiet = True
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    stdout.quiet = stderr.quiet = True
+    null = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            os.dup2(null, stream.fileno())
+        except (AttributeError, OSError, ValueError):  # no file descriptor (a test's captured output)
+            pass
     raise SystemExit(BROKEN_PIPE)
 
 
+class GuardedStream:
+    """A process's stdout or stderr whose writes fail with one line and exit 4 (``OutputError``)
+    instead of a traceback: a full disk (``>/dev/full``), a closed stream (``>&-``: Python's
+    ``sys.stdout`` is None), an I/O error. A reader that left stays a ``BrokenPipeError`` (exit 141)."""
+
+    def __init__(self, stream, name: str):
+        self._stream, self._name = stream, name
+
+    def _failed(self, exc: OSError | None):
+        from llmctl.errors import OutputError
+
+        why = "it is closed" if exc is None else exc.strerror or type(exc).__name__
+        return OutputError(f"cannot write to {self._name} ({why}): the output is incomplete")
+
+    def write(self, text: str) -> int:
+        if self._stream is None:
+            raise self._failed(None)
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise self._failed(exc) from None
+
+    def flush(self) -> None:
+        if self._stream is None:
+            return
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise self._failed(exc) from None
+
+    def isatty(self) -> bool:
+        return self._stream is not None and self._stream.isatty()
+
+    def fileno(self) -> int:
+        if self._stream is None:
+            raise OSError("closed")
+        return self._stream.fileno()
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
 stdout = _Console(highlight=False, soft_wrap=True)
-stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+stderr = _Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def print_json(data: Any) -> None:
@@ -435,9 +487,22 @@ def cache_stats(stats: dict) -> None:
         stdout.print(f"Removed {stats['cleared']} (clear) and {stats['pruned']} expired (prune).")
 
 
+def _write_report(path, text: str) -> None:
+    """A report file the user asked for (its folder was checked before the run): a write that fails
+    now (disk full, a file that takes no writes) is one line and exit 4."""
+    from pathlib import Path
+
+    from llmctl.errors import OutputError
+
+    try:
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise OutputError(f"cannot write {printable(str(path))} ({exc.strerror or type(exc).__name__}): "
+                          "the report is incomplete") from None
+
+
 def eval_outputs(outcome, *, json_out, junit_out, md_out, html_out, stages: bool) -> None:
     import os
-    from pathlib import Path
 
     from rich.table import Table
 
@@ -448,7 +513,7 @@ def eval_outputs(outcome, *, json_out, junit_out, md_out, html_out, stages: bool
     for path, text in ((junit_out, lambda: rep.junit(r, outcome.result)), (md_out, lambda: rep.markdown(r)),
                        (html_out, lambda: rep.html_page(r))):
         if path:
-            Path(path).write_text(text())
+            _write_report(path, text())
             written.append(str(path))
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
@@ -461,7 +526,7 @@ def eval_outputs(outcome, *, json_out, junit_out, md_out, html_out, stages: bool
         print_json(r)
         return
     if json_out:
-        Path(json_out).write_text(__import__("json").dumps(r, indent=2, default=str))
+        _write_report(json_out, json.dumps(r, indent=2, default=str))
         written.append(json_out)
     shown = list(r["metrics"]) if stages else [r["final_stage"]]
     thresholds = {t["metric"]: t for t in r["thresholds"]}

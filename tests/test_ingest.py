@@ -454,9 +454,11 @@ def test_a_folder_chmod_000_keeps_its_files_end_to_end(small, tmp_path):
         "cannot list folder: Permission denied (its 2 indexed file(s) are kept)"]
 
 
-def test_an_interrupted_first_ingest_can_be_searched(small, make_config, embedder, monkeypatch):
+@pytest.mark.parametrize("stops", [[3], [1, 3]], ids=["first run", "after a first run that kept nothing"])
+def test_an_interrupted_first_ingest_can_be_searched(small, make_config, embedder, monkeypatch, stops):
     """Ctrl-C during a first ingest: what was committed is searchable at once (BM25 is built for
-    it before exiting), and the next run completes the index."""
+    it before exiting), and the next run completes the index. Also when an earlier run was stopped
+    before its first commit (it recorded the index's settings, so this run is not the first)."""
     import os
     import signal
 
@@ -464,18 +466,20 @@ def test_an_interrupted_first_ingest_can_be_searched(small, make_config, embedde
     from llmctl.workspace import Workspace
 
     cfg = make_config(**{"ingest.commit_every": 4})
-    real, calls = embedder.embed_documents, []
+    real = embedder.embed_documents
+    for stop in stops:
+        calls = []
 
-    def embed_documents(texts, on_batch=None):
-        calls.append(len(texts))
-        if len(calls) == 3:  # Ctrl-C while the third commit group is embedded
-            os.kill(os.getpid(), signal.SIGINT)
-        return real(texts, on_batch)
+        def embed_documents(texts, on_batch=None, calls=calls, stop=stop):
+            calls.append(len(texts))
+            if len(calls) == stop:  # Ctrl-C while this commit group is embedded
+                os.kill(os.getpid(), signal.SIGINT)
+            return real(texts, on_batch)
 
-    monkeypatch.setattr(embedder, "embed_documents", embed_documents)
-    with pytest.raises(Interrupted, match="run again to continue"):
-        ingest([small], cfg, embedder=embedder)
-    monkeypatch.undo()
+        monkeypatch.setattr(embedder, "embed_documents", embed_documents)
+        with pytest.raises(Interrupted, match="run again to continue"):
+            ingest([small], cfg, embedder=embedder)
+        monkeypatch.undo()
     kept = Manifest(cfg.data_dir / "manifest.sqlite")
     committed, dirty = kept.chunk_count(), kept.dirty
     kept.close()

@@ -3,6 +3,7 @@ failure keeps the retrieved hits, Ctrl-C is reported, money keeps its digits."""
 
 import datetime as dt
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -175,6 +176,45 @@ def test_a_reader_that_stops_reading_ends_the_command_quietly_with_141(tmp_path,
     proc.stdout.close()  # before the command writes anything
     err = proc.stderr.read().decode()
     assert proc.wait(60) == 141 and err == ""
+
+
+def test_a_pipe_that_also_takes_stderr_ends_with_141_when_its_reader_leaves(data):
+    """`llmctl query ... 2>&1 | head -1`: the reader leaves while llmctl writes a warning to stderr
+    (retrieval only, reranking off); that is the same broken pipe, exit 141, not 1 (a bug). Here
+    only stderr goes to the pipe, so that the failing write is stderr's."""
+    read, write = os.pipe()
+    proc = subprocess.Popen([sys.executable, "-m", "llmctl", "--data-dir", str(data), "query", "daily snapshots"],
+                            stdout=subprocess.DEVNULL, stderr=write, env=child_env())
+    os.close(write)
+    os.close(read)  # before the command writes anything
+    assert proc.wait(60) == 141
+
+
+@pytest.mark.parametrize("stdout", ["/dev/full", "closed"])
+def test_output_that_cannot_be_written_is_one_line_and_exit_4(data, stdout):
+    """`llmctl status >/dev/full` or with stdout closed (`>&-`): one line naming stdout, exit 4,
+    never a traceback or exit 0 with the output lost."""
+    sink = open(os.devnull if stdout == "closed" else stdout, "w")  # noqa: SIM115 - closed below
+    preexec = (lambda: os.close(1)) if stdout == "closed" else None
+    for args in (["status"], ["status", "--json"], ["query", "--json", "daily snapshots"]):
+        r = subprocess.run([sys.executable, "-m", "llmctl", "--data-dir", str(data), *args], stdout=sink,
+                           stderr=subprocess.PIPE, text=True, env=child_env(), preexec_fn=preexec, timeout=120)
+        lines = r.stderr.splitlines()
+        assert r.returncode == 4 and "Traceback" not in r.stderr, (args, r.returncode, r.stderr)
+        assert lines[-1].startswith("Error: cannot write to stdout ("), r.stderr
+    sink.close()
+
+
+def test_a_report_file_that_takes_no_writes_is_one_line_and_exit_4(data, tmp_path):
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("name: t\ncases:\n  - {id: c1, query: daily snapshots, expected: [retention-policies.md]}\n")
+    r = invoke("--data-dir", data, "eval", suite, "--json-file", "/dev/full")
+    assert_clean_error(r, 4, "cannot write /dev/full (No space left on device)")
+
+
+def test_llmctl_debug_shows_the_traceback_and_keeps_the_exit_code(tmp_path):
+    r = invoke("--data-dir", tmp_path / "none", "query", "anything", env={"LLMCTL_DEBUG": "1"})
+    assert r.returncode == 5 and "Traceback" in r.stderr and r.stderr.splitlines()[-1].startswith("Error: No index")
 
 
 def test_an_answer_cut_mid_stream_ends_its_line_before_the_hits(tmp_path, data, fake_llm):

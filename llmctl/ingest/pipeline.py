@@ -491,7 +491,8 @@ def _write(run: _Run, windows: Iterator[list[_Planned]], scan: _Scan, bm25_stale
     """Embed and commit group by group, drop removed files, then publish a new BM25 generation."""
     cfg, manifest, report = run.cfg, run.manifest, run.report
     generation = manifest.get_meta("generation")
-    bm25_missing = keyword.current_generation(run.data.bm25) != generation
+    published = keyword.current_generation(run.data.bm25)
+    bm25_missing = published is None or published != generation  # None twice: a run stopped before its first commit
     first = next(windows, None)
     changed = bool(first or scan.removed)
     if not (changed or scan.touched or bm25_stale or bm25_missing):

@@ -211,7 +211,7 @@ def query(
 ) -> None:
     """Ask a question: hybrid retrieval, reranking and a streamed, cited answer.
 
-    With no model configured, query shows the passages it found and says on its last line
+    With no model configured, query shows the passages it found and ends with a line on stderr,
     "retrieval only: no model configured (llm.providers)". For written, cited answers, add an
     OpenAI-compatible model (OpenAI, a llama.cpp or vLLM server...) to llmctl.yaml, export
     the key, then run 'llmctl trust' once (or name the file with --config llmctl.yaml):

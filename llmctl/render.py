@@ -335,7 +335,7 @@ def query_result(result, explain: bool = False) -> None:
             stdout.print("\nSources:")
             for s in result.citations:
                 section = f"  ({s.heading})" if s.heading else ""
-                stdout.print(f"  [{s.n}] {s.location()}{section}", markup=False)
+                stdout.print(f"  [{s.n}] {printable(s.location())}{section}", markup=False)
         else:
             stdout.print("\n(no sources cited)")
     else:
@@ -343,11 +343,11 @@ def query_result(result, explain: bool = False) -> None:
             stdout.print("No matching chunks.")
         for i, hit in enumerate(result.hits, start=1):
             final = hit.stages.get("rerank") or hit.stages.get("fused")
-            stdout.print(f"{i}. {hit.location()}  score {final[1]:.3f}", markup=False, style="bold")
+            stdout.print(f"{i}. {printable(hit.location())}  score {final[1]:.3f}", markup=False, style="bold")
             if hit.chunk.get("heading"):
                 stdout.print(f"   {hit.chunk['heading']}", markup=False, style="dim")
             if hit.chunk.get("also_in"):
-                stdout.print(f"   also in: {', '.join(hit.chunk['also_in'])}", markup=False, style="dim")
+                stdout.print(f"   also in: {printable(', '.join(hit.chunk['also_in']))}", markup=False, style="dim")
             stdout.print(_snippet(result.snippets[i - 1]) if i <= len(result.snippets)
                          else Text(hit.chunk.get("text", "")[:240]))
         if result.skipped == "no_model":
@@ -381,7 +381,7 @@ def _explain(result) -> None:
         for stage in ("bm25", "dense", "fused", "rerank"):
             rs = hit.stages.get(stage)
             cells.append(f"#{rs[0]} {rs[1]:.3f}" if rs else "-")
-        table.add_row(str(i), hit.location(), *cells)
+        table.add_row(str(i), printable(hit.location()), *cells)
     stderr.print(table)
     stderr.print("Latency (ms): " + ", ".join(f"{k} {v * 1000:.1f}" for k, v in result.timings.items()))
     p = result.packed

@@ -65,6 +65,21 @@ def test_budget_exit_code(tmp_path, data, fake_llm):
     assert fake_llm.requests == []
 
 
+def test_a_failed_answer_lists_its_attempts_in_json(tmp_path, data, fake_llm):
+    """--json after every attempt failed: the error, and under `attempts` what was tried (it was [])."""
+    from openai_server import Reply
+
+    fake_llm.script.extend([Reply(kind="status", status=500)] * 3)
+    cfg = config(tmp_path, fake_llm)
+    cfg.write_text(cfg.read_text().replace("retries: 0", "retries: 2"))
+    r = invoke("--config", cfg, "--data-dir", data, "query", "--json", "Is Windows supported?")
+    out = json.loads(r.stdout)
+    assert r.returncode == 7 and out["error"]["exit_code"] == 7 and out["hits"]
+    assert [(a["provider"], a["attempt"], a["error"]) for a in out["attempts"]] == [
+        ("local", 1, "server"), ("local", 2, "server"), ("local", 3, "server")], out["attempts"]
+    assert len(fake_llm.requests) == 3
+
+
 def test_bad_dates_are_clean_errors(tmp_path, data, fake_llm):
     cfg = config(tmp_path, fake_llm)
     r = invoke("--config", cfg, "--data-dir", data, "cost-report", "--since", "last week")

@@ -110,3 +110,14 @@ def test_a_repeated_question_is_answered_without_loading_the_embedding_model(tmp
     assert runs[0]["onnxruntime"] is True  # first time: embedded with the ONNX model
     assert runs[1]["onnxruntime"] is False and runs[1]["torch"] is False  # again: remembered, no model
     assert runs[1]["hits"] == runs[0]["hits"]
+
+
+def test_a_file_name_with_a_newline_keeps_each_hit_on_its_own_line(tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "new\nline.md").write_text("# Zebra\n\nThe zebrafile note, in a file whose name has a newline.\n")
+    data = tmp_path / "data"
+    assert invoke("--data-dir", data, "ingest", "-q", docs).returncode == 0
+    r = invoke("--data-dir", data, "query", "--no-llm", "zebrafile note")
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"^1\. docs/new\\nline\.md:\d+-\d+  score ", r.stdout, re.M), r.stdout

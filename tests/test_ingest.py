@@ -74,11 +74,15 @@ def test_dry_run_reports_and_writes_nothing(small, make_config, embedder):
     r = ingest([small], cfg, dry_run=True, embedder=embedder)
     assert r.dry_run and len(r.files_added) == 5 and r.tokens_embedded > 500
     assert not cfg.data_dir.exists()
-    ingest([small], cfg, embedder=embedder)
+    real = ingest([small], cfg, embedder=embedder)
+    assert real.to_dict()["chunks"] == r.to_dict()["chunks"]  # the plan's counts are the run's
     (small / "glossary.md").write_text("# Glossary\n\nPack file: many chunks.\n")
+    (small / "faq.html").unlink()
     r = ingest([small], cfg, dry_run=True, embedder=embedder)
     assert [p.rsplit("/", 1)[-1] for p in r.files_added] == ["glossary.md"] and r.chunks_added == 1
-    assert ingest([small], cfg, embedder=embedder).chunks_added == 1  # the dry run changed nothing
+    real = ingest([small], cfg, embedder=embedder)  # the dry run changed nothing
+    assert real.chunks_added == 1 and real.chunks_deleted > 0
+    assert real.to_dict()["chunks"] == r.to_dict()["chunks"]
 
 
 def test_bad_files_are_skipped_and_never_lose_earlier_work(small, make_config, embedder):
@@ -534,4 +538,27 @@ def test_a_run_after_a_kill_between_publishing_bm25_and_recording_it_never_delet
     ingest([small], cfg, embedder=embedder)
     assert removed_while_current == [], removed_while_current
     assert int(keyword.current_generation(cfg.data_dir / "bm25")) > int(published)
+    assert_consistent(cfg.data_dir)
+
+
+def test_a_folder_ingested_again_from_elsewhere_gets_one_spelling_of_its_sources(small, tmp_path, make_config,
+                                                                                 embedder):
+    """Sources are shown relative to where llmctl runs (or absolute outside it). Ingested first from
+    another folder, then from the corpus's parent with one file added: every file under the path
+    now reads 'docs/...', so --where source=docs/* finds them all (it found only the new one)."""
+    from llmctl.workspace import Workspace
+
+    cfg = make_config()
+    cfg.base_dir = tmp_path / "elsewhere"
+    ingest([small], cfg, embedder=embedder)
+    assert all(f.source.startswith("/") for f in Manifest(cfg.data_dir / "manifest.sqlite").files().values())
+    (small / "new.md").write_text("# New\n\nA new note about retention.\n")
+    cfg.base_dir = tmp_path
+    report = ingest([small], cfg, embedder=embedder)
+    assert report.files_unchanged == 5 and report.chunks_added and not report.chunks_deleted
+    sources = {f.source for f in Manifest(cfg.data_dir / "manifest.sqlite").files().values()}
+    assert len(sources) == 6 and all(s.startswith("docs/") for s in sources), sources
+    with Workspace(cfg) as ws:
+        hits = ws.search("retention snapshots policy", k=20, where=["source=docs/*"])
+        assert len({h.source for h in hits}) > 2
     assert_consistent(cfg.data_dir)

@@ -324,11 +324,11 @@ class Manifest:
 
     # -- writes -----------------------------------------------------------------------
     def touch(self, records: list[FileRecord]) -> None:
-        """Record new size/mtime of files whose content hash did not change."""
+        """Record the new size, mtime and shown source of files whose content hash did not change."""
         with self.transaction():
             self.db.executemany(
-                "UPDATE files SET size = ?, mtime_ns = ? WHERE path = ?",
-                [(r.size, r.mtime_ns, r.path) for r in records],
+                "UPDATE files SET size = ?, mtime_ns = ?, source = ? WHERE path = ?",
+                [(r.size, r.mtime_ns, r.source, r.path) for r in records],
             )
 
     def apply(self, updates: list[FileUpdate]) -> list[str]:

@@ -22,7 +22,7 @@ import stat
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from llmctl.config import Config, VectorStoreConfig
@@ -365,16 +365,18 @@ def _scan(run: _Run, paths: list[Path]) -> _Scan:
         if st.st_size > cfg.ingest.max_file_mb * 1024 * 1024:
             run.skip(path, f"larger than ingest.max_file_mb ({cfg.ingest.max_file_mb:g} MB)")
             continue
-        rec = known.get(key)
+        rec, shown = known.get(key), display_source(path, cfg.base_dir)
         if rec and rec.size == st.st_size and rec.mtime_ns == st.st_mtime_ns and not run.reread:
             report.files_unchanged += 1
+            if rec.source != shown:  # ingested from another folder before: one spelling per run's files
+                scan.touched.append(replace(rec, source=shown))
             continue
         try:
             digest = file_digest(path.read_bytes())
         except OSError as exc:
             run.skip(path, f"cannot read: {exc.strerror}")
             continue
-        new = FileRecord(key, display_source(path, cfg.base_dir), st.st_size, st.st_mtime_ns, digest)
+        new = FileRecord(key, shown, st.st_size, st.st_mtime_ns, digest)
         if rec and rec.sha256 == digest and not run.reread:
             report.files_unchanged += 1
             scan.touched.append(new)
@@ -483,8 +485,11 @@ def _dry_run(run: _Run, paths: list[Path], check: bool) -> None:
             new_ids.update(c.id for cs in p.update.changed_chunks.values() for c in cs)
     old_ids = manifest.chunk_ids_of_docs(docs)
     deleted = sum(1 for ids in old_ids.values() for i in ids if i not in new_ids)
-    run.report.chunks_deleted = deleted + len(manifest.chunk_ids_of_files(scan.removed))
-    run.report.chunks_total = manifest.chunk_count()  # the index as it is now
+    report = run.report
+    report.chunks_deleted = deleted + len(manifest.chunk_ids_of_files(scan.removed))
+    # the index as the real run would leave it, so that the two reports compare
+    report.chunks_total = manifest.chunk_count() - report.chunks_deleted + report.chunks_added
+    report.chunks_kept = report.chunks_total - report.chunks_added
 
 
 def _write(run: _Run, windows: Iterator[list[_Planned]], scan: _Scan, bm25_stale: bool) -> None:

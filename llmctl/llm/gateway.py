@@ -288,7 +288,9 @@ class Gateway:
             if provider is not order[-1] and (call.last is not None or call.refusals):
                 why = call.last.kind if call.last is not None else "budget"
                 self.warn(f"provider '{provider.name}' failed ({why}); falling back to the next one")
-        raise self._give_up(call)
+        error = self._give_up(call)
+        error.attempts = call.attempts  # what was tried: `query --json` lists them beside the error
+        raise error
 
     def _call(self, messages: list[dict], question: str, chunk_ids: list[str], sources: list[dict],
               on_token: Callable[[str], None] | None) -> _Call:

@@ -168,7 +168,7 @@ class QueryResult:
             "similarity": c.similarity if c else None,
             "cached_question": c.cached_question if c else None,  # a semantic hit: the question reused
             "route": c.route if c else None,
-            "attempts": c.attempts if c else [],
+            "attempts": c.attempts if c else getattr(self.error, "attempts", []),
             "latency_ms": {k: round(v * 1000, 1) for k, v in self.timings.items()},
             "warnings": self.warnings,
         }

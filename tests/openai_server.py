@@ -46,6 +46,7 @@ class Reply:
     stall_for: float = 5.0
     raw: bytes = b""
     finish_reason: str = "stop"
+    token_interval: float = 0.002  # seconds between streamed chunks
 
 
 class FakeOpenAI:
@@ -62,6 +63,7 @@ class FakeOpenAI:
         self.expire_after = 0
         self.failing: list[str] = []  # requests whose messages contain one of these fail (HTTP 400 item)
         self.requests: list[dict] = []
+        self.streams: list[str] = []  # how each streamed answer ended: "done" | "client left"
         self.lock = threading.Lock()
         self.in_flight = self.max_in_flight = 0
         self.default_text = default_text
@@ -164,7 +166,7 @@ class FakeOpenAI:
                             return
                         self._event({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0,
                                      "model": model, "choices": [{"index": 0, "delta": {"content": piece},
-                                                                  "finish_reason": None}]})
+                                                                  "finish_reason": None}]}, reply.token_interval)
                     self._event({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0,
                                  "model": model,
                                  "choices": [{"index": 0, "delta": {}, "finish_reason": reply.finish_reason}]})
@@ -173,13 +175,14 @@ class FakeOpenAI:
                                      "model": model, "choices": [], "usage": usage_of(body, reply)})
                     self.wfile.write(b"data: [DONE]\n\n")
                     self.wfile.flush()
+                    server.streams.append("done")
                 except (BrokenPipeError, ConnectionResetError):
-                    pass
+                    server.streams.append("client left")
 
-            def _event(self, obj):
+            def _event(self, obj, interval: float = 0.002):
                 self.wfile.write(b"data: " + json.dumps(obj).encode() + b"\n\n")
                 self.wfile.flush()
-                time.sleep(0.002)
+                time.sleep(interval)
 
             def _json(self, status, obj, headers=None):
                 self._raw(status, json.dumps(obj).encode(), "application/json", headers)

@@ -223,6 +223,26 @@ def test_a_reader_that_goes_away_mid_answer_still_leaves_the_billed_call_in_the_
     assert row["status"] == "error" and row["error_class"] == "client_gone" and row["cost_usd"] > 0
 
 
+def test_a_reader_that_goes_away_stops_the_answer_being_generated(make, fake_llm):
+    """The provider's stream is closed at once, so it stops generating (and billing) the rest:
+    left open, the whole answer was generated while the ledger counted the first tokens."""
+    import time
+
+    fake_llm.script.append(Reply(text=" ".join(f"word{i}" for i in range(60)), token_interval=0.05))
+
+    def closed_pipe(token: str) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    gateway = make()
+    with pytest.raises(BrokenPipeError):
+        ask(gateway, on_token=closed_pipe)
+    waited = 0.0
+    while not fake_llm.streams and waited < 30:  # the server notices at its next write
+        time.sleep(0.05)
+        waited += 0.05
+    assert fake_llm.streams == ["client left"]
+
+
 def test_retry_after_ms_is_read_before_retry_after(make, fake_llm):
     fake_llm.script.extend([Reply(kind="status", status=429, headers={"retry-after-ms": "60000", "Retry-After": "1"})])
     with pytest.raises(ProviderError, match=r"next retry \(60 s away\)"):

@@ -159,7 +159,6 @@ def attempt(
         stream = raw.parse()
         for chunk in stream:
             if time.perf_counter() - started > provider.timeout:
-                stream.close()
                 raise AttemptFailed("timeout", f"'{name}' exceeded its {provider.timeout:g} s timeout",
                                     partial="".join(parts))
             if chunk.usage is not None:
@@ -203,6 +202,9 @@ def attempt(
         # Cut JSON, wrong types, missing fields, bytes that are not UTF-8 inside the stream.
         raise AttemptFailed("malformed", f"'{name}' sent a malformed stream after {len(parts)} chunks "
                             f"({type(exc).__name__}: {_one_line(exc)})", partial="".join(parts)) from None
+    finally:
+        if stream is not None:  # however it ended (a reader that left, too): the provider stops generating
+            stream.close()
     out.text = "".join(parts)
     out.latency_s = time.perf_counter() - started
     if out.finish_reason is None:

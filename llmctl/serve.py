@@ -64,6 +64,8 @@ from llmctl.errors import (
 )
 
 if TYPE_CHECKING:
+    import asyncio
+
     from llmctl.config import ServeConfig
     from llmctl.workspace import Workspace
 
@@ -486,21 +488,88 @@ def build_app(ws: Workspace, *, host: str = "127.0.0.1", token: str | None = Non
 
 class _Protocol(H11Protocol):
     """uvicorn's h11 protocol, answering a request it cannot parse (``Content-Length: -1``, a
-    broken request line or header) in serve's JSON instead of plain text."""
+    broken request line or header) in serve's JSON instead of plain text; closing a connection
+    whose request line and headers have not all arrived within ``header_timeout`` seconds (uvicorn
+    waits for ever, so idle or trickling connections could hold every file descriptor); and
+    closing at once connections beyond ``max_connections``."""
+
+    header_timeout = 30.0
+    max_connections = 1000
+    _timer: asyncio.TimerHandle | None = None
+    _heard = False  # bytes of the awaited request arrived
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        super().connection_made(transport)
+        if len(self.connections) > self.max_connections:
+            transport.abort()
+            return
+        self._expect_request()
+
+    def _expect_request(self) -> None:
+        """Start the clock for the next request's line and headers (on a new or kept-alive connection)."""
+        self._stop_clock()
+        self._cycle, self._heard = self.cycle, False
+        self._timer = self.loop.call_later(self.header_timeout, self._too_slow)
+
+    def _stop_clock(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def data_received(self, data: bytes) -> None:
+        self._heard = True
+        super().data_received(data)
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        if self._timer is not None and self.cycle is not self._cycle:  # a request's headers are in
+            self._stop_clock()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._expect_request()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_clock()
+        super().connection_lost(exc)
+
+    def _too_slow(self) -> None:
+        self._timer = None
+        if self.transport.is_closing():
+            return
+        if not self._heard:  # nothing sent: just close
+            self.transport.close()
+            return
+        self._reply_and_close(408, "RequestTimeout", f"the request line and headers did not arrive within "
+                                                     f"{self.header_timeout:g} s (serve.read_timeout)")
 
     def send_400_response(self, msg: str) -> None:
-        body = json.dumps({"error": {"message": "not a valid HTTP/1.1 request (request line, a header, or "
-                                                "Content-Length)", "type": "BadRequest"}}).encode()
-        self.transport.write(b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
-                             b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
+        self._reply_and_close(400, "BadRequest", "not a valid HTTP/1.1 request (request line, a header, or "
+                                                 "Content-Length)")
+
+    def _reply_and_close(self, status: int, kind: str, message: str) -> None:
+        body = json.dumps({"error": {"message": message, "type": kind}}).encode()
+        reason = {400: b"Bad Request", 408: b"Request Timeout"}[status]
+        self.transport.write(b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\n"
+                             b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (status, reason, len(body), body))
         self.transport.close()
 
 
-def server_for(app: ASGIApp, *, quiet: bool = True, grace: float = 3.0) -> uvicorn.Server:
-    """A uvicorn server for ``app``: h11 on asyncio, JSON for unparsable requests, no logging setup of
-    its own (serve logs requests itself)."""
+def server_for(app: ASGIApp, *, quiet: bool = True, grace: float = 3.0, read_timeout: float = 30.0,
+               max_connections: int | None = None) -> uvicorn.Server:
+    """A uvicorn server for ``app``: h11 on asyncio, JSON for unparsable requests, a request's line and
+    headers due within ``read_timeout`` seconds, at most ``max_connections`` open (default: 1,000, or
+    half the file descriptors this process may open, so that the rest stay for the index), no
+    logging setup of its own (serve logs requests itself)."""
+    import resource
+
+    if max_connections is None:
+        files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        max_connections = 1000 if files == resource.RLIM_INFINITY else max(16, min(1000, files // 2))
+    protocol = type("Protocol", (_Protocol,), {"header_timeout": read_timeout, "max_connections": max_connections})
     return uvicorn.Server(uvicorn.Config(
-        app, http=_Protocol, loop="asyncio", lifespan="off", log_config=None, access_log=False,
+        app, http=protocol, loop="asyncio", lifespan="off", log_config=None, access_log=False,
         log_level="error" if quiet else "warning", server_header=False, backlog=BACKLOG,
         timeout_graceful_shutdown=math.ceil(grace)))
 
@@ -522,7 +591,8 @@ def serve(ws: Workspace, host: str, port: int, *, quiet: bool = False, ready=Non
     except IndexStateError as exc:  # no index yet: serve anyway, requests say what to do
         sys.stderr.write(f"Warning: {exc}\n")
     sock = listen(host, port)
-    server = server_for(build_app(ws, host=host, token=token, quiet=quiet), quiet=quiet)
+    server = server_for(build_app(ws, host=host, token=token, quiet=quiet), quiet=quiet,
+                        read_timeout=ws.cfg.serve.read_timeout)
     running = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="llmctl-serve")
     running.start()
     if ready:

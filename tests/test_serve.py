@@ -47,11 +47,13 @@ class Running(Client):
     """serve's app for ``ws`` on a real uvicorn, in a thread of this process; stops on exit.
     ``host`` is the address the guard believes it is bound to (it listens on 127.0.0.1)."""
 
-    def __init__(self, ws: Workspace, *, host: str = "127.0.0.1", token: str | None = None):
+    def __init__(self, ws: Workspace, *, host: str = "127.0.0.1", token: str | None = None,
+                 max_connections: int | None = None):
         self.sock = listen("127.0.0.1", 0)
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = server_for(build_app(ws, host=host, token=token), grace=1)
+        self.server = server_for(build_app(ws, host=host, token=token), grace=1,
+                                 read_timeout=ws.cfg.serve.read_timeout, max_connections=max_connections)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
     def __enter__(self) -> Running:
@@ -242,6 +244,27 @@ def test_a_stalled_body_is_cut_off_while_other_requests_are_served(data):
         assert s.json("GET", "/health") == (200, {"ok": True})
         code, err = split_response(read_all(stalled))  # read_all returns: the server closed it
         assert code == 408 and "serve.read_timeout" in err["error"]["message"]
+        assert s.json("GET", "/health") == (200, {"ok": True})
+
+
+def test_a_request_whose_headers_never_finish_is_closed_and_connections_are_capped(data):
+    """A client that connects and sends nothing, or half a header, is cut off after serve.read_timeout
+    (uvicorn waited for ever: enough of them held every file descriptor); connections beyond the cap
+    are closed at once, and the server answers again once the stalled ones are gone."""
+    with Workspace(data_dir=data, **{"rerank.enabled": False, "serve.read_timeout": 1}) as ws, \
+            Running(ws, max_connections=3) as s, s.connect() as silent, s.connect() as trickle:
+        trickle.sendall(b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and never the blank line
+        assert s.json("GET", "/health") == (200, {"ok": True})  # a third connection: still under the cap
+        with s.connect() as third, s.connect() as fourth:  # the cap is reached: the fourth is closed
+            try:
+                assert read_all(fourth) == b""
+            except ConnectionResetError:
+                pass
+            third.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            assert b" 200 " in read_all(third).split(b"\r\n")[0]
+        code, err = split_response(read_all(trickle))  # returns: the server closed it
+        assert code == 408 and "did not arrive within 1 s" in err["error"]["message"]
+        assert read_all(silent) == b""  # nothing sent, nothing answered: closed
         assert s.json("GET", "/health") == (200, {"ok": True})
 
 

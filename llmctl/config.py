@@ -461,12 +461,25 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
         resolved = _resolve_model(section.model, base_dir)
         if resolved != section.model:
             section.model = resolved
+    if file is None and "data_dir" not in sources:
+        _refuse_a_linked_default(cfg.data_dir)
     if discovered:  # before anything uses it: no request is made for an untrusted file
         from llmctl.trust import require_trusted
 
         require_trusted(file, raw, data, cfg, set(sources))
         cfg._discovered = True
     return cfg
+
+
+def _refuse_a_linked_default(data_dir: Path) -> None:
+    """With no config, the index goes to ./.llmctl; a symlink there that leads out of this folder
+    came with the folder (a cloned repository can point it anywhere) and is not followed unless
+    the user names the data dir (as a discovered config that does so needs ``llmctl trust``)."""
+    here = Path.cwd().resolve()
+    if (Path.cwd() / ".llmctl").is_symlink() and not data_dir.is_relative_to(here):
+        raise ConfigError(f"./.llmctl is a symlink to {data_dir}, outside this folder (it came with the folder, "
+                          "and a cloned repository can point it anywhere): to keep the index there, name it with "
+                          f"--data-dir {data_dir} or LLMCTL_DATA_DIR; otherwise remove the link")
 
 
 def _resolve_model(name: str, base_dir: Path) -> str:

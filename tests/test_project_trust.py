@@ -142,9 +142,27 @@ def test_the_users_own_flags_and_variables_are_not_the_files(tmp_path, monkeypat
 
 def test_a_data_dir_symlinked_out_of_the_folder_needs_trust(tmp_path, tmp_path_factory):
     write(tmp_path / "llmctl.yaml", {"retrieval": {"k": 3}})
-    (tmp_path / ".llmctl").symlink_to(tmp_path_factory.mktemp("outside"), target_is_directory=True)
-    with pytest.raises(ConfigError, match="data_dir"):
+    outside = tmp_path_factory.mktemp("outside")
+    (tmp_path / ".llmctl").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(ConfigError, match=r"the default data_dir \./\.llmctl, a symlink, \(writes the index outside"):
         load_config(None)
+
+
+def test_with_no_config_a_symlinked_llmctl_folder_is_not_followed_unless_named(tmp_path, tmp_path_factory):
+    """A cloned repository with no llmctl.yaml but a .llmctl symlink: the index would be written
+    wherever the link leads. Refused (exit 3) with the way to keep it; named, it is the user's."""
+    outside = tmp_path_factory.mktemp("outside")
+    (outside / "notes.txt").write_text("precious\n")
+    (tmp_path / ".llmctl").symlink_to(outside, target_is_directory=True)
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.md").write_text("# A\n\nSome text.\n")
+    message = failed(invoke("ingest", "docs"))
+    assert message.startswith("./.llmctl is a symlink to") and "--data-dir" in message
+    assert sorted(p.name for p in outside.iterdir()) == ["notes.txt"]
+    assert load_config(None, {"data_dir": str(outside)}).data_dir == outside.resolve()
+    (tmp_path / ".llmctl").unlink()
+    (tmp_path / ".llmctl").symlink_to(tmp_path / "docs", target_is_directory=True)  # inside: fine
+    assert load_config(None).data_dir == (tmp_path / "docs").resolve()
 
 
 def test_python_api_checks_a_discovered_config_and_trusts_a_named_one(tmp_path, fake_llm):

@@ -20,8 +20,8 @@ INSTRUCTIONS = (
 
 
 def _hit(h: dict) -> dict:
-    return {k: h[k] for k in ("rank", "id", "source", "location", "heading", "start_line", "end_line", "page",
-                              "text")} | {"score": h["stages"].get("fused", {}).get("score")}
+    return {k: h[k] for k in ("rank", "id", "doc_id", "source", "location", "heading", "start_line", "end_line",
+                              "page", "text")} | {"score": h["stages"].get("fused", {}).get("score")}
 
 
 def _one_line(exc) -> str:

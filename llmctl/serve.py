@@ -165,7 +165,9 @@ class Guard:
     def authorised(self, headers: Headers) -> bool:
         if self.token is None:
             return True
-        return hmac.compare_digest(headers.get("authorization", "").encode(), f"Bearer {self.token}".encode())
+        scheme, _, value = headers.get("authorization", "").strip().partition(" ")
+        # the scheme's case does not matter (RFC 9110 11.1); the token is compared in constant time
+        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), self.token.encode())
 
 
 class Gate:
@@ -208,7 +210,7 @@ def _with_headers(send: Send, headers: dict[str, str]) -> Send:
 
 def _logged(scope: Scope, send: Send) -> Send:
     client = (scope.get("client") or ("-",))[0]
-    path = scope["path"] + (f"?{scope['query_string'].decode('latin-1')}" if scope.get("query_string") else "")
+    path = scope["path"] + ("?…" if scope.get("query_string") else "")  # no route reads it; a token put there stays out
 
     async def sending(message: Message) -> None:
         if message["type"] == "http.response.start":
@@ -291,7 +293,16 @@ def parse_search(body: dict, keys: set[str]) -> dict:
         raise BadRequest(f"unknown field(s) {unknown}; accepted: {sorted(keys)}")
     where = body.get("where")
     if isinstance(where, dict):
+        bad = next(((f, v) for f, v in where.items() if "=" in f or not isinstance(v, str)), None)
+        if bad:
+            raise BadRequest(f"where: expected {{field: text}}, e.g. {{\"ext\": \"md\"}}; got {json.dumps(bad[0])}: "
+                             f"{json.dumps(bad[1])}")
         where = [f"{f}={v}" for f, v in where.items()]
+    if "query" in body and "question" in body:
+        raise BadRequest("give the text as question or as query, not both")
+    name = "question" if "question" in keys else "query"
+    if "query" not in body and name not in body:
+        raise BadRequest(f"missing field {name!r}: the text to {'answer' if name == 'question' else 'search for'}")
     return {"text": body.get("query", body.get("question")), "k": body.get("k"), "where": where,
             "rerank": body.get("rerank")}
 
@@ -349,7 +360,8 @@ async def query(request: Request) -> Response:
     for name, value in flags.items():  # the transport's own fields: the Workspace never sees them
         if not isinstance(value, bool):
             raise BadRequest(f"{name}: expected true or false, got {value!r}")
-    stream = flags["stream"] or "text/event-stream" in request.headers.get("accept", "")
+    # the body's own "stream" wins; without it, a client that accepts only events gets them
+    stream = flags["stream"] if "stream" in body else "text/event-stream" in request.headers.get("accept", "")
     kw = {"k": args["k"], "where": args["where"], "rerank": args["rerank"], "tag": body.get("tag"),
           "use_llm": not flags["no_llm"]}
     ws = _ws(request)

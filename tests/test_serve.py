@@ -48,11 +48,11 @@ class Running(Client):
     ``host`` is the address the guard believes it is bound to (it listens on 127.0.0.1)."""
 
     def __init__(self, ws: Workspace, *, host: str = "127.0.0.1", token: str | None = None,
-                 max_connections: int | None = None):
+                 max_connections: int | None = None, quiet: bool = True):
         self.sock = listen("127.0.0.1", 0)
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = server_for(build_app(ws, host=host, token=token), grace=1,
+        self.server = server_for(build_app(ws, host=host, token=token, quiet=quiet), grace=1,
                                  read_timeout=ws.cfg.serve.read_timeout, max_connections=max_connections)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
@@ -131,6 +131,7 @@ def test_search_status_documents_and_bad_requests(ws):
 
         code, chunk = s.json("GET", f"/chunks/{got['hits'][0]['id']}")
         assert code == 200 and chunk["text"] == got["hits"][0]["text"]
+        assert got["hits"][0]["doc_id"] == chunk["doc_id"]  # a hit names its document, for /documents
         code, doc = s.json("GET", f"/documents/{chunk['doc_id']}")
         assert code == 200 and doc["chunks"] and chunk["id"] in doc["chunks"]
         code, st = s.json("GET", "/status")
@@ -143,11 +144,17 @@ def test_search_status_documents_and_bad_requests(ws):
                             ({"query": "x", "kk": 3}, "unknown field"), ({"query": "x", "where": ["size=3"]}, "size"),
                             ({"query": "x", "where": 5}, "where: expected a list"),
                             ({"query": "x", "k": True}, "k: expected a number, not true"),
-                            ({"query": 5}, "as a string, got int"), ({"query": "\ud800 x"}, "not valid Unicode")]:
+                            ({"query": 5}, "as a string, got int"), ({"query": "\ud800 x"}, "not valid Unicode"),
+                            ({"query": "x", "where": {"ext": ["md", "txt"]}}, 'got "ext": ["md", "txt"]'),
+                            ({"query": "x", "where": {"ext": None}}, 'got "ext": null'),
+                            ({"query": "x", "where": {"ext=md&source": "x"}}, 'got "ext=md&source": "x"'),
+                            ({}, "missing field 'query'"), ({"k": 3}, "missing field 'query'")]:
             code, err = s.json("POST", "/search", body)
             assert code == 400 and words in err["error"]["message"], (body, err)
         for body, words in [({"question": "x", "stream": "no"}, "stream: expected true or false, got 'no'"),
-                            ({"question": "x", "no_llm": "false"}, "no_llm: expected true or false")]:
+                            ({"question": "x", "no_llm": "false"}, "no_llm: expected true or false"),
+                            ({"question": "a", "query": "b"}, "question or as query, not both"),
+                            ({"no_llm": True}, "missing field 'question'")]:
             code, err = s.json("POST", "/query", body)
             assert code == 400 and words in err["error"]["message"], (body, err)
         assert s.json("POST", "/search", raw=b"{not json")[0] == 400
@@ -213,11 +220,15 @@ def test_allow_lists_admit_a_configured_host_and_origin_with_cors(data):
         assert headers["Access-Control-Allow-Origin"] == "https://app.example:8443"
 
 
-def test_beyond_loopback_the_token_and_the_origin_rule_apply(data):
+def test_beyond_loopback_the_token_and_the_origin_rule_apply(data, capsys):
     with Workspace(data_dir=data, **{"rerank.enabled": False}) as ws, \
-            Running(ws, host="0.0.0.0", token="s3cret") as s:
+            Running(ws, host="0.0.0.0", token="s3cret", quiet=False) as s:
         assert s.json("GET", "/status")[0] == 401
         assert s.json("GET", "/status", headers={"Authorization": "Bearer wrong"})[0] == 401
+        assert s.json("GET", "/status", headers={"Authorization": "Bearer s3cret2"})[0] == 401
+        assert s.json("GET", "/status", headers={"Authorization": "Basic s3cret"})[0] == 401
+        assert s.json("GET", "/status", headers={"Authorization": "bearer s3cret"})[0] == 200  # any case (RFC 9110)
+        assert s.json("GET", "/status?token=s3cret")[0] == 401  # a token in the URL is not one
         ok = {"Authorization": "Bearer s3cret"}
         assert s.json("GET", "/health", headers={**ok, "Host": "10.1.2.3:8765"})[0] == 200  # any name reaches it
         assert s.json("GET", "/health", headers={**ok, "Origin": "http://evil.example"})[0] == 403
@@ -225,6 +236,8 @@ def test_beyond_loopback_the_token_and_the_origin_rule_apply(data):
             Running(ws, host="0.0.0.0", token="s3cret") as s:
         assert s.json("GET", "/health", headers={**ok, "Host": "search.internal"})[0] == 200
         assert s.json("GET", "/health", headers={**ok, "Host": "10.1.2.3:8765"})[0] == 403
+    log = capsys.readouterr().err
+    assert '"GET /status?… HTTP/1.1" 401' in log and "s3cret" not in log  # the request log keeps it out
 
 
 @pytest.mark.parametrize("length", [b"-1", b"abc", b"1, 2"])
@@ -338,6 +351,11 @@ def test_answers_json_and_streamed(data, fake_llm):
         assert streamed == json.loads(events[-1][1].removeprefix("data: "))["answer"]
         code, doc = s.json("POST", "/query", {"question": "x", "no_llm": True})
         assert code == 200 and doc["answer"] is None and doc["hits"]
+        accepts_events = {"Accept": "text/event-stream"}  # streams, unless the body says "stream": false
+        assert s.call("POST", "/query", {"question": "x"}, headers=accepts_events)[2]["Content-Type"].startswith(
+            "text/event-stream")
+        code, text, headers = s.call("POST", "/query", {"question": "x", "stream": False}, headers=accepts_events)
+        assert headers["Content-Type"].startswith("application/json") and json.loads(text)["answer"]
     # a refused answer: 402 with the documented error shape (and the hits); streamed, an error event
     priced = {**provider, "price_input_per_1m": 5.0, "price_output_per_1m": 15.0}
     with Workspace(data_dir=data, **{"rerank.enabled": False, "llm.providers": [priced],

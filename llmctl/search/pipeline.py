@@ -132,7 +132,7 @@ class QueryResult:
         return {
             "question": self.question,
             "hits": [{
-                "rank": i, "id": h.id, "source": h.source, "location": h.location(),
+                "rank": i, "id": h.id, "doc_id": h.chunk.get("doc_id"), "source": h.source, "location": h.location(),
                 "heading": h.chunk.get("heading", ""), "start_line": h.chunk.get("start_line"),
                 "end_line": h.chunk.get("end_line"), "page": h.chunk.get("page"),
                 "stages": {s: {"rank": r, "score": round(v, 6)} for s, (r, v) in h.stages.items()},

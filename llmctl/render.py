@@ -259,14 +259,22 @@ def sync_line(report, as_json: bool) -> None:
         sys.stdout.write(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), **report.to_dict()}) + "\n")
         sys.stdout.flush()
         return
+    stdout.print(f"{time.strftime('%H:%M:%S')} {sync_summary(report)}", markup=False)
+    sync_warnings(report)
+
+
+def sync_summary(report) -> str:
+    """What one sync of a watched folder did (ingest --watch, serve --watch)."""
     d = report.to_dict()
     f, c = d["files"], d["chunks"]
     read = f["added"] + f["changed"] + f["unchanged"]  # skipped files are not synced
-    stdout.print(f"{time.strftime('%H:%M:%S')} synced {read:,} file(s): {f['added']:,} added, "
-                 f"{f['changed']:,} changed, {f['removed']:,} removed; {c['added']:,} chunk(s) embedded, "
-                 f"{c['total']:,} in the index "
-                 f"- {report.seconds:.1f} s", markup=False)
-    for skipped in report.files_skipped:  # a bad file once, when it first shows up (unsupported types: --json)
+    return (f"synced {read:,} file(s): {f['added']:,} added, {f['changed']:,} changed, {f['removed']:,} removed; "
+            f"{c['added']:,} chunk(s) embedded, {c['total']:,} in the index - {report.seconds:.1f} s")
+
+
+def sync_warnings(report) -> None:
+    """A sync's skipped files, each once, when it first shows up (unsupported types: --json)."""
+    for skipped in report.files_skipped:
         if skipped.reason != "unsupported type" and (skipped.path, skipped.reason) not in _warned_skips:
             warn(f"skipped {printable(skipped.path)}: {skipped.reason}")
             _warned_skips.add((skipped.path, skipped.reason))

@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -598,10 +599,15 @@ def serve(ws: Workspace, host: str, port: int, *, quiet: bool = False, ready=Non
     """Serve until Ctrl-C / SIGTERM. ``ready(url)`` is called once the socket listens.
     ``watch``: paths to keep in sync meanwhile (``ingest --watch`` on a thread)."""
     token = check_token(host)
+    if watch:  # a path that is not there: refused now, as ingest refuses it, not a warning while serving
+        from llmctl.ingest.discover import check_paths
+
+        check_paths([Path(p) for p in watch])
     try:
         ws.warm()
     except IndexStateError as exc:  # no index yet: serve anyway, requests say what to do
-        sys.stderr.write(f"Warning: {exc}\n")
+        if not watch:  # else the watcher is about to build it
+            sys.stderr.write(f"Warning: {exc}\n")
     sock = listen(host, port)
     server = server_for(build_app(ws, host=host, token=token, quiet=quiet), quiet=quiet,
                         read_timeout=ws.cfg.serve.read_timeout)
@@ -629,10 +635,11 @@ def _watch(ws: Workspace, paths: list, stop: threading.Event) -> None:
     def log(what) -> None:
         if isinstance(what, Exception):
             sys.stderr.write(f"Warning: watch: {what}\n")
-        else:
-            c = what.to_dict()["chunks"]
-            sys.stderr.write(f"{time.strftime('%H:%M:%S')} watch: synced {what.files_seen} file(s), "
-                             f"{c['added']} chunk(s) embedded, {c['deleted']} deleted, {c['total']} in the index\n")
+        else:  # the line and the skipped-file warnings ingest --watch prints
+            from llmctl.render import sync_summary, sync_warnings
+
+            sys.stderr.write(f"{time.strftime('%H:%M:%S')} watch: {sync_summary(what)}\n")
+            sync_warnings(what)
 
     try:
         ws.watch(paths, stop=stop, on_report=log, on_error=log)

@@ -11,7 +11,7 @@ import threading
 import time
 
 import pytest
-from cli import child_env
+from cli import assert_clean_error, child_env, invoke
 from test_serve import Served
 
 from llmctl import Workspace
@@ -92,6 +92,7 @@ def test_serve_watch_serves_new_files_without_restart(tmp_path):
     folder, data = tmp_path / "docs", tmp_path / "data"
     folder.mkdir()
     (folder / "a.md").write_text("# Alpha\n\nThe alpha gateway retries three times.\n")
+    (folder / "bin.txt").write_bytes(b"abc\x00\x00def")  # skipped: named on stderr, as ingest --watch does
     s = Served("--data-dir", str(data), env={"LLMCTL_RERANK__ENABLED": "false"}, watch=folder)
     try:
         deadline = time.monotonic() + 180
@@ -112,6 +113,15 @@ def test_serve_watch_serves_new_files_without_restart(tmp_path):
         assert got["hits"][0]["source"].endswith("q.md")
     finally:
         assert s.stop() == 0
+    log = s.proc.stderr.read()
+    assert "watch: synced 2 file(s): 1 added, 0 changed, 0 removed; 1 chunk(s) embedded" in log, log
+    assert log.count("bin.txt: binary file") == 1, log  # once, not at every sync
+    assert "No index" not in log  # the watcher builds it: no warning that there is none
+
+
+def test_serve_watch_refuses_a_path_that_is_not_there(tmp_path):
+    r = invoke("--data-dir", tmp_path / "data", "serve", "--port", "0", "--watch", tmp_path / "nope")
+    assert_clean_error(r, 4, "nope does not exist")
 
 
 def test_a_watch_names_a_skipped_file_once_when_it_shows_up(capsys):

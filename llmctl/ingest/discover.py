@@ -97,7 +97,7 @@ def check_paths(paths: list[Path]) -> None:
     """Raise InputError for the first path that does not exist."""
     for given in paths:
         if not given.exists() and not given.is_symlink():
-            raise InputError(f"Path {given} does not exist: check the path given to 'llmctl ingest'")
+            raise InputError(f"Path {given} does not exist: check the path, relative to the folder llmctl runs in")
 
 
 def discover(paths: list[Path], cfg: IngestConfig, skipped: list[SkippedFile],

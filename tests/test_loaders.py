@@ -214,6 +214,12 @@ def test_byte_order_marks_decide_the_encoding(tmp_path, bom, codec):
     assert notes == []
 
 
+def test_binary_data_after_what_looks_like_a_byte_order_mark_is_skipped(tmp_path):
+    """b"\\xff\\xfe" then binary: read as UTF-16 it was garbage with NUL characters, and indexed."""
+    with pytest.raises(SkipFile, match="binary file"):
+        load_noting(tmp_path / "bad.md", b"\xff\xfe\x00\x01binary\x00\x00")
+
+
 @pytest.mark.parametrize("head", [
     b'<meta charset="ISO-8859-1">',
     b"<meta http-equiv='Content-Type' content='text/html; charset=iso-8859-1'>",

@@ -236,10 +236,14 @@ def decode(data: bytes, html: bool = False) -> tuple[str, str | None]:
     for bom, codec in BOMS:
         if data.startswith(bom):
             try:
-                return data.decode(codec), None
+                text = data.decode(codec)
             except UnicodeDecodeError as exc:
                 raise SkipFile(f"not valid {codec.upper().removesuffix('-SIG')} text although it starts with "
                                f"its byte order mark (byte {exc.start})") from None
+            if "\x00" in text[:8192]:  # two bytes that look like a mark, then binary data read as characters
+                raise SkipFile(f"binary file (NUL characters once read as {codec.upper().removesuffix('-SIG')}, "
+                               "the byte order mark it starts with)")
+            return text, None
     if b"\x00" in data[:8192]:
         raise SkipFile("binary file (contains NUL bytes)")
     try:

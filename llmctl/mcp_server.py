@@ -127,7 +127,9 @@ def run(ws) -> None:
 
     server = build(ws)
     try:
-        ws.warm()
+        notes = ws.warm()
     except LlmctlError as exc:  # no index yet: start anyway, tools say what to do
-        sys.stderr.write(f"Warning: {exc}\n")
+        notes = [str(exc)]
+    for note in notes:  # stderr: stdout carries the protocol
+        sys.stderr.write(f"Warning: {note}\n")
     server.run("stdio")

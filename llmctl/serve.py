@@ -592,7 +592,12 @@ def listen(host: str, port: int) -> socket.socket:
         return socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET,
                                     backlog=BACKLOG)
     except OSError as exc:
-        raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror}): pick another --port") from None
+        import errno
+
+        fix = ("pick another --port" if exc.errno in (errno.EADDRINUSE, errno.EACCES)
+               else "check --host: an address of this machine, e.g. 127.0.0.1")
+        why = str(exc.strerror or exc).split(" (while attempting")[0]  # create_server's own addition
+        raise ConfigError(f"cannot listen on {host}:{port}: {why}; {fix}") from None
 
 
 def serve(ws: Workspace, host: str, port: int, *, quiet: bool = False, ready=None, watch: list | None = None) -> None:
@@ -604,10 +609,11 @@ def serve(ws: Workspace, host: str, port: int, *, quiet: bool = False, ready=Non
 
         check_paths([Path(p) for p in watch])
     try:
-        ws.warm()
+        notes = ws.warm()
     except IndexStateError as exc:  # no index yet: serve anyway, requests say what to do
-        if not watch:  # else the watcher is about to build it
-            sys.stderr.write(f"Warning: {exc}\n")
+        notes = [] if watch else [str(exc)]  # with --watch, the watcher is about to build it
+    for note in notes:
+        sys.stderr.write(f"Warning: {note}\n")
     sock = listen(host, port)
     server = server_for(build_app(ws, host=host, token=token, quiet=quiet), quiet=quiet,
                         read_timeout=ws.cfg.serve.read_timeout)

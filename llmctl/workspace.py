@@ -94,11 +94,13 @@ class Workspace:
                 self._retriever, self._version = new, version
             return self._retriever
 
-    def warm(self) -> None:
-        """Load what a search needs now (model, vector store, BM25), not on the first search."""
+    def warm(self) -> list[str]:
+        """Load what a search needs now (model, vector store, BM25), not on the first search;
+        returns what the user should know (an embedding backend's fallback), for a server's log."""
         r = self.retriever
         r.embedder.load()
         _ = r.store, r.keyword
+        return [r.embedder.note] if r.embedder.note else []
 
     @cached_property
     def gateways(self):

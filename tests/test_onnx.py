@@ -158,6 +158,14 @@ def test_a_missing_onnx_copy_falls_back_to_torch_with_a_note(tmp_path, sample_in
     assert [h["id"] for h in doc["hits"]] == [h["id"] for h in normal["hits"]]
 
 
+def test_a_server_warming_up_says_so_too(tmp_path, sample_index, monkeypatch):
+    """serve and mcp print what warm() returns on stderr at start (they printed nothing)."""
+    monkeypatch.setenv("LLMCTL_CACHE_DIR", str(tmp_path / "empty-cache"))
+    with Workspace(data_dir=fresh(sample_index, tmp_path), **{"rerank.enabled": False}) as ws:
+        [note] = ws.warm()
+        assert "ONNX copy" in note and "llmctl ingest" in note
+
+
 @pytest.mark.slow
 def test_a_model_that_cannot_be_exported_is_embedded_by_sentence_transformers(tmp_path, corpus, embedder):
     """Max pooling has no ONNX export here: ingest says so once and embeds with torch."""

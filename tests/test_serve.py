@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cli import child_env, run_cli
+from cli import assert_clean_error, child_env, invoke, run_cli
 
 from llmctl import Workspace
 from llmctl.serve import build_app, listen, server_for
@@ -440,3 +440,14 @@ def test_a_thousand_queries_without_a_model_open_each_file_once_per_worker_threa
             assert code == 200 and doc["hits"] and doc["skipped"] == "no_model", doc
     assert opened["manifest.sqlite"] >= 1 and opened["queries.sqlite"] >= 1, opened  # the counter sees them
     assert max(opened.values()) <= 40 + 2, opened  # Starlette's worker threads at most, not 1,000
+
+
+def test_an_address_that_cannot_be_listened_on_names_the_fix(data):
+    """A port in use: pick another --port; a host name this machine does not have: check --host."""
+    with listen("127.0.0.1", 0) as taken:
+        port = taken.getsockname()[1]
+        r = invoke("--data-dir", data, "serve", "--port", str(port))
+        assert_clean_error(r, 3, f"cannot listen on 127.0.0.1:{port}: Address already in use; pick another --port")
+    r = invoke("--data-dir", data, "serve", "--host", "nonexistent.invalid", "--port", "0",
+               env={"LLMCTL_SERVE_TOKEN": "s3cret"})
+    assert_clean_error(r, 3, "cannot listen on nonexistent.invalid:0", "check --host")

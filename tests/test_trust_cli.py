@@ -196,7 +196,7 @@ def test_output_that_cannot_be_written_is_one_line_and_exit_4(data, stdout):
     never a traceback or exit 0 with the output lost."""
     sink = open(os.devnull if stdout == "closed" else stdout, "w")  # noqa: SIM115 - closed below
     preexec = (lambda: os.close(1)) if stdout == "closed" else None
-    for args in (["status"], ["status", "--json"], ["query", "--json", "daily snapshots"]):
+    for args in (["status"], ["query", "--json", "daily snapshots"]):  # rich's output, then JSON
         r = subprocess.run([sys.executable, "-m", "llmctl", "--data-dir", str(data), *args], stdout=sink,
                            stderr=subprocess.PIPE, text=True, env=child_env(), preexec_fn=preexec, timeout=120)
         lines = r.stderr.splitlines()

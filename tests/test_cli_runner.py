@@ -27,11 +27,17 @@ def test_invoke_puts_back_what_it_changes(tmp_path, monkeypatch):
     assert after == before
 
 
-def test_an_escaping_exception_is_a_traceback_and_exit_1(tmp_path):
+def test_an_escaping_exception_is_a_traceback_and_exit_1(tmp_path, monkeypatch):
     r = invoke("--data-dir", tmp_path, "cost-report", "--since", "2026-12-02", "--until", "2026-12-01")
     assert_clean_error(r, 2, "not before until (--until)")
-    r = invoke("--data-dir", tmp_path / "none", "query", "hi", env={"LLMCTL_DEBUG": "1"})  # main re-raises
-    assert r.returncode == 1 and "Traceback (most recent call last)" in r.stderr and "No index" in r.stderr
+    from llmctl.workspace import Workspace
+
+    def bug(self):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(Workspace, "status", bug)
+    r = invoke("--data-dir", tmp_path / "none", "status")  # not an llmctl error: it escapes main
+    assert r.returncode == 1 and "Traceback (most recent call last)" in r.stderr and "RuntimeError: a bug" in r.stderr
 
 
 def test_stdin_is_the_input(tmp_path):

@@ -46,8 +46,11 @@ def _strict(fn):
             try:
                 return await super().run(*args, **kwargs)
             except ToolError as exc:
-                if isinstance(exc.__cause__, ValidationError):  # the SDK's is a multi-line pydantic dump
-                    raise ToolError(f"{self.name}: {_one_line(exc.__cause__)}") from None
+                cause = exc.__cause__
+                if isinstance(cause, ValidationError):  # the SDK's is a multi-line pydantic dump
+                    raise ToolError(f"{self.name}: {_one_line(cause)}") from None
+                if isinstance(cause, ToolError):  # ours: one style, "tool: message", as for bad arguments
+                    raise ToolError(f"{self.name}: {cause}") from None
                 raise
 
     @functools.wraps(fn)

@@ -278,7 +278,9 @@ async def read_json(request: Request) -> dict:
     try:
         body = json.loads(raw or b"{}")
     except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"the body is not JSON ({exc})") from None
+        # Python's advice for a huge number (raise its own digit limit) is not the client's
+        why = "a number has too many digits" if "int_max_str_digits" in str(exc) else str(exc)
+        raise BadRequest(f"the body is not JSON ({why})") from None
     except RecursionError:
         raise BadRequest("the body nests JSON too deeply") from None
     if not isinstance(body, dict):

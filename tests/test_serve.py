@@ -161,6 +161,8 @@ def test_search_status_documents_and_bad_requests(ws):
         code, err = s.json("POST", "/search", raw=b"[" * 200_000)
         assert code == 400 and "too deeply" in err["error"]["message"]
         assert s.json("POST", "/search", raw=b"[1, 2]")[0] == 400
+        code, err = s.json("POST", "/search", raw=b'{"query": "x", "k": ' + b"9" * 5000 + b"}")
+        assert code == 400 and err["error"]["message"] == "the body is not JSON (a number has too many digits)"
         assert s.json("GET", "/nowhere")[0] == 404
         assert s.json("GET", "/search") == (405, {"error": {"message": "/search takes POST", "type": "HTTPError"}})
         assert s.json("GET", "/chunks/nope")[0] == 404

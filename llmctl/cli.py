@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -662,21 +663,22 @@ def _run(args: list[str] | None, prog_name: str | None) -> int:
 
             traceback.print_exc()
         message = exc.as_flag() if isinstance(exc, UsageError) else str(exc)
-        try:
+        with contextlib.suppress(OutputError):  # stderr itself cannot be written: the exit code is left
             sys.stderr.write(f"Error: {printable(message)}\n")  # always one line
-        except OutputError:
-            pass  # stderr itself cannot be written: the exit code is all that is left
         return exc.exit_code
     except _USAGE_ERROR as exc:  # a bad flag or value: one line, exit 2 (help itself is shown whole)
         if type(exc).__name__ == "NoArgsIsHelpError":
-            exc.show()
+            with contextlib.suppress(OutputError):
+                exc.show()
             return exc.exit_code
         command = f"llmctl {exc.ctx.info_name}" if exc.ctx and exc.ctx.parent else "llmctl"
-        sys.stderr.write(f"Error: {printable(' '.join(exc.format_message().split()))} "
-                         f"(see '{command} --help')\n")
+        with contextlib.suppress(OutputError):  # stderr itself cannot be written: the exit code is left
+            sys.stderr.write(f"Error: {printable(' '.join(exc.format_message().split()))} "
+                             f"(see '{command} --help')\n")
         return 2
     except _CLICK_ERROR as exc:
-        exc.show()
+        with contextlib.suppress(OutputError):
+            exc.show()
         return exc.exit_code
     except (typer.Abort, KeyboardInterrupt):
         code = 130

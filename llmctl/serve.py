@@ -215,8 +215,11 @@ def _logged(scope: Scope, send: Send) -> Send:
 
     async def sending(message: Message) -> None:
         if message["type"] == "http.response.start":
-            sys.stderr.write(f"{time.strftime('%H:%M:%S')} {client} \"{scope['method']} {path} "
-                             f"HTTP/{scope['http_version']}\" {message['status']}\n")
+            try:
+                sys.stderr.write(f"{time.strftime('%H:%M:%S')} {client} \"{scope['method']} {path} "
+                                 f"HTTP/{scope['http_version']}\" {message['status']}\n")
+            except (OSError, LlmctlError):  # a log on a full disk or a closed stderr: the answer still goes out
+                pass
         await send(message)
 
     return sending

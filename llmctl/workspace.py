@@ -175,8 +175,10 @@ class Workspace:
         import watchfiles
 
         from llmctl.errors import BusyError, InputError
+        from llmctl.ingest.discover import check_paths
 
         roots = [Path(p) for p in paths]
+        check_paths(roots)  # a path that is not there: refused (exit 4) before watching starts
         ignore = watchfiles.DefaultFilter(ignore_paths=[str(Path(self.cfg.data_dir).resolve())])
 
         reported: set[tuple[str, str]] = set()  # skipped files already in a report

@@ -83,6 +83,9 @@ def test_dry_run_reports_and_writes_nothing(small, make_config, embedder):
     real = ingest([small], cfg, embedder=embedder)  # the dry run changed nothing
     assert real.chunks_added == 1 and real.chunks_deleted > 0
     assert real.to_dict()["chunks"] == r.to_dict()["chunks"]
+    r, real = ingest([small], cfg, dry_run=True, embedder=embedder), ingest([small], cfg, embedder=embedder)
+    assert real.to_dict()["chunks"] == r.to_dict()["chunks"] == {  # nothing to do: every chunk is kept
+        "added": 0, "deleted": 0, "kept": real.chunks_total, "total": real.chunks_total}
 
 
 def test_bad_files_are_skipped_and_never_lose_earlier_work(small, make_config, embedder):
@@ -561,4 +564,7 @@ def test_a_folder_ingested_again_from_elsewhere_gets_one_spelling_of_its_sources
     with Workspace(cfg) as ws:
         hits = ws.search("retention snapshots policy", k=20, where=["source=docs/*"])
         assert len({h.source for h in hits}) > 2
+    cfg.base_dir = tmp_path / "elsewhere"  # a run over one subfolder re-spells the files it did not scan too
+    ingest([small / "guides"], cfg, embedder=embedder)
+    assert all(f.source.startswith("/") for f in Manifest(cfg.data_dir / "manifest.sqlite").files().values())
     assert_consistent(cfg.data_dir)

@@ -444,6 +444,20 @@ def test_a_thousand_queries_without_a_model_open_each_file_once_per_worker_threa
     assert max(opened.values()) <= 40 + 2, opened  # Starlette's worker threads at most, not 1,000
 
 
+def test_a_request_log_that_cannot_be_written_does_not_stop_the_answers(ws, monkeypatch):
+    """serve 2>/dev/full (a log on a full disk): every request hung; the log line is dropped instead."""
+    class Full:
+        def write(self, text):
+            raise OSError(28, "No space left on device")
+
+        def flush(self):
+            pass
+
+    monkeypatch.setattr(sys, "stderr", Full())
+    with Running(ws, quiet=False) as s:
+        assert s.json("GET", "/health") == (200, {"ok": True})
+
+
 def test_an_address_that_cannot_be_listened_on_names_the_fix(data):
     """A port in use: pick another --port; a host name this machine does not have: check --host."""
     with listen("127.0.0.1", 0) as taken:

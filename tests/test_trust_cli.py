@@ -205,6 +205,14 @@ def test_output_that_cannot_be_written_is_one_line_and_exit_4(data, stdout):
     sink.close()
 
 
+def test_with_stderr_unwritable_the_exit_code_is_still_the_documented_one(tmp_path):
+    """`2>/dev/full`: the error line cannot be written; the exit code says what happened (2), not 1."""
+    with open("/dev/full", "w") as full:
+        r = subprocess.run([sys.executable, "-m", "llmctl", "status", "--bogus"], stderr=full,
+                           stdout=subprocess.DEVNULL, env=child_env(), cwd=tmp_path, timeout=120)
+    assert r.returncode == 2
+
+
 def test_a_report_file_that_takes_no_writes_is_one_line_and_exit_4(data, tmp_path):
     suite = tmp_path / "suite.yaml"
     suite.write_text("name: t\ncases:\n  - {id: c1, query: daily snapshots, expected: [retention-policies.md]}\n")

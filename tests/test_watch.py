@@ -119,8 +119,10 @@ def test_serve_watch_serves_new_files_without_restart(tmp_path):
     assert "No index" not in log  # the watcher builds it: no warning that there is none
 
 
-def test_serve_watch_refuses_a_path_that_is_not_there(tmp_path):
+def test_a_watch_refuses_a_path_that_is_not_there(tmp_path):
     r = invoke("--data-dir", tmp_path / "data", "serve", "--port", "0", "--watch", tmp_path / "nope")
+    assert_clean_error(r, 4, "nope does not exist")
+    r = invoke("--data-dir", tmp_path / "data", "ingest", "--watch", tmp_path / "nope")  # was a traceback
     assert_clean_error(r, 4, "nope does not exist")
 
 

@@ -394,6 +394,11 @@ def _scan(run: _Run, paths: list[Path]) -> _Scan:
     scan.removed = sorted(p for p in known if p not in seen and p not in skipped
                           and not _under(p, unlisted)
                           and any(is_taken(Path(p), root, cfg.ingest) for root in roots))
+    for key, rec in known.items():  # the files this run did not scan: re-spelled too, one spelling per index
+        if key not in seen:
+            shown = display_source(Path(key), cfg.base_dir)
+            if rec.source != shown:
+                scan.touched.append(replace(rec, source=shown))
     _count_kept(report, unlisted, known)
     report.files_removed = [known[p].source for p in scan.removed]
     # nothing to read (none found, or every one found could not be: unreadable, too big, a FIFO)
@@ -503,6 +508,7 @@ def _write(run: _Run, windows: Iterator[list[_Planned]], scan: _Scan, bm25_stale
     if not (changed or scan.touched or bm25_stale or bm25_missing):
         if generation and not pages.current(run.data.pages, generation):  # an index from before page heads
             pages.rebuild(run.data.pages, cfg.bm25, manifest, generation)
+        report.chunks_kept = manifest.chunk_count()
         return
     fresh = manifest.settings() is None
     manifest.set_settings(run.settings)

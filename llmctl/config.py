@@ -461,8 +461,8 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
         resolved = _resolve_model(section.model, base_dir)
         if resolved != section.model:
             section.model = resolved
-    if file is None and "data_dir" not in sources:
-        _refuse_a_linked_default(cfg.data_dir)
+    if not discovered and "data_dir" not in sources and "data_dir" not in data:  # (a discovered file: trust decides)
+        _refuse_a_linked_default(cfg.data_dir, base_dir)
     if discovered:  # before anything uses it: no request is made for an untrusted file
         from llmctl.trust import require_trusted
 
@@ -471,13 +471,15 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
     return cfg
 
 
-def _refuse_a_linked_default(data_dir: Path) -> None:
-    """With no config, the index goes to ./.llmctl; a symlink there that leads out of this folder
-    came with the folder (a cloned repository can point it anywhere) and is not followed unless
-    the user names the data dir (as a discovered config that does so needs ``llmctl trust``)."""
-    here = Path.cwd().resolve()
-    if (Path.cwd() / ".llmctl").is_symlink() and not data_dir.is_relative_to(here):
-        raise ConfigError(f"./.llmctl is a symlink to {data_dir}, outside this folder (it came with the folder, "
+def _refuse_a_linked_default(data_dir: Path, base_dir: Path) -> None:
+    """No one named the data dir, so the index goes to .llmctl (in this folder, or beside a named
+    config); a symlink there that leads out of that folder came with the folder (a cloned
+    repository can point it anywhere) and is not followed unless the user names the data dir (a
+    discovered config that relies on it needs ``llmctl trust``)."""
+    link = base_dir / ".llmctl"
+    if link.is_symlink() and not data_dir.is_relative_to(base_dir.resolve()):
+        shown = "./.llmctl" if base_dir.resolve() == Path.cwd().resolve() else str(link)
+        raise ConfigError(f"{shown} is a symlink to {data_dir}, outside its folder (it came with the folder, "
                           "and a cloned repository can point it anywhere): to keep the index there, name it with "
                           f"--data-dir {data_dir} or LLMCTL_DATA_DIR; otherwise remove the link")
 

@@ -234,7 +234,7 @@ def risky_settings(data: dict[str, Any], cfg: Config, overridden: set[str] = fro
     if not any(o == "data_dir" for o in overridden):  # the file's data_dir, or the default .llmctl beside it
         folder = Path(cfg.base_dir).resolve()
         if not Path(cfg.data_dir).resolve().is_relative_to(folder):
-            what = "data_dir" if sets("data_dir") else "the default data_dir ./.llmctl, a symlink,"
+            what = "data_dir" if sets("data_dir") else "data_dir by default (.llmctl beside it is a symlink)"
             out.append(f"{what} (writes the index outside the config's folder, to {cfg.data_dir})")
     if sets("ingest.follow_symlinks") and cfg.ingest.follow_symlinks:
         out.append("ingest.follow_symlinks: true (indexes the files symlinks point to, anywhere on this machine)")

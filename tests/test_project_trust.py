@@ -144,8 +144,11 @@ def test_a_data_dir_symlinked_out_of_the_folder_needs_trust(tmp_path, tmp_path_f
     write(tmp_path / "llmctl.yaml", {"retrieval": {"k": 3}})
     outside = tmp_path_factory.mktemp("outside")
     (tmp_path / ".llmctl").symlink_to(outside, target_is_directory=True)
-    with pytest.raises(ConfigError, match=r"the default data_dir \./\.llmctl, a symlink, \(writes the index outside"):
+    with pytest.raises(ConfigError, match=r"sets data_dir by default \(\.llmctl beside it is a symlink\) \(writes"):
         load_config(None)
+    with pytest.raises(ConfigError, match=r"\./\.llmctl is a symlink to .*--data-dir"):  # named: the file is the
+        load_config(Path("llmctl.yaml"))  # user's, not the link beside it
+    assert load_config(Path("llmctl.yaml"), {"data_dir": str(outside)}).data_dir == outside.resolve()
 
 
 def test_with_no_config_a_symlinked_llmctl_folder_is_not_followed_unless_named(tmp_path, tmp_path_factory):

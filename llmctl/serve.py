@@ -373,8 +373,31 @@ async def query(request: Request) -> Response:
     ws = _ws(request)
     if stream:
         return EventStream(partial(_answer_events, ws, args["text"], kw))
-    result = await run_in_threadpool(partial(ws.query, args["text"], **kw))
+    result = await _unless_abandoned(request, partial(ws.query, args["text"], **kw))
     return JSON(result.to_dict(), error_body(result.error)[0] if result.error else 200)
+
+
+async def _unless_abandoned(request: Request, work: Callable[[], Any]) -> Any:
+    """``work()`` on the thread pool; if the client disconnects meanwhile, the answer being
+    generated stops (``client.ABANDONED``): nobody would read it, and the provider bills it."""
+    from llmctl.llm.client import ABANDONED
+
+    gone = threading.Event()
+
+    async def watch() -> None:
+        while not gone.is_set():
+            if await request.is_disconnected():
+                gone.set()
+            await anyio.sleep(0.25)
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(watch)
+        token = ABANDONED.set(gone)  # copied into the worker thread's context
+        try:
+            return await run_in_threadpool(work)
+        finally:
+            ABANDONED.reset(token)
+            tasks.cancel_scope.cancel()
 
 
 Emit = Callable[[str, Any], None]

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 from cli import assert_clean_error, child_env, invoke, run_cli
+from openai_server import Reply
 
 from llmctl import Workspace
 from llmctl.serve import build_app, listen, server_for
@@ -442,6 +444,34 @@ def test_a_thousand_queries_without_a_model_open_each_file_once_per_worker_threa
             assert code == 200 and doc["hits"] and doc["skipped"] == "no_model", doc
     assert opened["manifest.sqlite"] >= 1 and opened["queries.sqlite"] >= 1, opened  # the counter sees them
     assert max(opened.values()) <= 40 + 2, opened  # Starlette's worker threads at most, not 1,000
+
+
+def test_a_json_answer_whose_client_hangs_up_stops_being_generated(data, fake_llm):
+    """A JSON /query (not streamed) whose client gives up: the provider's stream is closed (it ran
+    to the end, and was retried after a timeout, billing an answer nobody reads); one attempt,
+    recorded as client_gone."""
+    import sqlite3
+
+    fake_llm.script.append(Reply(text=" ".join(f"word{i}" for i in range(80)), token_interval=0.1))
+    provider = {"name": "local", "base_url": fake_llm.base_url, "model": "fake-model", "context_window": 4096,
+                "timeout": 60, "retries": 2}
+    with Workspace(data_dir=data, **{"rerank.enabled": False, "llm.providers": [provider],
+                                     "llm.cache.enabled": False}) as ws, Running(ws) as s:
+        body = json.dumps({"question": "How many daily snapshots are kept?"}).encode()
+        with s.connect() as conn:
+            conn.sendall(b"POST /query HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            while not fake_llm.requests:  # the answer is being generated: the client gives up
+                time.sleep(0.05)
+            time.sleep(0.5)
+        waited = 0.0
+        while not fake_llm.streams and waited < 30:  # the provider notices at its next write
+            time.sleep(0.1)
+            waited += 0.1
+        assert fake_llm.streams == ["client left"] and len(fake_llm.requests) == 1
+        assert s.json("GET", "/health") == (200, {"ok": True})
+    with sqlite3.connect(data / "ledger.sqlite") as db:
+        assert db.execute("SELECT error_class FROM calls").fetchall() == [("client_gone",)]
 
 
 def test_a_request_log_that_cannot_be_written_does_not_stop_the_answers(ws, monkeypatch):

@@ -10,8 +10,10 @@ from __future__ import annotations
 import email.utils
 import hashlib
 import os
+import threading
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 from llmctl.config import ProviderConfig
@@ -19,6 +21,10 @@ from llmctl.errors import ProviderError
 from llmctl.kept import Kept
 
 RETRYABLE = {"connection", "timeout", "stall", "rate_limit", "server", "malformed"}
+# Set by a caller whose client may leave before the answer is complete (serve's JSON /query): once
+# the event is set, the stream in progress is closed and the attempt ends as "client_gone" (billed
+# for what was generated, never retried). A context variable, so it reaches the worker thread.
+ABANDONED: ContextVar[threading.Event | None] = ContextVar("llmctl_abandoned", default=None)
 
 
 @dataclass
@@ -157,7 +163,11 @@ def attempt(
         )
         out.headers = {k.lower(): v for k, v in raw.headers.items() if k.lower().startswith("x-ratelimit-")}
         stream = raw.parse()
+        abandoned = ABANDONED.get()
         for chunk in stream:
+            if abandoned is not None and abandoned.is_set():
+                raise AttemptFailed("client_gone", f"the client left while '{name}' answered",
+                                    partial="".join(parts))
             if time.perf_counter() - started > provider.timeout:
                 raise AttemptFailed("timeout", f"'{name}' exceeded its {provider.timeout:g} s timeout",
                                     partial="".join(parts))

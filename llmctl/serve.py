@@ -390,14 +390,20 @@ async def _unless_abandoned(request: Request, work: Callable[[], Any]) -> Any:
                 gone.set()
             await anyio.sleep(0.25)
 
+    failed: Exception | None = None
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(watch)
         token = ABANDONED.set(gone)  # copied into the worker thread's context
         try:
-            return await run_in_threadpool(work)
+            result = await run_in_threadpool(work)
+        except Exception as exc:  # noqa: BLE001 - raised below, outside the group (not as an ExceptionGroup)
+            failed = exc
         finally:
             ABANDONED.reset(token)
             tasks.cancel_scope.cancel()
+    if failed is not None:
+        raise failed
+    return result
 
 
 Emit = Callable[[str, Any], None]

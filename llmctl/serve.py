@@ -26,6 +26,7 @@ import contextlib
 import hmac
 import ipaddress
 import json
+import logging
 import math
 import os
 import re
@@ -603,6 +604,26 @@ class _Protocol(H11Protocol):
         self.transport.close()
 
 
+class AcceptErrorsOncePerMinute(logging.Filter):
+    """asyncio logs every failed accept, with a traceback, when the process runs out of file
+    descriptors: thousands of lines a second under a burst of connections. One line a minute."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last = -math.inf
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "out of system resource" not in record.getMessage():
+            return True
+        now = time.monotonic()
+        if now - self.last < 60:
+            return False
+        self.last = now
+        record.exc_info, record.exc_text = None, None
+        record.msg, record.args = f"{record.getMessage()} (too many connections; repeats hidden for a minute)", ()
+        return True
+
+
 def server_for(app: ASGIApp, *, quiet: bool = True, grace: float = 3.0, read_timeout: float = 30.0,
                max_connections: int | None = None) -> uvicorn.Server:
     """A uvicorn server for ``app``: h11 on asyncio, JSON for unparsable requests, a request's line and
@@ -615,6 +636,9 @@ def server_for(app: ASGIApp, *, quiet: bool = True, grace: float = 3.0, read_tim
         files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         max_connections = 1000 if files == resource.RLIM_INFINITY else max(16, min(1000, files // 2))
     protocol = type("Protocol", (_Protocol,), {"header_timeout": read_timeout, "max_connections": max_connections})
+    accept_log = logging.getLogger("asyncio")
+    if not any(isinstance(f, AcceptErrorsOncePerMinute) for f in accept_log.filters):
+        accept_log.addFilter(AcceptErrorsOncePerMinute())
     return uvicorn.Server(uvicorn.Config(
         app, http=protocol, loop="asyncio", lifespan="off", log_config=None, access_log=False,
         log_level="error" if quiet else "warning", server_header=False, backlog=BACKLOG,

@@ -497,3 +497,22 @@ def test_an_address_that_cannot_be_listened_on_names_the_fix(data):
     r = invoke("--data-dir", data, "serve", "--host", "nonexistent.invalid", "--port", "0",
                env={"LLMCTL_SERVE_TOKEN": "s3cret"})
     assert_clean_error(r, 3, "cannot listen on nonexistent.invalid:0", "check --host")
+
+
+def test_failed_accepts_are_logged_once_a_minute():
+    """Out of file descriptors, asyncio logs every failed accept with a traceback (thousands of
+    lines a second under a burst of connections): serve lets one a minute through."""
+    import logging
+
+    from llmctl.serve import AcceptErrorsOncePerMinute
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord("asyncio", logging.ERROR, __file__, 1, message, (), (OSError, OSError(24), None))
+
+    only = AcceptErrorsOncePerMinute()
+    first = record("socket.accept() out of system resource")
+    assert only.filter(first) and first.exc_info is None and "repeats hidden" in first.getMessage()
+    assert not any(only.filter(record("socket.accept() out of system resource")) for _ in range(1000))
+    assert only.filter(record("Task exception was never retrieved"))  # anything else passes
+    server_for(lambda scope, receive, send: None)  # a server installs it, once
+    assert sum(isinstance(f, AcceptErrorsOncePerMinute) for f in logging.getLogger("asyncio").filters) == 1

@@ -365,18 +365,16 @@ def _scan(run: _Run, paths: list[Path]) -> _Scan:
         if st.st_size > cfg.ingest.max_file_mb * 1024 * 1024:
             run.skip(path, f"larger than ingest.max_file_mb ({cfg.ingest.max_file_mb:g} MB)")
             continue
-        rec, shown = known.get(key), display_source(path, cfg.base_dir)
+        rec = known.get(key)
         if rec and rec.size == st.st_size and rec.mtime_ns == st.st_mtime_ns and not run.reread:
             report.files_unchanged += 1
-            if rec.source != shown:  # ingested from another folder before: one spelling per run's files
-                scan.touched.append(replace(rec, source=shown))
             continue
         try:
             digest = file_digest(path.read_bytes())
         except OSError as exc:
             run.skip(path, f"cannot read: {exc.strerror}")
             continue
-        new = FileRecord(key, shown, st.st_size, st.st_mtime_ns, digest)
+        new = FileRecord(key, display_source(path, cfg.base_dir), st.st_size, st.st_mtime_ns, digest)
         if rec and rec.sha256 == digest and not run.reread:
             report.files_unchanged += 1
             scan.touched.append(new)
@@ -394,11 +392,13 @@ def _scan(run: _Run, paths: list[Path]) -> _Scan:
     scan.removed = sorted(p for p in known if p not in seen and p not in skipped
                           and not _under(p, unlisted)
                           and any(is_taken(Path(p), root, cfg.ingest) for root in roots))
-    for key, rec in known.items():  # the files this run did not scan: re-spelled too, one spelling per index
-        if key not in seen:
-            shown = display_source(Path(key), cfg.base_dir)
-            if rec.source != shown:
-                scan.touched.append(replace(rec, source=shown))
+    # One spelling per index: sources are shown relative to where this run runs, so the files it
+    # does not rewrite keep their records with the source re-spelled (ingested before from elsewhere)
+    rewritten = {rec.path for _, rec in scan.work} | {rec.path for rec in scan.touched}
+    for key, rec in known.items():
+        shown = display_source(Path(key), cfg.base_dir)
+        if key not in rewritten and rec.source != shown:
+            scan.touched.append(replace(rec, source=shown))
     _count_kept(report, unlisted, known)
     report.files_removed = [known[p].source for p in scan.removed]
     # nothing to read (none found, or every one found could not be: unreadable, too big, a FIFO)

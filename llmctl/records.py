@@ -108,6 +108,11 @@ class IngestReport:
     deleted_ids: list[str] = field(default_factory=list)  # chunk ids this run deleted (not in to_dict)
     seconds: float = 0.0
 
+    @property
+    def files_ingested(self) -> int:
+        """Files now in the index as they are on disk: added, changed or unchanged (not the skipped)."""
+        return len(self.files_added) + len(self.files_changed) + self.files_unchanged
+
     def to_dict(self) -> dict:
         return {
             "dry_run": self.dry_run,

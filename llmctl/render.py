@@ -233,9 +233,8 @@ def ingest_report(report) -> None:
                           for e, n in sorted(unsupported.items(), key=lambda kv: -kv[1]))
         warn(f"skipped {sum(unsupported.values())} file(s) of unsupported type ({printable(kinds)}; "
              "--json lists them)")
-    read = f["added"] + f["changed"] + f["unchanged"]  # skipped files are not ingested
     stdout.print(
-        f"{verb} {read:,} file(s): {f['added']:,} added, {f['changed']:,} changed, "
+        f"{verb} {report.files_ingested:,} file(s): {f['added']:,} added, {f['changed']:,} changed, "
         f"{f['unchanged']:,} unchanged, {f['removed']:,} removed, {f['skipped']:,} skipped"
     )
     stdout.print(
@@ -267,9 +266,9 @@ def sync_summary(report) -> str:
     """What one sync of a watched folder did (ingest --watch, serve --watch)."""
     d = report.to_dict()
     f, c = d["files"], d["chunks"]
-    read = f["added"] + f["changed"] + f["unchanged"]  # skipped files are not synced
-    return (f"synced {read:,} file(s): {f['added']:,} added, {f['changed']:,} changed, {f['removed']:,} removed; "
-            f"{c['added']:,} chunk(s) embedded, {c['total']:,} in the index - {report.seconds:.1f} s")
+    return (f"synced {report.files_ingested:,} file(s): {f['added']:,} added, {f['changed']:,} changed, "
+            f"{f['removed']:,} removed; {c['added']:,} chunk(s) embedded, {c['total']:,} in the index "
+            f"- {report.seconds:.1f} s")
 
 
 def sync_warnings(report) -> None:

@@ -299,6 +299,9 @@ def parse_search(body: dict, keys: set[str]) -> dict:
     if unknown:
         raise BadRequest(f"unknown field(s) {unknown}; accepted: {sorted(keys)}")
     where = body.get("where")
+    if where is not None and not isinstance(where, list | dict):  # the Workspace takes a list only
+        raise BadRequest(f"where: expected a list of 'field=value' strings or an object {{field: text}}, "
+                         f"got {json.dumps(where)}")
     if isinstance(where, dict):
         bad = next(((f, v) for f, v in where.items() if "=" in f or not isinstance(v, str)), None)
         if bad:

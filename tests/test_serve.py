@@ -145,6 +145,7 @@ def test_search_status_documents_and_bad_requests(ws):
                             ({"query": "x", "fusion": "rff"}, "unknown field"),
                             ({"query": "x", "kk": 3}, "unknown field"), ({"query": "x", "where": ["size=3"]}, "size"),
                             ({"query": "x", "where": 5}, "where: expected a list"),
+                            ({"query": "x", "where": "ext=md"}, "strings or an object {field: text}, got \"ext=md\""),
                             ({"query": "x", "k": True}, "k: expected a number, not true"),
                             ({"query": 5}, "as a string, got int"), ({"query": "\ud800 x"}, "not valid Unicode"),
                             ({"query": "x", "where": {"ext": ["md", "txt"]}}, 'got "ext": ["md", "txt"]'),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import heapq
+import math
 import re
 from collections.abc import Callable
 
@@ -102,12 +104,13 @@ def page_evidence(ranked: Ranked, page_of: dict[str, str], bonus: float) -> Rank
 _WORD = re.compile(r"\w+")
 
 
-def shingles(text: str, n: int = 3) -> frozenset:
-    """The text's word n-grams (lower-cased); a text shorter than n words: its words."""
+def shingles(text: str, n: int = 3) -> frozenset[int]:
+    """The text's word n-grams (lower-cased), each as its hash (cheap to compare; within one
+    process, which is as long as they live); a text shorter than n words: its words'."""
     words = _WORD.findall(text.lower())
     if len(words) < n:
-        return frozenset(words)
-    return frozenset(zip(*(words[i:] for i in range(n)), strict=False))  # the shorter tails end it
+        return frozenset(map(hash, words))
+    return frozenset(map(hash, zip(*(words[i:] for i in range(n)), strict=False)))  # the shorter tails end it
 
 
 def jaccard(a: frozenset, b: frozenset) -> float:
@@ -117,14 +120,30 @@ def jaccard(a: frozenset, b: frozenset) -> float:
     return both / (len(a) + len(b) - both)
 
 
+def _prefix(sh: frozenset[int], threshold: float) -> list:
+    """The elements of ``sh`` that any set with Jaccard >= ``threshold`` to it must share at least
+    one of with the same prefix of its own (prefix filtering): ``sh``'s smallest |sh| - ceil(t |sh|) + 1.
+
+    Why: J(A, B) >= t gives |A & B| >= a = max(ceil(t |A|), ceil(t |B|)), and two sets sharing a
+    elements share one among their first |A| - a + 1 and |B| - a + 1 in any fixed order; each
+    prefix taken here is at least that long. The empty set stands for itself (J(empty, empty) = 1)."""
+    if not sh:
+        return [None]
+    return heapq.nsmallest(len(sh) - math.ceil(threshold * len(sh) - 1e-9) + 1, sh)
+
+
 def collapse(order: list[str], text_of: Callable[[str], str], limit: int | None = None,
              threshold: float = 0.9) -> list[tuple[str, list[str]]]:
-    """Hits whose texts are identical or nearly so (word 3-gram Jaccard >= ``threshold``) as
-    one: [(kept id, [ids of its duplicates])], in ``order``; the kept one is the best ranked,
+    """Hits whose texts are identical or nearly so (word 3-gram Jaccard >= ``threshold``, 0 < t <= 1)
+    as one: [(kept id, [ids of its duplicates])], in ``order``; the kept one is the best ranked,
     and the slots the others held go to the next distinct hits. Stops after ``limit`` groups
-    (the duplicates of those groups found later in ``order`` are still gathered)."""
+    (the duplicates of those groups found later in ``order`` are still gathered).
+
+    A hit joins the first group whose kept text is that near; only groups sharing an element of
+    its prefix (``_prefix``) and of a similar size can be, so only those are compared."""
     groups: list[tuple[str, list[str]]] = []
-    kept: list[tuple[str, frozenset]] = []
+    kept: list[frozenset[int]] = []
+    by_prefix: dict[int | None, list[int]] = {}
     exact: dict[str, int] = {}
     for cid in order:
         text = text_of(cid)
@@ -132,16 +151,20 @@ def collapse(order: list[str], text_of: Callable[[str], str], limit: int | None 
         at = exact.get(key)
         if at is None:
             sh = shingles(text)
+            prefix = _prefix(sh, threshold)
             # |A & B| / |A | B| >= t needs t |A| <= |B| <= |A| / t: only sets of a similar size
             lo, hi = threshold * len(sh) - 1e-9, len(sh) / threshold + 1e-9
-            at = next((i for i, (_, other) in enumerate(kept)
-                       if lo <= len(other) <= hi and jaccard(sh, other) >= threshold), None)
+            near = {i for e in prefix for i in by_prefix.get(e, ())}
+            at = min((i for i in near if lo <= len(kept[i]) <= hi and jaccard(sh, kept[i]) >= threshold),
+                     default=None)
         if at is not None:
             groups[at][1].append(cid)
             continue
         if limit is not None and len(groups) >= limit:
             continue
         exact[key] = len(groups)
-        kept.append((cid, sh))
+        for e in prefix:
+            by_prefix.setdefault(e, []).append(len(groups))
+        kept.append(sh)
         groups.append((cid, []))
     return groups

@@ -162,3 +162,32 @@ def test_unreadable_file_is_skipped_and_keeps_its_old_chunks(tmp_path):
     assert alone.returncode == 4 and "cannot read: Permission denied" in alone.stderr, alone.stderr
     assert "Traceback" not in alone.stderr and "Invalid value" not in alone.stderr
     (corpus / "b.md").chmod(0o644)
+
+
+def test_an_indexed_file_emptied_loses_its_chunks_and_a_damaged_one_keeps_them(tmp_path):
+    """An empty file holds no text, so the chunks of what it held go (they were served as its
+    content); a file now damaged (not UTF-8, binary) may be an accident: its chunks stay."""
+    docs, data = tmp_path / "docs", tmp_path / "data"
+    docs.mkdir()
+    (docs / "a.md").write_text("# A\n\nAlpha text about zebras.\n")
+    (docs / "b.md").write_text("# B\n\nBeta text about zebras.\n")
+    (docs / "c.jsonl").write_text('{"_id": "1", "text": "Gamma record about zebras."}\n')
+    env = {"LLMCTL_DATA_DIR": str(data)}
+    assert invoke("ingest", "-q", docs, env=env).returncode == 0
+    (docs / "a.md").write_text("  \n")
+    (docs / "c.jsonl").write_text("\n")
+    (docs / "b.md").write_bytes("Beta text caf\xe9 ".encode() * 20 + b"\xff")
+    r = invoke("ingest", "-q", "--json", docs, env=env)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    files = report["files"]
+    assert sorted(p.rsplit("/", 1)[-1] for p in files["changed_paths"]) == ["a.md", "c.jsonl"], files
+    assert [(s["path"].rsplit("/", 1)[-1], s["reason"][:15]) for s in files["skipped_files"]] == [
+        ("b.md", "not valid UTF-8")], files
+    assert report["chunks"]["deleted"] == 2 and report["chunks"]["total"] == 1
+    hits = json.loads(invoke("query", "--no-llm", "--json", "zebras", env=env).stdout)["hits"]
+    assert [h["source"].rsplit("/", 1)[-1] for h in hits] == ["b.md"]
+    assert_consistent(data)
+    (docs / "a.md").write_text("# A\n\nAlpha is back.\n")  # filled again: indexed again
+    again = json.loads(invoke("ingest", "-q", "--json", docs, env=env).stdout)
+    assert again["chunks"]["added"] == 1 and again["chunks"]["total"] == 2

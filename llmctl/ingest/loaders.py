@@ -34,6 +34,7 @@ DOC_NAMES = {"readme", "news", "changes", "changelog", "authors", "copying", "co
              "acks", "maintainers", "hacking", "bugs", "notes", "release-notes", "releasenotes"}
 SNIFF_BYTES = 1024
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024  # ingest.max_file_mb's default
+EMPTY_FILE = "empty file"  # the reason that starts a skip for no text: an indexed file emptied loses its chunks
 
 
 class SkipFile(Exception):
@@ -152,7 +153,7 @@ def load_documents(path: Path, source: str, data: bytes, notes: list[str] | None
         yield from _load_jsonl(text, source)
         return
     if not text.strip():
-        raise SkipFile("empty file")
+        raise SkipFile(EMPTY_FILE)
     yield from LOADERS[kind](PurePath(uncompressed_name(path.name)), path.name, source, text)
 
 
@@ -302,7 +303,7 @@ def _load_jsonl(text: str, source: str) -> Iterator[Document]:
         yield Document(f"{source}#{doc_id}", source, body, "jsonl", title=str(title), line=lineno,
                        record=str(doc_id))
     if not any_doc:
-        raise SkipFile("empty file (no JSONL records)")
+        raise SkipFile(f"{EMPTY_FILE} (no JSONL records)")
 
 
 def _load_pdf(data: bytes, source: str) -> Iterator[Document]:

@@ -35,7 +35,7 @@ from llmctl.index.manifest import FORMAT_VERSION, FileRecord, FileUpdate, Manife
 from llmctl.index.vectors import store_identity
 from llmctl.ingest.chunking import reader_identity
 from llmctl.ingest.discover import CANNOT_LIST, UNSUPPORTED, check_paths, discover, is_taken
-from llmctl.ingest.loaders import SkipFile, file_digest, load_documents
+from llmctl.ingest.loaders import EMPTY_FILE, SkipFile, file_digest, load_documents
 from llmctl.interrupts import StopFlag, stop_requests
 from llmctl.progress import NullProgress, Progress
 from llmctl.records import Chunk, IngestReport, SkippedFile
@@ -686,13 +686,19 @@ def _plan_file(path: Path, rec: FileRecord, manifest: Manifest, chunker, report,
     todo = []
     loaded = load_documents(path, rec.source, data, guessed, max_bytes=max_bytes)
     del data  # the loader drops the bytes once decoded: a large file is not held twice
-    for doc in loaded:
-        if doc.doc_id in documents:
-            continue  # duplicate id in a JSONL file: the first record wins
-        digest = hashlib.sha256(f"{reader}\0{doc.title}\0{doc.text}".encode()).hexdigest()
-        documents[doc.doc_id] = (digest, doc.title)
-        if old_docs.get(doc.doc_id) != digest:
-            todo.append(doc)
+    try:
+        for doc in loaded:
+            if doc.doc_id in documents:
+                continue  # duplicate id in a JSONL file: the first record wins
+            digest = hashlib.sha256(f"{reader}\0{doc.title}\0{doc.text}".encode()).hexdigest()
+            documents[doc.doc_id] = (digest, doc.title)
+            if old_docs.get(doc.doc_id) != digest:
+                todo.append(doc)
+    except SkipFile as exc:
+        # Emptied since it was indexed: its chunks go, as the text they held did. (A file now
+        # damaged, binary or unreadable keeps them: that may be an accident or a passing state.)
+        if not (old_docs and str(exc).startswith(EMPTY_FILE)):
+            raise
     changed = [(doc.doc_id, chunks) for doc, chunks in zip(todo, chunker.chunk_many(todo), strict=True)]
     report.documents_changed += len(changed)
     # Documents of similar size next to each other: each commit group (one encode call) then

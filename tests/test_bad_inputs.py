@@ -133,7 +133,7 @@ def test_bad_files_are_skipped_with_reasons_and_memory_stays_bounded(tmp_path):
     (corpus / "new\nline.md").write_bytes("na\xefve caf\xe9 ".encode() + b"\xff not utf-8")
     r = invoke("--data-dir", tmp_path / "data", "ingest", "-q", corpus)
     assert r.returncode == 0 and "Traceback" not in r.stderr
-    assert "skipped new\\nline.md" in r.stderr.replace(str(corpus) + "/", "")
+    assert "skipped docs/new\\nline.md" in r.stderr  # spelled as sources are: relative to the cwd
 
 
 def test_unreadable_file_is_skipped_and_keeps_its_old_chunks(tmp_path):

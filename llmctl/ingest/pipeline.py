@@ -232,6 +232,8 @@ def ingest(
                     manifest.close()
                 if rebuild:
                     target.publish()
+    # spelled as the other paths in the report are (its sources: relative to where this runs when under it)
+    report.files_skipped = [replace(s, path=display_source(s.path, cfg.base_dir)) for s in report.files_skipped]
     report.seconds = time.perf_counter() - started
     return report
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import heapq
 import math
 import re
@@ -104,6 +105,7 @@ def page_evidence(ranked: Ranked, page_of: dict[str, str], bonus: float) -> Rank
 _WORD = re.compile(r"\w+")
 
 
+@functools.lru_cache(maxsize=512)  # a question's candidates, met again by tune's every setting and eval's repeats
 def shingles(text: str, n: int = 3) -> frozenset[int]:
     """The text's word n-grams (lower-cased), each as its hash (cheap to compare; within one
     process, which is as long as they live); a text shorter than n words: its words'."""

@@ -31,9 +31,9 @@ def index_state(data_dir: Path, cfg: Config | None = None) -> dict:
 
 def assert_consistent(data_dir: Path, cfg: Config | None = None) -> dict:
     s = index_state(data_dir, cfg)
-    assert not s["dirty"]
+    assert not s["dirty"], f"{data_dir}: the manifest's dirty flag is still up (a write did not finish or recover)"
     assert s["manifest"] == s["chroma"], "Chroma and manifest disagree"
     assert len(s["bm25"]) == len(set(s["bm25"])), "duplicated BM25 documents"
     assert set(s["bm25"]) == s["manifest"], "BM25 and manifest disagree"
-    assert s["generation"] == s["bm25_generation"]
+    assert s["generation"] == s["bm25_generation"], (s["generation"], s["bm25_generation"])
     return s

@@ -189,7 +189,10 @@ def run_trials(workdir: Path, trials: int = 20, seed: int = 1234, n_docs: int = 
             report["errors"].append(f"trial {trial} ({where}): {exc}")
     clean = workdir / "clean"
     _llmctl("ingest", "-q", corpus.root, data=clean)
-    crashed_state, clean_state = assert_consistent(data), assert_consistent(clean)
+    try:
+        crashed_state, clean_state = assert_consistent(data), assert_consistent(clean)
+    except AssertionError as exc:  # with what the trials saw: the last one's error explains this one
+        raise AssertionError(f"after the trials: {exc}; kills {report['kills']}; errors {report['errors']}") from None
     report["chunks"] = len(clean_state["manifest"])
     report["same_chunks_as_clean_ingest"] = crashed_state["manifest"] == clean_state["manifest"]
     # BM25 updated in segments scores with its base's statistics, so its scores differ from a fresh

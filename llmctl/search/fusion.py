@@ -123,8 +123,8 @@ def jaccard(a: frozenset, b: frozenset) -> float:
 
 
 def _prefix(sh: frozenset[int], threshold: float) -> list:
-    """The elements of ``sh`` that any set with Jaccard >= ``threshold`` to it must share at least
-    one of with the same prefix of its own (prefix filtering): ``sh``'s smallest |sh| - ceil(t |sh|) + 1.
+    """The prefix of ``sh``: its smallest |sh| - ceil(t |sh|) + 1 hashes. Two sets with Jaccard >= t
+    always share an element of their prefixes (prefix filtering), so only those need comparing.
 
     Why: J(A, B) >= t gives |A & B| >= a = max(ceil(t |A|), ceil(t |B|)), and two sets sharing a
     elements share one among their first |A| - a + 1 and |B| - a + 1 in any fixed order; each

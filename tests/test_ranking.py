@@ -59,6 +59,46 @@ def test_collapse_near_duplicates_keeps_the_best_ranked():
     assert [g[0] for g in groups] == ["a", "b", "d"]  # 3 words changed: Jaccard 49/67
 
 
+def test_collapse_finds_every_group_that_comparing_all_pairs_finds():
+    """Only groups sharing a prefix element are compared (prefix filtering): the groups must be those
+    of comparing each hit with every kept group, on lists full of near-duplicates and edge cases."""
+    import random
+
+    from llmctl.search.fusion import jaccard, shingles
+
+    def all_pairs(order, text_of, limit, t):
+        groups, kept, exact = [], [], {}
+        for cid in order:
+            key = " ".join(text_of(cid).split()).lower()
+            sh = shingles(text_of(cid))
+            at = exact.get(key, next((i for i, k in enumerate(kept) if jaccard(sh, k) >= t), None))
+            if at is not None:
+                groups[at][1].append(cid)
+            elif limit is None or len(groups) < limit:
+                exact[key] = len(groups)
+                kept.append(sh)
+                groups.append((cid, []))
+        return groups
+
+    rng = random.Random(3)
+    vocab = [f"w{i}" for i in range(40)]
+    for _ in range(1500):
+        bases = [" ".join(rng.choices(vocab, k=rng.randint(0, 40))) for _ in range(rng.randint(1, 6))]
+        texts = {}
+        for i in range(rng.randint(1, 25)):
+            words = rng.choice(bases).split()
+            for _ in range(rng.randint(0, 3)):  # a word changed, added or dropped
+                if words and rng.random() < 0.5:
+                    words[rng.randrange(len(words))] = rng.choice(vocab)
+                elif rng.random() < 0.5:
+                    words.append(rng.choice(vocab))
+                elif words:
+                    words.pop()
+            texts[f"c{i}"] = " ".join(words) if rng.random() < 0.9 else rng.choice(["", "---", "***", "a b"])
+        t, limit = rng.choice([0.5, 0.8, 0.9, 0.95, 1.0]), rng.choice([None, 2, 5])
+        assert collapse(list(texts), texts.get, limit, t) == all_pairs(list(texts), texts.get, limit, t), texts
+
+
 def test_numbered_or_generic_h1_gives_way_to_the_title_element():
     page = ("<html><head><title>The Virtual Table Mechanism Of SQLite</title></head><body>"
             "<h1>1. Overview</h1><p>A virtual table is an object registered with a database connection.</p>"

@@ -92,17 +92,19 @@ def invoke(*args: str | Path, cwd: Path | None = None, env: dict | None = None,
                 sys.stderr.flush()
             stdout, stderr = (s.getvalue().decode(runner.charset, "replace") for s in (out, err))
     finally:
-        cli._workspace = make_workspace
-        os.chdir(old_cwd)
-        signal.signal(signal.SIGTERM, sigterm)
-        logger.handlers[:] = handlers
-        logger.setLevel(level)
-        for ws in opened:
-            ws.close()
-        del opened[:], tracked
-        _drop_chroma_systems(keep=systems)
-        gc.collect()  # what the command built is in reference cycles: free its files and memory now
-        gc.unfreeze()  # (a full collection of a worker's heap takes ~0.1 s; this one, milliseconds)
+        try:
+            cli._workspace = make_workspace
+            os.chdir(old_cwd)
+            signal.signal(signal.SIGTERM, sigterm)
+            logger.handlers[:] = handlers
+            logger.setLevel(level)
+            for ws in opened:
+                ws.close()
+            del opened[:], tracked
+            _drop_chroma_systems(keep=systems)
+        finally:
+            gc.collect()  # what the command built is in reference cycles: free its files and memory now
+            gc.unfreeze()  # (a full collection of a worker's heap takes ~0.1 s; this one, milliseconds)
     return subprocess.CompletedProcess(["llmctl", *map(str, args)], code, stdout, stderr)
 
 

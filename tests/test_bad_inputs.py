@@ -181,9 +181,10 @@ def test_an_indexed_file_emptied_loses_its_chunks_and_a_damaged_one_keeps_them(t
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     files = report["files"]
-    assert sorted(p.rsplit("/", 1)[-1] for p in files["changed_paths"]) == ["a.md", "c.jsonl"], files
-    assert [(s["path"].rsplit("/", 1)[-1], s["reason"][:15]) for s in files["skipped_files"]] == [
-        ("b.md", "not valid UTF-8")], files
+    # every path spelled the same way: relative to where the run runs (the test's cwd)
+    assert sorted(files["changed_paths"]) == ["docs/a.md", "docs/c.jsonl"], files
+    assert [(s["path"], s["reason"][:15]) for s in files["skipped_files"]] == [
+        ("docs/b.md", "not valid UTF-8")], files
     assert report["chunks"]["deleted"] == 2 and report["chunks"]["total"] == 1
     hits = json.loads(invoke("query", "--no-llm", "--json", "zebras", env=env).stdout)["hits"]
     assert [h["source"].rsplit("/", 1)[-1] for h in hits] == ["b.md"]

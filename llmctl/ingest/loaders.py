@@ -34,11 +34,14 @@ DOC_NAMES = {"readme", "news", "changes", "changelog", "authors", "copying", "co
              "acks", "maintainers", "hacking", "bugs", "notes", "release-notes", "releasenotes"}
 SNIFF_BYTES = 1024
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024  # ingest.max_file_mb's default
-EMPTY_FILE = "empty file"  # the reason that starts a skip for no text: an indexed file emptied loses its chunks
 
 
 class SkipFile(Exception):
     """This file cannot be ingested; the message is the per-file skip reason."""
+
+
+class EmptyFile(SkipFile):
+    """The file holds no text: one that was indexed has been emptied, a change (its chunks go)."""
 
 
 def uncompressed_name(name: str) -> str:
@@ -153,7 +156,7 @@ def load_documents(path: Path, source: str, data: bytes, notes: list[str] | None
         yield from _load_jsonl(text, source)
         return
     if not text.strip():
-        raise SkipFile(EMPTY_FILE)
+        raise EmptyFile("empty file")
     yield from LOADERS[kind](PurePath(uncompressed_name(path.name)), path.name, source, text)
 
 
@@ -303,7 +306,7 @@ def _load_jsonl(text: str, source: str) -> Iterator[Document]:
         yield Document(f"{source}#{doc_id}", source, body, "jsonl", title=str(title), line=lineno,
                        record=str(doc_id))
     if not any_doc:
-        raise SkipFile(f"{EMPTY_FILE} (no JSONL records)")
+        raise EmptyFile("empty file (no JSONL records)")
 
 
 def _load_pdf(data: bytes, source: str) -> Iterator[Document]:

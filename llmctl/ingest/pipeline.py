@@ -35,7 +35,7 @@ from llmctl.index.manifest import FORMAT_VERSION, FileRecord, FileUpdate, Manife
 from llmctl.index.vectors import store_identity
 from llmctl.ingest.chunking import reader_identity
 from llmctl.ingest.discover import CANNOT_LIST, UNSUPPORTED, check_paths, discover, is_taken
-from llmctl.ingest.loaders import EMPTY_FILE, SkipFile, file_digest, load_documents
+from llmctl.ingest.loaders import EmptyFile, SkipFile, file_digest, load_documents
 from llmctl.interrupts import StopFlag, stop_requests
 from llmctl.progress import NullProgress, Progress
 from llmctl.records import Chunk, IngestReport, SkippedFile
@@ -696,10 +696,10 @@ def _plan_file(path: Path, rec: FileRecord, manifest: Manifest, chunker, report,
             documents[doc.doc_id] = (digest, doc.title)
             if old_docs.get(doc.doc_id) != digest:
                 todo.append(doc)
-    except SkipFile as exc:
+    except EmptyFile:
         # Emptied since it was indexed: its chunks go, as the text they held did. (A file now
         # damaged, binary or unreadable keeps them: that may be an accident or a passing state.)
-        if not (old_docs and str(exc).startswith(EMPTY_FILE)):
+        if not old_docs:
             raise
     changed = [(doc.doc_id, chunks) for doc, chunks in zip(todo, chunker.chunk_many(todo), strict=True)]
     report.documents_changed += len(changed)

@@ -16,7 +16,7 @@ import time
 
 import common
 
-from llmctl.search.fusion import collapse, shingles
+from llmctl.search.fusion import collapse, jaccard, shingles
 
 
 def _tuple_shingles(text: str) -> frozenset:
@@ -36,8 +36,8 @@ def all_pairs(order, text_of, threshold=0.9):
         if at is None:
             sh = _tuple_shingles(text)
             lo, hi = threshold * len(sh) - 1e-9, len(sh) / threshold + 1e-9
-            at = next((i for i, other in enumerate(kept) if lo <= len(other) <= hi
-                       and (len(sh & other) / max(1, len(sh | other)) if sh or other else 1.0) >= threshold), None)
+            at = next((i for i, other in enumerate(kept)
+                       if lo <= len(other) <= hi and jaccard(sh, other) >= threshold), None)
         if at is not None:
             groups[at][1].append(cid)
             continue

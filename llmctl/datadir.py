@@ -19,15 +19,33 @@ from pathlib import Path
 from llmctl.errors import BusyError, IndexStateError, InputError, LlmctlError
 
 POINTER = "INDEX"
+SQLITE_SIDES = ("-wal", "-shm", "-journal")
 LEGACY_ITEMS = ("manifest.sqlite", "manifest.sqlite-wal", "manifest.sqlite-shm", "chroma", "bm25", "pages")
 
 
-def refuse_link(path: Path, what: str = "") -> None:
+def refuse_link(path: Path, what: str = "", sqlite: bool = False) -> None:
     """IndexStateError when ``path``, a file llmctl reads or writes by name in a data dir, is a
-    symlink: a data dir that came with a cloned repository may hold ``ingest.pid -> ~/.bashrc``."""
-    if path.is_symlink():
-        raise IndexStateError(f"{f'The {what} ' if what else ''}{path} is a symbolic link: llmctl does not read "
-                              "or write through links in its data dir; delete it and run again")
+    symlink: a data dir that came with a cloned repository may hold ``ingest.pid -> ~/.bashrc``.
+    ``sqlite``: its journal files too (SQLite writes ``-wal``, ``-shm`` and ``-journal`` beside it)."""
+    for f in (path, *(path.with_name(path.name + s) for s in SQLITE_SIDES if sqlite)):
+        if f.is_symlink():
+            raise IndexStateError(f"{f'The {what} ' if what else ''}{f} is a symbolic link: llmctl does not read "
+                                  "or write through links in its data dir; delete it and run again")
+
+
+def refuse_links_under(folder: Path, what: str, depth: int = 2) -> None:
+    """``refuse_link`` for a folder a library writes as it likes (Chroma's: its SQLite file and
+    one folder per index segment), and everything in it ``depth`` levels down."""
+    refuse_link(folder, what)
+    if depth:
+        try:
+            entries = sorted(folder.iterdir())
+        except OSError:
+            return
+        for entry in entries:
+            refuse_link(entry, what)
+            if entry.is_dir():
+                refuse_links_under(entry, what, depth - 1)
 
 
 @dataclass(frozen=True)

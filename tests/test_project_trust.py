@@ -3,6 +3,7 @@
 keys, at a host of its choosing. --config and $LLMCTL_CONFIG are trusted."""
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -267,3 +268,23 @@ def test_a_symlinked_manifest_is_not_read_through_either(tmp_path, sample_index)
         r = run("--data-dir", data, *args)
         assert r.returncode == 5 and "manifest.sqlite is a symbolic link" in r.stderr, (args, r.stderr)
     assert not (tmp_path / "elsewhere.sqlite-wal").exists()
+
+
+@pytest.mark.parametrize("name", ["queries.sqlite", "queries.sqlite-journal", "chroma/chroma.sqlite3",
+                                  "chroma/chroma.sqlite3-journal", "manifest.sqlite-journal"])
+def test_no_file_of_a_data_dir_is_written_through_a_symlink(tmp_path, docs_template, docs_data, name):
+    """Every file llmctl or Chroma writes in a data dir, not only the ones llmctl names: the memo
+    of question vectors (written by every query), Chroma's own files and SQLite's journals."""
+    from cli import invoke as run
+
+    victim = tmp_path / "victim.sqlite"
+    sqlite3.connect(victim).execute("CREATE TABLE precious (x)").connection.commit()
+    before = victim.read_bytes()
+    target = docs_data / name
+    target.unlink(missing_ok=True)
+    target.symlink_to(victim)
+    for args in (["query", "--no-llm", "how are restores done?"], ["ingest", "-q", "--repair", docs_template[0]]):
+        r = run("--data-dir", docs_data, *args)
+        assert r.returncode == 5, (args, r.returncode, r.stderr)
+        assert f"{target} is a symbolic link" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert victim.read_bytes() == before

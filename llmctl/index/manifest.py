@@ -125,8 +125,7 @@ FILTERS = {
 class Manifest:
     def __init__(self, path: Path, readonly: bool = False):
         self.path = path
-        for f in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-            refuse_link(f)  # not even read through one: SQLite would write -wal/-shm beside the target
+        refuse_link(path, sqlite=True)  # not even read through one: SQLite would write -wal/-shm beside the target
         if readonly and not path.exists():
             raise IndexStateError(f"No index in {path.parent}: run 'llmctl ingest <path>' first")
         try:

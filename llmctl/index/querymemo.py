@@ -3,7 +3,8 @@ the embedding model: a shell loop run again, an agent asking again, an answer se
 cache (which is keyed on what retrieval found, so retrieval runs first).
 
 A cache in the strict sense: any SQLite error (a read-only data dir, a busy or damaged file)
-means "not remembered", never a failed query. Keyed on the index's embedding settings (model,
+means "not remembered", never a failed query. A symlink where the file goes is the one error:
+like every file of a data dir, it is never written through (``datadir.refuse_link``). Keyed on the index's embedding settings (model,
 prefixes, normalisation) and the exact question text; the newest 10,000 are kept.
 
 One connection per thread, opened on first use and kept: ``serve`` answers every request from
@@ -20,6 +21,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from llmctl.datadir import refuse_link
 
 KEEP = 10_000
 
@@ -38,6 +41,7 @@ class QueryMemo:
         lookup never creates it: a read-only data dir stays untouched)."""
         db = getattr(self._local, "db", None)
         if db is None:
+            refuse_link(self.path, "question memo", sqlite=True)  # (an error: never silenced below)
             if not create and not self.path.exists():
                 return None
             db = sqlite3.connect(self.path, timeout=0.2)

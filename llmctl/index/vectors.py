@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from llmctl.config import Config, VectorStoreConfig
+from llmctl.datadir import refuse_links_under
 from llmctl.errors import ConfigError, IndexStateError
 from llmctl.records import Chunk
 from llmctl.retry import while_locked
@@ -22,6 +23,7 @@ def open_store(cfg: Config, folder: Path, *, readonly: bool = False) -> VectorSt
     Chroma server. ``readonly`` embedded stores open through ``Reader``."""
     vs = cfg.vector_store
     if vs.mode == "embedded":
+        refuse_links_under(folder, "vector store file")  # Chroma writes there even to read (migrations)
         if readonly:
             try:
                 return Reader(folder, vs.collection)

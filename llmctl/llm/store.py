@@ -17,7 +17,7 @@ def connect(path: Path, schema: str, what: str, patience: float = 10.0, shared: 
     Switching a new file to WAL can fail at once with "locked" when another connection opens it
     at the same moment (SQLite does not wait for that lock): such opens are tried again.
     """
-    refuse_link(path, what)
+    refuse_link(path, what, sqlite=True)
     try:
         return while_locked(lambda: _open(path, schema, patience, shared), _is_locked, patience)
     except sqlite3.OperationalError as exc:

@@ -99,6 +99,25 @@ def test_damaged_bm25_and_vectors_are_repaired_by_ingest(tmp_path, data):
     assert [h["location"] for h in hits] == [h["location"] for h in good]
 
 
+@pytest.mark.parametrize("damage", ["truncated", "overwritten"])
+def test_unreadable_vector_store_files_are_one_line_and_repair_makes_them_again(tmp_path, data, damage):
+    ask = ("--data-dir", data, "query", "--no-llm", "--json", "How do I restore a single file?")
+    good = json.loads(invoke(*ask, cwd=REPO).stdout)["hits"]
+    store = data / "chroma" / "chroma.sqlite3"
+    if damage == "truncated":
+        with store.open("r+b") as f:
+            f.truncate(4096)
+    else:
+        store.write_bytes(b"not a database" * 100)
+    assert_clean_error(invoke(*ask, cwd=REPO), 5, "vector store", "cannot be read", "--repair")
+    r = invoke("--data-dir", data, "ingest", "-q", "--repair", "sample_data", cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    assert "vector store could not be read" in r.stderr and "Traceback" not in r.stderr
+    assert_consistent(data)
+    hits = json.loads(invoke(*ask, cwd=REPO).stdout)["hits"]
+    assert [h["location"] for h in hits] == [h["location"] for h in good]
+
+
 def test_damaged_ledger_and_cache(tmp_path, data, fake_llm):
     cfg = tmp_path / "llmctl.yaml"
     cfg.write_text(yaml.safe_dump({"rerank": {"enabled": False}, "llm": {"providers": [

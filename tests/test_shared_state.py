@@ -132,7 +132,7 @@ def test_four_processes_share_the_cache_the_budget_and_the_rate_limit_and_outliv
         # requests_per_minute 20 is one request per 3 s, counted where the provider counts (a bucket of
         # one request: ratelimit.py). Limiters per process would send P2-P4's calls at once; a
         # second of slack for a send delayed on a busy machine.
-        assert all(later - earlier >= PACE - 1 for earlier, later in zip(times, times[1:])), times
+        assert all(later - earlier >= PACE - 1 for earlier, later in zip(times, times[1:], strict=False)), times
 
         # Redis dies: nothing is served from a cache that cannot be read, nothing is spent unchecked.
         redis_srv.kill()

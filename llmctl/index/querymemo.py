@@ -4,8 +4,9 @@ cache (which is keyed on what retrieval found, so retrieval runs first).
 
 A cache in the strict sense: any SQLite error (a read-only data dir, a busy or damaged file)
 means "not remembered", never a failed query. A symlink where the file goes is the one error:
-like every file of a data dir, it is never written through (``datadir.refuse_link``). Keyed on the index's embedding settings (model,
-prefixes, normalisation) and the exact question text; the newest 10,000 are kept.
+like every file of a data dir, it is never written through (``datadir.refuse_link``). Keyed on
+the index's embedding settings (model, prefixes, normalisation) and the exact question text; the
+newest 10,000 are kept.
 
 One connection per thread, opened on first use and kept: ``serve`` answers every request from
 its worker threads' connections instead of opening the file per question.

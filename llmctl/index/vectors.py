@@ -9,11 +9,12 @@ otherwise Chroma tries to download its own ONNX model.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from llmctl.config import Config, VectorStoreConfig
 from llmctl.datadir import refuse_links_under
-from llmctl.errors import ConfigError, IndexStateError
+from llmctl.errors import ConfigError, IndexStateError, LlmctlError
 from llmctl.records import Chunk
 from llmctl.retry import while_locked
 
@@ -29,8 +30,36 @@ def open_store(cfg: Config, folder: Path, *, readonly: bool = False) -> VectorSt
                 return Reader(folder, vs.collection)
             except Exception:  # noqa: BLE001 - any surprise in the fast path: the full client
                 pass
-        return VectorStore.embedded(folder, vs.collection, vs.ef_search)
+        with damaged_says(folder):
+            return VectorStore.embedded(folder, vs.collection, vs.ef_search)
     return VectorStore.server(vs, cfg.source)
+
+
+class DamagedStore(IndexStateError):
+    """The embedded store's files cannot be read (a truncated or overwritten SQLite file, a broken
+    segment): ``ingest --repair`` rebuilds them from the manifest."""
+
+    def __init__(self, folder: Path, reason: str):
+        super().__init__(f"The vector store in {folder} cannot be read ({reason}): run 'llmctl ingest --repair "
+                         "PATH' with the folders you ingested; it rebuilds the store from the index, re-embedding "
+                         "every chunk")
+        self.reason = reason
+
+
+@contextmanager
+def damaged_says(folder: Path):
+    """Chroma's errors for unreadable files (several types, with tracebacks) as one line naming
+    the folder and the fix. "database is locked" is not damage: it stays what it is."""
+    try:
+        yield
+    except LlmctlError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - chromadb raises several types for one cause
+        text = str(exc).strip()
+        if "locked" in text:
+            raise
+        reason = text.splitlines()[0][:160] if text else type(exc).__name__
+        raise DamagedStore(folder, reason) from None
 
 
 class Reader:
@@ -56,6 +85,7 @@ class Reader:
         self.bindings = rb.Bindings(allow_reset=False, sqlite_db_config=sqlite, persist_path=str(folder),
                                     hnsw_cache_size=cache_size)
         self.id = str(self.bindings.get_collection(collection, self.TENANT, self.DATABASE).id)
+        self.folder = folder
 
     def count(self) -> int:
         return int(self.bindings.count(self.id, self.TENANT, self.DATABASE))
@@ -64,11 +94,12 @@ class Reader:
         """(chunk id, cosine similarity), best first; ``ids``: only among these."""
         import json
 
-        n = self.count()
-        if n == 0:
-            return []
-        res = self.bindings.query(self.id, ids, [vector], min(k, n), json.dumps(where) if where else None, None,
-                                  ["distances"], self.TENANT, self.DATABASE)
+        with damaged_says(self.folder):
+            n = self.count()
+            if n == 0:
+                return []
+            res = self.bindings.query(self.id, ids, [vector], min(k, n), json.dumps(where) if where else None,
+                                      None, ["distances"], self.TENANT, self.DATABASE)
         return [(i, 1.0 - float(d)) for i, d in zip(res.ids[0], res.distances[0], strict=True)]
 
 
@@ -79,8 +110,9 @@ def store_identity(vs: VectorStoreConfig) -> dict:
 
 
 class VectorStore:
-    def __init__(self, client, collection: str, ef_search: int = 400):
+    def __init__(self, client, collection: str, ef_search: int = 400, folder: Path | None = None):
         self.client = client
+        self.folder = folder  # an embedded store's files (None: a server's)
         self.ef_search = ef_search
         # ef_search: Chroma's default (100) finds only ~98% of the exact top 50 on SciFact, and
         # which ones it misses depends on the order vectors were added; 400 finds 99.97%
@@ -102,7 +134,7 @@ class VectorStore:
 
         path.mkdir(parents=True, exist_ok=True)
         client = _retried(chromadb.PersistentClient, path=str(path), settings=_settings())
-        return cls(client, collection, ef_search)
+        return cls(client, collection, ef_search, path)
 
     @classmethod
     def server(cls, vs: VectorStoreConfig, source: str) -> VectorStore:
@@ -156,11 +188,12 @@ class VectorStore:
 
     def query(self, vector, k: int, where: dict | None = None, ids: list[str] | None = None) -> list[tuple[str, float]]:
         """(chunk id, cosine similarity), best first; ``ids``: only among these."""
-        n = self.count()
-        if n == 0:
-            return []
-        res = _retried(self.collection.query, query_embeddings=[vector], n_results=min(k, n), where=where or None,
-                       ids=ids, include=["distances"])
+        with damaged_says(self.folder) if self.folder else nullcontext():
+            n = self.count()
+            if n == 0:
+                return []
+            res = _retried(self.collection.query, query_embeddings=[vector], n_results=min(k, n),
+                           where=where or None, ids=ids, include=["distances"])
         return [(i, 1.0 - float(d)) for i, d in zip(res["ids"][0], res["distances"][0], strict=True)]
 
     def vectors(self, ids: list[str]):

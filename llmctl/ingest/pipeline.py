@@ -17,6 +17,7 @@ import hashlib
 import itertools
 import json
 import os
+import shutil
 import sqlite3
 import stat
 import time
@@ -267,7 +268,7 @@ def _sync(run: _Run, paths: list[Path], repair: bool) -> None:
     bm25_stale = check_settings(run.manifest.settings(), run.settings, run.cfg, run.data)
     _check_reader(run)
     if run.manifest.dirty or repair:
-        _recover(run)
+        _recover(run, repair)
         bm25_stale = True
     scan = _scan(run, paths)
     _write(run, _plan(run, scan), scan, bm25_stale)
@@ -331,9 +332,22 @@ def remove(paths: list[Path], cfg: Config, data: DataDir, *, dry_run: bool = Fal
     return report
 
 
-def _recover(run: _Run) -> None:
-    """After an interrupted run (or on --repair): make Chroma agree with the manifest."""
-    store, manifest, report = run.open_store(), run.manifest, run.report
+def _recover(run: _Run, repair: bool = False) -> None:
+    """After an interrupted run (or on --repair): make Chroma agree with the manifest. On --repair,
+    an embedded store whose files cannot be read is made again, empty: every chunk then has no
+    vector, and its file is read and embedded again."""
+    from llmctl.index.vectors import DamagedStore
+
+    manifest, report = run.manifest, run.report
+    try:
+        store = run.open_store()
+    except DamagedStore as exc:
+        if not repair:
+            raise
+        drop_chroma_handles()
+        shutil.rmtree(run.data.chroma)
+        store = run.open_store()
+        report.recovered.append(f"the vector store could not be read ({exc.reason}): made again")
     in_store, in_manifest = store.all_ids(), manifest.chunk_ids()
     orphans = sorted(in_store - in_manifest)
     if orphans:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from contextlib import contextmanager
@@ -27,8 +28,6 @@ class _Console(Console):
 def quiet_stdout() -> None:
     """Point stdout and stderr at /dev/null (Python's last flush must not fail again) and exit 141.
     Either may be the pipe whose reader left (``llmctl query ... 2>&1 | head``)."""
-    import os
-
     stdout.quiet = stderr.quiet = True
     null = os.open(os.devnull, os.O_WRONLY)
     for stream in (sys.stdout, sys.stderr):
@@ -46,6 +45,10 @@ class GuardedStream:
 
     def __init__(self, stream, name: str):
         self._stream, self._name = stream, name
+        try:
+            self._fd = stream.fileno()
+        except (AttributeError, OSError, ValueError):  # closed, or a test's captured output
+            self._fd = None
 
     def _failed(self, exc: OSError | None):
         from llmctl.errors import OutputError
@@ -57,7 +60,16 @@ class GuardedStream:
         if self._stream is None:
             raise self._failed(None)
         try:
-            return self._stream.write(text)
+            if self._fd is None:
+                return self._stream.write(text)
+            # Every byte, or an error: a buffered write that the reader cuts short (`| head -c 100`)
+            # returns a short count that Python's text layer drops without a word, so the command
+            # would end with exit 0 and its output cut.
+            self._stream.flush()
+            data = memoryview(text.encode(self._stream.encoding or "utf-8", self._stream.errors or "strict"))
+            while data:
+                data = data[os.write(self._fd, data):]
+            return len(text)
         except BrokenPipeError:
             raise
         except OSError as exc:

@@ -190,6 +190,22 @@ def test_a_pipe_that_also_takes_stderr_ends_with_141_when_its_reader_leaves(data
     assert proc.wait(60) == 141
 
 
+def test_a_reader_that_leaves_in_the_middle_of_a_long_output_also_gives_141(data):
+    """`llmctl query --json ... | head -c 100` with more output than the pipe holds: the write the
+    reader cuts short must not end the command with exit 0 and the output silently cut (Python's
+    text layer drops a short write's count). The pipe is made small so a few hits overflow it."""
+    import fcntl
+
+    read, write = os.pipe()
+    fcntl.fcntl(write, fcntl.F_SETPIPE_SZ, 4096)
+    proc = subprocess.Popen([sys.executable, "-m", "llmctl", "--data-dir", str(data), "query", "--json", "--k", "20",
+                             "daily snapshots"], stdout=write, stderr=subprocess.DEVNULL, env=child_env())
+    os.close(write)
+    with os.fdopen(read, "rb") as out:
+        assert out.read(100).startswith(b"{")
+    assert proc.wait(60) == 141
+
+
 @pytest.mark.parametrize("stdout", ["/dev/full", "closed"])
 def test_output_that_cannot_be_written_is_one_line_and_exit_4(data, stdout):
     """`llmctl status >/dev/full` or with stdout closed (`>&-`): one line naming stdout, exit 4,

@@ -39,6 +39,29 @@ def test_skipped_files_are_warnings_not_failures(tmp_path):
     assert_clean_error(r, 4, "bad.md", "--strict")
 
 
+def test_strict_stops_at_damaged_files_not_at_what_is_left_out_by_design(tmp_path):
+    """A Debian doc folder under --strict: a symlink not followed and a file of no readable type are
+    left out by design; a damaged archive with no extension inside (NEWS.gz) is bad input, named as
+    the warnings name it (relative to the cwd)."""
+    import gzip
+
+    docs = tmp_path / "docs"
+    (docs / "notes").mkdir(parents=True)
+    (docs / "good.md").write_text("# Good\n\nA normal document.\n")
+    (docs / "changelog.md").symlink_to(docs / "good.md")
+    (docs / "prog").write_bytes(b"\x7fELF\x00\x01\x02 not text")
+    (docs / "notes" / "NEWS.gz").write_bytes(gzip.compress(b"Release 2.0\n" * 400)[:60])  # cut short
+    r = invoke("--data-dir", tmp_path / "data", "ingest", "--strict", "docs", cwd=tmp_path)
+    assert_clean_error(r, 4, "docs/notes/NEWS.gz: not a valid gzip file", "--strict")
+    assert str(tmp_path) not in r.stderr
+    (docs / "notes" / "NEWS.gz").unlink()
+    r = invoke("--data-dir", tmp_path / "data", "ingest", "--strict", "--json", "docs", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    reasons = {s["path"]: s["reason"] for s in json.loads(r.stdout)["files"]["skipped_files"]}
+    assert reasons == {"docs/changelog.md": "symlink not followed (ingest.follow_symlinks)",
+                       "docs/prog": "unsupported type"}
+
+
 def test_missing_path(tmp_path):
     """Through a real process: exit 4 as a shell sees it."""
     assert_clean_error(run_cli("ingest", tmp_path / "nope", cwd=tmp_path), 4, "nope", "does not exist")

@@ -90,8 +90,10 @@ def looks_like_text(head: bytes) -> bool:
 
 
 def sniff(path: Path) -> bool:
-    """For a PLAIN file: whether its first KB (decompressed) is text. Unreadable: False; not a
-    regular file (a FIFO would block the read): True, for ingest to skip it with its reason."""
+    """For a PLAIN file: whether its first KB (decompressed) is text. Not a regular file (a FIFO
+    would block the read), unreadable or a damaged archive: True, for ingest to skip it with its
+    own reason ("cannot read: Permission denied"), which --strict stops at, unlike a type it
+    does not read."""
     import stat
 
     codec = COMPRESSED.get(path.suffix.lower())
@@ -100,8 +102,8 @@ def sniff(path: Path) -> bool:
             return True
         with open(path, "rb") as raw, (_opener(codec)(raw) if codec else raw) as f:
             return looks_like_text(f.read(SNIFF_BYTES))
-    except Exception:  # noqa: BLE001 -- damaged archive, permissions...: not a text file to offer
-        return False
+    except Exception:  # noqa: BLE001 -- permissions, a damaged archive...: the read says which
+        return True
 
 
 def _opener(codec: str) -> Callable:

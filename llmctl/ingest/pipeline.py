@@ -35,7 +35,7 @@ from llmctl.index import keyword, pages
 from llmctl.index.manifest import FORMAT_VERSION, FileRecord, FileUpdate, Manifest
 from llmctl.index.vectors import store_identity
 from llmctl.ingest.chunking import reader_identity
-from llmctl.ingest.discover import CANNOT_LIST, UNSUPPORTED, check_paths, discover, is_taken
+from llmctl.ingest.discover import CANNOT_LIST, OUT_OF_SCOPE, check_paths, discover, is_taken
 from llmctl.ingest.loaders import EmptyFile, SkipFile, file_digest, load_documents
 from llmctl.interrupts import StopFlag, stop_requests
 from llmctl.progress import NullProgress, Progress
@@ -132,7 +132,7 @@ class _Run:
     def skip(self, path: Path | str, reason: str) -> None:
         self.report.files_skipped.append(SkippedFile(str(path), reason))
         if self.strict:
-            raise _strict_error(self.report.files_skipped[-1])
+            raise _strict_error(self.report.files_skipped[-1], self.cfg.base_dir)
 
     def open_store(self):
         """The store, opened to write: it also takes on the configured search settings."""
@@ -155,8 +155,9 @@ class _Run:
                         "chunk(s) embedded and kept); run again to continue")
 
 
-def _strict_error(s: SkippedFile) -> InputError:
-    return InputError(f"{printable(s.path)}: {s.reason} (--strict stops at the first bad file)")
+def _strict_error(s: SkippedFile, base_dir: Path) -> InputError:
+    return InputError(f"{printable(display_source(s.path, base_dir))}: {s.reason} (--strict stops at the first "
+                      "bad file)")
 
 
 @dataclass
@@ -398,9 +399,9 @@ def _scan(run: _Run, paths: list[Path]) -> _Scan:
         else:
             scan.work.append((path, new))
     task.done()
-    bad = [s for s in report.files_skipped if s.reason != UNSUPPORTED]  # out of scope is not bad
-    if run.strict and bad:  # skipped during discovery (links, unlistable folders)
-        raise _strict_error(bad[0])
+    bad = [s for s in report.files_skipped if s.reason not in OUT_OF_SCOPE]
+    if run.strict and bad:  # skipped during discovery (broken links, unlistable folders)
+        raise _strict_error(bad[0], cfg.base_dir)
     skipped = {s.path for s in report.files_skipped}
     unlisted = [Path(s.path) for s in report.files_skipped if s.reason.startswith(CANNOT_LIST)]
     roots = _roots(paths)

@@ -55,7 +55,7 @@ app = typer.Typer(
 
 class State:
     config_path: Path | None = None
-    data_dir: Path | None = None
+    data_dir: str | None = None
     verbose: int = 0
 
 
@@ -82,13 +82,16 @@ def main_options(
     config: Annotated[Path | None, typer.Option(
         "--config", "-c", metavar="FILE", help="YAML config file (default: $LLMCTL_CONFIG, ./llmctl.yaml, built-ins).",
         show_default=False)] = None,
-    data_dir: Annotated[Path | None, typer.Option(
+    data_dir: Annotated[str | None, typer.Option(  # a str: Path("") would be the working directory
         metavar="DIR", help="Where indexes, manifest, cache and ledger live (config: data_dir).",
         show_default=False)] = None,
     verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More logging on stderr.")] = 0,
     version: Annotated[bool, typer.Option(
         "--version", is_eager=True, callback=_print_version, help="Print the version and exit.")] = False,
 ) -> None:
+    if data_dir is not None and not data_dir.strip():
+        raise typer.BadParameter("is empty: give a folder (default .llmctl), or leave the flag out",
+                                 param_hint="--data-dir")
     state.config_path, state.data_dir, state.verbose = config, data_dir, verbose
     if verbose:
         import logging

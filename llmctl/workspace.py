@@ -55,7 +55,7 @@ class Workspace:
         embedding endpoint, a Chroma server...) raises ConfigError until ``llmctl trust``."""
         if config is None:
             config = load_config(Path(config_path) if config_path else None,
-                                 {"data_dir": str(data_dir) if data_dir else None, **overrides})
+                                 {"data_dir": None if data_dir is None else str(data_dir), **overrides})
         self.cfg = config
         self.data = self._published()
         self._lock = threading.Lock()

@@ -119,3 +119,20 @@ def test_a_data_dir_flag_is_relative_to_the_working_directory_not_the_config(tmp
     assert load_config(Path("sub/x.yaml"), {"data_dir": "d"}).data_dir == (tmp_path / "d").resolve()
     monkeypatch.setenv("LLMCTL_DATA_DIR", "e")
     assert load_config(Path("sub/x.yaml")).data_dir == (tmp_path / "e").resolve()
+
+
+def test_an_empty_data_dir_is_refused_wherever_it_is_set(tmp_path, monkeypatch):
+    """Path("") is the working directory: an emptied variable would put the index (and then
+    its own files, indexed) among the documents."""
+    from cli import assert_clean_error, invoke
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.md").write_text("# A\n\nMarmots live in burrows.\n")
+    (tmp_path / "x.yaml").write_text("data_dir: ''\n")
+    r = invoke("ingest", ".", env={"LLMCTL_DATA_DIR": ""}, cwd=tmp_path)
+    assert_clean_error(r, 3, "LLMCTL_DATA_DIR", "'data_dir' is empty")
+    assert_clean_error(invoke("--config", "x.yaml", "ingest", ".", cwd=tmp_path), 3, "x.yaml", "'data_dir' is empty")
+    assert_clean_error(invoke("--data-dir", "", "ingest", ".", cwd=tmp_path), 2, "--data-dir", "is empty")
+    # named on purpose: the data dir is the folder ingested
+    assert_clean_error(invoke("--data-dir", ".", "ingest", ".", cwd=tmp_path), 4, "is llmctl's data dir")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.md", "x.yaml"]

@@ -97,11 +97,15 @@ def _utf8(name: str) -> bool:
     return True
 
 
-def check_paths(paths: list[Path]) -> None:
-    """Raise InputError for the first path that does not exist."""
+def check_paths(paths: list[Path], data_dir: Path | None = None) -> None:
+    """Raise InputError for the first path that does not exist, or that is the data dir itself
+    (its own files would be indexed: a data dir inside a folder is skipped, not one that is it)."""
     for given in paths:
         if not given.exists() and not given.is_symlink():
             raise InputError(f"Path {given} does not exist: check the path, relative to the folder llmctl runs in")
+        if data_dir is not None and given.is_dir() and given.resolve() == data_dir.resolve():
+            raise InputError(f"Path {given} is llmctl's data dir ({data_dir}): keep the index in a folder of its "
+                             "own (--data-dir, data_dir; the default is .llmctl)")
 
 
 def discover(paths: list[Path], cfg: IngestConfig, skipped: list[SkippedFile],

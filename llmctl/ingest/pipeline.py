@@ -197,7 +197,7 @@ def ingest(
     started = time.perf_counter()
     if not paths:
         raise InputError("No path given: llmctl ingest PATH [PATH...]")
-    check_paths(paths)  # before anything is loaded or made
+    check_paths(paths, data.root)  # before anything is loaded or made
     report = IngestReport(dry_run=dry_run)
     embedder = embedder or make_embedder(cfg, data, command="ingest", export=True)
     max_tokens = cfg.chunking.max_tokens or embedder.max_chunk_tokens

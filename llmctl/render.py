@@ -431,6 +431,12 @@ def cost_report(report: dict) -> None:
         f"Tokens in {t['tokens_in']:,}  out {t['tokens_out']:,}{estimated}  cost {money(t['cost_usd'])}"
         f"{unknown}  saved by cache {money(t['saved_by_cache_usd'])}"
     )
+
+    def cost(s: dict) -> str:  # never a silent $0.00 for calls whose price is unknown
+        if not s["unknown_cost_calls"]:
+            return money(s["cost_usd"])
+        return f"{money(s['cost_usd'])} + {s['unknown_cost_calls']} unknown" if s["cost_usd"] else "unknown"
+
     if t["latency_ms_p50"] is not None:
         stdout.print(f"Latency p50 {t['latency_ms_p50']:.0f} ms  p95 {t['latency_ms_p95']:.0f} ms")
     for dim in ("machine", "day", "provider", "model", "command", "tag"):
@@ -442,7 +448,7 @@ def cost_report(report: dict) -> None:
             table.add_column(col, justify="left" if col == dim else "right")
         for key, s in groups.items():
             table.add_row(key, str(s["requests"]), f"{s['tokens_in']:,}", f"{s['tokens_out']:,}",
-                          money(s["cost_usd"]), str(s["errors"]),
+                          cost(s), str(s["errors"]),
                           "-" if s["latency_ms_p95"] is None else f"{s['latency_ms_p95']:.0f}")
         stdout.print(table)
     days = report["by"]["day"]
@@ -451,7 +457,7 @@ def cost_report(report: dict) -> None:
         stdout.print("Cost per day:")
         for day, s in days.items():
             bar = "█" * max(0, round(30 * s["cost_usd"] / top))
-            stdout.print(f"  {day} {bar} {money(s['cost_usd'])}", markup=False)
+            stdout.print(f"  {day} {bar} {cost(s)}", markup=False)
     b = report["budget"]
     for period in ("daily", "monthly"):
         limit = b[period]["limit_usd"]

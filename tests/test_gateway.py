@@ -191,6 +191,15 @@ def test_unknown_price_is_unknown_never_zero(make, fake_llm, tmp_path):
     assert any("no price configured" in w for w in gw.warnings)
     report = cost_report(DataDir(tmp_path), gw.cfg, None, None, NOON)
     assert report["totals"]["unknown_cost_calls"] == 1
+    assert report["by"]["provider"]["main"]["unknown_cost_calls"] == 1
+    from llmctl import render
+
+    with render.stdout.capture() as shown:
+        render.cost_report(report)
+    text = shown.get()
+    tables = text.split("\n", 2)[2].split("Budget daily")[0]  # after the totals, before the budget lines
+    assert "$0.00" not in tables, text  # the tables and per-day lines say "unknown"
+    assert text.count("unknown") >= 1 + len(report["by"]["day"]) + 3, text
 
 
 def test_deadline_stops_retries(make, fake_llm):
@@ -202,10 +211,16 @@ def test_deadline_stops_retries(make, fake_llm):
 def test_an_answer_costs_the_cut_attempts_before_it_too(make, fake_llm, tmp_path):
     fake_llm.script.extend([Reply(kind="cut", text="one two three four", stall_after=2),
                             Reply(text="Fourteen daily snapshots [1].")])
-    out = ask(make(provider(fake_llm, retries=1)))
+    gw = make(provider(fake_llm, retries=1))
+    out = ask(gw)
     rows = ledger(tmp_path)
     assert [r["status"] for r in rows] == ["error", "ok"] and rows[0]["cost_usd"] > 0
     assert out.cost_usd == pytest.approx(rows[0]["cost_usd"] + rows[1]["cost_usd"])  # what the question cost
+    # cost-report counts the billed failure as the budget does, in its totals and every breakdown
+    report = cost_report(DataDir(tmp_path), gw.cfg, None, None, NOON)
+    assert report["totals"]["cost_usd"] == pytest.approx(out.cost_usd)
+    assert report["budget"]["daily"]["spent_usd"] == pytest.approx(out.cost_usd)
+    assert report["by"]["provider"]["main"]["cost_usd"] == pytest.approx(out.cost_usd)
 
 
 def test_a_reader_that_goes_away_mid_answer_still_leaves_the_billed_call_in_the_ledger(make, fake_llm, tmp_path):

@@ -101,3 +101,19 @@ def test_cost_report_alerts_exits_10_naming_the_rule(tmp_path):
     assert line.startswith("Error: 12 spend alert(s): ") and "over the 14 days before" in line
     text = invoke("--data-dir", tmp_path / "data", "cost-report", "--since", since, "--alerts")
     assert text.returncode == 10 and text.stderr.count("ALERT ") == 12
+
+
+def test_spend_counts_billed_failures_as_budgets_do(tmp_path):
+    """A stream cut after text arrived (or a client that left) is billed: an "error" row with a cost.
+    A day of such rows is spend like any other (it was not: only "ok" rows counted)."""
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    for d in range(15, 0, -1):
+        ledger.record(Row(command="query", request_id=f"r{d}", status="ok", provider="openai", model="m",
+                          cost_usd=0.02), day_start(NOW) - d * DAY + 3600)
+    for i in range(40):  # today: clients that hang up mid-answer, each billed for what arrived
+        ledger.record(Row(command="serve", request_id=f"g{i}", status="error", provider="openai", model="m",
+                          cost_usd=0.05, error_class="client_gone"), day_start(NOW) + 60 * i)
+    rows = ledger.rows()
+    ledger.close()
+    found = spend_alerts(rows, AlertsConfig(), day_start(NOW), NOW + 1)
+    assert any(a["period"] == "day" and a["metric"] == "spend_usd" and a["provider"] == "openai" for a in found), found

@@ -40,11 +40,9 @@ def _bucket_values(rows: list[dict], size: int) -> dict[tuple[str, str], dict[in
         b = int(r["ts"] // size)
         for scope in ((str(r["provider"] or "-"), str(r["tag"] or "-")), ("*", "*")):
             v = table[scope][b]
+            v[0] += r["cost_usd"] or 0.0  # a failed attempt is billed too when text had arrived (a cut stream)
             v[1] += 1
-            if r["status"] == "ok":
-                v[0] += r["cost_usd"] or 0.0
-            else:
-                v[2] += 1
+            v[2] += r["status"] == "error"
     return table
 
 

@@ -56,10 +56,12 @@ def _summary(rows: list[dict]) -> dict:
         "error_rate": round(len(errors) / len(calls), 4) if calls else 0.0,  # errors / attempts
         "cache_hits": len(hits),
         "refused": sum(1 for r in rows if r["status"] == "refused"),
-        "tokens_in": sum(r["tokens_in"] or 0 for r in ok),
-        "tokens_out": sum(r["tokens_out"] or 0 for r in ok),
-        "estimated_usage_calls": sum(1 for r in ok if r["usage_source"] == "estimated"),
-        "cost_usd": round(sum(r["cost_usd"] or 0 for r in ok), 10),
+        # every attempt that was billed: an answer, and a failed one whose text had arrived (a cut
+        # stream, a client that left), as budgets count them (Ledger.spent)
+        "tokens_in": sum(r["tokens_in"] or 0 for r in calls),
+        "tokens_out": sum(r["tokens_out"] or 0 for r in calls),
+        "estimated_usage_calls": sum(1 for r in calls if r["usage_source"] == "estimated"),
+        "cost_usd": round(sum(r["cost_usd"] or 0 for r in calls), 10),
         "unknown_cost_calls": sum(1 for r in ok if r["cost_usd"] is None),
         "saved_by_cache_usd": round(sum(r["saved_usd"] or 0 for r in hits), 10),
         "latency_ms_p50": percentile(latencies, 0.5),

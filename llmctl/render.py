@@ -259,7 +259,7 @@ def ingest_report(report) -> None:
         for label, paths in (("add", report.files_added), ("change", report.files_changed),
                              ("remove", report.files_removed)):
             for p in paths:
-                stdout.print(f"  would {label}: {p}")
+                stdout.print(f"  would {label}: {printable(p)}", markup=False)  # a name's newline or [brackets]
 
 
 def sync_line(report, as_json: bool) -> None:

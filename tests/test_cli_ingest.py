@@ -62,6 +62,18 @@ def test_strict_stops_at_damaged_files_not_at_what_is_left_out_by_design(tmp_pat
                        "docs/prog": "unsupported type"}
 
 
+def test_an_include_that_matches_nothing_is_named_and_dry_run_shows_odd_names_as_sources_do(tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "new\nline [red]x.md").write_text("# A\n\nA document with an odd name.\n")
+    (docs / "loop").symlink_to(docs)  # a folder link, skipped by design whatever the filters: not the reason
+    r = invoke("--data-dir", tmp_path / "data", "ingest", "docs", "--include", "*.nomatch", cwd=tmp_path)
+    assert_clean_error(r, 4, "none matches include ['*.nomatch']", "--include")
+    r = invoke("--data-dir", tmp_path / "data", "ingest", "docs", "--dry-run", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "  would add: docs/new\\nline [red]x.md\n" in r.stdout, r.stdout
+
+
 def test_missing_path(tmp_path):
     """Through a real process: exit 4 as a shell sees it."""
     assert_clean_error(run_cli("ingest", tmp_path / "nope", cwd=tmp_path), 4, "nope", "does not exist")

@@ -26,7 +26,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from llmctl.config import Config, VectorStoreConfig
+from llmctl.config import Config, IngestConfig, VectorStoreConfig
 from llmctl.datadir import DataDir, drop_chroma_handles
 from llmctl.embedding import make_embedder
 from llmctl.embedding.local import Embedder
@@ -421,8 +421,13 @@ def _scan(run: _Run, paths: list[Path]) -> _Scan:
     report.files_removed = [known[p].source for p in scan.removed]
     # nothing to read (none found, or every one found could not be: unreadable, too big, a FIFO)
     if not (scan.work or scan.touched or report.files_unchanged or scan.removed):
-        why = (f"{len(report.files_skipped)} skipped, e.g. {printable(report.files_skipped[0].path)}: "
-               f"{report.files_skipped[0].reason}" if report.files_skipped
+        skipped = report.files_skipped
+        # what explains it: a file that could not be read; else filters the user narrowed; else what was left out
+        bad = [s for s in skipped if s.reason not in OUT_OF_SCOPE]
+        narrowed = (cfg.ingest.include, cfg.ingest.exclude) != (IngestConfig().include, IngestConfig().exclude)
+        example = (bad or skipped or [None])[0]
+        why = (f"{len(skipped)} skipped, e.g. {printable(example.path)}: {example.reason}"
+               if bad or (skipped and not narrowed)
                else "the folder holds no file" if all(p.is_dir() and not any(f.is_file() for f in p.rglob("*"))
                                                        for p in paths)
                else f"none matches include {run.cfg.ingest.include} outside exclude; check --include / "

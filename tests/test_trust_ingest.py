@@ -4,6 +4,7 @@ an unsupported type are reported instead of vanishing."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 import signal
@@ -93,14 +94,16 @@ def test_unsupported_files_are_listed_as_skipped(tmp_path):
     docs.mkdir()
     (docs / "a.md").write_text("# A\n\nSome text about snapshots.\n")
     (docs / "img.png").write_bytes(b"\x89PNG\r\n")
-    (docs / "data.gz").write_bytes(b"\x1f\x8b\x08")
+    (docs / "data.gz").write_bytes(gzip.compress(b"\x00\x01\x02 binary" * 50))  # read, and not text
+    (docs / "cut.gz").write_bytes(b"\x1f\x8b\x08")  # damaged: it may have held text, so it is bad input
     (docs / "graph.dot").write_text("digraph { a -> b }")
     r = invoke("--data-dir", tmp_path / "data", "ingest", docs, "--json", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     files = json.loads(r.stdout)["files"]
-    assert files["added"] == 1 and files["skipped"] == 3
-    assert {Path(s["path"]).name: s["reason"] for s in files["skipped_files"]} == {
-        "img.png": "unsupported type", "data.gz": "unsupported type", "graph.dot": "unsupported type"}
+    assert files["added"] == 1 and files["skipped"] == 4
+    assert {Path(s["path"]).name: s["reason"].split(" (")[0] for s in files["skipped_files"]} == {
+        "img.png": "unsupported type", "data.gz": "unsupported type", "graph.dot": "unsupported type",
+        "cut.gz": "not a valid gzip file"}
     # A folder with nothing readable is an input error, like an empty one.
     only_bad = tmp_path / "bad"
     only_bad.mkdir()

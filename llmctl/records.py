@@ -25,6 +25,10 @@ class Document:
     line_marks: tuple[tuple[int, int], ...] = ()
 
 
+# What a document is read as (Document.kind, Chunk.kind): what `--where kind=` takes.
+KINDS = ("markdown", "rst", "text", "html", "pdf", "jsonl", "code")
+
+
 @dataclass(frozen=True)
 class Chunk:
     """A piece of a document small enough for the embedding model, with its provenance."""

@@ -66,6 +66,8 @@ def test_query_errors_are_one_line_with_exit_codes(tmp_path, sample_index):
     assert_clean_error(invoke("--config", cfg, "--data-dir", sample_index, "query", "  "), 2, "empty")
     assert_clean_error(invoke("--config", cfg, "--data-dir", sample_index, "query", "--where", "size=3",
                                "x"), 2, "unknown field 'size'")
+    assert_clean_error(invoke("--config", cfg, "--data-dir", sample_index, "query", "--where", "kind=markdwn",
+                               "x"), 2, "unknown kind 'markdwn'", "markdown, rst, text, html, pdf, jsonl, code")
     down = write_config(tmp_path, "http://127.0.0.1:9/v1")
     assert_clean_error(run_cli("--config", down, "--data-dir", sample_index, "query", "restore"),
                        7, "cannot reach 'local'", "127.0.0.1:9")

@@ -264,3 +264,11 @@ def test_more_source_languages_are_read_as_code(tmp_path, name, language):
     [doc] = load(p)
     assert (doc.kind, doc.language) == ("code", language)
     assert Chunker(ChunkingConfig(), lambda t: len(t.split()), 254).chunk(doc)  # perl: split as prose
+
+
+def test_every_kind_a_file_is_read_as_is_one_where_kind_takes():
+    from llmctl.ingest.loaders import KINDS as BY_SUFFIX
+    from llmctl.ingest.loaders import LOADERS, PLAIN
+    from llmctl.records import KINDS
+
+    assert set(BY_SUFFIX.values()) | (set(LOADERS) - {PLAIN}) == set(KINDS)

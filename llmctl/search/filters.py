@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from llmctl.errors import InputError
 from llmctl.index.manifest import FILTERS
+from llmctl.records import KINDS
 
 
 def parse_where(conditions: list[str]) -> list[tuple[str, str]]:
@@ -20,5 +21,7 @@ def parse_where(conditions: list[str]) -> list[tuple[str, str]]:
                 f"where (--where) '{cond}': unknown field '{field}'; use one of {', '.join(FILTERS)}"
             )
         value = value.strip()
+        if field == "kind" and value not in KINDS:
+            raise InputError(f"where (--where) '{cond}': unknown kind '{value}'; use one of {', '.join(KINDS)}")
         out.append((field, value.lstrip(".") if field == "ext" else value))  # ext=.md is ext=md
     return out

@@ -160,6 +160,7 @@ def ingest(
         report = ws.ingest(paths, dry_run=dry_run, rebuild=rebuild, repair=repair, strict=strict or None,
                            wait_seconds=wait, progress=progress, release_vectors=True)  # this process exits
     if as_json:
+        render.ingest_warnings(report)
         render.print_json(report.to_dict())
     else:
         render.ingest_report(report)

@@ -221,10 +221,8 @@ class _RichTask:
                                                  f"{rate}", style="dim"))
 
 
-def ingest_report(report) -> None:
-    d = report.to_dict()
-    f, c = d["files"], d["chunks"]
-    verb = "Would ingest" if report.dry_run else "Ingested"
+def ingest_warnings(report) -> None:
+    """What a run recovered, noted and skipped, on stderr (with --json too: stdout holds the report)."""
     for line in report.recovered:
         warn(f"recovered: {line}")
     for line in report.notes:
@@ -245,6 +243,13 @@ def ingest_report(report) -> None:
                           for e, n in sorted(unsupported.items(), key=lambda kv: -kv[1]))
         warn(f"skipped {sum(unsupported.values())} file(s) of unsupported type ({printable(kinds)}; "
              "--json lists them)")
+
+
+def ingest_report(report) -> None:
+    d = report.to_dict()
+    f, c = d["files"], d["chunks"]
+    verb = "Would ingest" if report.dry_run else "Ingested"
+    ingest_warnings(report)
     stdout.print(
         f"{verb} {report.files_ingested:,} file(s): {f['added']:,} added, {f['changed']:,} changed, "
         f"{f['unchanged']:,} unchanged, {f['removed']:,} removed, {f['skipped']:,} skipped"

@@ -37,6 +37,9 @@ def test_skipped_files_are_warnings_not_failures(tmp_path):
     assert "Ingested 1 file(s): 1 added, 0 changed, 0 unchanged, 0 removed, 1 skipped" in r.stdout  # not 2
     r = invoke("--data-dir", tmp_path / "data2", "ingest", "--strict", tmp_path, cwd=tmp_path)
     assert_clean_error(r, 4, "bad.md", "--strict")
+    r = invoke("--data-dir", tmp_path / "data3", "ingest", "--json", tmp_path, cwd=tmp_path)  # stdout: the report
+    assert r.returncode == 0 and any(s["path"] == "bad.md" for s in json.loads(r.stdout)["files"]["skipped_files"])
+    assert "Warning: skipped bad.md: not valid UTF-8" in r.stderr, r.stderr
 
 
 def test_strict_stops_at_damaged_files_not_at_what_is_left_out_by_design(tmp_path):

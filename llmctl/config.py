@@ -353,15 +353,6 @@ class TelemetryConfig(_Section):
 
 class Config(_Section):
     data_dir: Path = Path(".llmctl")
-
-    @field_validator("data_dir", mode="before")
-    @classmethod
-    def _not_empty(cls, v: Any) -> Any:
-        # Path("") is the working directory: `LLMCTL_DATA_DIR=` (a variable emptied to unset it)
-        # would put the index among the documents
-        if isinstance(v, str) and not v.strip():
-            raise ValueError("is empty: give a folder (default .llmctl), or unset it")
-        return v
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
@@ -379,6 +370,15 @@ class Config(_Section):
     source: str = Field("built-in defaults", exclude=True)
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
     _discovered: bool = PrivateAttr(False)
+
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _not_empty(cls, v: Any) -> Any:
+        # Path("") is the working directory: `LLMCTL_DATA_DIR=` (a variable emptied to unset it)
+        # would put the index among the documents
+        if isinstance(v, str) and not v.strip():
+            raise ValueError("is empty: give a folder (default .llmctl), or unset it")
+        return v
 
     @property
     def discovered(self) -> bool:

@@ -322,6 +322,11 @@ def status(st) -> None:
         if runtime.get("onnx_sha256"):
             how += f" (sha256 {runtime['onnx_sha256'][:12]})"
         stdout.print(f"  embedding model {e.get('model')}{how}", markup=False)
+        if ix.get("vectors_error"):
+            stdout.print(f"  vectors: {ix['vectors_error']}", style="red", markup=False)
+        elif ix.get("vectors") is not None and ix["vectors"] != ix["chunks"] and not ix["dirty"]:
+            stdout.print(f"  vectors: {ix['vectors']:,} for {ix['chunks']:,} chunk(s): run 'llmctl ingest --repair "
+                         "PATH' with the folders you ingested", style="red", markup=False)
     else:
         stdout.print(f"No index in {printable(st.data_dir)} yet: run 'llmctl ingest PATH'", markup=False)
     r = st.reranker

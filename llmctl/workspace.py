@@ -27,6 +27,7 @@ from pathlib import Path
 
 from llmctl.config import Config, load_config
 from llmctl.datadir import DataDir
+from llmctl.errors import IndexStateError
 from llmctl.progress import Progress
 from llmctl.records import IngestReport
 
@@ -383,6 +384,7 @@ class Workspace:
                              embedded_with=json.loads(m.get_meta("runtime") or "{}"))
             finally:
                 m.close()
+            index.update(self._vectors(data))
         try:
             cache = self.cache_stats()
         except SharedStateUnavailable:  # status still shows everything else
@@ -398,6 +400,21 @@ class Workspace:
                        "shared": self.cfg.state.backend == "redis"}, providers)
 
     # -- helpers ----------------------------------------------------------------------
+    def _vectors(self, data: DataDir) -> dict:
+        """How many vectors the embedded store holds ({"vectors": n}), or why it cannot be read
+        ({"vectors": None, "vectors_error": ...}): what `ingest --repair` fixes. A server's store
+        is not asked (status makes no network call)."""
+        from llmctl.index.vectors import open_store
+
+        if self.cfg.vector_store.mode != "embedded":
+            return {}
+        if not (data.chroma / "chroma.sqlite3").is_file():  # opening it would make one
+            return {"vectors": 0}
+        try:
+            return {"vectors": open_store(self.cfg, data.chroma, readonly=True).count()}
+        except IndexStateError as exc:
+            return {"vectors": None, "vectors_error": str(exc)}
+
     def _derived_config(self, overrides: dict, path: Path | None = None, *, source: str = "command line") -> Config:
         """The config an eval suite (or an A/B config file) asks for, on this data dir; ``source``
         names where ``overrides`` were written (a suite's config: section), for error messages."""

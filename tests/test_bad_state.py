@@ -92,6 +92,8 @@ def test_damaged_bm25_and_vectors_are_repaired_by_ingest(tmp_path, data):
 
     shutil.rmtree(data / "chroma")  # the vectors are gone, the manifest still lists every chunk
     assert_clean_error(invoke(*ask, cwd=REPO), 5, "--repair")
+    shown = invoke("--data-dir", data, "status").stdout
+    assert "vectors: 0 for 70 chunk(s)" in shown and "--repair" in shown, shown
     r = invoke("--data-dir", data, "ingest", "-q", "--repair", "sample_data", cwd=REPO)
     assert r.returncode == 0, r.stderr
     assert_consistent(data)
@@ -110,6 +112,8 @@ def test_unreadable_vector_store_files_are_one_line_and_repair_makes_them_again(
     else:
         store.write_bytes(b"not a database" * 100)
     assert_clean_error(invoke(*ask, cwd=REPO), 5, "vector store", "cannot be read", "--repair")
+    status = json.loads(invoke("--data-dir", data, "status", "--json").stdout)["index"]
+    assert status["vectors"] is None and "--repair" in status["vectors_error"]
     r = invoke("--data-dir", data, "ingest", "-q", "--repair", "sample_data", cwd=REPO)
     assert r.returncode == 0, r.stderr
     assert "vector store could not be read" in r.stderr and "Traceback" not in r.stderr

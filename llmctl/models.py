@@ -90,6 +90,7 @@ def _verify_blobs(folder: Path) -> None:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
         if h.hexdigest() != blob:
+            p.resolve().unlink()  # else the next pull finds a blob of that name and keeps it
             raise ProviderError(f"models pull: {rel} is corrupt (its content does not match the hub's hash "
                                 f"{blob[:12]}...); run the command again")
 
@@ -151,7 +152,6 @@ def _download(name: str, cache: Path, hub: str, progress: bool) -> Path:
         raise ProviderError(f"models pull: the Hugging Face hub at {hub} is unreachable; check the "
                             "network or HF_ENDPOINT, and run the command again") from None
     except Exception as exc:  # noqa: BLE001 - a transfer that broke off, a file of the wrong size
-        _drop_snapshot(cache, name)
         what = " ".join(str(exc).split())[:200] or type(exc).__name__
         file = _file_of(exc)
         if "onsistency check failed" in what or "incomplete" in what.lower() or "closed" in what.lower():
@@ -217,8 +217,8 @@ def pull(name: str, progress: bool | None = None) -> PullResult:
         cache.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"models pull: cannot create the Hugging Face cache {cache}: {exc.strerror}") from None
-    folder = _download(name, cache, hub, sys.stderr.isatty() if progress is None else progress)
-    try:
+    try:  # whatever stops it (an error, a hub that refuses one file, Ctrl-C): no snapshot looks installed
+        folder = _download(name, cache, hub, sys.stderr.isatty() if progress is None else progress)
         _verify_blobs(folder)
         kind, ok, note = _load(folder, name)
     except BaseException:

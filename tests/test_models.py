@@ -45,7 +45,7 @@ class FakeHub:
     def __init__(self, folder: Path, mode: str = "ok"):
         self.files = {p.relative_to(folder).as_posix(): p.read_bytes()
                       for p in sorted(folder.rglob("*")) if p.is_file()}
-        self.mode, self.requests = mode, []
+        self.mode, self.requests, self.refuse = mode, [], None
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -74,6 +74,9 @@ class FakeHub:
                             for f, b in hub.files.items()]
                     return self._send(200, json.dumps(tree).encode(), {"Content-Type": "application/json"}, head)
                 m = re.fullmatch(rf"/{REPO}/resolve/[^/]+/(.+)", path)
+                if m and m.group(1) == hub.refuse:
+                    return self._send(403, b'{"error": "Access to this file is restricted"}',
+                                      {"X-Error-Code": "GatedRepo", "Content-Type": "application/json"}, head)
                 if m and m.group(1) in hub.files:
                     name, body = m.group(1), hub.files[m.group(1)]
                     lfs = name.endswith(".safetensors")
@@ -184,6 +187,26 @@ def test_bad_file_is_one_line_error_and_nothing_installed(tiny_model, tmp_path, 
     assert not list((tmp_path / "hf" / "hub").glob("models--*/snapshots/*/model.safetensors"))
     st = invoke("--config", cfg, "status", "--json", env={**env, "HF_HUB_OFFLINE": "1"})
     assert json.loads(st.stdout)["reranker"]["status"] == "unavailable"
+
+
+def test_a_corrupt_download_is_fetched_again_by_the_next_pull(tiny_model, tmp_path):
+    """The corrupt blob is named after the hash it should have: kept, the hub library would find it
+    and never fetch the file again, so "run the command again" would never help."""
+    with FakeHub(tiny_model, "corrupt") as hub:
+        assert_clean_error(invoke("models", "pull", REPO, env=_env(tmp_path, hub.url)), 7, "corrupt")
+    with FakeHub(tiny_model) as hub:
+        again = invoke("models", "pull", REPO, "--json", env=_env(tmp_path, hub.url))
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["reranker_ok"] is True
+
+
+def test_a_hub_that_refuses_one_file_leaves_no_partial_snapshot(tiny_model, tmp_path):
+    with FakeHub(tiny_model) as hub:
+        hub.refuse = "model.safetensors"
+        result = invoke("models", "pull", REPO, env=_env(tmp_path, hub.url))
+    assert result.returncode in (4, 7) and "Traceback" not in result.stderr, result.stderr
+    assert not list((tmp_path / "hf" / "hub").glob("models--*/snapshots/*/*"))
+    assert not list((tmp_path / "hf" / "hub").glob("models--*/refs/main"))
 
 
 def test_hub_down_is_provider_error(tmp_path):

@@ -41,6 +41,9 @@ BAD_SUITES = {
     "cases not a list": ("name: x\ncases: 5\n", ["cases"]),
     "no cases": ("name: x\ncases: []\n", ["no cases"]),
     "bad threshold": ("name: x\nthresholds:\n  ndcg@5: 7\ncases:\n  - id: a\n    query: q\n", ["ndcg@5"]),
+    # before any answer is paid for (it was a traceback after the answers)
+    "bad regex": ("name: x\ncases:\n  - id: a\n    query: q\n    answer: {regex: ['(unclosed']}\n",
+                  ["answer.regex", "(unclosed", "not a valid regular expression"]),
 }
 
 

@@ -37,6 +37,18 @@ class AnswerCheck(_Model):
     regex: list[str] = Field(default_factory=list)
     no_answer: bool = False  # the model must say the sources do not contain the answer
 
+    @field_validator("regex")
+    @classmethod
+    def _compiles(cls, v: list[str]) -> list[str]:
+        import re
+
+        for rx in v:  # at load, before any answer is paid for
+            try:
+                re.compile(rx)
+            except re.error as exc:
+                raise ValueError(f"{rx!r} is not a valid regular expression ({exc})") from None
+        return v
+
 
 class Case(_Model):
     id: str

@@ -85,7 +85,7 @@ def test_baseline_regression_and_incomparable_runs(tmp_path, data):
     r = eval_cli(data, SUITE, "--baseline", tmp_path / "better.json", "--junit", junit, "--markdown", md,
                  "--html", page)
     assert_gate_failed(r, "mrr@10 dropped -0.100")
-    assert re.search(r"mrr@10: [\d.]+ -> [\d.]+ \(-0\.100, 95% CI \[-0\.100, -0\.100\], p 0\.0001, Holm [\d.]+; "
+    assert re.search(r"mrr@10: [\d.]+ -> [\d.]+ \(-0\.100, 95% CI \[-0\.100, -0\.100\], p 0\.000\d, Holm [\d.]+; "
                      r"0 better, "
                      rf"{judged} worse, 0 same\)  REGRESSED", r.stdout)
     failure = ET.parse(junit).getroot().find("testcase[@name='mrr@10 vs baseline']/failure")

@@ -54,8 +54,14 @@ def test_clustered_bootstrap_fixed_seed_and_clusters_counted():
     old = paired_bootstrap(diffs, seed=3)
     assert plain["ci95"] == old["ci95"] and plain["delta"] == old["delta"]
     assert gate.clustered_bootstrap([-0.1] * 5, [0] * 5)["p_value"] == 1.0  # one cluster: nothing to test against
+    # every cluster dropped by the same amount: the bootstrap's resamples do not vary (its p would
+    # be 1/(B+1)); 3 clusters cannot show more than 1 in 2^3 sign assignments (one-sided)
     shift = gate.clustered_bootstrap([-0.1] * 6, [0, 0, 1, 1, 2, 2], resamples=999)
-    assert shift["p_value"] == 0.001
+    assert (shift["p_value"], shift["p_two_sided"]) == (0.125, 0.25)
+    assert gate.clustered_bootstrap([-1.0, -1.0])["p_value"] == 0.25
+    assert paired_bootstrap([-1.0, -1.0])["p_value"] == 0.5  # two-sided
+    many = gate.clustered_bootstrap([-0.1] * 40, None, resamples=999)
+    assert many["p_value"] == 0.001  # past 16 clusters the bootstrap's own resolution: 1/(B+1)
 
 
 def test_mde_shrinks_with_more_cases_and_warns_below_max_regression():

@@ -30,6 +30,7 @@ from pathlib import Path
 from llmctl.errors import ConfigError
 from llmctl.evals.runner import EvalResult
 from llmctl.evals.sequential import RULE, SEQUENTIAL_DELTA, Sequential, SequentialComparison, answer_order  # noqa: F401
+from llmctl.stats import sign_flip_p
 
 NOT_COMPARED = ("llmctl",)  # a new llmctl version is exactly what a baseline is for
 ANSWER_SIDE = ("answers",)  # changes answers, not retrieval metrics: reported, never blocking
@@ -90,7 +91,9 @@ def clustered_bootstrap(diffs: Sequence[float], clusters: Sequence[int] | None =
     mean difference, 95% percentile CI, a one-sided p-value for a drop (the share of resampled
     means, centred on zero and scaled by sqrt(G/(G-1)), at or below the one observed), the
     two-sided one, wins/losses/ties and the number of clusters. With every case its own cluster
-    the resamples are those of llmctl.stats.paired_bootstrap (same seed, same draws)."""
+    the resamples are those of llmctl.stats.paired_bootstrap (same seed, same draws). With up to
+    16 clusters the p-values are never below the exact sign-flip test's (``stats.sign_flip_p``):
+    2 clusters that both dropped give 0.25, not the 1/(B+1) of a bootstrap whose resamples do not vary."""
     import numpy as np
 
     d, sums, sizes = _cluster_sums(diffs, clusters if clusters is not None else range(len(diffs)))
@@ -106,6 +109,9 @@ def clustered_bootstrap(diffs: Sequence[float], clusters: Sequence[int] | None =
         dev = (means - mean) * math.sqrt(g / (g - 1))
         p_one = (np.count_nonzero(dev <= mean + 1e-12) + 1) / (resamples + 1)
         p_two = (np.count_nonzero(np.abs(dev) >= abs(mean) - 1e-12) + 1) / (resamples + 1)
+        exact = sign_flip_p(sums, sizes.sum())
+        if exact is not None:  # few clusters: never below what their 2^G sign assignments allow
+            p_one, p_two = max(p_one, exact[0]), max(p_two, exact[1])
     lo, hi = np.percentile(means, [2.5, 97.5])
     return {"delta": round(mean, 6), "ci95": [round(float(lo), 6), round(float(hi), 6)],
             "p_value": round(float(min(p_one, 1.0)), 4), "p_two_sided": round(float(min(p_two, 1.0)), 4),

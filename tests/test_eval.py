@@ -207,6 +207,32 @@ def test_answer_checks_against_a_model(tmp_path, data, fake_llm):
     assert "contains '12'" in failure.get("message")
 
 
+def test_an_answer_that_fails_leaves_the_cases_retrieval_metrics_and_thresholds(tmp_path, data, fake_llm):
+    """A 429 on every answer is an error of each case's answer; retrieval ran before it, and its
+    metrics and thresholds are what a run without answers reports (they were all 0.000 / n/a)."""
+    from openai_server import Reply
+
+    suite = {"name": "answers", "thresholds": {"hit@3": 0.5},
+             "config": {"rerank": {"enabled": False}, "llm": {"providers": [
+                 {"name": "local", "base_url": fake_llm.base_url, "model": "m", "retries": 0}]}},
+             "cases": [{"id": "a", "query": "How many daily snapshots are kept?",
+                        "expected": ["guides/retention-policies.md"], "answer": {"contains": ["14"]}},
+                       {"id": "b", "query": "What does the Team edition cost?", "expected": ["policies/pricing.md"],
+                        "answer": {"contains": ["free"]}}]}
+    path = tmp_path / "answers.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    fake_llm.responder = lambda body: Reply(kind="status", status=429, headers={"Retry-After": "0"})
+    r = eval_cli(data, path, "--json-file", tmp_path / "failed.json")
+    assert r.returncode == 9 and "Traceback" not in r.stderr, r.stderr
+    failed = json.loads((tmp_path / "failed.json").read_text())
+    assert all(c["error"] for c in failed["cases"])
+    r = eval_cli(data, path, "--no-answers", "--json-file", tmp_path / "retrieval.json")
+    assert r.returncode == 0, r.stderr
+    alone = json.loads((tmp_path / "retrieval.json").read_text())
+    assert failed["metrics"] == alone["metrics"] and alone["metrics"][alone["final_stage"]]["hit@3"] == 1.0
+    assert [t["value"] for t in failed["thresholds"]] == [1.0]
+
+
 def test_a_question_declined_for_low_confidence_is_checked_not_crashed(tmp_path, data, fake_llm):
     from openai_server import Reply
 

@@ -259,7 +259,7 @@ def thresholds(result: EvalResult) -> list[dict]:
     """Each threshold against the final stage's mean; with no case that names expected sources
     (e.g. --tag picked only unanswerable ones) a retrieval threshold has nothing to measure: it is
     skipped, never failed on a mean of nothing."""
-    if not any(c.qrels and c.error is None for c in result.cases):
+    if not any(c.qrels for c in result.cases):
         return [{"metric": m, "threshold": t, "value": None, "passed": True,
                  "skipped": "no case in this run has expected sources"} for m, t in result.suite.thresholds.items()]
     final = result.aggregate().get(result.final_stage, {})
@@ -314,7 +314,7 @@ def compare(result: EvalResult, baseline: dict) -> dict:
     now = _scored_cases(result)
     stage = baseline.get("final_stage", result.final_stage)
     then = {c["id"]: (c.get("query"), c.get("expected"), c.get("metrics", {}).get(stage, {}))
-            for c in baseline.get("cases", []) if c.get("expected") and not c.get("error")}
+            for c in baseline.get("cases", []) if c.get("expected")}  # an error is the answer's
     # the same id asking something else (an edited case) is not the same case
     shared = sorted(i for i in now.keys() & then.keys() if now[i][:2] == tuple(then[i][:2]))
     cases = {"shared": len(shared), "only_this_run": len(now) - len(shared), "only_baseline": len(then) - len(shared)}
@@ -349,7 +349,7 @@ def compare(result: EvalResult, baseline: dict) -> dict:
 def _scored_cases(result: EvalResult) -> dict[str, tuple[str, list[str], dict[str, float]]]:
     """Case id -> (query, expected documents, final-stage metrics) of the cases the run scored."""
     return {c.case.id: (c.case.query, sorted(c.qrels), c.metrics.get(result.final_stage, {}))
-            for c in result.cases if c.qrels and c.error is None}
+            for c in result.cases if c.qrels}  # an answer's error leaves retrieval's metrics
 
 
 def paired(a: EvalResult, b: EvalResult) -> dict:

@@ -81,9 +81,10 @@ class EvalResult:
                 **{s: statuses.count(s) for s in ("passed", "failed", "error", "skipped", "stopped")}}
 
     def aggregate(self) -> dict[str, dict[str, float]]:
-        """Mean of each metric per stage over the cases that have relevance judgements."""
+        """Mean of each metric per stage over the cases that have relevance judgements. A case's
+        ``error`` is its answer's (retrieval ran before it): its retrieval metrics count."""
         out: dict[str, dict[str, float]] = {}
-        judged = [c for c in self.cases if c.qrels and c.error is None]
+        judged = [c for c in self.cases if c.qrels]
         for stage in self.stages():
             out[stage] = {
                 m: round(statistics.fmean(c.metrics[stage][m] for c in judged), 6) if judged else 0.0

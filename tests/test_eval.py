@@ -290,6 +290,43 @@ def test_beir_dataset_gets_its_own_index_and_standard_metrics(tmp_path):
     assert_clean_error(invoke("--data-dir", data, "eval", "--beir", beir, "--split", "dev"), 4, "qrels/dev.tsv")
 
 
+BAD_BEIR = {  # what is wrong -> (qrels, queries lines, words of the one-line error)
+    "float grade": ("q1\td1\t1\nq2\td2\t0.5\n", None, ["test.tsv line 2", "0.5", "whole-number"]),
+    "no score": ("q1\td1\n", None, ["test.tsv line 1", "query-id<TAB>corpus-id<TAB>score"]),
+    "not UTF-8": (None, b'{"_id": "q1", "text": "caf\xe9"}\n', ["queries.jsonl", "not valid UTF-8"]),
+    "empty text": (None, '{"_id": "q1", "text": " "}\n', ["queries.jsonl line 1", "'q1' has an empty text"]),
+    "not an object": (None, '["q1"]\n', ["queries.jsonl line 1", "JSON object"]),
+    "query missing": ("q1\td1\t1\nq9\td2\t1\n", None, ["judges 1 query", "'q9'"]),
+}
+
+
+@pytest.mark.parametrize("name", BAD_BEIR)
+def test_bad_beir_files_are_one_line_errors_and_no_case_is_dropped(tmp_path, name):
+    from llmctl.errors import InputError
+    from llmctl.evals.beir import load_beir
+
+    qrels, queries, words = BAD_BEIR[name]
+    root = make_beir(tmp_path / "tiny")
+    if qrels is not None:
+        (root / "qrels" / "test.tsv").write_text(qrels)
+    if queries is not None:
+        (root / "queries.jsonl").write_bytes(queries if isinstance(queries, bytes) else queries.encode())
+    with pytest.raises(InputError) as err:
+        load_beir(root, "test")
+    assert all(w in str(err.value) for w in words), str(err.value)
+
+
+def test_beir_qrels_with_float_grades_or_in_trec_columns_are_read_and_the_header_skipped(tmp_path):
+    from llmctl.evals.beir import load_beir
+
+    root = make_beir(tmp_path / "tiny")
+    for qrels in ("q1\td1\t1.0\nq2\td2\t2\n", "query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t2\n",
+                  "q1 0 d1 1\nq2 0 d2 2\n"):
+        (root / "qrels" / "test.tsv").write_text(qrels)
+        suite = load_beir(root, "test")[1]
+        assert [(c.id, c.qrels_specs()) for c in suite.cases] == [("q1", [("d1", 1)]), ("q2", [("d2", 2)])], qrels
+
+
 def test_llm_judge_grades_answers_and_a_broken_judge_is_an_error(tmp_path, data, fake_llm):
     from openai_server import Reply
 

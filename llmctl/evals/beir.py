@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -19,25 +18,66 @@ def load_beir(folder: Path, split: str) -> tuple[Path, Suite]:
         if not f.is_file():
             raise InputError(f"{f} is missing: a BEIR folder has corpus.jsonl, queries.jsonl and "
                              f"qrels/{split}.tsv (see --split)")
-    judged: dict[str, dict[str, int]] = {}
-    with qrels.open(newline="") as fh:
-        for n, row in enumerate(csv.reader(fh, delimiter="\t"), start=1):
-            if n == 1 and row and not row[-1].strip().lstrip("-").isdigit():
-                continue  # header
-            if len(row) < 3:
-                raise InputError(f"{qrels} line {n}: expected query-id<TAB>corpus-id<TAB>score")
-            if int(row[2]) > 0:
-                judged.setdefault(row[0], {})[row[1]] = int(row[2])
-    texts: dict[str, str] = {}
-    for n, line in enumerate(queries.open(), start=1):
-        if line.strip():
-            try:
-                q = json.loads(line)
-                texts[str(q["_id"])] = q["text"]
-            except (ValueError, KeyError):
-                raise InputError(f"{queries} line {n}: expected {{\"_id\", \"text\"}}") from None
+    judged = _qrels(qrels)
+    texts = _queries(queries)
+    missing = [qid for qid in judged if qid not in texts]
+    if missing:  # as BEIR's own loader, which stops on them: a case without its question is lost
+        raise InputError(f"{qrels} judges {len(missing)} quer{'y' if len(missing) == 1 else 'ies'} that "
+                         f"{queries.name} does not have (e.g. {missing[0]!r}): fix the dataset")
     cases = [Case(id=qid, query=texts[qid], expected=[Graded(source=d, grade=g) for d, g in docs.items()])
-             for qid, docs in judged.items() if qid in texts]
+             for qid, docs in judged.items()]
     if not cases:
-        raise InputError(f"{qrels}: no judged query found in {queries}")
+        raise InputError(f"{qrels}: no query is judged relevant to any document (a score above 0)")
     return corpus, Suite(name=f"beir:{folder.name}:{split}", metrics=list(BEIR_METRICS), cases=cases)
+
+
+def _lines(path: Path):
+    """(line number, text) of a UTF-8 file; a file in another encoding is one InputError."""
+    try:
+        with path.open(encoding="utf-8", newline="") as fh:
+            yield from enumerate(fh, start=1)
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start}): save it as UTF-8") from None
+
+
+def _qrels(path: Path) -> dict[str, dict[str, int]]:
+    """query id -> corpus id -> grade (> 0) from BEIR's query-id<TAB>corpus-id<TAB>score, with or
+    without its header line; TREC's four columns (query-id 0 corpus-id score) are read too."""
+    judged: dict[str, dict[str, int]] = {}
+    for n, line in _lines(path):
+        if not line.strip():
+            continue
+        row = line.rstrip("\r\n").split("\t")
+        if len(row) != 3:
+            row = line.split()
+            row = row[:1] + row[2:] if len(row) == 4 else row  # TREC: the second column is unused
+        if len(row) != 3:
+            raise InputError(f"{path} line {n}: expected query-id<TAB>corpus-id<TAB>score")
+        try:
+            grade = float(row[2])
+        except ValueError:
+            if n == 1:
+                continue  # the header (query-id, corpus-id, score)
+            raise InputError(f"{path} line {n}: the score {row[2].strip()!r} is not a number") from None
+        if grade != int(grade):
+            raise InputError(f"{path} line {n}: the score {row[2].strip()} is not a whole-number grade (0, 1, 2...)")
+        if grade > 0:
+            judged.setdefault(row[0].strip(), {})[row[1].strip()] = int(grade)
+    return judged
+
+
+def _queries(path: Path) -> dict[str, str]:
+    texts: dict[str, str] = {}
+    for n, line in _lines(path):
+        if not line.strip():
+            continue
+        try:
+            q = json.loads(line)
+        except ValueError:
+            q = None
+        if not isinstance(q, dict) or "_id" not in q or not isinstance(q.get("text"), str):
+            raise InputError(f"{path} line {n}: expected a JSON object with \"_id\" and a \"text\" string")
+        if not q["text"].strip():
+            raise InputError(f"{path} line {n}: query {q['_id']!r} has an empty text")
+        texts[str(q["_id"])] = q["text"]
+    return texts

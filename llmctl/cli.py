@@ -297,10 +297,23 @@ def eval_(
 
         if suite is None:
             raise typer.BadParameter("--plan needs a suite file", param_hint="--plan")
+        unused = [flag for flag, value in (("--junit", junit_out), ("--markdown", md_out), ("--html", html_out),
+                                           ("--against", against), ("--record", record), ("--replay", replay),
+                                           ("--batch", batch), ("--stop-when-decided", stop_when_decided))
+                  if value]
+        if unused:  # a plan answers nothing and writes only its JSON: a CI step must not wait for a file
+            raise typer.BadParameter(f"cannot be combined with {unused[0]} (a plan runs retrieval only; its "
+                                     "report is --json or --json-file)", param_hint="--plan")
         with render.RichProgress(enabled=not quiet and json_out != "-") as progress:
             planned = _workspace().plan(suite, limit=limit, tags=list(tag or []), baseline=baseline,
                                         repeats=repeats, progress=progress)
-        return render.print_json(planned) if json_out == "-" else print(plan_text(planned))
+        if json_out == "-":
+            return render.print_json(planned)
+        if json_out:
+            import json
+
+            render.write_report(json_out, json.dumps(planned, indent=2, default=str))
+        return print(plan_text(planned))
     with render.RichProgress(enabled=not quiet and json_out != "-") as progress:
         outcome = _workspace().evaluate(
             suite, beir=beir, split=split, limit=limit, tags=list(tag or []), baseline=baseline,

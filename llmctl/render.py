@@ -522,7 +522,7 @@ def cache_stats(stats: dict) -> None:
         stdout.print(f"Removed {stats['cleared']} (clear) and {stats['pruned']} expired (prune).")
 
 
-def _write_report(path, text: str) -> None:
+def write_report(path, text: str) -> None:
     """A report file the user asked for (its folder was checked before the run): a write that fails
     now (disk full, a file that takes no writes) is one line and exit 4."""
     from pathlib import Path
@@ -548,7 +548,7 @@ def eval_outputs(outcome, *, json_out, junit_out, md_out, html_out, stages: bool
     for path, text in ((junit_out, lambda: rep.junit(r, outcome.result)), (md_out, lambda: rep.markdown(r)),
                        (html_out, lambda: rep.html_page(r))):
         if path:
-            _write_report(path, text())
+            write_report(path, text())
             written.append(str(path))
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
@@ -561,7 +561,7 @@ def eval_outputs(outcome, *, json_out, junit_out, md_out, html_out, stages: bool
         print_json(r)
         return
     if json_out:
-        _write_report(json_out, json.dumps(r, indent=2, default=str))
+        write_report(json_out, json.dumps(r, indent=2, default=str))
         written.append(json_out)
     shown = list(r["metrics"]) if stages else [r["final_stage"]]
     thresholds = {t["metric"]: t for t in r["thresholds"]}

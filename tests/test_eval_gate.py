@@ -9,7 +9,7 @@ from xml.etree import ElementTree as ET
 
 import pytest
 import yaml
-from cli import invoke
+from cli import assert_clean_error, invoke
 from conftest import REPO
 from openai_server import Reply
 
@@ -224,6 +224,14 @@ def test_plan_states_the_detectable_drop_without_a_model(tmp_path, data):
     plan = json.loads(r.stdout)
     assert plan["clusters"] < plan["cases"] and {m["metric"] for m in plan["metrics"]} >= {"mrr@10", "hit@3"}
     assert plan["warnings"] and "it needs ~" in plan["warnings"][0]  # 0.03 is below what 30 cases can see
+    r = invoke("--data-dir", data, "eval", "-q", REPO / "configs" / "sample-suite.yaml", "--plan", "--json-file",
+               tmp_path / "plan.json")
+    assert r.returncode == 0 and json.loads((tmp_path / "plan.json").read_text()) == plan, r.stderr
+    # what a plan does not do is refused, not silently ignored (a CI step would wait for the file)
+    r = invoke("--data-dir", data, "eval", REPO / "configs" / "sample-suite.yaml", "--plan", "--junit",
+               tmp_path / "p.xml")
+    assert_clean_error(r, 2, "--plan", "--junit")
+    assert not (tmp_path / "p.xml").exists()
 
 
 def test_every_report_format_says_what_the_run_did_not_do(data):

@@ -593,7 +593,7 @@ def eval_outputs(outcome, *, json_out, junit_out, md_out, html_out, stages: bool
         why = c["error"] or "; ".join(x["check"] for x in c["checks"] if not x["passed"])
         stdout.print(f"  FAIL {c['id']}: {why}", markup=False)
     stdout.print(f"Coverage: {rep.coverage_text(r['coverage'])}.", markup=False)
-    for line in rep.gate_lines(r):  # pass rate, flaky cases, clusters, power, sequential stopping
+    for line in rep.gate_lines(r):  # pass rate, flaky cases, A/B, clusters, power, sequential stopping
         (warn(line[9:]) if line.startswith("warning: ") else stdout.print(line, markup=False))
     b = r.get("baseline")
     if b and b["comparable"]:
@@ -604,13 +604,6 @@ def eval_outputs(outcome, *, json_out, junit_out, md_out, html_out, stages: bool
             flag = "  REGRESSED" if row["regressed"] else ""
             stdout.print(f"  {row['metric']}: {row['baseline']:.3f} -> {row['value']:.3f} "
                          f"({rep.test_text(row)}){flag}", markup=False)
-    if outcome.ab:
-        a, b2 = outcome.ab["a"], outcome.ab["b"]
-        stdout.print(f"A/B: A={a['config']} ({a['stage']})  B={b2['config']} ({b2['stage']})", markup=False)
-        for m, d in outcome.ab["delta"].items():
-            t = outcome.ab["paired"].get(m)
-            said = rep.test_text(t) if t else f"{d:+.3f}"
-            stdout.print(f"  {m}: {a['metrics'][m]:.3f} vs {b2['metrics'][m]:.3f} ({said})", markup=False)
     for notice in rep.notices(r):  # the same lines as in the JUnit and Markdown reports
         warn(notice)
     for w in written:

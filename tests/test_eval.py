@@ -136,11 +136,14 @@ def test_tags_limit_and_ab(tmp_path, data):
     assert len(json.loads(r.stdout)["cases"]) == 3
     b = tmp_path / "b.yaml"
     b.write_text("retrieval:\n  bm25_weight: 1.0\nrerank:\n  enabled: false\n")
-    r = eval_cli(data, SUITE, "--against", b)  # all cases: the suite's thresholds are for the whole suite
+    md, page, junit = tmp_path / "ab.md", tmp_path / "ab.html", tmp_path / "ab.xml"
+    r = eval_cli(data, SUITE, "--against", b, "--markdown", md, "--html", page, "--junit", junit)  # all cases
     assert r.returncode == 0 and "A/B:" in r.stdout and "b.yaml" in r.stdout, r.stdout + r.stderr
     num = r"[+-]?[\d.]+"
-    assert re.search(rf"  mrr@10: {num} vs {num} \({num}, 95% CI \[{num}, {num}\], p [\d.e-]+, Holm [\d.e-]+; "
-                     r"\d+ better", r.stdout)
+    row = rf"mrr@10: {num} vs {num} \({num}, 95% CI \[{num}, {num}\], p [\d.e-]+, Holm [\d.e-]+; \d+ better"
+    assert re.search("  " + row, r.stdout)
+    for report in (md, page, junit):  # the per-metric A/B rows in every format, not only the terminal's
+        assert "A/B: A=" in report.read_text() and re.search(row, report.read_text()), report
     # a config whose difference the index fixes at ingest would run on the same index: refused, not a tie
     c = tmp_path / "c.yaml"
     c.write_text("chunking:\n  max_tokens: 128\ndata_dir: elsewhere\n")

@@ -106,6 +106,9 @@ def gate_lines(report: dict) -> list[str]:
                    "document or group are resampled together)")
         out += power_lines(b.get("power"), None)
     ab = report.get("ab")
+    if ab:
+        out.append(ab_head(ab))
+        out += [f"  {row}" for row in ab_rows(ab).values()]
     if ab and ab.get("power"):
         out.append(f"A/B test: clustered paired bootstrap, one-sided, Holm; {ab.get('clusters')} clusters")
         out += power_lines(ab.get("power"))
@@ -115,6 +118,21 @@ def gate_lines(report: dict) -> list[str]:
         out.append(f"Stopped when decided ({s['rule']}): {s['decided'] or 'not decided'}{by} after "
                    f"{s['answered_cases']} of "
                    f"{s['of']} answered cases; {s['calls_saved']} of {s['calls_full_run']} answer calls saved")
+    return out
+
+
+def ab_head(ab: dict) -> str:
+    a, b = ab["a"], ab["b"]
+    return f"A/B: A={a['config']} ({a['stage']})  B={b['config']} ({b['stage']})"
+
+
+def ab_rows(ab: dict) -> dict[str, str]:
+    """Per metric: A's mean vs B's, and the paired test (B minus A)."""
+    out = {}
+    for m, d in ab["delta"].items():
+        t = ab["paired"].get(m)
+        said = test_text(t) if t else f"{d:+.3f}"
+        out[m] = f"{m}: {ab['a']['metrics'][m]:.3f} vs {ab['b']['metrics'][m]:.3f} ({said})"
     return out
 
 
@@ -195,6 +213,10 @@ def junit(report: dict, result: EvalResult) -> str:
         if r["regressed"]:
             ET.SubElement(tc, "failure", message=f"{r['metric']} dropped {test_text(r)}")
             failures += 1
+    ab = report.get("ab")
+    for m, row in ab_rows(ab).items() if ab else ():  # a comparison, not a gate: recorded, never failed
+        tc = ET.SubElement(suite, "testcase", classname=f"{report['suite']}.ab", name=f"{m} A/B")
+        ET.SubElement(tc, "system-out").text = f"{ab_head(ab)}\n{row}"
     a = report.get("answer_gate") or {}
     if a.get("cases"):
         tc = ET.SubElement(suite, "testcase", classname=f"{report['suite']}.answers",

@@ -154,6 +154,38 @@ def test_tags_limit_and_ab(tmp_path, data):
     assert r.returncode == 0 and "A/B:" in r.stdout, r.stderr
 
 
+def test_ab_of_two_models_compares_their_answers_and_costs_and_refuses_one_tape_for_both(tmp_path, data, fake_llm):
+    """--against with another model: B's answers are paid for, so they are reported (pass rate, cost)
+    and tested like the metrics; a tape (keyed by the prompt) would give B A's answers: refused."""
+    from openai_server import FakeOpenAI, Reply
+
+    def llm(server, price):
+        return {"providers": [{"name": "m", "base_url": server.base_url, "model": "m", "retries": 0,
+                               "price_input_per_1m": price, "price_output_per_1m": price}]}
+
+    other = FakeOpenAI().start()
+    try:
+        fake_llm.responder = lambda body: Reply(text="It keeps 14 daily snapshots [1].")
+        other.responder = lambda body: Reply(text="I do not know.")
+        cases = [{"id": f"c{i}", "query": f"How many daily snapshots are kept? ({i})",
+                  "expected": ["guides/retention-policies.md"], "answer": {"contains": ["14"]}} for i in range(6)]
+        suite = tmp_path / "s.yaml"
+        config = {"rerank": {"enabled": False}, "llm": llm(fake_llm, 1.0)}
+        suite.write_text(yaml.safe_dump({"name": "ab", "config": config, "cases": cases}))
+        b = tmp_path / "b.yaml"
+        b.write_text(yaml.safe_dump({"rerank": {"enabled": False}, "llm": llm(other, 2.0)}))
+        r = eval_cli(data, suite, "--against", b, "--json")
+        assert r.returncode == 0, r.stderr
+        ab = json.loads(r.stdout)["ab"]
+        assert ab["a"]["metrics"]["answer_pass_rate"] == 1.0 and ab["b"]["metrics"]["answer_pass_rate"] == 0.0
+        assert ab["paired"]["answer_pass_rate"]["losses"] == 6 and ab["b"]["cost_usd"] > ab["a"]["cost_usd"] > 0
+        assert len([q for q in other.requests if q["path"].endswith("/chat/completions")]) == 6
+        r = eval_cli(data, suite, "--against", b, "--record", tmp_path / "tape.jsonl")
+        assert_clean_error(r, 2, "--against", "a tape is keyed by the prompt")
+    finally:
+        other.stop()
+
+
 def test_json_prints_on_stdout_and_the_old_file_form_says_what_to_use(tmp_path, data):
     out = tmp_path / "run.json"
     r = eval_cli(data, SUITE, "--limit", "2", "--json", out)  # how --json was used before it became a flag

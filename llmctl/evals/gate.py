@@ -353,13 +353,20 @@ def _scored_cases(result: EvalResult) -> dict[str, tuple[str, list[str], dict[st
 
 
 def paired(a: EvalResult, b: EvalResult) -> dict:
-    """A/B: per metric of the final stages, B minus A over the cases both scored (clustered, Holm,
-    power)."""
-    fa = {i: m for i, (_, _, m) in _scored_cases(a).items()}
-    fb = {i: m for i, (_, _, m) in _scored_cases(b).items()}
+    """A/B: per metric of the final stages, and the answers' pass rate when both sides answered,
+    B minus A over the cases both scored (clustered, Holm, power)."""
+    fa = {i: dict(m) for i, (_, _, m) in _scored_cases(a).items()}
+    fb = {i: dict(m) for i, (_, _, m) in _scored_cases(b).items()}
+    metrics = list(a.suite.all_metrics())
+    rates = [{c.case.id: c.pass_rate for c in r.cases if c.pass_rate is not None and c.error is None} for r in (a, b)]
+    answered = rates[0].keys() & rates[1].keys()  # both sides answered: their pass rates are compared too
+    for i in answered:
+        fa.setdefault(i, {})[PASS_RATE], fb.setdefault(i, {})[PASS_RATE] = rates[0][i], rates[1][i]
+    if answered:
+        metrics.append(PASS_RATE)
     shared = sorted(fa.keys() & fb.keys())
     s = a.suite
-    return compare_cases(fb, fa, shared, s.all_metrics(), _clusters(a), significance=s.significance,
+    return compare_cases(fb, fa, shared, metrics, _clusters(a), significance=s.significance,
                          max_regression=s.max_regression, seed=s.seed)
 
 

@@ -123,7 +123,11 @@ def gate_lines(report: dict) -> list[str]:
 
 def ab_head(ab: dict) -> str:
     a, b = ab["a"], ab["b"]
-    return f"A/B: A={a['config']} ({a['stage']})  B={b['config']} ({b['stage']})"
+
+    def side(x: dict) -> str:
+        return f"{x['config']} ({x['stage']}" + (f", cost {money(x['cost_usd'])})" if x.get("cost_usd") else ")")
+
+    return f"A/B: A={side(a)}  B={side(b)}"
 
 
 def ab_rows(ab: dict) -> dict[str, str]:

@@ -9,7 +9,7 @@ from typing import Any
 
 from llmctl.config import Config
 from llmctl.datadir import DataDir
-from llmctl.errors import ConfigError
+from llmctl.errors import ConfigError, UsageError
 from llmctl.evals import gate, report
 from llmctl.evals.beir import load_beir
 from llmctl.evals.runner import EvalResult, run_suite
@@ -93,20 +93,52 @@ def run_eval(
     passed = gate.gate_passed(result, checks, comparison, answered)
     outcome = EvalOutcome(result, report.to_dict(result, checks, comparison, passed, answered), passed)
     if against is not None:
-        other_cfg = load(flatten(suite.config), against, source=suite_source(suite_path))
+        other_cfg = load(_not_set_in(flatten(suite.config), against), against, source=suite_source(suite_path))
         _same_index(cfg, other_cfg, against)
+        if cassette is not None and answers and other_cfg.llm != cfg.llm:
+            raise UsageError(f"--record/--replay with --against {against}, whose llm settings differ: a tape is "
+                             "keyed by the prompt, not the model, so B would get A's answers; run the A/B without "
+                             "a tape, or record each config on its own")
         other = _run(suite, other_cfg, data, limit, tags, answers, progress, cassette, batch, gateways=gateways)
         paired = gate.paired(result, other)
-        a, b = result.aggregate()[result.final_stage], other.aggregate()[other.final_stage]
-        outcome.ab = {"a": {"config": cfg.source, "stage": result.final_stage, "metrics": a},
-                      "b": {"config": other_cfg.source, "stage": other.final_stage, "metrics": b},
-                      "delta": {m: round(b[m] - a[m], 6) for m in a},
+        a, b = (_means(r) for r in (result, other))
+        outcome.ab = {"a": {"config": cfg.source, "stage": result.final_stage, "metrics": a,
+                            "cost_usd": _cost(result)},
+                      "b": {"config": other_cfg.source, "stage": other.final_stage, "metrics": b,
+                            "cost_usd": _cost(other)},
+                      "delta": {m: round(b[m] - a[m], 6) for m in a if m in b},
                       "paired": {r["metric"]: r for r in paired["metrics"]}, "power": paired["power"],
                       "clusters": paired["clusters"]}
         outcome.report["ab"] = outcome.ab
     if cassette is not None:
         cassette.finish()
     return outcome
+
+
+def _not_set_in(overrides: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The suite's settings that the --against file does not set: B is the suite's config with the
+    file's changes on top (the suite's own llm.providers must not overrule the file's)."""
+    from llmctl.config import load_yaml
+
+    try:
+        keys = set(flatten(load_yaml(path.read_text()) or {}))
+    except Exception:  # noqa: BLE001 - an unreadable or malformed file: load_config says so in one line
+        return overrides
+    return {k: v for k, v in overrides.items()
+            if not any(k == a or k.startswith(a + ".") or a.startswith(k + ".") for a in keys)}
+
+
+def _means(result: EvalResult) -> dict[str, float]:
+    """The final stage's metric means, and the answers' mean pass rate when the run answered."""
+    out = dict(result.aggregate()[result.final_stage])
+    rates = [c.pass_rate for c in result.cases if c.pass_rate is not None and c.error is None]
+    if rates:
+        out[gate.PASS_RATE] = round(sum(rates) / len(rates), 6)
+    return out
+
+
+def _cost(result: EvalResult) -> float:
+    return round(sum(c.cost_usd or 0 for c in result.cases), 6)
 
 
 # What an index is built with: an A/B on one index cannot vary it (its queries use what built it).

@@ -137,8 +137,14 @@ class DataDir:
             ) from None
 
     @contextmanager
-    def write_lock(self, wait_seconds: float = 0):
-        """Hold the data dir for one writer; a second one waits up to wait_seconds, then stops."""
+    def write_lock(self, wait_seconds: float = 0, stop=None):
+        """Hold the data dir for one writer; a second one waits up to wait_seconds, then stops.
+
+        Yields the data dir as it is once the lock is held: ``INDEX`` read again, so a rebuild
+        published while this writer waited is the index it writes (and not one it deletes as
+        unused). ``stop`` (a StopFlag): Ctrl-C or SIGTERM end the wait (``Interrupted``)."""
+        import time
+
         from filelock import FileLock, Timeout
 
         owner = self.root / "ingest.pid"
@@ -146,14 +152,23 @@ class DataDir:
             self.create()
             self._refuse_links()
             lock = FileLock(str(self.lock_file))
-            try:
-                lock.acquire(timeout=wait_seconds)
-            except Timeout:
-                pid = owner.read_text().strip() if owner.exists() else "unknown"
-                raise BusyError(
-                    f"Another ingest (pid {pid}) is writing to {self.root}: wait for it to finish, "
-                    "or pass --wait SECONDS"
-                ) from None
+            deadline = time.monotonic() + wait_seconds
+            while True:
+                try:  # in short waits, so that a stop request is seen while another writer runs
+                    lock.acquire(timeout=max(0.0, min(0.2, deadline - time.monotonic())))
+                    break
+                except Timeout:
+                    if stop is not None:
+                        stop.check(f"Interrupted while waiting for another ingest to finish with {self.root}; "
+                                   "nothing was changed")
+                    if time.monotonic() < deadline:
+                        continue
+                    pid = owner.read_text().strip() if owner.exists() else "unknown"
+                    more = f"it was still writing after {wait_seconds:g} s: " if wait_seconds > 0 else ""
+                    raise BusyError(
+                        f"Another ingest (pid {pid}) is writing to {self.root}: {more}wait for it to finish, "
+                        f"or pass --wait SECONDS{' with more seconds' if more else ''}"
+                    ) from None
             if self.lock_file.exists():
                 break
             lock.release()  # the writer before us discarded the folder it made (discard_if_unwritten)
@@ -163,7 +178,7 @@ class DataDir:
             fd = os.open(owner, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
             with os.fdopen(fd, "w") as out:
                 out.write(str(os.getpid()))
-            yield
+            yield DataDir(self.root)
         finally:
             owner.unlink(missing_ok=True)
             lock.release()

@@ -134,6 +134,36 @@ def test_second_writer_stops_with_a_clear_message(small, make_config, embedder):
             ingest([small], cfg, embedder=embedder)
 
 
+def test_a_writer_that_waited_writes_the_index_a_rebuild_published_meanwhile(small, make_config, embedder):
+    """Writer B made its DataDir (INDEX read once) before A's --rebuild published index-1, then waited
+    for the lock: it must write index-1, not delete it as unused (INDEX then named a deleted folder)."""
+    cfg = make_config()
+    ingest([small], cfg, embedder=embedder)
+    stale = DataDir(cfg.data_dir)  # B, about to wait
+    ingest([small], cfg, rebuild=True, embedder=embedder)  # A publishes index-1
+    assert DataDir(cfg.data_dir).index.name == "index-1"
+    (small / "new.md").write_text("# New\n\nA page written while the rebuild ran.\n")
+    r = pipeline.ingest([small], cfg, stale, embedder=embedder)  # B gets the lock
+    assert len(r.files_added) == 1
+    now = DataDir(cfg.data_dir)
+    assert now.index.name == "index-1" and now.exists()
+    assert_consistent(cfg.data_dir)
+
+
+def test_a_stop_request_ends_the_wait_for_another_writer(tmp_path):
+    import threading
+
+    from llmctl.errors import Interrupted
+    from llmctl.interrupts import StopFlag
+
+    data, flag = DataDir(tmp_path / "data"), StopFlag()
+    with data.write_lock():  # another writer
+        threading.Timer(0.3, lambda: setattr(flag, "signum", 15)).start()  # Ctrl-C or SIGTERM meanwhile
+        with pytest.raises(Interrupted, match="waiting for another ingest"):
+            with DataDir(tmp_path / "data").write_lock(wait_seconds=60, stop=flag):
+                pass
+
+
 def test_jsonl_corpus_is_incremental_per_document(tmp_path, make_config, embedder):
     path = tmp_path / "corpus.jsonl"
     rows = [{"_id": str(i), "title": f"Doc {i}", "text": f"Document {i} is about topic number {i}."}

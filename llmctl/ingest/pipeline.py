@@ -222,7 +222,7 @@ def ingest(
             finally:
                 manifest.close()
         else:
-            with data.discard_if_unwritten(), data.write_lock(wait_seconds):
+            with data.discard_if_unwritten(), data.write_lock(wait_seconds, stop) as data:
                 data.remove_unused()
                 target = _rebuild_target(cfg, data) if rebuild else data
                 manifest = Manifest(target.manifest)
@@ -310,7 +310,7 @@ def remove(paths: list[Path], cfg: Config, data: DataDir, *, dry_run: bool = Fal
         raise InputError("No path given: llmctl remove PATH [PATH...]")
     if not data.exists():
         raise IndexStateError(f"No index in {data.root}: nothing to remove")
-    with stop_requests() as stop, data.write_lock(wait_seconds) if not dry_run else nullcontext():
+    with stop_requests() as stop, data.write_lock(wait_seconds, stop) if not dry_run else nullcontext(data) as data:
         manifest = Manifest(data.manifest)
         try:
             known = manifest.files()

@@ -144,6 +144,7 @@ class IngestConfig(_Section):
             ".git", ".hg", ".svn", ".venv", "venv", "env", "node_modules", "__pycache__",
             ".llmctl", ".tox", ".mypy_cache", ".pytest_cache", ".ruff_cache", "dist", "build",
             "*.min.js", "*.lock", "package-lock.json",
+            "*~", "#*#", ".#*",  # editors' backups and autosaves (an old copy of a page, cited as if current)
         ]
     )
     follow_symlinks: bool = False

@@ -12,7 +12,7 @@ def names(root, cfg=None):
 
 def test_defaults_skip_vcs_virtualenvs_and_unknown_types(tmp_path):
     for rel in ["a.md", "sub/b.py", ".git/config.md", ".venv/lib/x.py", "node_modules/m/readme.md",
-                "img.png", "sub/deep/c.txt"]:
+                "img.png", "sub/deep/c.txt", "a.md~", "sub/#b.md#", "sub/.#b.md"]:  # editors' backups too
         p = tmp_path / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text("x")

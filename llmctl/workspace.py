@@ -27,7 +27,7 @@ from pathlib import Path
 
 from llmctl.config import Config, load_config
 from llmctl.datadir import DataDir
-from llmctl.errors import IndexStateError
+from llmctl.errors import IndexStateError, UsageError
 from llmctl.progress import Progress
 from llmctl.records import IngestReport
 
@@ -54,6 +54,11 @@ class Workspace:
         $LLMCTL_CONFIG, ./llmctl.yaml, built-ins) with dotted-key ``overrides``. A ``config_path``
         is trusted; a ./llmctl.yaml found here that sends data elsewhere (llm.providers, an
         embedding endpoint, a Chroma server...) raises ConfigError until ``llmctl trust``."""
+        if config is not None and not isinstance(config, Config):
+            raise UsageError(f"expected a Config (or config_path=FILE for a file), got {config!r}", "config")
+        for name, value in (("config_path", config_path), ("data_dir", data_dir)):
+            if value is not None and not isinstance(value, (str, Path)):
+                raise UsageError(f"expected a path, got {value!r}", name)
         if config is None:
             config = load_config(Path(config_path) if config_path else None,
                                  {"data_dir": None if data_dir is None else str(data_dir), **overrides})
@@ -161,9 +166,12 @@ class Workspace:
         see ``llmctl.ingest.pipeline.ingest``)."""
         from llmctl.ingest.pipeline import ingest
 
+        roots, wait = _paths(paths), _wait(wait_seconds)
+        if strict is not None and not isinstance(strict, bool):
+            raise UsageError(f"expected true, false or None, got {strict!r}", "strict")
         return self._written(dry_run, lambda: ingest(
-            [Path(p) for p in paths], self.cfg, self._published(), dry_run=dry_run, rebuild=rebuild, repair=repair,
-            strict=strict, wait_seconds=wait_seconds, progress=progress, embedder=self.embedder,
+            roots, self.cfg, self._published(), dry_run=dry_run, rebuild=rebuild, repair=repair,
+            strict=strict, wait_seconds=wait, progress=progress, embedder=self.embedder,
             release_vectors=release_vectors))
 
     def watch(self, paths: list[Path | str], *, stop, on_report: Callable[[IngestReport], None],
@@ -211,8 +219,9 @@ class Workspace:
         """Drop every indexed file under ``paths`` from the index."""
         from llmctl.ingest.pipeline import remove
 
-        return self._written(dry_run, lambda: remove([Path(p) for p in paths], self.cfg, self._published(),
-                                                     dry_run=dry_run, wait_seconds=wait_seconds))
+        roots, wait = _paths(paths), _wait(wait_seconds)
+        return self._written(dry_run, lambda: remove(roots, self.cfg, self._published(),
+                                                     dry_run=dry_run, wait_seconds=wait))
 
     def search(self, query: str, *, k: int | None = None, where: list[str] | None = None,
                rerank: bool | None = None, dense_k: int | None = None, bm25_k: int | None = None,
@@ -284,7 +293,7 @@ class Workspace:
         if stop_when_decided and batch:
             raise UsageError("stop_when_decided (--stop-when-decided) needs answers one by one, not a --batch job")
         return run_eval(_path(suite), load=self._derived_config, data=self._published(), beir=_path(beir),
-                        split=split, limit=limit, tags=list(tags or []), baseline=_path(baseline),
+                        split=split, limit=limit, tags=_tags(tags), baseline=_path(baseline),
                         against=_path(against), answers=answers, progress=progress, record=_path(record),
                         replay=_path(replay), batch=batch, repeats=repeats, stop_when_decided=stop_when_decided,
                         gateways=self.gateways)
@@ -299,7 +308,7 @@ class Workspace:
         if repeats is not None and (isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1):
             raise UsageError(f"expected a whole number of repeats, at least 1, got {repeats!r}", "repeats")
         return run_plan(Path(suite), load=self._derived_config, data=self._published(), limit=limit,
-                        tags=list(tags or []), baseline=_path(baseline), repeats=repeats, progress=progress)
+                        tags=_tags(tags), baseline=_path(baseline), repeats=repeats, progress=progress)
 
     def tune(self, suite: Path | str, *, metric: str | None = None, limit: int | None = None,
              tags: list[str] | None = None, write: bool = False, progress=None) -> dict:
@@ -317,7 +326,7 @@ class Workspace:
             except ValueError as exc:
                 raise UsageError(str(exc), "metric") from None
         report = run_tune(Path(suite), load=self._derived_config, data=self._published(), metric=metric, limit=limit,
-                          tags=list(tags or []), progress=progress)
+                          tags=_tags(tags), progress=progress)
         if write and report["decision"] == "change":
             path = Path(self.cfg.source) if Path(self.cfg.source).is_file() else Path("llmctl.yaml")
             write_change(path, report["change"])
@@ -350,6 +359,10 @@ class Workspace:
         from llmctl.errors import InputError
         from llmctl.llm.report import cost_report, parse_when
 
+        for name, value in (("since", since), ("until", until)):
+            if value is not None and not isinstance(value, str):
+                raise UsageError(f"expected a date (YYYY-MM-DD), 'today' or a number of days like '7d', got "
+                                 f"{value!r}", name)
         now = time.time()
         start, end = parse_when(since, now, "since (--since)"), parse_when(until, now, "until (--until)")
         if start is not None and end is not None and start >= end:
@@ -469,6 +482,31 @@ def _joined(chunks: list[dict]) -> str:
             out += text[end - start:]
         end = max(end, c.get("end_char") or 0)
     return out
+
+
+def _paths(paths) -> list[Path]:
+    """``paths``: a path, or a list of them (a lone string is one path, never its characters)."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    if not isinstance(paths, (list, tuple)) or not all(isinstance(p, (str, Path)) for p in paths):
+        raise UsageError(f"expected a path or a list of paths, got {paths!r}", "paths")
+    return [Path(p) for p in paths]
+
+
+def _tags(tags) -> list[str]:
+    """``tags`` (``--tag``): a tag, or a list of them."""
+    if isinstance(tags, str):
+        return [tags]
+    if tags is not None and (not isinstance(tags, (list, tuple)) or not all(isinstance(t, str) for t in tags)):
+        raise UsageError(f"expected a tag or a list of tags, got {tags!r}", "tags")
+    return list(tags or [])
+
+
+def _wait(seconds) -> float:
+    """``wait_seconds`` (``--wait``): how long a writer waits for another, 0 or more."""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds < float("inf"):
+        raise UsageError(f"expected a number of seconds, 0 or more, got {seconds!r}", "wait_seconds")
+    return float(seconds)
 
 
 def _check_limit(limit) -> None:

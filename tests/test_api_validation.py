@@ -58,6 +58,39 @@ def test_question_limits_and_types(ws):
         ws.search("q", fussion="rrf")
 
 
+WRITES = {  # a wrong type is a UsageError naming the argument, never a TypeError or a string taken apart
+    "paths None": (lambda ws: ws.ingest(None), "paths: expected a path or a list of paths"),
+    "a None path": (lambda ws: ws.ingest([None]), "paths: expected a path or a list of paths"),
+    "remove a number": (lambda ws: ws.remove(5), "paths: expected"),
+    "wait text": (lambda ws: ws.ingest(["docs"], wait_seconds="x"), "wait_seconds: expected a number of seconds"),
+    "wait negative": (lambda ws: ws.ingest(["docs"], wait_seconds=-1), "wait_seconds: expected"),  # was: forever
+    "strict text": (lambda ws: ws.ingest(["docs"], strict="x"), "strict: expected true, false or None"),
+    "since a number": (lambda ws: ws.cost_report(since=5), "since: expected a date"),
+    "tags a list of numbers": (lambda ws: ws.plan("suite.yaml", tags=[1]), "tags: expected a tag"),
+    "config text": (lambda ws: Workspace(config="x"), "config: expected a Config"),
+    "data_dir a list": (lambda ws: Workspace(data_dir=["x"]), "data_dir: expected a path"),
+}
+
+
+@pytest.mark.parametrize("name", WRITES)
+def test_every_argument_of_the_api_is_checked_with_a_usage_error(ws, name):
+    call, words = WRITES[name]
+    with pytest.raises(UsageError, match=re.escape(words)):
+        call(ws)
+
+
+def test_a_lone_path_or_tag_is_one_path_or_tag_not_its_characters(ws, tmp_path):
+    from llmctl.errors import InputError
+
+    with pytest.raises(InputError, match="Path nonexistent does not exist"):  # not "Path n does not exist"
+        ws.ingest("nonexistent")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.md").write_text("# A\n\nMarmots live in burrows.\n")
+    ws.ingest(str(tmp_path / "docs"))
+    with pytest.raises(InputError, match=f"Nothing indexed under {re.escape(str(tmp_path / 'elsewhere'))}:"):
+        ws.remove(str(tmp_path / "elsewhere"), dry_run=True)
+
+
 def test_evaluate_and_generate_refuse_contradictions(ws, tmp_path):
     with pytest.raises(UsageError, match="suite"):
         ws.evaluate()

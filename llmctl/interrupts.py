@@ -18,11 +18,12 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class StopFlag:
-    def __init__(self) -> None:
+    def __init__(self, also=None) -> None:
         self.signum: int | None = None
+        self.also = also  # another stop request (an Event: a server stopping its watcher thread)
 
     def __bool__(self) -> bool:
-        return self.signum is not None
+        return self.signum is not None or (self.also is not None and bool(self.also.is_set()))
 
     is_set = __bool__  # an Event for watchfiles' stop_event
 
@@ -33,9 +34,10 @@ class StopFlag:
 
 
 @contextmanager
-def stop_requests():
-    """Yield a StopFlag set by SIGINT/SIGTERM (main thread only; elsewhere it never sets)."""
-    flag = StopFlag()
+def stop_requests(also=None):
+    """Yield a StopFlag set by SIGINT/SIGTERM (main thread only), or by ``also`` (an Event or a
+    StopFlag) being set: a thread that ingests stops at the same safe points when its owner asks."""
+    flag = StopFlag(also)
     if threading.current_thread() is not threading.main_thread():
         yield flag
         return

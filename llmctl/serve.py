@@ -683,8 +683,9 @@ def serve(ws: Workspace, host: str, port: int, *, quiet: bool = False, ready=Non
     if ready:
         ready(f"http://{host if ':' not in host else f'[{host}]'}:{sock.getsockname()[1]}")
     stop_watching = threading.Event()
+    watcher = threading.Thread(target=_watch, args=(ws, watch, stop_watching), daemon=True, name="llmctl-watch")
     if watch:
-        threading.Thread(target=_watch, args=(ws, watch, stop_watching), daemon=True).start()
+        watcher.start()
     from llmctl.interrupts import stop_requests
 
     try:
@@ -692,9 +693,11 @@ def serve(ws: Workspace, host: str, port: int, *, quiet: bool = False, ready=Non
             while not stop and running.is_alive():
                 time.sleep(0.2)
     finally:
-        stop_watching.set()
+        stop_watching.set()  # a sync stops at its next safe point, what it embedded committed
         server.should_exit = True
         running.join(timeout=10)
+        if watcher.is_alive():  # not left running in native code while the interpreter exits (an abort)
+            watcher.join()
         sock.close()
 
 

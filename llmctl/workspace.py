@@ -161,9 +161,10 @@ class Workspace:
     # -- what users do ----------------------------------------------------------------
     def ingest(self, paths: list[Path | str], *, dry_run: bool = False, rebuild: bool = False,
                repair: bool = False, strict: bool | None = None, wait_seconds: float = 0,
-               progress: Progress | None = None, release_vectors: bool = False) -> IngestReport:
+               progress: Progress | None = None, release_vectors: bool = False, stop_event=None) -> IngestReport:
         """Sync files and folders into the index (see ``llmctl ingest --help``; ``release_vectors``:
-        see ``llmctl.ingest.pipeline.ingest``)."""
+        see ``llmctl.ingest.pipeline.ingest``). ``stop_event`` (an Event): set, the run stops at its
+        next safe point as Ctrl-C stops it (``Interrupted``), from any thread."""
         from llmctl.ingest.pipeline import ingest
 
         roots, wait = _paths(paths), _wait(wait_seconds)
@@ -172,7 +173,7 @@ class Workspace:
         return self._written(dry_run, lambda: ingest(
             roots, self.cfg, self._published(), dry_run=dry_run, rebuild=rebuild, repair=repair,
             strict=strict, wait_seconds=wait, progress=progress, embedder=self.embedder,
-            release_vectors=release_vectors))
+            release_vectors=release_vectors, stop_event=stop_event))
 
     def watch(self, paths: list[Path | str], *, stop, on_report: Callable[[IngestReport], None],
               on_error: Callable[[Exception], None], debounce_ms: int = 1000,
@@ -183,7 +184,7 @@ class Workspace:
         ``on_start`` is called once the watcher is up (changes from then on are seen)."""
         import watchfiles
 
-        from llmctl.errors import BusyError, InputError
+        from llmctl.errors import BusyError, InputError, Interrupted
         from llmctl.ingest.discover import check_paths
 
         roots = [Path(p) for p in paths]
@@ -194,10 +195,14 @@ class Workspace:
 
         def sync(always: bool) -> None:
             try:
-                report = self.ingest(roots, **ingest_options)
+                report = self.ingest(roots, stop_event=stop, **ingest_options)
             except (BusyError, InputError) as exc:
                 on_error(exc)
                 return
+            except Interrupted:  # stopped while syncing: what was embedded is committed
+                if stop.is_set():
+                    return
+                raise
             skips = {(s.path, s.reason) for s in report.files_skipped}
             if always or report.files_added or report.files_changed or report.files_removed or skips - reported:
                 on_report(report)

@@ -119,6 +119,36 @@ def test_serve_watch_serves_new_files_without_restart(tmp_path):
     assert "No index" not in log  # the watcher builds it: no warning that there is none
 
 
+def test_serve_watch_stopped_during_a_sync_stops_it_cleanly(tmp_path):
+    """SIGTERM while the watcher thread embeds: it stops at its next safe point and is waited for,
+    instead of being left in native code while the interpreter exits (SIGABRT, exit 134, the index
+    left dirty)."""
+    from consistency import assert_consistent
+    from crash_trials import _writing
+
+    folder, data = tmp_path / "docs", tmp_path / "data"
+    folder.mkdir()
+    (folder / "a.md").write_text("# Alpha\n\nThe alpha gateway retries three times.\n")
+    s = Served("--data-dir", str(data), env={"LLMCTL_RERANK__ENABLED": "false", "LLMCTL_INGEST__COMMIT_EVERY": "8"},
+               watch=folder)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and s.json("POST", "/search", {"query": "alpha", "k": 1})[0] != 200:
+            time.sleep(0.3)
+        for i in range(60):  # a sync that lasts: one chunk each, embedded in groups of 8
+            (folder / f"p{i}.md").write_text(f"# Page {i}\n\n" + " ".join(f"word{i}x{j}" for j in range(120)))
+        while time.monotonic() < deadline and not _writing(data):
+            time.sleep(0.05)
+        assert _writing(data), "the watcher never started writing"
+    finally:
+        code = s.stop()
+    log = s.proc.stderr.read()
+    assert code == 0 and "terminate called" not in log and "Traceback" not in log, (code, log)
+    r = invoke("--data-dir", data, "ingest", "-q", folder)  # the next run finishes what the stop left
+    assert r.returncode == 0, r.stderr
+    assert_consistent(data)
+
+
 def test_a_watch_refuses_a_path_that_is_not_there(tmp_path):
     r = invoke("--data-dir", tmp_path / "data", "serve", "--port", "0", "--watch", tmp_path / "nope")
     assert_clean_error(r, 4, "nope does not exist")

@@ -183,6 +183,7 @@ def ingest(
     progress: Progress | None = None,
     embedder: Embedder | None = None,
     release_vectors: bool = False,
+    stop_event=None,
 ) -> IngestReport:
     """Bring the index in ``data`` in line with the files under ``paths``; see the module docstring.
 
@@ -214,7 +215,7 @@ def ingest(
 
     if rebuild:
         _refuse_a_partial_rebuild(data, paths, cfg)
-    with stop_requests() as stop:
+    with stop_requests(stop_event) as stop:  # stop_event: a watcher thread's owner stopping it
         if dry_run:  # a rebuild embeds everything again: planned against an empty index
             manifest = Manifest(data.manifest if data.exists() and not rebuild else Path(":memory:"))
             try:

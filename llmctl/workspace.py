@@ -208,17 +208,44 @@ class Workspace:
                 on_report(report)
             reported.update(skips)
 
+        def identity() -> list:
+            """Each root's (device, inode): a folder deleted and made again, or a file saved by
+            renaming a new one over it (editors, sed -i), is another one, which a watcher of the
+            old one never hears about."""
+            out = []
+            for r in roots:
+                try:
+                    st = r.stat()
+                    out.append((st.st_dev, st.st_ino))
+                except OSError:
+                    out.append(None)
+            return out
+
+        named = {os.path.realpath(r) for r in roots}
         sync(always=True)
-        watching = False
-        # yield_on_timeout: the first (empty) yield means the watcher is up; one more sync then
-        # catches what changed between the first sync and the watcher's start.
-        for changes in watchfiles.watch(*roots, watch_filter=ignore, debounce=debounce_ms, stop_event=stop,
-                                        raise_interrupt=False, rust_timeout=1000, yield_on_timeout=True):
-            if changes or not watching:
-                sync(always=False)
-            if not watching and on_start is not None:
-                on_start()
-            watching = True
+        started = False
+        while not stop.is_set():
+            watched, watching = identity(), False
+            if None in watched:  # a root is gone: wait for it to come back (it syncs as removed meanwhile)
+                time.sleep(0.5)
+                continue
+            # yield_on_timeout: the first (empty) yield means the watcher is up; one more sync then
+            # catches what changed between the last sync and the watcher's start.
+            try:
+                for changes in watchfiles.watch(*roots, watch_filter=ignore, debounce=debounce_ms, stop_event=stop,
+                                                raise_interrupt=False, rust_timeout=1000, yield_on_timeout=True):
+                    if changes or not watching:
+                        sync(always=False)
+                    if not started and on_start is not None:
+                        on_start()
+                    started = watching = True
+                    # replaced (a new inode, or a root reported deleted: a folder made again may
+                    # get its old inode number back): watch what is there now
+                    if identity() != watched or any(os.path.realpath(path) in named for _, path in changes):
+                        sync(always=False)
+                        break
+            except FileNotFoundError:  # gone between the check and the watch: wait for it again
+                continue
 
     def remove(self, paths: list[Path | str], *, dry_run: bool = False, wait_seconds: float = 0) -> IngestReport:
         """Drop every indexed file under ``paths`` from the index."""

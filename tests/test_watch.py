@@ -149,6 +149,54 @@ def test_serve_watch_stopped_during_a_sync_stops_it_cleanly(tmp_path):
     assert_consistent(data)
 
 
+def test_a_watched_folder_or_file_that_is_replaced_is_watched_again(tmp_path):
+    """A folder deleted and made again, and a file saved by renaming a new one over it (editors,
+    sed -i): the watcher of the old one hears nothing, so every later change was missed."""
+    import shutil
+
+    folder, page = tmp_path / "docs", tmp_path / "single" / "page.md"
+    folder.mkdir()
+    page.parent.mkdir()
+    (folder / "one.md").write_text("# One\n\nThe first page.\n")
+    page.write_text("# Page\n\nVersion one.\n")
+    stop, reports, errors = threading.Event(), queue.Queue(), []
+
+    def added_or_changed(name: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                r = reports.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if any(p.endswith(name) for p in r.files_added + r.files_changed):
+                return
+        raise AssertionError(f"{name} was never synced (errors: {errors})")
+
+    with Workspace(data_dir=tmp_path / "data", **{"rerank.enabled": False}) as ws:
+        up = threading.Event()
+        t = threading.Thread(target=ws.watch, args=([folder, page],), daemon=True,
+                             kwargs={"stop": stop, "on_report": reports.put, "on_error": errors.append,
+                                     "debounce_ms": 200, "on_start": up.set})
+        t.start()
+        try:
+            assert up.wait(120)
+            shutil.rmtree(folder)
+            folder.mkdir()
+            (folder / "two.md").write_text("# Two\n\nThe second page.\n")
+            added_or_changed("two.md")
+            time.sleep(1.5)  # the new folder's watcher is up
+            (folder / "three.md").write_text("# Three\n\nThe third page.\n")
+            added_or_changed("three.md")
+            for version in ("two", "three"):  # saved as editors do: a new file renamed over the old
+                (page.parent / ".tmp").write_text(f"# Page\n\nVersion {version}.\n")
+                (page.parent / ".tmp").rename(page)
+                added_or_changed("page.md")
+                time.sleep(1.5)
+        finally:
+            stop.set()
+            t.join(60)
+
+
 def test_a_watch_refuses_a_path_that_is_not_there(tmp_path):
     r = invoke("--data-dir", tmp_path / "data", "serve", "--port", "0", "--watch", tmp_path / "nope")
     assert_clean_error(r, 4, "nope does not exist")

@@ -226,7 +226,7 @@ class Workspace:
         started = False
         while not stop.is_set():
             watched, watching = identity(), False
-            if None in watched:  # a root is gone: wait for it to come back (it syncs as removed meanwhile)
+            if None in watched:  # a root is gone (the sync that noticed said so): wait for it to come back
                 time.sleep(0.5)
                 continue
             # yield_on_timeout: the first (empty) yield means the watcher is up; one more sync then
@@ -306,7 +306,6 @@ class Workspace:
         """Run a golden suite (or ``beir=DIR``); returns an EvalOutcome (see ``llmctl eval``).
 
         Contradictory arguments raise UsageError before anything runs."""
-        from llmctl.errors import UsageError
         from llmctl.evals.service import run_eval
 
         if (suite is None) == (beir is None):
@@ -334,7 +333,6 @@ class Workspace:
              baseline: Path | str | None = None, repeats: int | None = None, progress=None) -> dict:
         """``llmctl eval --plan``: per gated metric, the smallest drop the suite can detect (80% power),
         from a retrieval-only run: no model is called."""
-        from llmctl.errors import UsageError
         from llmctl.evals.service import run_plan
 
         if repeats is not None and (isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1):
@@ -347,7 +345,6 @@ class Workspace:
         """``llmctl tune``: the fusion settings for this corpus, chosen on half of the suite's judged
         cases and kept only when the other half confirms the gain (see evals/tune.py). ``write``
         puts a significant change in the config file in use (./llmctl.yaml when there is none)."""
-        from llmctl.errors import UsageError
         from llmctl.evals.suite import check_metric
         from llmctl.evals.tune import run_tune, write_change
 
@@ -368,7 +365,7 @@ class Workspace:
     def generate(self, cases: int, output: Path | str, *, seed: int = 0, max_overlap: float = 0.9,
                  force: bool = False, on_candidate: Callable[[], None] | None = None):
         """Write a golden suite of ``cases`` questions generated from the index; a GenerateReport."""
-        from llmctl.errors import InputError, UsageError
+        from llmctl.errors import InputError
         from llmctl.evals.generate import Generator, suite_yaml
 
         if isinstance(cases, bool) or not isinstance(cases, int) or not 1 <= cases <= 10_000:
@@ -405,7 +402,6 @@ class Workspace:
                            alerts=rules if alerts or rules.enabled else None)
 
     def cache_stats(self, *, clear: bool = False, prune: bool = False) -> dict:
-        from llmctl.errors import UsageError
         from llmctl.llm.report import cache_stats
 
         if clear and prune:
@@ -543,7 +539,5 @@ def _wait(seconds) -> float:
 
 def _check_limit(limit) -> None:
     """``limit`` (``--limit``): None, or a whole number of cases, at least 1."""
-    from llmctl.errors import UsageError
-
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise UsageError(f"expected a whole number of cases, at least 1, got {limit!r}", "limit")

@@ -449,8 +449,6 @@ class Workspace:
 
         if self.cfg.vector_store.mode != "embedded":
             return {}
-        if not (data.chroma / "chroma.sqlite3").is_file():  # opening it would make one
-            return {"vectors": 0}
         try:
             return {"vectors": open_store(self.cfg, data.chroma, readonly=True).count()}
         except IndexStateError as exc:

@@ -95,6 +95,7 @@ def test_damaged_bm25_and_vectors_are_repaired_by_ingest(tmp_path, data):
 
     shutil.rmtree(data / "chroma")  # the vectors are gone, the manifest still lists every chunk
     assert_clean_error(invoke(*ask, cwd=REPO), 5, "--repair")
+    assert not (data / "chroma").exists()  # a reader says so, and writes nothing
     shown = invoke("--data-dir", data, "status").stdout
     assert "vectors: 0 for 70 chunk(s)" in shown and "--repair" in shown, shown
     r = invoke("--data-dir", data, "ingest", "-q", "--repair", "sample_data", cwd=REPO)

@@ -19,13 +19,15 @@ from llmctl.records import Chunk
 from llmctl.retry import while_locked
 
 
-def open_store(cfg: Config, folder: Path, *, readonly: bool = False) -> VectorStore | Reader:
+def open_store(cfg: Config, folder: Path, *, readonly: bool = False) -> VectorStore | Reader | NoVectors:
     """The configured store: embedded files in ``folder`` (an index's ``DataDir.chroma``), or a
     Chroma server. ``readonly`` embedded stores open through ``Reader``."""
     vs = cfg.vector_store
     if vs.mode == "embedded":
         refuse_links_under(folder, "vector store file")  # Chroma writes there even to read (migrations)
         if readonly:
+            if not (folder / "chroma.sqlite3").is_file():  # nothing to read, and a reader makes nothing
+                return NoVectors()
             try:
                 return Reader(folder, vs.collection)
             except Exception:  # noqa: BLE001 - any surprise in the fast path: the full client
@@ -60,6 +62,17 @@ def damaged_says(folder: Path):
             raise
         reason = text.splitlines()[0][:160] if text else type(exc).__name__
         raise DamagedStore(folder, reason) from None
+
+
+class NoVectors:
+    """A store whose files are not there (deleted, or never written), read: it holds nothing.
+    The full client would make its files to answer that; a reader writes nothing."""
+
+    def count(self) -> int:
+        return 0
+
+    def query(self, vector, k: int, where: dict | None = None, ids: list[str] | None = None) -> list:
+        return []
 
 
 class Reader:

@@ -108,6 +108,19 @@ def _drop_snapshot(cache: Path, name: str) -> None:
     ref.unlink(missing_ok=True)
 
 
+def _status_of(exc: BaseException) -> int | None:
+    """The HTTP status behind a hub error (its cause carries the response), if there was one."""
+    seen = exc
+    for _ in range(4):
+        seen = seen.__cause__ or seen.__context__
+        if seen is None:
+            return None
+        status = getattr(getattr(seen, "response", None), "status_code", None)
+        if isinstance(status, int):
+            return status
+    return None
+
+
 def _file_of(exc: BaseException) -> str | None:
     """The repo file a failed transfer was fetching: from the request's URL, else the message."""
     for e in (exc, exc.__cause__, exc.__context__):
@@ -147,9 +160,11 @@ def _download(name: str, cache: Path, hub: str, progress: bool) -> Path:
                             "and set HF_TOKEN") from None
     except hf_errors.RevisionNotFoundError:
         raise InputError(f"models pull: '{name}' has no 'main' revision on {hub}") from None
-    except hf_errors.LocalEntryNotFoundError:
-        # the hub did not answer and nothing is cached
-        raise ProviderError(f"models pull: the Hugging Face hub at {hub} is unreachable; check the "
+    except hf_errors.LocalEntryNotFoundError as exc:
+        # the hub did not answer usefully and nothing is cached: no answer at all, or an HTTP error
+        status = _status_of(exc)
+        said = f"answered HTTP {status}" if status else "is unreachable"
+        raise ProviderError(f"models pull: the Hugging Face hub at {hub} {said}; check the "
                             "network or HF_ENDPOINT, and run the command again") from None
     except Exception as exc:  # noqa: BLE001 - a transfer that broke off, a file of the wrong size
         what = " ".join(str(exc).split())[:200] or type(exc).__name__

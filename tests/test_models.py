@@ -64,6 +64,8 @@ class FakeHub:
 
             def _route(self, head: bool) -> None:
                 hub.requests.append((self.command, self.path))
+                if hub.mode == "error":
+                    return self._send(500, b"internal error", {"Content-Type": "text/plain"}, head)
                 path = self.path.split("?")[0]
                 if path.startswith(f"/api/models/{REPO}/revision/"):
                     info = {"id": REPO, "sha": COMMIT,
@@ -209,9 +211,12 @@ def test_a_hub_that_refuses_one_file_leaves_no_partial_snapshot(tiny_model, tmp_
     assert not list((tmp_path / "hf" / "hub").glob("models--*/refs/main"))
 
 
-def test_hub_down_is_provider_error(tmp_path):
+def test_hub_down_is_provider_error(tmp_path, tiny_model):
     result = invoke("models", "pull", REPO, env=_env(tmp_path, f"http://127.0.0.1:{_free_port()}"))
     assert_clean_error(result, 7, "unreachable", "127.0.0.1")
+    with FakeHub(tiny_model, "error") as hub:  # it answers, with an error: not "unreachable"
+        result = invoke("models", "pull", REPO, env=_env(tmp_path, hub.url))
+    assert_clean_error(result, 7, "answered HTTP 500", hub.url)
 
 
 def test_unknown_repo_and_bad_name(tiny_model, tmp_path):

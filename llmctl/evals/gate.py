@@ -274,9 +274,13 @@ def pass_rate_check(rates: Sequence[float], min_pass_rate: float) -> dict:
             "min_pass_rate": min_pass_rate, "passed": value is None or value >= min_pass_rate - 1e-12}
 
 
+def pass_rates(result: EvalResult) -> dict[str, float]:
+    """Case id -> pass rate, for the cases answered without an error."""
+    return {c.case.id: c.pass_rate for c in result.cases if c.pass_rate is not None and c.error is None}
+
+
 def answer_gate(result: EvalResult) -> dict:
-    rates = [c.pass_rate for c in result.cases if c.pass_rate is not None and c.error is None]
-    out = pass_rate_check(rates, result.suite.min_pass_rate)
+    out = pass_rate_check(list(pass_rates(result).values()), result.suite.min_pass_rate)
     out["repeats"] = result.suite.repeats
     out["flaky"] = [c.case.id for c in result.cases if c.flaky]
     out["errors"] = [c.case.id for c in result.cases if c.error is not None]
@@ -358,10 +362,10 @@ def paired(a: EvalResult, b: EvalResult) -> dict:
     fa = {i: dict(m) for i, (_, _, m) in _scored_cases(a).items()}
     fb = {i: dict(m) for i, (_, _, m) in _scored_cases(b).items()}
     metrics = list(a.suite.all_metrics())
-    rates = [{c.case.id: c.pass_rate for c in r.cases if c.pass_rate is not None and c.error is None} for r in (a, b)]
-    answered = rates[0].keys() & rates[1].keys()  # both sides answered: their pass rates are compared too
+    ra, rb = pass_rates(a), pass_rates(b)
+    answered = ra.keys() & rb.keys()  # both sides answered: their pass rates are compared too
     for i in answered:
-        fa.setdefault(i, {})[PASS_RATE], fb.setdefault(i, {})[PASS_RATE] = rates[0][i], rates[1][i]
+        fa.setdefault(i, {})[PASS_RATE], fb.setdefault(i, {})[PASS_RATE] = ra[i], rb[i]
     if answered:
         metrics.append(PASS_RATE)
     shared = sorted(fa.keys() & fb.keys())

@@ -45,7 +45,7 @@ def to_dict(result: EvalResult, checks: list[dict], baseline: dict | None, passe
         "load_seconds": round(result.load_seconds, 3),  # model loading, not in the latencies
         "rerank": result.rerank,
         "latency_ms": result.latency(),
-        "cost_usd": round(sum(c.cost_usd or 0 for c in result.cases), 6),
+        "cost_usd": result.cost_usd,
         "answers": result.answers(),
         "coverage": result.coverage,
         "seconds": round(result.seconds, 2),

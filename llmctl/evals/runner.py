@@ -99,6 +99,11 @@ class EvalResult:
                 seen.setdefault(s, None)
         return list(seen)
 
+    @property
+    def cost_usd(self) -> float:
+        """What the run's answers (and judge calls) cost."""
+        return round(sum(c.cost_usd or 0 for c in self.cases), 6)
+
     def latency(self) -> dict[str, float]:
         values = [c.latency_ms for c in self.cases]
         return {"p50": round(percentile(values, 0.5) or 0.0, 1), "p95": round(percentile(values, 0.95) or 0.0, 1)}

@@ -103,9 +103,9 @@ def run_eval(
         paired = gate.paired(result, other)
         a, b = (_means(r) for r in (result, other))
         outcome.ab = {"a": {"config": cfg.source, "stage": result.final_stage, "metrics": a,
-                            "cost_usd": _cost(result)},
+                            "cost_usd": result.cost_usd},
                       "b": {"config": other_cfg.source, "stage": other.final_stage, "metrics": b,
-                            "cost_usd": _cost(other)},
+                            "cost_usd": other.cost_usd},
                       "delta": {m: round(b[m] - a[m], 6) for m in a if m in b},
                       "paired": {r["metric"]: r for r in paired["metrics"]}, "power": paired["power"],
                       "clusters": paired["clusters"]}
@@ -131,14 +131,10 @@ def _not_set_in(overrides: dict[str, Any], path: Path) -> dict[str, Any]:
 def _means(result: EvalResult) -> dict[str, float]:
     """The final stage's metric means, and the answers' mean pass rate when the run answered."""
     out = dict(result.aggregate()[result.final_stage])
-    rates = [c.pass_rate for c in result.cases if c.pass_rate is not None and c.error is None]
-    if rates:
-        out[gate.PASS_RATE] = round(sum(rates) / len(rates), 6)
+    answered = gate.answer_gate(result)
+    if answered["value"] is not None:
+        out[gate.PASS_RATE] = answered["value"]
     return out
-
-
-def _cost(result: EvalResult) -> float:
-    return round(sum(c.cost_usd or 0 for c in result.cases), 6)
 
 
 # What an index is built with: an A/B on one index cannot vary it (its queries use what built it).

@@ -31,7 +31,9 @@ KEY_ENV = "LLMCTL_FAULT_MATRIX_KEY"  # an LLMCTL_* name on purpose: it must not 
 QUESTION = "How do I restore a single file?"
 PRIMARY_TEXT = "Primary answer: use kestrel restore [1]."
 BACKUP_TEXT = "Backup answer: use kestrel restore [1]."
-TIMEOUT, STALL = 1.0, 0.6
+# Short limits and one retry keep the 19 waiting cases to ~12 s: a reply here comes from a thread of
+# this process over loopback in milliseconds, so 0.4 s without a byte is still a real stall.
+TIMEOUT, STALL = 0.8, 0.4
 TOO_LONG = {"error": {"message": "This model's maximum context length is 2048 tokens",
                       "type": "invalid_request_error", "code": "context_length_exceeded"}}
 
@@ -143,7 +145,7 @@ def ledger_rows(data: Path) -> list[dict]:
 def write_config(folder: Path, data: Path, primary: FakeOpenAI, backup: FakeOpenAI, fallback: bool) -> Path:
     def provider(name, server, window):
         return {"name": name, "base_url": server.base_url, "model": f"{name}-model", "api_key_env": KEY_ENV,
-                "timeout": TIMEOUT, "stall_timeout": STALL, "retries": 2, "context_window": window,
+                "timeout": TIMEOUT, "stall_timeout": STALL, "retries": 1, "context_window": window,
                 "price_input_per_1m": 0.5, "price_output_per_1m": 1.5}
 
     providers = [provider("primary", primary, 8192)]

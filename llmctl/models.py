@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import sys
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -152,7 +153,8 @@ def _download(name: str, cache: Path, hub: str, progress: bool) -> Path:
     saved_level = hub_log.level
     hub_log.setLevel(logging.ERROR)  # its "retrying" warnings: the outcome is ours to report, in one line
     try:
-        return Path(snapshot_download(name, cache_dir=str(cache), endpoint=hub, revision="main"))
+        return Path(_interruptible(lambda: snapshot_download(name, cache_dir=str(cache), endpoint=hub,
+                                                             revision="main")))
     except hf_errors.RepositoryNotFoundError:
         raise InputError(f"models pull: no model '{name}' on {hub} (or it is private: set HF_TOKEN)") from None
     except hf_errors.GatedRepoError:
@@ -181,6 +183,36 @@ def _download(name: str, cache: Path, hub: str, progress: bool) -> Path:
         for k, v in saved_env.items():
             if v is not None:
                 os.environ[k] = v
+
+
+def _interruptible(download):
+    """Run ``download`` in a thread and wait for it here, where Ctrl-C lands at once.
+
+    snapshot_download fetches files in a pool of threads and, interrupted, waits for every
+    transfer to finish (a large model: minutes). Here the interrupt closes the hub library's
+    HTTP session, so each transfer fails at its next read, and goes on up at once."""
+    from huggingface_hub.utils import close_session
+
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = download()
+        except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run, name="llmctl-models-pull", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.1)
+    except KeyboardInterrupt:
+        close_session()
+        worker.join(5)  # the transfers end at their next read; the caller then drops the snapshot
+        raise
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def _load(folder: Path, name: str) -> tuple[str, bool, str | None]:

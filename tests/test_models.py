@@ -7,13 +7,17 @@ import hashlib
 import json
 import re
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from cli import assert_clean_error, invoke
+from cli import assert_clean_error, child_env, invoke
 
 REPO = "test-org/tiny-reranker"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -39,13 +43,13 @@ def tiny_model(tmp_path_factory) -> Path:
 
 class FakeHub:
     """Enough of the hub's file API for snapshot_download: repo info, tree, resolve (HEAD/GET).
-    ``mode``: "ok", "truncate" (model.safetensors cut short on GET) or "corrupt" (same size,
-    other bytes)."""
+    ``mode``: "ok", "truncate" (model.safetensors cut short on GET), "corrupt" (same size,
+    other bytes) or "slow" (model.safetensors in 8 KB pieces, 50 ms apart; ``sent`` counts them)."""
 
     def __init__(self, folder: Path, mode: str = "ok"):
         self.files = {p.relative_to(folder).as_posix(): p.read_bytes()
                       for p in sorted(folder.rglob("*")) if p.is_file()}
-        self.mode, self.requests, self.refuse = mode, [], None
+        self.mode, self.requests, self.refuse, self.sent = mode, [], None, 0
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -88,6 +92,14 @@ class FakeHub:
                     if lfs and not head and hub.mode == "truncate":
                         self.close_connection = True
                         return self._send(200, body[: len(body) // 2], headers, length=len(body))
+                    if lfs and not head and hub.mode == "slow":
+                        self._send(200, b"", headers, length=len(body))
+                        for at in range(0, len(body), 8192):
+                            self.wfile.write(body[at:at + 8192])
+                            self.wfile.flush()
+                            hub.sent += len(body[at:at + 8192])
+                            time.sleep(0.05)
+                        return None
                     if lfs and not head and hub.mode == "corrupt":
                         body = bytes(len(body))
                     return self._send(200, body, headers, head)
@@ -200,6 +212,34 @@ def test_a_corrupt_download_is_fetched_again_by_the_next_pull(tiny_model, tmp_pa
         again = invoke("models", "pull", REPO, "--json", env=_env(tmp_path, hub.url))
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["reranker_ok"] is True
+
+
+def test_ctrl_c_mid_download_stops_the_transfer_and_installs_nothing(tiny_model, tmp_path):
+    """The hub library waits for its transfers when interrupted: a large model took minutes to
+    stop. Now Ctrl-C ends them at their next read; a later pull starts over cleanly."""
+    size = len((tiny_model / "model.safetensors").read_bytes())
+    with FakeHub(tiny_model, "slow") as hub:
+        proc = subprocess.Popen([sys.executable, "-m", "llmctl", "models", "pull", REPO],
+                                env={**child_env(), **_env(tmp_path, hub.url)},
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            for _ in range(1200):  # the transfer is under way (at most 60 s of start-up)
+                if hub.sent or proc.poll() is not None:
+                    break
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=120)
+        finally:
+            proc.kill()
+        sent = hub.sent
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "Interrupted" in err
+    assert sent < size / 2, (sent, size)  # stopped at once: 1 MB takes 6 s at this hub's pace
+    assert not list((tmp_path / "hf" / "hub").glob("models--*/snapshots/*/*"))
+    assert not list((tmp_path / "hf" / "hub").glob("models--*/refs/main"))
+    st = invoke("--config", _config(tmp_path), "status", "--json",
+                env={**_env(tmp_path, hub.url), "HF_HUB_OFFLINE": "1"})
+    assert json.loads(st.stdout)["reranker"]["status"] == "unavailable"
 
 
 def test_a_hub_that_refuses_one_file_leaves_no_partial_snapshot(tiny_model, tmp_path):

@@ -207,6 +207,9 @@ def test_json_prints_on_stdout_and_the_old_file_form_says_what_to_use(tmp_path, 
     ({"cases": [{"id": "x", "query": "q", "expected": ["guides/nope.md"]}]},
      ["case 'x'", "'guides/nope.md' matches no indexed document"]),
     ({"cases": [{"id": "x", "query": "q", "colour": "red"}]}, ["case 'x'", "'colour' is not a known field"]),
+    # a graded source's own problem, not "should be a valid string" (the other form of an expected source)
+    ({"cases": [{"id": "x", "query": "q", "expected": ["a.md", {"source": "b.md", "grade": -1}]}]},
+     ["case 'x'", "'expected.grade' (item 2)", "greater than or equal to 1, got -1"]),
     ({"config": {"data_dir": "elsewhere"}}, ["data_dir", "--data-dir"]),  # would be ignored: refused
     ({"config": {"retrieval": {"fusoin": "rrf"}}}, ["suite.yaml (its config: section)", "retrieval.fusoin"]),
 ])

@@ -179,15 +179,24 @@ def _read_jsonl(file: Path, suite: Path) -> list[dict]:
     return out
 
 
+def _branch(part) -> bool:
+    """A union's branch in an error's location: ``expected`` is a path (str) or a Graded mapping."""
+    return isinstance(part, str) and (part == "str" or part[:1].isupper())
+
+
 def _explain(exc: ValidationError, data: dict, path: Path) -> str:
-    err = exc.errors()[0]
-    loc = list(err["loc"])
+    errors = exc.errors()
+    # a union reports each branch: the one meant is the one that is not a plain type mismatch
+    # ({source: x, grade: -1} is no string, and that is not its problem)
+    err = next((e for e in errors if not (e["type"].endswith("_type") and any(map(_branch, e["loc"])))), errors[0])
+    loc = [p for p in err["loc"] if not _branch(p)]
     where = ".".join(str(p) for p in loc)
     if loc[:1] == ["cases"] and len(loc) > 1 and isinstance(loc[1], int):
         case = (data.get("cases") or [])[loc[1]]
         name = case.get("id") if isinstance(case, dict) and case.get("id") else f"#{loc[1] + 1}"
-        field = ".".join(str(p) for p in loc[2:] if not isinstance(p, int) or p != 0) or "case"
-        where = f"case '{name}': '{field}'"
+        field = ".".join(str(p) for p in loc[2:] if not isinstance(p, int)) or "case"
+        items = [str(p + 1) for p in loc[2:] if isinstance(p, int)]  # a list's item, counted from 1
+        where = f"case '{name}': '{field}'" + (f" (item {', '.join(items)})" if items else "")
     else:
         where = f"'{where}'"
     msg = err["msg"]

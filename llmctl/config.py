@@ -635,7 +635,9 @@ def _explain(exc: ValidationError, source: str, sources: dict[str, str] | None =
         hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(known)}"
         return f"{source}: unknown key '{key}' ({hint}){more}"
     if err["type"] == "value_error":  # our own validators: the message names the fix (a field's, not its key)
-        return f"{source}: {f'{key!r} ' if loc else ''}{err['ctx']['error']}{more}"
+        said = str(err["ctx"]["error"])
+        named = not loc or said.startswith(key)  # a section's check names its own key ("embedding.dimensions is set")
+        return f"{source}: {'' if named else f'{key!r} '}{said}{more}"
     got = err.get("input")
     got_text = f" (got {got!r})" if not isinstance(got, (dict, list)) else ""
     if err["type"] in ("model_type", "model_attributes_type", "dict_type"):

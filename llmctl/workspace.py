@@ -92,8 +92,8 @@ class Workspace:
                 new = Retriever(self.cfg, self._published())
                 # a model already loaded here (the last reader's, or ingest's) embeds queries too
                 donor = (old.__dict__.get("embedder") if old is not None else None) or self.__dict__.get("embedder")
-                if (donor is not None and not donor.note  # a fallback note is ingest's to give, not every search's
-                        and donor.backend != "openai"  # nothing to load; its ledger rows say ingest
+                if (donor is not None and donor.shareable
+                        and not donor.note  # a fallback note is ingest's to give, not every search's
                         and donor.cfg.model_copy(update={"model": donor.model_id}) == new.embedding_cfg):
                     new._embedder = donor
                 # the old reader is not closed here: a query on another thread may still use it

@@ -40,6 +40,7 @@ def test_default_yaml_data_dir_resolves_against_the_file():
     ("retrieval:\n  k: 3\nllm:\n  temperature: 0\nretrieval:\n  k: 5\n",
      ["line 5", "'retrieval' appears twice", "first on line 1"]),
     ("retrieval: 5\n", ["'retrieval' is a section", "(got 5)"]),
+    ("embedding:\n  dimensions: 16\n", [": embedding.dimensions is set", "provider: openai"]),  # the key once
     ("data_dir: [1, 2]\n", ["'data_dir': expected a path"]),
     ("retrieval:\n  k: true\n", ["'retrieval.k'", "expected a number, not true"]),
     ("llm:\n  providers:\n    - {name: a, base_url: 'ftp:/x', model: m}\n",

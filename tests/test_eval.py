@@ -202,7 +202,7 @@ def test_json_prints_on_stdout_and_the_old_file_form_says_what_to_use(tmp_path, 
 @pytest.mark.parametrize("change, words", [
     ({"cases": [{"id": "x"}]}, ["case 'x'", "'query' is required"]),
     ({"cases": [{"id": "x", "query": "q", "expected": "not-a-list"}]}, ["case 'x'", "expected"]),
-    ({"thresholds": {"map@10": 0.5}}, ["unknown metric 'map@10'"]),
+    ({"thresholds": {"nonsense@10": 0.5}}, ["unknown metric 'nonsense@10'"]),  # not a metric anyone may add
     ({"thresholds": {"HIT@3": 0.5, "hit@3 ": 0.6}}, ["'hit@3 ' is hit@3 again"]),  # one metric, two spellings
     ({"cases": [{"id": "x", "query": "q", "expected": ["guides/nope.md"]}]},
      ["case 'x'", "'guides/nope.md' matches no indexed document"]),

@@ -271,4 +271,5 @@ def test_every_kind_a_file_is_read_as_is_one_where_kind_takes():
     from llmctl.ingest.loaders import LOADERS, PLAIN
     from llmctl.records import KINDS
 
-    assert set(BY_SUFFIX.values()) | (set(LOADERS) - {PLAIN}) == set(KINDS)
+    read = set(BY_SUFFIX.values()) | (set(LOADERS) - {PLAIN})
+    assert read == set(KINDS), f"a new kind goes into llmctl/records.py's KINDS (--where kind=): {read ^ set(KINDS)}"

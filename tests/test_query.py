@@ -2,7 +2,7 @@ import pytest
 
 from llmctl.config import load_config
 from llmctl.datadir import DataDir
-from llmctl.errors import ConfigError, IndexStateError, InputError, ProviderError
+from llmctl.errors import ConfigError, IndexStateError, InputError, ProviderError, UsageError
 from llmctl.search.fusion import by_max, fuse_weighted, fuse_zscore, minmax
 from llmctl.search.pipeline import QueryOptions, run_query
 from llmctl.search.retrieve import Retriever
@@ -92,7 +92,7 @@ def test_where_filters_both_retrievers(cfg, retriever):
     result = run_query("kestrel", cfg, QueryOptions(k=10, use_llm=False, where=["source=*guides/*"]),
                        retriever=retriever)
     assert all("/guides/" in h.source for h in result.hits)
-    with pytest.raises(InputError, match="unknown field 'colour'"):
+    with pytest.raises(UsageError, match="unknown field 'colour'"):
         run_query("x", cfg, QueryOptions(where=["colour=red"]), retriever=retriever)
     with pytest.raises(InputError, match="No indexed chunk matches.*under any compression suffix"):
         run_query("x", cfg, QueryOptions(where=["ext=docx"]), retriever=retriever)

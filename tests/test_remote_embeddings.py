@@ -86,7 +86,8 @@ def test_switching_provider_needs_a_rebuild_and_an_endpoint_index_needs_its_endp
     assert invoke("--config", config, "ingest", SAMPLE).returncode == 0
     local = tmp_path / "local.yaml"
     local.write_text(yaml.safe_dump({"data_dir": str(tmp_path / "data")}))
-    assert_clean_error(invoke("--config", local, "ingest", SAMPLE), 5, "--rebuild", "embedding.model")
+    assert_clean_error(invoke("--config", local, "ingest", SAMPLE), 5, "--rebuild", "embedding.model",
+                       "embedding.provider: 'openai' -> 'sentence-transformers'")  # the switch is named
     assert_clean_error(invoke("--config", local, "query", QUESTION), 3, "embedding.base_url")
     other = write_config(tmp_path, fake_llm.base_url, dimensions=16)
     assert_clean_error(invoke("--config", other, "ingest", SAMPLE), 5, "embedding.dimensions")

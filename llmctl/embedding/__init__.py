@@ -5,8 +5,8 @@
 - ``remote.py``: an OpenAI-compatible ``/v1/embeddings`` endpoint, with the LLM layer's rate
   limits, budgets, retries and ledger.
 
-To add a provider: implement ``Embedder`` in a module here, add a factory to ``PROVIDERS`` and
-the name to ``EmbeddingConfig.provider`` (``config.py``). Nothing outside this package changes.
+To add a provider: implement ``Embedder`` in a module here, add a factory to ``PROVIDERS``, and
+add the name to ``EmbeddingConfig.provider`` (``config.py``, the one line outside this package).
 """
 
 from __future__ import annotations
@@ -22,15 +22,25 @@ from llmctl.errors import ConfigError
 class Embedder(Protocol):
     """What ingest and search need from an embedding model. Vectors are float32 rows."""
 
-    backend: str  # "onnx", "torch" or "openai": what embeds (status, ledger, notes)
-    identity: dict  # index settings beyond the model's name (an index only matches its own)
+    cfg: EmbeddingConfig  # the settings it was made with
+    model_id: str  # the model, as the index records it
+    backend: str  # "onnx", "sentence-transformers" or "openai": what embeds (status, ledger, notes)
+    # Index settings beyond the model's name (an index only matches its own); a provider other
+    # than the local one names itself here ({"provider": ...}), so a switch is reported as one.
+    identity: dict
     note: str  # a one-time note for the user (a fallback, say), or ""
+    shareable: bool  # a loaded instance may embed another reader's queries (a local model: loading is the cost)
+    export_pending: bool  # the next load() first prepares something slow (ingest says so); else False
+    # texts -> per text (token starts, token ends, word numbers) when the tokenizer's counts add up
+    # at word boundaries (chunking then counts in one pass; see ingest/chunking.py), else None
+    token_spans: Callable | None
 
     def load(self) -> dict: ...  # ready to embed; what was loaded (backend, device)
 
     @property
-    def dimension(self) -> int: ...
+    def dimension(self) -> int | None: ...
 
+    @property
     def max_chunk_tokens(self) -> int: ...  # the longest chunk the model reads whole
 
     def count_tokens(self, text: str) -> int: ...
@@ -59,10 +69,12 @@ def _remote(e: EmbeddingConfig, cfg: Config, data: DataDir, command: str, export
     return RemoteEmbedder(e, cfg, data, command)
 
 
+LOCAL_PROVIDER = "sentence-transformers"  # what an index that names no provider was built with
+
 # embedding.provider -> a factory (embedding settings, config, data dir (ledger, paid vectors, tiktoken),
 # command for ledger rows, export ONNX?)
 PROVIDERS: dict[str, Callable[[EmbeddingConfig, Config, DataDir, str, bool], Embedder]] = {
-    "sentence-transformers": _local,
+    LOCAL_PROVIDER: _local,
     "openai": _remote,
 }
 
@@ -82,6 +94,6 @@ def as_built(cfg: Config, built: dict) -> EmbeddingConfig:
     """The config's embedding section with what built the index (its recorded settings) put back:
     queries must embed as the index was built, whatever the config says now."""
     return cfg.embedding.model_copy(update={
-        "provider": built.get("provider", "sentence-transformers"),
+        "provider": built.get("provider", LOCAL_PROVIDER),
         **{k: built[k] for k in REMOTE_IDENTITY[1:] if k in built},
         **{k: built[k] for k in ("model", "normalize", "query_prefix", "document_prefix")}})

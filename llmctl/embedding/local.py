@@ -159,6 +159,8 @@ class Embedder:
     def backend(self) -> str:
         return "onnx" if self.onnx is not None else "sentence-transformers"
 
+    shareable = True  # loaded once, it embeds every reader's queries in this process
+
     # What an endpoint's embedder (embedding/remote.py) needs, and a local model does not.
     identity: dict = {}  # noqa: RUF012 - read only: index settings beyond the model's name
 

@@ -80,6 +80,7 @@ class RemoteEmbedder:
 
     backend = "openai"
     note = ""
+    shareable = False  # nothing to load, and its ledger rows name the command that made them
     export_pending = False
     token_spans = None  # tiktoken's counts do not add up between words (see Chunker)
 

@@ -28,8 +28,7 @@ from pathlib import Path
 
 from llmctl.config import Config, IngestConfig, VectorStoreConfig
 from llmctl.datadir import DataDir, drop_chroma_handles
-from llmctl.embedding import make_embedder
-from llmctl.embedding.local import Embedder
+from llmctl.embedding import LOCAL_PROVIDER, Embedder, make_embedder
 from llmctl.errors import ConfigError, IndexStateError, InputError, Interrupted, printable
 from llmctl.index import keyword, pages
 from llmctl.index.manifest import FORMAT_VERSION, FileRecord, FileUpdate, Manifest
@@ -77,6 +76,8 @@ def check_settings(stored: dict | None, wanted: dict, cfg: Config, data: DataDir
     for section, what in (("embedding", "embedding settings"), ("chunking", "chunking settings"),
                           ("vector_store", "vector store settings (its vectors are not in the new store)")):
         old, new = stored.get(section, {}), wanted[section]
+        if section == "embedding":  # the local model's settings do not name their provider
+            old, new = {"provider": LOCAL_PROVIDER, **old}, {"provider": LOCAL_PROVIDER, **new}
         diff = [k for k in new if old.get(k) != new[k]]
         if diff:
             changes = ", ".join(f"{section}.{k}: {old.get(k)!r} -> {new[k]!r}" for k in diff)

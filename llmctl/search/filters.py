@@ -4,24 +4,25 @@ SQL are the manifest's table (index/manifest.py, FILTERS)."""
 
 from __future__ import annotations
 
-from llmctl.errors import InputError
+from llmctl.errors import UsageError
 from llmctl.index.manifest import FILTERS
 from llmctl.records import KINDS
 
 
 def parse_where(conditions: list[str]) -> list[tuple[str, str]]:
+    """(field, value) pairs; a malformed condition is a UsageError (exit 2, HTTP 400), at every door."""
     out = []
     for cond in conditions:
         field, sep, value = cond.partition("=")
         field = field.strip()
         if not sep or not value.strip():
-            raise InputError(f"where (--where) '{cond}': expected FIELD=VALUE, e.g. source=docs/*.md")
+            raise UsageError(f"where (--where) '{cond}': expected FIELD=VALUE, e.g. source=docs/*.md")
         if field not in FILTERS:
-            raise InputError(
+            raise UsageError(
                 f"where (--where) '{cond}': unknown field '{field}'; use one of {', '.join(FILTERS)}"
             )
         value = value.strip()
         if field == "kind" and value not in KINDS:
-            raise InputError(f"where (--where) '{cond}': unknown kind '{value}'; use one of {', '.join(KINDS)}")
+            raise UsageError(f"where (--where) '{cond}': unknown kind '{value}'; use one of {', '.join(KINDS)}")
         out.append((field, value.lstrip(".") if field == "ext" else value))  # ext=.md is ext=md
     return out

@@ -73,10 +73,7 @@ class QueryOptions:
             raise UsageError("expected a list of 'field=value' strings", "where")
         for w in self.where:
             _unicode(w, f"where '{w.encode('utf-8', 'backslashreplace').decode()}'")
-        try:
-            parse_where(self.where)
-        except InputError as exc:
-            raise UsageError(str(exc)) from None
+        parse_where(self.where)
 
 
 def _unicode(text: str, what: str) -> None:

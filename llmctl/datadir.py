@@ -16,11 +16,23 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llmctl.errors import BusyError, IndexStateError, InputError, LlmctlError
+from llmctl.errors import BusyError, IndexStateError, InputError, LlmctlError, printable
 
 POINTER = "INDEX"
 SQLITE_SIDES = ("-wal", "-shm", "-journal")
 LEGACY_ITEMS = ("manifest.sqlite", "manifest.sqlite-wal", "manifest.sqlite-shm", "chroma", "bm25", "pages")
+INDEX_FOLDER = re.compile(r"index-\d+")  # a rebuild's folder (the only kind llmctl deletes by pattern)
+# What llmctl writes in a data dir's top level. Anything else there (bar hidden files such as a
+# .gitignore) means the folder is someone's own: llmctl neither fills it nor deletes in it.
+OWN_NAMES = {POINTER, f"{POINTER}.tmp", "ingest.lock", "ingest.pid", "tiktoken",
+             *(f"{db}{side}" for db in ("cache.sqlite", "queries.sqlite", "ledger.sqlite", "embeddings.sqlite",
+                                        "manifest.sqlite") for side in ("", *SQLITE_SIDES))}
+
+
+def _own(name: str, index_here: bool) -> bool:
+    """``index_here``: the top level holds an index (chroma/, bm25/ and pages/ are then its own)."""
+    return (name in OWN_NAMES or name.startswith((".", "beir-")) or bool(INDEX_FOLDER.fullmatch(name))
+            or (index_here and name in LEGACY_ITEMS))
 
 
 def refuse_link(path: Path, what: str = "", sqlite: bool = False) -> None:
@@ -64,7 +76,7 @@ class DataDir:
         except OSError:
             return self.root
         # only a folder of its own that a rebuild made (index-N): never a path out of the data dir
-        return self.root / name if re.fullmatch(r"index-\d+", name) else self.root
+        return self.root / name if INDEX_FOLDER.fullmatch(name) else self.root
 
     def version(self) -> tuple[str, str]:
         """Changes whenever a writer publishes: the current index folder and its BM25
@@ -135,6 +147,24 @@ class DataDir:
             raise InputError(
                 f"Cannot create data directory {self.root}: {exc.strerror}; set data_dir"
             ) from None
+        self._refuse_foreign()
+
+    def _refuse_foreign(self) -> None:
+        """A writer only takes a data dir that is new, empty or llmctl's: in a folder of the user's
+        own (``data_dir: .``, ``--data-dir ~``) a rebuild would one day delete folders that happen
+        to share a name with its own (index-2, pages, chroma)."""
+        try:
+            names = [p.name for p in self.root.iterdir()]
+        except OSError:
+            return  # unreadable: the writer's own open says so
+        index_here = "manifest.sqlite" in names
+        foreign = sorted(n for n in names if not _own(n, index_here))
+        if foreign:
+            shown = ", ".join(printable(n) for n in foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+            raise InputError(
+                f"The data directory {printable(str(self.root))} holds files llmctl did not write ({shown}): "
+                "llmctl keeps its index in a folder of its own; set data_dir (or --data-dir) to a new or "
+                "empty folder, such as the default .llmctl")
 
     @contextmanager
     def write_lock(self, wait_seconds: float = 0, stop=None):
@@ -230,7 +260,7 @@ class DataDir:
 
     def staging(self) -> DataDir:
         """A new, empty index folder beside the current one (for a rebuild); not yet published."""
-        n = 1 + max([int(p.name[6:]) for p in self.root.glob("index-*") if p.name[6:].isdigit()] or [0])
+        n = 1 + max([int(p.name[6:]) for p in self.root.glob("index-*") if INDEX_FOLDER.fullmatch(p.name)] or [0])
         folder = self.root / f"index-{n}"
         folder.mkdir(parents=True)
         return DataDir(self.root, folder)
@@ -244,7 +274,8 @@ class DataDir:
     def remove_unused(self) -> None:
         """Delete index folders (and a pre-rebuild index in the root) that INDEX no longer names.
         Called by writers under the lock, so readers of the previous index had a run's time to finish."""
-        unused = [f for f in self.root.glob("index-*") if f.is_dir() and f != self.index]
+        unused = [f for f in self.root.glob("index-*") if INDEX_FOLDER.fullmatch(f.name) and f.is_dir()
+                  and f != self.index]
         if self.index != self.root:
             unused += [self.root / n for n in LEGACY_ITEMS if (self.root / n).exists()]
         if not unused:

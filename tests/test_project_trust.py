@@ -288,3 +288,43 @@ def test_no_file_of_a_data_dir_is_written_through_a_symlink(tmp_path, docs_templ
         assert r.returncode == 5, (args, r.returncode, r.stderr)
         assert f"{target} is a symbolic link" in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert victim.read_bytes() == before
+
+
+def test_a_folder_of_the_users_own_is_never_taken_as_a_data_dir(tmp_path):
+    """``data_dir: .`` (allowed in an untrusted config: it stays in the project) or ``--data-dir ~``:
+    a later rebuild deleted the user's index-assets/ and pages/ as if they were llmctl's."""
+    from cli import invoke as run
+
+    site = tmp_path / "site"
+    for folder, name in (("index-assets", "logo.svg"), ("pages", "home.md")):
+        (site / folder).mkdir(parents=True)
+        (site / folder / name).write_text("# Mine\n\nThe user's own file.\n")
+    (site / "glossary.md").write_text("# Glossary\n\nA restore brings files back.\n")
+    for args in (["--data-dir", site, "ingest", "-q", site / "glossary.md"],
+                 ["--data-dir", site, "ingest", "-q", "--rebuild", site / "glossary.md"]):
+        r = run(*args)
+        assert_clean_error(r, 4, "holds files llmctl did not write (glossary.md, index-assets, pages)", "data_dir")
+    assert sorted(p.name for p in site.iterdir()) == ["glossary.md", "index-assets", "pages"]  # nothing added
+    # a data dir of llmctl's own, with a .gitignore and a rebuild's folders, is used as before
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / ".gitignore").write_text("*\n")
+    for args in (["ingest", "-q", site / "glossary.md"], ["ingest", "-q", "--rebuild", site / "glossary.md"],
+                 ["ingest", "-q", site / "glossary.md"]):
+        assert run("--data-dir", data, *args).returncode == 0
+    assert (data / "INDEX").read_text().strip() == "index-1" and (data / ".gitignore").exists()
+
+
+def test_the_tiktoken_folder_is_not_written_through_a_symlink(tmp_path, sample_index):
+    from llmctl.datadir import DataDir
+    from llmctl.errors import IndexStateError
+    from llmctl.llm.tokens import counter_for
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "tiktoken").symlink_to(elsewhere)
+    with pytest.raises(IndexStateError, match="tiktoken folder .*tiktoken is a symbolic link"):
+        counter_for("gpt-4o-mini", "auto", DataDir(data).tiktoken).count("a question")
+    assert not list(elsewhere.iterdir())

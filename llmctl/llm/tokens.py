@@ -111,6 +111,9 @@ def _load(name: str, cache_dir: Path):
 
     import tiktoken
 
+    from llmctl.datadir import refuse_links_under
+
+    refuse_links_under(cache_dir, "tiktoken folder", depth=1)  # it is written here, and read as ranks
     blob_file, meta_file = cache_dir / f"{name}.ranks", cache_dir / f"{name}.json"
     try:
         meta, blob = json.loads(meta_file.read_text()), blob_file.read_bytes()

@@ -345,9 +345,20 @@ def status(st) -> None:
                      + (f" ({'; '.join(notes)})" if notes else ""), markup=False)
 
 
+# Control characters other than tab and newline: in a model's answer or a document's text they
+# would reach the terminal as escape sequences (a title change, a cleared screen, hidden text), and
+# a document can steer the model that writes the answer. Shown escaped (\x1b), as paths are.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def shown(text: str) -> str:
+    """Text from a document or a model, safe for a terminal; tabs and line breaks kept."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
+
+
 def stream_token(text: str) -> None:
     global _mid_line
-    sys.stdout.write(text)
+    sys.stdout.write(shown(text))
     sys.stdout.flush()
     _mid_line = not text.endswith("\n")
 
@@ -363,7 +374,7 @@ def query_result(result, explain: bool = False) -> None:
         if result.citations:
             stdout.print("\nSources:")
             for s in result.citations:
-                section = f"  ({s.heading})" if s.heading else ""
+                section = f"  ({shown(s.heading)})" if s.heading else ""
                 stdout.print(f"  [{s.n}] {printable(s.location())}{section}", markup=False)
         else:
             stdout.print("\n(no sources cited)")
@@ -374,11 +385,11 @@ def query_result(result, explain: bool = False) -> None:
             final = hit.stages.get("rerank") or hit.stages.get("fused")
             stdout.print(f"{i}. {printable(hit.location())}  score {final[1]:.3f}", markup=False, style="bold")
             if hit.chunk.get("heading"):
-                stdout.print(f"   {hit.chunk['heading']}", markup=False, style="dim")
+                stdout.print(f"   {shown(hit.chunk['heading'])}", markup=False, style="dim")
             if hit.chunk.get("also_in"):
                 stdout.print(f"   also in: {printable(', '.join(hit.chunk['also_in']))}", markup=False, style="dim")
             stdout.print(_snippet(result.snippets[i - 1]) if i <= len(result.snippets)
-                         else Text(hit.chunk.get("text", "")[:240]))
+                         else Text(shown(hit.chunk.get("text", "")[:240])))
         if result.skipped == "no_model":
             from llmctl.search.pipeline import SKIPPED
 
@@ -393,7 +404,7 @@ def query_result(result, explain: bool = False) -> None:
 
 def _snippet(window: dict) -> Text:
     """The lines of a hit that best match the question, indented, with its matched words in bold."""
-    text = Text("\n".join(f"   {line}" for line in window["text"].splitlines()))
+    text = Text("\n".join(f"   {shown(line)}" for line in window["text"].splitlines()))
     if window["terms"]:
         text.highlight_regex(r"\b(" + "|".join(map(re.escape, window["terms"])) + r")\b", "bold yellow")
     return text

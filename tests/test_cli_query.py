@@ -123,3 +123,34 @@ def test_a_file_name_with_a_newline_keeps_each_hit_on_its_own_line(tmp_path):
     r = invoke("--data-dir", data, "query", "--no-llm", "zebrafile note")
     assert r.returncode == 0, r.stderr
     assert re.search(r"^1\. docs/new\\nline\.md:\d+-\d+  score ", r.stdout, re.M), r.stdout
+
+
+def test_escape_sequences_from_a_model_or_a_document_never_reach_the_terminal(tmp_path, fake_llm):
+    """A document can steer the model that writes the answer: its text and the answer are shown
+    with control characters escaped (a title change, a cleared screen), tabs and lines kept."""
+    from openai_server import Reply
+
+    docs, data = tmp_path / "docs", tmp_path / "data"
+    docs.mkdir()
+    (docs / "evil.md").write_text(
+        "# Evil page\n\nThe frobnicator limit is \x1b]0;HACKED\x07 forty-two \x1b[2J units.\n")
+    assert invoke("--data-dir", data, "ingest", "-q", docs).returncode == 0
+    r = invoke("--data-dir", data, "query", "--no-llm", "-k", "1", "What is the frobnicator limit?")
+    assert r.returncode == 0 and "\x1b" not in r.stdout and "\\x1b]0;HACKED\\x07 forty-two \\x1b[2J" in r.stdout
+    fake_llm.script.append(Reply(text="Answer \x1b]0;PWNED\x07 and \x1b[31mred\x1b[0m\tdone [1] and [7]."))
+    cfg = write_config(tmp_path, fake_llm.base_url)
+    r = invoke("--config", cfg, "--data-dir", data, "query", "What is the frobnicator limit?")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("Answer \\x1b]0;PWNED\\x07 and \\x1b[31mred\\x1b[0m\tdone [1] and [7].\n")
+    assert "\x1b" not in r.stdout
+    # a citation of a source that was not sent is said on stderr as well as in --json (it was --json only)
+    assert "the answer cites sources that do not exist: [7]" in r.stderr
+
+
+def test_citations_are_read_as_people_write_them_and_never_from_code():
+    from llmctl.search.prompt import cited_numbers
+
+    assert cited_numbers("Use `sys.argv[1]` and `jobs[0]` in the hook; see [2-4] and [3; 5].") == [2, 3, 4, 5]
+    assert cited_numbers("a [1, 2] b [3][4] c [2] d [6\u20137]") == [1, 2, 3, 4, 6, 7]
+    assert cited_numbers("```\nx = a[9]\n```\nthen [1]") == [1]
+    assert cited_numbers("no citation at all") == []

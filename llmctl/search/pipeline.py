@@ -355,7 +355,7 @@ def run_query(
             prep = prepare(question, cfg, opts, retriever, reranker, notes, with_model=wants_model)
             if gateway is not None:
                 gateway.count, gateway.embed = prep.counter.count, retriever.embed
-            result = answer(prep, gateway, on_token)
+            result = answer(prep, gateway, on_token, notes)
             telemetry.annotate(llmctl__retrieval__k=opts.k or cfg.retrieval.k, llmctl__retrieval__hits=len(result.hits),
                                llmctl__error=type(result.error).__name__ if result.error else None)
             return result
@@ -425,7 +425,8 @@ def _context_budget(question: str, cfg: Config, provider: ProviderConfig | None,
     return budget
 
 
-def answer(prep: Prepared, gateway: Gateway | None, on_token: Callable[[str], None] | None = None) -> QueryResult:
+def answer(prep: Prepared, gateway: Gateway | None, on_token: Callable[[str], None] | None = None,
+           notes: Notes | None = None) -> QueryResult:
     """Send a prepared question to the model; a provider or budget error is kept on the result."""
     result = prep.result
     if prep.provider is None or gateway is None:
@@ -450,8 +451,8 @@ def answer(prep: Prepared, gateway: Gateway | None, on_token: Callable[[str], No
     by_n = {s.n: s for s in cited_from}
     result.citations = [by_n[n] for n in numbers if n in by_n]
     bad = [n for n in numbers if n not in by_n]
-    if bad:
-        result.warnings.append(f"the answer cites sources that do not exist: {bad}")
+    if bad:  # said as it happens too (``notes``), like every other warning of the question
+        (notes or result.warnings.append)(f"the answer cites sources that do not exist: {bad}")
     return result
 
 

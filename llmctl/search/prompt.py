@@ -52,11 +52,19 @@ def prompt_overhead(question: str, system_prompt: str | None, count) -> int:
         sources="", question=question)) + 16
 
 
+_CODE = re.compile(r"```.*?(?:```|\Z)|`[^`\n]*`", re.S)  # fenced blocks and inline spans: argv[1] is no citation
+_CITATION = re.compile(r"\[(\d+(?:\s*(?:[,;]|[-\u2013]|\]\s*\[)\s*\d+)*)\]")
+
+
 def cited_numbers(answer: str) -> list[int]:
-    """Source numbers cited as [n] (also [1, 2] and [1][2]), in order of first citation."""
+    """Source numbers cited as [n] (also [1, 2], [1; 2], [1-3] and [1][2]), in order of first
+    citation; brackets inside code (`argv[1]`) are not citations."""
     seen: list[int] = []
-    for group in re.findall(r"\[(\d+(?:\s*,\s*\d+)*)\]", answer):
-        for n in re.split(r"\s*,\s*", group):
-            if int(n) not in seen:
-                seen.append(int(n))
+    for group in _CITATION.findall(_CODE.sub(" ", answer)):
+        for part in re.split(r"\s*(?:[,;]|\]\s*\[)\s*", group):
+            a, _, b = re.sub(r"\s", "", part).replace("\u2013", "-").partition("-")
+            lo, hi = int(a), int(b or a)
+            for n in range(lo, hi + 1) if 0 <= hi - lo <= 20 else (lo, hi):  # an absurd range: its two ends
+                if n not in seen:
+                    seen.append(n)
     return seen

@@ -387,10 +387,15 @@ class Config(_Section):
         return self._discovered
 
 
+SECRET_PARAM = (r"(?i)((?:^|[?&;])(?:[\w.-]*[_.-])?(?:api)?(?:password|passwd|pwd|secret|token|key|sig|signature"
+                r"|auth)=)[^&;#]*")
+
+
 def redacted_url(url: str) -> str:
-    """``url`` fit for messages and logs: any user:password (or a lone ``secret@``, which Redis
-    URLs also take) shown as ``***@``, and a ``password=`` query value as ``***``
-    (``password_env`` is the place for a password)."""
+    """``url`` fit for messages, logs and reports: any user:password (or a lone ``secret@``, which
+    Redis URLs also take) shown as ``***@``, and the value of a query parameter named like a
+    secret (``password=``, ``api_key=``, ``token=``, ``sig=`` ...) as ``***`` (``password_env`` /
+    ``api_key_env`` are the places for them)."""
     import re
     from urllib.parse import urlsplit, urlunsplit
 
@@ -398,8 +403,8 @@ def redacted_url(url: str) -> str:
         parts = urlsplit(url)
         host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
     except ValueError:  # a malformed port or host: keep only what follows the credentials
-        return re.sub(r"(?i)(password=)[^&#]*", r"\1***", url.rpartition("@")[2])
-    query = re.sub(r"(?i)(password=)[^&]*", r"\1***", parts.query)
+        return re.sub(SECRET_PARAM, r"\1***", url.rpartition("@")[2])
+    query = re.sub(SECRET_PARAM, r"\1***", parts.query)
     if "@" not in parts.netloc and query == parts.query:
         return url
     netloc = f"***@{host}" if "@" in parts.netloc else parts.netloc

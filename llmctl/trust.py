@@ -196,7 +196,7 @@ def risky_settings(data: dict[str, Any], cfg: Config, overridden: set[str] = fro
 
     out = []
     if sets("llm.providers") and cfg.llm.providers:
-        urls = list(dict.fromkeys(p.base_url for p in cfg.llm.providers))
+        urls = list(dict.fromkeys(redacted_url(p.base_url) for p in cfg.llm.providers))
         keys = [f"${p.api_key_env}" for p in cfg.llm.providers if p.api_key_env]
         out.append(f"llm.providers (sends questions and retrieved text to {', '.join(urls)}"
                    f"{' with ' + ', '.join(dict.fromkeys(keys)) if keys else ''})")
@@ -209,7 +209,7 @@ def risky_settings(data: dict[str, Any], cfg: Config, overridden: set[str] = fro
     emb = cfg.embedding
     if emb.provider == "openai":
         endpoint("embedding", ("provider", "base_url", "api_key_env"), "sends documents and questions",
-                 str(emb.base_url), emb.api_key_env)
+                 redacted_url(str(emb.base_url)), emb.api_key_env)
     elif sets("embedding.offline") and not emb.offline:
         out.append(f"embedding.offline: false (downloads {emb.model} from the Hugging Face Hub)")
     if sets("rerank.offline") and not cfg.rerank.offline and cfg.rerank.enabled:

@@ -431,7 +431,8 @@ class Workspace:
         except SharedStateUnavailable:  # status still shows everything else
             cache = {"entries": None, "path": f"{redacted_url(self.cfg.state.url)}, unreachable"}
         spend = self.cost_report()["budget"]
-        providers = [{"name": p.name, "model": p.model, "base_url": p.base_url, "key_env": p.api_key_env,
+        providers = [{"name": p.name, "model": p.model, "base_url": redacted_url(p.base_url),
+                      "key_env": p.api_key_env,
                       "key_set": not p.api_key_env or bool(os.environ.get(p.api_key_env)),
                       "priced": p.price_input_per_1m is not None and p.price_output_per_1m is not None}
                      for p in self.cfg.llm.providers]

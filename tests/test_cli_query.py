@@ -154,3 +154,31 @@ def test_citations_are_read_as_people_write_them_and_never_from_code():
     assert cited_numbers("a [1, 2] b [3][4] c [2] d [6\u20137]") == [1, 2, 3, 4, 6, 7]
     assert cited_numbers("```\nx = a[9]\n```\nthen [1]") == [1]
     assert cited_numbers("no citation at all") == []
+
+
+def test_an_api_key_is_never_shown_or_stored_even_when_the_provider_echoes_it(tmp_path, sample_index, fake_llm):
+    from openai_server import Reply
+
+    secret = "sk-echoed-secret-4242"
+    cfg = {"rerank": {"enabled": False}, "llm": {"providers": [
+        {"name": "p", "base_url": fake_llm.base_url, "model": "m", "api_key_env": "PROBE_KEY", "retries": 0}]}}
+    path = tmp_path / "echo.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    env = {"PROBE_KEY": secret}
+    for args in ([], ["--json"]):  # a 400 whose message quotes the request's Authorization header
+        fake_llm.script.append(Reply(kind="status", status=400,
+                                     body={"error": {"message": f"bad request, key was Bearer {secret}"}}))
+        r = invoke("--config", path, "--data-dir", sample_index, "query", *args, "How are restores done?", env=env)
+        assert r.returncode == 7 and "key was Bearer ***" in r.stdout + r.stderr
+        assert secret not in r.stdout + r.stderr
+    assert all(secret.encode() not in f.read_bytes() for f in sample_index.rglob("*") if f.is_file())
+    # a key an HTTP header cannot carry is named as such, not blamed on the server
+    r = invoke("--config", path, "--data-dir", sample_index, "query", "restores?", env={"PROBE_KEY": "sk-a\nb"})
+    assert_clean_error(r, 7, "PROBE_KEY holds a character an HTTP header cannot carry")
+    # credentials written into a base_url are not shown by status or by an unreachable provider's error
+    cfg["llm"]["providers"][0]["base_url"] = "http://user:sk-inurl-secret@127.0.0.1:9/v1?api_key=sk-query-secret"
+    path.write_text(yaml.safe_dump(cfg))
+    for args in (["status", "--json"], ["query", "restores?"]):
+        r = invoke("--config", path, "--data-dir", sample_index, *args, env=env)
+        assert "sk-inurl-secret" not in r.stdout + r.stderr and "sk-query-secret" not in r.stdout + r.stderr
+        assert "***@127.0.0.1:9" in r.stdout + r.stderr, r.stdout + r.stderr

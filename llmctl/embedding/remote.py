@@ -26,7 +26,7 @@ from functools import cached_property
 
 import numpy as np
 
-from llmctl.config import Config, EmbeddingConfig
+from llmctl.config import Config, EmbeddingConfig, redacted_url
 from llmctl.datadir import DataDir
 from llmctl.embedding import REMOTE_IDENTITY
 from llmctl.errors import BudgetExceeded, ProviderError
@@ -117,7 +117,7 @@ class RemoteEmbedder:
     def load(self) -> dict:
         """Nothing to load; checks the API key now, before any work."""
         _ = self._key
-        return {"backend": "openai", "device": self.cfg.base_url, "note": ""}
+        return {"backend": "openai", "device": redacted_url(self.cfg.base_url), "note": ""}
 
     @cached_property
     def _key(self) -> str:
@@ -234,7 +234,8 @@ class RemoteEmbedder:
                 self.expected_dimension = vectors.shape[1]
             elif vectors.shape[1] != want:
                 where = "embedding.dimensions" if self.cfg.dimensions else "the index (or earlier replies)"
-                raise AttemptFailed("wrong_dimension", f"'{self.cfg.base_url}' returned {vectors.shape[1]}-"
+                raise AttemptFailed("wrong_dimension", f"'{redacted_url(self.cfg.base_url)}' returned "
+                                    f"{vectors.shape[1]}-"
                                     f"dimensional vectors but {where} holds {want}: check embedding.model "
                                     "and embedding.dimensions")
 
@@ -273,7 +274,7 @@ def _attempt(provider, key: str, model: str, texts: list[str], input_type: str |
 
     client = openai_client(provider.base_url, key, provider.timeout)
     extra = {"input_type": input_type} if input_type else None
-    where = f"'{provider.base_url}'"
+    where = f"'{redacted_url(provider.base_url)}'"
     before_send()
     try:
         raw = client.embeddings.with_raw_response.create(
@@ -293,7 +294,7 @@ def _attempt(provider, key: str, model: str, texts: list[str], input_type: str |
     except openai.APIConnectionError as exc:
         raise AttemptFailed("connection", f"cannot reach {where} ({type(exc.__cause__ or exc).__name__})") from None
     except openai.APIStatusError as exc:
-        raise status_failure(exc, provider) from None
+        raise status_failure(exc, provider, key) from None
     except (openai.OpenAIError, ValueError, TypeError, AttributeError, KeyError) as exc:
         raise AttemptFailed("malformed", f"{where} sent an invalid response ({type(exc).__name__})") from None
     usage = getattr(reply, "usage", None)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmctl import __version__, telemetry
-from llmctl.config import Config
+from llmctl.config import Config, redacted_url
 from llmctl.datadir import DataDir
 from llmctl.errors import BudgetExceeded, ConfigError, ProviderError
 from llmctl.evals.judge import JudgeError, judge, judge_messages, parse_verdict
@@ -132,7 +132,8 @@ def _answer_settings(cfg: Config, judge: bool) -> dict:
 
     p = cfg.llm.providers[0]
     prompt = cfg.llm.system_prompt or SYSTEM_PROMPT
-    return {"provider": p.name, "model": p.model, "base_url": p.base_url, "temperature": cfg.llm.temperature,
+    return {"provider": p.name, "model": p.model, "base_url": redacted_url(p.base_url),
+            "temperature": cfg.llm.temperature,
             "max_answer_tokens": cfg.llm.max_answer_tokens,
             "system_prompt_sha256": hashlib.sha256(prompt.encode()).hexdigest()[:16],
             "judge_model": p.model if judge else None}

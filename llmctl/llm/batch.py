@@ -24,7 +24,7 @@ import json
 import time
 from dataclasses import dataclass
 
-from llmctl.config import LLMConfig, ProviderConfig
+from llmctl.config import LLMConfig, ProviderConfig, redacted_url
 from llmctl.errors import BudgetExceeded, ProviderError
 from llmctl.llm import policy
 from llmctl.llm.cache import request_key
@@ -81,7 +81,7 @@ def run_batch(items: list[BatchItem], cfg: LLMConfig, ledger: Ledger, *, config_
             raise ProviderError(f"Batch {batch_id} of provider '{provider.name}' {batch.status}: {first}")
         results = _download(client, batch)
     except (openai.APIConnectionError, openai.APITimeoutError) as exc:
-        raise ProviderError(f"cannot reach '{provider.name}' at {provider.base_url} for its Batch API "
+        raise ProviderError(f"cannot reach '{provider.name}' at {redacted_url(provider.base_url)} for its Batch API "
                             f"({type(exc).__name__}); run again to resume batch job") from None
     except openai.APIStatusError as exc:
         raise ProviderError(f"'{provider.name}' refused a Batch API call (HTTP {exc.status_code}): "

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
-from llmctl.config import ProviderConfig
+from llmctl.config import ProviderConfig, redacted_url
 from llmctl.errors import ProviderError
 from llmctl.kept import Kept
 
@@ -81,7 +81,16 @@ def api_key(provider: ProviderConfig, config_source: str) -> str:
         raise ProviderError(
             f"No API key: set {provider.api_key_env} (provider '{provider.name}' in {config_source})"
         )
+    if not all(" " < ch < "\x7f" for ch in key):  # an HTTP header carries printable ASCII only
+        raise ProviderError(
+            f"{provider.api_key_env} holds a character an HTTP header cannot carry (a space, a line break or a "
+            f"non-ASCII character): set it to the key alone (provider '{provider.name}' in {config_source})")
     return key
+
+
+def scrub(text: str, key: str) -> str:
+    """``text`` from a provider (an error body may echo the request's headers) without ``key``."""
+    return text.replace(key, "***") if len(key) >= 8 else text
 
 
 def retry_after_seconds(headers, now: float | None = None) -> float | None:
@@ -201,12 +210,12 @@ def attempt(
         if stream is not None:  # the server answered, then the connection went away
             raise AttemptFailed("connection", f"connection to '{name}' dropped mid-stream after "
                                 f"{len(parts)} chunks ({type(cause).__name__})", partial="".join(parts)) from None
-        raise AttemptFailed("connection", f"cannot reach '{name}' at {provider.base_url} "
+        raise AttemptFailed("connection", f"cannot reach '{name}' at {redacted_url(provider.base_url)} "
                             f"({type(cause).__name__})", partial="".join(parts)) from None
     except openai.APIStatusError as exc:
-        raise status_failure(exc, provider) from None
+        raise status_failure(exc, provider, key) from None
     except openai.OpenAIError as exc:
-        raise AttemptFailed("malformed", f"'{name}' sent an invalid response: {_one_line(exc)}",
+        raise AttemptFailed("malformed", f"'{name}' sent an invalid response: {scrub(_one_line(exc), key)}",
                             partial="".join(parts)) from None
     except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
         # Cut JSON, wrong types, missing fields, bytes that are not UTF-8 inside the stream.
@@ -247,9 +256,9 @@ def _count(usage, field: str) -> int | None:
     return token_count(getattr(usage, field, None))
 
 
-def status_failure(exc, provider: ProviderConfig) -> AttemptFailed:
-    """An HTTP error status (openai.APIStatusError) as a classified failure."""
-    name, status, msg = provider.name, exc.status_code, _brief(exc)
+def status_failure(exc, provider: ProviderConfig, key: str) -> AttemptFailed:
+    """An HTTP error status (openai.APIStatusError) as a classified failure; ``key`` never in it."""
+    name, status, msg = provider.name, exc.status_code, scrub(_brief(exc), key)
     if status in (401, 403):
         where = f"check {provider.api_key_env}" if provider.api_key_env else "check the server's auth"
         return AttemptFailed("auth", f"'{name}' rejected the API key (HTTP {status}): {where}", status=status)

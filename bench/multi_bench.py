@@ -159,17 +159,19 @@ REUSE = False
 
 
 # -- candidates, once per question ---------------------------------------------------------------
-def candidates(name: str, files: Path, questions: list[dict]) -> list[dict]:
+def candidates(name: str, files: Path, questions: list[dict], index: str = "index",
+               overrides: dict | None = None) -> list[dict]:
     """Ingest (incremental: a no-op when nothing changed), then each question's candidates as the
-    product retrieves them."""
+    product retrieves them. ``index``/``overrides``: another index of the same files, built with
+    those settings (bench/chunk_size.py)."""
     import hashlib
     import pickle
 
     from llmctl.workspace import Workspace
 
-    ws = Workspace(data_dir=str(CACHE / name / "index"))
+    ws = Workspace(data_dir=str(CACHE / name / index), **(overrides or {}))
     ws.cfg.base_dir = files
-    saved = CACHE / name / "candidates.pkl"
+    saved = CACHE / name / ("candidates.pkl" if index == "index" else f"candidates-{index}.pkl")
     if REUSE and saved.exists():  # --reuse: the candidates of the last run, whatever changed since
         got = pickle.loads(saved.read_bytes())
         if [(q["id"], q["q"], q["pages"]) for q in got["data"]] == [(q["id"], q["q"], q["pages"]) for q in questions]:

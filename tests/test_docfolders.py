@@ -303,12 +303,12 @@ def test_a_command_that_fails_before_writing_makes_no_data_dir(tmp_path, args):
         assert not (tmp_path / "new").exists() and not (tmp_path / ".llmctl").exists(), args
 
 
-def test_a_failed_first_ingest_keeps_a_data_dir_that_holds_something(tmp_path, embedder):
+def test_a_data_dir_that_holds_the_users_own_files_is_refused_and_kept(tmp_path, embedder):
     data = tmp_path / "data"
     data.mkdir()
     (data / "notes.txt").write_text("mine")
     ws = _workspace(tmp_path, embedder)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(Exception, match="No file to ingest"):
+    with pytest.raises(Exception, match="holds files llmctl did not write"):  # a folder of the user's own
         ws.ingest([tmp_path / "empty"])
     assert (data / "notes.txt").exists()

@@ -221,7 +221,9 @@ def test_ctrl_c_mid_download_stops_the_transfer_and_installs_nothing(tiny_model,
     with FakeHub(tiny_model, "slow") as hub:
         proc = subprocess.Popen([sys.executable, "-m", "llmctl", "models", "pull", REPO],
                                 env={**child_env(), **_env(tmp_path, hub.url)},
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                # as from a shell: a test worker's children inherit SIGINT ignored
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             for _ in range(1200):  # the transfer is under way (at most 60 s of start-up)
                 if hub.sent or proc.poll() is not None:

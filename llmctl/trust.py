@@ -158,10 +158,12 @@ def state_of(path: Path, raw: bytes) -> str:
     return "trusted" if entry["sha256"] == digest(raw) else "changed"
 
 
-def require_trusted(path: Path, raw: bytes, data: dict[str, Any], cfg: Config, overridden: set[str]) -> None:
-    """Raise ConfigError when a discovered config sets something that sends data or secrets
-    elsewhere and its exact content (``raw``) is not trusted. ``data`` is the file's own YAML;
-    keys in ``overridden`` (set by flags or LLMCTL_* variables) are the user's, not the file's."""
+def require_trusted(path: Path, raw: bytes, data: dict[str, Any], cfg: Config, overridden: set[str],
+                    part: str = "") -> None:
+    """Raise ConfigError when a discovered config (or an eval suite's ``config:`` section,
+    ``part``) sets something that sends data or secrets elsewhere and the file's exact content
+    (``raw``) is not trusted. ``data`` is the file's own settings; keys in ``overridden`` (set by
+    flags or LLMCTL_* variables) are the user's, not the file's."""
     reasons = risky_settings(data, cfg, overridden)
     if not reasons:
         return
@@ -172,7 +174,7 @@ def require_trusted(path: Path, raw: bytes, data: dict[str, Any], cfg: Config, o
     shown = f"./{path.name}" if here else str(path)
     command = "llmctl trust" if here and path.name == "llmctl.yaml" else f"llmctl trust {path}"
     what = "has changed since you trusted it" if state == "changed" else "is not trusted"
-    raise ConfigError(f"{shown} {what} and sets {'; '.join(reasons)}; review it, then run: {command}")
+    raise ConfigError(f"{shown} {what} and {part}sets {'; '.join(reasons)}; review it, then run: {command}")
 
 
 def _file_sets(data: dict[str, Any], key: str, overridden: set[str]) -> bool:
@@ -236,6 +238,8 @@ def risky_settings(data: dict[str, Any], cfg: Config, overridden: set[str] = fro
         if not Path(cfg.data_dir).resolve().is_relative_to(folder):
             what = "data_dir" if sets("data_dir") else "data_dir by default (.llmctl beside it is a symlink)"
             out.append(f"{what} (writes the index outside the config's folder, to {cfg.data_dir})")
+    if sets("llm.system_prompt") and cfg.llm.system_prompt:
+        out.append("llm.system_prompt (replaces the instructions your model is sent with every question)")
     if sets("ingest.follow_symlinks") and cfg.ingest.follow_symlinks:
         out.append("ingest.follow_symlinks: true (indexes the files symlinks point to, anywhere on this machine)")
     return out

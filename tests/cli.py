@@ -147,3 +147,15 @@ def assert_gate_failed(result: subprocess.CompletedProcess, *words: str) -> None
     assert last.startswith("Error: eval "), result.stderr
     for w in words:
         assert w in last
+
+
+def write_trusted(path: Path, suite: dict) -> Path:
+    """A suite its user wrote and trusted (``llmctl trust SUITE``): its config: section may then
+    name a provider (an untrusted suite that sends questions or keys elsewhere is refused)."""
+    import yaml
+
+    from llmctl import trust
+
+    path.write_text(yaml.safe_dump(suite))
+    trust.trust(path)
+    return path

@@ -8,7 +8,7 @@ from xml.etree import ElementTree as ET
 
 import pytest
 import yaml
-from cli import assert_clean_error, assert_gate_failed, invoke, run_cli
+from cli import assert_clean_error, assert_gate_failed, invoke, run_cli, write_trusted
 
 REPO = Path(__file__).resolve().parent.parent
 SUITE = REPO / "configs" / "sample-suite.yaml"
@@ -46,7 +46,7 @@ def write_suite(tmp_path, **changes):
     suite = yaml.safe_load(SUITE.read_text())
     suite.update(changes)
     path = tmp_path / "suite.yaml"
-    path.write_text(yaml.safe_dump(suite))
+    write_trusted(path, suite)
     return path
 
 
@@ -171,7 +171,7 @@ def test_ab_of_two_models_compares_their_answers_and_costs_and_refuses_one_tape_
                   "expected": ["guides/retention-policies.md"], "answer": {"contains": ["14"]}} for i in range(6)]
         suite = tmp_path / "s.yaml"
         config = {"rerank": {"enabled": False}, "llm": llm(fake_llm, 1.0)}
-        suite.write_text(yaml.safe_dump({"name": "ab", "config": config, "cases": cases}))
+        write_trusted(suite, {"name": "ab", "config": config, "cases": cases})
         b = tmp_path / "b.yaml"
         b.write_text(yaml.safe_dump({"rerank": {"enabled": False}, "llm": llm(other, 2.0)}))
         r = eval_cli(data, suite, "--against", b, "--json")
@@ -230,7 +230,7 @@ def test_answer_checks_against_a_model(tmp_path, data, fake_llm):
             {"id": "unknown", "query": "Does Kestrel support tape drives?", "answer": {"no_answer": True}},
         ]}
     path = tmp_path / "answers.yaml"
-    path.write_text(yaml.safe_dump(suite))
+    write_trusted(path, suite)
     fake_llm.on("How many daily snapshots", Reply(text="It keeps 14 daily snapshots [1]."))
     fake_llm.on("What does the Team edition cost", Reply(text="It is free [1]."))
     fake_llm.on("Does Kestrel support tape drives", Reply(text="The sources do not contain the answer."))
@@ -258,7 +258,7 @@ def test_an_answer_that_fails_leaves_the_cases_retrieval_metrics_and_thresholds(
                        {"id": "b", "query": "What does the Team edition cost?", "expected": ["policies/pricing.md"],
                         "answer": {"contains": ["free"]}}]}
     path = tmp_path / "answers.yaml"
-    path.write_text(yaml.safe_dump(suite))
+    write_trusted(path, suite)
     fake_llm.responder = lambda body: Reply(kind="status", status=429, headers={"Retry-After": "0"})
     r = eval_cli(data, path, "--json-file", tmp_path / "failed.json")
     assert r.returncode == 9 and "Traceback" not in r.stderr, r.stderr
@@ -284,7 +284,7 @@ def test_a_question_declined_for_low_confidence_is_checked_not_crashed(tmp_path,
              "answer": {"contains": ["Ulaanbaatar"]}},
         ]}
     path = tmp_path / "declined.yaml"
-    path.write_text(yaml.safe_dump(suite))
+    write_trusted(path, suite)
     fake_llm.on("How many daily snapshots", Reply(text="It keeps 14 daily snapshots [1]."))
     r = eval_cli(data, path, "--json-file", tmp_path / "d.json")
     assert_gate_failed(r, "1 case(s) failed: wants-text")  # declined: no text to contain anything
@@ -377,7 +377,7 @@ def test_llm_judge_grades_answers_and_a_broken_judge_is_an_error(tmp_path, data,
             {"id": "broken-judge", "query": "What does the Team edition cost?", "answer": {}},
         ]}
     path = tmp_path / "judged.yaml"
-    path.write_text(yaml.safe_dump(suite))
+    write_trusted(path, suite)
     def script(answer_ok, verdict_ok, answer_bad, verdict_bad):  # judge requests quote the question too
         fake_llm.on(f"Answer to grade:\n{answer_ok}", Reply(text=verdict_ok))
         fake_llm.on(f"Answer to grade:\n{answer_bad}", Reply(text=verdict_bad))
@@ -408,7 +408,7 @@ def test_llm_judge_grades_answers_and_a_broken_judge_is_an_error(tmp_path, data,
     assert report["load_seconds"] > 0  # model loading is reported apart from the per-case latencies
     # another system prompt changes the fingerprint's answer side only: noted, never blocking
     suite["config"]["llm"]["system_prompt"] = "Answer in one word."
-    path.write_text(yaml.safe_dump(suite))
+    write_trusted(path, suite)
     script("14 [1].", '{"faithful": true, "correct": true, "reason": "ok"}', "12 [1].", "not json")
     r = eval_cli(data, path, "--baseline", tmp_path / "j.json", "--json")
     b = json.loads(r.stdout)["baseline"]

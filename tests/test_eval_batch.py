@@ -10,8 +10,7 @@ import subprocess
 import sys
 import time
 
-import yaml
-from cli import assert_gate_failed, child_env, invoke
+from cli import assert_gate_failed, child_env, invoke, write_trusted
 from conftest import REPO
 from openai_server import Reply
 
@@ -26,7 +25,7 @@ def suite_file(tmp_path, fake_llm, judge=False):
             "price_input_per_1m": 2.0, "price_output_per_1m": 4.0}]}},
         "cases": [{"id": k, "query": q, "answer": {"contains": ["yes"]}} for k, q in QUESTIONS.items()]}
     path = tmp_path / "batched.yaml"
-    path.write_text(yaml.safe_dump(suite))
+    write_trusted(path, suite)
     return path
 
 

@@ -8,8 +8,7 @@ import sqlite3
 from xml.etree import ElementTree as ET
 
 import pytest
-import yaml
-from cli import assert_clean_error, invoke
+from cli import assert_clean_error, invoke, write_trusted
 from conftest import REPO
 from openai_server import Reply
 
@@ -171,7 +170,7 @@ def _suite(tmp_path, base_url, **extra):
              "answer": {"contains": ["12"]}},
         ], **extra}
     path = tmp_path / "suite.yaml"
-    path.write_text(yaml.safe_dump(suite))
+    write_trusted(path, suite)
     return path
 
 

@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 
 import yaml
-from cli import assert_clean_error, assert_gate_failed, invoke
+from cli import assert_clean_error, assert_gate_failed, invoke, write_trusted
 from conftest import REPO
 from openai_server import Reply
 
@@ -28,7 +28,7 @@ def write_suite(path: Path, base_url: str, snapshots_question: str) -> Path:
              "answer": {"contains": ["14"]}},
             {"id": "price", "query": "What does the Team edition cost?", "answer": {"not_contains": ["free"]}},
         ]}
-    path.write_text(yaml.safe_dump(suite))
+    write_trusted(path, suite)
     return path
 
 

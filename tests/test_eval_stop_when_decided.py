@@ -8,8 +8,7 @@ import shutil
 import sqlite3
 
 import pytest
-import yaml
-from cli import invoke
+from cli import invoke, write_trusted
 
 CASES = 20
 
@@ -24,7 +23,7 @@ def _suite(tmp_path, base_url, min_pass_rate):
                         "expected": ["guides/retention-policies.md"], "answer": {"contains": ["14"]}}
                        for k in range(CASES)]}
     path = tmp_path / f"suite-{min_pass_rate}.yaml"
-    path.write_text(yaml.safe_dump(suite))
+    write_trusted(path, suite)
     return path
 
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-import yaml
-from cli import assert_gate_failed, invoke
+from cli import assert_gate_failed, invoke, write_trusted
 from openai_server import Reply
 
 from llmctl.config import ProviderConfig
@@ -92,7 +91,7 @@ def answer_suite(tmp_path, fake_llm, questions, *, concurrency, retries=2, **pro
                        "price_input_per_1m": 0, "price_output_per_1m": 0, **provider}]}},
         "cases": [{"id": f"q{i}", "query": q, "answer": {"contains": ["14"]}} for i, q in enumerate(questions)]}
     path = tmp_path / "answers.yaml"
-    path.write_text(yaml.safe_dump(suite))
+    write_trusted(path, suite)
     return path
 
 

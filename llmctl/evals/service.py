@@ -33,6 +33,17 @@ def suite_source(path: Path) -> str:
     return f"{path} (its config: section)"
 
 
+def suite_config(suite: Suite, path: Path, load: Callable[..., Config]) -> Config:
+    """The config with the suite's ``config:`` section merged over it. A suite comes with a project
+    like its ./llmctl.yaml: a section that sends questions, documents or keys elsewhere (a provider,
+    an endpoint) needs ``llmctl trust SUITE`` first, as that file would."""
+    from llmctl import trust
+
+    cfg = load(flatten(suite.config), source=suite_source(path))
+    trust.require_trusted(path, path.read_bytes(), suite.config, cfg, {"data_dir"}, part="its config: section ")
+    return cfg
+
+
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():
@@ -72,7 +83,7 @@ def run_eval(
         _ingest_beir(corpus, cfg.model_copy(update={"base_dir": corpus.parent.resolve()}), data, progress)
     else:
         suite = load_suite(suite_path)
-        cfg = load(flatten(suite.config), source=suite_source(suite_path))
+        cfg = suite_config(suite, suite_path, load)
     if repeats is not None:
         suite = suite.model_copy(update={"repeats": repeats})
     cassette = None
@@ -173,7 +184,7 @@ def run_plan(suite_path: Path, *, load: Callable[..., Config], data: DataDir, li
     suite = load_suite(suite_path)
     if repeats is not None:
         suite = suite.model_copy(update={"repeats": repeats})
-    cfg = load(flatten(suite.config), source=suite_source(suite_path))
+    cfg = suite_config(suite, suite_path, load)
     result = _run(suite, cfg, data, limit, tags, False, progress, None, False)
     return gate.plan(result, gate.load_baseline(baseline) if baseline else None)
 

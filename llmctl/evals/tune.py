@@ -50,7 +50,7 @@ def half_of(case_id: str) -> str:
 def run_tune(suite_path: Path, *, load: Callable[..., Config], data: DataDir, metric: str | None = None,
              limit: int | None = None, tags: list[str] | None = None, progress=None) -> dict:
     from llmctl.evals.runner import run_suite
-    from llmctl.evals.service import flatten, suite_source
+    from llmctl.evals.service import flatten, suite_config, suite_source
     from llmctl.evals.suite import load_suite
     from llmctl.search.rerank import Reranker
     from llmctl.search.retrieve import Retriever
@@ -58,7 +58,7 @@ def run_tune(suite_path: Path, *, load: Callable[..., Config], data: DataDir, me
     suite = load_suite(suite_path)
     base = flatten(suite.config)
     where = suite_source(suite_path)
-    cfg = load(base, source=where)
+    cfg = suite_config(suite, suite_path, load)
     metric = metric or ("mrr@10" if "mrr@10" in suite.all_metrics() else suite.all_metrics()[0])
     if metric not in suite.all_metrics():
         suite = suite.model_copy(update={"metrics": [*suite.metrics, metric]})

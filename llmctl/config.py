@@ -18,7 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from llmctl.errors import ConfigError
+from llmctl.errors import ConfigError, printable
 
 ENV_PREFIX = "LLMCTL_"
 SECRET_SUFFIXES = ("_KEY", "_TOKEN", "_SECRET", "_PASSWORD")
@@ -512,9 +512,21 @@ def _resolve(path: Path, base_dir: Path) -> Path:
     return path if path.is_absolute() else (base_dir / path).resolve()
 
 
+MAX_CONFIG_BYTES = 4 * 1024 * 1024  # a config is a page of settings; more is not one
+
+
 def _read_bytes(file: Path) -> bytes:
-    """The file as read once: parsed, and (when discovered) hashed for trust, from the same bytes."""
+    """The file as read once: parsed, and (when discovered) hashed for trust, from the same bytes.
+    Only a regular file of sane size: --config /dev/zero filled the memory, a FIFO waited forever."""
+    import stat
+
     try:
+        st = file.stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"Config file {file} is not a regular file: give a YAML file") from None
+        if st.st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"Config file {file} is {st.st_size:,} bytes: a config is a YAML file of settings "
+                              f"(at most {MAX_CONFIG_BYTES // 1024 // 1024} MB); check --config / LLMCTL_CONFIG")
         return file.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"Config file {file} does not exist: check --config / LLMCTL_CONFIG") from None
@@ -527,15 +539,37 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     YAML keeps the last one silently: a second ``llm:`` would drop the first)."""
 
     def construct_mapping(self, node, deep=False):
+        written = {id(k) for k, _ in node.value}  # merged keys (<<: *defaults) may be written again
+        if isinstance(node, yaml.MappingNode):
+            self.flatten_mapping(node)
         seen: dict[Any, Any] = {}
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
-            if key in seen:
+            try:
+                hash(key)
+            except TypeError:
+                raise yaml.constructor.ConstructorError(
+                    None, None, "a key must be a plain name or number, not a list or mapping",
+                    key_node.start_mark) from None
+            if key in seen and id(key_node) in written and id(seen[key]) in written:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"the key '{key}' appears twice in one mapping (first on line "
                     f"{seen[key].start_mark.line + 1}); keep one", key_node.start_mark)
             seen[key] = key_node
         return super().construct_mapping(node, deep)
+
+
+def _nul_key(node: Any, at: str = "") -> str | None:
+    """The dotted key of the first string (value or key) holding a NUL character, or None."""
+    if isinstance(node, str):
+        return at if "\0" in node else None
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for k, v in items:
+        here = f"{at}.{k}" if at else str(k)
+        found = here if isinstance(k, str) and "\0" in k else _nul_key(v, here)
+        if found is not None:
+            return found
+    return None
 
 
 def load_yaml(text: str) -> Any:
@@ -556,6 +590,11 @@ def _parse_yaml(file: Path, raw: bytes) -> dict[str, Any]:
         where = f" line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise ConfigError(f"{file}{where}: {problem}; fix the YAML syntax") from None
+    except RecursionError:
+        raise ConfigError(f"{file}: lists or mappings nested thousands deep; fix the YAML") from None
+    nul = _nul_key(data)
+    if nul is not None:
+        raise ConfigError(f"{file}: '{printable(nul)}' holds a NUL character (\\0), which no setting takes")
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -625,8 +664,8 @@ def _explain(exc: ValidationError, source: str, sources: dict[str, str] | None =
     err = exc.errors()[0]
     loc = [str(p) for p in err["loc"]]
     key = ".".join(loc)
-    source = next((where for k, where in (sources or {}).items() if key == k or key.startswith(k + ".")),
-                  source)
+    source = next((where for k, where in (sources or {}).items()
+                   if key == k or key.startswith(k + ".") or k.startswith(key + ".")), source)  # or set under it
     more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
     if err["type"] == "extra_forbidden":
         model: type[BaseModel] = Config

@@ -238,7 +238,8 @@ class DataDir:
             raise
 
     def _discard_unwritten(self, made: list[Path]) -> None:
-        ours = {"manifest.sqlite", "manifest.sqlite-wal", "manifest.sqlite-shm", "ingest.lock", "ingest.pid"}
+        ours = {"manifest.sqlite", "manifest.sqlite-wal", "manifest.sqlite-shm", "ingest.lock", "ingest.pid",
+                "chroma", "bm25", "pages"}  # the store's folders, made before the model loaded
         try:
             if {p.name for p in self.root.iterdir()} - ours:
                 return  # something else is in it: keep it all
@@ -247,12 +248,13 @@ class DataDir:
 
                 m = Manifest(self.manifest, readonly=True)
                 try:
-                    if m.settings() is not None or m.chunk_count():
-                        return  # written to
+                    if m.chunk_count() or m.files():
+                        return  # written to (settings alone, recorded before the model failed to load, are not)
                 finally:
                     m.close()
             for name in ours:
-                (self.root / name).unlink(missing_ok=True)
+                item = self.root / name
+                shutil.rmtree(item) if item.is_dir() and not item.is_symlink() else item.unlink(missing_ok=True)
             for folder in made:
                 folder.rmdir()
         except (OSError, LlmctlError):

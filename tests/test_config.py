@@ -41,6 +41,10 @@ def test_default_yaml_data_dir_resolves_against_the_file():
      ["line 5", "'retrieval' appears twice", "first on line 1"]),
     ("retrieval: 5\n", ["'retrieval' is a section", "(got 5)"]),
     ("embedding:\n  dimensions: 16\n", [": embedding.dimensions is set", "provider: openai"]),  # the key once
+    # YAML that parsed into a traceback before: a list as a key, a NUL character, nesting past Python's stack
+    ("? [a, b]\n: 1\n", ["line 1", "a key must be a plain name or number"]),
+    ('data_dir: "a\\0b"\n', ["'data_dir' holds a NUL character"]),
+    ("ingest:\n  exclude: " + "[" * 5000 + "]" * 5000 + "\n", ["nested thousands deep"]),
     ("data_dir: [1, 2]\n", ["'data_dir': expected a path"]),
     ("retrieval:\n  k: true\n", ["'retrieval.k'", "expected a number, not true"]),
     ("llm:\n  providers:\n    - {name: a, base_url: 'ftp:/x', model: m}\n",
@@ -57,6 +61,19 @@ def test_bad_config_names_the_key_and_the_file(tmp_path, text, words):
     assert "\n" not in message
 
 
+def test_yaml_merge_keys_work_and_a_config_must_be_a_regular_file(tmp_path):
+    import os
+
+    path = write(tmp_path, "retrieval:\n  <<: {k: 3, fusion: rrf}\n  k: 4\n")  # shared settings, one overridden
+    cfg = load_config(path)
+    assert (cfg.retrieval.k, cfg.retrieval.fusion) == (4, "rrf")
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    for odd in (Path("/dev/zero"), fifo):  # filled the memory; waited forever
+        with pytest.raises(ConfigError, match="is not a regular file"):
+            load_config(odd)
+
+
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.yaml")
@@ -69,6 +86,12 @@ def test_precedence_file_then_env_then_flags(tmp_path, monkeypatch):
     cfg = load_config(None, {"chunking.overlap_tokens": 20})
     assert (cfg.bm25.k1, cfg.bm25.b, cfg.chunking.overlap_tokens) == (1.5, 0.5, 20)
     assert cfg.source == str(path)
+
+
+def test_a_variable_that_sets_a_key_under_a_value_is_named(monkeypatch):
+    monkeypatch.setenv("LLMCTL_RETRIEVAL__K__X", "3")  # makes retrieval.k a mapping: it was "built-in defaults"
+    with pytest.raises(ConfigError, match="environment variable LLMCTL_RETRIEVAL__K__X: 'retrieval.k'"):
+        load_config(None)
 
 
 def test_bad_env_override_is_named(monkeypatch):

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from cli import child_env
+from cli import assert_clean_error, child_env, invoke
 from typer.testing import CliRunner
 
 from llmctl import Workspace
@@ -301,6 +301,17 @@ def test_a_command_that_fails_before_writing_makes_no_data_dir(tmp_path, args):
         result = CliRunner().invoke(app, [*data_dir, *args])
         assert result.exit_code != 0
         assert not (tmp_path / "new").exists() and not (tmp_path / ".llmctl").exists(), args
+
+
+def test_a_model_that_fails_to_load_leaves_no_data_dir(tmp_path):
+    """The manifest's settings and Chroma's empty store were made before the model loaded: the
+    failed first ingest left a data dir with nothing in it."""
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.md").write_text("# A\n\nSome text.\n")
+    (tmp_path / "gpu.yaml").write_text("embedding:\n  device: 'cuda:7'\n  backend: torch\n")
+    r = invoke("--config", "gpu.yaml", "--data-dir", "new", "ingest", "docs", cwd=tmp_path)
+    assert_clean_error(r, 3, "embedding.device 'cuda:7'")
+    assert not (tmp_path / "new").exists()
 
 
 def test_a_data_dir_that_holds_the_users_own_files_is_refused_and_kept(tmp_path, embedder):

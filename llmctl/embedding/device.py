@@ -67,8 +67,21 @@ def torch_threads(device: str, count: int) -> None:
 
 
 def resolve(device: str) -> str:
-    """The device to run on: ``device`` itself unless it is ``auto``."""
-    return _detect() if device == "auto" else device
+    """The device to run on: ``device`` itself unless it is ``auto``; one torch does not know
+    (``tpu:0``) is a ConfigError naming embedding.device, not a failed model load."""
+    if device == "auto":
+        return _detect()
+    if device != "cpu":
+        import torch
+
+        try:
+            torch.device(device)
+        except (RuntimeError, ValueError):
+            from llmctl.errors import ConfigError
+
+            raise ConfigError(f"embedding.device '{device}' is not a device torch knows: "
+                              "use auto, cpu, cuda, cuda:N or mps") from None
+    return device
 
 
 def padded_groups(lengths: list[int]) -> list[list[int]]:

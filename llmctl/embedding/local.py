@@ -238,7 +238,8 @@ class Embedder:
         try:
             return shared(("sentence-transformers", str(self.folder), self._files, self.device), load)
         except Exception as exc:  # noqa: BLE001
-            raise ConfigError(f"embedding.model '{self.cfg.model}' could not be loaded: {exc}") from None
+            on = f" on embedding.device '{self.device}'" if self.device != "cpu" else ""
+            raise ConfigError(f"embedding.model '{self.cfg.model}' could not be loaded{on}: {exc}") from None
 
     @cached_property
     def _files(self) -> tuple:

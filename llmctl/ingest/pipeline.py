@@ -208,6 +208,9 @@ def ingest(
             f"chunking.max_tokens is {max_tokens} but {embedder.model_id} embeds at most "
             f"{embedder.max_chunk_tokens} tokens per chunk: lower it (or leave it unset) in {cfg.source}"
         )
+    if cfg.chunking.overlap_tokens >= max_tokens // 2:
+        raise ConfigError(f"chunking.overlap_tokens ({cfg.chunking.overlap_tokens}) must be less than half of the "
+                          f"chunk size ({max_tokens} tokens): lower it in {cfg.source}")
 
     def run_on(target: DataDir, manifest: Manifest, stop: StopFlag) -> _Run:
         return _Run(cfg, target, manifest, embedder, report, progress or NullProgress(), stop,

@@ -474,17 +474,19 @@ def cost_report(report: dict) -> None:
         stdout.print(table)
     days = report["by"]["day"]
     if days:
-        top = max(s["cost_usd"] for s in days.values()) or 1.0
+        top = max(s["cost_usd"] or 0 for s in days.values()) or 1.0
         stdout.print("Cost per day:")
         for day, s in days.items():
-            bar = "█" * max(0, round(30 * s["cost_usd"] / top))
+            bar = "█" * max(0, round(30 * (s["cost_usd"] or 0) / top))
             stdout.print(f"  {day} {bar} {cost(s)}", markup=False)
     b = report["budget"]
-    for period in ("daily", "monthly"):
-        limit = b[period]["limit_usd"]
-        spent = b[period]["spent_usd"]
-        stdout.print(f"Budget {period}: {money(spent)} of "
-                     f"{'no limit' if limit is None else money(limit)}")
+    for who, periods in (("", b), *((f" (tag {t})", tb) for t, tb in b.get("tags", {}).items())):
+        for period in ("daily", "monthly"):
+            limit, spent = periods[period]["limit_usd"], periods[period]["spent_usd"]
+            if who and limit is None:
+                continue  # a tag's period without a limit: nothing to watch
+            stdout.print(f"Budget {period}{who}: {money(spent)} of {'no limit' if limit is None else money(limit)}",
+                         markup=False)
 
 
 def spend_alerts(report: dict) -> None:

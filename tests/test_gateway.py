@@ -192,6 +192,8 @@ def test_unknown_price_is_unknown_never_zero(make, fake_llm, tmp_path):
     report = cost_report(DataDir(tmp_path), gw.cfg, None, None, NOON)
     assert report["totals"]["unknown_cost_calls"] == 1
     assert report["by"]["provider"]["main"]["unknown_cost_calls"] == 1
+    # --json and --csv too: null, not a cost of 0 (the terminal already said "unknown")
+    assert report["totals"]["cost_usd"] is None and report["by"]["provider"]["main"]["cost_usd"] is None
     from llmctl import render
 
     with render.stdout.capture() as shown:
@@ -393,6 +395,24 @@ def test_per_tag_budget(tmp_path, fake_llm):
     said: list[str] = []
     Gateway(llm, DataDir(tmp_path), clock=FakeClock(), tag="CI", warn=said.append).close()
     assert said == ["tag 'CI' has no budget; llm.budget.tags has 'ci' (tags are case-sensitive)"]
+
+
+def test_a_tags_budget_and_its_spend_are_in_the_cost_report(tmp_path, fake_llm):
+    """Enforced, but never shown: cost-report printed only the global daily and monthly lines."""
+    from llmctl import render
+
+    llm = LLMConfig.model_validate({"providers": [provider(fake_llm, price_input_per_1m=1.0, price_output_per_1m=1.0)],
+                                    "budget": {"tags": {"ci": {"daily_usd": 5.0}}}})
+    gw = Gateway(llm, DataDir(tmp_path), clock=FakeClock(), tag="ci", warn=lambda m: None)
+    spent = ask(gw).cost_usd
+    gw.close()
+    tags = cost_report(DataDir(tmp_path), llm, None, None, NOON)["budget"]["tags"]
+    assert tags == {"ci": {"daily": {"spent_usd": round(spent, 10), "limit_usd": 5.0},
+                           "monthly": {"spent_usd": round(spent, 10), "limit_usd": None}}}
+    with render.stdout.capture() as shown:
+        render.cost_report(cost_report(DataDir(tmp_path), llm, None, None, NOON))
+    assert "Budget daily (tag ci): $" in shown.get() and "of $5.00" in shown.get()
+    assert "monthly (tag ci)" not in shown.get()  # no limit set there: nothing to watch
 
 
 def test_routing_sends_simple_questions_to_the_cheap_model(make, fake_llm, tmp_path):

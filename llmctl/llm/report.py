@@ -61,12 +61,23 @@ def _summary(rows: list[dict]) -> dict:
         "tokens_in": sum(r["tokens_in"] or 0 for r in calls),
         "tokens_out": sum(r["tokens_out"] or 0 for r in calls),
         "estimated_usage_calls": sum(1 for r in calls if r["usage_source"] == "estimated"),
-        "cost_usd": round(sum(r["cost_usd"] or 0 for r in calls), 10),
+        # null, never a silent 0, when no billed call of the group had a price
+        "cost_usd": (round(sum(r["cost_usd"] or 0 for r in calls), 10)
+                     if not calls or any(r["cost_usd"] is not None for r in calls) else None),
         "unknown_cost_calls": sum(1 for r in ok if r["cost_usd"] is None),
         "saved_by_cache_usd": round(sum(r["saved_usd"] or 0 for r in hits), 10),
         "latency_ms_p50": percentile(latencies, 0.5),
         "latency_ms_p95": percentile(latencies, 0.95),
     }
+
+
+def _tag_budgets(b, spent: dict[str, tuple[float, float]]) -> dict:
+    """The per-tag limits (llm.budget.tags) with what each tag spent today and this month."""
+    if not b.tags:
+        return {}
+    return {"tags": {t: {"daily": {"spent_usd": round(spent[t][0], 10), "limit_usd": lim.daily_usd},
+                         "monthly": {"spent_usd": round(spent[t][1], 10), "limit_usd": lim.monthly_usd}}
+                     for t, lim in b.tags.items()}}
 
 
 def cost_report(data: DataDir, cfg: LLMConfig, since: float | None, until: float | None,
@@ -84,12 +95,15 @@ def cost_report(data: DataDir, cfg: LLMConfig, since: float | None, until: float
             rows = ledger.rows(since, until)
             spent_today = ledger.spent(day_start(now))
             spent_month = ledger.spent(month_start(now))
+            tag_spent = {t: (ledger.spent(day_start(now), t), ledger.spent(month_start(now), t))
+                         for t in cfg.budget.tags}
             if alerts is not None:
                 found = _alerts(lambda a, b: ledger.rows(a, b), alerts, since, until, now)
         finally:
             ledger.close()
     else:
         spent_today = spent_month = 0.0
+        tag_spent = {t: (0.0, 0.0) for t in cfg.budget.tags}
     breakdowns: dict[str, dict[str, dict]] = {}
     for dim in DIMENSIONS:
         groups: dict[str, list[dict]] = defaultdict(list)
@@ -105,6 +119,7 @@ def cost_report(data: DataDir, cfg: LLMConfig, since: float | None, until: float
             "daily": {"spent_usd": round(spent_today, 10), "limit_usd": b.daily_usd},
             "monthly": {"spent_usd": round(spent_month, 10), "limit_usd": b.monthly_usd},
             "on_exceed": b.on_exceed,
+            **_tag_budgets(b, tag_spent),
         },
         **({"alerts": found} if alerts is not None else {}),
     }
@@ -142,8 +157,11 @@ def _shared_report(data: DataDir, cfg: LLMConfig, state: StateConfig, since: flo
     try:
         rows = store.shared_rows(since, until, now)
         b = cfg.budget
-        spent = {p: sum(r["cost_usd"] or 0 for r in store.shared_rows(start(now), None, now) if r["status"] == "ok")
-                 for p, start in (("daily", day_start), ("monthly", month_start))}
+        since_rows = {p: [r for r in store.shared_rows(start(now), None, now) if r["status"] == "ok"]
+                      for p, start in (("daily", day_start), ("monthly", month_start))}
+        spent = {p: sum(r["cost_usd"] or 0 for r in got) for p, got in since_rows.items()}
+        tag_spent = {t: tuple(sum(r["cost_usd"] or 0 for r in since_rows[p] if r.get("tag") == t)
+                              for p in ("daily", "monthly")) for t in b.tags}
         found = (_alerts(lambda a, b: store.shared_rows(a, b, now), alerts, since, until, now)
                  if alerts is not None else None)
     finally:
@@ -157,6 +175,7 @@ def _shared_report(data: DataDir, cfg: LLMConfig, state: StateConfig, since: flo
             "daily": {"spent_usd": round(spent["daily"], 10), "limit_usd": b.daily_usd},
             "monthly": {"spent_usd": round(spent["monthly"], 10), "limit_usd": b.monthly_usd},
             "on_exceed": b.on_exceed,
+            **_tag_budgets(b, tag_spent),
         },
         **({"alerts": found} if found is not None else {}),
     }

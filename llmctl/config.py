@@ -452,7 +452,9 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
         source = str(file)
         raw = _read_bytes(file)
         data = _parse_yaml(file, raw)
-        base_dir = file.resolve().parent
+        # a discovered ./llmctl.yaml belongs to this folder, wherever a symlink of it leads (its
+        # data dir is not the linked project's index); a named file resolves to where it lives
+        base_dir = file.absolute().parent if discovered else file.resolve().parent
     sources: dict[str, str] = {}  # dotted key -> where an override came from, for error messages
     env, unknown = _env_overrides()
     for key, (name, value) in env.items():

@@ -60,7 +60,11 @@ def digest(raw: bytes) -> str:
 
 
 def _key(path: Path) -> str:
-    return str(Path(path).expanduser().resolve())
+    """The file as named, not where a symlink leads: a repository's ``llmctl.yaml`` linked to a
+    config you trusted elsewhere is another file, and untrusted."""
+    import os
+
+    return os.path.normpath(Path(path).expanduser().absolute())
 
 
 def _load() -> dict[str, dict]:

@@ -354,3 +354,23 @@ def test_a_suite_that_sends_questions_or_keys_elsewhere_needs_trust_too(tmp_path
     # a suite that only tunes retrieval runs as before, trusted or not
     write(path, {**suite, "config": {"retrieval": {"k": 3}}})
     assert run(*args, "--no-answers").returncode == 0
+
+
+def test_a_llmctl_yaml_linked_to_a_trusted_config_elsewhere_is_neither_trusted_nor_its_data_dir(
+        tmp_path, monkeypatch, fake_llm):
+    """A cloned repository's ``llmctl.yaml -> ../mine/llmctl.yaml`` counted as the trusted file and
+    made an ``ingest .`` there write into the other project's index."""
+    mine, repo = tmp_path / "mine", tmp_path / "repo"
+    mine.mkdir()
+    repo.mkdir()
+    write(mine / "llmctl.yaml", {"llm": {"providers": [{"name": "p", "base_url": fake_llm.base_url, "model": "m"}]}})
+    monkeypatch.chdir(mine)
+    trust.trust()
+    assert load_config(None).source == str(mine / "llmctl.yaml")
+    (repo / "llmctl.yaml").symlink_to(mine / "llmctl.yaml")
+    monkeypatch.chdir(repo)
+    with pytest.raises(ConfigError, match="is not trusted and sets llm.providers"):
+        load_config(None)
+    write(mine / "llmctl.yaml", {"retrieval": {"k": 3}})  # nothing to trust: its data dir is this folder's
+    trust.trust(mine / "llmctl.yaml")
+    assert Path(load_config(None).data_dir) == repo / ".llmctl"

@@ -50,6 +50,18 @@ def test_three_identical_chunks_in_three_files_are_one_hit_that_lists_the_other_
         assert all(h["also_in"] == [] for h in out if len(h["also_in"]) != 2)
 
 
+def test_a_duplicate_at_the_hits_own_place_is_not_listed_as_another(tmp_path, embedder):
+    """One long line cut into equal pieces: every piece is long.md:3-3, and the hit said
+    'also in: long.md:3-3' of itself."""
+    files = {"long.md": "# Zebra crossing manual\n\n" + "Zebra crossings give walkers the right of way. " * 300 + "\n",
+             "other.md": "# Other\n\nTraffic lights control the junction.\n"}
+    ws, _ = _workspace(tmp_path, embedder, files)
+    with ws:
+        hits = ws.query("Who has the right of way at a zebra crossing?", k=3, use_llm=False).hits
+    long = [h for h in hits if h.source.endswith("long.md") and "right of way" in h.chunk["text"]]
+    assert long and all(h.location() not in h.chunk.get("also_in", []) for h in long)
+
+
 def test_collapse_near_duplicates_keeps_the_best_ranked():
     base = " ".join(f"word{i}" for i in range(60))
     texts = {"a": base, "b": "other text entirely about something else", "c": base + " extra",

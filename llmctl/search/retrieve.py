@@ -184,6 +184,8 @@ def collapse_duplicates(order: list[str], chunks: dict[str, dict], threshold: fl
     next distinct chunks move up into the freed slots."""
     groups = collapse(order, lambda cid: chunks[cid].get("text", ""), None, threshold)
     for kept, dups in groups:
-        if dups:
-            chunks[kept]["also_in"] = [Hit(d, chunk=chunks[d]).location() for d in dups]
+        if dups:  # other places, each once (a long line cut into equal pieces has one place: its own)
+            here = Hit(kept, chunk=chunks[kept]).location()
+            chunks[kept]["also_in"] = [loc for loc in dict.fromkeys(Hit(d, chunk=chunks[d]).location() for d in dups)
+                                       if loc != here]
     return [kept for kept, _ in groups]

@@ -196,8 +196,9 @@ class Gateway:
         self.state.record(row, ts, settles=settles)
         telemetry.attempt(row, ts)  # a span of the query's trace when telemetry is on
         log.info("llm %s provider=%s model=%s tokens=%s/%s cost=%s latency_ms=%s cache=%s%s",
-                 status, row.provider, row.model, row.tokens_in, row.tokens_out,
-                 "unknown" if row.cost_usd is None and status == "ok" else row.cost_usd,
+                 status, row.provider, row.model, "-" if row.tokens_in is None else row.tokens_in,
+                 "-" if row.tokens_out is None else row.tokens_out,
+                 money(row.cost_usd) if row.cost_usd is not None or status == "ok" else "-",
                  row.latency_ms and round(row.latency_ms), row.cache,
                  f" error={row.error_class}" if row.error_class else "")
 

@@ -398,7 +398,8 @@ def prepare(question: str, cfg: Config, opts: QueryOptions, retriever: Retriever
     result = QueryResult(question, final, clock.timings, got.rerank, packed,
                          {"name": counter.name, "exact": counter.exact}, warnings=notes.items,
                          confidence=confidence, skipped=skipped,
-                         snippets=[best_window(h.chunk.get("text", ""), question, retriever.keyword.tokenize)
+                         snippets=[best_window(h.chunk.get("text", ""), question, retriever.keyword.tokenize,
+                                               heading=h.chunk.get("heading") or "")
                                    for h in final])
     messages = build_messages(question, packed, cfg.llm.system_prompt) if provider else []
     return Prepared(result, provider, messages, counter)

@@ -15,31 +15,38 @@ UNDERLINE = re.compile(r"^\s*([=\-~^*+#'\"._:])\1{2,}\s*$")  # reST's heading ov
 HEADING = re.compile(r"^\s*#{1,6}\s")
 
 
-def best_window(text: str, question: str, tokenize: Callable[[str], list[str]], max_chars: int = 240) -> dict:
+def best_window(text: str, question: str, tokenize: Callable[[str], list[str]], max_chars: int = 240,
+                heading: str = "") -> dict:
     """``{"text", "terms", "start_line", "end_line"}``: the lines (offsets within the chunk) that
-    cover the most distinct question terms in at most ``max_chars``; ties go to the earliest.
+    cover the most distinct question terms in at most ``max_chars``; ties go to the window whose
+    terms are more specific (longer stems: KESTREL_CACHE_DIR before "variable"), then the earliest.
+    A term found only in headings (Markdown's, reST's, or a line that repeats a part of the hit's
+    ``heading`` path, shown above the snippet already) counts half: the text under it answers.
     ``terms`` are the words of that window to highlight. A chunk with no match gives its start."""
     wanted = set(tokenize(question))
     raw = text.splitlines()
     lines = ["" if UNDERLINE.match(line) else line for line in raw]
-    # a line of text, not a heading (Markdown's '#', or reST's: the line an underline follows)
+    titles = {t.strip().lower() for t in heading.split(" > ") if t.strip()}
+    # a line of text, not a heading (Markdown's '#', reST's: the line an underline follows, or the title)
     prose = [bool(line.strip()) and not HEADING.match(line) and not (n + 1 < len(raw) and UNDERLINE.match(raw[n + 1]))
-             for n, line in enumerate(lines)]
+             and line.strip().lower() not in titles for n, line in enumerate(lines)]
     found = [set(tokenize(line)) & wanted for line in lines]
-    best = (-1, 0, 0)  # (distinct terms, first line, last line)
+    best = (-1.0, 0, 0, 0)  # (weighted distinct terms, their letters, first line, last line)
     for i in range(len(lines)):
         if not found[i]:  # a window starts at a line that matches
             continue
-        covered: set[str] = set()
+        in_text: set[str] = set()
+        in_headings: set[str] = set()
         length = 0
         for j in range(i, len(lines)):
             length += len(lines[j]) + 1
             if length > max_chars and j > i:
                 break
-            covered |= found[j]
-            if len(covered) > best[0]:
-                best = (len(covered), i, j)
-    _, first, last = best if best[0] >= 0 else (0, 0, 0)
+            (in_text if prose[j] else in_headings).update(found[j])
+            score = (len(in_text) + 0.5 * len(in_headings - in_text), sum(map(len, in_text | in_headings)))
+            if score > best[:2]:
+                best = (*score, i, j)
+    _, _, first, last = best if best[0] >= 0 else (0, 0, 0, 0)
     while not any(prose[first:last + 1]) and last + 1 < len(lines):  # a heading alone answers nothing
         last += 1
     window = "\n".join(line.rstrip() for line in lines[first:last + 1] if line.strip())

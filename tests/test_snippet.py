@@ -37,13 +37,15 @@ def test_rest_underlines_are_not_shown_and_a_rest_heading_brings_its_text():
 
 
 def test_ties_go_to_the_specific_term_and_the_text_under_a_heading_beats_the_heading():
-    env = ("Environment variables read by kestrel\n\nKESTREL_REPO    Repository location.\nKESTREL_PASSWORD_FILE   File "
-           "with the repository passphrase, read at start-up before anything else.\nKESTREL_PASSWORD_CMD    Command whose "
-           "output is the passphrase.\nKESTREL_LOG_LEVEL  One of error, warn, info.\n"
+    env = ("Environment variables read by kestrel\n\nKESTREL_REPO    Repository location.\n"
+           "KESTREL_PASSWORD_FILE   File with the repository passphrase, read at start-up before anything else.\n"
+           "KESTREL_PASSWORD_CMD    Command whose output is the passphrase.\n"
+           "KESTREL_LOG_LEVEL  One of error, warn, info.\n"
            "KESTREL_CACHE_DIR       Cache location. Default: ~/.cache/kestrel\n")
     w = best_window(env, "What does the KESTREL_CACHE_DIR variable do?", tokenize)
     assert w["text"] == "KESTREL_CACHE_DIR       Cache location. Default: ~/.cache/kestrel"  # not the title line
-    api = ("## Endpoints\n- GET /v1/jobs lists jobs and their next run time.\n- POST /v1/jobs/{name}/run starts a job.\n"
+    api = ("## Endpoints\n- GET /v1/jobs lists jobs and their next run time.\n"
+           "- POST /v1/jobs/{name}/run starts a job.\n"
            "- GET /v1/runs/{id} returns the state of a run: queued, running, succeeded or failed.\n"
            "- GET /v1/snapshots?host=web-01 lists snapshots, newest first, 100 per page.\n")
     w = best_window(api, "Which REST endpoint lists snapshots?", tokenize, heading="REST API > Endpoints")

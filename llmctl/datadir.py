@@ -29,10 +29,21 @@ OWN_NAMES = {POINTER, f"{POINTER}.tmp", "ingest.lock", "ingest.pid", "tiktoken",
                                         "manifest.sqlite") for side in ("", *SQLITE_SIDES))}
 
 
-def _own(name: str, index_here: bool) -> bool:
-    """``index_here``: the top level holds an index (chroma/, bm25/ and pages/ are then its own)."""
-    return (name in OWN_NAMES or name.startswith((".", "beir-")) or bool(INDEX_FOLDER.fullmatch(name))
-            or (index_here and name in LEGACY_ITEMS))
+def _own(root: Path, name: str, index_here: bool) -> bool:
+    """``index_here``: the top level holds an index (chroma/, bm25/ and pages/ are then its own);
+    without one, such a folder is llmctl's if it is empty or holds what llmctl or Chroma put there."""
+    if name in OWN_NAMES or name.startswith((".", "beir-")) or INDEX_FOLDER.fullmatch(name):
+        return True
+    if name not in LEGACY_ITEMS:
+        return False
+    if index_here:
+        return True
+    folder = root / name
+    try:
+        return folder.is_dir() and not folder.is_symlink() and (
+            (folder / ("chroma.sqlite3" if name == "chroma" else "CURRENT")).exists() or not any(folder.iterdir()))
+    except OSError:
+        return False
 
 
 def refuse_link(path: Path, what: str = "", sqlite: bool = False) -> None:
@@ -158,7 +169,7 @@ class DataDir:
         except OSError:
             return  # unreadable: the writer's own open says so
         index_here = "manifest.sqlite" in names
-        foreign = sorted(n for n in names if not _own(n, index_here))
+        foreign = sorted(n for n in names if not _own(self.root, n, index_here))
         if foreign:
             shown = ", ".join(printable(n) for n in foreign[:3]) + (", ..." if len(foreign) > 3 else "")
             raise InputError(
@@ -252,6 +263,7 @@ class DataDir:
                         return  # written to (settings alone, recorded before the model failed to load, are not)
                 finally:
                     m.close()
+            drop_chroma_handles()  # this process's Chroma client must not write to a store deleted here
             for name in ours:
                 item = self.root / name
                 shutil.rmtree(item) if item.is_dir() and not item.is_symlink() else item.unlink(missing_ok=True)

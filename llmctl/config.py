@@ -417,7 +417,7 @@ SCHEMA_KEYS = [k for k in Config.model_fields if k not in ("source", "base_dir")
 def find_config_file(explicit: Path | None) -> Path | None:
     """The config file to read: --config, $LLMCTL_CONFIG, ./llmctl.yaml, or none."""
     if explicit is not None:
-        return explicit
+        return Path(explicit)
     env = os.environ.get(f"{ENV_PREFIX}CONFIG")
     if env:
         return Path(env)
@@ -522,6 +522,8 @@ def _read_bytes(file: Path) -> bytes:
     Only a regular file of sane size: --config /dev/zero filled the memory, a FIFO waited forever."""
     import stat
 
+    if os.path.realpath(file) == os.devnull:  # --config /dev/null: no settings, the usual idiom
+        return b""
     try:
         st = file.stat()
         if not stat.S_ISREG(st.st_mode):
@@ -561,6 +563,25 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+MAX_CONFIG_VALUES = 100_000
+
+
+def _expanded_size(node: Any, sizes: dict[int, int] | None = None) -> int:
+    """How many values ``node`` holds with every alias expanded (a shared node counted where it
+    is used), computed once per distinct node."""
+    sizes = {} if sizes is None else sizes
+    if id(node) in sizes:
+        return sizes[id(node)]
+    children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+    total = 1
+    for child in children:
+        total += _expanded_size(child, sizes)
+        if total > MAX_CONFIG_VALUES:
+            break
+    sizes[id(node)] = total
+    return total
+
+
 def _nul_key(node: Any, at: str = "") -> str | None:
     """The dotted key of the first string (value or key) holding a NUL character, or None."""
     if isinstance(node, str):
@@ -575,8 +596,14 @@ def _nul_key(node: Any, at: str = "") -> str | None:
 
 
 def load_yaml(text: str) -> Any:
-    """``yaml.safe_load``, refusing a key written twice in one mapping (llmctl's configs and suites)."""
-    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    """``yaml.safe_load``, refusing a key written twice in one mapping (llmctl's configs and suites),
+    and aliases of aliases that expand past MAX_CONFIG_VALUES: a few lines that every later check
+    (validation, the walks here) would take hours to go through."""
+    data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    if _expanded_size(data) > MAX_CONFIG_VALUES:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"its aliases (*name) expand to more than {MAX_CONFIG_VALUES:,} values")
+    return data
 
 
 def _parse_yaml(file: Path, raw: bytes) -> dict[str, Any]:
@@ -601,7 +628,8 @@ def _parse_yaml(file: Path, raw: bytes) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{file}: the top level must be a mapping of keys, not {type(data).__name__}")
-    return data
+    # x-...: a block for anchors only (the docker-compose convention), no setting
+    return {k: v for k, v in data.items() if not (isinstance(k, str) and k.startswith("x-"))}
 
 
 # Variables that are not config keys: the config file, debug tracebacks, the model cache,

@@ -20,25 +20,38 @@ from llmctl.errors import BusyError, IndexStateError, InputError, LlmctlError, p
 
 POINTER = "INDEX"
 SQLITE_SIDES = ("-wal", "-shm", "-journal")
-LEGACY_ITEMS = ("manifest.sqlite", "manifest.sqlite-wal", "manifest.sqlite-shm", "chroma", "bm25", "pages")
+# the manifest last: a run killed while deleting an old index leaves folders that still look like one
+LEGACY_ITEMS = ("chroma", "bm25", "pages", "manifest.sqlite-wal", "manifest.sqlite-shm", "manifest.sqlite")
 INDEX_FOLDER = re.compile(r"index-\d+")  # a rebuild's folder (the only kind llmctl deletes by pattern)
 # What llmctl writes in a data dir's top level. Anything else there (bar hidden files such as a
 # .gitignore) means the folder is someone's own: llmctl neither fills it nor deletes in it.
-OWN_NAMES = {POINTER, f"{POINTER}.tmp", "ingest.lock", "ingest.pid", "tiktoken",
-             *(f"{db}{side}" for db in ("cache.sqlite", "queries.sqlite", "ledger.sqlite", "embeddings.sqlite",
-                                        "manifest.sqlite") for side in ("", *SQLITE_SIDES))}
+OWN_NAMES = {POINTER, f"{POINTER}.tmp", "ingest.lock", "ingest.pid", "tiktoken"}
+# llmctl's databases, with SQLite's side files and the copies llmctl (or its advice) sets aside:
+# cache.sqlite.corrupt-<time>, ledger.sqlite.bak
+OWN_DATABASES = ("cache.sqlite", "queries.sqlite", "ledger.sqlite", "embeddings.sqlite", "manifest.sqlite")
+
+
+def _looks_like_index(folder: Path) -> bool:
+    """An index folder llmctl made: empty, or holding only an index's parts (a rebuild killed early)."""
+    try:
+        names = {p.name for p in folder.iterdir()}
+    except OSError:
+        return False
+    return folder.is_dir() and not folder.is_symlink() and names <= set(LEGACY_ITEMS) | {"ingest.lock"}
 
 
 def _own(root: Path, name: str, index_here: bool) -> bool:
     """``index_here``: the top level holds an index (chroma/, bm25/ and pages/ are then its own);
     without one, such a folder is llmctl's if it is empty or holds what llmctl or Chroma put there."""
-    if name in OWN_NAMES or name.startswith((".", "beir-")) or INDEX_FOLDER.fullmatch(name):
+    if name in OWN_NAMES or name.startswith((".", "beir-", *OWN_DATABASES)):
         return True
+    folder = root / name
+    if INDEX_FOLDER.fullmatch(name):  # a user's index-2/ is not a rebuild's
+        return _looks_like_index(folder)
     if name not in LEGACY_ITEMS:
         return False
     if index_here:
         return True
-    folder = root / name
     try:
         return folder.is_dir() and not folder.is_symlink() and (
             (folder / ("chroma.sqlite3" if name == "chroma" else "CURRENT")).exists() or not any(folder.iterdir()))
@@ -288,8 +301,8 @@ class DataDir:
     def remove_unused(self) -> None:
         """Delete index folders (and a pre-rebuild index in the root) that INDEX no longer names.
         Called by writers under the lock, so readers of the previous index had a run's time to finish."""
-        unused = [f for f in self.root.glob("index-*") if INDEX_FOLDER.fullmatch(f.name) and f.is_dir()
-                  and f != self.index]
+        unused = [f for f in self.root.glob("index-*") if INDEX_FOLDER.fullmatch(f.name) and f != self.index
+                  and _looks_like_index(f)]
         if self.index != self.root:
             unused += [self.root / n for n in LEGACY_ITEMS if (self.root / n).exists()]
         if not unused:

@@ -348,7 +348,8 @@ def status(st) -> None:
 # Control characters other than tab and newline: in a model's answer or a document's text they
 # would reach the terminal as escape sequences (a title change, a cleared screen, hidden text), and
 # a document can steer the model that writes the answer. Shown escaped (\x1b), as paths are.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# Bidirectional overrides and isolates too: they make "gnp.exe" display as "exe.png".
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 def shown(text: str) -> str:

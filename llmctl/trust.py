@@ -230,7 +230,7 @@ def risky_settings(data: dict[str, Any], cfg: Config, overridden: set[str] = fro
         endpoint("state", ("backend", "url", "password_env"), "sends questions, cached answers and spend",
                  redacted_url(st.url), st.password_env)
     if sets("telemetry.otlp_endpoint") and cfg.telemetry.otlp_endpoint:
-        out.append(f"telemetry.otlp_endpoint (sends each query's question and timings to "
+        out.append(f"telemetry.otlp_endpoint (sends each query's timings, and with llm.store_prompts its question, to "
                    f"{redacted_url(cfg.telemetry.otlp_endpoint)})")
     for key, what in (("allowed_origins", "lets web pages from {} read the index through llmctl serve"),
                       ("allowed_hosts", "lets requests addressed to {} past llmctl serve's DNS-rebinding guard")):

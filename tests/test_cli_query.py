@@ -137,11 +137,13 @@ def test_escape_sequences_from_a_model_or_a_document_never_reach_the_terminal(tm
     assert invoke("--data-dir", data, "ingest", "-q", docs).returncode == 0
     r = invoke("--data-dir", data, "query", "--no-llm", "-k", "1", "What is the frobnicator limit?")
     assert r.returncode == 0 and "\x1b" not in r.stdout and "\\x1b]0;HACKED\\x07 forty-two \\x1b[2J" in r.stdout
-    fake_llm.script.append(Reply(text="Answer \x1b]0;PWNED\x07 and \x1b[31mred\x1b[0m\tdone [1] and [7]."))
+    fake_llm.script.append(Reply(text="Answer \x1b]0;PWNED\x07 and \x1b[31mred\x1b[0m\tdone [1] and [7]."
+                                      " Open \u202egnp.exe\u202c."))  # a right-to-left override: 'exe.png'
     cfg = write_config(tmp_path, fake_llm.base_url)
     r = invoke("--config", cfg, "--data-dir", data, "query", "What is the frobnicator limit?")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.startswith("Answer \\x1b]0;PWNED\\x07 and \\x1b[31mred\\x1b[0m\tdone [1] and [7].\n")
+    assert r.stdout.startswith("Answer \\x1b]0;PWNED\\x07 and \\x1b[31mred\\x1b[0m\tdone [1] and [7]."
+                               " Open \\u202egnp.exe\\u202c.\n")
     assert "\x1b" not in r.stdout
     # a citation of a source that was not sent is said on stderr as well as in --json (it was --json only)
     assert "the answer cites sources that do not exist: [7]" in r.stderr
@@ -153,6 +155,7 @@ def test_citations_are_read_as_people_write_them_and_never_from_code():
     assert cited_numbers("Use `sys.argv[1]` and `jobs[0]` in the hook; see [2-4] and [3; 5].") == [2, 3, 4, 5]
     assert cited_numbers("a [1, 2] b [3][4] c [2] d [6\u20137]") == [1, 2, 3, 4, 6, 7]
     assert cited_numbers("```\nx = a[9]\n```\nthen [1]") == [1]
+    assert cited_numbers("~~~\nlist[7]\n~~~\n``code [2]`` and [3-1]") == [1, 2, 3]
     assert cited_numbers("no citation at all") == []
 
 

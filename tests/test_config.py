@@ -45,6 +45,10 @@ def test_default_yaml_data_dir_resolves_against_the_file():
     ("? [a, b]\n: 1\n", ["line 1", "a key must be a plain name or number"]),
     ('data_dir: "a\\0b"\n', ["'data_dir' holds a NUL character"]),
     ("ingest:\n  exclude: " + "[" * 5000 + "]" * 5000 + "\n", ["nested thousands deep"]),
+    # aliases of aliases: nine lines that validation would walk for hours
+    ("a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(f"{n}: &{n} [{', '.join([f'*{m}'] * 9)}]\n" for m, n in
+                                                    zip("abcdefgh", "bcdefghi", strict=True)) + "retrieval:\n  k: *i\n",
+     ["aliases (*name) expand to more than 100,000 values"]),
     ("data_dir: [1, 2]\n", ["'data_dir': expected a path"]),
     ("retrieval:\n  k: true\n", ["'retrieval.k'", "expected a number, not true"]),
     ("llm:\n  providers:\n    - {name: a, base_url: 'ftp:/x', model: m}\n",
@@ -67,6 +71,11 @@ def test_yaml_merge_keys_work_and_a_config_must_be_a_regular_file(tmp_path):
     path = write(tmp_path, "retrieval:\n  <<: {k: 3, fusion: rrf}\n  k: 4\n")  # shared settings, one overridden
     cfg = load_config(path)
     assert (cfg.retrieval.k, cfg.retrieval.fusion) == (4, "rrf")
+    shared = write(tmp_path, "x-provider: &p {timeout: 60, retries: 2, model: m}\nllm:\n  providers:\n"
+                             "    - {<<: *p, name: a, base_url: 'http://127.0.0.1:9/v1'}\n"
+                             "    - {<<: *p, name: b, base_url: 'http://127.0.0.1:8/v1', retries: 0}\n")
+    assert [(p.name, p.timeout, p.retries) for p in load_config(shared).llm.providers] == [("a", 60, 2), ("b", 60, 0)]
+    assert load_config(Path("/dev/null")).retrieval.k == 5  # the usual way to say "no config"
     fifo = tmp_path / "fifo.yaml"
     os.mkfifo(fifo)
     for odd in (Path("/dev/zero"), fifo):  # filled the memory; waited forever

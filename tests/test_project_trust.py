@@ -298,19 +298,23 @@ def test_a_folder_of_the_users_own_is_never_taken_as_a_data_dir(tmp_path):
     from cli import invoke as run
 
     site = tmp_path / "site"
-    for folder, name in (("index-assets", "logo.svg"), ("pages", "home.md")):
+    for folder, name in (("index-assets", "logo.svg"), ("pages", "home.md"), ("index-2", "notes.md")):
         (site / folder).mkdir(parents=True)
         (site / folder / name).write_text("# Mine\n\nThe user's own file.\n")
     (site / "glossary.md").write_text("# Glossary\n\nA restore brings files back.\n")
     for args in (["--data-dir", site, "ingest", "-q", site / "glossary.md"],
                  ["--data-dir", site, "ingest", "-q", "--rebuild", site / "glossary.md"]):
         r = run(*args)
-        assert_clean_error(r, 4, "holds files llmctl did not write (glossary.md, index-assets, pages)", "data_dir")
-    assert sorted(p.name for p in site.iterdir()) == ["glossary.md", "index-assets", "pages"]  # nothing added
+        assert_clean_error(r, 4, "holds files llmctl did not write (glossary.md, index-2, index-assets, ...)",
+                           "data_dir")
+    assert sorted(p.name for p in site.iterdir()) == ["glossary.md", "index-2", "index-assets", "pages"]  # as it was
+    assert (site / "index-2" / "notes.md").exists()
     # a data dir of llmctl's own, with a .gitignore and a rebuild's folders, is used as before
     data = tmp_path / "data"
     data.mkdir()
     (data / ".gitignore").write_text("*\n")
+    for own in ("ledger.sqlite.bak", "cache.sqlite.corrupt-1796686384"):  # set aside by llmctl or its advice
+        (data / own).write_bytes(b"old")
     for args in (["ingest", "-q", site / "glossary.md"], ["ingest", "-q", "--rebuild", site / "glossary.md"],
                  ["ingest", "-q", site / "glossary.md"]):
         assert run("--data-dir", data, *args).returncode == 0

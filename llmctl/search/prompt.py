@@ -52,7 +52,8 @@ def prompt_overhead(question: str, system_prompt: str | None, count) -> int:
         sources="", question=question)) + 16
 
 
-_CODE = re.compile(r"```.*?(?:```|\Z)|`[^`\n]*`", re.S)  # fenced blocks and inline spans: argv[1] is no citation
+# fenced blocks (``` or ~~~) and inline spans (` or ``): argv[1] there is no citation
+_CODE = re.compile(r"(```|~~~).*?(?:\1|\Z)|``.*?``|`[^`\n]*`", re.S)
 _CITATION = re.compile(r"\[(\d+(?:\s*(?:[,;]|[-\u2013]|\]\s*\[)\s*\d+)*)\]")
 
 
@@ -63,7 +64,7 @@ def cited_numbers(answer: str) -> list[int]:
     for group in _CITATION.findall(_CODE.sub(" ", answer)):
         for part in re.split(r"\s*(?:[,;]|\]\s*\[)\s*", group):
             a, _, b = re.sub(r"\s", "", part).replace("\u2013", "-").partition("-")
-            lo, hi = int(a), int(b or a)
+            lo, hi = sorted((int(a), int(b or a)))  # [3-1] is [1-3]
             for n in range(lo, hi + 1) if 0 <= hi - lo <= 20 else (lo, hi):  # an absurd range: its two ends
                 if n not in seen:
                     seen.append(n)

@@ -37,7 +37,8 @@ def _looks_like_index(folder: Path) -> bool:
         names = {p.name for p in folder.iterdir()}
     except OSError:
         return False
-    return folder.is_dir() and not folder.is_symlink() and names <= set(LEGACY_ITEMS) | {"ingest.lock"}
+    parts = {"chroma", "bm25", "pages", "ingest.lock", *(f"manifest.sqlite{side}" for side in ("", *SQLITE_SIDES))}
+    return folder.is_dir() and not folder.is_symlink() and names <= parts
 
 
 def _own(root: Path, name: str, index_here: bool) -> bool:

@@ -63,6 +63,7 @@ from llmctl.errors import (
     LlmctlError,
     ProviderError,
     UsageError,
+    printable,
 )
 
 if TYPE_CHECKING:
@@ -109,11 +110,21 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+MIN_TOKEN_CHARS = 16  # beyond this machine: a token worth guessing for
+
+
 def check_token(host: str) -> str | None:
     token = os.environ.get(TOKEN_ENV) or None
     if token is None and not is_loopback(host):
         raise ConfigError(f"serving on {host} (beyond this machine) needs a token: export {TOKEN_ENV}=<secret> "
                           "and send 'Authorization: Bearer <secret>', or use --host 127.0.0.1")
+    if token is not None and not all(" " < ch < "\x7f" for ch in token):
+        # a header carries ASCII; a space or an accent would make every request a 401
+        raise ConfigError(f"{TOKEN_ENV} holds a space or a character outside ASCII, which no client can send "
+                          "in an Authorization header: use letters, digits and punctuation (e.g. openssl rand -hex 24)")
+    if token is not None and not is_loopback(host) and len(token) < MIN_TOKEN_CHARS:
+        raise ConfigError(f"{TOKEN_ENV} has {len(token)} characters; serving on {host} needs at least "
+                          f"{MIN_TOKEN_CHARS} (e.g. openssl rand -hex 24)")
     return token
 
 
@@ -212,7 +223,9 @@ def _with_headers(send: Send, headers: dict[str, str]) -> Send:
 
 def _logged(scope: Scope, send: Send) -> Send:
     client = (scope.get("client") or ("-",))[0]
-    path = scope["path"] + ("?…" if scope.get("query_string") else "")  # no route reads it; a token put there stays out
+    # no route reads the query string: a token put there stays out; the path as sent, escaped, so a
+    # request cannot forge a log line or put escape sequences on the operator's terminal
+    path = printable(scope["path"]) + ("?…" if scope.get("query_string") else "")
 
     async def sending(message: Message) -> None:
         if message["type"] == "http.response.start":

@@ -94,6 +94,11 @@ def test_where_filters_both_retrievers(cfg, retriever):
     assert all("/guides/" in h.source for h in result.hits)
     with pytest.raises(UsageError, match="unknown field 'colour'"):
         run_query("x", cfg, QueryOptions(where=["colour=red"]), retriever=retriever)
+    # past SQLite's limits (expression depth ~1,000, GLOB ~50,000 characters): a 500 or a traceback before
+    with pytest.raises(UsageError, match="1000 conditions; at most 64"):
+        run_query("x", cfg, QueryOptions(where=["ext=md"] * 1000), retriever=retriever)
+    with pytest.raises(UsageError, match="60,008 characters; at most 1024"):
+        run_query("x", cfg, QueryOptions(where=["source=" + "*" * 60000 + "Z"]), retriever=retriever)
     with pytest.raises(InputError, match="No indexed chunk matches.*under any compression suffix"):
         run_query("x", cfg, QueryOptions(where=["ext=docx"]), retriever=retriever)
     # a source glob written relative to another folder: the error shows what sources look like

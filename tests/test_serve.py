@@ -237,12 +237,26 @@ def test_beyond_loopback_the_token_and_the_origin_rule_apply(data, capsys):
         ok = {"Authorization": "Bearer s3cret"}
         assert s.json("GET", "/health", headers={**ok, "Host": "10.1.2.3:8765"})[0] == 200  # any name reaches it
         assert s.json("GET", "/health", headers={**ok, "Origin": "http://evil.example"})[0] == 403
+        # a path that would forge a log line or colour the operator's terminal is logged escaped
+        assert s.json("GET", "/chunks/x%0A23:59:59%20127.0.0.1%20%22GET%20/forged%22%20200%1B%5B31mRED",
+                      headers=ok)[0] == 404
     with Workspace(data_dir=data, **{"rerank.enabled": False, "serve.allowed_hosts": ["search.internal"]}) as ws, \
             Running(ws, host="0.0.0.0", token="s3cret") as s:
         assert s.json("GET", "/health", headers={**ok, "Host": "search.internal"})[0] == 200
         assert s.json("GET", "/health", headers={**ok, "Host": "10.1.2.3:8765"})[0] == 403
     log = capsys.readouterr().err
     assert '"GET /status?… HTTP/1.1" 401' in log and "s3cret" not in log  # the request log keeps it out
+    assert "\x1b" not in log and '/chunks/x\\n23:59:59 127.0.0.1 "GET /forged" 200\\x1b[31mRED' in log
+
+
+@pytest.mark.parametrize(("token", "host", "words"), [
+    ("tökén-tökén-tökén-tökén", "127.0.0.1", "outside ASCII"),  # a client sends UTF-8: every request a 401
+    ("padded token with spaces", "127.0.0.1", "a space"),
+    ("short", "0.0.0.0", "at least 16"),
+])
+def test_a_token_no_client_can_send_or_too_short_to_expose_is_refused_at_start(data, token, host, words):
+    r = invoke("--data-dir", data, "serve", "--host", host, "--port", "0", env={"LLMCTL_SERVE_TOKEN": token})
+    assert_clean_error(r, 3, "LLMCTL_SERVE_TOKEN", words)
 
 
 @pytest.mark.parametrize("length", [b"-1", b"abc", b"1, 2"])
@@ -381,12 +395,12 @@ def test_cli_serve_needs_a_token_beyond_loopback_and_stops_on_sigterm(docs_index
     data, cfg = docs_index
     r = run_cli("--config", cfg, "--data-dir", data, "serve", "--host", "0.0.0.0", "--port", "0")
     assert r.returncode == 3 and "LLMCTL_SERVE_TOKEN" in r.stderr and "Traceback" not in r.stderr
-    s = Served("--config", str(cfg), "--data-dir", str(data), env={"LLMCTL_SERVE_TOKEN": "s3cret"})
+    s = Served("--config", str(cfg), "--data-dir", str(data), env={"LLMCTL_SERVE_TOKEN": "s3cret-s3cret-s3cret"})
     try:
         assert s.json("GET", "/status")[0] == 401
-        assert s.json("GET", "/status", headers={"Authorization": "Bearer s3cret"})[0] == 200
-        code, _ = s.json("POST", "/search", {"query": QUESTION}, headers={"Authorization": "Bearer s3cret",
-                                                                          "Host": "evil.example"})
+        assert s.json("GET", "/status", headers={"Authorization": "Bearer s3cret-s3cret-s3cret"})[0] == 200
+        code, _ = s.json("POST", "/search", {"query": QUESTION},
+                         headers={"Authorization": "Bearer s3cret-s3cret-s3cret", "Host": "evil.example"})
         assert code == 403
     finally:
         assert s.stop() == 0
@@ -496,7 +510,7 @@ def test_an_address_that_cannot_be_listened_on_names_the_fix(data):
         r = invoke("--data-dir", data, "serve", "--port", str(port))
         assert_clean_error(r, 3, f"cannot listen on 127.0.0.1:{port}: Address already in use; pick another --port")
     r = invoke("--data-dir", data, "serve", "--host", "nonexistent.invalid", "--port", "0",
-               env={"LLMCTL_SERVE_TOKEN": "s3cret"})
+               env={"LLMCTL_SERVE_TOKEN": "s3cret-s3cret-s3cret"})
     assert_clean_error(r, 3, "cannot listen on nonexistent.invalid:0", "check --host")
 
 

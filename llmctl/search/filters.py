@@ -8,11 +8,18 @@ from llmctl.errors import UsageError
 from llmctl.index.manifest import FILTERS
 from llmctl.records import KINDS
 
+MAX_CONDITIONS = 64  # SQLite's expression depth ends near 1,000; no one filters on more than a few
+MAX_VALUE_CHARS = 1024  # and its GLOB on patterns of ~50,000
+
 
 def parse_where(conditions: list[str]) -> list[tuple[str, str]]:
     """(field, value) pairs; a malformed condition is a UsageError (exit 2, HTTP 400), at every door."""
+    if len(conditions) > MAX_CONDITIONS:
+        raise UsageError(f"where (--where): {len(conditions)} conditions; at most {MAX_CONDITIONS}")
     out = []
     for cond in conditions:
+        if len(cond) > MAX_VALUE_CHARS:
+            raise UsageError(f"where (--where) '{cond[:40]}...': {len(cond):,} characters; at most {MAX_VALUE_CHARS}")
         field, sep, value = cond.partition("=")
         field = field.strip()
         if not sep or not value.strip():

@@ -397,7 +397,8 @@ def query_result(result, explain: bool = False) -> None:
             stderr.print(SKIPPED["no_model"], style="dim", markup=False, highlight=False)
     rr = result.rerank
     if rr.get("status") == "unavailable" and not explain:  # --explain says it in its trace
-        stderr.print(f"reranking did not run ({rr.get('reason')}); turn it on: llmctl models pull {rr.get('model')}",
+        stderr.print(f"reranking did not run ({rr.get('reason')}); turn it on: llmctl models pull {rr.get('model')} "
+                     "(or, to stop this note, --no-rerank or rerank.enabled: false)",
                      style="dim", markup=False, highlight=False)
     if explain:
         _explain(result)

@@ -226,3 +226,22 @@ def test_plain_text_news_and_changelogs_have_sections():
         ("util-linux (2.38.1-5)",), ("util-linux (2.38.1-4)",)]
     plain = "Just some notes.\nA table:\nName   Value\n----   -----\nx      1\n"
     assert [s.path for s in split_sections(Document("p", "README", plain, "text"))] == [()]
+
+
+def test_an_overlined_title_takes_its_overline_and_no_rule_is_a_chunk_of_its_own(count):
+    """Valgrind's FAQ.txt overlines and underlines each part's title: the rule above was left at the
+    end of the part before, and became a chunk whose whole text was '-----...' (ranked #1 for an
+    off-topic question and sent to the model as the only source)."""
+    rule = "-" * 24
+    faq = "".join(f"\n\n{rule}\n{n}. Part {n}\n{rule}\n\n{n}.1. A question?\n\n" + "An answer about it. " * 60 + "\n"
+                  for n in range(1, 4))
+    doc = Document("f", "FAQ.txt", faq, "text")
+    sections = split_sections(doc)
+    assert [s.path for s in sections if s.path] == [("1. Part 1",), ("2. Part 2",), ("3. Part 3",)]
+    assert all(faq[s.start:s.end].lstrip("\n").startswith(rule) for s in sections if s.path)
+    chunks = Chunker(ChunkingConfig(min_tokens=0, overlap_tokens=8), count, 64).chunk(doc)
+    assert chunks and all(re.search(r"[A-Za-z]{2}", c.text) for c in chunks)
+    # a title underlined right after the one before: that underline is not the next title's overline
+    two = "Alpha\n-----\nBeta\n-----\nbody\n"
+    assert [(two[s.start:s.start + 5], s.path) for s in split_sections(Document("t", "T", two, "text"))] == [
+        ("Alpha", ("Alpha",)), ("Beta\n", ("Beta",))]

@@ -78,6 +78,9 @@ def test_mde_shrinks_with_more_cases_and_warns_below_max_regression():
     assert not row["detectable"] and row["cases_needed"] > 30
     assert row["warning"].startswith("this suite cannot see a drop of 0.02 in hit@3; it needs ~")
     assert gate.power_row("hit@3", big, list(range(300)), 0.01, 0.5, "x")["detectable"]
+    # three cases: no drop of a fraction can be seen, not "drops smaller than 1.542 go unseen"
+    tiny = gate.power_row("answer_pass_rate", [1.0, 0.0, 1.0], [0, 1, 2], 0.01, 0.0, "x")
+    assert tiny["mde"] > 1 and tiny["warning"].startswith("this suite (3 cases) cannot see any drop")
 
 
 def test_mde_of_a_grouped_suite_counts_whole_documents_lost_together():

@@ -99,7 +99,10 @@ def test_default_config_says_once_what_did_not_run_and_how_to_turn_it_on(tmp_pat
     lines = r.stderr.splitlines()
     assert r.returncode == 0 and len(lines) == 2 and lines[0] == SKIPPED["no_model"]
     assert lines[1].startswith("reranking did not run (") and lines[1].endswith(
-        "turn it on: llmctl models pull cross-encoder/ms-marco-MiniLM-L-6-v2")
+        "turn it on: llmctl models pull cross-encoder/ms-marco-MiniLM-L-6-v2 "
+        "(or, to stop this note, --no-rerank or rerank.enabled: false)")
+    assert invoke("--data-dir", sample_index, "query", "--no-rerank", "daily snapshots").stderr.splitlines() == [
+        SKIPPED["no_model"]]  # the way out it names works
     r = invoke("--data-dir", sample_index, "query", "--json", "daily snapshots")
     assert json.loads(r.stdout)["rerank"]["status"] == "unavailable"
     r = invoke("--data-dir", sample_index, "query", "daily snapshots", env={"LLMCTL_RERANK__ENABLED": "true"})

@@ -212,10 +212,14 @@ def power_row(metric: str, values: Sequence[float], clusters: Sequence[int], alp
         row["clusters_needed"] = math.ceil(g * (smallest / target) ** 2) if target else None
         row["cases_needed"] = math.ceil(n * (smallest / target) ** 2) if target else None
         grouped = f" in ~{row['clusters_needed']} clusters of this size" if target and g < n else ""
+        seen = (f"smallest drop seen at 80% power: {smallest:.3f}" if smallest < 1 else
+                "not even a fall to 0 is seen at 80% power")  # the metrics gated are fractions
         row["warning"] = (f"this suite cannot see a drop of {max_regression:g} in {metric}; it needs ~"
-                          f"{row['cases_needed']} cases{grouped} (smallest drop seen at 80% power: {smallest:.3f})"
+                          f"{row['cases_needed']} cases{grouped} ({seen})"
                           if target else
-                          f"drops in {metric} smaller than {smallest:.3f} go unseen at 80% power")
+                          f"drops in {metric} smaller than {smallest:.3f} go unseen at 80% power" if smallest < 1
+                          else f"this suite ({n} cases) cannot see any drop in {metric}, not even to 0, at 80% power: "
+                               "add cases")
     return row
 
 

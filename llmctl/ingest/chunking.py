@@ -41,9 +41,10 @@ ASCII_PUNCTUATION = re.compile(r"[!-/:-@\[-`{-~]")
 
 # What a file yields (loaders and chunker). An index read with another version (or min_tokens)
 # re-reads every file on its next ingest and keeps the vectors of the chunks that come out the same.
-READER_VERSION = 4  # 3: MyST directives, HTML titles (generic or numbered <h1> -> <title>), declared charsets;
+READER_VERSION = 5  # 3: MyST directives, HTML titles (generic or numbered <h1> -> <title>), declared charsets;
 # 4: a small section joined to a sibling keeps the sibling's heading, not only their common parent;
-# HTML chunks cite the page's own lines; plain text has headings (underlined titles, Debian changelog entries)
+# HTML chunks cite the page's own lines; plain text has headings (underlined titles, Debian changelog entries);
+# 5: an overlined title's section starts at its overline (the rule was a chunk of its own)
 
 
 def reader_identity(cfg: ChunkingConfig) -> dict:
@@ -102,13 +103,19 @@ def _rst_headings(text: str, min_ratio: float = 1.0) -> list[tuple[int, int, str
         starts.append(starts[-1] + len(line))
     levels: dict[str, int] = {}
     marks = []
+    last_title = -2  # the line of the last title found: its underline is no overline of the next
     for i in range(len(lines) - 1):
         title, under = lines[i].rstrip("\n"), lines[i + 1].rstrip("\n")
         m = RST_UNDERLINE.match(under)
         is_title = title.strip() and not RST_UNDERLINE.match(title)
         if m and is_title and len(under.strip()) >= min_ratio * len(title.strip()):
             level = levels.setdefault(m.group(1), len(levels) + 1)
-            marks.append((starts[i], level, title.strip()))
+            # an overline (the same rule above the title, not the underline of the title before it)
+            # opens this section: left to the section before, it became a chunk of its own
+            over = (i > 0 and RST_UNDERLINE.match(lines[i - 1].rstrip("\n")) is not None
+                    and lines[i - 1].strip()[:1] == m.group(1) and last_title != i - 2)
+            marks.append((starts[i - 1] if over else starts[i], level, title.strip()))
+            last_title = i
     return marks
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 
 from llmctl.errors import LlmctlError
+from llmctl.search.filters import where_list
 
 INSTRUCTIONS = (
     "Search the user's indexed documents (hybrid BM25 + dense retrieval). Call `search` with a "
@@ -79,13 +80,16 @@ def build(ws):
         return fn
 
     @tool
-    def search(query: str, k: int = 5, where: list[str] | None = None) -> dict:
+    def search(query: str, k: int | None = None, where: list[str] | dict[str, str] | None = None,
+               rerank: bool | None = None) -> dict:
         """Find the passages of the indexed documents most relevant to `query`. When
         `confidence.low` is true nothing found looks relevant: the documents may not cover it.
 
-        k: how many hits. where: filters such as "ext=md", "source=docs/*", "kind=pdf".
+        k: how many hits (default: the config's retrieval.k). where: filters such as "ext=md",
+        "kind=pdf", "source=*guides/*" (a source glob matches the whole path), or an object
+        {"ext": "md"}. rerank: true or false to override the config.
         """
-        result = ws.query(query, k=k, where=where or [], use_llm=False).to_dict()
+        result = ws.query(query, k=k, where=where_list(where), rerank=rerank, use_llm=False).to_dict()
         return {"hits": [_hit(h) for h in result["hits"]], "confidence": result["confidence"],
                 "warnings": result["warnings"]}
 
@@ -112,9 +116,11 @@ def build(ws):
 
     if ws.cfg.llm.providers:
         @tool
-        def query(question: str, k: int | None = None, where: list[str] | None = None) -> dict:
-            """Answer `question` from the indexed documents with numbered citations [n]."""
-            result = ws.query(question, k=k, where=where or [])
+        def query(question: str, k: int | None = None, where: list[str] | dict[str, str] | None = None,
+                  rerank: bool | None = None) -> dict:
+            """Answer `question` from the indexed documents with numbered citations [n] (k, where
+            and rerank as in search)."""
+            result = ws.query(question, k=k, where=where_list(where), rerank=rerank)
             if result.error is not None:
                 raise ToolError(str(result.error))
             d = result.to_dict()

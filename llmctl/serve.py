@@ -65,6 +65,7 @@ from llmctl.errors import (
     UsageError,
     printable,
 )
+from llmctl.search.filters import where_list
 
 if TYPE_CHECKING:
     import asyncio
@@ -311,16 +312,10 @@ def parse_search(body: dict, keys: set[str]) -> dict:
     unknown = sorted(set(body) - keys)
     if unknown:
         raise BadRequest(f"unknown field(s) {unknown}; accepted: {sorted(keys)}")
-    where = body.get("where")
-    if where is not None and not isinstance(where, list | dict):  # the Workspace takes a list only
-        raise BadRequest(f"where: expected a list of 'field=value' strings or an object {{field: text}}, "
-                         f"got {json.dumps(where)}")
-    if isinstance(where, dict):
-        bad = next(((f, v) for f, v in where.items() if "=" in f or not isinstance(v, str)), None)
-        if bad:
-            raise BadRequest(f"where: expected {{field: text}}, e.g. {{\"ext\": \"md\"}}; got {json.dumps(bad[0])}: "
-                             f"{json.dumps(bad[1])}")
-        where = [f"{f}={v}" for f, v in where.items()]
+    try:
+        where = where_list(body.get("where")) if body.get("where") is not None else None
+    except UsageError as exc:  # the transport's shape: a 400 BadRequest, like an unknown field
+        raise BadRequest(str(exc)) from None
     if "query" in body and "question" in body:
         raise BadRequest("give the text as question or as query, not both")
     name = "question" if "question" in keys else "query"

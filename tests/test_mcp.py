@@ -56,9 +56,13 @@ def test_tools_search_fetch_status_and_errors(tmp_path, index):
                   await s.call_tool("search", {"k": 3}),
                   await s.call_tool("search", {"query": "x", "k": "3"})]  # strict, as serve: "3" is no k
         after = _json(await s.call_tool("search", {"query": question, "k": 1}))["hits"]  # still serving
-        return tools, hits, rst, chunk, doc, status, errors, after
+        # what serve's /search takes, MCP takes: where as an object, k null (the config's), rerank
+        as_serve = _json(await s.call_tool("search", {"query": question, "k": None, "where": {"ext": "rst"},
+                                                      "rerank": False}))["hits"]
+        errors.append(await s.call_tool("search", {"query": "x", "where": {"ext=md": "x"}}))
+        return tools, hits, rst, chunk, doc, status, errors, after, as_serve
 
-    tools, hits, rst, chunk, doc, status, errors, after = anyio.run(
+    tools, hits, rst, chunk, doc, status, errors, after, as_serve = anyio.run(
         _session, ["--config", str(cfg), "--data-dir", str(index)], calls)
     assert set(tools) == {"search", "get_chunk", "get_document", "status"}  # no provider: no query tool
     assert "query" in tools["search"].input_schema["required"]
@@ -75,6 +79,8 @@ def test_tools_search_fetch_status_and_errors(tmp_path, index):
     assert all("\n" not in t and "pydantic" not in t for t in texts), texts  # one line, as serve's 400
     assert "search: query: field required" in texts[3] and "k: input should be a valid integer, got '3'" in texts[4]
     assert after[0]["id"] == hits[0]["id"]
+    assert len(as_serve) == 5 and [h["id"] for h in as_serve] == [h["id"] for h in rst][:5]  # retrieval.k is 5
+    assert "where: expected {field: text}" in texts[5], texts[5]
 
 
 def test_query_tool_answers_with_a_provider(tmp_path, index, fake_llm):

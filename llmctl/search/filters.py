@@ -12,6 +12,26 @@ MAX_CONDITIONS = 64  # SQLite's expression depth ends near 1,000; no one filters
 MAX_VALUE_CHARS = 1024  # and its GLOB on patterns of ~50,000
 
 
+def where_list(where) -> list[str]:
+    """``where`` as the doors take it: a list of 'field=value' strings, an object {field: text}, or
+    None; a list of strings for ``parse_where`` and the Workspace."""
+    import json
+
+    if where is None:
+        return []
+    if isinstance(where, dict):
+        bad = next(((f, v) for f, v in where.items() if not isinstance(f, str) or "=" in f or not isinstance(v, str)),
+                   None)
+        if bad:
+            raise UsageError(f"where: expected {{field: text}}, e.g. {{\"ext\": \"md\"}}; got {json.dumps(bad[0])}: "
+                             f"{json.dumps(bad[1])}")
+        return [f"{f}={v}" for f, v in where.items()]
+    if not isinstance(where, list):
+        raise UsageError(f"where: expected a list of 'field=value' strings or an object {{field: text}}, "
+                         f"got {json.dumps(where)}")
+    return where
+
+
 def parse_where(conditions: list[str]) -> list[tuple[str, str]]:
     """(field, value) pairs; a malformed condition is a UsageError (exit 2, HTTP 400), at every door."""
     if len(conditions) > MAX_CONDITIONS:

@@ -168,12 +168,13 @@ def test_an_api_key_is_never_shown_or_stored_even_when_the_provider_echoes_it(tm
     path = tmp_path / "echo.yaml"
     path.write_text(yaml.safe_dump(cfg))
     env = {"PROBE_KEY": secret}
-    for args in ([], ["--json"]):  # a 400 whose message quotes the request's Authorization header
+    for args, echoed in (([], secret), (["--json"], secret.replace("-", "%2D"))):  # as sent, URL-encoded
+        # a 400 whose message quotes the request's Authorization header
         fake_llm.script.append(Reply(kind="status", status=400,
-                                     body={"error": {"message": f"bad request, key was Bearer {secret}"}}))
+                                     body={"error": {"message": f"bad request, key was Bearer {echoed}"}}))
         r = invoke("--config", path, "--data-dir", sample_index, "query", *args, "How are restores done?", env=env)
         assert r.returncode == 7 and "key was Bearer ***" in r.stdout + r.stderr
-        assert secret not in r.stdout + r.stderr
+        assert secret not in r.stdout + r.stderr and echoed not in r.stdout + r.stderr
     assert all(secret.encode() not in f.read_bytes() for f in sample_index.rglob("*") if f.is_file())
     # a key an HTTP header cannot carry is named as such, not blamed on the server
     r = invoke("--config", path, "--data-dir", sample_index, "query", "restores?", env={"PROBE_KEY": "sk-a\nb"})

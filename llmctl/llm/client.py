@@ -89,8 +89,14 @@ def api_key(provider: ProviderConfig, config_source: str) -> str:
 
 
 def scrub(text: str, key: str) -> str:
-    """``text`` from a provider (an error body may echo the request's headers) without ``key``."""
-    return text.replace(key, "***") if len(key) >= 8 else text
+    """``text`` from a provider (an error body may echo the request's headers) without ``key``,
+    as sent or with any of its characters percent-encoded (sk%2D...)."""
+    if len(key) < 8:
+        return text
+    import re
+
+    pattern = "".join(f"(?:{re.escape(ch)}|%{ord(ch):02x})" for ch in key)  # the key is ASCII (api_key)
+    return re.sub(pattern, "***", text, flags=re.IGNORECASE)
 
 
 def retry_after_seconds(headers, now: float | None = None) -> float | None:

@@ -450,8 +450,7 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
     base_dir = Path.cwd()
     if file is not None:
         source = str(file)
-        raw = _read_bytes(file)
-        data = _parse_yaml(file, raw)
+        raw, data = read_config_file(file)
         # a discovered ./llmctl.yaml belongs to this folder, wherever a symlink of it leads (its
         # data dir is not the linked project's index); a named file resolves to where it lives
         base_dir = file.absolute().parent if discovered else file.resolve().parent
@@ -512,6 +511,14 @@ def _resolve_model(name: str, base_dir: Path) -> str:
 def _resolve(path: Path, base_dir: Path) -> Path:
     path = Path(path).expanduser()
     return path if path.is_absolute() else (base_dir / path).resolve()
+
+
+def read_config_file(file: Path) -> tuple[bytes, dict[str, Any]]:
+    """A config file's bytes (hashed for trust) and its settings, read once and checked (a regular
+    file of sane size, UTF-8, YAML without duplicate keys or alias bombs, a mapping); ConfigError
+    in one line otherwise. The one way llmctl reads a config file."""
+    raw = _read_bytes(file)
+    return raw, _parse_yaml(file, raw)
 
 
 MAX_CONFIG_BYTES = 4 * 1024 * 1024  # a config is a page of settings; more is not one

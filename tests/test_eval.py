@@ -152,6 +152,8 @@ def test_tags_limit_and_ab(tmp_path, data):
     c.write_text(f"data_dir: {data}\nretrieval:\n  fusion: rrf\n")  # the same index named again: an A/B
     r = eval_cli(data, SUITE, "--against", c)
     assert r.returncode == 0 and "A/B:" in r.stdout, r.stderr
+    # read as every config file is, before anything: /dev/zero filled the memory before the refusal
+    assert_clean_error(eval_cli(data, SUITE, "--against", "/dev/zero"), 3, "/dev/zero is not a regular file")
 
 
 def test_ab_of_two_models_compares_their_answers_and_costs_and_refuses_one_tape_for_both(tmp_path, data, fake_llm):

@@ -129,12 +129,9 @@ def run_eval(
 def _not_set_in(overrides: dict[str, Any], path: Path) -> dict[str, Any]:
     """The suite's settings that the --against file does not set: B is the suite's config with the
     file's changes on top (the suite's own llm.providers must not overrule the file's)."""
-    from llmctl.config import load_yaml
+    from llmctl.config import read_config_file
 
-    try:
-        keys = set(flatten(load_yaml(path.read_text()) or {}))
-    except Exception:  # noqa: BLE001 - an unreadable or malformed file: load_config says so in one line
-        return overrides
+    keys = set(flatten(read_config_file(path)[1]))  # checked as load_config checks it: /dev/zero, a FIFO...
     return {k: v for k, v in overrides.items()
             if not any(k == a or k.startswith(a + ".") or a.startswith(k + ".") for a in keys)}
 

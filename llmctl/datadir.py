@@ -29,6 +29,7 @@ OWN_NAMES = {POINTER, f"{POINTER}.tmp", "ingest.lock", "ingest.pid", "tiktoken"}
 # llmctl's databases, with SQLite's side files and the copies llmctl (or its advice) sets aside:
 # cache.sqlite.corrupt-<time>, ledger.sqlite.bak
 OWN_DATABASES = ("cache.sqlite", "queries.sqlite", "ledger.sqlite", "embeddings.sqlite", "manifest.sqlite")
+INDEX_PARTS = {*LEGACY_ITEMS, "manifest.sqlite-journal"}  # what one index is made of, in its folder
 
 
 def _looks_like_index(folder: Path) -> bool:
@@ -37,8 +38,7 @@ def _looks_like_index(folder: Path) -> bool:
         names = {p.name for p in folder.iterdir()}
     except OSError:
         return False
-    parts = {"chroma", "bm25", "pages", "ingest.lock", *(f"manifest.sqlite{side}" for side in ("", *SQLITE_SIDES))}
-    return folder.is_dir() and not folder.is_symlink() and names <= parts
+    return folder.is_dir() and not folder.is_symlink() and names <= INDEX_PARTS | {"ingest.lock"}
 
 
 def _own(root: Path, name: str, index_here: bool) -> bool:
@@ -263,8 +263,7 @@ class DataDir:
             raise
 
     def _discard_unwritten(self, made: list[Path]) -> None:
-        ours = {"manifest.sqlite", "manifest.sqlite-wal", "manifest.sqlite-shm", "ingest.lock", "ingest.pid",
-                "chroma", "bm25", "pages"}  # the store's folders, made before the model loaded
+        ours = INDEX_PARTS | {"ingest.lock", "ingest.pid"}  # the store's folders too: made before the model loaded
         try:
             if {p.name for p in self.root.iterdir()} - ours:
                 return  # something else is in it: keep it all

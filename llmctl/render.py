@@ -352,14 +352,14 @@ def status(st) -> None:
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
-def shown(text: str) -> str:
+def terminal_text(text: str) -> str:
     """Text from a document or a model, safe for a terminal; tabs and line breaks kept."""
     return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
 
 
 def stream_token(text: str) -> None:
     global _mid_line
-    sys.stdout.write(shown(text))
+    sys.stdout.write(terminal_text(text))
     sys.stdout.flush()
     _mid_line = not text.endswith("\n")
 
@@ -375,7 +375,7 @@ def query_result(result, explain: bool = False) -> None:
         if result.citations:
             stdout.print("\nSources:")
             for s in result.citations:
-                section = f"  ({shown(s.heading)})" if s.heading else ""
+                section = f"  ({terminal_text(s.heading)})" if s.heading else ""
                 stdout.print(f"  [{s.n}] {printable(s.location())}{section}", markup=False)
         else:
             stdout.print("\n(no sources cited)")
@@ -386,11 +386,11 @@ def query_result(result, explain: bool = False) -> None:
             final = hit.stages.get("rerank") or hit.stages.get("fused")
             stdout.print(f"{i}. {printable(hit.location())}  score {final[1]:.3f}", markup=False, style="bold")
             if hit.chunk.get("heading"):
-                stdout.print(f"   {shown(hit.chunk['heading'])}", markup=False, style="dim")
+                stdout.print(f"   {terminal_text(hit.chunk['heading'])}", markup=False, style="dim")
             if hit.chunk.get("also_in"):
                 stdout.print(f"   also in: {printable(', '.join(hit.chunk['also_in']))}", markup=False, style="dim")
             stdout.print(_snippet(result.snippets[i - 1]) if i <= len(result.snippets)
-                         else Text(shown(hit.chunk.get("text", "")[:240])))
+                         else Text(terminal_text(hit.chunk.get("text", "")[:240])))
         if result.skipped == "no_model":
             from llmctl.search.pipeline import SKIPPED
 
@@ -406,7 +406,7 @@ def query_result(result, explain: bool = False) -> None:
 
 def _snippet(window: dict) -> Text:
     """The lines of a hit that best match the question, indented, with its matched words in bold."""
-    text = Text("\n".join(f"   {shown(line)}" for line in window["text"].splitlines()))
+    text = Text("\n".join(f"   {terminal_text(line)}" for line in window["text"].splitlines()))
     if window["terms"]:
         text.highlight_regex(r"\b(" + "|".join(map(re.escape, window["terms"])) + r")\b", "bold yellow")
     return text

@@ -12,6 +12,26 @@ REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "sample_data"
 
 
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """``build(folder)`` run once for the whole test run: the first xdist worker to ask builds it
+    under a lock, the others wait and share the folder (read it, never write it). A build that
+    died half-way (no ``.complete`` marker beside it) is thrown away and made again."""
+    import fcntl
+    import os
+
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    folder, marker = root / f"shared-{name}", root / f"shared-{name}.complete"
+    with open(root / f"shared-{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not marker.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            marker.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def model_cache(tmp_path_factory) -> Path:
     """llmctl's model cache (the ONNX copy of the embedding model) for this test run: made
@@ -64,14 +84,17 @@ def corpus(tmp_path) -> Path:
 
 @pytest.fixture(scope="session")
 def sample_index(tmp_path_factory, embedder) -> Path:
-    """sample_data ingested once for the session (sources read 'sample_data/...')."""
+    """sample_data ingested once for the test run (sources read 'sample_data/...'), a copy per worker."""
     from llmctl.datadir import DataDir
     from llmctl.ingest.pipeline import ingest
 
-    data = tmp_path_factory.mktemp("sample-index")
-    cfg = load_config(None, {"data_dir": str(data)})
-    cfg.base_dir = REPO
-    ingest([SAMPLE], cfg, DataDir(data), embedder=embedder)
+    def build(data: Path) -> None:
+        cfg = load_config(None, {"data_dir": str(data)})
+        cfg.base_dir = REPO
+        ingest([SAMPLE], cfg, DataDir(data), embedder=embedder)
+
+    data = tmp_path_factory.mktemp("sample-index")  # this worker's copy: tests write its ledger and cache
+    shutil.copytree(built_once(tmp_path_factory, "sample-index", build), data, dirs_exist_ok=True)
     return data
 
 
@@ -85,16 +108,18 @@ def data(tmp_path, sample_index) -> Path:
 
 @pytest.fixture(scope="session")
 def docs_template(tmp_path_factory, model_cache) -> tuple[Path, Path]:
-    """(docs, data): sample_data copied once for the session, ingested as a user's own folder is
-    (absolute paths as sources, a Workspace with reranking off). Only through ``docs_data``."""
+    """(docs, data): sample_data copied once for the test run, ingested as a user's own folder is
+    (absolute paths as sources, a Workspace with reranking off). Shared by the workers: read the
+    docs, and use the index only through ``docs_data``."""
     from llmctl import Workspace
 
-    root = tmp_path_factory.mktemp("docs-index")
-    docs, data = root / "docs", root / "data"
-    shutil.copytree(SAMPLE, docs)
-    with Workspace(data_dir=data, **{"rerank.enabled": False}) as ws:
-        ws.ingest([docs])
-    return docs, data
+    def build(root: Path) -> None:
+        shutil.copytree(SAMPLE, root / "docs")
+        with Workspace(data_dir=root / "data", **{"rerank.enabled": False}) as ws:
+            ws.ingest([root / "docs"])
+
+    root = built_once(tmp_path_factory, "docs-index", build)
+    return root / "docs", root / "data"
 
 
 @pytest.fixture
@@ -122,6 +147,11 @@ def faq_cross_encoder(tmp_path_factory, embedder, sample_index) -> Path:
     It learns one easy, known preference — passages from the FAQ page are relevant — so
     tests can assert that reranking follows the model and not the fused order.
     """
+    return built_once(tmp_path_factory, "faq-cross-encoder",
+                      lambda out: _train_faq_cross_encoder(out, embedder, sample_index))
+
+
+def _train_faq_cross_encoder(out: Path, embedder: Embedder, sample_index: Path) -> None:
     import torch
     from transformers import AutoTokenizer, BertForSequenceClassification
 
@@ -153,10 +183,8 @@ def faq_cross_encoder(tmp_path_factory, embedder, sample_index) -> Path:
         loss.backward()
         opt.step()
         opt.zero_grad()
-    out = tmp_path_factory.mktemp("faq-cross-encoder")
     model.save_pretrained(out)
     tok.save_pretrained(out)
-    return out
 
 
 @pytest.fixture(scope="session")

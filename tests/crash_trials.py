@@ -104,29 +104,56 @@ def _writing(data: Path) -> bool:
         return False
 
 
-def _kill_at_random(docs: Path, data: Path, rng: random.Random, moment: str, to_writing: list[float]) -> str:
+def _start(docs: Path, data: Path, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "llmctl", "ingest", "-q", str(docs)], env=_env(data),
+                            stdout=subprocess.DEVNULL, **kw)
+
+
+def _wait_for_writing(proc: subprocess.Popen, data: Path, started: float, timing: dict) -> bool:
+    """Wait until the dirty flag goes up; False when the run ended first."""
+    while proc.poll() is None and not _writing(data) and time.monotonic() < started + 120:
+        time.sleep(0.02)
+    if proc.poll() is not None:
+        return False
+    timing["to_writing"].append(time.monotonic() - started)
+    return True
+
+
+def _kill_at_random(docs: Path, data: Path, rng: random.Random, moment: str, timing: dict) -> str:
     """Start an ingest, SIGKILL it at a random moment of the given kind; say where it was.
 
-    ``to_writing`` collects how long runs took to raise the dirty flag, so start-up kills
-    land before it (imports, scanning, chunking, model load)."""
+    The moments follow the runs seen so far (``timing``), so they land in the same phases on a
+    fast or a busy machine and for short or long documents: a start-up kill before the dirty flag
+    goes up (imports, scanning, chunking, model load), a writing kill in the first 30% of the
+    shortest write seen, a late one in the rest of it."""
     started = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "llmctl", "ingest", "-q", str(docs)], env=_env(data),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = _start(docs, data, stderr=subprocess.DEVNULL)
     if moment == "start-up":
-        time.sleep(rng.uniform(0.1, 0.9) * min(to_writing, default=2.0))
+        time.sleep(rng.uniform(0.1, 0.9) * min(timing["to_writing"], default=2.0))
     else:
-        deadline = started + 120
-        while proc.poll() is None and not _writing(data) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if proc.poll() is None:
-            to_writing.append(time.monotonic() - started)
-        time.sleep(rng.uniform(0.0, 1.5) if moment == "writing" else rng.uniform(1.5, 5.0))
+        _wait_for_writing(proc, data, started, timing)
+        shortest = min(timing["writing"], default=2.0)
+        time.sleep(shortest * (rng.uniform(0.0, 0.3) if moment == "writing" else rng.uniform(0.3, 0.8)))
     if proc.poll() is not None:
         return "finished before the kill"
     where = "while writing" if _writing(data) else "before writing"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     return where
+
+
+def _rerun(docs: Path, data: Path, timing: dict, first: bool) -> None:
+    """The plain re-run that must succeed; how long it took to raise the dirty flag and how long
+    it wrote go to ``timing`` (unless it is the first, a whole ingest: longer than any trial's)."""
+    started = time.monotonic()
+    proc = _start(docs, data, stderr=subprocess.PIPE, text=True)
+    stale = _writing(data)  # the killed run's flag: this run's own writing cannot be timed
+    raised = _wait_for_writing(proc, data, started, timing) and time.monotonic()
+    err = proc.communicate(timeout=600)[1]
+    if proc.returncode != 0:
+        raise AssertionError(f"llmctl ingest exited {proc.returncode}: {err}")
+    if raised and not stale and not first:
+        timing["writing"].append(time.monotonic() - raised)
 
 
 def _check_files(data: Path, docs: Path) -> None:
@@ -167,21 +194,22 @@ def _differences(after: list, clean: list, tolerance: float = 1e-5) -> list[dict
     return out
 
 
-def run_trials(workdir: Path, trials: int = 20, seed: int = 1234, n_docs: int = 200) -> dict:
+def run_trials(workdir: Path, trials: int = 20, seed: int = 1234, n_docs: int = 200,
+               words: tuple[int, int] = (40, 260)) -> dict:
     rng = random.Random(seed)
-    corpus = Corpus(workdir / "docs", rng, n_docs)
+    corpus = Corpus(workdir / "docs", rng, n_docs, words)
     data = workdir / "data"
     moments = ["start-up", "writing", "late"]
-    to_writing: list[float] = []
+    timing: dict[str, list[float]] = {"to_writing": [], "writing": []}
     report = {"trials": 0, "failures": 0, "kills": {}, "errors": [], "seed": seed}
     for trial in range(trials):
         if trial:
             corpus.mutate()
-        where = _kill_at_random(corpus.root, data, rng, moments[trial % 3], to_writing)
+        where = _kill_at_random(corpus.root, data, rng, moments[trial % 3], timing)
         report["kills"][where] = report["kills"].get(where, 0) + 1
         report["trials"] += 1
         try:
-            _llmctl("ingest", "-q", corpus.root, data=data)
+            _rerun(corpus.root, data, timing, first=not trial)
             assert_consistent(data)
             _check_files(data, corpus.root)
         except AssertionError as exc:

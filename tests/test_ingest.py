@@ -320,26 +320,25 @@ def test_a_small_change_updates_bm25_in_segments_and_a_large_one_rebuilds_it(sma
     assert keyword.load(cfg.data_dir / "bm25").delta is None
 
 
-def test_planning_in_windows_gives_the_index_a_single_window_gives(corpus, make_config, embedder, monkeypatch):
+def test_planning_in_windows_gives_the_index_a_single_window_gives(docs_template, docs_data, make_config,
+                                                                   embedder, monkeypatch):
     """Memory stays bounded because a run plans and commits a window of commit groups at a time;
-    the index it builds is the same."""
+    the index it builds is the same as the session's, built in one window."""
     from llmctl.ingest import pipeline
 
-    whole = make_config(data_dir=str(corpus.parent / "whole"))
-    ingest([corpus], whole, embedder=embedder)
+    docs, whole = docs_template[0], docs_data
     monkeypatch.setattr(pipeline, "WINDOW_GROUPS", 1)
-    windowed = make_config(data_dir=str(corpus.parent / "windowed"))
+    windowed = make_config(data_dir=str(docs_data.parent / "windowed"))
     windowed.ingest.commit_every = 4
     seen = []
     real = pipeline._by_length
     monkeypatch.setattr(pipeline, "_by_length", lambda window: seen.append(len(window)) or real(window))
-    r = ingest([corpus], windowed, embedder=embedder)
+    r = ingest([docs], windowed, embedder=embedder)
     assert len(seen) > 5 and r.chunks_added == r.chunks_total
-    a, b = assert_consistent(whole.data_dir), assert_consistent(windowed.data_dir)
+    a, b = assert_consistent(whole), assert_consistent(windowed.data_dir)
     assert a["manifest"] == b["manifest"]
     q = "How many daily snapshots does the default retention policy keep?"
-    assert (keyword.load(whole.data_dir / "bm25").search(q, 10)
-            == keyword.load(windowed.data_dir / "bm25").search(q, 10))
+    assert keyword.load(whole / "bm25").search(q, 10) == keyword.load(windowed.data_dir / "bm25").search(q, 10)
 
 
 OLD_CHUNKS = {  # the chunks tables older llmctl versions wrote

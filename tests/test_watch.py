@@ -135,8 +135,8 @@ def test_serve_watch_stopped_during_a_sync_stops_it_cleanly(tmp_path):
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and s.json("POST", "/search", {"query": "alpha", "k": 1})[0] != 200:
             time.sleep(0.3)
-        for i in range(60):  # a sync that lasts: one chunk each, embedded in groups of 8
-            (folder / f"p{i}.md").write_text(f"# Page {i}\n\n" + " ".join(f"word{i}x{j}" for j in range(120)))
+        for i in range(60):  # a sync that lasts: one chunk each (~200 tokens), embedded in groups of 8
+            (folder / f"p{i}.md").write_text(f"# Page {i}\n\n" + " ".join(f"word{i}x{j}" for j in range(40)))
         while time.monotonic() < deadline and not _writing(data):
             time.sleep(0.05)
         assert _writing(data), "the watcher never started writing"

@@ -74,6 +74,7 @@ def resolve_model(name: str, offline: bool) -> tuple[str, Path]:
 # Embedders and Rerankers share them; nothing closes them: a closed Workspace leaves them to the
 # others. The few last used are kept; one dropped here lives on in whoever still holds it.
 _LOADED = Kept(4)
+_TOKENIZERS = Kept(4)  # counting tokenizers (tokenizer.json parsed), apart so they never push a model out
 
 
 def files_signature(folder: Path) -> tuple:
@@ -179,15 +180,21 @@ class Embedder:
 
     @cached_property
     def _tokenizer(self):
+        """The model's fast tokenizer for counting (no truncation, no padding), parsed once per
+        process (~25 ms: every Workspace of a library user or a test would parse it again)."""
         from tokenizers import Tokenizer
 
         file = self.folder / "tokenizer.json"
         if not file.exists():  # slow tokenizers only: fall back to the full model's tokenizer
             return None
-        tok = Tokenizer.from_file(str(file))
-        tok.no_truncation()
-        tok.no_padding()
-        return tok
+
+        def load():
+            tok = Tokenizer.from_file(str(file))
+            tok.no_truncation()
+            tok.no_padding()
+            return tok
+
+        return _TOKENIZERS.get((str(file), self._files), load)
 
     @cached_property
     def max_seq_length(self) -> int:

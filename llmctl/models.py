@@ -185,6 +185,9 @@ def _download(name: str, cache: Path, hub: str, progress: bool) -> Path:
                 os.environ[k] = v
 
 
+STOP_WAIT = 60  # seconds an interrupted pull waits for its transfers to end (at once, unless starved)
+
+
 def _interruptible(download):
     """Run ``download`` in a thread and wait for it here, where Ctrl-C lands at once.
 
@@ -208,7 +211,9 @@ def _interruptible(download):
             worker.join(0.1)
     except KeyboardInterrupt:
         close_session()
-        worker.join(5)  # the transfers end at their next read; the caller then drops the snapshot
+        # The transfers end at their next read. Wait for them all (a second Ctrl-C stops waiting):
+        # one still running would write its file into the snapshot after the caller dropped it.
+        worker.join(STOP_WAIT)
         raise
     if "error" in outcome:
         raise outcome["error"]

@@ -231,10 +231,14 @@ def run_trials(workdir: Path, trials: int = 20, seed: int = 1234, n_docs: int = 
         [i for i, _ in hits] for hits in clean_hits]
     _llmctl("ingest", "-q", "--repair", corpus.root, data=data)
     differences = _differences(_query(data), clean_hits)
-    report["same_query_results_as_clean_ingest"] = not differences
-    if differences:  # asked again at once: does the difference stay (the index) or not (that query)?
+    if differences:
+        # Asked again at once, both indexes: a difference that stays is in the index (lost, stale or
+        # doubled vectors: what a crash could leave). One that goes was that query's: Chroma's local
+        # HNSW is rebuilt from its log by each reader with several threads, and now and then a dense
+        # query misses one near vector (docs/robustness.md, "traced further"); reported, not failed.
         report["query_differences"] = differences
-        report["query_differences_when_asked_again"] = _differences(_query(data), _query(clean))
+        differences = report["query_differences_when_asked_again"] = _differences(_query(data), _query(clean))
+    report["same_query_results_as_clean_ingest"] = not differences
     if not (report["same_chunks_as_clean_ingest"] and report["same_query_results_as_clean_ingest"]):
         report["failures"] += 1
     return report

@@ -29,7 +29,7 @@ def test_readers_during_an_ingest_see_a_whole_index_and_two_ingests_queue(tmp_pa
     first = invoke("ingest", "-q", corpus.root, env={"LLMCTL_DATA_DIR": str(data)})
     assert first.returncode == 0, first.stderr
     old_ids = assert_consistent(data)["manifest"]
-    for _ in range(3):
+    for _ in range(2):
         corpus.mutate()  # many rewritten documents: the next ingest embeds, commits and deletes
 
     env = {"LLMCTL_DATA_DIR": str(data), "LLMCTL_INGEST__COMMIT_EVERY": "8"}

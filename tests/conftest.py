@@ -229,15 +229,22 @@ def chroma_server(tmp_path_factory):
 
 
 def pytest_collection_modifyitems(items):
-    """Each of `make test`'s two workers starts on half of the slow tests (processes, real servers,
+    """Each of `make test`'s workers starts on its share of the slow tests (processes, real servers,
     minutes of embedding), and the short tests fill in after them: a long test that started last
     would hold the whole run, since --dist worksteal steals queued tests, never a running one. It
-    sends the first half of this list to one worker and the rest to the other."""
+    sends the list to the workers in contiguous parts of about equal length, first to last."""
+    import os
+
+    n = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))  # every worker sorts the same
     slow = [item for item in items if item.get_closest_marker("slow")]
     fast = [item for item in items if not item.get_closest_marker("slow")]
-    first = slow[0::2]
-    fill = max(0, len(items) // 2 - len(first))
-    items[:] = first + fast[:fill] + slow[1::2] + fast[fill:]
+    out: list = []
+    for w in range(n):
+        mine = slow[w::n]
+        take = len(fast) if w == n - 1 else max(0, (len(items) * (w + 1)) // n - len(out) - len(mine))
+        out += mine + fast[:take]
+        fast = fast[take:]
+    items[:] = out
 
 
 def pytest_unconfigure(config):

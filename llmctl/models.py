@@ -197,23 +197,27 @@ def _interruptible(download):
     from huggingface_hub.utils import close_session
 
     outcome: dict = {}
+    done = threading.Event()  # not worker.join(): a join cut by Ctrl-C marks the thread stopped
+    # (CPython 3.11), and every later join returns at once while its transfers still write
 
     def run() -> None:
         try:
             outcome["value"] = download()
         except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread
             outcome["error"] = exc
+        finally:
+            done.set()  # after snapshot_download's own pool has ended: nothing writes after this
 
     worker = threading.Thread(target=run, name="llmctl-models-pull", daemon=True)
     worker.start()
     try:
-        while worker.is_alive():
-            worker.join(0.1)
+        while not done.wait(0.1):
+            pass
     except KeyboardInterrupt:
         close_session()
         # The transfers end at their next read. Wait for them all (a second Ctrl-C stops waiting):
         # one still running would write its file into the snapshot after the caller dropped it.
-        worker.join(STOP_WAIT)
+        done.wait(STOP_WAIT)
         raise
     if "error" in outcome:
         raise outcome["error"]
